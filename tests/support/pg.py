@@ -1,0 +1,1 @@
+"""PostgreSQL fixture: a private throwaway server (owned by the store work)."""
