@@ -177,3 +177,19 @@ class FixBatch:
         return FixBatch(
             **{name: np.concatenate([getattr(b, name) for b in parts]) for name in FIX_COLUMNS}
         )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeadLetter:
+    """Input we refused, kept with its reason so an operator can see what a unit sent.
+
+    ``payload`` is the offending sentence (or the whole MQTT payload when the payload itself
+    was refused, e.g. unknown unit or oversize), truncated by the producer to a bounded size.
+    """
+
+    topic: str
+    unit_id: str | None
+    reason: str  # a stable reason code, e.g. "bad_checksum", "unknown_unit"
+    detail: str  # a human sentence: what was wrong and where
+    payload: bytes
+    recv_us: int

@@ -1,0 +1,81 @@
+"""NMEA 0183 sentence writer: the inverse of the decoder, for simulators and round-trip tests.
+
+Kept beside the decoder so that ``decode(encode(fix)) == fix`` is a property of one package.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ingest.fixes import Fix, us_to_datetime
+
+KMH_PER_KNOT = 1.852
+
+
+def checksum(body: bytes) -> int:
+    """XOR of the bytes between ``$`` and ``*`` (exclusive)."""
+    c = 0
+    for b in body:
+        c ^= b
+    return c
+
+
+def frame(body: str) -> bytes:
+    """``$body*HH\\r\\n`` with the checksum in upper-case hex."""
+    raw = body.encode("ascii")
+    return b"$" + raw + b"*" + f"{checksum(raw):02X}".encode("ascii") + b"\r\n"
+
+
+def _lat(lat: float, decimals: int) -> tuple[str, str]:
+    a = abs(lat)
+    deg = int(a)
+    minutes = round((a - deg) * 60.0, decimals)
+    if minutes >= 60.0:
+        deg, minutes = deg + 1, 0.0
+    return f"{deg:02d}{minutes:0{3 + decimals}.{decimals}f}", "N" if lat >= 0 else "S"
+
+
+def _lon(lon: float, decimals: int) -> tuple[str, str]:
+    a = abs(lon)
+    deg = int(a)
+    minutes = round((a - deg) * 60.0, decimals)
+    if minutes >= 60.0:
+        deg, minutes = deg + 1, 0.0
+    return f"{deg:03d}{minutes:0{3 + decimals}.{decimals}f}", "E" if lon >= 0 else "W"
+
+
+def _hms(t_us: int) -> str:
+    t = us_to_datetime(t_us)
+    cs = t.microsecond // 10_000
+    return f"{t.hour:02d}{t.minute:02d}{t.second:02d}.{cs:02d}"
+
+
+def _opt(x: float, fmt: str) -> str:
+    return "" if math.isnan(x) else format(x, fmt)
+
+
+def encode_rmc(fix: Fix, *, decimals: int = 6, talker: str | None = None) -> bytes:
+    """An RMC sentence (status A, mode A) for an accepted fix."""
+    lat, ns = _lat(fix.lat, decimals)
+    lon, ew = _lon(fix.lon, decimals)
+    d = us_to_datetime(fix.t_us)
+    speed_kn = _opt(fix.speed_kmh / KMH_PER_KNOT, ".3f")
+    course = _opt(fix.course, ".2f")
+    body = (
+        f"{talker or fix.talker}RMC,{_hms(fix.t_us)},A,{lat},{ns},{lon},{ew},{speed_kn},{course},"
+        f"{d.day:02d}{d.month:02d}{d.year % 100:02d},,,A"
+    )
+    return frame(body)
+
+
+def encode_gga(fix: Fix, *, decimals: int = 6, talker: str | None = None) -> bytes:
+    """A GGA sentence for an accepted fix (quality defaults to 1 when unknown)."""
+    lat, ns = _lat(fix.lat, decimals)
+    lon, ew = _lon(fix.lon, decimals)
+    quality = fix.quality if fix.quality > 0 else 1
+    sats = f"{fix.sats:02d}" if fix.sats >= 0 else ""
+    body = (
+        f"{talker or fix.talker}GGA,{_hms(fix.t_us)},{lat},{ns},{lon},{ew},{quality},{sats},"
+        f"{_opt(fix.hdop, '.2f')},{_opt(fix.alt_m, '.1f')},M,,M,,"
+    )
+    return frame(body)
