@@ -1,0 +1,211 @@
+"""Writing a :class:`FixBatch` into ``fixes``: one binary COPY, one INSERT … SELECT.
+
+The hot path builds the whole PostgreSQL binary COPY stream from the batch's numpy columns
+(:func:`encode_fix_copy`) instead of formatting one Python tuple per fix: rows are records of a
+numpy structured dtype (big-endian ``>i4``/``>i8``/``>f8`` fields, each preceded by its int32
+length), so the fixed-width part of every row is written by a handful of vectorised column
+assignments.  The two text columns (``unit_id``, ``talker``) are encoded once per *distinct*
+value, and rows are grouped by the byte lengths of those two strings so that within a group the
+rows are fixed-width too.  Row order in the staging table does not matter: every row carries its
+batch position (``ord``), which decides which of two duplicates wins.
+
+NULLs would make rows variable-width, so the stream carries NaN and -1 as they are and the
+INSERT turns them into NULL (``NULLIF``); reading back turns NULL into NaN and -1 again.
+
+The batch lands in a session TEMP table (``ON COMMIT DELETE ROWS``, not WAL-logged), then
+``INSERT … SELECT DISTINCT ON (unit_id, t) … ON CONFLICT DO NOTHING`` copies the new rows:
+idempotent across batches (a redelivered message) and within one batch (the same fix twice,
+GPRMC and GNRMC of one epoch: the first in batch order is kept) — no "ON CONFLICT DO UPDATE
+command cannot affect row a second time".  ``vehicle_id`` is joined from ``units`` here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import psycopg
+
+from ingest.fixes import FIX_COLUMNS, FixBatch, us_to_datetime
+
+#: µs between 1970-01-01 and PostgreSQL's epoch 2000-01-01 (binary timestamptz is µs since it).
+PG_EPOCH_OFFSET_US = 946_684_800 * 1_000_000
+COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
+COPY_TRAILER = b"\xff\xff"
+
+#: Fixed-width staging columns in COPY order: (name, big-endian numpy type).
+_FIXED: tuple[tuple[str, str], ...] = (
+    ("ord", ">i4"),
+    ("t", ">i8"),
+    ("recv_at", ">i8"),
+    ("lat", ">f8"),
+    ("lon", ">f8"),
+    ("speed_kmh", ">f4"),
+    ("course", ">f4"),
+    ("quality", ">i2"),
+    ("sats", ">i2"),
+    ("hdop", ">f4"),
+    ("alt_m", ">f4"),
+)
+_TEXT = ("unit_id", "talker")
+STAGE_COLUMNS = tuple(name for name, _ in _FIXED) + _TEXT
+_NFIELDS = len(STAGE_COLUMNS)
+
+STAGE_TABLE_DDL = """
+CREATE TEMP TABLE IF NOT EXISTS fixes_stage (
+    ord integer, t timestamptz, recv_at timestamptz, lat double precision,
+    lon double precision, speed_kmh real, course real, quality smallint, sats smallint,
+    hdop real, alt_m real, unit_id text, talker text
+) ON COMMIT DELETE ROWS
+"""
+COPY_STAGE_SQL = f"COPY fixes_stage ({', '.join(STAGE_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+INSERT_FROM_STAGE_SQL = """
+INSERT INTO fixes (unit_id, vehicle_id, t, recv_at, lat, lon, speed_kmh, course, quality, sats,
+                   hdop, alt_m, talker)
+SELECT DISTINCT ON (s.unit_id, s.t)
+       s.unit_id, u.vehicle_id, s.t, s.recv_at, s.lat, s.lon,
+       NULLIF(s.speed_kmh, 'NaN'), NULLIF(s.course, 'NaN'),
+       NULLIF(s.quality, -1), NULLIF(s.sats, -1),
+       NULLIF(s.hdop, 'NaN'), NULLIF(s.alt_m, 'NaN'), s.talker
+FROM fixes_stage s LEFT JOIN units u ON u.unit_id = s.unit_id
+ORDER BY s.unit_id, s.t, s.ord
+ON CONFLICT DO NOTHING
+"""
+
+
+class UnencodableText(ValueError):
+    """A unit id or talker holds a NUL character, which PostgreSQL text cannot store."""
+
+
+def _encode_distinct(
+    col: npt.NDArray[np.str_],
+) -> tuple[npt.NDArray[np.bytes_], npt.NDArray[np.int64], npt.NDArray[np.intp]]:
+    """UTF-8 of each distinct value (encoded once), its byte length, and the row → value map."""
+    uniq, inverse = np.unique(col, return_inverse=True)
+    encoded = [s.encode("utf-8") for s in uniq.tolist()]
+    if any(b"\x00" in b for b in encoded):
+        raise UnencodableText("text with a NUL character cannot be stored in PostgreSQL")
+    lengths = np.fromiter((len(b) for b in encoded), dtype=np.int64, count=len(encoded))
+    width = max(1, int(lengths.max(initial=0)))
+    return np.array(encoded, dtype=f"S{width}"), lengths, inverse.reshape(-1)
+
+
+def _row_dtype(unit_len: int, talker_len: int) -> np.dtype[np.void]:
+    fields: list[tuple[str, str]] = [("nfields", ">i2")]
+    for name, typ in _FIXED:
+        fields += [(name + "_len", ">i4"), (name, typ)]
+    fields.append(("unit_id_len", ">i4"))
+    if unit_len:
+        fields.append(("unit_id", f"S{unit_len}"))
+    fields.append(("talker_len", ">i4"))
+    if talker_len:
+        fields.append(("talker", f"S{talker_len}"))
+    return np.dtype(fields)
+
+
+def encode_fix_copy(batch: FixBatch) -> bytes:
+    """The complete binary COPY stream (signature, rows, trailer) for ``fixes_stage``."""
+    n = len(batch)
+    if n == 0:
+        return COPY_SIGNATURE + COPY_TRAILER
+    unit_bytes, unit_lens, unit_inv = _encode_distinct(batch.unit_id)
+    talker_bytes, talker_lens, talker_inv = _encode_distinct(batch.talker)
+    row_unit_len = unit_lens[unit_inv]
+    row_talker_len = talker_lens[talker_inv]
+    values: dict[str, npt.NDArray[Any]] = {
+        "ord": np.arange(n, dtype=np.int64),
+        "t": batch.t_us - PG_EPOCH_OFFSET_US,
+        "recv_at": batch.recv_us - PG_EPOCH_OFFSET_US,
+        "lat": batch.lat,
+        "lon": batch.lon,
+        "speed_kmh": batch.speed_kmh,
+        "course": batch.course,
+        "quality": batch.quality,
+        "sats": batch.sats,
+        "hdop": batch.hdop,
+        "alt_m": batch.alt_m,
+    }
+    key = row_unit_len * 65_536 + row_talker_len
+    group_keys, group_of_row = np.unique(key, return_inverse=True)
+    parts: list[bytes] = [COPY_SIGNATURE]
+    for g, k in enumerate(group_keys.tolist()):
+        unit_len, talker_len = divmod(int(k), 65_536)
+        rows: slice | npt.NDArray[np.intp] = (
+            slice(None) if len(group_keys) == 1 else np.flatnonzero(group_of_row == g)
+        )
+        dtype = _row_dtype(unit_len, talker_len)
+        out = np.empty(len(values["ord"][rows]), dtype=dtype)
+        out["nfields"] = _NFIELDS
+        for name, _typ in _FIXED:
+            out[name + "_len"] = np.dtype(_typ).itemsize
+            out[name] = values[name][rows]
+        out["unit_id_len"] = unit_len
+        if unit_len:
+            out["unit_id"] = unit_bytes[unit_inv[rows]]
+        out["talker_len"] = talker_len
+        if talker_len:
+            out["talker"] = talker_bytes[talker_inv[rows]]
+        parts.append(out.tobytes())
+    parts.append(COPY_TRAILER)
+    return b"".join(parts)
+
+
+async def create_stage_table(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Once per connection (the pool's ``configure``): the session's staging table."""
+    await conn.execute(STAGE_TABLE_DDL)
+
+
+async def insert_fixes(conn: psycopg.AsyncConnection[Any], batch: FixBatch) -> int:
+    """COPY *batch* into the staging table and insert its new rows; returns how many were new.
+
+    Must run inside the caller's transaction (that is what makes a batch atomic with its dead
+    letters), at most once per transaction: the staging table empties itself only at commit
+    or rollback.
+    """
+    if len(batch) == 0:
+        return 0
+    payload = encode_fix_copy(batch)
+    async with conn.cursor() as cur:
+        async with cur.copy(COPY_STAGE_SQL) as copy:
+            await copy.write(payload)
+        await cur.execute(INSERT_FROM_STAGE_SQL)
+        return cur.rowcount
+
+
+_SELECT_FIXES = """
+SELECT unit_id, (extract(epoch FROM t) * 1000000)::int8,
+       (extract(epoch FROM recv_at) * 1000000)::int8,
+       lat, lon, coalesce(speed_kmh, 'NaN'), coalesce(course, 'NaN'), coalesce(quality, -1),
+       coalesce(sats, -1), coalesce(hdop, 'NaN'), coalesce(alt_m, 'NaN'), talker
+FROM fixes WHERE unit_id = %s AND t >= %s AND t < %s
+ORDER BY t
+"""
+
+
+async def select_fixes_for_unit(
+    conn: psycopg.AsyncConnection[Any], unit_id: str, start_us: int, end_us: int
+) -> FixBatch:
+    """Fixes of one unit with ``start_us <= t < end_us``, ordered by fix time."""
+    cur = await conn.execute(
+        _SELECT_FIXES, (unit_id, us_to_datetime(start_us), us_to_datetime(end_us))
+    )
+    rows = await cur.fetchall()
+    if not rows:
+        return FixBatch.empty()
+    columns = list(zip(*rows, strict=True))
+    return FixBatch(
+        **{
+            name: np.array(columns[i], dtype=dtype)
+            for i, (name, dtype) in enumerate(FIX_COLUMNS.items())
+        }
+    )
+
+
+async def count_fixes(conn: psycopg.AsyncConnection[Any], unit_id: str | None = None) -> int:
+    if unit_id is None:
+        cur = await conn.execute("SELECT count(*) FROM fixes")
+    else:
+        cur = await conn.execute("SELECT count(*) FROM fixes WHERE unit_id = %s", (unit_id,))
+    row = await cur.fetchone()
+    return int(row[0]) if row is not None else 0

@@ -1,0 +1,295 @@
+"""The store the ingest shell writes through: a psycopg 3 async pool, one transaction a batch.
+
+Reliability contract (../shared/reliability.md #1, #3, #6): :meth:`Store.write_batch` returns
+only after COMMIT, with ``synchronous_commit`` left on, so the caller may acknowledge the
+broker then; a database that is down raises :class:`StoreUnavailable` and nothing of the call
+was committed, so the caller keeps the messages unacknowledged and retries later; writing the
+same fixes again stores nothing new.  Dead letters go in the same transaction (a redelivery
+after an ambiguous COMMIT failure may store a dead letter twice: they have no natural key).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from ingest.fixes import DeadLetter, FixBatch
+from store import partitions
+from store.dead_letters import count_dead_letters_by_reason, insert_dead_letters
+from store.errors import StoreUnavailable, StoreWriteError
+from store.fixes import (
+    UnencodableText,
+    count_fixes,
+    create_stage_table,
+    insert_fixes,
+    select_fixes_for_unit,
+)
+from store.migrate import Partitioning, apply_migrations
+from store.units import UnitRow, select_units, upsert_units
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WriteResult:
+    """What one committed :meth:`Store.write_batch` did."""
+
+    inserted: int  # fixes stored by this call
+    duplicates: int  # fixes of the batch already stored (or repeated within the batch)
+    dead_letters: int  # dead letters stored by this call
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreStatistics:
+    """Counters since open, for /metrics."""
+
+    batches: int
+    fixes_inserted: int
+    fixes_duplicate: int
+    dead_letters: int
+    partitions_created: int
+    unavailable_errors: int
+
+
+@contextlib.contextmanager
+def _db_errors(action: str) -> Iterator[None]:
+    """Map psycopg errors onto the store's: whose move is it next (see store.errors)."""
+    try:
+        yield
+    except psycopg.OperationalError as e:
+        raise StoreUnavailable(f"{action}: database unavailable ({e}); retry later") from e
+    except UnencodableText as e:
+        raise StoreWriteError(f"{action}: {e}") from e
+    except psycopg.Error as e:
+        raise StoreWriteError(f"{action}: the database refused the data ({e})") from e
+
+
+class Store:
+    """Fixes, dead letters and the unit registry in PostgreSQL.  Make one with :meth:`open`."""
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[Any],
+        *,
+        layout: partitions.Layout,
+        clock: Callable[[], float],
+        partition_days_ahead: int,
+        partition_max_late_days: int,
+        timeout_s: float,
+    ) -> None:
+        self._pool = pool
+        self._layout = layout
+        self._clock = clock
+        self._days_ahead = partition_days_ahead
+        self._max_late_days = partition_max_late_days
+        self._timeout_s = timeout_s
+        self._known_days: set[int] = set()
+        self._batches = 0
+        self._inserted = 0
+        self._duplicates = 0
+        self._dead_letters = 0
+        self._partitions_created = 0
+        self._unavailable = 0
+
+    @classmethod
+    async def open(
+        cls,
+        dsn: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 4,
+        migrate: bool = True,
+        partitioning: Partitioning = "auto",
+        partition_days_ahead: int = 3,
+        partition_max_late_days: int = 62,
+        timeout_s: float = 10.0,
+        clock: Callable[[], float] = time.time,
+    ) -> Store:
+        """Migrate (unless ``migrate=False``), open the pool, create the partitions ahead.
+
+        ``partitioning``: ``"auto"`` (TimescaleDB when the extension can be created, else
+        native), ``"native"`` or ``"timescaledb"``; it only matters when the schema is first
+        created.  ``timeout_s`` bounds each wait for a connection.  ``clock`` (seconds since
+        the epoch) decides "today" for partitions; inject it for reproducible tests.
+        Raises :class:`StoreUnavailable` when the database cannot be reached.
+        """
+        if migrate:
+            with _db_errors("migrating the schema"):
+                async with await psycopg.AsyncConnection.connect(
+                    dsn, autocommit=True, connect_timeout=max(2, int(timeout_s))
+                ) as conn:
+                    await apply_migrations(conn, partitioning=partitioning)
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            open=False,
+            kwargs={"autocommit": True},
+            configure=_configure_connection,
+            check=AsyncConnectionPool.check_connection,
+            timeout=timeout_s,
+            name="fleetwatch-store",
+        )
+        try:
+            with _db_errors("opening the connection pool"):
+                await pool.open(wait=True, timeout=timeout_s)
+                async with pool.connection() as conn:
+                    layout = await partitions.layout_of(conn)
+            store = cls(
+                pool,
+                layout=layout,
+                clock=clock,
+                partition_days_ahead=partition_days_ahead,
+                partition_max_late_days=partition_max_late_days,
+                timeout_s=timeout_s,
+            )
+            await store._refresh_partitions()
+            await store._ensure_partitions(())
+        except BaseException:
+            await pool.close()
+            raise
+        return store
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._pool.close()
+
+    @property
+    def layout(self) -> partitions.Layout:
+        return self._layout
+
+    def statistics(self) -> StoreStatistics:
+        return StoreStatistics(
+            batches=self._batches,
+            fixes_inserted=self._inserted,
+            fixes_duplicate=self._duplicates,
+            dead_letters=self._dead_letters,
+            partitions_created=self._partitions_created,
+            unavailable_errors=self._unavailable,
+        )
+
+    def _today(self) -> int:
+        return int(self._clock() // 86_400)
+
+    async def _refresh_partitions(self) -> None:
+        if self._layout != "native":
+            return
+        with self._counting_errors("reading the partition list"):
+            async with self._pool.connection() as conn:
+                self._known_days = await partitions.existing_partition_days(conn)
+
+    async def _ensure_partitions(self, batch_days: Sequence[int]) -> None:
+        if self._layout != "native":
+            return
+        missing = partitions.days_to_create(
+            batch_days,
+            self._known_days,
+            today=self._today(),
+            days_ahead=self._days_ahead,
+            max_late_days=self._max_late_days,
+        )
+        if not missing:
+            return
+        with self._counting_errors("creating fixes partitions"):
+            async with self._pool.connection() as conn:
+                self._partitions_created += await partitions.ensure_partitions(conn, missing)
+        self._known_days.update(missing)
+
+    @contextlib.contextmanager
+    def _counting_errors(self, action: str) -> Iterator[None]:
+        try:
+            with _db_errors(action):
+                yield
+        except StoreUnavailable:
+            self._unavailable += 1
+            raise
+
+    async def write_batch(
+        self, fixes: FixBatch, dead_letters: Sequence[DeadLetter] = ()
+    ) -> WriteResult:
+        """Store a batch of fixes and its dead letters in one transaction; return after COMMIT.
+
+        Raises :class:`StoreUnavailable` (retry later: nothing committed) or
+        :class:`StoreWriteError` (this data is refused: nothing committed).
+        """
+        if len(fixes):
+            await self._ensure_partitions(partitions.days_of(fixes.t_us).tolist())
+        with self._counting_errors(f"writing {len(fixes)} fixes, {len(dead_letters)} dead letters"):
+            async with self._pool.connection() as conn, conn.transaction():
+                inserted = await insert_fixes(conn, fixes)
+                n_dead = await insert_dead_letters(conn, dead_letters)
+        result = WriteResult(
+            inserted=inserted, duplicates=len(fixes) - inserted, dead_letters=n_dead
+        )
+        self._batches += 1
+        self._inserted += result.inserted
+        self._duplicates += result.duplicates
+        self._dead_letters += n_dead
+        return result
+
+    async def count_fixes(self, unit_id: str | None = None) -> int:
+        with self._counting_errors("counting fixes"):
+            async with self._pool.connection() as conn:
+                return await count_fixes(conn, unit_id)
+
+    async def fixes_for_unit(self, unit_id: str, start_us: int, end_us: int) -> FixBatch:
+        """Fixes of one unit with ``start_us <= t < end_us``, in fix-time order."""
+        with self._counting_errors(f"reading fixes of {unit_id!r}"):
+            async with self._pool.connection() as conn:
+                return await select_fixes_for_unit(conn, unit_id, start_us, end_us)
+
+    async def dead_letter_counts(self) -> dict[str, int]:
+        """Stored dead letters by reason code."""
+        with self._counting_errors("counting dead letters"):
+            async with self._pool.connection() as conn:
+                return await count_dead_letters_by_reason(conn)
+
+    async def upsert_units(self, rows: Sequence[UnitRow]) -> None:
+        with self._counting_errors(f"upserting {len(rows)} units"):
+            async with self._pool.connection() as conn, conn.transaction():
+                await upsert_units(conn, rows)
+
+    async def load_units(self) -> dict[str, UnitRow]:
+        with self._counting_errors("loading units"):
+            async with self._pool.connection() as conn:
+                return await select_units(conn)
+
+    async def detach_partitions_older_than(self, days: int, *, drop: bool = False) -> list[str]:
+        """Retention: see :func:`store.partitions.detach_partitions_older_than` (uses the
+        store's clock for "today")."""
+        with self._counting_errors("detaching old partitions"):
+            async with self._pool.connection() as conn:
+                gone = await partitions.detach_partitions_older_than(
+                    conn, days, now_us=int(self._clock() * 1_000_000), drop=drop
+                )
+        await self._refresh_partitions()
+        return gone
+
+
+async def _configure_connection(conn: psycopg.AsyncConnection[Any]) -> None:
+    await create_stage_table(conn)
+
+
+@contextlib.asynccontextmanager
+async def open_store(dsn: str, **kwargs: Any) -> AsyncIterator[Store]:
+    """``async with open_store(dsn) as store:`` — :meth:`Store.open` then :meth:`Store.aclose`."""
+    store = await Store.open(dsn, **kwargs)
+    try:
+        yield store
+    finally:
+        await store.aclose()
