@@ -42,7 +42,7 @@ class BruteForce:
 
 def local_frame_origin(site: Site) -> tuple[float, float]:
     if site.radius_m is not None:
-        return float(site.geometry.x), float(site.geometry.y)  # type: ignore[attr-defined]
+        return float(site.geometry.x), float(site.geometry.y)
     minx, miny, maxx, maxy = site.geometry.bounds
     return 0.5 * (minx + maxx), 0.5 * (miny + maxy)
 

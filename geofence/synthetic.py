@@ -20,7 +20,7 @@ def _rect(cx: float, cy: float, w: float, h: float, angle: float) -> npt.NDArray
     corners = np.array([[-w, -h], [w, -h], [w, h], [-w, h]]) / 2.0
     c, s = np.cos(angle), np.sin(angle)
     rot = corners @ np.array([[c, s], [-s, c]])
-    return rot + np.array([cx, cy])
+    return np.asarray(rot + np.array([cx, cy]), dtype=np.float64)
 
 
 def _building(rng: np.random.Generator) -> list[npt.NDArray[np.float64]]:
