@@ -1,0 +1,521 @@
+"""The ingest pipeline: MQTT messages -> batches -> decode -> one store transaction -> PUBACKs.
+
+Three named tasks in one task group, joined by bounded queues::
+
+    receive ──raw batches (≤ batches_in_flight)──> decode ──decoded (≤ 2)──> write ──> ack
+
+* **receive** takes messages from the source into a size-or-age :class:`~ingest.batcher.Batcher`
+  and owns its timer.  When the raw queue is full it stops taking messages, the source stops
+  reading its socket, and the broker holds the backlog (reliability #4: backpressure, nothing
+  dropped).
+* **decode** validates payloads (size, topic, registered unit), decodes a whole batch in one
+  call, and turns every reject into a :class:`~ingest.fixes.DeadLetter`.  Decoding happens
+  exactly once per batch: the decoder keeps per-unit state (duplicates, jumps), so a retried
+  write must not decode again.
+* **write** commits fixes and dead letters in one transaction, retrying the *same* decoded
+  batch with capped backoff while the database is unavailable (never acking meanwhile), then
+  acknowledges the batch's messages in receive order (reliability #1: acknowledged means
+  durable).  A crash before the ack means the broker redelivers; the store's ``ON CONFLICT``
+  makes the redelivery a no-op (reliability #2, #6).
+
+The components are typed as Protocols here so this module depends on no broker or database
+library (and the ``ingest`` package never imports ``store``: see tests/test_architecture.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+import stamina
+
+from ingest.batcher import Batch, Batcher, BatchLimits
+from ingest.fixes import DeadLetter, FixBatch
+from ingest.metrics import IngestMetrics
+from ingest.registry import UnitRegistry
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], int]
+
+
+def wall_clock_us() -> int:
+    return time.time_ns() // 1000
+
+
+def monotonic_us() -> int:
+    return time.monotonic_ns() // 1000
+
+
+# --- what the service needs from its neighbours --------------------------------------------
+
+
+class InboundMessage(Protocol):
+    """One MQTT message (``ingest.mqtt.Received``)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def payload(self) -> bytes: ...
+    @property
+    def recv_us(self) -> int: ...
+    @property
+    def token(self) -> Any: ...
+    @property
+    def oversize(self) -> bool: ...
+
+
+class MessageSource(Protocol):
+    """The MQTT shell (``ingest.mqtt.MqttSource``)."""
+
+    async def receive_batch(self, max_messages: int) -> Sequence[InboundMessage]: ...
+    def ack(self, tokens: Sequence[Any]) -> None: ...
+
+
+class SentenceRejectLike(Protocol):
+    @property
+    def payload_index(self) -> int: ...
+    @property
+    def unit_id(self) -> str: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def detail(self) -> str: ...
+    @property
+    def sentence(self) -> bytes: ...
+    @property
+    def recv_us(self) -> int: ...
+
+
+class DecodeResultLike(Protocol):
+    @property
+    def fixes(self) -> FixBatch: ...
+    @property
+    def rejects(self) -> Sequence[SentenceRejectLike]: ...
+    @property
+    def counts(self) -> Mapping[str, int]: ...
+
+
+class BatchDecoder(Protocol):
+    """The NMEA decoder (``ingest.nmea.Decoder``): stateful per unit, sans-I/O."""
+
+    def decode(
+        self, unit_ids: Sequence[str], payloads: Sequence[bytes], recv_us: npt.NDArray[np.int64]
+    ) -> DecodeResultLike: ...
+
+
+class WriteResultLike(Protocol):
+    @property
+    def inserted(self) -> int: ...
+    @property
+    def duplicates(self) -> int: ...
+    @property
+    def dead_letters(self) -> int: ...
+
+
+class FixSink(Protocol):
+    """The store (``store.Store``): one transaction per call, idempotent."""
+
+    async def write_batch(
+        self, fixes: FixBatch, dead_letters: Sequence[DeadLetter]
+    ) -> WriteResultLike: ...
+
+
+# --- configuration and statistics ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IngestOptions:
+    """Tuning of the pipeline; defaults are documented in docs/ingest.md."""
+
+    limits: BatchLimits = field(default_factory=BatchLimits)
+    #: closed batches waiting for the decoder; the receive loop stops reading beyond this
+    batches_in_flight: int = 4
+    #: decoded batches waiting for the database
+    decoded_in_flight: int = 2
+    #: a payload above this is a dead letter ``oversize_payload`` (a burst after a coverage
+    #: gap of ~15 min at 1 Hz is ~150 KiB)
+    max_payload_bytes: int = 256 * 1024
+    #: dead letters keep at most this many bytes of what was refused
+    dead_letter_payload_bytes: int = 1024
+    #: backoff while the database is unavailable: first wait, and cap (seconds, jittered)
+    store_retry_initial_s: float = 0.1
+    store_retry_max_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        for name in ("batches_in_flight", "decoded_in_flight", "max_payload_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"IngestOptions.{name} must be >= 1, got {getattr(self, name)}")
+        if self.dead_letter_payload_bytes < 0:
+            raise ValueError("IngestOptions.dead_letter_payload_bytes must be >= 0")
+        if not 0 < self.store_retry_initial_s <= self.store_retry_max_s:
+            raise ValueError("need 0 < store_retry_initial_s <= store_retry_max_s")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IngestStatistics:
+    """Counters since start (gauges where noted), for the demo's live line and tests."""
+
+    messages_received: int
+    fixes_accepted: int
+    fixes_inserted: int
+    fixes_duplicate: int
+    rejects: int
+    dead_letters: int
+    batches_written: int
+    messages_acked: int
+    store_retries: int
+    store_up: bool  # gauge
+    raw_batches_queued: int  # gauge
+    decoded_batches_queued: int  # gauge
+    unacked_messages: int  # gauge: received, not yet acknowledged
+    last_commit_us: int | None
+    last_receive_to_commit_us: int | None  # newest message of the last committed batch
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Decoded:
+    """A batch after validation and decoding: what the writer retries, unchanged."""
+
+    tokens: list[Any]
+    fixes: FixBatch
+    dead_letters: list[DeadLetter]
+    recv_us: npt.NDArray[np.int64]
+    closed_by: str
+
+
+_STOP = None  # queue sentinel: the stage before has drained
+
+
+def _unit_id_from_fleet_topic(topic: str) -> str:
+    """``fleet/<unit>/nmea`` -> ``<unit>``; the default when no topic parser is injected."""
+    parts = topic.split("/")
+    if len(parts) != 3 or parts[0] != "fleet" or parts[2] != "nmea" or not parts[1]:
+        raise ValueError(f"topic {topic!r} is not fleet/<unit_id>/nmea")
+    return parts[1]
+
+
+class IngestService:
+    """The pipeline of one subscription; :meth:`run` until cancelled or :meth:`request_stop`.
+
+    ``unavailable`` lists the exception types meaning "database down, retry later" (the
+    store's ``StoreUnavailable``); anything else raised by the sink is a bug or a refusal of
+    the data and stops the service loudly, without acking (the broker keeps the messages).
+    """
+
+    def __init__(
+        self,
+        *,
+        source: MessageSource,
+        decoder: BatchDecoder,
+        sink: FixSink,
+        registry: UnitRegistry,
+        metrics: IngestMetrics | None = None,
+        options: IngestOptions | None = None,
+        unavailable: tuple[type[Exception], ...] = (ConnectionError,),
+        unit_id_from_topic: Callable[[str], str] = _unit_id_from_fleet_topic,
+        on_commit: Callable[[FixBatch], None] | None = None,
+        wall_clock: Clock = wall_clock_us,
+        monotonic_clock: Clock = monotonic_us,
+    ) -> None:
+        self._source = source
+        self._decoder = decoder
+        self._sink = sink
+        self.registry = registry
+        self.metrics = metrics if metrics is not None else IngestMetrics()
+        self.options = options if options is not None else IngestOptions()
+        self._unavailable = unavailable
+        self._topic_parser = unit_id_from_topic
+        self._topic_cache: dict[str, str | ValueError] = {}
+        self._on_commit = on_commit
+        self._wall = wall_clock
+        self._mono = monotonic_clock
+        self._batcher: Batcher[InboundMessage] = Batcher(self.options.limits)
+        self._raw: asyncio.Queue[Batch[InboundMessage] | None] = asyncio.Queue(
+            self.options.batches_in_flight
+        )
+        self._decoded: asyncio.Queue[_Decoded | None] = asyncio.Queue(
+            self.options.decoded_in_flight
+        )
+        self._stopping = False
+        self._receive_task: asyncio.Task[None] | None = None
+        # statistics
+        self._received = 0
+        self._accepted = 0
+        self._inserted = 0
+        self._duplicates = 0
+        self._rejects = 0
+        self._dead = 0
+        self._batches = 0
+        self._acked = 0
+        self._retries = 0
+        self._store_up = True
+        self._last_commit_us: int | None = None
+        self._last_lag_us: int | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Run the three stages until cancelled, or until drained after :meth:`request_stop`.
+
+        Cancelling abandons the batches in flight without acknowledging them: the broker
+        redelivers them to the next session.
+        """
+        async with asyncio.TaskGroup() as tg:
+            self._receive_task = tg.create_task(self._receive_loop(), name="ingest-receive")
+            tg.create_task(self._decode_loop(), name="ingest-decode")
+            tg.create_task(self._write_loop(), name="ingest-write")
+
+    def request_stop(self) -> None:
+        """Stop taking messages; flush, decode, write and ack what was taken, then return."""
+        if self._stopping:
+            return
+        self._stopping = True
+        if self._receive_task is not None and not self._receive_task.done():
+            self._receive_task.cancel()
+
+    def statistics(self) -> IngestStatistics:
+        return IngestStatistics(
+            messages_received=self._received,
+            fixes_accepted=self._accepted,
+            fixes_inserted=self._inserted,
+            fixes_duplicate=self._duplicates,
+            rejects=self._rejects,
+            dead_letters=self._dead,
+            batches_written=self._batches,
+            messages_acked=self._acked,
+            store_retries=self._retries,
+            store_up=self._store_up,
+            raw_batches_queued=self._raw.qsize(),
+            decoded_batches_queued=self._decoded.qsize(),
+            unacked_messages=self._received - self._acked,
+            last_commit_us=self._last_commit_us,
+            last_receive_to_commit_us=self._last_lag_us,
+        )
+
+    # -- stage 1: receive and batch --------------------------------------------------------------
+    async def _receive_loop(self) -> None:
+        try:
+            await self._receive_until_cancelled()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            assert task is not None
+            if not self._stopping or task.uncancel() > 0:
+                raise  # cancelled by the task group or the caller: abandon, don't drain
+        last = self._batcher.flush(self._mono())
+        if last is not None:
+            await self._raw.put(last)
+        await self._raw.put(_STOP)
+
+    async def _receive_until_cancelled(self) -> None:
+        batcher = self._batcher
+        limits = self.options.limits
+        source = self._source
+        raw = self._raw
+        metrics = self.metrics
+        mono = self._mono
+        while True:
+            deadline = batcher.deadline_us()
+            want = limits.max_messages - len(batcher)
+            msgs: Sequence[InboundMessage] = ()
+            if deadline is None:
+                msgs = await source.receive_batch(want)
+            else:
+                delay_s = (deadline - mono()) / 1e6
+                if delay_s > 0:
+                    try:
+                        async with asyncio.timeout(delay_s):
+                            msgs = await source.receive_batch(want)
+                    except TimeoutError:
+                        msgs = ()
+            now = mono()
+            if msgs:
+                nbytes = 0
+                for m in msgs:
+                    size = len(m.payload)
+                    nbytes += size
+                    for closed in batcher.add(m, size, now):
+                        await raw.put(closed)
+                self._received += len(msgs)
+                metrics.messages_received.inc(len(msgs))
+                metrics.payload_bytes.inc(nbytes)
+            aged = batcher.tick(now)
+            if aged is not None:
+                await raw.put(aged)
+            metrics.queue_depth.labels("raw").set(raw.qsize())
+            metrics.pending_messages.set(self._received - self._acked)
+
+    # -- stage 2: validate and decode --------------------------------------------------------------
+    async def _decode_loop(self) -> None:
+        while True:
+            batch = await self._raw.get()
+            if batch is None:
+                await self._decoded.put(_STOP)
+                return
+            decoded = self._decode(batch)
+            await self._decoded.put(decoded)
+            self.metrics.queue_depth.labels("decoded").set(self._decoded.qsize())
+
+    def _unit_of(self, topic: str) -> str | ValueError:
+        cached = self._topic_cache.get(topic)
+        if cached is not None:
+            return cached
+        try:
+            unit: str | ValueError = self._topic_parser(topic)
+        except ValueError as exc:
+            unit = exc
+        if len(self._topic_cache) >= 100_000:  # bound: topics are per unit, but be safe
+            self._topic_cache.clear()
+        self._topic_cache[topic] = unit
+        return unit
+
+    def _decode(self, batch: Batch[InboundMessage]) -> _Decoded:
+        opts = self.options
+        cut = opts.dead_letter_payload_bytes
+        registry = self.registry
+        items = batch.items
+        tokens = [m.token for m in items]
+        recv_all = np.fromiter((m.recv_us for m in items), dtype=np.int64, count=len(items))
+        dead: list[DeadLetter] = []
+        refused: dict[str, int] = {}
+        unit_ids: list[str] = []
+        payloads: list[bytes] = []
+        topics: list[str] = []
+        keep: list[int] = []
+        for i, m in enumerate(items):
+            payload = m.payload
+            unit = self._unit_of(m.topic)
+            reason = detail = ""
+            if m.oversize or len(payload) > opts.max_payload_bytes:
+                reason = "oversize_payload"
+                detail = f"payload larger than {opts.max_payload_bytes} bytes"
+            elif isinstance(unit, ValueError):
+                reason, detail = "bad_topic", str(unit)
+            elif not registry.admits(unit):
+                reason = "unknown_unit"
+                detail = f"unit {unit!r} is not in the unit registry (units file or store)"
+            if reason:
+                dead.append(
+                    DeadLetter(
+                        topic=m.topic,
+                        unit_id=None if isinstance(unit, ValueError) else unit,
+                        reason=reason,
+                        detail=detail,
+                        payload=payload[:cut],
+                        recv_us=m.recv_us,
+                    )
+                )
+                refused[reason] = refused.get(reason, 0) + 1
+                continue
+            assert isinstance(unit, str)
+            unit_ids.append(unit)
+            payloads.append(payload)
+            topics.append(m.topic)
+            keep.append(i)
+        if payloads:
+            recv_kept = recv_all if len(keep) == len(items) else recv_all[keep]
+            result = self._decoder.decode(unit_ids, payloads, recv_kept)
+            fixes = result.fixes
+            for r in result.rejects:
+                dead.append(
+                    DeadLetter(
+                        topic=topics[r.payload_index],
+                        unit_id=r.unit_id,
+                        reason=r.reason,
+                        detail=r.detail,
+                        payload=r.sentence[:cut],
+                        recv_us=r.recv_us,
+                    )
+                )
+                refused[r.reason] = refused.get(r.reason, 0) + 1
+            self.metrics.count_decoder(result.counts)
+        else:
+            fixes = FixBatch.empty()
+        self.metrics.count_by_label(self.metrics.rejects, refused)
+        self.metrics.fixes_accepted.inc(len(fixes))
+        self._accepted += len(fixes)
+        self._rejects += sum(refused.values())
+        return _Decoded(
+            tokens=tokens,
+            fixes=fixes,
+            dead_letters=dead,
+            recv_us=recv_all,
+            closed_by=batch.reason,
+        )
+
+    # -- stage 3: write, then acknowledge -------------------------------------------------------
+    async def _write_loop(self) -> None:
+        while True:
+            decoded = await self._decoded.get()
+            if decoded is None:
+                return
+            result = await self._write_until_committed(decoded)
+            commit_us = self._wall()
+            self._source.ack(decoded.tokens)
+            self._account(decoded, result, commit_us)
+
+    async def _write_until_committed(self, d: _Decoded) -> WriteResultLike | None:
+        if not len(d.fixes) and not d.dead_letters:
+            return None  # nothing to store (e.g. an empty payload): ack without a transaction
+        opts = self.options
+        async for attempt in stamina.retry_context(
+            on=self._unavailable,
+            attempts=None,
+            timeout=None,
+            wait_initial=opts.store_retry_initial_s,
+            wait_max=opts.store_retry_max_s,
+            wait_jitter=opts.store_retry_initial_s,
+        ):
+            with attempt:
+                t0 = self._mono()
+                try:
+                    result = await self._sink.write_batch(d.fixes, d.dead_letters)
+                except self._unavailable as exc:
+                    self._retries += 1
+                    self.metrics.store_retries.inc()
+                    if self._store_up:
+                        log.warning("database unavailable, holding batches (no acks): %s", exc)
+                    self._store_up = False
+                    self.metrics.store_up.set(0)
+                    raise
+                self.metrics.write_seconds.observe((self._mono() - t0) / 1e6)
+                if not self._store_up:
+                    log.warning("database is back after %d failed write attempts", attempt.num - 1)
+                self._store_up = True
+                self.metrics.store_up.set(1)
+                return result
+        raise AssertionError("unreachable: retries are unbounded")  # pragma: no cover
+
+    def _account(self, d: _Decoded, result: WriteResultLike | None, commit_us: int) -> None:
+        m = self.metrics
+        n = len(d.tokens)
+        self._acked += n
+        self._batches += 1
+        m.batches_written.labels(d.closed_by).inc()
+        if result is not None:
+            self._inserted += result.inserted
+            self._duplicates += result.duplicates
+            self._dead += result.dead_letters
+            m.fixes_inserted.inc(result.inserted)
+            m.fixes_duplicate.inc(result.duplicates)
+        if d.dead_letters:
+            by_reason: dict[str, int] = {}
+            for dl in d.dead_letters:
+                by_reason[dl.reason] = by_reason.get(dl.reason, 0) + 1
+            m.count_by_label(m.dead_letters, by_reason)
+        if n:
+            lag_s = (commit_us - d.recv_us) / 1e6
+            m.receive_to_commit.observe_many(lag_s)
+            self._last_lag_us = commit_us - int(d.recv_us.max())
+        if len(d.fixes):
+            m.fix_to_commit.observe_many((commit_us - d.fixes.t_us) / 1e6)
+        self._last_commit_us = commit_us
+        m.pending_messages.set(self._received - self._acked)
+        m.queue_depth.labels("decoded").set(self._decoded.qsize())
+        if self._on_commit is not None and len(d.fixes):
+            self._on_commit(d.fixes)
