@@ -1,0 +1,22 @@
+"""NMEA 0183 decoding (sans-I/O): MQTT payload bytes -> validated fixes as columns.
+
+``Decoder`` is the numpy batch decoder used in production; ``decode_reference`` the scalar
+specification it is tested against.  The rules (reject codes, real-receiver faults) are in
+docs/nmea.md.
+"""
+
+from ingest.nmea.decoder import Decoder, DecoderStatistics
+from ingest.nmea.options import DecodeOptions
+from ingest.nmea.reference import ReferenceDecoder, decode_reference
+from ingest.nmea.rejects import DecodeResult, RejectReason, SentenceReject
+
+__all__ = [
+    "DecodeOptions",
+    "DecodeResult",
+    "Decoder",
+    "DecoderStatistics",
+    "ReferenceDecoder",
+    "RejectReason",
+    "SentenceReject",
+    "decode_reference",
+]

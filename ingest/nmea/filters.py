@@ -1,0 +1,223 @@
+"""Per-unit memory across batches: duplicate fix times and implausible jumps.
+
+The only state in the decoder.  Per unit it keeps the ``history_per_unit`` most recent accepted
+fixes by fix time (sorted) and, while a unit is producing jump rejects, the last rejected fix
+(the re-anchoring chain).  Rules, in docs/nmea.md:
+
+* duplicate: a fix whose time equals an accepted fix of the unit.  Exception, the leap-second
+  repeat: at exactly 00:00:00 a second fix with a different position is kept, 1 µs later.
+* implausible jump: the fix is compared with the accepted fix of the unit *nearest in fix time*
+  (not the latest: buffered fixes arrive hours late and backwards), and refused when the distance
+  exceeds ``max_speed * max(dt, jump_min_dt_s) + jump_tolerance_m``.
+* re-anchoring: when ``reanchor_after`` consecutive jump rejects of a unit are plausible from one
+  to the next (the unit moves consistently, so the *anchor* was wrong, e.g. a frozen position),
+  the last of them is accepted and becomes the new anchor.
+
+``admit`` is the definition (scalar); ``admit_batch`` accepts whole units at once when every fix
+is newer than the history and each step is plausible, which is provably what ``admit`` would do,
+and calls ``admit`` for the other units.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from dataclasses import dataclass, field
+from typing import overload
+
+import numpy as np
+import numpy.typing as npt
+
+from ingest.fixes import iso_utc
+from ingest.nmea.options import DecodeOptions
+from ingest.nmea.rejects import RejectReason
+from ingest.nmea.sentences import US_PER_DAY
+
+M_PER_DEG = 111_195.0  # mean Earth radius 6,371,000 m * pi / 180
+_HALF_RAD = 0.5 * math.pi / 180.0
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+
+@overload
+def _cos(x: float) -> float: ...
+@overload
+def _cos(x: F64) -> F64: ...
+def _cos(x: float | F64) -> float | F64:
+    """cos for |x| <= pi/2 from + and * only (error < 1e-12): libm and numpy's SIMD cos may
+    differ in the last bit, and the two decoders must agree bit for bit."""
+    x2 = x * x
+    return 1.0 - x2 / 2.0 * (
+        1.0 - x2 / 12.0 * (1.0 - x2 / 30.0 * (1.0 - x2 / 56.0 * (1.0 - x2 / 90.0 * (
+            1.0 - x2 / 132.0 * (1.0 - x2 / 182.0 * (1.0 - x2 / 240.0))))))
+    )  # fmt: skip
+
+
+def dist2_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Squared equirectangular distance in m² (exact enough below 100 km, all that matters)."""
+    dlon = abs(lon2 - lon1)
+    dlon = min(dlon, 360.0 - dlon)
+    c = _cos((lat1 + lat2) * _HALF_RAD)
+    dy = (lat2 - lat1) * M_PER_DEG
+    dx = dlon * M_PER_DEG * c
+    return dx * dx + dy * dy
+
+
+def dist2_m_array(lat1: F64, lon1: F64, lat2: F64, lon2: F64) -> F64:
+    """:func:`dist2_m` over arrays, the same operations in the same order."""
+    dlon = np.abs(lon2 - lon1)
+    dlon = np.minimum(dlon, 360.0 - dlon)
+    c = _cos((lat1 + lat2) * _HALF_RAD)
+    dy = (lat2 - lat1) * M_PER_DEG
+    dx = dlon * M_PER_DEG * c
+    return np.asarray(dx * dx + dy * dy, dtype=np.float64)
+
+
+@dataclass(slots=True)
+class _Track:
+    t: list[int] = field(default_factory=list)
+    lat: list[float] = field(default_factory=list)
+    lon: list[float] = field(default_factory=list)
+    chain_n: int = 0
+    chain_t: int = 0
+    chain_lat: float = 0.0
+    chain_lon: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """``t_us`` may differ from the input (leap-second repeat); ``reason`` None = accepted."""
+
+    t_us: int
+    reason: RejectReason | None = None
+    detail: str = ""
+    restamped: bool = False
+    reanchored: bool = False
+
+
+class FixFilter:
+    """Duplicate and jump checks with bounded memory per unit (see module docstring)."""
+
+    def __init__(self, options: DecodeOptions) -> None:
+        self._opt = options
+        self._vmax = options.max_speed_kmh / 3.6
+        self._units: dict[str, _Track] = {}
+
+    def __len__(self) -> int:
+        return len(self._units)
+
+    def _limit2(self, dt_us: int) -> float:
+        dt_s = max(abs(dt_us) / 1e6, self._opt.jump_min_dt_s)
+        lim = self._vmax * dt_s + self._opt.jump_tolerance_m
+        return lim * lim
+
+    def admit(self, unit: str, t: int, lat: float, lon: float) -> Verdict:
+        tr = self._units.get(unit)
+        if tr is None:
+            tr = self._units[unit] = _Track()
+        ts = tr.t
+        i = bisect_left(ts, t)
+        restamped = False
+        if i < len(ts) and ts[i] == t:
+            if tr.lat[i] == lat and tr.lon[i] == lon:
+                return Verdict(t, RejectReason.DUPLICATE, f"redelivery of the fix at {iso_utc(t)}")
+            if t % US_PER_DAY != 0 or (i + 1 < len(ts) and ts[i + 1] == t + 1):
+                return Verdict(
+                    t,
+                    RejectReason.DUPLICATE,
+                    f"second fix at {iso_utc(t)} with another position (first one kept)",
+                )
+            t, i, restamped = t + 1, i + 1, True
+        if ts:
+            j = i - 1 if i == len(ts) or (i > 0 and t - ts[i - 1] <= ts[i] - t) else i
+            d2 = dist2_m(tr.lat[j], tr.lon[j], lat, lon)
+            if d2 > self._limit2(t - ts[j]):
+                if (
+                    tr.chain_n
+                    and t > tr.chain_t
+                    and dist2_m(tr.chain_lat, tr.chain_lon, lat, lon)
+                    <= self._limit2(t - tr.chain_t)
+                ):
+                    tr.chain_n += 1
+                else:
+                    tr.chain_n = 1
+                tr.chain_t, tr.chain_lat, tr.chain_lon = t, lat, lon
+                if tr.chain_n < self._opt.reanchor_after:
+                    dt = abs(t - ts[j]) / 1e6
+                    dist = math.sqrt(d2)
+                    return Verdict(
+                        t,
+                        RejectReason.IMPLAUSIBLE_JUMP,
+                        f"{dist:.0f} m from the fix at {iso_utc(ts[j])} in {dt:.1f} s "
+                        f"({dist / max(dt, self._opt.jump_min_dt_s) * 3.6:.0f} km/h)",
+                    )
+                self._insert(tr, i, t, lat, lon)
+                return Verdict(t, restamped=restamped, reanchored=True)
+        self._insert(tr, i, t, lat, lon)
+        return Verdict(t, restamped=restamped)
+
+    def _insert(self, tr: _Track, i: int, t: int, lat: float, lon: float) -> None:
+        tr.chain_n = 0
+        tr.t.insert(i, t)
+        tr.lat.insert(i, lat)
+        tr.lon.insert(i, lon)
+        if len(tr.t) > self._opt.history_per_unit:
+            del tr.t[0], tr.lat[0], tr.lon[0]
+
+    def admit_batch(
+        self, units: npt.NDArray[np.str_], t: I64, lat: F64, lon: F64
+    ) -> tuple[I64, list[tuple[int, Verdict]], int]:
+        """Rows in input order -> (final times, [(row, verdict)] for rows not plainly accepted,
+        number of rows decided by the scalar path)."""
+        n = len(t)
+        t_out = t.copy()
+        odd: list[tuple[int, Verdict]] = []
+        if n == 0:
+            return t_out, odd, 0
+        order = np.argsort(units, kind="stable")
+        us, ts, la, lo = units[order], t[order], lat[order], lon[order]
+        starts = np.flatnonzero(np.r_[True, us[1:] != us[:-1]])
+        ends = np.r_[starts[1:], n]
+        prev_t = np.empty(n, dtype=np.int64)
+        prev_lat = np.empty(n, dtype=np.float64)
+        prev_lon = np.empty(n, dtype=np.float64)
+        prev_t[1:], prev_lat[1:], prev_lon[1:] = ts[:-1], la[:-1], lo[:-1]
+        has_prev = np.ones(n, dtype=bool)
+        blocked = np.zeros(len(starts), dtype=bool)
+        names = us[starts].tolist()
+        for g, (u, s) in enumerate(zip(names, starts.tolist(), strict=True)):
+            tr = self._units.get(u)
+            if tr is None or not tr.t:
+                has_prev[s] = False
+                continue
+            if tr.chain_n:
+                blocked[g] = True
+            prev_t[s], prev_lat[s], prev_lon[s] = tr.t[-1], tr.lat[-1], tr.lon[-1]
+        dt = ts - prev_t
+        dt_s = np.maximum(np.abs(dt) / 1e6, self._opt.jump_min_dt_s)
+        lim = self._vmax * dt_s + self._opt.jump_tolerance_m
+        bad = has_prev & ((dt <= 0) | (dist2_m_array(prev_lat, prev_lon, la, lo) > lim * lim))
+        blocked |= np.add.reduceat(bad, starts) > 0
+        slow_rows = 0
+        for g, (u, s, e) in enumerate(zip(names, starts.tolist(), ends.tolist(), strict=True)):
+            rows = order[s:e]
+            if blocked[g]:
+                slow_rows += e - s
+                for r in rows.tolist():
+                    v = self.admit(u, int(t[r]), float(lat[r]), float(lon[r]))
+                    t_out[r] = v.t_us
+                    if v.reason is not None or v.restamped or v.reanchored:
+                        odd.append((r, v))
+                continue
+            tr = self._units.get(u)
+            if tr is None:
+                tr = self._units[u] = _Track()
+            tr.t.extend(ts[s:e].tolist())
+            tr.lat.extend(la[s:e].tolist())
+            tr.lon.extend(lo[s:e].tolist())
+            extra = len(tr.t) - self._opt.history_per_unit
+            if extra > 0:
+                del tr.t[:extra], tr.lat[:extra], tr.lon[:extra]
+        odd.sort(key=lambda rv: rv[0])
+        return t_out, odd, slow_rows

@@ -1,0 +1,114 @@
+"""The stages after parsing, shared by both decoders: epochs, per-unit filter, result."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from ingest.fixes import FixBatch
+from ingest.nmea.epochs import build_candidates
+from ingest.nmea.filters import FixFilter, Verdict
+from ingest.nmea.options import DecodeOptions
+from ingest.nmea.rejects import DecodeResult, RejectReason, SentenceReject
+from ingest.nmea.sentences import ParseOutput
+
+#: A refused sentence is kept up to this many bytes (a too-long one can be a whole payload).
+MAX_KEPT_SENTENCE_BYTES = 256
+
+
+def check_inputs(
+    unit_ids: Sequence[str],
+    payloads: Sequence[bytes],
+    recv_us: Sequence[int] | npt.NDArray[np.int64],
+) -> tuple[npt.NDArray[np.str_], npt.NDArray[np.int64]]:
+    if not len(unit_ids) == len(payloads) == len(recv_us):
+        raise ValueError(
+            f"unit_ids, payloads and recv_us must have one entry per payload; got "
+            f"{len(unit_ids)}, {len(payloads)}, {len(recv_us)}"
+        )
+    units = np.asarray(unit_ids, dtype=np.str_) if len(unit_ids) else np.empty(0, dtype=np.str_)
+    return units, np.asarray(recv_us, dtype=np.int64).reshape(-1)
+
+
+def finish(
+    po: ParseOutput,
+    units: npt.NDArray[np.str_],
+    recv: npt.NDArray[np.int64],
+    options: DecodeOptions,
+    fix_filter: FixFilter,
+    *,
+    scalar: bool,
+) -> tuple[DecodeResult, int]:
+    """Result of one batch, and the number of rows the filter decided one by one."""
+    ep = build_candidates(po.rows, recv, options)
+    c = ep.candidates
+    cu = units[c.payload]
+    odd: list[tuple[int, Verdict]]
+    if scalar:
+        t_out = c.t_us.copy()
+        odd = []
+        for r in range(len(c.t_us)):
+            v = fix_filter.admit(str(cu[r]), int(c.t_us[r]), float(c.lat[r]), float(c.lon[r]))
+            t_out[r] = v.t_us
+            if v.reason is not None or v.restamped or v.reanchored:
+                odd.append((r, v))
+        slow = len(c.t_us)
+    else:
+        t_out, odd, slow = fix_filter.admit_batch(cu, c.t_us, c.lat, c.lon)
+    keep = np.ones(len(t_out), dtype=bool)
+    rej = list(po.rejects) + ep.rejects
+    counts: dict[str, int] = {"sentences": len(po.starts), "merged": ep.merged}
+    restamped = reanchored = 0
+    for r, v in odd:
+        if v.reason is not None:
+            keep[r] = False
+            rej.append((int(c.seq[r]), v.reason, v.detail))
+        restamped += v.restamped
+        reanchored += v.reanchored
+    fixes = FixBatch(
+        unit_id=cu[keep],
+        t_us=t_out[keep],
+        recv_us=recv[c.payload][keep],
+        lat=c.lat[keep],
+        lon=c.lon[keep],
+        speed_kmh=c.speed_kmh[keep].astype(np.float32),
+        course=c.course[keep].astype(np.float32),
+        quality=c.quality[keep],
+        sats=c.sats[keep],
+        hdop=c.hdop[keep].astype(np.float32),
+        alt_m=c.alt_m[keep].astype(np.float32),
+        talker=c.talker[keep],
+    )
+    rej.sort(key=lambda x: x[0])
+    rejects = []
+    for seq, reason, detail in rej:
+        p = int(po.payload_of[seq])
+        rejects.append(
+            SentenceReject(
+                payload_index=p,
+                unit_id=str(units[p]),
+                reason=reason,
+                detail=detail,
+                sentence=po.sentence(seq)[:MAX_KEPT_SENTENCE_BYTES],
+                recv_us=int(recv[p]),
+            )
+        )
+    counts["accepted"] = len(fixes)
+    for key, n in sorted({**po.skipped, **ep.unpaired_vtg}.items()):
+        counts[f"skipped:{key}"] = counts.get(f"skipped:{key}", 0) + n
+    by_reason: dict[str, int] = {}
+    for rj in rejects:
+        by_reason[rj.reason.value] = by_reason.get(rj.reason.value, 0) + 1
+    for reason in RejectReason:
+        if reason.value in by_reason:
+            counts[f"reject:{reason.value}"] = by_reason[reason.value]
+    for key, n in (
+        ("corrected:week_rollover", ep.corrected_rollover),
+        ("restamped:leap_repeat", restamped),
+        ("reanchored", reanchored),
+    ):
+        if n:
+            counts[key] = n
+    return DecodeResult(fixes=fixes, rejects=rejects, counts=counts), slow
