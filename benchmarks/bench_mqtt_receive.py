@@ -1,0 +1,294 @@
+"""MQTT receive at QoS 1: messages/s received AND acknowledged, vs ``mosquitto_sub``.
+
+One message = one RMC+GGA pair (~150 bytes, what a 1 Hz unit sends).  For every repeat a
+private Mosquitto on loopback gets a backlog of N messages queued for one offline persistent
+session per receiver (the messages are published once and queued for every session), then
+each receiver connects in its own process and drains its backlog; the publisher is not part of
+the measurement.  Each receiver's time runs from its connect call to its N-th acknowledgement.
+
+Receivers:
+  mosquitto_sub   the C baseline (libmosquitto, acks on receipt)
+  fleetwatch      ingest.mqtt.MqttSource, receive_batch(4096) + one batched ack per batch
+  paho            paho-mqtt 2.2 raw loop_forever, auto-ack (the library fleetwatch drives)
+  aiomqtt         aiomqtt 2.5 ``async for message in client.messages``, auto-ack
+  gmqtt           gmqtt 0.8, optimistic (ack-before-callback) acknowledgement
+  gmqtt-manual    gmqtt 0.8, optimistic_acknowledgement=False (ack after the callback)
+
+Run:  python benchmarks/bench_mqtt_receive.py [--n 200000] [--repeats 3]
+      [--receivers mosquitto_sub,fleetwatch,...] [--live]
+``--live`` additionally measures a live flood (receiver connected, 2 publisher processes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ingest.fixes import Fix  # noqa: E402
+from ingest.nmea_encode import encode_gga, encode_rmc  # noqa: E402
+
+TOPIC_FILTER = "fleet/+/nmea"
+ALL = ["mosquitto_sub", "fleetwatch", "paho", "aiomqtt", "gmqtt", "gmqtt-manual"]
+
+
+def payloads(n_unique: int = 5000) -> list[bytes]:
+    t0 = 1_780_000_000_000_000
+    out = []
+    for i in range(n_unique):
+        f = Fix(unit_id="u", t_us=t0 + i * 1_000_000, recv_us=t0, lat=48.85 + i * 1e-5,
+                lon=2.35 + i * 1e-5, speed_kmh=42.5, course=87.3, quality=1, sats=9, hdop=0.9,
+                alt_m=35.2)
+        out.append(encode_rmc(f) + encode_gga(f))
+    return out
+
+
+# ---------------------------------------------------------------- receivers (child processes)
+def run_receiver(name: str, port: int, n: int, client_id: str) -> float:
+    """Seconds from connect to the N-th acknowledgement."""
+    if name == "fleetwatch":
+        return asyncio.run(_fleetwatch(port, n, client_id))
+    if name == "paho":
+        return _paho(port, n, client_id)
+    if name == "aiomqtt":
+        return asyncio.run(_aiomqtt(port, n, client_id))
+    if name in ("gmqtt", "gmqtt-manual"):
+        return asyncio.run(_gmqtt(port, n, client_id, optimistic=name == "gmqtt"))
+    raise SystemExit(f"unknown receiver {name}")
+
+
+async def _fleetwatch(port: int, n: int, client_id: str) -> float:
+    from ingest.mqtt import MqttSettings, MqttSource
+
+    t0 = time.perf_counter()
+    got = 0
+    async with MqttSource(MqttSettings(port=port, client_id=client_id)) as src:
+        while got < n:
+            batch = await src.receive_batch(4096)
+            src.ack([m.token for m in batch])
+            got += len(batch)
+        t = time.perf_counter() - t0
+    return t
+
+
+def _paho(port: int, n: int, client_id: str) -> float:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    got = 0
+    t_end = 0.0
+
+    def on_message(cl: mqtt.Client, _u: object, _m: mqtt.MQTTMessage) -> None:
+        nonlocal got, t_end
+        got += 1
+        if got >= n:
+            t_end = time.perf_counter()
+            cl.disconnect()
+
+    c.on_message = on_message
+    c.on_connect = lambda cl, *_a: cl.subscribe(TOPIC_FILTER, qos=1)
+    p = Properties(PacketTypes.CONNECT)
+    p.SessionExpiryInterval = 3600
+    p.ReceiveMaximum = 65535
+    t0 = time.perf_counter()
+    c.connect("127.0.0.1", port, clean_start=False, properties=p)
+    c.loop_forever()
+    return t_end - t0
+
+
+async def _aiomqtt(port: int, n: int, client_id: str) -> float:
+    import aiomqtt
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    p = Properties(PacketTypes.CONNECT)
+    p.SessionExpiryInterval = 3600
+    p.ReceiveMaximum = 65535
+    t0 = time.perf_counter()
+    got = 0
+    async with aiomqtt.Client("127.0.0.1", port, identifier=client_id, clean_start=False,
+                              protocol=aiomqtt.ProtocolVersion.V5, properties=p) as c:
+        await c.subscribe(TOPIC_FILTER, qos=1)
+        async for _m in c.messages:
+            got += 1
+            if got >= n:
+                break
+        t = time.perf_counter() - t0
+    return t
+
+
+async def _gmqtt(port: int, n: int, client_id: str, *, optimistic: bool) -> float:
+    import gmqtt
+
+    done = asyncio.Event()
+    got = 0
+
+    def on_message(_c: object, _t: str, _p: bytes, _q: int, _props: object) -> int:
+        nonlocal got
+        got += 1
+        if got >= n:
+            done.set()
+        return 0
+
+    c = gmqtt.Client(client_id, clean_session=False, optimistic_acknowledgement=optimistic,
+                     session_expiry_interval=3600, receive_maximum=65535)
+    c.on_message = on_message
+    c.on_connect = lambda cl, *_a: cl.subscribe(TOPIC_FILTER, qos=1)
+    t0 = time.perf_counter()
+    await c.connect("127.0.0.1", port)
+    await asyncio.wait_for(done.wait(), 600)
+    t = time.perf_counter() - t0
+    await c.disconnect()
+    return t
+
+
+# ---------------------------------------------------------------- orchestration
+def _session(port: int, client_id: str, topic: str = TOPIC_FILTER) -> None:
+    """Create a persistent session subscribed at QoS 1, then leave (the backlog queues)."""
+    subprocess.run(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-V", "mqttv5",
+                    "-i", client_id, "-c", "-x", "3600", "-q", "1", "-t", topic, "-E"],
+                   check=True, timeout=30)
+
+
+def _publish(port: int, n: int, procs: int = 2) -> float:
+    """Publish n QoS 1 messages from `procs` child processes; seconds taken."""
+    t0 = time.perf_counter()
+    children = [subprocess.Popen([sys.executable, __file__, "--publish", str(port),
+                                  str(n // procs + (1 if i < n % procs else 0)), str(i)])
+                for i in range(procs)]
+    for ch in children:
+        if ch.wait(timeout=900) != 0:
+            raise SystemExit("publisher failed")
+    return time.perf_counter() - t0
+
+
+def publisher(port: int, n: int, idx: int) -> None:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    pl = payloads()
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{idx}-{os.getpid()}")
+    c.max_inflight_messages_set(1000)
+    c.max_queued_messages_set(0)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    info = None
+    for i in range(n):
+        while True:
+            info = c.publish(f"fleet/unit{idx}-{i % 200:03d}/nmea", pl[i % len(pl)], qos=1)
+            if info.rc == mqtt.MQTT_ERR_SUCCESS:
+                break
+            time.sleep(0.001)
+        if i % 5000 == 4999:  # bound paho's outgoing queue
+            info.wait_for_publish(60)
+    if info is not None:
+        info.wait_for_publish(120)
+    c.disconnect()
+    c.loop_stop()
+
+
+def _timed_child(name: str, port: int, n: int, client_id: str) -> float:
+    if name == "mosquitto_sub":
+        t0 = time.perf_counter()
+        subprocess.run(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-V", "mqttv5",
+                        "-i", client_id, "-c", "-x", "3600", "-q", "1", "-t", TOPIC_FILTER,
+                        "-C", str(n)], check=True, stdout=subprocess.DEVNULL, timeout=900)
+        return time.perf_counter() - t0
+    out = subprocess.run([sys.executable, __file__, "--receiver", name, str(port), str(n),
+                          client_id], check=True, capture_output=True, text=True, timeout=900)
+    return float(json.loads(out.stdout.strip().splitlines()[-1])["seconds"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=200_000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--receivers", default=",".join(ALL))
+    ap.add_argument("--live", action="store_true")
+    a = ap.parse_args()
+    names = a.receivers.split(",")
+    from tests.support.broker import MosquittoBroker
+
+    if shutil.which("mosquitto_sub") is None:
+        raise SystemExit("mosquitto_sub (package mosquitto-clients) is needed for the baseline")
+    results: dict[str, list[float]] = {k: [] for k in names}
+    with tempfile.TemporaryDirectory() as d:
+        broker = MosquittoBroker(Path(d))
+        broker.start()
+        try:
+            for r in range(a.repeats):
+                ids = {k: f"bench-{k}-{r}" for k in names}
+                for cid in ids.values():
+                    _session(broker.port, cid)
+                tp = _publish(broker.port, a.n)
+                print(f"repeat {r + 1}: preloaded {a.n} msgs for {len(ids)} sessions in "
+                      f"{tp:.1f} s", file=sys.stderr)
+                for k in names:
+                    s = _timed_child(k, broker.port, a.n, ids[k])
+                    results[k].append(a.n / s)
+                    print(f"  {k:14s} {a.n / s:9.0f} msg/s", file=sys.stderr)
+            if a.live:
+                live(broker.port, a.n, names, results)
+        finally:
+            broker.stop()
+    report(results, a)
+
+
+def live(port: int, n: int, names: list[str], results: dict[str, list[float]]) -> None:
+    """Receiver connected first, then 2 publisher processes flood: the rate while live."""
+    for k in names:
+        cid = f"bench-live-{k}"
+        _session(port, cid)
+        rx = subprocess.Popen(
+            ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-V", "mqttv5", "-i", cid,
+             "-c", "-x", "3600", "-q", "1", "-t", TOPIC_FILTER, "-C", str(n)]
+            if k == "mosquitto_sub" else
+            [sys.executable, __file__, "--receiver", k, str(port), str(n), cid],
+            stdout=subprocess.DEVNULL)
+        t0 = time.perf_counter()
+        time.sleep(0.5)  # benchmark, not a test: let the receiver connect before the flood
+        _publish(port, n)
+        rx.wait(timeout=900)
+        s = time.perf_counter() - t0 - 0.5
+        results.setdefault(f"live:{k}", []).append(n / s)
+        print(f"  live {k:14s} {n / s:9.0f} msg/s (publish+receive)", file=sys.stderr)
+
+
+def report(results: dict[str, list[float]], a: argparse.Namespace) -> None:
+    base = statistics.median(results["mosquitto_sub"]) if results.get("mosquitto_sub") else None
+    lbase = statistics.median(results["live:mosquitto_sub"]) if results.get(
+        "live:mosquitto_sub") else None
+    print(f"\nMQTT QoS 1 receive+ack, N={a.n} RMC+GGA messages, median of {a.repeats} "
+          f"(backlog drained from a persistent session; machine: {os.cpu_count()} cores)")
+    print(f"{'receiver':22s} {'median msg/s':>12s} {'ratio':>8s}   all runs")
+    for k, v in results.items():
+        if not v:
+            continue
+        m = statistics.median(v)
+        b = lbase if k.startswith("live:") else base
+        ratio = f"{m / b:7.0%}" if b else "   n/a"
+        print(f"{k:22s} {m:12.0f} {ratio:>8s}   {', '.join(f'{x:.0f}' for x in v)}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--receiver":
+        secs = run_receiver(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
+        print(json.dumps({"seconds": secs}))
+    elif len(sys.argv) > 1 and sys.argv[1] == "--publish":
+        publisher(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+    else:
+        main()
