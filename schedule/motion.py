@@ -1,0 +1,219 @@
+"""Per-fix motion features of one vehicle's track, computed as whole numpy arrays.
+
+The detectors never loop over fixes: they take the masks computed here (which fixes to trust,
+which are slow, which steps are jumps), run-length encode them and run small state machines over
+the runs.  Everything here looks only at a fix, its neighbours and a short trailing window, so
+the same fix gets the same features whichever batch it arrived in (the tracker relies on that).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from schedule.params import DetectionParams
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+BoolA = npt.NDArray[np.bool_]
+IntpA = npt.NDArray[np.intp]
+
+_EARTH_R_M = 6_371_008.8
+_DEG = np.pi / 180.0
+_KMH = 3.6  # m/s -> km/h
+
+
+@dataclass(frozen=True, slots=True)
+class Track:
+    """One vehicle's fixes in strictly increasing fix time: the detectors' input.
+
+    ``speed_kmh`` is NaN where the unit did not report speed (GGA-only units), ``hdop`` NaN
+    where unknown.
+    """
+
+    t_us: I64
+    lon: F64
+    lat: F64
+    speed_kmh: F64
+    hdop: F64
+
+    def __post_init__(self) -> None:
+        n = len(self.t_us)
+        for name in ("lon", "lat", "speed_kmh", "hdop"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"Track column {name!r} has the wrong length")
+        if n > 1 and not bool(np.all(np.diff(self.t_us) > 0)):
+            raise ValueError("Track fix times must be strictly increasing (sort and dedupe first)")
+
+    def __len__(self) -> int:
+        return len(self.t_us)
+
+    @classmethod
+    def from_arrays(
+        cls,
+        t_us: npt.ArrayLike,
+        lon: npt.ArrayLike,
+        lat: npt.ArrayLike,
+        speed_kmh: npt.ArrayLike | None = None,
+        hdop: npt.ArrayLike | None = None,
+    ) -> Track:
+        t = np.asarray(t_us, dtype=np.int64)
+        nan = np.full(len(t), np.nan)
+        return cls(
+            t_us=t,
+            lon=np.asarray(lon, dtype=np.float64),
+            lat=np.asarray(lat, dtype=np.float64),
+            speed_kmh=nan.copy() if speed_kmh is None else np.asarray(speed_kmh, np.float64),
+            hdop=nan.copy() if hdop is None else np.asarray(hdop, dtype=np.float64),
+        )
+
+    def slice(self, start: int, stop: int | None = None) -> Track:
+        s = slice(start, stop)
+        return Track(self.t_us[s], self.lon[s], self.lat[s], self.speed_kmh[s], self.hdop[s])
+
+
+def local_xy(lon: F64, lat: F64) -> tuple[F64, F64]:
+    """East/north metres around the track's first fix (equirectangular; exact enough for the
+    tens-to-hundreds of metres that stop and jump rules compare)."""
+    if len(lon) == 0:
+        return np.empty(0), np.empty(0)
+    lat0 = float(lat[0])
+    k = _EARTH_R_M * _DEG
+    return (lon - lon[0]) * k * np.cos(lat0 * _DEG), (lat - lat0) * k
+
+
+def runs(mask: BoolA) -> tuple[IntpA, IntpA]:
+    """Half-open [start, end) index ranges of the True runs of ``mask``."""
+    m = np.concatenate(([False], mask.astype(bool), [False]))
+    edges = np.flatnonzero(m[1:] != m[:-1])
+    return edges[0::2], edges[1::2]
+
+
+@dataclass(frozen=True, slots=True)
+class Motion:
+    """Features of the kept fixes (``keep`` indexes the original track; all other arrays are
+    over the kept fixes only)."""
+
+    keep: IntpA
+    t_s: F64  # seconds, relative to the first fix of the track
+    x: F64
+    y: F64
+    speed_kmh: F64  # reported, or estimated from displacement where not reported
+    jump: BoolA  # step (i-1 -> i) is a teleport or a move across a gap: nothing spans it
+    gap: BoolA  # step (i-1 -> i) lasts longer than max_gap_s
+    dropped_outliers: int
+    dropped_frozen: int
+
+
+def _step_implausible(t_s: F64, x: F64, y: F64, v_kmh: F64, p: DetectionParams) -> BoolA:
+    """Step i (i-1 -> i) moves farther than the reported speeds allow (a jump)."""
+    n = len(t_s)
+    out = np.zeros(n, dtype=bool)
+    if n < 2:
+        return out
+    dt = np.maximum(np.diff(t_s), 1e-3)
+    d = np.hypot(np.diff(x), np.diff(y))
+    vmax = np.fmax(v_kmh[:-1], v_kmh[1:])  # NaN only when both unknown
+    allowed = np.where(
+        np.isnan(vmax), np.inf, p.teleport_slack_m + 1.5 * np.nan_to_num(vmax) / _KMH * dt
+    )
+    too_fast = d / dt * _KMH > p.max_speed_kmh
+    jumped = (d > allowed) & (dt <= p.teleport_check_s)
+    out[1:] = (too_fast & (d > p.teleport_slack_m)) | jumped
+    return out
+
+
+def _estimate_speed(t_s: F64, x: F64, y: F64, reported: F64, window_s: float) -> F64:
+    """Reported speed, or where missing, displacement over a trailing window (prefix-only, so a
+    fix's estimate never changes when later fixes arrive)."""
+    v = reported.copy()
+    missing = np.isnan(v)
+    if not missing.any():
+        return v
+    idx = np.flatnonzero(missing)
+    j = np.searchsorted(t_s, t_s[idx] - window_s, side="right") - 1
+    j = np.where(j >= idx, idx - 1, j)  # sparse tracks: at least the previous fix
+    ok = j >= 0
+    jj = np.clip(j, 0, None)
+    dt = np.maximum(t_s[idx] - t_s[jj], 1e-3)
+    est = np.hypot(x[idx] - x[jj], y[idx] - y[jj]) / dt * _KMH
+    v[idx] = np.where(ok, est, np.inf)  # the first fix of an unknown-speed track: not slow
+    return v
+
+
+def motion(track: Track, p: DetectionParams) -> Motion:
+    """Drop multipath outliers and frozen-then-jump fixes, estimate speeds, flag jumps/gaps.
+
+    * An *outlier burst* is a jump away followed, within 5 fixes, by a jump back to where the
+      vehicle was: those fixes are dropped.
+    * A *frozen* run (exactly repeated positions) that ends in a jump was a stale receiver, not
+      a vehicle standing still: dropped too (reliability.md #13).
+    * Remaining jumps split stops (``jump``); so do steps longer than ``max_gap_s`` and moves
+      of more than ``gap_rejoin_m`` across a step longer than ``teleport_check_s``.
+    """
+    n = len(track)
+    t_s = (track.t_us - (track.t_us[0] if n else 0)).astype(np.float64) / 1e6
+    x, y = local_xy(track.lon, track.lat)
+    v0 = np.where(np.isnan(track.speed_kmh), np.nan, track.speed_kmh)
+    keep = np.ones(n, dtype=bool)
+    bad = _step_implausible(t_s, x, y, v0, p)
+    dropped_outliers = 0
+    if bad.any():
+        for i in np.flatnonzero(bad).tolist():
+            if not keep[i] or i == 0:
+                continue
+            base = i - 1
+            for j in range(i + 1, min(i + 6, n)):
+                span = max(float(t_s[j] - t_s[base]), 1e-3)
+                dist = float(np.hypot(x[j] - x[base], y[j] - y[base]))
+                vb = float(np.fmax(v0[base], v0[j]))
+                lim = p.teleport_slack_m + (0.0 if np.isnan(vb) else 1.5 * vb / _KMH * span)
+                if dist <= lim:  # back where it was: i..j-1 were an outlier burst
+                    keep[i:j] = False
+                    dropped_outliers += j - i
+                    break
+    # frozen runs ending in a jump
+    dropped_frozen = 0
+    if n > 2:
+        same = np.zeros(n, dtype=bool)
+        same[1:] = (np.diff(x) == 0.0) & (np.diff(y) == 0.0)
+        starts, ends = runs(same)
+        for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
+            if e < n and bad[e] and keep[e]:
+                lo = max(s - 1, 0)
+                dropped_frozen += int(keep[lo:e].sum())
+                keep[lo:e] = False
+    kept = np.flatnonzero(keep)
+    t_k, x_k, y_k = t_s[kept], x[kept], y[kept]
+    v_k = _estimate_speed(t_k, x_k, y_k, v0[kept], p.speed_window_s)
+    jump = _step_implausible(t_k, x_k, y_k, np.where(np.isinf(v_k), np.nan, v_k), p)
+    gap = np.zeros(len(kept), dtype=bool)
+    if len(kept) > 1:
+        dt = np.diff(t_k)
+        d = np.hypot(np.diff(x_k), np.diff(y_k))
+        gap[1:] = dt > p.max_gap_s
+        jump[1:] |= (dt > p.teleport_check_s) & (d > p.gap_rejoin_m)
+    return Motion(
+        keep=kept,
+        t_s=t_k,
+        x=x_k,
+        y=y_k,
+        speed_kmh=v_k,
+        jump=jump,
+        gap=gap,
+        dropped_outliers=dropped_outliers,
+        dropped_frozen=dropped_frozen,
+    )
+
+
+def cut_runs(mask: BoolA, cut: BoolA) -> list[tuple[int, int]]:
+    """Runs of ``mask`` further cut before every fix i whose step ``cut[i]`` is set."""
+    starts, ends = runs(mask)
+    pieces: list[tuple[int, int]] = []
+    for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
+        cuts = (np.flatnonzero(cut[s + 1 : e]) + s + 1).tolist()
+        pieces.extend(itertools.pairwise([s, *cuts, e]))
+    return pieces

@@ -1,0 +1,650 @@
+"""Per-vehicle detection state: fixes in any order and chunking in, versioned events out.
+
+Why a replay and not a streaming state machine: fixes arrive out of order (store-and-forward
+backlogs, a unit's real backwards timestamp), and "late buffered data re-opens decisions".  So a
+:class:`VehicleTracker` keeps the vehicle's recent fixes sorted by fix time and, on every batch,
+re-runs the (vectorised) detectors from the latest *checkpoint* at or before the earliest new
+fix.  A checkpoint is a fix at which every detector is provably idle: the vehicle has been away
+from every site and moving (not jitter) for longer than both hysteresis rules need, so nothing
+before it can join anything after it.  The new run's records are matched to the ones already
+reported (same site, overlapping time): unchanged ones emit nothing, changed ones emit the same
+event id with a higher version, vanished ones are retracted.  The folded event stream therefore
+equals what one run over all the fixes in order would report, whatever the arrival order and
+chunking (tests/test_visits_tracker.py checks that with Hypothesis).
+
+Memory is bounded by ``horizon_s``: fixes, checkpoints and reported records older than the
+newest fix minus the horizon are forgotten (at a checkpoint, never inside an open visit or
+stop).  A fix that arrives older than everything kept cannot be replayed here; it is counted in
+``statistics().beyond_horizon`` and dropped (the store keeps it; a re-run from storage is the
+remedy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import astuple, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ingest.fixes import FixBatch
+from schedule.events import (
+    ClosedBy,
+    DetectionEvent,
+    StopEnded,
+    StopStarted,
+    VisitCompleted,
+    VisitStarted,
+)
+from schedule.motion import Motion, Track, motion, runs
+from schedule.params import DetectionParams
+from schedule.stops import StopRecord, detect_stops, stop_site
+from schedule.visits import VisitRecord, detect_visits_for_site
+
+I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+Pairs = npt.NDArray[np.int64]  # (2, K): row 0 fix index, row 1 site index
+
+#: (lon, lat, margin_m) -> (2, K) containment pairs, like geofence.FenceIndex.query
+Matcher = Callable[[F64, F64, float], npt.NDArray[np.integer]]
+
+_CHECKPOINT_LEAD_FIXES = 6  # an outlier burst can drop up to 5 fixes after a jump
+
+
+@dataclass(slots=True)
+class TrackerStats:
+    """Counters a metrics endpoint or the replay summary reads."""
+
+    fixes_in: int = 0
+    duplicates: int = 0
+    late_fixes: int = 0  # arrived older than the vehicle's newest fix (replayed)
+    beyond_horizon: int = 0  # arrived older than everything kept: dropped, counted
+    reruns: int = 0
+    fixes_rerun: int = 0
+    corrections: int = 0
+    retractions: int = 0
+
+    def add(self, other: TrackerStats) -> None:
+        for name in self.__slots__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass(slots=True)
+class _Reported:
+    """What we last told the world about one visit or stop."""
+
+    key: str
+    site: int
+    start_us: int
+    end_us: int  # departure/end so far
+    started: VisitStarted | StopStarted
+    completed: VisitCompleted | StopEnded | None = None
+    matched: bool = field(default=False)
+
+
+def _empty_pairs() -> tuple[I64, npt.NDArray[np.int32]]:
+    return np.empty(0, np.int64), np.empty(0, np.int32)
+
+
+class VehicleTracker:
+    """Visits and stops of one vehicle (sans-I/O: arrays in, events out)."""
+
+    def __init__(
+        self, vehicle_id: str, site_ids: Sequence[str], params: DetectionParams | None = None
+    ) -> None:
+        self.vehicle_id = vehicle_id
+        self.site_ids = tuple(site_ids)
+        self.params = params or DetectionParams()
+        self._t: I64 = np.empty(0, np.int64)
+        self._lon: F64 = np.empty(0)
+        self._lat: F64 = np.empty(0)
+        self._speed: F64 = np.empty(0)
+        self._hdop: F64 = np.empty(0)
+        self._in_t, self._in_site = _empty_pairs()
+        self._near_t, self._near_site = _empty_pairs()
+        self._checkpoints: list[int] = []  # fix times, ascending; [0] is the buffer start
+        self._trimmed = False
+        self._visits: list[_Reported] = []
+        self._stops: list[_Reported] = []
+        self._used_ids: set[str] = set()
+        self.stats = TrackerStats()
+
+    # -- input -------------------------------------------------------------------------
+
+    def feed(
+        self,
+        t_us: npt.ArrayLike,
+        lon: npt.ArrayLike,
+        lat: npt.ArrayLike,
+        speed_kmh: npt.ArrayLike,
+        hdop: npt.ArrayLike,
+        inside: npt.ArrayLike,
+        near: npt.ArrayLike,
+        *,
+        now_us: int | None = None,
+    ) -> list[DetectionEvent]:
+        """Add fixes (any order, duplicates allowed) with their site pairs; return new events.
+
+        ``inside``/``near`` are (2, K) pairs (fix index into these arrays, site index) for the
+        fence and the fence grown by ``exit_margin_m``.
+        """
+        t = np.asarray(t_us, dtype=np.int64)
+        n_in = len(t)
+        self.stats.fixes_in += n_in
+        if n_in == 0:
+            return self.advance(now_us) if now_us is not None else []
+        ins = np.asarray(inside, dtype=np.int64).reshape(2, -1)
+        nrs = np.asarray(near, dtype=np.int64).reshape(2, -1)
+        order = np.argsort(t, kind="stable")
+        t = t[order]
+        first_of_t = np.concatenate(([True], t[1:] != t[:-1]))
+        fresh = first_of_t & ~np.isin(t, self._t)
+        self.stats.duplicates += int(n_in - fresh.sum())
+        if self._trimmed:
+            old = t < self._checkpoints[0]
+            self.stats.beyond_horizon += int((old & fresh).sum())
+            fresh &= ~old
+        if not fresh.any():
+            return []
+        if len(self._t):
+            self.stats.late_fixes += int((t[fresh] < self._t[-1]).sum())
+        src = order[fresh]  # indices into the caller's arrays, ascending in time
+        new_t = t[fresh]
+        # pairs of the kept fixes, by fix time
+        pos = np.full(n_in, -1, dtype=np.int64)
+        pos[src] = np.arange(len(src))
+
+        def pairs_t(pr: Pairs) -> tuple[I64, npt.NDArray[np.int32]]:
+            if pr.shape[1] == 0:
+                return _empty_pairs()
+            p = pos[pr[0]]
+            ok = p >= 0
+            return new_t[p[ok]], pr[1][ok].astype(np.int32)
+
+        it, isite = pairs_t(ins)
+        nt, nsite = pairs_t(nrs)
+        self._t = np.concatenate((self._t, new_t))
+        self._lon = np.concatenate((self._lon, np.asarray(lon, np.float64)[src]))
+        self._lat = np.concatenate((self._lat, np.asarray(lat, np.float64)[src]))
+        self._speed = np.concatenate((self._speed, np.asarray(speed_kmh, np.float64)[src]))
+        self._hdop = np.concatenate((self._hdop, np.asarray(hdop, np.float64)[src]))
+        if len(self._t) > len(new_t) and new_t[0] < self._t[len(self._t) - len(new_t) - 1]:
+            o = np.argsort(self._t, kind="stable")
+            self._t, self._lon, self._lat = self._t[o], self._lon[o], self._lat[o]
+            self._speed, self._hdop = self._speed[o], self._hdop[o]
+        self._in_t = np.concatenate((self._in_t, it))
+        self._in_site = np.concatenate((self._in_site, isite))
+        self._near_t = np.concatenate((self._near_t, nt))
+        self._near_site = np.concatenate((self._near_site, nsite))
+        dirty = int(new_t[0])
+        if not self._checkpoints or (dirty < self._checkpoints[0] and not self._trimmed):
+            self._checkpoints = [int(self._t[0])]  # before any fix the vehicle is idle
+            self._trimmed = False
+        events = self._rerun(dirty, now_us)
+        self._trim()
+        return events
+
+    def advance(self, now_us: int) -> list[DetectionEvent]:
+        """Close visits and stops whose vehicle has been silent for more than ``max_gap_s``."""
+        if not len(self._t) or now_us - int(self._t[-1]) <= self.params.max_gap_s * 1e6:
+            return []
+        if not any(r.completed is None for r in (*self._visits, *self._stops)):
+            return []
+        return self._rerun(int(self._t[-1]), now_us)
+
+    def finish(self) -> list[DetectionEvent]:
+        """End of data (offline replay): close everything still open."""
+        if not len(self._t):
+            return []
+        return self.advance(int(self._t[-1]) + round(self.params.max_gap_s * 1e6) + 1)
+
+    # -- detection -----------------------------------------------------------------------
+
+    def _rerun(self, dirty_us: int, now_us: int | None) -> list[DetectionEvent]:
+        p = self.params
+        cp_i = int(np.searchsorted(np.asarray(self._checkpoints), dirty_us, side="right")) - 1
+        cp_i = max(cp_i, 0)
+        cp_t = self._checkpoints[cp_i]
+        k = int(np.searchsorted(self._t, cp_t))
+        t_ctx = int(self._t[k]) - round(p.speed_window_s * 1e6)
+        kc = max(int(np.searchsorted(self._t, t_ctx, side="right")) - 2, 0)
+        track = Track(
+            self._t[kc:], self._lon[kc:], self._lat[kc:], self._speed[kc:], self._hdop[kc:]
+        )
+        self.stats.reruns += 1
+        self.stats.fixes_rerun += len(track)
+        m = motion(track, p)
+        t0 = int(track.t_us[0])
+        active = int(np.searchsorted(m.keep, k - kc))
+        kept_t = track.t_us[m.keep]
+        kin = self._kept_pairs(kept_t, self._in_t, self._in_site)
+        knear = self._kept_pairs(kept_t, self._near_t, self._near_site)
+        visits: list[VisitRecord] = []
+        nk = len(kept_t)
+        hdop_k = track.hdop[m.keep]
+        for site in np.unique(kin[1][kin[0] >= active]).tolist():
+            inside = np.zeros(nk, dtype=bool)
+            inside[kin[0][kin[1] == site]] = True
+            near = np.zeros(nk, dtype=bool)
+            near[knear[0][knear[1] == site]] = True
+            visits.extend(
+                detect_visits_for_site(
+                    m, p, t0, site, inside, near, hdop_k, active_from=active, now_us=now_us
+                )
+            )
+        visits.sort(key=lambda r: (r.arrival_us, r.site))
+        stops = detect_stops(m, p, t0, active_from=active, now_us=now_us)
+        # new checkpoints (replace those after the one we ran from)
+        near_any = np.zeros(nk, dtype=bool)
+        near_any[knear[0]] = True
+        near_any[kin[0]] = True
+        new_cps = self._checkpoints_in(m, near_any, kept_t, active)
+        self._checkpoints = self._checkpoints[: cp_i + 1] + [c for c in new_cps if c > cp_t]
+        events = self._diff_visits(visits, cp_t, m, track)
+        events += self._diff_stops(stops, cp_t, m, track, kin)
+        return events
+
+    @staticmethod
+    def _kept_pairs(
+        kept_t: I64, pair_t: I64, pair_site: npt.NDArray[np.int32]
+    ) -> npt.NDArray[np.int64]:
+        if not len(pair_t) or not len(kept_t):
+            return np.empty((2, 0), np.int64)
+        sel = pair_t >= kept_t[0]
+        pt, ps = pair_t[sel], pair_site[sel]
+        idx = np.searchsorted(kept_t, pt)
+        ok = idx < len(kept_t)
+        ok[ok] = kept_t[idx[ok]] == pt[ok]
+        return np.stack((idx[ok].astype(np.int64), ps[ok].astype(np.int64)))
+
+    def _checkpoints_in(
+        self, m: Motion, near_any: npt.NDArray[np.bool_], kept_t: I64, active: int
+    ) -> list[int]:
+        """Fix times at which every detector is idle whatever comes later (module docstring)."""
+        p = self.params
+        n = len(kept_t)
+        if n == 0:
+            return []
+        zero = np.zeros(n, dtype=bool)
+        zero[1:] = (np.diff(m.x) == 0) & (np.diff(m.y) == 0)
+        cond = (
+            ~near_any
+            & (m.speed_kmh >= p.stop_speed_kmh)
+            & np.isfinite(m.speed_kmh)
+            & ~m.jump
+            & ~m.gap
+            & ~zero
+        )
+        cond[:active] = False
+        need_fixes = max(p.exit_confirm_fixes, p.move_confirm_fixes) + 1
+        need_s = max(p.exit_confirm_s, p.move_confirm_s)
+        out: list[int] = []
+        starts, ends = runs(cond)
+        lead = _CHECKPOINT_LEAD_FIXES
+        for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
+            b = s + lead
+            if e - b < need_fixes:
+                continue
+            d = np.hypot(m.x[b:e] - m.x[b], m.y[b:e] - m.y[b])
+            moved = np.maximum.accumulate(d) > 2 * p.stop_radius_m
+            ok = (
+                moved
+                & (np.arange(e - b) >= need_fixes)
+                & (m.t_s[b:e] - m.t_s[b] >= need_s)
+            )
+            hits = np.flatnonzero(ok)
+            if len(hits):
+                out.append(int(kept_t[b + int(hits[0])]))
+        return out
+
+    # -- reporting -----------------------------------------------------------------------
+
+    def _new_id(self, base: str) -> str:
+        key, n = base, 1
+        while key in self._used_ids:
+            n += 1
+            key = f"{base}.{n}"
+        self._used_ids.add(key)
+        return key
+
+    def _diff_visits(
+        self, records: list[VisitRecord], cp_t: int, m: Motion, track: Track
+    ) -> list[DetectionEvent]:
+        events: list[DetectionEvent] = []
+        old = [r for r in self._visits if r.start_us >= cp_t]
+        for r in old:
+            r.matched = False
+        keep = [r for r in self._visits if r.start_us < cp_t]
+        for rec in records:
+            site_id = self.site_ids[rec.site]
+            rep = next(
+                (
+                    o
+                    for o in old
+                    if not o.matched
+                    and o.site == rec.site
+                    and o.start_us <= rec.departure_us
+                    and rec.arrival_us <= o.end_us
+                ),
+                None,
+            )
+            started = VisitStarted(
+                visit_id="",
+                vehicle_id=self.vehicle_id,
+                site_id=site_id,
+                arrival_us=rec.arrival_us,
+                confirmed_us=rec.confirmed_us,
+            )
+            completed = None
+            if rec.closed_by is not None:
+                completed = VisitCompleted(
+                    visit_id="",
+                    vehicle_id=self.vehicle_id,
+                    site_id=site_id,
+                    arrival_us=rec.arrival_us,
+                    departure_us=rec.departure_us,
+                    fix_count=rec.fix_count,
+                    inside_share=round(rec.inside_share, 4),
+                    median_hdop=rec.median_hdop,
+                    closed_by=rec.closed_by,
+                )
+            if rep is None:
+                rep = _Reported(
+                    key=self._new_id(f"{self.vehicle_id}-{site_id}-{rec.arrival_us}"),
+                    site=rec.site,
+                    start_us=rec.arrival_us,
+                    end_us=rec.departure_us,
+                    started=started,
+                )
+                rep.started = _versioned(started, rep.key, None)
+                events.append(rep.started)
+            rep.matched = True
+            events += _update(rep, started, completed, self.stats)
+            rep.start_us, rep.end_us = rec.arrival_us, rec.departure_us
+            keep.append(rep)
+        for o in old:
+            if not o.matched:
+                events += _retract(o, self.stats)
+        keep.sort(key=lambda r: r.start_us)
+        self._visits = keep
+        return events
+
+    def _diff_stops(
+        self,
+        records: list[StopRecord],
+        cp_t: int,
+        m: Motion,
+        track: Track,
+        kin: npt.NDArray[np.int64],
+    ) -> list[DetectionEvent]:
+        events: list[DetectionEvent] = []
+        old = [r for r in self._stops if r.start_us >= cp_t]
+        for r in old:
+            r.matched = False
+        keep = [r for r in self._stops if r.start_us < cp_t]
+        lon_k, lat_k = track.lon[m.keep], track.lat[m.keep]
+        for rec in records:
+            site = stop_site(rec, kin)
+            site_id = self.site_ids[site] if site >= 0 else None
+            c = slice(rec.first, rec.confirm + 1)
+            started = StopStarted(
+                stop_id="",
+                vehicle_id=self.vehicle_id,
+                site_id=site_id,
+                start_us=rec.start_us,
+                lat=round(float(np.median(lat_k[c])), 7),
+                lon=round(float(np.median(lon_k[c])), 7),
+            )
+            completed = None
+            if rec.closed_by is not None:
+                a = slice(rec.first, rec.last + 1)
+                completed = StopEnded(
+                    stop_id="",
+                    vehicle_id=self.vehicle_id,
+                    site_id=site_id,
+                    start_us=rec.start_us,
+                    end_us=rec.end_us,
+                    lat=round(float(np.median(lat_k[a])), 7),
+                    lon=round(float(np.median(lon_k[a])), 7),
+                    fix_count=rec.fix_count,
+                    closed_by=rec.closed_by,
+                )
+            rep = next(
+                (
+                    o
+                    for o in old
+                    if not o.matched and o.start_us <= rec.end_us and rec.start_us <= o.end_us
+                ),
+                None,
+            )
+            if rep is None:
+                rep = _Reported(
+                    key=self._new_id(f"{self.vehicle_id}-stop-{rec.start_us}"),
+                    site=site,
+                    start_us=rec.start_us,
+                    end_us=rec.end_us,
+                    started=started,
+                )
+                rep.started = _versioned(started, rep.key, None)
+                events.append(rep.started)
+            rep.matched = True
+            events += _update(rep, started, completed, self.stats)
+            rep.start_us, rep.end_us, rep.site = rec.start_us, rec.end_us, site
+            keep.append(rep)
+        for o in old:
+            if not o.matched:
+                events += _retract(o, self.stats)
+        keep.sort(key=lambda r: r.start_us)
+        self._stops = keep
+        return events
+
+    def _trim(self) -> None:
+        """Forget what lies more than ``horizon_s`` behind the newest fix (at a checkpoint)."""
+        if not len(self._t):
+            return
+        limit = int(self._t[-1]) - round(self.params.horizon_s * 1e6)
+        cps = self._checkpoints
+        i = int(np.searchsorted(np.asarray(cps), limit, side="right")) - 1
+        if i <= 0:
+            return
+        cut_t = cps[i]
+        # keep context fixes before the checkpoint for the speed estimate and jump rules
+        t_ctx = cut_t - round(self.params.speed_window_s * 1e6)
+        k = max(int(np.searchsorted(self._t, t_ctx, side="right")) - 2, 0)
+        if k == 0:
+            return
+        self._checkpoints = cps[i:]
+        self._t, self._lon, self._lat = self._t[k:], self._lon[k:], self._lat[k:]
+        self._speed, self._hdop = self._speed[k:], self._hdop[k:]
+        t_first = int(self._t[0])
+        s = self._in_t >= t_first
+        self._in_t, self._in_site = self._in_t[s], self._in_site[s]
+        s = self._near_t >= t_first
+        self._near_t, self._near_site = self._near_t[s], self._near_site[s]
+        self._visits = [r for r in self._visits if r.start_us >= cut_t]
+        self._stops = [r for r in self._stops if r.start_us >= cut_t]
+        self._trimmed = True
+
+    # -- introspection -------------------------------------------------------------------
+
+    @property
+    def retained_fixes(self) -> int:
+        return len(self._t)
+
+    def current(self) -> tuple[list[_Reported], list[_Reported]]:
+        """Reported visits and stops still within the horizon (for tests and snapshots)."""
+        return list(self._visits), list(self._stops)
+
+
+AnyEvent = VisitStarted | StopStarted | VisitCompleted | StopEnded
+
+
+def _with_id(ev: AnyEvent, key: str, version: int, supersedes: int | None, retracted: bool) -> Any:
+    if isinstance(ev, VisitStarted | VisitCompleted):
+        return replace(
+            ev, visit_id=key, version=version, supersedes=supersedes, retracted=retracted
+        )
+    return replace(ev, stop_id=key, version=version, supersedes=supersedes, retracted=retracted)
+
+
+def _versioned(ev: AnyEvent, key: str, prev: AnyEvent | None, *, retracted: bool = False) -> Any:
+    """``ev`` under id ``key``: version 1, or the version after ``prev`` superseding it."""
+    if prev is None:
+        return _with_id(ev, key, 1, None, retracted)
+    return _with_id(ev, key, prev.version + 1, prev.version, retracted)
+
+
+def _same(a: AnyEvent, b: AnyEvent) -> bool:
+    """Same content, ignoring id and version; NaN equals NaN (HDOP of an HDOP-less unit)."""
+    ta = astuple(_with_id(a, "", 1, None, a.retracted))
+    tb = astuple(_with_id(b, "", 1, None, b.retracted))
+    return all(x == y or (x != x and y != y) for x, y in zip(ta, tb, strict=True))
+
+
+def _update(
+    rep: _Reported,
+    started: VisitStarted | StopStarted,
+    completed: VisitCompleted | StopEnded | None,
+    stats: TrackerStats,
+) -> list[DetectionEvent]:
+    events: list[DetectionEvent] = []
+    if not _same(rep.started, started):
+        new = _versioned(started, rep.key, rep.started)
+        rep.started = new
+        events.append(new)
+        stats.corrections += 1
+    if completed is None:
+        if rep.completed is not None and not rep.completed.retracted:
+            new_c = _versioned(rep.completed, rep.key, rep.completed, retracted=True)
+            rep.completed = new_c
+            events.append(new_c)
+            stats.retractions += 1
+        return events
+    if rep.completed is None:
+        new_c = _versioned(completed, rep.key, None)
+    elif rep.completed.retracted or not _same(rep.completed, completed):
+        new_c = _versioned(completed, rep.key, rep.completed)
+        stats.corrections += 1
+    else:
+        return events
+    rep.completed = new_c
+    events.append(new_c)
+    return events
+
+
+def _retract(rep: _Reported, stats: TrackerStats) -> list[DetectionEvent]:
+    events: list[DetectionEvent] = []
+    stats.retractions += 1
+    rep.started = _versioned(rep.started, rep.key, rep.started, retracted=True)
+    events.append(rep.started)
+    if rep.completed is not None and not rep.completed.retracted:
+        rep.completed = _versioned(rep.completed, rep.key, rep.completed, retracted=True)
+        events.append(rep.completed)
+    return events
+
+
+class FleetTracker:
+    """One :class:`VehicleTracker` per vehicle, fed whole :class:`FixBatch` es."""
+
+    def __init__(
+        self,
+        site_ids: Sequence[str],
+        unit_to_vehicle: Mapping[str, str] | None = None,
+        params: DetectionParams | None = None,
+    ) -> None:
+        self.site_ids = tuple(site_ids)
+        self.unit_to_vehicle = dict(unit_to_vehicle or {})
+        self.params = params or DetectionParams()
+        self.vehicles: dict[str, VehicleTracker] = {}
+        self.unknown_units: set[str] = set()
+
+    def _tracker(self, unit_id: str) -> VehicleTracker:
+        vehicle = self.unit_to_vehicle.get(unit_id)
+        if vehicle is None:
+            self.unknown_units.add(unit_id)
+            vehicle = unit_id
+        tr = self.vehicles.get(vehicle)
+        if tr is None:
+            tr = self.vehicles[vehicle] = VehicleTracker(vehicle, self.site_ids, self.params)
+        return tr
+
+    def feed(
+        self,
+        fixes: FixBatch,
+        inside: npt.ArrayLike,
+        near: npt.ArrayLike,
+        *,
+        now_us: int | None = None,
+    ) -> list[DetectionEvent]:
+        """A batch of any units' fixes with their (2, K) fence pairs (fence, fence + margin)."""
+        n = len(fixes)
+        if n == 0:
+            return []
+        ins = np.asarray(inside, dtype=np.int64).reshape(2, -1)
+        nrs = np.asarray(near, dtype=np.int64).reshape(2, -1)
+        order = np.argsort(fixes.unit_id, kind="stable")
+        units = fixes.unit_id[order]
+        bounds = np.flatnonzero(np.concatenate(([True], units[1:] != units[:-1], [True])))
+        rank = np.empty(n, dtype=np.int64)
+        rank[order] = np.arange(n)
+        in_r = rank[ins[0]]
+        nr_r = rank[nrs[0]]
+        in_o = np.argsort(in_r, kind="stable")
+        nr_o = np.argsort(nr_r, kind="stable")
+        in_r, in_s = in_r[in_o], ins[1][in_o]
+        nr_r, nr_s = nr_r[nr_o], nrs[1][nr_o]
+        events: list[DetectionEvent] = []
+        speed = fixes.speed_kmh.astype(np.float64)
+        hdop = fixes.hdop.astype(np.float64)
+        for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+            idx = order[a:b]
+            ia, ib = np.searchsorted(in_r, [a, b])
+            na, nb = np.searchsorted(nr_r, [a, b])
+            tr = self._tracker(str(units[a]))
+            events += tr.feed(
+                fixes.t_us[idx],
+                fixes.lon[idx],
+                fixes.lat[idx],
+                speed[idx],
+                hdop[idx],
+                np.stack((in_r[ia:ib] - a, in_s[ia:ib])),
+                np.stack((nr_r[na:nb] - a, nr_s[na:nb])),
+                now_us=now_us,
+            )
+        return events
+
+    def feed_matched(
+        self, fixes: FixBatch, matcher: Matcher, *, now_us: int | None = None
+    ) -> list[DetectionEvent]:
+        """Match the batch with ``matcher`` (e.g. ``FenceIndex.query``) and feed it."""
+        inside = matcher(fixes.lon, fixes.lat, 0.0)
+        near = matcher(fixes.lon, fixes.lat, self.params.exit_margin_m)
+        return self.feed(fixes, inside, near, now_us=now_us)
+
+    def advance(self, now_us: int) -> list[DetectionEvent]:
+        events: list[DetectionEvent] = []
+        for tr in self.vehicles.values():
+            events += tr.advance(now_us)
+        return events
+
+    def finish(self) -> list[DetectionEvent]:
+        events: list[DetectionEvent] = []
+        for tr in self.vehicles.values():
+            events += tr.finish()
+        return events
+
+    def statistics(self) -> TrackerStats:
+        total = TrackerStats()
+        for tr in self.vehicles.values():
+            total.add(tr.stats)
+        return total
+
+
+__all__ = [
+    "ClosedBy",
+    "FleetTracker",
+    "Matcher",
+    "TrackerStats",
+    "VehicleTracker",
+]

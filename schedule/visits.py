@@ -1,0 +1,173 @@
+"""Visit detection over one vehicle's track, one site at a time.
+
+Theory.  For a site, a fix is *in* when inside the fence and *near* when inside the fence grown
+by ``exit_margin_m``.  A candidate visit opens at the first *in* fix and continues through every
+*near* run; the *away* fixes between two near runs end it only when they are a confirmed exit:
+at least ``exit_confirm_fixes`` fixes spanning at least ``exit_confirm_s`` from the last near fix.
+That hysteresis is what keeps a truck parked at the fence edge (σ = 10 m jitter, multipath
+outliers) in one visit.  A step longer than ``max_gap_s`` always ends it (closed at the last fix
+before the gap); a shorter gap continues it when the vehicle is near the site again after it.
+
+A candidate becomes a visit once it has lasted ``min_dwell_s`` with the vehicle slow
+(< ``crawl_speed_kmh``) for at least ``min_slow_share`` of that time: a drive-by through the
+fence is neither long enough nor slow.  Overlapping fences each get their own visit (the
+detector runs per site); the schedule stage decides which planned stop a visit serves.
+
+The transitions are the table ``TRANSITIONS``; anything else raises.  The loop runs once per
+near run of a site, not per fix.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from schedule.events import ClosedBy
+from schedule.motion import Motion, cut_runs
+from schedule.params import DetectionParams
+from schedule.stops import IllegalTransition
+
+
+class VisitState(enum.Enum):
+    OUTSIDE = "outside"
+    CANDIDATE = "candidate"  # inside, not yet min_dwell_s slow
+    VISITING = "visiting"
+
+
+class VisitInput(enum.Enum):
+    ENTER = "enter"  # a near run holding an inside fix, while outside
+    STAY = "stay"  # a near run after jitter: the candidate goes on
+    DWELL = "dwell"  # the dwell rule is met
+    LEAVE = "leave"  # confirmed exit or a gap
+
+
+TRANSITIONS: dict[tuple[VisitState, VisitInput], VisitState] = {
+    (VisitState.OUTSIDE, VisitInput.ENTER): VisitState.CANDIDATE,
+    (VisitState.CANDIDATE, VisitInput.STAY): VisitState.CANDIDATE,
+    (VisitState.CANDIDATE, VisitInput.DWELL): VisitState.VISITING,
+    (VisitState.CANDIDATE, VisitInput.LEAVE): VisitState.OUTSIDE,
+    (VisitState.VISITING, VisitInput.STAY): VisitState.VISITING,
+    (VisitState.VISITING, VisitInput.LEAVE): VisitState.OUTSIDE,
+}
+
+
+def step(state: VisitState, inp: VisitInput) -> VisitState:
+    try:
+        return TRANSITIONS[(state, inp)]
+    except KeyError:
+        raise IllegalTransition(f"visit detector: no transition from {state} on {inp}") from None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VisitRecord:
+    """A detected visit of one site (indices are into the kept fixes of the Motion)."""
+
+    site: int
+    first: int
+    last: int
+    arrival_us: int
+    departure_us: int  # last near fix so far (for an open visit: so far)
+    confirmed_us: int
+    fix_count: int
+    inside_share: float
+    median_hdop: float
+    closed_by: ClosedBy | None  # None: still open
+
+
+def _confirm_index(
+    m: Motion, crawl: npt.NDArray[np.bool_], first: int, last: int, p: DetectionParams
+) -> int:
+    """First fix of [first, last] at which the dwell rule holds, or -1."""
+    t = m.t_s[first : last + 1]
+    if t[-1] - t[0] < p.min_dwell_s:
+        return -1
+    c = crawl[first : last + 1]
+    dt = np.diff(t)
+    slow_dt = np.where(c[1:] & c[:-1], dt, 0.0)
+    slow_cum = np.concatenate(([0.0], np.cumsum(slow_dt)))
+    span = t - t[0]
+    ok = (span >= p.min_dwell_s) & (slow_cum >= p.min_slow_share * span)
+    hits = np.flatnonzero(ok)
+    return first + int(hits[0]) if len(hits) else -1
+
+
+def detect_visits_for_site(
+    m: Motion,
+    p: DetectionParams,
+    t0_us: int,
+    site: int,
+    inside: npt.NDArray[np.bool_],
+    near: npt.NDArray[np.bool_],
+    hdop: npt.NDArray[np.float64],
+    *,
+    active_from: int = 0,
+    now_us: int | None = None,
+) -> list[VisitRecord]:
+    """Visits of one site; masks are over the kept fixes, fixes before ``active_from`` are
+    context only (treated as away)."""
+    n = len(m.t_s)
+    near = near | inside
+    near[:active_from] = False
+    inside = inside & near
+    crawl = m.speed_kmh < p.crawl_speed_kmh
+    pieces = cut_runs(near, m.gap)
+    in_idx = np.flatnonzero(inside)
+
+    out: list[VisitRecord] = []
+    state = VisitState.OUTSIDE
+    first = last = -1
+
+    def close(reason: ClosedBy | None) -> None:
+        k = _confirm_index(m, crawl, first, last, p)
+        if k < 0:
+            return
+        sel = slice(first, last + 1)
+        h = hdop[sel]
+        out.append(
+            VisitRecord(
+                site=site,
+                first=first,
+                last=last,
+                arrival_us=t0_us + round(m.t_s[first] * 1e6),
+                departure_us=t0_us + round(m.t_s[last] * 1e6),
+                confirmed_us=t0_us + round(m.t_s[k] * 1e6),
+                fix_count=last - first + 1,
+                inside_share=float(inside[sel].mean()),
+                median_hdop=float(np.median(h[~np.isnan(h)])) if (~np.isnan(h)).any() else np.nan,
+                closed_by=reason,
+            )
+        )
+
+    def exit_confirmed(last: int, nxt: int) -> bool:
+        count = nxt - last - 1
+        return count >= p.exit_confirm_fixes and m.t_s[nxt - 1] - m.t_s[last] >= p.exit_confirm_s
+
+    for s, e in pieces:
+        if state is not VisitState.OUTSIDE:
+            if m.gap[last + 1 : s + 1].any() or exit_confirmed(last, s):
+                close("gap" if m.gap[last + 1 : s + 1].any() else "exit")
+                state = step(state, VisitInput.LEAVE)
+            else:
+                state = step(state, VisitInput.STAY)
+                last = e - 1
+        if state is VisitState.OUTSIDE:
+            j = np.searchsorted(in_idx, s)
+            if j < len(in_idx) and in_idx[j] < e:
+                state = step(state, VisitInput.ENTER)
+                first, last = int(in_idx[j]), e - 1
+        if state is VisitState.CANDIDATE and _confirm_index(m, crawl, first, last, p) >= 0:
+            state = step(state, VisitInput.DWELL)
+    if state is VisitState.OUTSIDE:
+        return out
+    tail: ClosedBy | None = None
+    if m.gap[last + 1 :].any():
+        tail = "gap"
+    elif exit_confirmed(last, n):
+        tail = "exit"
+    elif now_us is not None and now_us - (t0_us + m.t_s[-1] * 1e6) > p.max_gap_s * 1e6:
+        tail = "gap"
+    close(tail)
+    return out
