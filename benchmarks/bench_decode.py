@@ -1,0 +1,127 @@
+"""Decode throughput: fleetwatch's numpy batch decoder vs pynmea2 and vs a per-line parser.
+
+    python benchmarks/bench_decode.py [--repeats 7] [--batch 5000]
+
+Inputs: (1) a synthetic 1 Hz stream, 1,000 units, one RMC+GGA pair per MQTT payload (what the
+fleet sends), decoded in batches of ``--batch`` payloads; (2) the two real receiver logs in
+../shared/data/real-tracks (mixed sentence types, proprietary, void fixes), one payload per
+cycle of up to 12 lines.  Every contender parses the same sentences:
+
+* fleetwatch ``Decoder.decode`` (numpy batch parse + epochs + per-unit filter: the full job);
+* pynmea2 ``parse`` on every line (parse only: no checksum-less handling, no validation);
+* fleetwatch ``decode_reference`` (the plain per-line Python parser, same full job).
+
+Reports sentences/s as the median of the repeats, and the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pynmea2
+
+from ingest.fixes import Fix, datetime_to_us
+from ingest.nmea import DecodeOptions, Decoder, decode_reference
+from ingest.nmea_encode import encode_gga, encode_rmc
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-tracks"
+Batch = tuple[list[str], list[bytes], np.ndarray]  # type: ignore[type-arg]
+
+
+def synthetic(n_units: int, seconds: int, batch: int) -> tuple[list[Batch], int]:
+    rng = np.random.default_rng(7)
+    t0 = datetime_to_us(dt.datetime(2026, 11, 23, 8, 0, tzinfo=dt.UTC))
+    lat0 = 48.0 + rng.random(n_units)
+    lon0 = 11.0 + rng.random(n_units)
+    units, payloads, recv = [], [], []
+    for s in range(seconds):
+        for u in range(n_units):
+            fix = Fix(
+                unit_id=f"u{u}", t_us=t0 + s * 1_000_000, recv_us=0,
+                lat=float(lat0[u] + s * 1e-4), lon=float(lon0[u] + s * 1e-4),
+                speed_kmh=float(30 + u % 50), course=float(u % 360), quality=1,
+                sats=8, hdop=0.9, alt_m=512.0,
+            )  # fmt: skip
+            units.append(fix.unit_id)
+            payloads.append(encode_rmc(fix) + encode_gga(fix))
+            recv.append(t0 + s * 1_000_000 + 400_000)
+    batches = [
+        (units[i : i + batch], payloads[i : i + batch], np.array(recv[i : i + batch]))
+        for i in range(0, len(units), batch)
+    ]
+    return batches, 2 * len(payloads)
+
+
+def real_logs() -> tuple[list[Batch], int]:
+    batches: list[Batch] = []
+    n = 0
+    for path in sorted(REAL.glob("*.nmea")):
+        lines = [ln for ln in path.read_bytes().splitlines() if ln.startswith(b"$")]
+        n += len(lines)
+        payloads = [b"\r\n".join(lines[i : i + 12]) for i in range(0, len(lines), 12)]
+        recv = datetime_to_us(dt.datetime(2010, 4, 12, tzinfo=dt.UTC))
+        batches.append(([path.stem] * len(payloads), payloads, np.full(len(payloads), recv)))
+    return batches, n
+
+
+def median_rate(fn: Callable[[], object], n: int, repeats: int) -> float:
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        rates.append(n / (time.perf_counter() - t0))
+    return statistics.median(rates)
+
+
+def run(name: str, batches: list[Batch], n: int, options: DecodeOptions, repeats: int) -> None:
+    lines = [ln for _, ps, _ in batches for p in ps for ln in p.splitlines() if ln]
+
+    def ours() -> None:
+        d = Decoder(options)
+        for b in batches:
+            d.decode(*b)
+
+    def reference() -> None:
+        for b in batches:
+            decode_reference(*b, options)
+
+    def pynmea() -> None:
+        for ln in lines:
+            try:
+                pynmea2.parse(ln.decode("ascii", "replace"), check=True)
+            except pynmea2.ParseError:
+                pass
+
+    ours()  # warm-up
+    r_ours = median_rate(ours, n, repeats)
+    r_py = median_rate(pynmea, n, max(3, repeats // 2))
+    r_ref = median_rate(reference, n, max(3, repeats // 2))
+    print(f"\n{name}: {n:,} sentences")
+    print(f"  fleetwatch Decoder (numpy batch) : {r_ours:>12,.0f} sentences/s")
+    print(f"  pynmea2.parse per line           : {r_py:>12,.0f} sentences/s")
+    print(f"  decode_reference (per-line)      : {r_ref:>12,.0f} sentences/s")
+    print(f"  ratio vs pynmea2 {r_ours / r_py:.1f}x, vs per-line reference {r_ours / r_ref:.1f}x")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--batch", type=int, default=5000, help="payloads per decode call")
+    ap.add_argument("--seconds", type=int, default=30, help="seconds of the synthetic stream")
+    args = ap.parse_args()
+    batches, n = synthetic(1000, args.seconds, args.batch)
+    run(f"synthetic 1 Hz RMC+GGA, 1,000 units, {args.batch} payloads/batch", batches, n,
+        DecodeOptions(), args.repeats)  # fmt: skip
+    batches, n = real_logs()
+    run("real logs (Munich + Regensburg), 12 lines/payload, one batch per file", batches, n,
+        DecodeOptions(max_age_days=3650.0), args.repeats)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
