@@ -35,13 +35,15 @@ class ConfigError(ValueError):
 class Settings:
     """Everything ``fleetwatch run`` / ``demo`` need.  See docs/configuration.md."""
 
-    #: mqtt://[user:password@]host[:port] (mqtts:// for TLS); None = none configured
+    #: mqtt://[user:password@]host[:port]; None = none configured
     mqtt_url: str | None = dataclasses.field(default=None, repr=False)
     #: fixed client id: the broker keeps our session (and unacked messages) under it
     mqtt_client_id: str = "fleetwatch-ingest"
     #: how long the broker keeps the session while we are away (must exceed any outage)
     mqtt_session_expiry_s: int = 7 * 24 * 3600
     mqtt_topic: str = "fleet/+/nmea"
+    #: 5, or 4 (MQTT 3.1.1) for brokers without MQTT 5 such as the embedded amqtt broker
+    mqtt_version: int = 5
     #: messages the MQTT client holds for the batcher before it stops reading the socket
     mqtt_max_buffered_messages: int = 8192
     #: postgresql://user:password@host:port/dbname; None = none configured
@@ -92,6 +94,8 @@ class Settings:
                 "than 10 minutes: the broker would forget unacknowledged messages during an "
                 "outage (reliability promise 2)"
             )
+        if self.mqtt_version not in (4, 5):
+            raise ConfigError(f"{env_name('mqtt_version')} must be 5 or 4 (MQTT 3.1.1)")
         if not self.mqtt_client_id:
             raise ConfigError(f"{env_name('mqtt_client_id')} must not be empty")
 
@@ -203,6 +207,7 @@ FIELDS: dict[str, Callable[[str], Any]] = {
     "mqtt_client_id": str.strip,
     "mqtt_session_expiry_s": int,
     "mqtt_topic": str.strip,
+    "mqtt_version": int,
     "mqtt_max_buffered_messages": int,
     "database_url": _optional_str,
     "database_pool_size": int,

@@ -1,0 +1,210 @@
+"""Wiring: build the ingest components from :class:`~fleetwatch.config.Settings` and run them.
+
+Everything runs in one task group on one event loop: the MQTT source's own task, the three
+pipeline stages (``ingest.service``), the HTTP endpoint, and the shutdown watcher.  SIGINT and
+SIGTERM set a stop event; the watcher then asks the pipeline to drain (write and acknowledge
+what it already took) and, after ``shutdown_timeout_s``, cancels it: batches still in flight are
+abandoned *unacknowledged*, and the broker redelivers them to the next run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import signal
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from fleetwatch.config import ConfigError, Settings
+from ingest.batcher import BatchLimits
+from ingest.metrics import IngestMetrics, SourceCounters, bound_port, open_http_server
+from ingest.mqtt import MqttSettings, MqttSource, parse_mqtt_url, unit_id_from_topic
+from ingest.nmea import DecodeOptions, Decoder
+from ingest.registry import UnitEntry, UnitRegistry, read_units_csv
+from ingest.service import IngestOptions, IngestService
+from store import Store, StoreUnavailable, UnitRow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Running:
+    """Handles on a running service, for the demo's live counts and for tests."""
+
+    service: IngestService
+    source: MqttSource
+    store: Store
+    http_port: int | None
+
+
+def mqtt_settings(settings: Settings) -> MqttSettings:
+    """The MQTT client's settings: URL from the configuration, session rules from ours."""
+    if not settings.mqtt_url:
+        raise ConfigError(
+            "no broker configured: set FLEETWATCH_MQTT_URL (or [mqtt] url, or --mqtt-url)"
+        )
+    base = MqttSettings(
+        client_id=settings.mqtt_client_id,
+        topic=settings.mqtt_topic,
+        session_expiry_s=settings.mqtt_session_expiry_s,
+        max_payload_bytes=settings.ingest_max_payload_bytes,
+        mqtt_version=settings.mqtt_version,
+    )
+    return parse_mqtt_url(settings.mqtt_url, base)
+
+
+def ingest_options(settings: Settings) -> IngestOptions:
+    return IngestOptions(
+        limits=BatchLimits(
+            max_messages=settings.ingest_batch_max_messages,
+            max_age_us=round(settings.ingest_batch_max_age_ms * 1000),
+            max_bytes=settings.ingest_batch_max_bytes,
+        ),
+        batches_in_flight=settings.ingest_batches_in_flight,
+        max_payload_bytes=settings.ingest_max_payload_bytes,
+        store_retry_max_s=max(settings.ingest_store_retry_max_s, 0.1),
+    )
+
+
+async def load_registry(settings: Settings, store: Store) -> UnitRegistry:
+    """Units of the units file (upserted into the store first) and of the store."""
+    entries: list[UnitEntry] = []
+    if settings.units_file is not None:
+        entries = read_units_csv(settings.units_file)
+        await store.upsert_units(
+            [UnitRow(unit_id=e.unit_id, vehicle_id=e.vehicle_id, driver=e.driver or None)
+             for e in entries]
+        )  # fmt: skip
+    stored = await store.load_units()
+    registry = UnitRegistry(
+        (UnitEntry(unit_id=r.unit_id, vehicle_id=r.vehicle_id, driver=r.driver or "")
+         for r in stored.values()),
+        accept_unknown=settings.accept_unknown_units,
+    )  # fmt: skip
+    registry = registry.merged(entries)
+    if not len(registry) and not registry.accept_unknown:
+        log.warning(
+            "no units registered (no units file, none in the store): every payload will be a "
+            "dead letter 'unknown_unit'; give --units FILE or set FLEETWATCH_ACCEPT_UNKNOWN_UNITS"
+        )
+    return registry
+
+
+def _source_counters(source: MqttSource) -> SourceCounters:
+    s = source.statistics()
+    return SourceCounters(
+        received=s.received,
+        acked=s.acked,
+        reconnects=s.reconnects,
+        stale_acks=s.stale_acks_dropped,
+        connected=s.connected,
+        buffered=s.buffered,
+    )
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    """SIGINT/SIGTERM set *stop* while the block runs (main thread only)."""
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except (NotImplementedError, RuntimeError):  # not the main thread / platform
+                continue
+            installed.append(sig)
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+async def run_ingest(
+    settings: Settings,
+    *,
+    stop: asyncio.Event,
+    on_ready: Callable[[Running], None] | None = None,
+    store_open_timeout_s: float = 10.0,
+) -> None:
+    """Run the ingest service until *stop* is set (then drain) or an error escapes."""
+    if not settings.database_url:
+        raise ConfigError(
+            "no database configured: set FLEETWATCH_DATABASE_URL (or [database] url, "
+            "or --database-url)"
+        )
+    log.info("starting ingest with %s", settings.redacted())
+    async with contextlib.AsyncExitStack() as stack:
+        store = await Store.open(
+            settings.database_url,
+            max_size=settings.database_pool_size,
+            timeout_s=store_open_timeout_s,
+        )
+        stack.push_async_callback(store.aclose)
+        registry = await load_registry(settings, store)
+        log.info("unit registry: %d units (accept unknown: %s)", len(registry),
+                 registry.accept_unknown)  # fmt: skip
+        metrics = IngestMetrics()
+        source = MqttSource(
+            mqtt_settings(settings), max_buffered_messages=settings.mqtt_max_buffered_messages
+        )
+        await stack.enter_async_context(source)
+        metrics.watch_source(lambda: _source_counters(source))
+        service = IngestService(
+            source=source,
+            decoder=Decoder(DecodeOptions()),
+            sink=store,
+            registry=registry,
+            metrics=metrics,
+            options=ingest_options(settings),
+            unavailable=(StoreUnavailable,),
+            unit_id_from_topic=unit_id_from_topic,
+        )
+        http_port: int | None = None
+        if settings.http_port is not None:
+
+            def healthy() -> bool:
+                return service.statistics().store_up and source.statistics().connected
+
+            server = await stack.enter_async_context(
+                open_http_server(
+                    metrics, host=settings.http_host, port=settings.http_port, healthy=healthy
+                )
+            )
+            http_port = bound_port(server)
+            log.info("metrics at http://%s:%d/metrics", settings.http_host, http_port)
+        if on_ready is not None:
+            on_ready(Running(service=service, source=source, store=store, http_port=http_port))
+        async with asyncio.TaskGroup() as tg:
+            pipeline = tg.create_task(service.run(), name="ingest-pipeline")
+            tg.create_task(
+                _shutdown_when(stop, service, pipeline, settings.shutdown_timeout_s),
+                name="ingest-shutdown",
+            )
+        log.info("ingest stopped: %s", dataclasses.asdict(service.statistics()))
+
+
+async def _shutdown_when(
+    stop: asyncio.Event,
+    service: IngestService,
+    pipeline: asyncio.Task[None],
+    timeout_s: float,
+) -> None:
+    """On *stop*: drain the pipeline for up to *timeout_s*, then abandon what is left."""
+    stop_wait = asyncio.create_task(stop.wait(), name="ingest-stop-wait")
+    try:
+        await asyncio.wait({stop_wait, pipeline}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop_wait.cancel()
+    if pipeline.done():
+        return  # the pipeline ended on its own (an error): the task group reports it
+    log.info("stopping: writing and acknowledging the batches in flight (<= %.0f s)", timeout_s)
+    service.request_stop()
+    done, _ = await asyncio.wait({pipeline}, timeout=timeout_s)
+    if not done:
+        unacked = service.statistics().unacked_messages
+        log.warning("shutdown timeout: abandoning %d unacknowledged messages (the broker "
+                    "redelivers them on the next start)", unacked)  # fmt: skip
+        pipeline.cancel()
