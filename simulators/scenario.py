@@ -1,0 +1,748 @@
+"""Generate a scenario directory (docs/formats.md): city, plans, every unit's NMEA, ground truth.
+
+Deterministic for a seed: the city comes from ``Generator(PCG64(seed))`` and every vehicle from
+its own ``Generator(PCG64(SeedSequence([seed, k])))``, so the same parameters give
+byte-identical files, and a vehicle's day does not depend on how many vehicles come after it.
+
+A vehicle's day is planned first (route driven undisturbed → planned arrivals → contract
+windows with slack around them), then driven for real with the injected events, sampled at its
+unit's rate, observed through its GPS model, cut into MQTT payloads and written, one unit at a
+time, so memory stays bounded by one vehicle's day.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime as dt
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import numpy.typing as npt
+
+from simulators.city import City, Site, generate_city
+from simulators.drive import (
+    MOVE,
+    Phase,
+    Timeline,
+    crawl_phase,
+    dwell_phase,
+    move_phase,
+    street_phases,
+)
+from simulators.gps import Dropout, observe, transmit
+from simulators.nmea_writer import FixColumns, format_rmc_gga
+from simulators.plans import (
+    RouteAssignment,
+    assign_routes,
+    sites_for_weekday,
+    window_around,
+    with_window,
+)
+from simulators.roads import Route, StreetGrid, route
+from simulators.truth import Truth, UnscheduledStop, Visit, iso_s
+
+FloatArray = npt.NDArray[np.float64]
+
+_GARBAGE_BYTES = np.array([b for b in range(256) if b not in (0x0A, 0x0D, 0x23, 0x24)], np.uint8)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScenarioParams:
+    """Every knob of the generator; rates are probabilities unless named otherwise."""
+
+    seed: int = 1
+    date: dt.date = dt.date(2026, 11, 23)
+    sites: int = 1500
+    vehicles: int = 50
+    lat0: float = 55.7558
+    lon0: float = 37.6173
+    size_km: float = 40.0
+    tz: str = "Europe/Moscow"
+    start_local: str = "07:00"  # first departures between this and one hour later
+    rate_hz: float = 1.0
+    slow_unit_fraction: float = 0.1  # units reporting at slow_rate_hz instead
+    slow_rate_hz: float = 0.2
+    noise_min_m: float = 3.0  # per-unit σ drawn uniformly in [min, max]
+    noise_max_m: float = 15.0
+    polygon_fraction: float = 0.35
+    pair_fraction: float = 0.04  # sites in overlapping pairs
+    skip_rate: float = 0.02  # per planned stop
+    late_rate: float = 0.3  # per vehicle: one congestion costing 30–90 min
+    jam_rate: float = 0.03  # per leg: a 3–12 min jam (unscheduled "traffic" stop)
+    lunch_rate: float = 0.5  # per vehicle: a 20–45 min lunch stop
+    driveby_rate: float = 0.03  # per leg: a detour through a fence without stopping
+    multipath_rate: float = 0.002  # per epoch near buildings
+    dropout_rate: float = 0.3  # expected coverage dropouts per unit per day
+    bad_rate: float = 0.0005  # per sentence
+    clock_off_units: int = 1
+    silent_units: int = 1
+
+    def __post_init__(self) -> None:
+        if self.sites < 1 or self.vehicles < 1:
+            raise ValueError("need at least one site and one vehicle")
+        if not 0 < self.noise_min_m <= self.noise_max_m:
+            raise ValueError(f"noise range {self.noise_min_m}..{self.noise_max_m} m is not valid")
+        for name in ("rate_hz", "slow_rate_hz"):
+            r = getattr(self, name)
+            if not 0 < r <= 10 or ((1 / r) % 0.01 > 1e-9 and 0.01 - (1 / r) % 0.01 > 1e-9):
+                raise ValueError(f"{name}={r}: the epoch interval must be a multiple of 10 ms")
+        for name in (
+            "slow_unit_fraction",
+            "skip_rate",
+            "late_rate",
+            "jam_rate",
+            "lunch_rate",
+            "driveby_rate",
+            "multipath_rate",
+            "bad_rate",
+        ):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1]")
+        if self.clock_off_units + self.silent_units > self.vehicles:
+            raise ValueError("more clock-off and silent units than vehicles")
+
+    def quiet(self) -> ScenarioParams:
+        """The same day with nothing injected (GPS noise stays: it is not an event)."""
+        return dataclasses.replace(
+            self,
+            skip_rate=0.0,
+            late_rate=0.0,
+            jam_rate=0.0,
+            lunch_rate=0.0,
+            driveby_rate=0.0,
+            multipath_rate=0.0,
+            dropout_rate=0.0,
+            bad_rate=0.0,
+            clock_off_units=0,
+            silent_units=0,
+        )
+
+    def to_json_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["date"] = self.date.isoformat()
+        return d
+
+
+@dataclass(slots=True)
+class _Outputs:
+    plan_rows: list[list[str]] = field(default_factory=list)
+    depot_rows: list[list[str]] = field(default_factory=list)
+    unit_rows: list[list[str]] = field(default_factory=list)
+    fixes: int = 0
+
+
+_DRIVERS = (
+    "Ivanov",
+    "Petrov",
+    "Sidorov",
+    "Smirnov",
+    "Kuznetsov",
+    "Popov",
+    "Vasiliev",
+    "Sokolov",
+    "Mikhailov",
+    "Novikov",
+    "Fedorov",
+    "Morozov",
+    "Volkov",
+    "Alekseev",
+    "Lebedev",
+    "Semenov",
+)
+
+
+def write_scenario(params: ScenarioParams, out: Path) -> Truth:
+    """Write every file of the scenario into ``out`` (created); returns the truth written."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "nmea").mkdir(exist_ok=True)
+    rng = np.random.Generator(np.random.PCG64(params.seed))
+    city = generate_city(
+        rng,
+        n_sites=params.sites,
+        lat0=params.lat0,
+        lon0=params.lon0,
+        size_km=params.size_km,
+        polygon_fraction=params.polygon_fraction,
+        pair_fraction=params.pair_fraction,
+        tz=params.tz,
+    )
+    todays = sites_for_weekday(city, params.date.isoweekday())
+    routes = assign_routes(city, todays, params.vehicles)
+    special = rng.permutation(params.vehicles)
+    clock_off = set(special[: params.clock_off_units].tolist())
+    silent = set(
+        special[params.clock_off_units : params.clock_off_units + params.silent_units].tolist()
+    )
+    slow = rng.random(params.vehicles) < params.slow_unit_fraction
+    truth = Truth(scenario=params.to_json_dict())
+    outputs = _Outputs()
+    sites = list(city.sites)
+    ctx = _Context(params=params, city=city, grid=StreetGrid())
+    for k, assignment in enumerate(routes):
+        vrng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([params.seed, k + 1])))
+        _vehicle_day(
+            ctx,
+            vrng,
+            k,
+            assignment,
+            sites,
+            truth,
+            outputs,
+            out,
+            clock_off=k in clock_off,
+            silent=k in silent,
+            rate_hz=params.slow_rate_hz if slow[k] else params.rate_hz,
+        )
+    city = dataclasses.replace(city, sites=tuple(sites))
+    truth.scenario["fixes"] = outputs.fixes
+    (out / "sites.geojson").write_text(_sites_geojson(city), encoding="utf-8")
+    _write_csv(
+        out / "plans.csv",
+        [
+            "date",
+            "vehicle_id",
+            "seq",
+            "site_id",
+            "planned_arrival",
+            "window_start",
+            "window_end",
+            "service_min",
+        ],
+        outputs.plan_rows,
+    )
+    _write_csv(
+        out / "depots.csv",
+        ["vehicle_id", "depot_id", "lat", "lon", "radius_m", "planned_departure", "planned_return"],
+        outputs.depot_rows,
+    )
+    _write_csv(out / "units.csv", ["unit_id", "vehicle_id", "driver"], outputs.unit_rows)
+    (out / "truth.json").write_text(truth.dumps(), encoding="utf-8")
+    return truth
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
+    with path.open("w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(header)
+        w.writerows(rows)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Context:
+    params: ScenarioParams
+    city: City
+    grid: StreetGrid
+
+    def local_epoch(self, minutes: float) -> float:
+        """UTC epoch seconds of ``minutes`` after local midnight of the scenario date."""
+        tz = ZoneInfo(self.params.tz)
+        h, m = divmod(int(minutes), 60)
+        base = dt.datetime.combine(self.params.date, dt.time(h, m), tzinfo=tz).timestamp()
+        return base + (minutes - int(minutes)) * 60.0
+
+    def local_minutes(self, t: float) -> float:
+        return (t - self.local_epoch(0)) / 60.0
+
+    def speeds(self, x: float, y: float) -> tuple[float, float]:
+        """Slower in the dense centre, up to 60 km/h on the outskirts."""
+        return (15.0, 40.0) if math.hypot(x, y) < 6000 else (25.0, 60.0)
+
+    def clear_of_fences(self, x: float, y: float, margin_m: float) -> bool:
+        sx = np.array([s.x for s in self.city.sites])
+        sy = np.array([s.y for s in self.city.sites])
+        r = np.array([s.outer_radius_m() for s in self.city.sites])
+        return bool((np.hypot(sx - x, sy - y) > r + margin_m).all())
+
+
+@dataclass(slots=True)
+class _Leg:
+    route: Route
+    phases: list[tuple[Phase, str | None]]
+    via_site: int | None = None
+
+
+def _make_leg(
+    ctx: _Context,
+    rng: np.random.Generator,
+    x0: float,
+    y0: float,
+    x1: float,
+    y1: float,
+    via_site: int | None = None,
+) -> _Leg:
+    via = None
+    keep = None
+    if via_site is not None:
+        s = ctx.city.sites[via_site]
+        via = (s.x, s.y)
+        keep = (s.x, s.y, s.outer_radius_m() + 60.0)
+    r = route(ctx.grid, rng, x0, y0, x1, y1, via=via)
+    mid = len(r.x) // 2
+    phases = street_phases(
+        r.x, r.y, rng, v_kmh=ctx.speeds(float(r.x[mid]), float(r.y[mid])), keep_moving_near=keep
+    )
+    if via_site is not None:  # at least 20 km/h through the fence
+        phases = [
+            move_phase(p.length_m, max(p.v_mps, 20 / 3.6)) if p.kind == MOVE else p for p in phases
+        ]
+    return _Leg(route=r, phases=[(p, None) for p in phases], via_site=via_site)
+
+
+def _point_at(r: Route, s: float) -> tuple[float, float]:
+    cum = np.concatenate([[0.0], np.cumsum(np.hypot(np.diff(r.x), np.diff(r.y)))])
+    return float(np.interp(s, cum, r.x)), float(np.interp(s, cum, r.y))
+
+
+def _insert_stop(ctx: _Context, rng: np.random.Generator, leg: _Leg, kind: str) -> bool:
+    """Split a long enough MOVE of the leg and stand (lunch) or crawl (jam) there."""
+    offsets = np.cumsum([0.0] + [p.length_m for p, _ in leg.phases])
+    candidates = [
+        i
+        for i, (p, tag) in enumerate(leg.phases)
+        if p.kind == MOVE and p.length_m > 300 and not tag
+    ]
+    for _ in range(4):
+        if not candidates:
+            return False
+        i = candidates[int(rng.integers(0, len(candidates)))]
+        p = leg.phases[i][0]
+        d1 = float(rng.uniform(100.0, p.length_m - 150.0))
+        length = 0.0 if kind == "lunch" else float(rng.uniform(15.0, 50.0))
+        x, y = _point_at(leg.route, float(offsets[i]) + d1 + length / 2)
+        if not ctx.clear_of_fences(x, y, 60.0):
+            continue
+        if kind == "lunch":
+            mid = dwell_phase(float(rng.uniform(20 * 60, 45 * 60)))
+        else:
+            mid = crawl_phase(length, float(rng.uniform(180.0, 720.0)), period_s=120.0)
+        new = [
+            (move_phase(d1, p.v_mps), None),
+            (mid, kind),
+            (move_phase(p.length_m - d1 - length, p.v_mps), None),
+        ]
+        leg.phases[i : i + 1] = new
+        return True
+    return False
+
+
+def _congest(leg: _Leg, rng: np.random.Generator, still_to_lose_s: float) -> float:
+    """Turn the leg's moves into slow stop-and-go traffic (8–13 km/h); the seconds lost."""
+    lost = 0.0
+    for i, (p, tag) in enumerate(leg.phases):
+        if p.kind != MOVE or tag or lost >= still_to_lose_s:
+            continue
+        v = float(rng.uniform(2.2, 3.6))
+        slow = p.length_m / v
+        if slow <= p.duration_s:
+            continue
+        leg.phases[i] = (crawl_phase(p.length_m, slow, period_s=90.0), "congestion")
+        lost += slow - p.duration_s
+    return lost
+
+
+def _vehicle_day(
+    ctx: _Context,
+    rng: np.random.Generator,
+    k: int,
+    a: RouteAssignment,
+    sites: list[Site],
+    truth: Truth,
+    outputs: _Outputs,
+    out: Path,
+    *,
+    clock_off: bool,
+    silent: bool,
+    rate_hz: float,
+) -> None:
+    p = ctx.params
+    city = ctx.city
+    depot = city.depots[a.depot_index]
+    unit_id = f"U{k + 1:04d}"
+    pts = [(depot.x, depot.y)] + [(city.sites[i].x, city.sites[i].y) for i in a.stops]
+    pts.append((depot.x, depot.y))
+    legs = [_make_leg(ctx, rng, *pts[j], *pts[j + 1]) for j in range(len(pts) - 1)]
+
+    # --- the plan: drive undisturbed, service exactly as contracted
+    h, m = (int(v) for v in p.start_local.split(":"))
+    depart = ctx.local_epoch(h * 60 + m + 5 * int(rng.integers(0, 13)))
+    t = depart
+    planned: list[float] = []
+    windows: list[tuple[float, float]] = []
+    for j, site_i in enumerate(a.stops):
+        t += sum(ph.duration_s for ph, _ in legs[j].phases)
+        t = float(round(t))
+        planned.append(t)
+        site = city.sites[site_i]
+        ws_min, we_min = window_around(rng, ctx.local_minutes(t), site.service_min)
+        windows.append((ctx.local_epoch(ws_min), ctx.local_epoch(we_min)))
+        sites[site_i] = with_window(sites[site_i], ws_min, we_min)
+        outputs.plan_rows.append(
+            [
+                p.date.isoformat(),
+                a.vehicle_id,
+                str(j + 1),
+                site.site_id,
+                iso_s(t),
+                iso_s(windows[-1][0]),
+                iso_s(windows[-1][1]),
+                str(site.service_min),
+            ]
+        )
+        t += site.service_min * 60
+    t += sum(ph.duration_s for ph, _ in legs[-1].phases)
+    planned_return = t
+    lon_d, lat_d = city.projection.to_lonlat(np.array([depot.x]), np.array([depot.y]))
+    outputs.depot_rows.append(
+        [
+            a.vehicle_id,
+            depot.depot_id,
+            f"{lat_d[0]:.7f}",
+            f"{lon_d[0]:.7f}",
+            f"{depot.radius_m:g}",
+            iso_s(depart),
+            iso_s(planned_return),
+        ]
+    )
+    driver = (
+        f"{_DRIVERS[int(rng.integers(0, len(_DRIVERS)))]} {chr(65 + int(rng.integers(0, 26)))}."
+    )
+    outputs.unit_rows.append([unit_id, a.vehicle_id, driver])
+
+    # --- the real day
+    n = len(a.stops)
+    skipped = rng.random(n) < p.skip_rate
+    jam = rng.random(n + 1) < p.jam_rate
+    driveby = rng.random(n + 1) < p.driveby_rate
+    lunch_leg = (
+        int(rng.integers(n // 3, max(n // 3 + 1, 2 * n // 3 + 1)))
+        if (rng.random() < p.lunch_rate)
+        else -1
+    )
+    congest_leg = int(rng.integers(0, max(1, 2 * n // 3 + 1))) if rng.random() < p.late_rate else -1
+    to_lose = float(rng.uniform(30 * 60, 90 * 60)) if congest_leg >= 0 else 0.0
+    own = set(a.stops)
+    site_x = np.array([s.x for s in city.sites])
+    site_y = np.array([s.y for s in city.sites])
+
+    unit_on = float(math.floor(depart - 600))
+    tl = Timeline(t0=unit_on)
+    tl.x, tl.y = [np.array([depot.x])], [np.array([depot.y])]
+    tl.add(dwell_phase(depart - unit_on))
+    events: list[tuple[str, float, float, Any]] = []  # kind, start, end, ref
+    visits_raw: list[tuple[int, int, float, float]] = []  # seq, site index, park, leave
+    cur = (depot.x, depot.y)
+    prev_site: int | None = None
+    lost_total = 0.0
+    congestion_start: float | None = None
+    lunch_done = False
+    targets = [j for j in range(n) if not skipped[j]] + [n]
+    for j in range(n):
+        if skipped[j]:
+            truth.skipped.append(
+                {
+                    "vehicle_id": a.vehicle_id,
+                    "site_id": city.sites[a.stops[j]].site_id,
+                    "seq": j + 1,
+                }
+            )
+    last_j = -1
+    for j in targets:
+        dest = pts[j + 1]
+        via: int | None = None
+        if driveby[j]:
+            mx, my = (cur[0] + dest[0]) / 2, (cur[1] + dest[1]) / 2
+            dist = np.hypot(site_x - mx, site_y - my)
+            cands = [i for i in np.argsort(dist)[:12].tolist() if i not in own and dist[i] < 3000]
+            if cands:
+                via = cands[int(rng.integers(0, len(cands)))]
+        if via is None and j == last_j + 1:
+            leg = legs[j]
+            leg = _Leg(route=leg.route, phases=list(leg.phases))
+        else:
+            leg = _make_leg(ctx, rng, cur[0], cur[1], dest[0], dest[1], via_site=via)
+        if jam[j]:
+            _insert_stop(ctx, rng, leg, "traffic")
+        if 0 <= lunch_leg <= j and not lunch_done:
+            lunch_done = _insert_stop(ctx, rng, leg, "lunch")
+        if congest_leg >= 0 and j >= congest_leg and lost_total < to_lose:
+            lost_total += _congest(leg, rng, to_lose - lost_total)
+        leg_dur = sum(ph.duration_s for ph, _ in leg.phases)
+        if j < n:
+            ws = windows[j][0]
+            if tl.now + leg_dur < ws + 60:  # ahead of plan: wait where we are
+                tl.add(dwell_phase(ws + 60 + float(rng.uniform(0, 120)) - tl.now - leg_dur))
+        if prev_site is not None:
+            visits_raw[-1] = (*visits_raw[-1][:3], tl.now)
+        leg_start = tl.now
+        tl.extend_path(leg.route.x, leg.route.y)
+        for ph, tag in leg.phases:
+            t_a = tl.now
+            tl.add(ph)
+            if tag == "congestion":
+                if congestion_start is None:
+                    congestion_start = t_a
+            elif tag is not None:
+                events.append((tag, t_a, tl.now, None))
+        if via is not None:
+            events.append(("driveby", leg_start, tl.now, via))
+        cur = dest
+        if j < n:
+            site_i = a.stops[j]
+            visits_raw.append((j + 1, site_i, tl.now, tl.now))
+            tl.add(dwell_phase(city.sites[site_i].service_min * 60 + float(rng.uniform(-45, 45))))
+            visits_raw[-1] = (j + 1, site_i, visits_raw[-1][2], tl.now)
+            prev_site = site_i
+        last_j = j
+    tl.add(dwell_phase(float(rng.uniform(300, 600))))
+    if congestion_start is not None:
+        truth.traffic_delays.append(
+            {
+                "vehicle_id": a.vehicle_id,
+                "start": iso_s(congestion_start),
+                "delay_s": round(lost_total),
+            }
+        )
+
+    # --- sample, observe, transmit
+    step = 1.0 / rate_hz
+    n_ep = int((tl.now - unit_on) // step) + 1
+    t_ep: FloatArray = unit_on + np.arange(n_ep, dtype=np.float64) * step
+    kin = tl.sample(t_ep)
+    near = np.hypot(kin.x, kin.y) < 3000.0
+    for _, site_i, park, leave in visits_raw:
+        if not city.sites[site_i].is_circle:
+            near |= (t_ep >= park) & (t_ep <= leave)
+    sigma = float(rng.uniform(p.noise_min_m, p.noise_max_m))
+    obs = observe(
+        kin,
+        rng,
+        sigma_m=sigma,
+        rate_hz=rate_hz,
+        near_buildings=near,
+        multipath_rate=p.multipath_rate,
+    )
+    truth.multipath_outliers += int(obs.multipath.sum())
+    dropouts: list[Dropout] = []
+    span = t_ep[-1] - t_ep[0]
+    for _ in range(int(rng.poisson(p.dropout_rate))):
+        if span < 3600:
+            break
+        s0 = float(round(rng.uniform(t_ep[0] + 600, t_ep[-1] - 1800)))
+        e0 = s0 + float(round(rng.uniform(120, 1200)))
+        dropouts.append(Dropout(start_s=s0, end_s=e0, released_s=e0 + float(rng.uniform(1, 30))))
+    silent_from = (
+        float(round(rng.uniform(t_ep[0] + 0.3 * span, t_ep[0] + 0.8 * span))) if silent else None
+    )
+    offset = 0
+    if clock_off:
+        offset = int(rng.choice([-1, 1]) * rng.integers(20, 181))
+        truth.clock_offsets.append({"unit_id": unit_id, "offset_s": offset})
+    if silent_from is not None:
+        truth.silent_units.append({"unit_id": unit_id, "from": iso_s(silent_from)})
+    for d in dropouts:
+        if silent_from is not None and d.start_s >= silent_from:
+            continue
+        truth.dropouts.append(
+            {
+                "unit_id": unit_id,
+                "start": iso_s(d.start_s),
+                "end": iso_s(d.end_s),
+                "released_at": dt.datetime.fromtimestamp(d.released_s, tz=dt.UTC).strftime(
+                    "%Y-%m-%dT%H:%M:%S.%f"
+                )[:-3]
+                + "Z",
+            }
+        )
+    tx = transmit(t_ep, rng, dropouts=dropouts, silent_from_s=silent_from)
+    sent = np.zeros(n_ep, dtype=bool)
+    sent[tx.order] = True
+    talker = "GN" if rng.random() < 0.2 else "GP"
+    truth.units.append(
+        {
+            "unit_id": unit_id,
+            "vehicle_id": a.vehicle_id,
+            "rate_hz": rate_hz,
+            "talker": talker,
+            "noise_sigma_m": round(sigma, 2),
+        }
+    )
+
+    # --- truth: visits, lateness, unscheduled stops, drive-bys
+    for seq, site_i, park, leave in visits_raw:
+        site = city.sites[site_i]
+        win = np.flatnonzero((t_ep >= park - 900) & (t_ep <= leave + 900))
+        inside = site.contains(kin.x[win], kin.y[win])
+        at = int(np.searchsorted(t_ep[win], park))
+        at = min(at, len(win) - 1)
+        if not inside[at]:  # a 0.2 Hz unit may not sample the parked instant exactly
+            at = int(np.searchsorted(t_ep[win], park + step))
+        lo = at
+        while lo > 0 and inside[lo - 1]:
+            lo -= 1
+        hi = at
+        while hi < len(win) - 1 and inside[hi + 1]:
+            hi += 1
+        arrival, departure = float(t_ep[win[lo]]), float(t_ep[win[hi]])
+        observed = bool(sent[win[lo] : win[hi] + 1].any())
+        truth.visits.append(
+            Visit(
+                site_id=site.site_id,
+                vehicle_id=a.vehicle_id,
+                unit_id=unit_id,
+                seq=seq,
+                arrival=arrival,
+                departure=departure,
+                observed=observed,
+            )
+        )
+        we = windows[seq - 1][1]
+        if arrival > we:
+            truth.late.append(
+                {
+                    "vehicle_id": a.vehicle_id,
+                    "site_id": site.site_id,
+                    "seq": seq,
+                    "late_by_s": round(arrival - we),
+                }
+            )
+    for kind, t_a, t_b, ref in events:
+        if kind == "driveby":
+            site = city.sites[ref]
+            win = np.flatnonzero((t_ep >= t_a) & (t_ep <= t_b))
+            d = np.hypot(kin.x[win] - site.x, kin.y[win] - site.y)
+            truth.drive_bys.append(
+                {
+                    "vehicle_id": a.vehicle_id,
+                    "unit_id": unit_id,
+                    "site_id": site.site_id,
+                    "t": iso_s(float(t_ep[win[int(np.argmin(d))]])),
+                }
+            )
+        else:
+            mid = tl.sample(np.array([(t_a + t_b) / 2]))
+            lon, lat = city.projection.to_lonlat(mid.x, mid.y)
+            truth.unscheduled_stops.append(
+                UnscheduledStop(
+                    vehicle_id=a.vehicle_id,
+                    unit_id=unit_id,
+                    lat=float(lat[0]),
+                    lon=float(lon[0]),
+                    start=t_a,
+                    end=t_b,
+                    kind="lunch" if kind == "lunch" else "traffic",
+                )
+            )
+
+    # --- sentences and payloads
+    lon, lat = city.projection.to_lonlat(obs.x, obs.y)
+    cols = FixColumns(
+        t_us=np.round((t_ep + offset) * 1e6).astype(np.int64),
+        lat=lat,
+        lon=lon,
+        speed_kmh=obs.speed_kmh,
+        course=obs.course,
+        quality=np.ones(n_ep, dtype=np.int64),
+        sats=obs.sats,
+        hdop=obs.hdop,
+        alt_m=obs.alt_m,
+    )
+    rmc, gga = format_rmc_gga(cols, talker=talker)
+    _corrupt(rng, rmc, gga, np.flatnonzero(sent), p.bad_rate, truth.bad_sentences)
+    text = _payload_text(rmc, gga, tx.order, tx.bounds, tx.recv_s)
+    (out / "nmea" / f"{unit_id}.nmea").write_bytes(text)
+    outputs.fixes += int(sent.sum())
+
+
+def _corrupt(
+    rng: np.random.Generator,
+    rmc: list[str],
+    gga: list[str],
+    sent: npt.NDArray[np.intp],
+    rate: float,
+    counts: dict[str, int],
+) -> None:
+    """Replace or precede some sentences by bad ones; counts by kind."""
+    if rate <= 0 or len(sent) == 0:
+        return
+    hits = np.flatnonzero(rng.random(2 * len(sent)) < rate)
+    kinds = rng.integers(0, 3, len(hits))
+    for h, kind in zip(hits.tolist(), kinds.tolist(), strict=True):
+        lst = rmc if h % 2 == 0 else gga
+        i = int(sent[h // 2])
+        s = lst[i]
+        if kind == 0:
+            good = int(s[-4:-2], 16)
+            bad = (good + int(rng.integers(1, 256))) % 256
+            lst[i] = f"{s[:-4]}{bad:02X}\r\n"
+            counts["checksum"] += 1
+        elif kind == 1:
+            cut = int(rng.integers(7, len(s) - 6))
+            lst[i] = s[:cut] + "\r\n"
+            counts["truncated"] += 1
+        else:
+            junk = _GARBAGE_BYTES[rng.integers(0, len(_GARBAGE_BYTES), int(rng.integers(5, 41)))]
+            lst[i] = junk.tobytes().decode("latin-1") + "\r\n" + s
+            counts["garbage"] += 1
+
+
+def _payload_text(
+    rmc: Sequence[str],
+    gga: Sequence[str],
+    order: npt.NDArray[np.int64],
+    bounds: npt.NDArray[np.int64],
+    recv_s: FloatArray,
+) -> bytes:
+    """``#recv`` line + sentences for every payload, in arrival order, as file bytes."""
+    ms = np.round(recv_s * 1000).astype(np.int64).astype("datetime64[ms]")
+    stamps = np.datetime_as_string(ms, unit="ms").tolist()
+    pieces: list[str] = []
+    order_l = order.tolist()
+    b = bounds.tolist()
+    for j, stamp in enumerate(stamps):
+        pieces.append(f"#recv {stamp}Z\n")
+        for i in order_l[b[j] : b[j + 1]]:
+            pieces.append(rmc[i])
+            pieces.append(gga[i])
+    return "".join(pieces).encode("latin-1")
+
+
+def _sites_geojson(city: City) -> str:
+    proj = city.projection
+    feats = []
+    for s in city.sites:
+        props: dict[str, Any] = {"site_id": s.site_id, "client_id": s.client_id, "name": s.name}
+        if s.is_circle:
+            lon, lat = proj.to_lonlat(np.array([s.x]), np.array([s.y]))
+            geom: dict[str, Any] = {
+                "type": "Point",
+                "coordinates": [round(float(lon[0]), 7), round(float(lat[0]), 7)],
+            }
+            props["radius_m"] = s.radius_m
+        else:
+            rx = np.array([q[0] for q in s.polygon])
+            ry = np.array([q[1] for q in s.polygon])
+            lon, lat = proj.to_lonlat(rx, ry)
+            ring = [[round(float(a), 7), round(float(b), 7)] for a, b in zip(lon, lat, strict=True)]
+            ring[-1] = ring[0]
+            geom = {"type": "Polygon", "coordinates": [ring]}
+        sch = s.schedule
+        props["schedule"] = {
+            "weekdays": list(sch.weekdays),
+            "window_start": f"{sch.window_start_min // 60:02d}:{sch.window_start_min % 60:02d}",
+            "window_end": f"{sch.window_end_min // 60:02d}:{sch.window_end_min % 60:02d}",
+            "tz": sch.tz,
+        }
+        props["service_min"] = s.service_min
+        feats.append(
+            json.dumps(
+                {"type": "Feature", "geometry": geom, "properties": props}, ensure_ascii=False
+            )
+        )
+    return '{"type": "FeatureCollection", "features": [\n' + ",\n".join(feats) + "\n]}\n"
