@@ -172,6 +172,13 @@ class MqttSource:
     async def __aexit__(self, *exc_info: Any) -> None:
         assert self._tg is not None
         assert self._task is not None
+        wire = self._wire
+        if wire is not None and not wire.lost.is_set() and wire.write(p.DISCONNECT_BYTES):
+            # Let the broker read our last PUBACKs and the DISCONNECT before we go: Mosquitto
+            # handles a few packets per client per loop turn, and a client id taken over by
+            # a new connection would lose acks still unread in the old one (-> redelivery).
+            with anyio.move_on_after(self.settings.connect_timeout_s):
+                await wire.lost.wait()
         self._task.cancel()
         await self._tg.__aexit__(*exc_info)
 
