@@ -6,7 +6,8 @@ whole-array numpy operations (no per-point branching, no Python objects).  A poi
 site's cell costs one float→int conversion and two integer loads: "almost nothing".
 
 The grid is a padded CSR table: ``offsets[c] : offsets[c+1]`` slices ``items`` to the site
-indices of cell ``c`` (ascending).  One ring of empty cells surrounds the sites' extent, and
+indices of cell ``c`` (ascending); ``counts`` repeats the lengths as int32 so that the pass over
+all points is a single 4-byte gather.  One ring of empty cells surrounds the sites' extent, and
 coordinates are clipped onto it, so points outside the extent (and NaN, mapped onto the ring)
 need no separate mask.
 """
@@ -33,8 +34,9 @@ class Grid:
     nx: int  # padded width  (cells of the extent + 2)
     ny: int
     cell_m: float
-    offsets: npt.NDArray[np.int64]  # (nx * ny + 1,)
-    items: npt.NDArray[np.int32]  # site indices, grouped by cell
+    offsets: npt.NDArray[np.intp]  # (nx * ny + 1,): items[offsets[c]:offsets[c+1]] of cell c
+    counts: npt.NDArray[np.int32]  # (nx * ny,): sites per cell (one gather per point)
+    items: npt.NDArray[np.intp]  # site indices, grouped by cell
 
     @classmethod
     def build(cls, bboxes: npt.NDArray[np.float64], *, cell_m: float) -> Grid:
@@ -77,11 +79,12 @@ class Grid:
         cell = (np.repeat(iy0, per_site) + k // w) * nx + np.repeat(ix0, per_site) + k % w
         order = np.lexsort((site, cell))
         counts = np.bincount(cell, minlength=nx * ny)
-        offsets = np.zeros(nx * ny + 1, dtype=np.int64)
+        offsets = np.zeros(nx * ny + 1, dtype=np.intp)
         np.cumsum(counts, out=offsets[1:])
-        items = site[order].astype(np.int32)
-        offsets.setflags(write=False)
-        items.setflags(write=False)
+        counts32 = counts.astype(np.int32)
+        items = site[order].astype(np.intp)
+        for arr in (offsets, counts32, items):
+            arr.setflags(write=False)
         return cls(
             lon_origin=lon_origin,
             lat_origin=lat_origin,
@@ -91,26 +94,27 @@ class Grid:
             ny=ny,
             cell_m=cell_m,
             offsets=offsets,
+            counts=counts32,
             items=items,
         )
 
     @property
     def nbytes(self) -> int:
-        return int(self.offsets.nbytes + self.items.nbytes)
+        return int(self.offsets.nbytes + self.counts.nbytes + self.items.nbytes)
 
     def cells(
         self, lon: npt.NDArray[np.float64], lat: npt.NDArray[np.float64]
     ) -> npt.NDArray[np.intp]:
         """Padded cell of each point; outside the extent (or NaN) -> a cell of the empty ring."""
-        fx = (lon - self.lon_origin) * self.inv_dlon
-        fy = (lat - self.lat_origin) * self.inv_dlat
-        np.clip(fx, 0.0, self.nx - 1, out=fx)
-        np.clip(fy, 0.0, self.ny - 1, out=fy)
-        nan = np.isnan(fx)
-        nan |= np.isnan(fy)
-        if nan.any():
-            fx[nan] = 0.0
-            fy[nan] = 0.0
+        fx = lon - self.lon_origin
+        fx *= self.inv_dlon
+        fy = lat - self.lat_origin
+        fy *= self.inv_dlat
+        # fmax/fmin return the non-NaN operand: NaN lands on cell 0 of the empty ring
+        np.fmax(fx, 0.0, out=fx)
+        np.fmin(fx, self.nx - 1, out=fx)
+        np.fmax(fy, 0.0, out=fy)
+        np.fmin(fy, self.ny - 1, out=fy)
         ix = fx.astype(np.intp)
         iy = fy.astype(np.intp)
         iy *= self.nx
@@ -123,18 +127,15 @@ class Grid:
         """(point index, site index) of every site whose cell list holds the point's cell,
         ordered by point, then site."""
         cell = self.cells(lon, lat)
-        start = self.offsets[cell]
-        count = self.offsets[cell + 1]
-        count -= start
+        count = self.counts[cell]
         pts = np.flatnonzero(count)
         if len(pts) == 0:
             empty = np.empty(0, dtype=np.intp)
             return empty, empty
         cnt = count[pts]
         ends = np.cumsum(cnt)
-        total = int(ends[-1])
-        # position in items of pair j = start[pt] + (j - first pair of pt)
-        shift = start[pts] - (ends - cnt)
+        # position in items of pair j = offsets[cell of its point] + (j - first pair of point)
+        shift = self.offsets[cell[pts]] - (ends - cnt)
         pos = np.repeat(shift, cnt)
-        pos += np.arange(total, dtype=np.int64)
-        return np.repeat(pts, cnt), self.items[pos].astype(np.intp)
+        pos += np.arange(int(ends[-1]), dtype=np.intp)
+        return np.repeat(pts, cnt), self.items[pos]

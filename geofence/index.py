@@ -30,7 +30,7 @@ from shapely.geometry.base import BaseGeometry
 
 from geofence.errors import FenceIndexError, MarginTooLargeError, StaleIndexError
 from geofence.grid import Grid
-from geofence.projection import metres_per_degree, to_local_m
+from geofence.projection import local_m_arrays, metres_per_degree, to_local_m
 from geofence.sites import Site
 
 #: Sites farther from the equator than this are refused (the lon/lat grid degenerates).
@@ -81,6 +81,7 @@ class FenceIndex:
         "_local",
         "_origin_lat",
         "_origin_lon",
+        "_polygon",
         "_radius",
         "_stats",
         "margin_m",
@@ -95,8 +96,9 @@ class FenceIndex:
     site_ids: tuple[str, ...]
     _origin_lon: FloatArray
     _origin_lat: FloatArray
-    _radius: FloatArray  # NaN for polygons
+    _radius: FloatArray  # 0 for polygons
     _circle: npt.NDArray[np.bool_]
+    _polygon: npt.NDArray[np.bool_]
     _local: npt.NDArray[np.object_]  # prepared polygons in each site's local frame; None: circle
     _boundary: npt.NDArray[np.object_]
     _bbox: FloatArray  # (n, 4) padded lon/lat boxes that the grid is built from
@@ -139,7 +141,7 @@ class FenceIndex:
 
         origin_lon = np.empty(n)
         origin_lat = np.empty(n)
-        radius = np.full(n, np.nan)
+        radius = np.zeros(n)
         circle = np.zeros(n, dtype=bool)
         local = np.full(n, None, dtype=object)
         boundary = np.full(n, None, dtype=object)
@@ -188,7 +190,8 @@ class FenceIndex:
         for arr in (origin_lon, origin_lat, radius, circle, local, boundary, bbox):
             arr.setflags(write=False)
         self._origin_lon, self._origin_lat = origin_lon, origin_lat
-        self._radius, self._circle = radius, circle
+        self._radius, self._circle, self._polygon = radius, circle, ~circle
+        self._polygon.setflags(write=False)
         self._local, self._boundary, self._bbox = local, boundary, bbox
 
         if cell_m is None:
@@ -287,12 +290,16 @@ class FenceIndex:
         self, lon: FloatArray, lat: FloatArray, site: IntArray, margin_m: float
     ) -> npt.NDArray[np.bool_]:
         """Exact test of candidate pairs (vectorised over pairs)."""
-        x, y = to_local_m(lon, lat, self._origin_lon[site], self._origin_lat[site])
-        is_circle = self._circle[site]
-        reach = self._radius[site] + margin_m  # NaN for polygons
-        with np.errstate(invalid="ignore"):
-            inside = np.asarray(x * x + y * y <= reach * reach)
-        poly = np.flatnonzero(~is_circle)
+        x, y = local_m_arrays(lon, lat, self._origin_lon[site], self._origin_lat[site])
+        reach = self._radius[site]  # 0 for polygons: their pairs are overwritten below
+        reach += margin_m
+        reach *= reach
+        d2 = x * x
+        d2 += y * y
+        inside = np.less_equal(d2, reach)
+        if self._stats.polygons == 0:
+            return inside
+        poly = np.flatnonzero(self._polygon[site])
         if len(poly):
             geoms = self._local[site[poly]]
             if margin_m > 0.0:
@@ -318,7 +325,7 @@ class FenceIndex:
             raise IndexError(f"site index out of range 0..{len(self.sites) - 1}")
         x, y = to_local_m(lon_f, lat_f, self._origin_lon[idx_f], self._origin_lat[idx_f])
         d = np.hypot(x, y) - self._radius[idx_f]
-        poly = np.flatnonzero(~self._circle[idx_f])
+        poly = np.flatnonzero(self._polygon[idx_f])
         if len(poly):
             geoms = self._local[idx_f[poly]]
             xp, yp = x[poly], y[poly]

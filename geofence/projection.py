@@ -52,12 +52,44 @@ def metres_per_degree(lat_deg: ArrayLike) -> tuple[FloatArray, FloatArray]:
 def to_local_m(
     lon: ArrayLike, lat: ArrayLike, lon0: ArrayLike, lat0: ArrayLike
 ) -> tuple[FloatArray, FloatArray]:
-    """East/north metres of (lon, lat) from the origin (lon0, lat0); broadcasts like numpy."""
+    """East/north metres of (lon, lat) from the origin (lon0, lat0); broadcasts like numpy.
+
+    The same formula as ``metres_per_degree`` at the mid latitude, written with in-place
+    operations: on the hot path it runs once per candidate pair.
+    """
     lat_a = np.asarray(lat, dtype=np.float64)
     lat0_a = np.asarray(lat0, dtype=np.float64)
-    kx, ky = metres_per_degree(0.5 * (lat_a + lat0_a))
-    x = (np.asarray(lon, dtype=np.float64) - lon0) * kx
-    y = (lat_a - lat0_a) * ky
+    lon_a = np.asarray(lon, dtype=np.float64)
+    lon0_a = np.asarray(lon0, dtype=np.float64)
+    if lat_a.ndim and lat0_a.ndim and lon_a.ndim and lon0_a.ndim:
+        return local_m_arrays(lon_a, lat_a, lon0_a, lat0_a)
+    x, y = local_m_arrays(
+        np.atleast_1d(lon_a), np.atleast_1d(lat_a), np.atleast_1d(lon0_a), np.atleast_1d(lat0_a)
+    )
+    shape = np.broadcast_shapes(lon_a.shape, lat_a.shape, lon0_a.shape, lat0_a.shape)
+    return x.reshape(shape), y.reshape(shape)
+
+
+def local_m_arrays(
+    lon: FloatArray, lat: FloatArray, lon0: FloatArray, lat0: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """:func:`to_local_m` for float64 arrays (at least 1-d), with no conversions: the hot path."""
+    phi = lat + lat0
+    phi *= 0.5 * _DEG
+    c = np.cos(phi)
+    s2 = np.sin(phi, out=phi)
+    s2 *= s2
+    s2 *= -WGS84_E2
+    s2 += 1.0  # w^2 = 1 - e^2 sin^2(phi)
+    w = np.sqrt(s2)
+    x = lon - lon0
+    x *= c
+    x /= w
+    x *= WGS84_A * _DEG  # dlon * N cos(phi) * pi/180
+    w *= s2  # w^3
+    y = lat - lat0
+    y /= w
+    y *= WGS84_A * (1.0 - WGS84_E2) * _DEG  # dlat * M * pi/180
     return x, y
 
 
