@@ -134,7 +134,7 @@ def scalar_query(
 def fence_lonlat(site: Site, *, quad_segs: int = 16) -> BaseGeometry:
     """The fence as a lon/lat polygon (circles buffered in the local frame, ``4 * quad_segs``
     vertices): what a plain shapely STRtree can index.  The polygon is inscribed in the circle,
-    so it is smaller by up to ``r * (1 - cos(pi / (4 * quad_segs)))`` (1.2 cm for 80 m at 16)."""
+    so it is smaller by up to ``r * (1 - cos(pi / (4 * quad_segs)))`` (9.6 cm for 80 m at 16)."""
     if site.radius_m is None:
         return site.geometry
     lon0, lat0 = local_frame_origin(site)
