@@ -17,6 +17,7 @@ Reports sentences/s as the median of the repeats, and the ratios.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import statistics
 import time
@@ -93,10 +94,8 @@ def run(name: str, batches: list[Batch], n: int, options: DecodeOptions, repeats
 
     def pynmea() -> None:
         for ln in lines:
-            try:
+            with contextlib.suppress(pynmea2.ParseError):
                 pynmea2.parse(ln.decode("ascii", "replace"), check=True)
-            except pynmea2.ParseError:
-                pass
 
     ours()  # warm-up
     r_ours = median_rate(ours, n, repeats)

@@ -186,5 +186,7 @@ def _detail(why: RejectReason, lat: float, lon: float, t: int, recv: int) -> str
     if why is RejectReason.ZERO_POSITION:
         return "position 0,0 (receiver without a fix)"
     if why is RejectReason.FUTURE_TIME:
-        return f"fix time {iso_utc(int(t))} is {(int(t) - int(recv)) / 1e6:.0f} s after receive time"
-    return f"fix time {iso_utc(int(t))} is {(int(recv) - int(t)) / 86_400e6:.1f} days before receive time"
+        ahead_s = (int(t) - int(recv)) / 1e6
+        return f"fix time {iso_utc(int(t))} is {ahead_s:.0f} s after receive time"
+    age_days = (int(recv) - int(t)) / 86_400e6
+    return f"fix time {iso_utc(int(t))} is {age_days:.1f} days before receive time"

@@ -218,7 +218,9 @@ def parse_sentence(raw: bytes, require_checksum: bool) -> Parsed:
     fl = body.split(b",")
     addr = fl[0]
     if not _ADDRESS.fullmatch(addr):
-        return Refuse(RejectReason.MALFORMED, f"address field {addr[:16]!r} is not [A-Z0-9]{{1,15}}")
+        return Refuse(
+            RejectReason.MALFORMED, f"address field {addr[:16]!r} is not [A-Z0-9]{{1,15}}"
+        )
     if addr[0] == 80 and len(addr) >= 2:  # 'P': proprietary
         return Skip(addr.decode())
     if len(addr) != 5:

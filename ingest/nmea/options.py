@@ -45,7 +45,9 @@ class DecodeOptions:
 
     def __post_init__(self) -> None:
         if self.week_rollover not in ("correct", "reject"):
-            raise ValueError(f"week_rollover must be 'correct' or 'reject', not {self.week_rollover!r}")
+            raise ValueError(
+                f"week_rollover must be 'correct' or 'reject', not {self.week_rollover!r}"
+            )
         for name in ("max_future_s", "max_age_days", "max_speed_kmh", "jump_min_dt_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")

@@ -25,18 +25,17 @@ from ingest.nmea.sentences import ROW_DTYPES, ParsedRows, ParseOutput
 FRAME = re.compile(rb"\$[^\r\n$]*")
 
 
-def join_payloads(payloads: Sequence[bytes]) -> tuple[bytes, list[int]]:
+def join_payloads(payloads: Sequence[bytes]) -> tuple[bytes, npt.NDArray[np.int64]]:
     """Payloads joined by ``\\n`` (so no sentence spans two) and each payload's start offset."""
-    offsets = []
-    pos = 0
-    for p in payloads:
-        offsets.append(pos)
-        pos += len(p) + 1
+    lengths = np.fromiter(map(len, payloads), dtype=np.int64, count=len(payloads))
+    offsets = np.zeros(len(payloads), dtype=np.int64)
+    np.cumsum(lengths[:-1] + 1, out=offsets[1:])
     return b"\n".join(payloads) + b"\n", offsets
 
 
 def parse_reference(payloads: Sequence[bytes], options: DecodeOptions) -> ParseOutput:
     buf, offsets = join_payloads(payloads)
+    offset_list = offsets.tolist()
     starts: list[int] = []
     ends: list[int] = []
     pays: list[int] = []
@@ -45,7 +44,7 @@ def parse_reference(payloads: Sequence[bytes], options: DecodeOptions) -> ParseO
     skipped: dict[str, int] = {}
     for seq, m in enumerate(FRAME.finditer(buf)):
         s, e = m.span()
-        p = bisect_right(offsets, s) - 1
+        p = bisect_right(offset_list, s) - 1
         starts.append(s)
         ends.append(e)
         pays.append(p)
