@@ -221,13 +221,18 @@ def main() -> None:
     ap.add_argument("--live", action="store_true")
     a = ap.parse_args()
     names = a.receivers.split(",")
-    from tests.support.broker import MosquittoBroker
+    from tests.support.broker import MosquittoBroker, free_port, private_mosquitto_conf
 
     if shutil.which("mosquitto_sub") is None:
         raise SystemExit("mosquitto_sub (package mosquitto-clients) is needed for the baseline")
     results: dict[str, list[float]] = {k: [] for k in names}
     with tempfile.TemporaryDirectory() as d:
-        broker = MosquittoBroker(Path(d))
+        # Persistence off: autosaving a backlog of N messages x 6 sessions every second would
+        # measure Mosquitto's disk writer, not the receivers (see deploy/mosquitto/README.md).
+        port = free_port()
+        conf = private_mosquitto_conf(port, Path(d)).replace("persistence true",
+                                                             "persistence false")
+        broker = MosquittoBroker(Path(d), conf_text=conf, port=port)
         broker.start()
         try:
             for r in range(a.repeats):

@@ -14,6 +14,7 @@ start fails the test: integration tests never skip.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shutil
 import signal
@@ -24,6 +25,7 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Protocol
 
 import pytest
@@ -287,12 +289,19 @@ class AclBroker(MosquittoBroker):
     ingest_user: tuple[str, str]
 
 
+def load_mkpasswd() -> ModuleType:
+    """deploy/mosquitto/mkpasswd.py (a script, not a package module)."""
+    spec = importlib.util.spec_from_file_location("fleetwatch_mkpasswd",
+                                                  SHIPPED_CONF_DIR / "mkpasswd.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _acl_broker(workdir: Path) -> AclBroker:
-    sys.path.insert(0, str(SHIPPED_CONF_DIR))
-    try:
-        import mkpasswd  # deploy/mosquitto/mkpasswd.py
-    finally:
-        sys.path.remove(str(SHIPPED_CONF_DIR))
+    mkpasswd = load_mkpasswd()
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     passwd = workdir / "passwd"
