@@ -49,6 +49,8 @@ class Settings:
     #: postgresql://user:password@host:port/dbname; None = none configured
     database_url: str | None = dataclasses.field(default=None, repr=False)
     database_pool_size: int = 4
+    #: bound on each wait for a database connection (a down database fails a write this fast)
+    database_timeout_s: float = 5.0
     http_host: str = "127.0.0.1"
     #: /metrics and /healthz; 0 = any free port; None ("off") = no HTTP server
     http_port: int | None = 8080
@@ -81,6 +83,8 @@ class Settings:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{env_name(name)} must be >= 1, got {getattr(self, name)}")
+        if not self.database_timeout_s > 0:
+            raise ConfigError(f"{env_name('database_timeout_s')} must be > 0")
         for name in ("ingest_batch_max_age_ms", "ingest_store_retry_max_s", "shutdown_timeout_s"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"{env_name(name)} must be >= 0, got {getattr(self, name)}")
@@ -211,6 +215,7 @@ FIELDS: dict[str, Callable[[str], Any]] = {
     "mqtt_max_buffered_messages": int,
     "database_url": _optional_str,
     "database_pool_size": int,
+    "database_timeout_s": float,
     "http_host": str.strip,
     "http_port": _optional_port,
     "ingest_batch_max_messages": int,

@@ -127,7 +127,6 @@ async def run_ingest(
     *,
     stop: asyncio.Event,
     on_ready: Callable[[Running], None] | None = None,
-    store_open_timeout_s: float = 10.0,
 ) -> None:
     """Run the ingest service until *stop* is set (then drain) or an error escapes."""
     if not settings.database_url:
@@ -140,7 +139,7 @@ async def run_ingest(
         store = await Store.open(
             settings.database_url,
             max_size=settings.database_pool_size,
-            timeout_s=store_open_timeout_s,
+            timeout_s=settings.database_timeout_s,
         )
         stack.push_async_callback(store.aclose)
         registry = await load_registry(settings, store)

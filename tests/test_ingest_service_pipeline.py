@@ -106,15 +106,28 @@ class FakeDecoder:
         for i, (unit, p) in enumerate(zip(unit_ids, payloads, strict=True)):
             if p.startswith(b"fix:"):
                 t = int(p[4:])
-                fixes.append(Fix(unit_id=unit, t_us=t * 1_000_000, recv_us=int(recv_us[i]),
-                                 lat=55.0, lon=37.0))  # fmt: skip
+                fixes.append(
+                    Fix(
+                        unit_id=unit,
+                        t_us=t * 1_000_000,
+                        recv_us=int(recv_us[i]),
+                        lat=55.0,
+                        lon=37.0,
+                    )
+                )
             elif p == b"skip":
                 counts["skipped:GPGSV"] = counts.get("skipped:GPGSV", 0) + 1
             else:
                 rejects.append(
-                    Reject(payload_index=i, unit_id=unit, reason="bad_checksum", detail="test",
-                           sentence=p, recv_us=int(recv_us[i]))
-                )  # fmt: skip
+                    Reject(
+                        payload_index=i,
+                        unit_id=unit,
+                        reason="bad_checksum",
+                        detail="test",
+                        sentence=p,
+                        recv_us=int(recv_us[i]),
+                    )
+                )
         return Result(fixes=FixBatch.from_fixes(fixes), rejects=rejects, counts=counts)
 
 
@@ -157,8 +170,10 @@ class FakeSink:
 
 
 def make_messages(n: int, *, start: int = 0, unit: str = "U1") -> list[Msg]:
-    return [Msg(f"fleet/{unit}/nmea", f"fix:{start + i}".encode(), start + i, start + i)
-            for i in range(n)]  # fmt: skip
+    return [
+        Msg(f"fleet/{unit}/nmea", f"fix:{start + i}".encode(), start + i, start + i)
+        for i in range(n)
+    ]
 
 
 @dataclass
@@ -191,9 +206,13 @@ def make_rig(
         **opts,
     )
     service = IngestService(
-        source=source, decoder=decoder, sink=_Committing(sink, committed, source),
-        registry=registry, options=options, metrics=IngestMetrics(),
-    )  # fmt: skip
+        source=source,
+        decoder=decoder,
+        sink=_Committing(sink, committed, source),
+        registry=registry,
+        options=options,
+        metrics=IngestMetrics(),
+    )
     return Rig(source, decoder, sink, service, committed)
 
 
@@ -256,8 +275,9 @@ async def test_refused_payloads_become_dead_letters_beside_good_fixes() -> None:
         Msg("fleet/U2/nmea", b"y" * 300, 5_005, 5_005),  # over our own limit
         Msg("fleet/U2/nmea", b"skip", 5_006, 5_006),  # skipped: no fix, no dead letter
     ]
-    rig = make_rig([*good[:5], *bad, *good[5:]], max_payload_bytes=200,
-                   dead_letter_payload_bytes=16)  # fmt: skip
+    rig = make_rig(
+        [*good[:5], *bad, *good[5:]], max_payload_bytes=200, dead_letter_payload_bytes=16
+    )
     await run_until_drained(rig, expect_acked=16)
     assert len(rig.sink.rows) == 10
     reasons = sorted(d.reason for d in rig.sink.dead)
@@ -355,9 +375,11 @@ async def test_a_store_refusal_is_not_retried_and_stops_the_service_loudly() -> 
     committed: set[int] = set()
     source = FakeSource(make_messages(10), committed)
     service = IngestService(
-        source=source, decoder=FakeDecoder(), sink=Refusing(),
+        source=source,
+        decoder=FakeDecoder(),
+        sink=Refusing(),
         registry=UnitRegistry([UnitEntry(unit_id="U1", vehicle_id="V1")]),
-    )  # fmt: skip
+    )
     with pytest.raises(ExceptionGroup) as info:
         await service.run()
     assert info.group_contains(ValueError, match="refused")
