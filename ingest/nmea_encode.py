@@ -20,10 +20,12 @@ def checksum(body: bytes) -> int:
     return c
 
 
-def frame(body: str) -> bytes:
-    """``$body*HH\\r\\n`` with the checksum in upper-case hex."""
+def frame(body: str, *, lower_hex: bool = False, eol: bytes = b"\r\n") -> bytes:
+    """``$body*HH\\r\\n`` with the checksum in upper-case hex (lower-case on request: some
+    receivers send it so, and the decoder must accept both)."""
     raw = body.encode("ascii")
-    return b"$" + raw + b"*" + f"{checksum(raw):02X}".encode("ascii") + b"\r\n"
+    hx = f"{checksum(raw):02x}" if lower_hex else f"{checksum(raw):02X}"
+    return b"$" + raw + b"*" + hx.encode("ascii") + eol
 
 
 def _lat(lat: float, decimals: int) -> tuple[str, str]:
@@ -54,8 +56,16 @@ def _opt(x: float, fmt: str) -> str:
     return "" if math.isnan(x) else format(x, fmt)
 
 
-def encode_rmc(fix: Fix, *, decimals: int = 6, talker: str | None = None) -> bytes:
-    """An RMC sentence (status A, mode A) for an accepted fix."""
+def encode_rmc(
+    fix: Fix,
+    *,
+    decimals: int = 6,
+    talker: str | None = None,
+    lower_hex: bool = False,
+    nav_status: str | None = None,
+) -> bytes:
+    """An RMC sentence (status A, mode A) for an accepted fix; ``nav_status`` appends NMEA
+    4.10's navigational-status field (e.g. ``"V"``: not valid for safety, still a fix)."""
     lat, ns = _lat(fix.lat, decimals)
     lon, ew = _lon(fix.lon, decimals)
     d = us_to_datetime(fix.t_us)
@@ -65,10 +75,14 @@ def encode_rmc(fix: Fix, *, decimals: int = 6, talker: str | None = None) -> byt
         f"{talker or fix.talker}RMC,{_hms(fix.t_us)},A,{lat},{ns},{lon},{ew},{speed_kn},{course},"
         f"{d.day:02d}{d.month:02d}{d.year % 100:02d},,,A"
     )
-    return frame(body)
+    if nav_status is not None:
+        body += f",{nav_status}"
+    return frame(body, lower_hex=lower_hex)
 
 
-def encode_gga(fix: Fix, *, decimals: int = 6, talker: str | None = None) -> bytes:
+def encode_gga(
+    fix: Fix, *, decimals: int = 6, talker: str | None = None, lower_hex: bool = False
+) -> bytes:
     """A GGA sentence for an accepted fix (quality defaults to 1 when unknown)."""
     lat, ns = _lat(fix.lat, decimals)
     lon, ew = _lon(fix.lon, decimals)
@@ -78,4 +92,37 @@ def encode_gga(fix: Fix, *, decimals: int = 6, talker: str | None = None) -> byt
         f"{talker or fix.talker}GGA,{_hms(fix.t_us)},{lat},{ns},{lon},{ew},{quality},{sats},"
         f"{_opt(fix.hdop, '.2f')},{_opt(fix.alt_m, '.1f')},M,,M,,"
     )
-    return frame(body)
+    return frame(body, lower_hex=lower_hex)
+
+
+_GNS_MODE = {1: "A", 2: "D", 3: "P", 4: "R", 5: "F", 6: "E", 7: "M", 8: "S"}
+
+
+def encode_gns(
+    fix: Fix,
+    *,
+    decimals: int = 6,
+    talker: str | None = None,
+    lower_hex: bool = False,
+    nav_status: str | None = None,
+) -> bytes:
+    """A GNS sentence (mode per constellation: GPS and GLONASS, from the fix quality)."""
+    lat, ns = _lat(fix.lat, decimals)
+    lon, ew = _lon(fix.lon, decimals)
+    mode = _GNS_MODE.get(fix.quality, "A") * 2
+    sats = f"{fix.sats:02d}" if fix.sats >= 0 else ""
+    body = (
+        f"{talker or fix.talker}GNS,{_hms(fix.t_us)},{lat},{ns},{lon},{ew},{mode},{sats},"
+        f"{_opt(fix.hdop, '.2f')},{_opt(fix.alt_m, '.1f')},,,"
+    )
+    if nav_status is not None:
+        body += f",{nav_status}"
+    return frame(body, lower_hex=lower_hex)
+
+
+def encode_vtg(fix: Fix, *, talker: str | None = None, lower_hex: bool = False) -> bytes:
+    """A VTG sentence (course over ground and speed; no time: it follows its epoch's GGA)."""
+    speed_kn = _opt(fix.speed_kmh / KMH_PER_KNOT, ".3f")
+    speed_kmh = _opt(fix.speed_kmh, ".2f")
+    body = f"{talker or fix.talker}VTG,{_opt(fix.course, '.2f')},T,,M,{speed_kn},N,{speed_kmh},K,A"
+    return frame(body, lower_hex=lower_hex)
