@@ -12,11 +12,15 @@ batch position (``ord``), which decides which of two duplicates wins.
 NULLs would make rows variable-width, so the stream carries NaN and -1 as they are and the
 INSERT turns them into NULL (``NULLIF``); reading back turns NULL into NaN and -1 again.
 
+Duplicates within the batch (the same fix twice, GPRMC and GNRMC of one epoch) are dropped in
+numpy before encoding, keeping the first in batch order; the rows go out sorted by (unit, t).
 The batch lands in a session TEMP table (``ON COMMIT DELETE ROWS``, not WAL-logged), then
-``INSERT … SELECT DISTINCT ON (unit_id, t) … ON CONFLICT DO NOTHING`` copies the new rows:
-idempotent across batches (a redelivered message) and within one batch (the same fix twice,
-GPRMC and GNRMC of one epoch: the first in batch order is kept) — no "ON CONFLICT DO UPDATE
-command cannot affect row a second time".  ``vehicle_id`` is joined from ``units`` here.
+``INSERT … SELECT … ON CONFLICT DO NOTHING`` copies the rows not stored yet: idempotent across
+batches (a redelivered message) and within one (DO NOTHING never raises "cannot affect row a
+second time", even if a duplicate reached it).  A plain INSERT is tried first under a
+savepoint, because ON CONFLICT costs ~4 µs a row even when nothing conflicts.
+``vehicle_id`` is joined from ``units`` here.
+(Deduplicating in SQL with ``DISTINCT ON`` cost a sort of the whole batch: ~2.5 µs a row.)
 """
 
 from __future__ import annotations
@@ -60,18 +64,19 @@ CREATE TEMP TABLE IF NOT EXISTS fixes_stage (
 ) ON COMMIT DELETE ROWS
 """
 COPY_STAGE_SQL = f"COPY fixes_stage ({', '.join(STAGE_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
-INSERT_FROM_STAGE_SQL = """
+_INSERT_FROM_STAGE = """
 INSERT INTO fixes (unit_id, vehicle_id, t, recv_at, lat, lon, speed_kmh, course, quality, sats,
                    hdop, alt_m, talker)
-SELECT DISTINCT ON (s.unit_id, s.t)
-       s.unit_id, u.vehicle_id, s.t, s.recv_at, s.lat, s.lon,
+SELECT s.unit_id, u.vehicle_id, s.t, s.recv_at, s.lat, s.lon,
        NULLIF(s.speed_kmh, 'NaN'), NULLIF(s.course, 'NaN'),
        NULLIF(s.quality, -1), NULLIF(s.sats, -1),
        NULLIF(s.hdop, 'NaN'), NULLIF(s.alt_m, 'NaN'), s.talker
 FROM fixes_stage s LEFT JOIN units u ON u.unit_id = s.unit_id
-ORDER BY s.unit_id, s.t, s.ord
-ON CONFLICT DO NOTHING
 """
+#: The idempotent INSERT: any row already stored is skipped.
+INSERT_FROM_STAGE_SQL = _INSERT_FROM_STAGE + "ON CONFLICT DO NOTHING\n"
+#: The optimistic INSERT, tried first under a savepoint: no speculative insertion per row.
+INSERT_NEW_FROM_STAGE_SQL = _INSERT_FROM_STAGE
 
 
 class UnencodableText(ValueError):
@@ -104,27 +109,48 @@ def _row_dtype(unit_len: int, talker_len: int) -> np.dtype[np.void]:
     return np.dtype(fields)
 
 
+def first_of_each_key(
+    unit_code: npt.NDArray[np.intp], t_us: npt.NDArray[np.int64]
+) -> npt.NDArray[np.intp]:
+    """Batch positions of the first row of each distinct (unit, t), ordered by (unit, t).
+
+    Duplicates within a batch (a fix sent twice, GPRMC and GNRMC of one epoch) are dropped here,
+    keeping the first in batch order; the sort by (unit, t) also makes the primary-key index
+    inserts land next to each other.  *unit_code* must order as the unit ids do.
+    """
+    n = len(t_us)
+    order = np.lexsort((np.arange(n), t_us, unit_code))
+    u, t = unit_code[order], t_us[order]
+    first = np.ones(n, dtype=np.bool_)
+    first[1:] = (u[1:] != u[:-1]) | (t[1:] != t[:-1])
+    return order[first]
+
+
 def encode_fix_copy(batch: FixBatch) -> bytes:
-    """The complete binary COPY stream (signature, rows, trailer) for ``fixes_stage``."""
-    n = len(batch)
-    if n == 0:
+    """The complete binary COPY stream (signature, rows, trailer) for ``fixes_stage``.
+
+    One row per distinct (unit_id, t): the first of the batch (see :func:`first_of_each_key`).
+    """
+    if len(batch) == 0:
         return COPY_SIGNATURE + COPY_TRAILER
-    unit_bytes, unit_lens, unit_inv = _encode_distinct(batch.unit_id)
-    talker_bytes, talker_lens, talker_inv = _encode_distinct(batch.talker)
+    unit_bytes, unit_lens, unit_inv_all = _encode_distinct(batch.unit_id)
+    talker_bytes, talker_lens, talker_inv_all = _encode_distinct(batch.talker)
+    keep = first_of_each_key(unit_inv_all, batch.t_us)
+    unit_inv, talker_inv = unit_inv_all[keep], talker_inv_all[keep]
     row_unit_len = unit_lens[unit_inv]
     row_talker_len = talker_lens[talker_inv]
     values: dict[str, npt.NDArray[Any]] = {
-        "ord": np.arange(n, dtype=np.int64),
-        "t": batch.t_us - PG_EPOCH_OFFSET_US,
-        "recv_at": batch.recv_us - PG_EPOCH_OFFSET_US,
-        "lat": batch.lat,
-        "lon": batch.lon,
-        "speed_kmh": batch.speed_kmh,
-        "course": batch.course,
-        "quality": batch.quality,
-        "sats": batch.sats,
-        "hdop": batch.hdop,
-        "alt_m": batch.alt_m,
+        "ord": keep,
+        "t": batch.t_us[keep] - PG_EPOCH_OFFSET_US,
+        "recv_at": batch.recv_us[keep] - PG_EPOCH_OFFSET_US,
+        "lat": batch.lat[keep],
+        "lon": batch.lon[keep],
+        "speed_kmh": batch.speed_kmh[keep],
+        "course": batch.course[keep],
+        "quality": batch.quality[keep],
+        "sats": batch.sats[keep],
+        "hdop": batch.hdop[keep],
+        "alt_m": batch.alt_m[keep],
     }
     key = row_unit_len * 65_536 + row_talker_len
     group_keys, group_of_row = np.unique(key, return_inverse=True)
@@ -169,6 +195,15 @@ async def insert_fixes(conn: psycopg.AsyncConnection[Any], batch: FixBatch) -> i
     async with conn.cursor() as cur:
         async with cur.copy(COPY_STAGE_SQL) as copy:
             await copy.write(payload)
+        # Most batches hold only new fixes: a plain INSERT is ~40% cheaper than ON CONFLICT's
+        # speculative insertion (measured: 5 vs 9 µs a row).  When the batch repeats stored
+        # fixes (a redelivery), the savepoint undoes the attempt and ON CONFLICT does it.
+        try:
+            async with conn.transaction():
+                await cur.execute(INSERT_NEW_FROM_STAGE_SQL)
+                return cur.rowcount
+        except psycopg.errors.UniqueViolation:
+            pass
         await cur.execute(INSERT_FROM_STAGE_SQL)
         return cur.rowcount
 

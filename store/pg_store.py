@@ -76,6 +76,7 @@ class Store:
         self,
         pool: AsyncConnectionPool[Any],
         *,
+        make_pool: Callable[[], AsyncConnectionPool[Any]],
         layout: partitions.Layout,
         clock: Callable[[], float],
         partition_days_ahead: int,
@@ -83,6 +84,8 @@ class Store:
         timeout_s: float,
     ) -> None:
         self._pool = pool
+        self._make_pool = make_pool
+        self._pool_suspect = False
         self._layout = layout
         self._clock = clock
         self._days_ahead = partition_days_ahead
@@ -108,13 +111,17 @@ class Store:
         partition_days_ahead: int = 3,
         partition_max_late_days: int = 62,
         timeout_s: float = 10.0,
+        reconnect_timeout_s: float = 30.0,
         clock: Callable[[], float] = time.time,
     ) -> Store:
         """Migrate (unless ``migrate=False``), open the pool, create the partitions ahead.
 
         ``partitioning``: ``"auto"`` (TimescaleDB when the extension can be created, else
         native), ``"native"`` or ``"timescaledb"``; it only matters when the schema is first
-        created.  ``timeout_s`` bounds each wait for a connection.  ``clock`` (seconds since
+        created.  ``timeout_s`` bounds each wait for a connection.  ``reconnect_timeout_s``:
+        how long the pool retries (with backoff) a connection that fails, before giving up
+        until the next request; it keeps the delay between the database's return and the
+        first successful write short after a long outage.  ``clock`` (seconds since
         the epoch) decides "today" for partitions; inject it for reproducible tests.
         Raises :class:`StoreUnavailable` when the database cannot be reached.
         """
@@ -124,17 +131,22 @@ class Store:
                     dsn, autocommit=True, connect_timeout=max(2, int(timeout_s))
                 ) as conn:
                     await apply_migrations(conn, partitioning=partitioning)
-        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            dsn,
-            min_size=min_size,
-            max_size=max_size,
-            open=False,
-            kwargs={"autocommit": True},
-            configure=_configure_connection,
-            check=AsyncConnectionPool.check_connection,
-            timeout=timeout_s,
-            name="fleetwatch-store",
-        )
+
+        def make_pool() -> AsyncConnectionPool[Any]:
+            return AsyncConnectionPool(
+                dsn,
+                min_size=min_size,
+                max_size=max_size,
+                open=False,
+                kwargs={"autocommit": True},
+                configure=_configure_connection,
+                check=AsyncConnectionPool.check_connection,
+                timeout=timeout_s,
+                reconnect_timeout=reconnect_timeout_s,
+                name="fleetwatch-store",
+            )
+
+        pool = make_pool()
         try:
             with _db_errors("opening the connection pool"):
                 await pool.open(wait=True, timeout=timeout_s)
@@ -142,6 +154,7 @@ class Store:
                     layout = await partitions.layout_of(conn)
             store = cls(
                 pool,
+                make_pool=make_pool,
                 layout=layout,
                 clock=clock,
                 partition_days_ahead=partition_days_ahead,
@@ -169,6 +182,27 @@ class Store:
     async def aclose(self) -> None:
         await self._pool.close()
 
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection; after a connection failure, a fresh pool first.
+
+        psycopg_pool retries a failed connection in the background with exponential backoff
+        (1, 2, 4 ... s), so right after the database comes back a request can still time out
+        waiting for the next attempt.  Replacing the pool after a failure makes the caller's
+        own retry cadence (the ingest shell's backoff) drive reconnection instead.
+        """
+        if self._pool_suspect:
+            old, self._pool = self._pool, self._make_pool()
+            self._pool_suspect = False
+            await self._pool.open(wait=False)
+            await old.close(timeout=self._timeout_s)
+        try:
+            async with self._pool.connection() as conn:
+                yield conn
+        except psycopg.OperationalError:
+            self._pool_suspect = True
+            raise
+
     @property
     def layout(self) -> partitions.Layout:
         return self._layout
@@ -190,7 +224,7 @@ class Store:
         if self._layout != "native":
             return
         with self._counting_errors("reading the partition list"):
-            async with self._pool.connection() as conn:
+            async with self._connection() as conn:
                 self._known_days = await partitions.existing_partition_days(conn)
 
     async def _ensure_partitions(self, batch_days: Sequence[int]) -> None:
@@ -206,7 +240,7 @@ class Store:
         if not missing:
             return
         with self._counting_errors("creating fixes partitions"):
-            async with self._pool.connection() as conn:
+            async with self._connection() as conn:
                 self._partitions_created += await partitions.ensure_partitions(conn, missing)
         self._known_days.update(missing)
 
@@ -230,7 +264,7 @@ class Store:
         if len(fixes):
             await self._ensure_partitions(partitions.days_of(fixes.t_us).tolist())
         with self._counting_errors(f"writing {len(fixes)} fixes, {len(dead_letters)} dead letters"):
-            async with self._pool.connection() as conn, conn.transaction():
+            async with self._connection() as conn, conn.transaction():
                 inserted = await insert_fixes(conn, fixes)
                 n_dead = await insert_dead_letters(conn, dead_letters)
         result = WriteResult(
@@ -244,36 +278,36 @@ class Store:
 
     async def count_fixes(self, unit_id: str | None = None) -> int:
         with self._counting_errors("counting fixes"):
-            async with self._pool.connection() as conn:
+            async with self._connection() as conn:
                 return await count_fixes(conn, unit_id)
 
     async def fixes_for_unit(self, unit_id: str, start_us: int, end_us: int) -> FixBatch:
         """Fixes of one unit with ``start_us <= t < end_us``, in fix-time order."""
         with self._counting_errors(f"reading fixes of {unit_id!r}"):
-            async with self._pool.connection() as conn:
+            async with self._connection() as conn:
                 return await select_fixes_for_unit(conn, unit_id, start_us, end_us)
 
     async def dead_letter_counts(self) -> dict[str, int]:
         """Stored dead letters by reason code."""
         with self._counting_errors("counting dead letters"):
-            async with self._pool.connection() as conn:
+            async with self._connection() as conn:
                 return await count_dead_letters_by_reason(conn)
 
     async def upsert_units(self, rows: Sequence[UnitRow]) -> None:
         with self._counting_errors(f"upserting {len(rows)} units"):
-            async with self._pool.connection() as conn, conn.transaction():
+            async with self._connection() as conn, conn.transaction():
                 await upsert_units(conn, rows)
 
     async def load_units(self) -> dict[str, UnitRow]:
         with self._counting_errors("loading units"):
-            async with self._pool.connection() as conn:
+            async with self._connection() as conn:
                 return await select_units(conn)
 
     async def detach_partitions_older_than(self, days: int, *, drop: bool = False) -> list[str]:
         """Retention: see :func:`store.partitions.detach_partitions_older_than` (uses the
         store's clock for "today")."""
         with self._counting_errors("detaching old partitions"):
-            async with self._pool.connection() as conn:
+            async with self._connection() as conn:
                 gone = await partitions.detach_partitions_older_than(
                     conn, days, now_us=int(self._clock() * 1_000_000), drop=drop
                 )
