@@ -277,3 +277,22 @@ async def test_queued_messages_survive_broker_sigkill_after_autosave(
         got = await take(src, len(msgs))
         assert [m.payload for m in got] == [p for _t, p in msgs]
         src.ack([m.token for m in got])
+
+
+async def test_shipped_config_lets_thousands_of_unacked_messages_be_in_flight(
+        acl_broker: AclBroker) -> None:
+    """Batch acking needs many messages in flight at once: Mosquitto's default (20) would let
+    20 through until we ack; the shipped max_inflight_messages and our Receive Maximum let
+    all 1,500 arrive before the first ack."""
+    user, pw = acl_broker.ingest_user
+    s = settings_for(acl_broker, "t-inflight", username=user, password=pw)
+    async with MqttSource(s) as src:
+        with anyio.fail_after(WAIT_S):
+            await src.wait_connected()
+        creds = ("unit-a", acl_broker.units["unit-a"])
+        msgs = numbered(1500, unit="unit-a")
+        await publish(acl_broker.port, msgs, user=creds, client_id="unit-a")
+        got = await take(src, len(msgs))  # none acked yet
+        assert len({m.token.mid for m in got}) == len(msgs)
+        src.ack([m.token for m in got])
+        assert src.statistics().acked == len(msgs)
