@@ -58,7 +58,7 @@ class Settings:
     ingest_batch_max_age_ms: float = 100.0
     ingest_batch_max_bytes: int = 8 * 1024 * 1024
     ingest_batches_in_flight: int = 4
-    ingest_max_payload_bytes: int = 256 * 1024
+    ingest_max_payload_bytes: int = 64 * 1024
     ingest_store_retry_max_s: float = 5.0
     #: units.csv (unit_id,vehicle_id,driver) loaded at start and upserted into the store
     units_file: Path | None = None

@@ -140,8 +140,8 @@ class IngestOptions:
     #: decoded batches waiting for the database
     decoded_in_flight: int = 2
     #: a payload above this is a dead letter ``oversize_payload`` (a burst after a coverage
-    #: gap of ~15 min at 1 Hz is ~150 KiB)
-    max_payload_bytes: int = 256 * 1024
+    #: gap of ~6 min at 1 Hz is ~60 KiB; the shipped broker refuses packets over 128 KiB)
+    max_payload_bytes: int = 64 * 1024
     #: dead letters keep at most this many bytes of what was refused
     dead_letter_payload_bytes: int = 1024
     #: backoff while the database is unavailable: first wait, and cap (seconds, jittered)

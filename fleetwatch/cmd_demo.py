@@ -1,0 +1,297 @@
+"""Live demo: a private broker and database (unless configured), a simulated fleet publishing
+NMEA over MQTT, fleetwatch ingesting and storing it, and live counts every second.
+
+Runs until Ctrl-C or --duration seconds, then stops the fleet, lets fleetwatch write and
+acknowledge what it took, checks the database, and stops the private servers it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import aiomqtt
+
+from fleetwatch.cmd_run import add_common_arguments, setup_logging
+from fleetwatch.config import ConfigError, Settings, env_name
+from fleetwatch.embedded import EmbeddedBrokerError, open_private_servers
+from fleetwatch.service import Running, run_ingest, stop_on_signals
+from ingest.fixes import US_PER_S, Fix
+from ingest.mqtt import parse_mqtt_url
+from ingest.nmea_encode import encode_gga, encode_rmc
+from store import StoreError
+
+log = logging.getLogger("fleetwatch.demo")
+
+#: Centre of the synthetic fleet's city (Moscow, as the simulator's default).
+CENTRE_LAT, CENTRE_LON = 55.7558, 37.6173
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common_arguments(parser)
+    parser.add_argument("--vehicles", type=int, default=50, help="simulated units (default 50)")
+    parser.add_argument(
+        "--rate", type=float, default=1.0, help="fixes per second per unit (default 1)"
+    )
+    parser.add_argument(
+        "--duration", type=float, metavar="S", help="stop after S seconds (default: until Ctrl-C)"
+    )
+    parser.add_argument(
+        "--bad-every",
+        type=int,
+        default=97,
+        metavar="N",
+        help="corrupt one payload in N, to show dead letters (0: never)",
+    )
+
+
+@dataclass(slots=True)
+class FleetCounters:
+    published: int = 0  # payloads the broker acknowledged
+    bad: int = 0  # of which deliberately corrupted
+    strangers: int = 0  # of which from an unregistered unit
+
+
+def demo_units(n: int) -> list[str]:
+    return [f"DEMO{u:04d}" for u in range(n)]
+
+
+def write_units_csv(path: Path, units: list[str]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [f"{u},V{u[4:]},Driver {i + 1}" for i, u in enumerate(units)]
+    path.write_text("unit_id,vehicle_id,driver\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def synthetic_fix(unit_index: int, t_us: int) -> Fix:
+    """A truck driving a 1-3 km circle around the centre at ~30 km/h (deterministic)."""
+    radius_m = 1000.0 + 40.0 * (unit_index % 50)
+    speed_ms = 8.0
+    phase = unit_index * 0.7 + (t_us / US_PER_S) * speed_ms / radius_m
+    dlat = radius_m * math.sin(phase) / 111_320.0
+    dlon = radius_m * math.cos(phase) / (111_320.0 * math.cos(math.radians(CENTRE_LAT)))
+    course = (math.degrees(-phase) + 360.0) % 360.0
+    return Fix(
+        unit_id="",
+        t_us=t_us,
+        recv_us=t_us,
+        lat=CENTRE_LAT + dlat,
+        lon=CENTRE_LON + dlon,
+        speed_kmh=speed_ms * 3.6,
+        course=course,
+        quality=1,
+        sats=9,
+        hdop=0.9,
+        alt_m=150.0,
+    )
+
+
+def corrupt(payload: bytes) -> bytes:
+    """Flip one character of the first sentence: its checksum no longer vouches for it."""
+    i = payload.index(b",") + 3
+    return payload[:i] + (b"7" if payload[i : i + 1] != b"7" else b"8") + payload[i + 1 :]
+
+
+async def publish_fleet(
+    settings: Settings, units: list[str], rate_hz: float, bad_every: int, counters: FleetCounters
+) -> None:
+    """Publish one RMC+GGA payload per unit per period at QoS 1, in real time, until cancelled."""
+    mqtt = parse_mqtt_url(settings.mqtt_url or "")
+    period_s = 1.0 / rate_hz
+    version = (
+        aiomqtt.ProtocolVersion.V5 if settings.mqtt_version == 5 else aiomqtt.ProtocolVersion.V311
+    )
+    quiet = logging.getLogger("fleetwatch.demo.fleet-mqtt")
+    quiet.setLevel(logging.ERROR)  # aiomqtt warns about >10 concurrent publishes: we mean it
+    async with aiomqtt.Client(
+        mqtt.host,
+        mqtt.port,
+        username=mqtt.username,
+        password=mqtt.password,
+        identifier=f"fleetwatch-demo-fleet-{os.getpid()}",
+        protocol=version,
+        max_inflight_messages=1000,
+        logger=quiet,
+    ) as client:
+        tick = 0
+        next_at = time.monotonic()
+        while True:
+            t_us = time.time_ns() // 1000 // 10_000 * 10_000  # centiseconds, as NMEA carries
+            sends = []
+            for i, unit in enumerate(units):
+                fix = dataclasses.replace(synthetic_fix(i, t_us), unit_id=unit)
+                payload = encode_rmc(fix) + encode_gga(fix)
+                if bad_every and (tick * len(units) + i) % bad_every == bad_every - 1:
+                    payload = corrupt(payload)
+                    counters.bad += 1
+                sends.append(client.publish(f"fleet/{unit}/nmea", payload, qos=1))
+            if tick % max(1, round(10 * rate_hz)) == 0:  # an unregistered unit, every ~10 s
+                fix = dataclasses.replace(synthetic_fix(999, t_us), unit_id="STRANGER")
+                sends.append(client.publish("fleet/STRANGER/nmea", encode_rmc(fix), qos=1))
+                counters.strangers += 1
+            await asyncio.gather(*sends)
+            counters.published += len(sends)
+            tick += 1
+            next_at += period_s
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+
+
+def _line(elapsed_s: float, fleet: FleetCounters, running: Running) -> str:
+    s = running.service.statistics()
+    lag = (
+        "-"
+        if s.last_receive_to_commit_us is None
+        else f"{s.last_receive_to_commit_us / 1000:.0f} ms"
+    )
+    db = "up" if s.store_up else "DOWN (holding, not acking)"
+    return (
+        f"t+{elapsed_s:5.0f}s  published {fleet.published:7d}  received {s.messages_received:7d}"
+        f"  stored {s.fixes_inserted:7d}  rejects {s.rejects:5d}  dead letters {s.dead_letters:5d}"
+        f"  lag {lag:>7}  db {db}"
+    )
+
+
+async def print_live(
+    fleet: FleetCounters, handle: asyncio.Future[Running], out: TextIO, started: float
+) -> None:
+    running = await handle
+    while True:
+        await asyncio.sleep(1.0)
+        print(_line(time.monotonic() - started, fleet, running), file=out, flush=True)
+
+
+async def demo_main(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    units = demo_units(args.vehicles)
+    fleet = FleetCounters()
+    stop = asyncio.Event()
+    handle: asyncio.Future[Running] = asyncio.get_running_loop().create_future()
+    started = time.monotonic()
+    baseline = 0
+    final: dict[str, Any] = {}
+
+    def on_ready(r: Running) -> None:
+        handle.set_result(r)
+
+    async def until_stopped() -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(args.duration):
+                await stop.wait()
+        stop.set()
+
+    with stop_on_signals(stop):
+        async with asyncio.TaskGroup() as tg:
+            ingest = tg.create_task(
+                run_ingest(settings, stop=stop, on_ready=on_ready), name="fleetwatch-ingest"
+            )
+            running = await _ready(handle, ingest)
+            baseline = await running.store.count_fixes()
+            async with asyncio.timeout(15):
+                await running.source.wait_connected()
+            http = (
+                f"  metrics: http://{settings.http_host}:{running.http_port}/metrics"
+                if running.http_port is not None
+                else ""
+            )
+            print(
+                f"fleetwatch demo: {len(units)} units at {args.rate:g} Hz → "
+                f"{_safe_url(settings.mqtt_url)} → PostgreSQL.{http}  Ctrl-C stops.",
+                file=out,
+                flush=True,
+            )
+            publisher = tg.create_task(
+                publish_fleet(settings, units, args.rate, args.bad_every, fleet),
+                name="demo-fleet",
+            )
+            printer = tg.create_task(print_live(fleet, handle, out, started), name="demo-printer")
+            await until_stopped()
+            publisher.cancel()
+            printer.cancel()
+            # ingest drains (writes and acks what it took) on `stop`, then returns
+        final = dataclasses.asdict(running.service.statistics())
+    stored = await _count_after(settings, baseline)
+    good = fleet.published - fleet.bad - fleet.strangers
+    print(_line(time.monotonic() - started, fleet, running), file=out)
+    print(
+        f"done: published {fleet.published} payloads ({fleet.bad} corrupted, {fleet.strangers} "
+        f"from an unknown unit); fixes stored in PostgreSQL this run: {stored}; "
+        f"dead letters: {final['dead_letters']}; acked {final['messages_acked']} of "
+        f"{final['messages_received']} received.",
+        file=out,
+    )
+    if stored < good and final["messages_received"] >= fleet.published:
+        print(f"fleetwatch demo: only {stored} of {good} good fixes stored", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _ready(handle: asyncio.Future[Running], ingest: asyncio.Task[None]) -> Running:
+    waiters: set[asyncio.Future[Any]] = {handle, ingest}
+    async with asyncio.timeout(60):
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    if not handle.done():
+        ingest.result()  # raises the start-up error
+        raise RuntimeError("ingest ended before it was ready")
+    return handle.result()
+
+
+async def _count_after(settings: Settings, baseline: int) -> int:
+    from store import Store
+
+    store = await Store.open(settings.database_url or "", migrate=False)
+    try:
+        return await store.count_fixes() - baseline
+    finally:
+        await store.aclose()
+
+
+def _safe_url(url: str | None) -> str:
+    from fleetwatch.config import redact_url
+
+    return redact_url(url or "")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.vehicles < 1 or args.rate <= 0:
+        print("fleetwatch demo: --vehicles must be >= 1 and --rate > 0", file=sys.stderr)
+        return 2
+    try:
+        overrides: dict[str, Any] = {
+            "http_port": args.http_port,
+            "log_level": args.log_level
+            or ("WARNING" if os.environ.get(env_name("log_level")) is None else None),
+        }
+        settings = Settings.load(config_file=args.config, overrides=overrides)
+        if args.http_port is None and env_name("http_port") not in os.environ:
+            settings = dataclasses.replace(settings, http_port=0)  # never clash with a real one
+    except ConfigError as exc:
+        print(f"fleetwatch demo: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level)
+    base = settings.data_dir.resolve() / "demo"
+    units_file = args.units_file or write_units_csv(base / "units.csv", demo_units(args.vehicles))
+    settings = dataclasses.replace(
+        settings, units_file=units_file, mqtt_client_id=settings.mqtt_client_id + "-demo"
+    )
+    print(
+        f"fleetwatch demo: starting private servers as needed (files in {base}) ...",
+        file=sys.stdout,
+        flush=True,
+    )
+    try:
+        with open_private_servers(settings, base) as servers:
+            return asyncio.run(demo_main(servers.settings, args, sys.stdout))
+    except (EmbeddedBrokerError, StoreError) as exc:
+        print(f"fleetwatch demo: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
