@@ -40,6 +40,9 @@ MAX_ABS_LAT = 85.0
 _PAD_REL = 0.01
 _PAD_M = 1.0
 
+#: Below this many candidate pairs the box pre-filter costs more calls than it saves.
+_BBOX_FILTER_MIN_PAIRS = 512
+
 _versions = itertools.count(1)
 
 FloatArray = npt.NDArray[np.float64]
@@ -75,6 +78,7 @@ class FenceIndex:
 
     __slots__ = (
         "_bbox",
+        "_bbox_cols",
         "_boundary",
         "_circle",
         "_grid",
@@ -102,6 +106,7 @@ class FenceIndex:
     _local: npt.NDArray[np.object_]  # prepared polygons in each site's local frame; None: circle
     _boundary: npt.NDArray[np.object_]
     _bbox: FloatArray  # (n, 4) padded lon/lat boxes that the grid is built from
+    _bbox_cols: FloatArray  # (4, n) the same, one contiguous row per edge
     _grid: Grid | None
     _stats: FenceIndexStats
 
@@ -193,6 +198,8 @@ class FenceIndex:
         self._radius, self._circle, self._polygon = radius, circle, ~circle
         self._polygon.setflags(write=False)
         self._local, self._boundary, self._bbox = local, boundary, bbox
+        self._bbox_cols = np.ascontiguousarray(bbox.T)
+        self._bbox_cols.setflags(write=False)
 
         if cell_m is None:
             if n:
@@ -224,7 +231,7 @@ class FenceIndex:
                 + circle.nbytes
                 + local.nbytes
                 + boundary.nbytes
-                + bbox.nbytes
+                + 2 * bbox.nbytes
             ),
             polygon_vertices=vertices,
         )
@@ -282,7 +289,16 @@ class FenceIndex:
         pt, site = self._grid.candidates(lon_a, lat_a)
         if len(pt) == 0:
             return np.empty((2, 0), dtype=np.intp)
-        inside = self._inside(lon_a[pt], lat_a[pt], site, margin_m)
+        lon_p, lat_p = lon_a[pt], lat_a[pt]
+        if len(pt) > _BBOX_FILTER_MIN_PAIRS:
+            # a cell is larger than the part of it a fence covers: drop pairs outside the
+            # site's (padded) box before the trigonometry; ~3x fewer pairs near sites
+            keep = lon_p >= self._bbox_cols[0][site]
+            keep &= lon_p <= self._bbox_cols[2][site]
+            keep &= lat_p >= self._bbox_cols[1][site]
+            keep &= lat_p <= self._bbox_cols[3][site]
+            pt, site, lon_p, lat_p = pt[keep], site[keep], lon_p[keep], lat_p[keep]
+        inside = self._inside(lon_p, lat_p, site, margin_m)
         out = np.empty((2, int(np.count_nonzero(inside))), dtype=np.intp)
         np.compress(inside, pt, out=out[0])
         np.compress(inside, site, out=out[1])
