@@ -15,7 +15,8 @@ Baselines, answering the same question (every (point, site) pair with the point 
 The STRtree answers differ from the index only by pairs within a few cm of a circle's edge (the
 64-gon is inscribed in the true circle); the run prints how many and how close.
 
-Figures are medians of ``--repeats`` runs; the machine is shared, so expect noise.
+Wall figures are medians of ``--repeats`` runs; CPU figures (process time) are the minimum, which
+is steadier on a shared machine because waiting for a core is not counted.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import statistics
 import time
 import tracemalloc
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -41,34 +43,59 @@ FloatArray = npt.NDArray[np.float64]
 BATCH = 1_000
 
 
-def median_time(fn: Callable[[], object], repeats: int) -> float:
-    times = []
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """Seconds per call: the median wall time over repeats, and the minimum process CPU time
+    (steadier when other processes share the cores: it does not count time spent waiting)."""
+
+    wall: float
+    cpu: float
+
+
+def time_calls(fn: Callable[[], object], repeats: int, calls: int = 1) -> Timing:
+    walls, cpus = [], []
     for _ in range(repeats):
         gc.collect()
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        w0, c0 = time.perf_counter(), time.process_time()
+        for _ in range(calls):
+            fn()
+        cpus.append((time.process_time() - c0) / calls)
+        walls.append((time.perf_counter() - w0) / calls)
+    return Timing(statistics.median(walls), min(cpus))
 
 
-def batch_time(fn: Callable[[FloatArray, FloatArray], object], lon: FloatArray,
-               lat: FloatArray, repeats: int) -> float:  # fmt: skip
-    """Median over repeats of the median seconds per BATCH-point call."""
+def batch_time(
+    fn: Callable[[FloatArray, FloatArray], object], lon: FloatArray, lat: FloatArray, repeats: int
+) -> Timing:
+    """Wall: median over repeats of the median batch; CPU: min over repeats of the mean."""
     n_batches = len(lon) // BATCH
-    per_run = []
+    batches = [
+        (lon[k * BATCH : (k + 1) * BATCH], lat[k * BATCH : (k + 1) * BATCH])
+        for k in range(n_batches)
+    ]
+    walls, cpus = [], []
     for _ in range(repeats):
+        gc.collect()
         ts = []
-        for k in range(n_batches):
-            x, y = lon[k * BATCH : (k + 1) * BATCH], lat[k * BATCH : (k + 1) * BATCH]
+        c0 = time.process_time()
+        for x, y in batches:
             t0 = time.perf_counter()
             fn(x, y)
             ts.append(time.perf_counter() - t0)
-        per_run.append(statistics.median(ts))
-    return statistics.median(per_run)
+        cpus.append((time.process_time() - c0) / n_batches)
+        walls.append(statistics.median(ts))
+    return Timing(statistics.median(walls), min(cpus))
 
 
-def rate(what: str, who: str, seconds: float, n: int, extra: str = "") -> str:
-    return f"{what}: {who:<10} {seconds * 1e3:9.3f} ms = {n / seconds / 1e6:6.2f} M pts/s  {extra}"
+def rate(what: str, who: str, t: Timing, n: int, extra: str = "") -> str:
+    return (
+        f"{what}: {who:<10} wall {t.wall * 1e3:9.3f} ms = {n / t.wall / 1e6:6.2f} M pts/s | "
+        f"cpu {t.cpu * 1e3:9.3f} ms = {n / t.cpu / 1e6:6.2f} M pts/s  {extra}"
+    )
+
+
+def ratio(base: Timing, ours: Timing) -> str:
+    return f"-> ratio wall {base.wall / ours.wall:5.1f}x, cpu {base.cpu / ours.cpu:5.1f}x"
 
 
 def near_sites_points(
@@ -119,7 +146,7 @@ def run(n_points: int, repeats: int) -> None:
     _, build_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     rss_build = proc.memory_info().rss - rss0
-    t_build = median_time(lambda: FenceIndex.build(sites, margin_m=15.0), repeats)
+    t_build = time_calls(lambda: FenceIndex.build(sites, margin_m=15.0), repeats).wall
     st = index.stats
     print(f"index: build {t_build * 1e3:.1f} ms; {st.cells:,} cells of {st.cell_m:.0f} m, "
           f"{st.grid_entries:,} grid entries; arrays {st.array_bytes / 1e6:.2f} MB + "
@@ -153,20 +180,19 @@ def run(n_points: int, repeats: int) -> None:
         def tree_bulk(lon: FloatArray = lon, lat: FloatArray = lat) -> object:
             return tree.query(shapely.points(lon, lat), predicate="intersects")
 
-        t_ours = median_time(ours_bulk, repeats)
-        t_tree = median_time(tree_bulk, repeats)
+        t_ours = time_calls(ours_bulk, repeats)
+        t_tree = time_calls(tree_bulk, repeats)
         bulk = f"bulk {n_points:,}"
         print(rate(bulk, "FenceIndex", t_ours, n_points, f"(temporary peak {q_peak / 1e6:.0f} MB)"))
-        print(rate(bulk, "STRtree", t_tree, n_points, f"-> ratio {t_tree / t_ours:5.1f}x"))
+        print(rate(bulk, "STRtree", t_tree, n_points, ratio(t_tree, t_ours)))
 
         b_ours = batch_time(lambda x, y: index.query(x, y), lon, lat, repeats)
         b_tree = batch_time(
             lambda x, y: tree.query(shapely.points(x, y), predicate="intersects"), lon, lat, repeats
         )
         batch = f"batch {BATCH}"
-        print(rate(batch, "FenceIndex", b_ours, BATCH, f"({b_ours * 1e6:.1f} µs per batch)"))
-        print(rate(batch, "STRtree", b_tree, BATCH, f"({b_tree * 1e6:.1f} µs per batch) "
-                   f"-> ratio {b_tree / b_ours:5.1f}x"))  # fmt: skip
+        print(rate(batch, "FenceIndex", b_ours, BATCH))
+        print(rate(batch, "STRtree", b_tree, BATCH, ratio(b_tree, b_ours)))
 
         m = min(20_000, n_points)
         pts = [shapely.Point(x, y) for x, y in zip(lon[:m].tolist(), lat[:m].tolist(), strict=True)]
@@ -175,9 +201,13 @@ def run(n_points: int, repeats: int) -> None:
             for p in pts:
                 tree.query(p, predicate="intersects")
 
-        t_loop = median_time(loop, repeats) / m
-        print(f"per-point loop ({m:,} points, extrapolated): {1 / t_loop / 1e6:6.2f} M pts/s"
-              f"   -> FenceIndex bulk is {t_loop * n_points / t_ours:5.0f}x faster")  # fmt: skip
+        t_loop = time_calls(loop, repeats)
+        per_pt = Timing(t_loop.wall / m, t_loop.cpu / m)
+        print(rate(f"per-point loop ({m:,} points, extrapolated)", "STRtree", per_pt, 1))
+        speedup_wall = per_pt.wall * n_points / t_ours.wall
+        speedup_cpu = per_pt.cpu * n_points / t_ours.cpu
+        print(f"   FenceIndex bulk vs per-point loop: wall {speedup_wall:5.0f}x, "
+              f"cpu {speedup_cpu:5.0f}x")  # fmt: skip
 
 
 def main() -> None:
