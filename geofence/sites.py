@@ -91,6 +91,10 @@ class Site:
                 f"got {self.geometry.geom_type}"
             )
 
+    def __hash__(self) -> int:
+        # the generated hash would fail on the mapping fields; equal sites share these
+        return hash((self.site_id, self.client_id, self.name, self.radius_m))
+
     @property
     def is_circle(self) -> bool:
         return self.radius_m is not None

@@ -89,6 +89,7 @@ def test_city_200k_points_equal_brute_force(
     lon, lat = random_points(200_000, seed=11)
     got = city_index.query(lon, lat, margin_m=margin_m)
     assert got.shape[1] > 300  # the test exercises real hits
+    assert np.bincount(got[0]).max() >= 2  # and points in overlapping fences
     assert assert_matches_brute_force(city, got, lon, lat, margin_m=margin_m) == 0
 
 

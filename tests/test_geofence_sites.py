@@ -289,3 +289,10 @@ def test_site_validates_on_construction() -> None:
         Site(site_id="S1", client_id="C1", name="n", geometry=Polygon(SQUARE), radius_m=5.0)
     with pytest.raises(ValueError, match="non-empty site_id"):
         Site(site_id="", client_id="C1", name="n", geometry=Point(37.6, 55.7), radius_m=5.0)
+
+
+def test_sites_are_hashable_values() -> None:
+    load = load_sites_geojson(collection(point_feature(0), point_feature(1)), region=MOSCOW)
+    again = load_sites_geojson(collection(point_feature(0)), region=MOSCOW)
+    assert load.sites[0] == again.sites[0]
+    assert {load.sites[0], load.sites[1], again.sites[0]} == {load.sites[0], load.sites[1]}
