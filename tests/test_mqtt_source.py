@@ -31,6 +31,15 @@ def settings_for(broker: Broker, client_id: str, **kw: object) -> MqttSettings:
     return dataclasses.replace(parse_mqtt_url(broker.url, base), **kw)  # type: ignore[arg-type]
 
 
+def needs_mosquitto(broker: Broker) -> None:
+    """Session persistence across reconnects and restarts is a Mosquitto feature here: the
+    embedded amqtt broker (3.1.1) does not redeliver a resumed session's unacked messages, so
+    on it these promises are not kept -- and the test says so instead of skipping."""
+    if broker.kind != "mosquitto":
+        pytest.fail("this promise needs Mosquitto (install the mosquitto package): the "
+                    "embedded amqtt broker does not keep it")
+
+
 def publish_sync(port: int, messages: Sequence[tuple[str, bytes]], *,
                  user: tuple[str, str] | None = None, client_id: str = "test-pub") -> None:
     """Publish at QoS 1 and wait until the broker acknowledged every message."""
@@ -98,6 +107,7 @@ async def test_messages_arrive_with_topic_unit_and_receive_time(mqtt_broker: Bro
 
 async def test_unacked_messages_are_redelivered_to_the_same_client_id(
         mqtt_broker: Broker) -> None:
+    needs_mosquitto(mqtt_broker)
     s = settings_for(mqtt_broker, "t-noack")
     async with MqttSource(s) as src:
         with anyio.fail_after(WAIT_S):
@@ -113,6 +123,7 @@ async def test_unacked_messages_are_redelivered_to_the_same_client_id(
 
 
 async def test_acked_messages_are_not_redelivered(mqtt_broker: Broker) -> None:
+    needs_mosquitto(mqtt_broker)
     s = settings_for(mqtt_broker, "t-ack")
     async with MqttSource(s) as src:
         with anyio.fail_after(WAIT_S):
@@ -129,6 +140,7 @@ async def test_acked_messages_are_not_redelivered(mqtt_broker: Broker) -> None:
 
 
 async def test_partial_ack_redelivers_exactly_the_unacked_tail(mqtt_broker: Broker) -> None:
+    needs_mosquitto(mqtt_broker)
     s = settings_for(mqtt_broker, "t-partial")
     async with MqttSource(s) as src:
         with anyio.fail_after(WAIT_S):
@@ -142,6 +154,7 @@ async def test_partial_ack_redelivers_exactly_the_unacked_tail(mqtt_broker: Brok
 
 
 async def test_broker_restart_mid_stream_loses_nothing(mqtt_broker: Broker) -> None:
+    needs_mosquitto(mqtt_broker)
     s = settings_for(mqtt_broker, "t-restart")
     async with MqttSource(s) as src:
         with anyio.fail_after(WAIT_S):

@@ -211,7 +211,7 @@ class EmbeddedBroker:
             asyncio.run(main())
             """)
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL,
+            self.proc = subprocess.Popen([embedded_python(), "-c", code], stdin=subprocess.DEVNULL,
                                          stdout=out, stderr=subprocess.STDOUT)
         _wait_listening(self.host, self.port, self.proc, self.log)
 
@@ -228,15 +228,25 @@ class EmbeddedBroker:
         self.proc = None
 
 
+def embedded_python() -> str:
+    """The interpreter that has amqtt: ``$FLEETWATCH_EMBEDDED_BROKER_PYTHON`` or ours.
+
+    A separate interpreter is allowed because amqtt 0.12.1 requires websockets==15.0.1 while
+    fleetwatch pins websockets 17: they cannot share one virtualenv."""
+    return os.environ.get("FLEETWATCH_EMBEDDED_BROKER_PYTHON") or sys.executable
+
+
 def make_broker(workdir: Path) -> MosquittoBroker | EmbeddedBroker:
     kind = broker_kind()
     if kind == "mosquitto":
         return MosquittoBroker(workdir)
-    try:
-        import amqtt  # noqa: F401  (lazy: an optional extra)
-    except ImportError as e:
-        raise BrokerStartError("no mosquitto and amqtt is not installed: pip install -e "
-                               "'.[embedded-broker]' (scripts/bootstrap.sh does)") from e
+    probe = subprocess.run([embedded_python(), "-c", "import amqtt.broker"],
+                           capture_output=True, check=False)
+    if probe.returncode != 0:
+        raise BrokerStartError(
+            f"no mosquitto, and amqtt is not importable by {embedded_python()}: install the "
+            "mosquitto package, or amqtt==0.12.1 in a virtualenv named by "
+            "$FLEETWATCH_EMBEDDED_BROKER_PYTHON")
     return EmbeddedBroker(workdir)
 
 
