@@ -73,6 +73,18 @@ def _local_polygon(geom: BaseGeometry, lon0: float, lat0: float) -> BaseGeometry
     return shapely.transform(geom, to_m)
 
 
+def _bow_m(lo_lon: float, lo_lat: float, hi_lon: float, hi_lat: float) -> float:
+    """Safety pad for polygons: an edge straight in the site's local frame is not straight in
+    lon/lat; it departs from the lon/lat chord by a bow that grows with the square of its length
+    (0.36 m for a 5 km diagonal edge at 55.75°, measured; docs/geofence.md) and with
+    tan(latitude).  The bow keeps to the vertices' lon/lat box in every case we measured; this
+    pad (≥ 2.5x that bow) keeps the box conservative without relying on it."""
+    lat_c = 0.5 * (lo_lat + hi_lat)
+    kx, ky = metres_per_degree(lat_c)
+    length = math.hypot((hi_lon - lo_lon) * float(kx), (hi_lat - lo_lat) * float(ky))
+    return 1.5e-8 * length * length * (1.0 + abs(math.tan(math.radians(lat_c))))
+
+
 class FenceIndex:
     """Immutable geofence index over a tuple of sites; see the module docstring."""
 
@@ -86,6 +98,7 @@ class FenceIndex:
         "_origin_lat",
         "_origin_lon",
         "_polygon",
+        "_positions",
         "_radius",
         "_stats",
         "margin_m",
@@ -109,6 +122,7 @@ class FenceIndex:
     _bbox_cols: FloatArray  # (4, n) the same, one contiguous row per edge
     _grid: Grid | None
     _stats: FenceIndexStats
+    _positions: dict[str, int]
 
     def __init__(self) -> None:
         raise TypeError("use FenceIndex.build(sites)")
@@ -141,6 +155,7 @@ class FenceIndex:
         self = object.__new__(cls)
         self.sites = sites_t
         self.site_ids = tuple(s.site_id for s in sites_t)
+        self._positions = seen
         self.version = next(_versions) if version is None else version
         self.margin_m = float(margin_m)
 
@@ -182,6 +197,8 @@ class FenceIndex:
                     f"site {s.site_id!r}: latitude beyond ±{MAX_ABS_LAT}° is not supported"
                 )
             grow = (reach + margin_m) * (1.0 + _PAD_REL) + _PAD_M
+            if reach == 0.0:  # polygon: its local-frame edges bow away from the lon/lat box
+                grow += _bow_m(lo_lon, lo_lat, hi_lon, hi_lat)
             dlat = grow / float(metres_per_degree(max(abs(lo_lat), abs(hi_lat)))[1]) * 1.01
             far_lat = min(max(abs(lo_lat), abs(hi_lat)) + dlat, 89.0)
             dlon = grow / float(metres_per_degree(far_lat)[0])
@@ -251,10 +268,7 @@ class FenceIndex:
 
     def index_of(self, site_id: str) -> int:
         """Position of a site in :attr:`sites` (KeyError when absent)."""
-        try:
-            return self.site_ids.index(site_id)
-        except ValueError:
-            raise KeyError(site_id) from None
+        return self._positions[site_id]
 
     def _check_margin(self, margin_m: float) -> None:
         if not margin_m >= 0.0:

@@ -29,7 +29,7 @@ from geofence import (
     StaleIndexError,
     load_sites_geojson,
 )
-from geofence.projection import from_local_m, geodesic_distance_m
+from geofence.projection import from_local_m, geodesic_distance_m, to_local_m
 from geofence.reference import brute_force, scalar_query
 from geofence.synthetic import make_city_sites, random_points
 
@@ -141,6 +141,34 @@ def test_circle_is_a_true_radius_in_metres(lat0: float, radius: float) -> None:
     assert index.query(*outer).shape[1] == 0
     d = geodesic_distance_m(30.0, lat0, *outer)
     assert np.all(d > radius)
+
+
+@pytest.mark.parametrize("lat0", [55.75, -33.0, 70.0])
+def test_large_polygon_edges_are_straight_in_the_local_frame(lat0: float) -> None:
+    """A 20 km triangle (far beyond a building; its edges are straight in the local frame and
+    bow by up to ~6 m against straight lon/lat lines): points 1 cm either side of its edges
+    match the brute force, with fine cells and the box pre-filter active."""
+    lon0 = 37.6
+    tri = [(-10_000.0, -10_000.0), (10_000.0, 10_000.0), (10_000.0, -10_000.0)]
+    site = polygon_m("T", lon0, lat0, tri)
+    west, south, east, north = site.geometry.bounds
+    c_lon, c_lat = 0.5 * (west + east), 0.5 * (south + north)
+    index = FenceIndex.build([site], cell_m=25.0)
+    # the site's frame is centred on its bounds; put points along each edge, in that frame
+    ring = np.array(site.geometry.exterior.coords)
+    vx, vy = to_local_m(ring[:, 0], ring[:, 1], c_lon, c_lat)
+    t = np.linspace(0.005, 0.995, 200)
+    xs, ys = [], []
+    for k in range(3):
+        ex, ey = vx[k + 1] - vx[k], vy[k + 1] - vy[k]
+        nx, ny = -ey / np.hypot(ex, ey), ex / np.hypot(ex, ey)
+        for side in (-0.01, 0.01):
+            xs.append(vx[k] + t * ex + side * nx)
+            ys.append(vy[k] + t * ey + side * ny)
+    lon, lat = from_local_m(np.concatenate(xs), np.concatenate(ys), c_lon, c_lat)
+    got = index.query(lon, lat)
+    assert got.shape[1] == 3 * 200  # one side of every edge is inside
+    assert assert_matches_brute_force([site], got, lon, lat) == 0
 
 
 def test_overlapping_fences_return_every_site() -> None:
