@@ -309,3 +309,20 @@ async def test_shipped_config_lets_thousands_of_unacked_messages_be_in_flight(
         assert len({m.token.mid for m in got}) == len(msgs)
         src.ack([m.token for m in got])
         assert src.statistics().acked == len(msgs)
+
+
+async def test_a_consumer_paused_longer_than_keepalive_keeps_its_connection(
+        mqtt_broker: Broker) -> None:
+    """While reading is paused we still send PINGREQs, and our own silence is not taken for a
+    dead broker: a slow database must not turn into reconnect churn."""
+    s = settings_for(mqtt_broker, "t-pause", keepalive_s=1)
+    async with MqttSource(s, max_buffered_messages=10) as src:
+        with anyio.fail_after(WAIT_S):
+            await src.wait_connected()
+        await publish(mqtt_broker.port, numbered(50))
+        await wait_until(lambda: src.statistics().buffered == 10, "buffer full")
+        await anyio.sleep(2.5)  # not synchronisation: time must pass beyond 1.5 x keepalive
+        got = await take(src, 50)
+        assert [m.payload for m in got] == [p for _t, p in numbered(50)]
+        assert src.statistics().reconnects == 0
+        src.ack([m.token for m in got])

@@ -266,6 +266,7 @@ class MqttSource:
             self._drain_parser(wire)  # bytes already read first, then the socket again
             if len(self._buffer) < self.max_buffered_messages and not wire.lost.is_set():
                 wire.paused = False
+                wire.last_rx = time.monotonic()  # silence while paused was ours, not the broker's
                 if wire.transport is not None and not wire.transport.is_closing():
                     wire.transport.resume_reading()
 
