@@ -60,7 +60,7 @@ STAGE_TABLE_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS fixes_stage (
     ord integer, t timestamptz, recv_at timestamptz, lat double precision,
     lon double precision, speed_kmh real, course real, quality smallint, sats smallint,
-    hdop real, alt_m real, unit_id text, talker text
+    hdop real, alt_m real, unit_id text COLLATE "C", talker text
 ) ON COMMIT DELETE ROWS
 """
 COPY_STAGE_SQL = f"COPY fixes_stage ({', '.join(STAGE_COLUMNS)}) FROM STDIN (FORMAT BINARY)"

@@ -2,17 +2,19 @@
 -- The fixes table is a TimescaleDB hypertable when the extension can be created here, native
 -- RANGE partitions by UTC day otherwise.  The migration runner may force the native layout with
 -- SET LOCAL fleetwatch.partitioning = 'native' (Store.open(..., partitioning="native")).
+-- Identifiers use the "C" collation: byte order, the cheapest comparison for the btree indexes,
+-- and the same on every server whatever its locale.
 
 CREATE TABLE units (
-    unit_id     text PRIMARY KEY,
-    vehicle_id  text NOT NULL,
+    unit_id     text COLLATE "C" PRIMARY KEY,
+    vehicle_id  text COLLATE "C" NOT NULL,
     driver      text,
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
 
 CREATE TABLE fixes (
-    unit_id     text        NOT NULL,
-    vehicle_id  text,
+    unit_id     text COLLATE "C" NOT NULL,
+    vehicle_id  text COLLATE "C",
     t           timestamptz NOT NULL,   -- fix time, from the receiver
     recv_at     timestamptz NOT NULL,   -- receive time, from the MQTT shell's clock
     lat         double precision NOT NULL,
@@ -43,7 +45,8 @@ BEGIN
             -- A hypertable is a plain table: rebuild fixes unpartitioned, then convert it.
             DROP TABLE fixes;
             CREATE TABLE fixes (
-                unit_id text NOT NULL, vehicle_id text, t timestamptz NOT NULL,
+                unit_id text COLLATE "C" NOT NULL, vehicle_id text COLLATE "C",
+                t timestamptz NOT NULL,
                 recv_at timestamptz NOT NULL, lat double precision NOT NULL,
                 lon double precision NOT NULL, speed_kmh real, course real, quality smallint,
                 sats smallint, hdop real, alt_m real, talker text NOT NULL,
