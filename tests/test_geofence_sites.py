@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 import shapely
+from hypothesis import given
+from hypothesis import strategies as st
 from shapely.geometry import MultiPolygon, Point, Polygon
 
 from geofence import (
@@ -296,3 +298,45 @@ def test_sites_are_hashable_values() -> None:
     again = load_sites_geojson(collection(point_feature(0)), region=MOSCOW)
     assert load.sites[0] == again.sites[0]
     assert {load.sites[0], load.sites[1], again.sites[0]} == {load.sites[0], load.sites[1]}
+
+
+# ---------------------------------------------------------------------------------------------
+# fuzz: any feature is either a site or exactly one fatal problem, never an exception
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-1000, 1000) | st.floats(allow_nan=True)
+    | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=5)
+    | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    max_leaves=20,
+)  # fmt: skip
+KEYS = ["type", "geometry", "properties", "coordinates", "site_id", "client_id", "radius_m",
+        "schedule", "service_min", "name", "weekdays", "tz"]  # fmt: skip
+
+
+def _mutate(obj: Any, path: list[str], value: Any) -> Any:
+    if not path or not isinstance(obj, dict):
+        return value
+    out = dict(obj)
+    out[path[0]] = _mutate(obj.get(path[0]), path[1:], value)
+    return out
+
+
+@st.composite
+def features(draw: st.DrawFn) -> Any:
+    base = draw(st.sampled_from([point_feature(1), polygon_feature(1, [SQUARE])]))
+    for _ in range(draw(st.integers(0, 3))):
+        path = draw(st.lists(st.sampled_from(KEYS), min_size=1, max_size=3))
+        base = _mutate(base, path, draw(JSON))
+    return base if draw(st.integers(0, 9)) else draw(JSON)
+
+
+@given(feats=st.lists(features(), max_size=6))
+def test_any_feature_loads_or_is_one_fatal_problem(feats: list[Any]) -> None:
+    load = load_sites_geojson(collection(*feats), region=MOSCOW)
+    fatal_sources = [p.source for p in load.fatal]
+    assert len(set(fatal_sources)) == len(fatal_sources)
+    assert len(load.sites) + len(fatal_sources) == len(feats)
+    for p in load.problems:
+        assert p.source.startswith("<text>:feature ")
+        assert p.message
