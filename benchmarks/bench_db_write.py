@@ -74,10 +74,16 @@ def split(batch: FixBatch, size: int) -> list[FixBatch]:
     return [batch.take(np.arange(i, min(i + size, len(batch)))) for i in range(0, len(batch), size)]
 
 
+def nan_none(x: float) -> float | None:
+    return None if x != x else x
+
+
+def neg_none(x: int) -> int | None:
+    return None if x < 0 else x
+
+
 def rows_of(b: FixBatch) -> list[tuple[Any, ...]]:
     """Row tuples for the baselines (built before timing: only the writing is measured)."""
-    nan_none = lambda x: None if x != x else x  # noqa: E731
-    neg_none = lambda x: None if x < 0 else x  # noqa: E731
     return [
         (
             u,
