@@ -369,7 +369,7 @@ def test_queries_during_swaps_always_see_one_whole_index() -> None:
     }
     holder = FenceIndexHolder(FenceIndex.build(sites_a))
     owner = {holder.current.version: id(sites_a)}
-    swaps = 200
+    swaps = 60
     done = threading.Event()
     seen: list[tuple[int, bool]] = []
 
