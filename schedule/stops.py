@@ -74,6 +74,7 @@ class StopRecord:
 
 
 _ANCHOR_FIXES = 10
+_BURST_FIXES = 5  # the longest outlier burst schedule.motion drops
 
 
 def _anchor(m: Motion, first: int, last: int) -> tuple[float, float]:
@@ -144,8 +145,10 @@ def detect_stops(
                 state = step(state, StopInput.JOIN)
                 last = e - 1
             else:
-                reason: ClosedBy = "teleport" if m.jump[last + 1 : s + 1].any() else (
-                    "gap" if m.gap[last + 1 : s + 1].any() else "exit"
+                reason: ClosedBy = (
+                    "teleport"
+                    if m.jump[last + 1 : s + 1].any()
+                    else ("gap" if m.gap[last + 1 : s + 1].any() else "exit")
                 )
                 close(reason)
                 state = step(state, StopInput.BREAK)
@@ -158,14 +161,16 @@ def detect_stops(
         return out
     # the last chain: closed if followed by a confirmed move, a jump or a gap, else open
     tail: ClosedBy | None = None
-    if m.jump[last + 1 :].any():
+    jumps = np.flatnonzero(m.jump[last + 1 :])
+    if len(jumps) and last + 1 + int(jumps[0]) + _BURST_FIXES < n:
+        # a jump only ends the stop once enough fixes follow it to rule out an outlier burst
         tail = "teleport"
     elif m.gap[last + 1 :].any():
         tail = "gap"
     elif not _between_is_jitter(m, p, last, n, _anchor(m, first, last)):
         tail = "exit"
     elif now_us is not None and now_us - (t0_us + m.t_s[-1] * 1e6) > p.max_gap_s * 1e6:
-        tail = "gap"
+        tail = "teleport" if len(jumps) else "gap"
     close(tail)
     return out
 

@@ -189,7 +189,11 @@ class VehicleTracker:
         """Close visits and stops whose vehicle has been silent for more than ``max_gap_s``."""
         if not len(self._t) or now_us - int(self._t[-1]) <= self.params.max_gap_s * 1e6:
             return []
-        if not any(r.completed is None for r in (*self._visits, *self._stops)):
+        if all(
+            r.completed is not None and not r.completed.retracted
+            for r in (*self._visits, *self._stops)
+            if not r.started.retracted
+        ):
             return []
         return self._rerun(int(self._t[-1]), now_us)
 
@@ -288,11 +292,7 @@ class VehicleTracker:
                 continue
             d = np.hypot(m.x[b:e] - m.x[b], m.y[b:e] - m.y[b])
             moved = np.maximum.accumulate(d) > 2 * p.stop_radius_m
-            ok = (
-                moved
-                & (np.arange(e - b) >= need_fixes)
-                & (m.t_s[b:e] - m.t_s[b] >= need_s)
-            )
+            ok = moved & (np.arange(e - b) >= need_fixes) & (m.t_s[b:e] - m.t_s[b] >= need_s)
             hits = np.flatnonzero(ok)
             if len(hits):
                 out.append(int(kept_t[b + int(hits[0])]))
