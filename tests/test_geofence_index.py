@@ -391,5 +391,5 @@ def test_queries_during_swaps_always_see_one_whole_index() -> None:
         done.set()
         t.join(timeout=60)
     assert not t.is_alive()
-    assert seen
+    assert len({version for version, _ in seen}) >= 2  # the reader did overlap the swaps
     assert all(ok for _, ok in seen)
