@@ -335,6 +335,8 @@ def _insert_stop(ctx: _Context, rng: np.random.Generator, leg: _Leg, kind: str) 
 def _congest(leg: _Leg, rng: np.random.Generator, still_to_lose_s: float) -> float:
     """Turn the leg's moves into slow stop-and-go traffic (8–13 km/h); the seconds lost."""
     lost = 0.0
+    if leg.via_site is not None:  # a drive-by crosses its fence at speed, congestion or not
+        return lost
     for i, (p, tag) in enumerate(leg.phases):
         if p.kind != MOVE or tag or lost >= still_to_lose_s:
             continue
@@ -537,6 +539,11 @@ def _vehicle_day(
         s0 = float(round(rng.uniform(t_ep[0] + 600, t_ep[-1] - 1800)))
         e0 = s0 + float(round(rng.uniform(120, 1200)))
         dropouts.append(Dropout(start_s=s0, end_s=e0, released_s=e0 + float(rng.uniform(1, 30))))
+    kept: list[Dropout] = []
+    for d in sorted(dropouts, key=lambda d: d.start_s):  # coverage gaps do not overlap
+        if not kept or d.start_s >= kept[-1].released_s + 60:
+            kept.append(d)
+    dropouts = kept
     silent_from = (
         float(round(rng.uniform(t_ep[0] + 0.3 * span, t_ep[0] + 0.8 * span))) if silent else None
     )
