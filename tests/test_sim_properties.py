@@ -126,13 +126,15 @@ def test_an_undisturbed_day_keeps_every_window(params: ScenarioParams) -> None:
         assert p.planned_arrival_us + p.service_min * 60_000_000 <= p.window_end_us
     for key in ("skipped", "late", "unscheduled_stops", "drive_bys", "dropouts"):
         assert truth[key] == []
-    assert truth["clock_offsets"] == [] and truth["silent_units"] == []
+    assert truth["clock_offsets"] == []
+    assert truth["silent_units"] == []
     assert truth["bad_sentences"] == {"checksum": 0, "truncated": 0, "garbage": 0}
     by_stop = {(v["vehicle_id"], v["seq"]): v for v in truth["visits"]}
     assert set(by_stop) == {(p.vehicle_id, p.seq) for p in plans}
     for p in plans:
         v = by_stop[p.vehicle_id, p.seq]
-        assert v["site_id"] == p.site_id and v["observed"]
+        assert v["site_id"] == p.site_id
+        assert v["observed"]
         assert p.window_start_us <= parse_iso_us(v["arrival"]) <= p.window_end_us
 
 
@@ -184,7 +186,8 @@ def test_every_injected_event_is_in_the_truth(
     # every planned stop is either visited or skipped, never both
     visited = {(v["vehicle_id"], v["seq"]) for v in truth["visits"]}
     skipped = {(s["vehicle_id"], s["seq"]) for s in truth["skipped"]}
-    assert not visited & skipped and visited | skipped == {(q.vehicle_id, q.seq) for q in plans}
+    assert not visited & skipped
+    assert visited | skipped == {(q.vehicle_id, q.seq) for q in plans}
     # lateness is exactly arrival after window end
     ends = {(q.vehicle_id, q.seq): q.window_end_us / 1e6 for q in plans}
     late_truth = {(x["vehicle_id"], x["seq"]): x["late_by_s"] for x in truth["late"]}
@@ -217,4 +220,5 @@ def test_every_injected_event_is_in_the_truth(
     assert len(truth["clock_offsets"]) == specials
     # injected stops last minutes and are listed with a place
     for u in truth["unscheduled_stops"]:
-        assert _iso(u["end"]) - _iso(u["start"]) >= 180 and not math.isnan(u["lat"])
+        assert _iso(u["end"]) - _iso(u["start"]) >= 180
+        assert not math.isnan(u["lat"])

@@ -158,7 +158,8 @@ def test_every_injected_kind_happened(busy: Loaded) -> None:
     for key in ("skipped", "late", "unscheduled_stops", "drive_bys", "dropouts", "traffic_delays"):
         assert t[key], f"no {key} in a scenario that asked for them"
     assert {s["kind"] for s in t["unscheduled_stops"]} == {"lunch", "traffic"}
-    assert len(t["clock_offsets"]) == 1 and len(t["silent_units"]) == 1
+    assert len(t["clock_offsets"]) == 1
+    assert len(t["silent_units"]) == 1
     assert t["multipath_outliers"] > 0
     assert all(v > 0 for v in t["bad_sentences"].values())
 
@@ -260,7 +261,8 @@ def test_dropout_backlog_arrives_later_in_bursts(busy: Loaded) -> None:
         if silent and rel >= _iso(silent[0]["from"]):
             assert not held
             continue
-        assert held and all(f.recv >= rel for f in held)
+        assert held
+        assert all(f.recv >= rel for f in held)
         per_payload: dict[float, int] = defaultdict(int)
         for f in held:
             per_payload[f.recv] += 1
