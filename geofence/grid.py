@@ -128,14 +128,16 @@ class Grid:
         ordered by point, then site."""
         cell = self.cells(lon, lat)
         count = self.counts[cell]
-        pts = np.flatnonzero(count)
+        # ndarray methods, not np.* functions: this runs per 1,000-point batch and the
+        # functions' Python wrappers cost more than the work
+        pts = count.nonzero()[0]
         if len(pts) == 0:
             empty = np.empty(0, dtype=np.intp)
             return empty, empty
         cnt = count[pts]
-        ends = np.cumsum(cnt)
+        ends = cnt.cumsum()
         # position in items of pair j = offsets[cell of its point] + (j - first pair of point)
         shift = self.offsets[cell[pts]] - (ends - cnt)
-        pos = np.repeat(shift, cnt)
+        pos = shift.repeat(cnt)
         pos += np.arange(int(ends[-1]), dtype=np.intp)
-        return np.repeat(pts, cnt), self.items[pos]
+        return pts.repeat(cnt), self.items[pos]

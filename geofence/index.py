@@ -314,8 +314,8 @@ class FenceIndex:
             pt, site, lon_p, lat_p = pt[keep], site[keep], lon_p[keep], lat_p[keep]
         inside = self._inside(lon_p, lat_p, site, margin_m)
         out = np.empty((2, int(np.count_nonzero(inside))), dtype=np.intp)
-        np.compress(inside, pt, out=out[0])
-        np.compress(inside, site, out=out[1])
+        pt.compress(inside, out=out[0])
+        site.compress(inside, out=out[1])
         return out
 
     def _inside(
@@ -331,7 +331,7 @@ class FenceIndex:
         inside = np.less_equal(d2, reach)
         if self._stats.polygons == 0:
             return inside
-        poly = np.flatnonzero(self._polygon[site])
+        poly = self._polygon[site].nonzero()[0]
         if len(poly):
             geoms = self._local[site[poly]]
             if margin_m > 0.0:
