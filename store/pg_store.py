@@ -11,6 +11,7 @@ after an ambiguous COMMIT failure may store a dead letter twice: they have no na
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -69,6 +70,24 @@ def _db_errors(action: str) -> Iterator[None]:
         raise StoreWriteError(f"{action}: the database refused the data ({e})") from e
 
 
+class _Liveness:
+    """Skip the pool's per-checkout liveness probe (one round trip) while connections work.
+
+    The probe only matters after a pause: a server restart during an idle spell leaves dead
+    connections in the pool.  Under a steady flow of batches it would cost a round trip each.
+    """
+
+    __slots__ = ("last_ok_s", "probe_after_idle_s")
+
+    def __init__(self, probe_after_idle_s: float) -> None:
+        self.last_ok_s = -math.inf
+        self.probe_after_idle_s = probe_after_idle_s
+
+    async def check(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        if time.monotonic() - self.last_ok_s > self.probe_after_idle_s:
+            await AsyncConnectionPool.check_connection(conn)
+
+
 class Store:
     """Fixes, dead letters and the unit registry in PostgreSQL.  Make one with :meth:`open`."""
 
@@ -77,6 +96,7 @@ class Store:
         pool: AsyncConnectionPool[Any],
         *,
         make_pool: Callable[[], AsyncConnectionPool[Any]],
+        liveness: _Liveness,
         layout: partitions.Layout,
         clock: Callable[[], float],
         partition_days_ahead: int,
@@ -85,6 +105,7 @@ class Store:
     ) -> None:
         self._pool = pool
         self._make_pool = make_pool
+        self._liveness = liveness
         self._pool_suspect = False
         self._layout = layout
         self._clock = clock
@@ -132,6 +153,8 @@ class Store:
                 ) as conn:
                     await apply_migrations(conn, partitioning=partitioning)
 
+        liveness = _Liveness(probe_after_idle_s=1.0)
+
         def make_pool() -> AsyncConnectionPool[Any]:
             return AsyncConnectionPool(
                 dsn,
@@ -140,7 +163,7 @@ class Store:
                 open=False,
                 kwargs={"autocommit": True},
                 configure=_configure_connection,
-                check=AsyncConnectionPool.check_connection,
+                check=liveness.check,
                 timeout=timeout_s,
                 reconnect_timeout=reconnect_timeout_s,
                 name="fleetwatch-store",
@@ -155,6 +178,7 @@ class Store:
             store = cls(
                 pool,
                 make_pool=make_pool,
+                liveness=liveness,
                 layout=layout,
                 clock=clock,
                 partition_days_ahead=partition_days_ahead,
@@ -199,6 +223,7 @@ class Store:
         try:
             async with self._pool.connection() as conn:
                 yield conn
+            self._liveness.last_ok_s = time.monotonic()
         except psycopg.OperationalError:
             self._pool_suspect = True
             raise
