@@ -276,7 +276,7 @@ def test_history_per_unit_is_bounded() -> None:
     d = Decoder(DecodeOptions(history_per_unit=4))
     for i in range(10):
         d.decode(["u1"], [encode_rmc(fix(T0 + i * S, lat=48.1 + i * 1e-5))], [T0 + i * S])
-    assert len(d._filter._units["u1"].t) == 4
+    assert d._filter.history("u1") == [T0 + i * S for i in range(6, 10)]
 
 
 def test_inputs_of_different_lengths_are_refused() -> None:

@@ -46,7 +46,9 @@ class Decoder:
     ) -> DecodeResult:
         units, recv = check_inputs(unit_ids, payloads, recv_us)
         po = parse_vectorised(payloads, self.options)
-        result, slow = finish(po, units, recv, self.options, self._filter, scalar=False)
+        result, slow = finish(
+            po, units, recv, self.options, self._filter, scalar=False, unit_list=unit_ids
+        )
         self._batches += 1
         self._sentences += len(po.starts)
         self._fallback += po.fallback_rows

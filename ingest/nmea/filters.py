@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import overload
 
@@ -97,15 +98,84 @@ class Verdict:
 
 
 class FixFilter:
-    """Duplicate and jump checks with bounded memory per unit (see module docstring)."""
+    """Duplicate and jump checks with bounded memory per unit (see module docstring).
+
+    State is columnar so that a batch updates every unit at once: per unit code, a ring of the
+    ``history_per_unit`` latest accepted fixes (in time order: the fast path only appends fixes
+    newer than the ring's newest, the scalar path rewrites the ring sorted) and the jump chain.
+    """
 
     def __init__(self, options: DecodeOptions) -> None:
         self._opt = options
         self._vmax = options.max_speed_kmh / 3.6
-        self._units: dict[str, _Track] = {}
+        self._k = options.history_per_unit
+        self._codes: dict[str, int] = {}
+        cap = 16
+        self._t = np.zeros((cap, self._k), dtype=np.int64)
+        self._lat = np.zeros((cap, self._k), dtype=np.float64)
+        self._lon = np.zeros((cap, self._k), dtype=np.float64)
+        self._n = np.zeros(cap, dtype=np.int64)  # fixes in the ring
+        self._head = np.zeros(cap, dtype=np.int64)  # next write position
+        self._chain_n = np.zeros(cap, dtype=np.int64)
+        self._chain_t = np.zeros(cap, dtype=np.int64)
+        self._chain_lat = np.zeros(cap, dtype=np.float64)
+        self._chain_lon = np.zeros(cap, dtype=np.float64)
 
     def __len__(self) -> int:
-        return len(self._units)
+        return len(self._codes)
+
+    def codes(self, units: Sequence[str]) -> I64:
+        """Unit ids -> dense integer codes (new units get new codes and empty state)."""
+        table = self._codes
+        got = list(map(table.get, units))
+        if None in got:
+            for u in units:
+                if u not in table:
+                    table[u] = len(table)
+            got = list(map(table.get, units))
+        out = np.array(got, dtype=np.int64)
+        if len(table) > len(self._n):
+            self._grow(max(len(table), 2 * len(self._n)))
+        return out
+
+    def _grow(self, cap: int) -> None:
+        for name in ("_t", "_lat", "_lon"):
+            old = getattr(self, name)
+            new = np.zeros((cap, self._k), dtype=old.dtype)
+            new[: len(old)] = old
+            setattr(self, name, new)
+        for name in ("_n", "_head", "_chain_n", "_chain_t", "_chain_lat", "_chain_lon"):
+            old = getattr(self, name)
+            new = np.zeros(cap, dtype=old.dtype)
+            new[: len(old)] = old
+            setattr(self, name, new)
+
+    def history(self, unit: str) -> list[int]:
+        """Fix times remembered for a unit, oldest first (for tests and debugging)."""
+        code = self._codes.get(unit)
+        return [] if code is None else self._load(code).t
+
+    def _load(self, code: int) -> _Track:
+        n, head = int(self._n[code]), int(self._head[code])
+        pos = (head - n + np.arange(n)) % self._k
+        return _Track(
+            t=self._t[code, pos].tolist(),
+            lat=self._lat[code, pos].tolist(),
+            lon=self._lon[code, pos].tolist(),
+            chain_n=int(self._chain_n[code]),
+            chain_t=int(self._chain_t[code]),
+            chain_lat=float(self._chain_lat[code]),
+            chain_lon=float(self._chain_lon[code]),
+        )
+
+    def _store(self, code: int, tr: _Track) -> None:
+        n = len(tr.t)
+        self._t[code, :n] = tr.t
+        self._lat[code, :n] = tr.lat
+        self._lon[code, :n] = tr.lon
+        self._n[code], self._head[code] = n, n % self._k
+        self._chain_n[code], self._chain_t[code] = tr.chain_n, tr.chain_t
+        self._chain_lat[code], self._chain_lon[code] = tr.chain_lat, tr.chain_lon
 
     def _limit2(self, dt_us: int) -> float:
         dt_s = max(abs(dt_us) / 1e6, self._opt.jump_min_dt_s)
@@ -113,9 +183,14 @@ class FixFilter:
         return lim * lim
 
     def admit(self, unit: str, t: int, lat: float, lon: float) -> Verdict:
-        tr = self._units.get(unit)
-        if tr is None:
-            tr = self._units[unit] = _Track()
+        """The rule for one fix (the definition; the reference decoder calls it per fix)."""
+        code = int(self.codes([unit])[0])
+        tr = self._load(code)
+        v = self._admit(tr, t, lat, lon)
+        self._store(code, tr)
+        return v
+
+    def _admit(self, tr: _Track, t: int, lat: float, lon: float) -> Verdict:
         ts = tr.t
         i = bisect_left(ts, t)
         restamped = False
@@ -162,62 +237,68 @@ class FixFilter:
         tr.t.insert(i, t)
         tr.lat.insert(i, lat)
         tr.lon.insert(i, lon)
-        if len(tr.t) > self._opt.history_per_unit:
+        if len(tr.t) > self._k:
             del tr.t[0], tr.lat[0], tr.lon[0]
 
     def admit_batch(
-        self, units: npt.NDArray[np.str_], t: I64, lat: F64, lon: F64
+        self, codes: I64, t: I64, lat: F64, lon: F64
     ) -> tuple[I64, list[tuple[int, Verdict]], int]:
-        """Rows in input order -> (final times, [(row, verdict)] for rows not plainly accepted,
-        number of rows decided by the scalar path)."""
+        """Rows in input order (unit codes from :meth:`codes`) -> (final times, [(row,
+        verdict)] for rows not plainly accepted, number of rows decided by the scalar path)."""
         n = len(t)
         t_out = t.copy()
         odd: list[tuple[int, Verdict]] = []
         if n == 0:
             return t_out, odd, 0
-        order = np.argsort(units, kind="stable")
-        us, ts, la, lo = units[order], t[order], lat[order], lon[order]
-        starts = np.flatnonzero(np.r_[True, us[1:] != us[:-1]])
-        ends = np.r_[starts[1:], n]
-        prev_t = np.empty(n, dtype=np.int64)
-        prev_lat = np.empty(n, dtype=np.float64)
-        prev_lon = np.empty(n, dtype=np.float64)
-        prev_t[1:], prev_lat[1:], prev_lon[1:] = ts[:-1], la[:-1], lo[:-1]
+        k = self._k
+        order = np.argsort(codes, kind="stable")
+        cs, ts, la, lo = codes[order], t[order], lat[order], lon[order]
+        first = np.r_[True, cs[1:] != cs[:-1]]
+        starts = np.flatnonzero(first)
+        gcode = cs[starts]
+        # previous fix of every row: the row before in its unit, or the ring's newest
+        prev_t = np.r_[0, ts[:-1]]
+        prev_lat = np.r_[0.0, la[:-1]]
+        prev_lon = np.r_[0.0, lo[:-1]]
+        last = (self._head[gcode] - 1) % k
+        prev_t[starts] = self._t[gcode, last]
+        prev_lat[starts] = self._lat[gcode, last]
+        prev_lon[starts] = self._lon[gcode, last]
         has_prev = np.ones(n, dtype=bool)
-        blocked = np.zeros(len(starts), dtype=bool)
-        names = us[starts].tolist()
-        for g, (u, s) in enumerate(zip(names, starts.tolist(), strict=True)):
-            tr = self._units.get(u)
-            if tr is None or not tr.t:
-                has_prev[s] = False
-                continue
-            if tr.chain_n:
-                blocked[g] = True
-            prev_t[s], prev_lat[s], prev_lon[s] = tr.t[-1], tr.lat[-1], tr.lon[-1]
+        has_prev[starts] = self._n[gcode] > 0
         dt = ts - prev_t
         dt_s = np.maximum(np.abs(dt) / 1e6, self._opt.jump_min_dt_s)
         lim = self._vmax * dt_s + self._opt.jump_tolerance_m
         bad = has_prev & ((dt <= 0) | (dist2_m_array(prev_lat, prev_lon, la, lo) > lim * lim))
-        blocked |= np.add.reduceat(bad, starts) > 0
+        blocked = (np.add.reduceat(bad, starts) > 0) | (self._chain_n[gcode] > 0)
+        group = np.cumsum(first) - 1
         slow_rows = 0
-        for g, (u, s, e) in enumerate(zip(names, starts.tolist(), ends.tolist(), strict=True)):
-            rows = order[s:e]
-            if blocked[g]:
-                slow_rows += e - s
-                for r in rows.tolist():
-                    v = self.admit(u, int(t[r]), float(lat[r]), float(lon[r]))
+        if blocked.any():
+            ends = np.r_[starts[1:], n]
+            for g in np.flatnonzero(blocked).tolist():
+                code = int(gcode[g])
+                tr = self._load(code)
+                rows = order[starts[g] : ends[g]].tolist()
+                slow_rows += len(rows)
+                for r in rows:
+                    v = self._admit(tr, int(t[r]), float(lat[r]), float(lon[r]))
                     t_out[r] = v.t_us
                     if v.reason is not None or v.restamped or v.reanchored:
                         odd.append((r, v))
-                continue
-            tr = self._units.get(u)
-            if tr is None:
-                tr = self._units[u] = _Track()
-            tr.t.extend(ts[s:e].tolist())
-            tr.lat.extend(la[s:e].tolist())
-            tr.lon.extend(lo[s:e].tolist())
-            extra = len(tr.t) - self._opt.history_per_unit
-            if extra > 0:
-                del tr.t[:extra], tr.lat[:extra], tr.lon[:extra]
-        odd.sort(key=lambda rv: rv[0])
+                self._store(code, tr)
+            odd.sort(key=lambda rv: rv[0])
+        # every other unit: append its rows to its ring (only the last k of them matter)
+        fast = ~blocked[group]
+        cnt = np.bincount(group, minlength=len(starts))
+        rank = np.arange(n) - starts[group]
+        keep = fast & (rank >= cnt[group] - k)
+        rc = cs[keep]
+        pos = (self._head[rc] + rank[keep]) % k
+        self._t[rc, pos] = ts[keep]
+        self._lat[rc, pos] = la[keep]
+        self._lon[rc, pos] = lo[keep]
+        fg = np.flatnonzero(~blocked)
+        fc = gcode[fg]
+        self._head[fc] = (self._head[fc] + cnt[fg]) % k
+        self._n[fc] = np.minimum(self._n[fc] + cnt[fg], k)
         return t_out, odd, slow_rows

@@ -40,6 +40,7 @@ def finish(
     fix_filter: FixFilter,
     *,
     scalar: bool,
+    unit_list: Sequence[str] = (),
 ) -> tuple[DecodeResult, int]:
     """Result of one batch, and the number of rows the filter decided one by one."""
     ep = build_candidates(po.rows, recv, options)
@@ -56,7 +57,8 @@ def finish(
                 odd.append((r, v))
         slow = len(c.t_us)
     else:
-        t_out, odd, slow = fix_filter.admit_batch(cu, c.t_us, c.lat, c.lon)
+        codes = fix_filter.codes(unit_list if len(unit_list) else units.tolist())[c.payload]
+        t_out, odd, slow = fix_filter.admit_batch(codes, c.t_us, c.lat, c.lon)
     keep = np.ones(len(t_out), dtype=bool)
     rej = list(po.rejects) + ep.rejects
     counts: dict[str, int] = {"sentences": len(po.starts), "merged": ep.merged}
