@@ -88,7 +88,7 @@ def _mosquitto_conf(port: int, workdir: Path) -> str:
         persistence_location {workdir}/
         autosave_interval 2
         max_queued_messages 4000000
-        max_inflight_messages 1000
+        max_inflight_messages 65535
         max_packet_size 131072
         log_dest file {workdir}/mosquitto.log
         log_type error

@@ -29,7 +29,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -191,6 +191,17 @@ class _Decoded:
 
 
 _STOP = None  # queue sentinel: the stage before has drained
+#: bound on the topic -> verdict cache (one entry per unit topic; cleared when full)
+_MAX_CACHED_TOPICS = 200_000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Refusal:
+    """Why every payload on one topic is refused before decoding."""
+
+    unit_id: str | None
+    reason: str
+    detail: str
 
 
 def _unit_id_from_fleet_topic(topic: str) -> str:
@@ -232,7 +243,7 @@ class IngestService:
         self.options = options if options is not None else IngestOptions()
         self._unavailable = unavailable
         self._topic_parser = unit_id_from_topic
-        self._topic_cache: dict[str, str | ValueError] = {}
+        self._verdicts: dict[str, str | _Refusal] = {}
         self._on_commit = on_commit
         self._wall = wall_clock
         self._mono = monotonic_clock
@@ -335,15 +346,12 @@ class IngestService:
                         msgs = ()
             now = mono()
             if msgs:
-                nbytes = 0
-                for m in msgs:
-                    size = len(m.payload)
-                    nbytes += size
-                    for closed in batcher.add(m, size, now):
-                        await raw.put(closed)
+                sizes = [len(m.payload) for m in msgs]
+                for closed in batcher.add_many(msgs, sizes, now):
+                    await raw.put(closed)
                 self._received += len(msgs)
                 metrics.messages_received.inc(len(msgs))
-                metrics.payload_bytes.inc(nbytes)
+                metrics.payload_bytes.inc(sum(sizes))
             aged = batcher.tick(now)
             if aged is not None:
                 await raw.put(aged)
@@ -361,64 +369,95 @@ class IngestService:
             await self._decoded.put(decoded)
             self.metrics.queue_depth.labels("decoded").set(self._decoded.qsize())
 
-    def _unit_of(self, topic: str) -> str | ValueError:
-        cached = self._topic_cache.get(topic)
-        if cached is not None:
-            return cached
+    def _verdict(self, topic: str) -> str | _Refusal:
+        """The unit id of an admitted topic, or why its payloads are refused (cached)."""
+        verdict = self._verdicts.get(topic)
+        if verdict is not None:
+            return verdict
         try:
-            unit: str | ValueError = self._topic_parser(topic)
+            unit = self._topic_parser(topic)
         except ValueError as exc:
-            unit = exc
-        if len(self._topic_cache) >= 100_000:  # bound: topics are per unit, but be safe
-            self._topic_cache.clear()
-        self._topic_cache[topic] = unit
-        return unit
+            verdict = _Refusal(unit_id=None, reason="bad_topic", detail=str(exc))
+        else:
+            if self.registry.admits(unit):
+                verdict = unit
+            else:
+                verdict = _Refusal(
+                    unit_id=unit,
+                    reason="unknown_unit",
+                    detail=f"unit {unit!r} is not in the unit registry (units file or store)",
+                )
+        if len(self._verdicts) >= _MAX_CACHED_TOPICS:
+            self._verdicts.clear()
+        self._verdicts[topic] = verdict
+        return verdict
+
+    def set_registry(self, registry: UnitRegistry) -> None:
+        """Swap in a new registry version (e.g. units added in the store)."""
+        self.registry = registry
+        self._verdicts = {}
 
     def _decode(self, batch: Batch[InboundMessage]) -> _Decoded:
         opts = self.options
         cut = opts.dead_letter_payload_bytes
-        registry = self.registry
+        max_payload = opts.max_payload_bytes
         items = batch.items
+        n = len(items)
         tokens = [m.token for m in items]
-        recv_all = np.fromiter((m.recv_us for m in items), dtype=np.int64, count=len(items))
+        topics = [m.topic for m in items]
+        payloads = [m.payload for m in items]
+        recv_all = np.fromiter((m.recv_us for m in items), dtype=np.int64, count=n)
+        cache_get = self._verdicts.get
+        verdicts = [cache_get(t) or self._verdict(t) for t in topics]
+        # the common case, all admitted, costs three list scans and no per-message branches
+        refused_at = [i for i, v in enumerate(verdicts) if v.__class__ is not str]
+        oversize_at = [i for i, m in enumerate(items) if m.oversize]
+        oversize_at += [i for i, p in enumerate(payloads) if len(p) > max_payload]
         dead: list[DeadLetter] = []
         refused: dict[str, int] = {}
-        unit_ids: list[str] = []
-        payloads: list[bytes] = []
-        topics: list[str] = []
-        keep: list[int] = []
-        for i, m in enumerate(items):
-            payload = m.payload
-            unit = self._unit_of(m.topic)
-            reason = detail = ""
-            if m.oversize or len(payload) > opts.max_payload_bytes:
+        if refused_at or oversize_at:
+            drop: set[int] = set()
+            for i in sorted(set(oversize_at)):
+                v = verdicts[i]
                 reason = "oversize_payload"
-                detail = f"payload larger than {opts.max_payload_bytes} bytes"
-            elif isinstance(unit, ValueError):
-                reason, detail = "bad_topic", str(unit)
-            elif not registry.admits(unit):
-                reason = "unknown_unit"
-                detail = f"unit {unit!r} is not in the unit registry (units file or store)"
-            if reason:
                 dead.append(
                     DeadLetter(
-                        topic=m.topic,
-                        unit_id=None if isinstance(unit, ValueError) else unit,
+                        topic=topics[i],
+                        unit_id=v if isinstance(v, str) else v.unit_id,
                         reason=reason,
-                        detail=detail,
-                        payload=payload[:cut],
-                        recv_us=m.recv_us,
+                        detail=f"payload larger than {max_payload} bytes",
+                        payload=payloads[i][:cut],
+                        recv_us=int(recv_all[i]),
                     )
                 )
                 refused[reason] = refused.get(reason, 0) + 1
-                continue
-            assert isinstance(unit, str)
-            unit_ids.append(unit)
-            payloads.append(payload)
-            topics.append(m.topic)
-            keep.append(i)
+                drop.add(i)
+            for i in refused_at:
+                if i in drop:
+                    continue
+                v = verdicts[i]
+                assert isinstance(v, _Refusal)
+                dead.append(
+                    DeadLetter(
+                        topic=topics[i],
+                        unit_id=v.unit_id,
+                        reason=v.reason,
+                        detail=v.detail,
+                        payload=payloads[i][:cut],
+                        recv_us=int(recv_all[i]),
+                    )
+                )
+                refused[v.reason] = refused.get(v.reason, 0) + 1
+                drop.add(i)
+            keep = [i for i in range(n) if i not in drop]
+            unit_ids = [cast(str, verdicts[i]) for i in keep]
+            topics = [topics[i] for i in keep]
+            payloads = [payloads[i] for i in keep]
+            recv_kept = recv_all[keep]
+        else:
+            unit_ids = cast(list[str], verdicts)
+            recv_kept = recv_all
         if payloads:
-            recv_kept = recv_all if len(keep) == len(items) else recv_all[keep]
             result = self._decoder.decode(unit_ids, payloads, recv_kept)
             fixes = result.fixes
             for r in result.rejects:
@@ -426,13 +465,13 @@ class IngestService:
                     DeadLetter(
                         topic=topics[r.payload_index],
                         unit_id=r.unit_id,
-                        reason=r.reason,
+                        reason=str(r.reason),
                         detail=r.detail,
                         payload=r.sentence[:cut],
                         recv_us=r.recv_us,
                     )
                 )
-                refused[r.reason] = refused.get(r.reason, 0) + 1
+                refused[str(r.reason)] = refused.get(str(r.reason), 0) + 1
             self.metrics.count_decoder(result.counts)
         else:
             fixes = FixBatch.empty()

@@ -140,3 +140,28 @@ def test_late_tick_closes_stale_batch_before_adding() -> None:
 def test_limits_refuse_nonsense(kwargs: dict[str, int]) -> None:
     with pytest.raises(ValueError, match="must be"):
         BatchLimits(**kwargs)
+
+
+@given(
+    limits_st,
+    st.lists(st.lists(st.integers(0, 150), max_size=30), max_size=20),
+    st.lists(st.integers(0, 600), min_size=20, max_size=20),
+)
+def test_add_many_equals_adding_one_by_one(
+    limits: BatchLimits, chunks: list[list[int]], gaps: list[int]
+) -> None:
+    one: Batcher[int] = Batcher(limits)
+    many: Batcher[int] = Batcher(limits)
+    out_one: list[Batch[int]] = []
+    out_many: list[Batch[int]] = []
+    now, k = 0, 0
+    for chunk, gap in zip(chunks, gaps, strict=False):
+        now += gap
+        ids = list(range(k, k + len(chunk)))
+        k += len(chunk)
+        for i, size in zip(ids, chunk, strict=True):
+            out_one.extend(one.add(i, size, now))
+        out_many.extend(many.add_many(ids, chunk, now))
+        assert one.deadline_us() == many.deadline_us()
+    key = [(list(b.items), b.nbytes, b.opened_us, b.closed_us, b.reason) for b in out_one]
+    assert key == [(list(b.items), b.nbytes, b.opened_us, b.closed_us, b.reason) for b in out_many]
