@@ -67,8 +67,15 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-def publisher(host: str, port: int, prefix: str, units: list[str], rate: float,
-              duration_s: float, out: mp.Queue) -> None:  # fmt: skip
+def publisher(
+    host: str,
+    port: int,
+    prefix: str,
+    units: list[str],
+    rate: float,
+    duration_s: float,
+    out: mp.Queue,
+) -> None:
     """Publish one fix per message, round-robin over *units*, at *rate* msg/s, QoS 1.
 
     A raw MQTT 3.1.1 client on a blocking socket: PUBLISH packets are built as bytes and
@@ -163,8 +170,9 @@ def publisher(host: str, port: int, prefix: str, units: list[str], rate: float,
     out.put((sent, acked, t0, time.monotonic()))
 
 
-def flood(host: str, port: int, prefix: str, units: list[str], rate: float, duration_s: float,
-          n_proc: int) -> tuple[int, int, float]:  # fmt: skip
+def flood(
+    host: str, port: int, prefix: str, units: list[str], rate: float, duration_s: float, n_proc: int
+) -> tuple[int, int, float]:
     """Run *n_proc* publishers on disjoint units; (sent, acked, seconds) when all are done."""
     q: mp.Queue = mp.Queue()
     procs = [
@@ -172,7 +180,7 @@ def flood(host: str, port: int, prefix: str, units: list[str], rate: float, dura
             target=publisher,
             args=(host, port, prefix, units[j::n_proc], rate / n_proc, duration_s, q),
             name=f"publisher-{j}",
-        )  # fmt: skip
+        )
         for j in range(n_proc)
     ]
     for p in procs:
@@ -215,28 +223,48 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_fleetwatch(broker_url: str, host: str, port: int, admin_dsn: str, units: list[str],
-                   units_file: Path, args: argparse.Namespace, repeat: int,
-                   workdir: Path) -> FwRun:  # fmt: skip
+def run_fleetwatch(
+    broker_url: str,
+    host: str,
+    port: int,
+    admin_dsn: str,
+    units: list[str],
+    units_file: Path,
+    args: argparse.Namespace,
+    repeat: int,
+    workdir: Path,
+) -> FwRun:
     db = f"bench_fw_{repeat}_{os.getpid()}"
     with psycopg.connect(admin_dsn, autocommit=True) as c:
         c.execute(f"DROP DATABASE IF EXISTS {db}")
         c.execute(f"CREATE DATABASE {db}")
     dsn = admin_dsn.replace("dbname=postgres", f"dbname={db}")
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETWATCH_")}
-    env.update({
-        "FLEETWATCH_MQTT_URL": broker_url,
-        "FLEETWATCH_DATABASE_URL": dsn,
-        "FLEETWATCH_MQTT_CLIENT_ID": f"fleetwatch-bench-{repeat}-{os.getpid()}",
-        "FLEETWATCH_UNITS_FILE": str(units_file),
-        "FLEETWATCH_HTTP_PORT": "0",
-        "FLEETWATCH_LOG_LEVEL": "INFO",
-    })  # fmt: skip
+    env.update(
+        {
+            "FLEETWATCH_MQTT_URL": broker_url,
+            "FLEETWATCH_DATABASE_URL": dsn,
+            "FLEETWATCH_MQTT_CLIENT_ID": f"fleetwatch-bench-{repeat}-{os.getpid()}",
+            "FLEETWATCH_UNITS_FILE": str(units_file),
+            "FLEETWATCH_HTTP_PORT": "0",
+            "FLEETWATCH_LOG_LEVEL": "INFO",
+        }
+    )
     cmd = [sys.executable, "-m", "fleetwatch", "run"]
     if args.profile and repeat == 0:
         renderer = "html" if args.profile.suffix == ".html" else "text"
-        cmd = [sys.executable, "-m", "pyinstrument", "-o", str(args.profile), "-r", renderer,
-               "-m", "fleetwatch", "run"]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "pyinstrument",
+            "-o",
+            str(args.profile),
+            "-r",
+            renderer,
+            "-m",
+            "fleetwatch",
+            "run",
+        ]
     log = workdir / f"fleetwatch-{repeat}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
@@ -246,9 +274,10 @@ def run_fleetwatch(broker_url: str, host: str, port: int, admin_dsn: str, units:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"fleetwatch did not start; see {log}:\n{log.read_text()[-3000:]}")
             time.sleep(0.1)
-        pid = _service_pid(proc.pid)
-        sent, acked, publish_s = flood(host, port, "fleet", units, args.rate, args.duration,
-                                       args.publishers)  # fmt: skip
+        pid = proc.pid  # pyinstrument profiles in-process: same pid
+        _sent, acked, publish_s = flood(
+            host, port, "fleet", units, args.rate, args.duration, args.publishers
+        )
         deadline = time.monotonic() + 300
         stored = 0
         with psycopg.connect(dsn, autocommit=True) as c:
@@ -263,7 +292,7 @@ def run_fleetwatch(broker_url: str, host: str, port: int, admin_dsn: str, units:
                        extract(epoch FROM max(pg_xact_commit_timestamp(xmin)) - min(t)),
                        percentile_cont(ARRAY[0.5, 0.99, 1.0]) WITHIN GROUP (ORDER BY
                            extract(epoch FROM pg_xact_commit_timestamp(xmin) - t))
-                FROM fixes""").fetchone()  # fmt: skip
+                FROM fixes""").fetchone()
         assert row is not None
         stored, span_s, pct = int(row[0]), float(row[1]), [float(x) for x in row[2]]
         rss, cpu = _vmhwm_mb(pid), _cpu_s(pid)
@@ -275,13 +304,18 @@ def run_fleetwatch(broker_url: str, host: str, port: int, admin_dsn: str, units:
             proc.kill()
     with psycopg.connect(admin_dsn, autocommit=True) as c:
         c.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
-    return FwRun(published=acked, stored=stored, lost=acked - stored, publish_s=publish_s,
-                 rate_fixes_s=stored / span_s, p50_ms=pct[0] * 1000, p99_ms=pct[1] * 1000,
-                 max_ms=pct[2] * 1000, peak_rss_mb=rss, cpu_s=cpu)  # fmt: skip
-
-
-def _service_pid(pid: int) -> int:
-    return pid  # pyinstrument runs the module in-process: same pid either way
+    return FwRun(
+        published=acked,
+        stored=stored,
+        lost=acked - stored,
+        publish_s=publish_s,
+        rate_fixes_s=stored / span_s,
+        p50_ms=pct[0] * 1000,
+        p99_ms=pct[1] * 1000,
+        max_ms=pct[2] * 1000,
+        peak_rss_mb=rss,
+        cpu_s=cpu,
+    )
 
 
 # ------------------------------------------------------------------------------- naive
@@ -307,14 +341,24 @@ def naive_subscriber(host: str, port: int, dsn: str, stop_at: float, out: mp.Que
                 conn.execute(
                     "INSERT INTO naive_fixes (unit_id, t, lat, lon, speed_kn, course) "
                     "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                    (unit, s.datetime.replace(tzinfo=__import__("datetime").timezone.utc),
-                     s.latitude, s.longitude, s.spd_over_grnd, s.true_course),
-                )  # fmt: skip
+                    (
+                        unit,
+                        s.datetime.replace(tzinfo=__import__("datetime").timezone.utc),
+                        s.latitude,
+                        s.longitude,
+                        s.spd_over_grnd,
+                        s.true_course,
+                    ),
+                )
                 conn.commit()
                 n[0] += 1
 
-    c = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"naive-{os.getpid()}",
-                    protocol=paho.MQTTv311, clean_session=True)  # fmt: skip
+    c = paho.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=f"naive-{os.getpid()}",
+        protocol=paho.MQTTv311,
+        clean_session=True,
+    )
     c.on_message = on_message
     c.connect(host, port)
     c.subscribe("naive/+/nmea", qos=1)
@@ -325,17 +369,21 @@ def naive_subscriber(host: str, port: int, dsn: str, stop_at: float, out: mp.Que
     out.put(n[0])
 
 
-def run_naive(host: str, port: int, admin_dsn: str, units: list[str],
-              args: argparse.Namespace) -> float:  # fmt: skip
+def run_naive(
+    host: str, port: int, admin_dsn: str, units: list[str], args: argparse.Namespace
+) -> float:
     with psycopg.connect(admin_dsn, autocommit=True) as c:
         c.execute("DROP TABLE IF EXISTS naive_fixes")
-        c.execute("CREATE TABLE naive_fixes (unit_id text, t timestamptz, lat float8, "
-                  "lon float8, speed_kn real, course real, PRIMARY KEY (unit_id, t))")  # fmt: skip
+        c.execute(
+            "CREATE TABLE naive_fixes (unit_id text, t timestamptz, lat float8, "
+            "lon float8, speed_kn real, course real, PRIMARY KEY (unit_id, t))"
+        )
     q: mp.Queue = mp.Queue()
     t_start = time.monotonic() + 3
     stop_at = t_start + args.naive_duration
-    sub = mp.Process(target=naive_subscriber, args=(host, port, admin_dsn, stop_at, q),
-                     name="naive")  # fmt: skip
+    sub = mp.Process(
+        target=naive_subscriber, args=(host, port, admin_dsn, stop_at, q), name="naive"
+    )
     sub.start()
     assert q.get(timeout=30) == "ready"
     time.sleep(max(0.0, t_start - time.monotonic()))
@@ -365,16 +413,25 @@ def main() -> int:
     work.chmod(0o755)
     units_file = work / "units.csv"
     units_file.write_text("unit_id,vehicle_id,driver\n" + "".join(f"{u},V{u},\n" for u in units))
-    pg_settings = {"track_commit_timestamp": "on", "synchronous_commit": "on",
-                   "shared_buffers": "256MB", "max_wal_size": "2GB"}  # fmt: skip
+    pg_settings = {
+        "track_commit_timestamp": "on",
+        "synchronous_commit": "on",
+        "shared_buffers": "256MB",
+        "max_wal_size": "2GB",
+    }
     runs: list[FwRun] = []
-    with open_embedded_broker(work / "broker") as broker, \
-            open_embedded_postgres(work / "pg", fsync=True, settings=pg_settings) as pg:  # fmt: skip
-        print(f"broker {broker.kind} {broker.url}; PostgreSQL port {pg.port}; files in {work}",
-              flush=True)  # fmt: skip
+    with (
+        open_embedded_broker(work / "broker") as broker,
+        open_embedded_postgres(work / "pg", fsync=True, settings=pg_settings) as pg,
+    ):
+        print(
+            f"broker {broker.kind} {broker.url}; PostgreSQL port {pg.port}; files in {work}",
+            flush=True,
+        )
         for r in range(args.repeats):
-            run = run_fleetwatch(broker.url, broker.host, broker.port, pg.dsn, units, units_file,
-                                 args, r, work)  # fmt: skip
+            run = run_fleetwatch(
+                broker.url, broker.host, broker.port, pg.dsn, units, units_file, args, r, work
+            )
             runs.append(run)
             print(f"fleetwatch repeat {r + 1}: {json.dumps(asdict(run))}", flush=True)
         naive = run_naive(broker.host, broker.port, pg.dsn, units, args)
@@ -399,13 +456,16 @@ def main() -> int:
         "ratio": med("rate_fixes_s") / naive if naive else float("inf"),
     }
     print("\nSUMMARY " + json.dumps(summary, indent=2))
-    print(f"\nfleetwatch {summary['fleetwatch_fixes_s_median']:,.0f} fixes/s stored (median of "
-          f"{args.repeats}), lost {summary['lost_total']}, p99 publish->commit "
-          f"{summary['p99_ms_median']:.0f} ms, peak RSS {summary['peak_rss_mb_max']:.0f} MB; "
-          f"naive {naive:,.0f} fixes/s; ratio {summary['ratio']:.1f}x")  # fmt: skip
+    print(
+        f"\nfleetwatch {summary['fleetwatch_fixes_s_median']:,.0f} fixes/s stored (median of "
+        f"{args.repeats}), lost {summary['lost_total']}, p99 publish->commit "
+        f"{summary['p99_ms_median']:.0f} ms, peak RSS {summary['peak_rss_mb_max']:.0f} MB; "
+        f"naive {naive:,.0f} fixes/s; ratio {summary['ratio']:.1f}x"
+    )
     if args.json:
-        args.json.write_text(json.dumps({"summary": summary, "runs": [asdict(x) for x in runs]},
-                                        indent=2))  # fmt: skip
+        args.json.write_text(
+            json.dumps({"summary": summary, "runs": [asdict(x) for x in runs]}, indent=2)
+        )
     return 0 if summary["lost_total"] == 0 else 1
 
 
