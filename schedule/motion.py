@@ -102,6 +102,7 @@ class Motion:
     x: F64
     y: F64
     speed_kmh: F64  # reported, or estimated from displacement where not reported
+    still: BoolA  # standing: reported speed < stop_speed_kmh, or moved <= stop_radius_m lately
     jump: BoolA  # step (i-1 -> i) is a teleport or a move across a gap: nothing spans it
     gap: BoolA  # step (i-1 -> i) lasts longer than max_gap_s
     dropped_outliers: int
@@ -142,6 +143,20 @@ def _estimate_speed(t_s: F64, x: F64, y: F64, reported: F64, window_s: float) ->
     est = np.hypot(x[idx] - x[jj], y[idx] - y[jj]) / dt * _KMH
     v[idx] = np.where(ok, est, np.inf)  # the first fix of an unknown-speed track: not slow
     return v
+
+
+def _trailing_displacement_m(t_s: F64, x: F64, y: F64, window_s: float) -> F64:
+    """Distance from each fix back to the last fix at least ``window_s`` earlier (the previous
+    fix on sparse tracks); +inf for a track's first fix."""
+    n = len(t_s)
+    if n == 0:
+        return np.empty(0)
+    i = np.arange(n)
+    j = np.searchsorted(t_s, t_s - window_s, side="right") - 1
+    j = np.where(j >= i, i - 1, j)
+    jj = np.clip(j, 0, None)
+    d = np.hypot(x - x[jj], y - y[jj])
+    return np.where(j >= 0, d, np.inf)
 
 
 def motion(track: Track, p: DetectionParams) -> Motion:
@@ -190,6 +205,10 @@ def motion(track: Track, p: DetectionParams) -> Motion:
     t_k, x_k, y_k = t_s[kept], x[kept], y[kept]
     v_k = _estimate_speed(t_k, x_k, y_k, v0[kept], p.speed_window_s)
     jump = _step_implausible(t_k, x_k, y_k, np.where(np.isinf(v_k), np.nan, v_k), p)
+    reported = v0[kept]
+    still = (reported < p.stop_speed_kmh) | (
+        _trailing_displacement_m(t_k, x_k, y_k, p.speed_window_s) <= p.stop_radius_m
+    )
     gap = np.zeros(len(kept), dtype=bool)
     if len(kept) > 1:
         dt = np.diff(t_k)
@@ -202,6 +221,7 @@ def motion(track: Track, p: DetectionParams) -> Motion:
         x=x_k,
         y=y_k,
         speed_kmh=v_k,
+        still=still,
         jump=jump,
         gap=gap,
         dropped_outliers=dropped_outliers,

@@ -32,7 +32,8 @@ class DetectionParams:
     # stops
     stop_speed_kmh: float = 3.0
     stop_min_s: float = 180.0
-    stop_radius_m: float = 40.0
+    stop_radius_m: float = 30.0
+    drift_radius_m: float = 50.0
     move_confirm_s: float = 20.0
     move_confirm_fixes: int = 3
     speed_window_s: float = 20.0

@@ -14,6 +14,7 @@ The states and their transitions are the table ``TRANSITIONS``; anything else ra
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,6 +83,30 @@ def _anchor(m: Motion, first: int, last: int) -> tuple[float, float]:
     return float(np.median(m.x[lo : last + 1])), float(np.median(m.y[lo : last + 1]))
 
 
+def _head(m: Motion, first: int, end: int) -> tuple[float, float]:
+    hi = min(end, first + _ANCHOR_FIXES)
+    return float(np.median(m.x[first:hi])), float(np.median(m.y[first:hi]))
+
+
+def _backdate(m: Motion, p: DetectionParams, s: int, e: int, floor: int) -> int:
+    """Earliest fix before slow run [s, e) that already stood where the run stands.
+
+    The displacement rule needs ``speed_window_s`` of standing before it says "still", so the
+    run starts late on tracks without reported speed; fixes within that window, slower than
+    ``crawl_speed_kmh`` and within ``stop_radius_m`` of the run's head belong to the stop.
+    """
+    lo = max(floor, int(np.searchsorted(m.t_s, m.t_s[s] - p.speed_window_s)))
+    if lo >= s:
+        return s
+    hx, hy = _head(m, s, e)
+    ok = (np.hypot(m.x[lo:s] - hx, m.y[lo:s] - hy) <= p.stop_radius_m) & (
+        m.speed_kmh[lo:s] < p.crawl_speed_kmh
+    )
+    ok &= ~(m.jump[lo + 1 : s + 1] | m.gap[lo + 1 : s + 1])  # nothing joins across a split
+    bad = np.flatnonzero(~ok)
+    return lo + (int(bad[-1]) + 1 if len(bad) else 0)
+
+
 def _between_is_jitter(
     m: Motion, p: DetectionParams, last: int, nxt: int, anchor: tuple[float, float]
 ) -> bool:
@@ -91,7 +116,7 @@ def _between_is_jitter(
     if count < p.move_confirm_fixes or t_end - m.t_s[last] < p.move_confirm_s:
         return True
     bx, by = m.x[last + 1 : nxt], m.y[last + 1 : nxt]
-    return bool(np.all(np.hypot(bx - anchor[0], by - anchor[1]) <= p.stop_radius_m))
+    return bool(np.all(np.hypot(bx - anchor[0], by - anchor[1]) <= p.drift_radius_m))
 
 
 def detect_stops(
@@ -110,14 +135,14 @@ def detect_stops(
     n = len(m.t_s)
     if n == 0:
         return []
-    slow = m.speed_kmh < p.stop_speed_kmh
+    slow = m.still.copy()
     slow[:active_from] = False
     split = m.jump | m.gap
     pieces = cut_runs(slow, split)
 
     out: list[StopRecord] = []
     state = StopState.IDLE
-    first = last = -1
+    first = last = prev_last = -1
 
     def close(reason: ClosedBy | None) -> None:
         if state is StopState.STOPPED:
@@ -141,7 +166,12 @@ def detect_stops(
     for s, e in pieces:
         if state is not StopState.IDLE:
             anchor = _anchor(m, first, last)
-            if not split[last + 1 : s + 1].any() and _between_is_jitter(m, p, last, s, anchor):
+            head = _head(m, s, e)
+            if (
+                not split[last + 1 : s + 1].any()
+                and math.hypot(head[0] - anchor[0], head[1] - anchor[1]) <= p.stop_radius_m
+                and _between_is_jitter(m, p, last, s, anchor)
+            ):
                 state = step(state, StopInput.JOIN)
                 last = e - 1
             else:
@@ -154,7 +184,9 @@ def detect_stops(
                 state = step(state, StopInput.BREAK)
         if state is StopState.IDLE:
             state = step(state, StopInput.SLOW)
-            first, last = s, e - 1
+            floor = max(active_from, out[-1].last + 1 if out else 0, prev_last + 1)
+            first, last = _backdate(m, p, s, e, floor), e - 1
+        prev_last = e - 1
         if state is StopState.PENDING and m.t_s[last] - m.t_s[first] >= p.stop_min_s:
             state = step(state, StopInput.LONG_ENOUGH)
     if state is StopState.IDLE:

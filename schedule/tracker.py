@@ -272,14 +272,7 @@ class VehicleTracker:
             return []
         zero = np.zeros(n, dtype=bool)
         zero[1:] = (np.diff(m.x) == 0) & (np.diff(m.y) == 0)
-        cond = (
-            ~near_any
-            & (m.speed_kmh >= p.stop_speed_kmh)
-            & np.isfinite(m.speed_kmh)
-            & ~m.jump
-            & ~m.gap
-            & ~zero
-        )
+        cond = ~near_any & ~m.still & np.isfinite(m.speed_kmh) & ~m.jump & ~m.gap & ~zero
         cond[:active] = False
         need_fixes = max(p.exit_confirm_fixes, p.move_confirm_fixes) + 1
         need_s = max(p.exit_confirm_s, p.move_confirm_s)
@@ -291,7 +284,7 @@ class VehicleTracker:
             if e - b < need_fixes:
                 continue
             d = np.hypot(m.x[b:e] - m.x[b], m.y[b:e] - m.y[b])
-            moved = np.maximum.accumulate(d) > 2 * p.stop_radius_m
+            moved = np.maximum.accumulate(d) > 2 * p.drift_radius_m
             ok = moved & (np.arange(e - b) >= need_fixes) & (m.t_s[b:e] - m.t_s[b] >= need_s)
             hits = np.flatnonzero(ok)
             if len(hits):
