@@ -115,7 +115,8 @@ def test_munich_faults_pass_the_decoder_and_still_make_no_stop_or_visit(
     d = np.hypot(np.diff(x), np.diff(y))
     frozen = np.flatnonzero(d == 0)
     jumps = np.flatnonzero(d > 60)
-    assert len(frozen) and len(jumps), "the log's faults are where the README says"
+    assert len(frozen), "the log's frozen position is where the README says"
+    assert len(jumps), "the log's jumps are where the README says"
     centres = {(round(x[i]), round(y[i])) for i in [*frozen, *jumps, *(jumps + 1)]}
     fences = Circles([(float(cx), float(cy), 80.0) for cx, cy in sorted(centres)])
     stops, visits = stops_of(raw, fences)
