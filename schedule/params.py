@@ -29,6 +29,7 @@ class DetectionParams:
     exit_confirm_fixes: int = 3
     crawl_speed_kmh: float = 10.0
     min_slow_share: float = 0.5
+    min_inside_share: float = 0.2
     # stops
     stop_speed_kmh: float = 3.0
     stop_min_s: float = 180.0
@@ -56,8 +57,9 @@ class DetectionParams:
                 raise InvalidDetectionParams(f"{name} must be > 0, got {getattr(self, name)!r}")
         if self.exit_confirm_fixes < 1 or self.move_confirm_fixes < 1:
             raise InvalidDetectionParams("exit_confirm_fixes and move_confirm_fixes must be >= 1")
-        if not self.min_slow_share <= 1.0:
-            raise InvalidDetectionParams(f"min_slow_share={self.min_slow_share} must be <= 1")
+        for name in ("min_slow_share", "min_inside_share"):
+            if not getattr(self, name) <= 1.0:
+                raise InvalidDetectionParams(f"{name}={getattr(self, name)} must be <= 1")
         if self.horizon_s < 2 * self.max_gap_s:
             raise InvalidDetectionParams(
                 f"horizon_s={self.horizon_s} must be at least 2 * max_gap_s={self.max_gap_s}"

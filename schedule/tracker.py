@@ -40,7 +40,7 @@ from schedule.events import (
 from schedule.motion import Motion, Track, motion, runs
 from schedule.params import DetectionParams
 from schedule.stops import StopRecord, detect_stops, stop_site
-from schedule.visits import VisitRecord, detect_visits_for_site
+from schedule.visits import VisitRecord, detect_visits_for_site, drop_dominated
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -237,6 +237,7 @@ class VehicleTracker:
                     m, p, t0, site, inside, near, hdop_k, active_from=active, now_us=now_us
                 )
             )
+        visits = drop_dominated(visits)
         visits.sort(key=lambda r: (r.arrival_us, r.site))
         stops = detect_stops(m, p, t0, active_from=active, now_us=now_us)
         # new checkpoints (replace those after the one we ran from)

@@ -122,9 +122,9 @@ def detect_visits_for_site(
 
     def close(reason: ClosedBy | None) -> None:
         k = _confirm_index(m, crawl, first, last, p)
-        if k < 0:
-            return
         sel = slice(first, last + 1)
+        if k < 0 or float(inside[sel].mean()) < p.min_inside_share:
+            return
         h = hdop[sel]
         out.append(
             VisitRecord(
@@ -170,4 +170,27 @@ def detect_visits_for_site(
     elif now_us is not None and now_us - (t0_us + m.t_s[-1] * 1e6) > p.max_gap_s * 1e6:
         tail = "gap"
     close(tail)
+    return out
+
+
+def drop_dominated(visits: list[VisitRecord]) -> list[VisitRecord]:
+    """Overlapping fences: drop a visit mostly outside its own fence (inside share < 0.5) when
+    a visit of another site covers at least half of its time from at least twice as far inside.
+
+    The truck parked for one tenant jitters into the neighbour's fence now and then; the
+    neighbour's fence must not count that as its own visit.  Two visits both well inside their
+    fences (a truck really serving two tenants from one parking place) are both kept.
+    """
+    out = []
+    for a in visits:
+        dur = max(a.departure_us - a.arrival_us, 1)
+        dominated = a.inside_share < 0.5 and any(
+            b is not a
+            and b.site != a.site
+            and b.inside_share >= 2 * a.inside_share
+            and min(a.departure_us, b.departure_us) - max(a.arrival_us, b.arrival_us) >= dur / 2
+            for b in visits
+        )
+        if not dominated:
+            out.append(a)
     return out
