@@ -290,3 +290,11 @@ def test_reject_record_carries_unit_payload_and_receive_time() -> None:
     assert (rej.payload_index, rej.unit_id, rej.recv_us) == (1, "b", T0 + 7)
     assert rej.reason is RejectReason.NO_FIX
     assert rej.sentence.startswith(b"$GPRMC")
+
+
+def test_a_payload_of_garbage_is_counted_in_full_but_keeps_a_bounded_number_of_records() -> None:
+    r = both([b"$" * 5000 + encode_rmc(fix())])
+    assert r.counts["reject:missing_checksum"] == 5000
+    assert len(r.rejects) == 100
+    assert r.counts["rejects_not_kept"] == 4900
+    assert len(r.fixes) == 1

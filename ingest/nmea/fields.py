@@ -185,17 +185,21 @@ def _mode_ok(f: bytes) -> bool:
     return len(f) == 1 and f[0] in MODE_CHARS
 
 
+MISSING_CHECKSUM_DETAIL = "no '*hh' checksum (required)"
+
+
+def too_long_detail(length: int) -> str:
+    return f"sentence of {length} characters (NMEA 0183 limit {MAX_SENTENCE_CHARS})"
+
+
 def frame_check(raw: bytes, require_checksum: bool) -> bytes | Refuse:
     """The body between ``$`` and ``*`` if framing and checksum are right, else the refusal."""
     if len(raw) > MAX_SENTENCE_CHARS:
-        return Refuse(
-            RejectReason.TOO_LONG,
-            f"sentence of {len(raw)} characters (NMEA 0183 limit {MAX_SENTENCE_CHARS})",
-        )
+        return Refuse(RejectReason.TOO_LONG, too_long_detail(len(raw)))
     star = raw.find(b"*")
     if star == -1:
         if require_checksum:
-            return Refuse(RejectReason.MISSING_CHECKSUM, "no '*hh' checksum (required)")
+            return Refuse(RejectReason.MISSING_CHECKSUM, MISSING_CHECKSUM_DETAIL)
         body = raw[1:]
     else:
         body, hx = raw[1:star], raw[star + 1 :]

@@ -16,6 +16,9 @@ from ingest.nmea.sentences import ParseOutput
 
 #: A refused sentence is kept up to this many bytes (a too-long one can be a whole payload).
 MAX_KEPT_SENTENCE_BYTES = 256
+#: Reject records kept per payload (all are counted): a payload of garbage cannot make the
+#: decoder build a million records for the dead-letter table.
+MAX_REJECT_RECORDS_PER_PAYLOAD = 100
 
 
 def check_inputs(
@@ -84,9 +87,18 @@ def finish(
         talker=c.talker[keep],
     )
     rej.sort(key=lambda x: x[0])
+    by_reason: dict[str, int] = {}
     rejects = []
+    kept_per_payload: dict[int, int] = {}
+    not_kept = 0
     for seq, reason, detail in rej:
+        by_reason[reason.value] = by_reason.get(reason.value, 0) + 1
         p = int(po.payload_of[seq])
+        kept = kept_per_payload.get(p, 0)
+        if kept >= MAX_REJECT_RECORDS_PER_PAYLOAD:
+            not_kept += 1
+            continue
+        kept_per_payload[p] = kept + 1
         rejects.append(
             SentenceReject(
                 payload_index=p,
@@ -100,9 +112,6 @@ def finish(
     counts["accepted"] = len(fixes)
     for key, n in sorted({**po.skipped, **ep.unpaired_vtg}.items()):
         counts[f"skipped:{key}"] = counts.get(f"skipped:{key}", 0) + n
-    by_reason: dict[str, int] = {}
-    for rj in rejects:
-        by_reason[rj.reason.value] = by_reason.get(rj.reason.value, 0) + 1
     for reason in RejectReason:
         if reason.value in by_reason:
             counts[f"reject:{reason.value}"] = by_reason[reason.value]
@@ -110,6 +119,7 @@ def finish(
         ("corrected:week_rollover", ep.corrected_rollover),
         ("restamped:leap_repeat", restamped),
         ("reanchored", reanchored),
+        ("rejects_not_kept", not_kept),
     ):
         if n:
             counts[key] = n

@@ -44,8 +44,9 @@ class DecodeResult:
 
     ``counts`` keys: ``sentences`` (framed), ``accepted`` (fixes), ``merged`` (sentences folded
     into another sentence's fix), ``corrected:week_rollover``, ``restamped:leap_repeat``,
-    ``skipped:<ADDRESS>`` and ``reject:<reason>``.  Every framed sentence is counted exactly once
-    under ``accepted``, ``merged``, ``skipped:*`` or ``reject:*``.
+    ``skipped:<ADDRESS>``, ``reject:<reason>``, ``reanchored`` and ``rejects_not_kept`` (rejects
+    counted but without a record: at most 100 records per payload).  Every framed sentence is
+    counted exactly once under ``accepted``, ``merged``, ``skipped:*`` or ``reject:*``.
     """
 
     fixes: FixBatch

@@ -17,7 +17,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ingest.nmea.fields import Refuse, Row, Skip, parse_sentence
+from ingest.nmea.fields import (
+    MISSING_CHECKSUM_DETAIL,
+    Refuse,
+    Row,
+    Skip,
+    parse_sentence,
+    too_long_detail,
+)
 from ingest.nmea.options import DecodeOptions
 from ingest.nmea.reference import join_payloads
 from ingest.nmea.rejects import RejectReason
@@ -449,7 +456,8 @@ def _parse_block(payloads: Sequence[bytes], options: DecodeOptions) -> ParseOutp
     body_end = ends - 3
     clean = (ln >= 7) & (ln <= MAX_SENTENCE_CHARS)
     clean &= cx.bufp[np.maximum(body_end, 0)] == 42
-    clean &= count_in(star_pos, starts, ends) == 1
+    n_stars = count_in(star_pos, starts, ends)
+    clean &= n_stars == 1
     h1, h2 = _HEX[cx.bufp[ends - 2]], _HEX[cx.bufp[ends - 1]]
     clean &= (h1 < 16) & (h2 < 16)
     xor_body = xacc[np.maximum(body_end - 1, starts)] ^ xacc[starts]
@@ -508,9 +516,22 @@ def _parse_block(payloads: Sequence[bytes], options: DecodeOptions) -> ParseOutp
         parts.append(out)
         handled[good] = True
 
-    # Everything not proven clean: the scalar parser decides.
-    fallback = np.flatnonzero(~handled)
+    # Framing rejects that need no parsing (bulk garbage must not cost a Python parse per '$').
     rejects: list[tuple[int, RejectReason, str]] = []
+    too_long = ~handled & (ln > MAX_SENTENCE_CHARS)
+    for seq, length in zip(np.flatnonzero(too_long).tolist(), ln[too_long].tolist(), strict=True):
+        rejects.append((seq, RejectReason.TOO_LONG, too_long_detail(length)))
+    handled |= too_long
+    if options.require_checksum:
+        missing = ~handled & (n_stars == 0)
+        rejects.extend(
+            (seq, RejectReason.MISSING_CHECKSUM, MISSING_CHECKSUM_DETAIL)
+            for seq in np.flatnonzero(missing).tolist()
+        )
+        handled |= missing
+
+    # Everything else not proven clean: the scalar parser decides.
+    fallback = np.flatnonzero(~handled)
     fb: dict[str, list[float | int]] = {name: [] for name in ROW_DTYPES}
     for seq in fallback.tolist():
         res = parse_sentence(data[int(starts[seq]) : int(ends[seq])], options.require_checksum)
