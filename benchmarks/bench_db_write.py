@@ -8,9 +8,11 @@ includes the cost of a durable commit.
 
 Methods:
   store_1k / store_10k   Store.write_batch: numpy-built binary COPY into a TEMP staging table,
-                         INSERT … SELECT DISTINCT ON … ON CONFLICT DO NOTHING (idempotent)
-  write_row_stage_1k     the same staging + INSERT, but the COPY rows sent with psycopg's
-                         copy.write_row (one Python tuple per fix)
+                         then fleetwatch_insert_staged_fixes(): INSERT … SELECT, falling back
+                         to ON CONFLICT DO NOTHING on a duplicate (idempotent)
+  store_1k_half_redelivered  the same, when half of the fixes are already stored
+  write_row_stage_1k     the same staging + INSERT function, but the COPY rows sent with
+                         psycopg's copy.write_row (one Python tuple per fix)
   write_row_direct_1k    psycopg copy.write_row COPY straight into fixes (NOT idempotent:
                          a redelivered fix would abort the batch)
   executemany_1k         cursor.executemany(INSERT … ON CONFLICT DO NOTHING), a batch per commit
@@ -42,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ingest.fixes import FixBatch, us_to_datetime
 from store import Store, UnitRow
 from store.embedded import open_embedded_postgres
-from store.fixes import COPY_STAGE_SQL, INSERT_FROM_STAGE_SQL, encode_fix_copy
+from store.fixes import COPY_STAGE_SQL, STAGE_TABLE_DDL, encode_fix_copy
 
 T0_US = 1_790_000_000_000_000  # 2026-09-21T14:13:20Z
 UNITS = 1_500
@@ -156,7 +158,9 @@ async def run_store(store: Store, batches: list[FixBatch]) -> None:
 
 
 async def run_write_row_stage(conn: psycopg.AsyncConnection[Any], batches: list[FixBatch]) -> None:
-    """Same SQL as the store; the COPY stream built by psycopg, one tuple per fix."""
+    """Same SQL as the store (staging, then fleetwatch_insert_staged_fixes()); only the COPY
+    stream differs: built by psycopg's write_row, one tuple per fix (and no numpy dedupe: the
+    data has no duplicates)."""
     for b in batches:
         n = len(b)
         rows = zip(
@@ -180,7 +184,7 @@ async def run_write_row_stage(conn: psycopg.AsyncConnection[Any], batches: list[
                 copy.set_types(STAGE_TYPES)
                 for row in rows:
                     await copy.write_row(row)
-            await cur.execute(INSERT_FROM_STAGE_SQL)
+            await cur.execute("SELECT fleetwatch_insert_staged_fixes()")
 
 
 async def run_write_row_direct(
@@ -212,9 +216,14 @@ async def run_per_row(conn: psycopg.AsyncConnection[Any], rows: list[tuple[Any, 
 
 
 async def timed(
-    conn: psycopg.AsyncConnection[Any], n_rows: int, fn: Callable[[], Awaitable[None]]
+    conn: psycopg.AsyncConnection[Any],
+    n_rows: int,
+    fn: Callable[[], Awaitable[None]],
+    prepare: Callable[[], Awaitable[None]] | None = None,
 ) -> float:
     await conn.execute("TRUNCATE fixes")
+    if prepare is not None:
+        await prepare()
     await conn.execute("CHECKPOINT")  # each repeat starts from the same WAL state
     t0 = time.perf_counter()
     await fn()
@@ -232,18 +241,21 @@ async def bench(dsn: str, *, repeats: int, n_rows: int, per_row_rows: int) -> di
         [UnitRow(unit_id=f"unit-{i:05d}", vehicle_id=f"truck-{i:04d}") for i in range(UNITS)]
     )
     conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
-    await conn.execute(
-        "CREATE TEMP TABLE fixes_stage (ord integer, t timestamptz, recv_at timestamptz, "
-        "lat double precision, lon double precision, speed_kmh real, course real, "
-        "quality smallint, sats smallint, hdop real, alt_m real, unit_id text, talker text) "
-        "ON COMMIT DELETE ROWS"
-    )
+    await conn.execute(STAGE_TABLE_DDL)
     data = make_batch(n_rows)
     b1k, b10k = split(data, 1_000), split(data, 10_000)
     rows1k = [rows_of(b) for b in b1k]
     per_row = rows_of(make_batch(per_row_rows))
-    methods: dict[str, tuple[int, Callable[[], Awaitable[None]]]] = {
+    half = split(data.take(np.arange(n_rows // 2)), 1_000)
+    Fn = Callable[[], Awaitable[None]]
+    methods: dict[str, tuple[int, Fn] | tuple[int, Fn, Fn]] = {
         "store_1k": (n_rows, lambda: run_store(store, b1k)),
+        # a redelivery: the first half of the rows is already stored (ON CONFLICT fallback)
+        "store_1k_half_redelivered": (
+            n_rows,
+            lambda: run_store(store, b1k),
+            lambda: run_store(store, half),
+        ),
         "store_10k": (n_rows, lambda: run_store(store, b10k)),
         "write_row_stage_1k": (n_rows, lambda: run_write_row_stage(conn, b1k)),
         "write_row_direct_1k": (n_rows, lambda: run_write_row_direct(conn, rows1k)),
@@ -252,8 +264,8 @@ async def bench(dsn: str, *, repeats: int, n_rows: int, per_row_rows: int) -> di
     }
     results: dict[str, list[float]] = {name: [] for name in methods}
     for _ in range(repeats):  # interleaved, so machine-load drift hits every method alike
-        for name, (n, fn) in methods.items():
-            results[name].append(await timed(conn, n, fn))
+        for name, (n, fn, *prepare) in methods.items():
+            results[name].append(await timed(conn, n, fn, *prepare))
     enc = []
     for _ in range(repeats):
         t0 = time.perf_counter()
