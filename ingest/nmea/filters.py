@@ -190,6 +190,21 @@ class FixFilter:
         self._store(code, tr)
         return v
 
+    def admit_each(
+        self, units: Sequence[str], t: Sequence[int], lat: Sequence[float], lon: Sequence[float]
+    ) -> list[Verdict]:
+        """:meth:`admit` for each fix in order (each unit's memory loaded once, not per fix)."""
+        tracks: dict[str, tuple[int, _Track]] = {}
+        out = []
+        for u, ti, la, lo in zip(units, t, lat, lon, strict=True):
+            if u not in tracks:
+                code = int(self.codes([u])[0])
+                tracks[u] = (code, self._load(code))
+            out.append(self._admit(tracks[u][1], ti, la, lo))
+        for code, tr in tracks.values():
+            self._store(code, tr)
+        return out
+
     def _admit(self, tr: _Track, t: int, lat: float, lon: float) -> Verdict:
         ts = tr.t
         i = bisect_left(ts, t)

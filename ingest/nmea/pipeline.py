@@ -53,8 +53,10 @@ def finish(
     if scalar:
         t_out = c.t_us.copy()
         odd = []
-        for r in range(len(c.t_us)):
-            v = fix_filter.admit(str(cu[r]), int(c.t_us[r]), float(c.lat[r]), float(c.lon[r]))
+        verdicts = fix_filter.admit_each(
+            cu.tolist(), c.t_us.tolist(), c.lat.tolist(), c.lon.tolist()
+        )
+        for r, v in enumerate(verdicts):
             t_out[r] = v.t_us
             if v.reason is not None or v.restamped or v.reanchored:
                 odd.append((r, v))
