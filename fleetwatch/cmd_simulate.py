@@ -187,6 +187,10 @@ def _publish(args: argparse.Namespace, scenario: Path) -> int:
 def run(args: argparse.Namespace) -> int:
     try:
         if args.publish:
+            from ingest.mqtt import parse_mqtt_url
+
+            target = parse_mqtt_url(args.publish)
+            check_target(target.host, target.port, _allowed_brokers())  # before any work
             if args.scenario:
                 return _publish(args, args.scenario)
             params = _params(args, default_date=dt.datetime.now(dt.UTC).date())
