@@ -109,6 +109,7 @@ class ParseOutput:
     rejects: list[tuple[int, RejectReason, str]]  # (seq, reason, detail)
     skipped: dict[str, int]
     fallback_rows: int = 0  # sentences the numpy parser handed to the scalar parser
+    base: int = 0  # where the joined payloads start in ``buffer`` (the numpy parser pads it)
 
     def sentence(self, seq: int) -> bytes:
-        return self.buffer[int(self.starts[seq]) : int(self.ends[seq])]
+        return self.buffer[self.base + int(self.starts[seq]) : self.base + int(self.ends[seq])]

@@ -26,7 +26,6 @@ from ingest.nmea.fields import (
     too_long_detail,
 )
 from ingest.nmea.options import DecodeOptions
-from ingest.nmea.reference import join_payloads
 from ingest.nmea.rejects import RejectReason
 from ingest.nmea.sentences import (
     FIELD_COUNTS,
@@ -86,20 +85,27 @@ _DIM = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.in
 
 
 class _Ctx:
-    """The joined buffer (zero-padded for windows) and the positions of its dots."""
+    """The payloads joined by ``\\n`` in one padded buffer: 8 bytes before (``w8`` loads ending
+    before the first byte), then the data, a sentinel ``,`` and zeros (windows past the end)."""
 
-    def __init__(self, data: bytes) -> None:
-        self.buf = np.frombuffer(data, dtype=np.uint8)
-        padded = np.zeros(8 + len(data) + _PAD, dtype=np.uint8)
-        padded[8 : 8 + len(data)] = self.buf
-        #: the buffer followed by zeros, so that windows past the end read zeros
-        self.bufp = padded[8:]
+    FRONT = 8
+
+    def __init__(self, payloads: Sequence[bytes]) -> None:
+        #: the joined bytes; the data starts at FRONT
+        self.raw = b"\n".join([bytes(self.FRONT - 1), *payloads, b"," + bytes(_PAD + 8)])
+        padded = np.frombuffer(self.raw, dtype=np.uint8)
+        n = len(self.raw) - self.FRONT - _PAD - 9
+        self.buf = padded[self.FRONT : self.FRONT + n]
+        #: the data, then the sentinel comma and zeros, so that windows past the end are safe
+        self.bufp = padded[self.FRONT :]
         #: w8[i] = the 8 bytes buf[i-8:i] as one little-endian uint64 (an overlapping view)
         self.w8: npt.NDArray[np.uint64] = np.ndarray(
             shape=(len(padded) - 8,), dtype="<u8", buffer=padded, strides=(1,)
         )
-        dots = np.flatnonzero(self.buf == 46)
-        self.dots = np.concatenate([dots, [len(self.bufp)]]).astype(np.int64)
+        lengths = np.fromiter(map(len, payloads), dtype=np.int64, count=len(payloads))
+        #: start offset of every payload in buf
+        self.offsets = np.zeros(len(payloads), dtype=np.int64)
+        np.cumsum(lengths[:-1] + 1, out=self.offsets[1:])
 
     def window(self, fs: I64, width: int = _W) -> npt.NDArray[np.uint8]:
         return np.asarray(self.bufp[fs[:, None] + np.arange(width)], dtype=np.uint8)
@@ -148,8 +154,10 @@ def _fixed(cx: _Ctx, fs: I64, fe: I64, signed: B | bool = False) -> tuple[B, B, 
     istart = fs + neg
     x = cx.w8[fs + 8] ^ _DOTS
     t = (x - _ONES) & ~x & _HIGH  # 0x80 in the first zero byte (a '.') and maybe later ones
-    low = t & (~t + _U(1))
-    byte = (np.frexp(low.astype(np.float64))[1] - 8) // 8  # index of the first '.', -1 if none
+    # index of the first '.' (-1 if none): isolate the lowest 0x80 bit, then a multiply moves
+    # "byte index + 1" of the constant 0x0102..08 into the top byte
+    low = (t & (~t + _U(1))) >> _U(7)
+    byte = ((low * _U(0x0102030405060708)) >> _U(56)).astype(np.int64) - 1
     found = (t != 0) & (byte < ln)
     dot = np.where(found, fs + byte, fe)
     nint = dot - istart
@@ -263,8 +271,8 @@ def _parse_supported(
     """Rows of supported sentences with the right field count -> columns, and which rows are
     clean (every check of fields.py passes; the others go to the scalar parser)."""
     m = len(sup)
-    ncp = len(cpos)
-    cpos_p = np.concatenate([cpos, [len(cx.buf)]])
+    ncp = len(cpos) - 1  # cpos ends with the sentinel after the data
+    cpos_p = cpos
     c0s, nfs, bes = c0[sup], nf[sup], body_end[sup]
 
     def fb(idx: I64, j: I64) -> tuple[I64, I64]:
@@ -421,6 +429,7 @@ def parse_vectorised(payloads: Sequence[bytes], options: DecodeOptions) -> Parse
         buffer=b"\n".join(payloads) + b"\n",
         starts=np.concatenate([p.starts + byte_off[i] for i, p in enumerate(parts)]),
         ends=np.concatenate([p.ends + byte_off[i] for i, p in enumerate(parts)]),
+        base=0,
         payload_of=np.concatenate([p.payload_of + bounds[i] for i, p in enumerate(parts)]),
         rows=ParsedRows(**rows),
         rejects=[
@@ -434,12 +443,11 @@ def parse_vectorised(payloads: Sequence[bytes], options: DecodeOptions) -> Parse
 
 
 def _parse_block(payloads: Sequence[bytes], options: DecodeOptions) -> ParseOutput:
-    data, offsets = join_payloads(payloads)
-    cx = _Ctx(data)
-    buf = cx.buf
+    cx = _Ctx(payloads)
+    buf, offsets, base = cx.buf, cx.offsets, cx.FRONT
     is_d = buf == 36
-    starts = np.flatnonzero(is_d).astype(np.int64)
-    term = np.flatnonzero(is_d | (buf == 10) | (buf == 13)).astype(np.int64)
+    starts = np.flatnonzero(is_d).astype(np.int64, copy=False)
+    term = np.flatnonzero(is_d | (buf == 10) | (buf == 13)).astype(np.int64, copy=False)
     ends = term[np.searchsorted(term, starts, side="right")]
     payload_of = np.searchsorted(np.asarray(offsets, dtype=np.int64), starts, side="right") - 1
     n = len(starts)
@@ -466,11 +474,11 @@ def _parse_block(payloads: Sequence[bytes], options: DecodeOptions) -> ParseOutp
         clean &= count_in(bad_pos, starts, ends) == 0
 
     # Address and dispatch.
-    cpos = np.flatnonzero(buf == 44).astype(np.int64)
+    # comma positions, the last one the sentinel just after the data
+    cpos = np.flatnonzero(cx.bufp[: len(buf) + 1] == 44).astype(np.int64, copy=False)
     c0 = np.searchsorted(cpos, starts)
     ncom = np.searchsorted(cpos, body_end) - c0
-    cpos_p = np.concatenate([cpos, [len(buf)]])
-    fc = np.where(ncom > 0, cpos_p[np.minimum(c0, len(cpos))], body_end)
+    fc = np.where(ncom > 0, cpos[np.minimum(c0, len(cpos) - 1)], body_end)
     alen = fc - (starts + 1)
     addr_ok = clean & (alen >= 1) & (alen <= 15)
     b1 = cx.bufp[starts + 1].astype(np.int64)
@@ -534,7 +542,8 @@ def _parse_block(payloads: Sequence[bytes], options: DecodeOptions) -> ParseOutp
     fallback = np.flatnonzero(~handled)
     fb: dict[str, list[float | int]] = {name: [] for name in ROW_DTYPES}
     for seq in fallback.tolist():
-        res = parse_sentence(data[int(starts[seq]) : int(ends[seq])], options.require_checksum)
+        raw = cx.raw[base + int(starts[seq]) : base + int(ends[seq])]
+        res = parse_sentence(raw, options.require_checksum)
         if isinstance(res, Row):
             fb["seq"].append(seq)
             fb["payload"].append(int(payload_of[seq]))
@@ -552,7 +561,8 @@ def _parse_block(payloads: Sequence[bytes], options: DecodeOptions) -> ParseOutp
     order = np.argsort(cols["seq"], kind="stable")
     rows = ParsedRows(**{name: c[order] for name, c in cols.items()})
     return ParseOutput(
-        buffer=data,
+        buffer=cx.raw,
+        base=base,
         starts=starts,
         ends=ends,
         payload_of=payload_of.astype(np.int64),
