@@ -298,3 +298,16 @@ def test_a_payload_of_garbage_is_counted_in_full_but_keeps_a_bounded_number_of_r
     assert len(r.rejects) == 100
     assert r.counts["rejects_not_kept"] == 4900
     assert len(r.fixes) == 1
+
+
+def test_statistics_count_rows_handed_to_the_scalar_code() -> None:
+    d = Decoder()
+    good = [encode_rmc(fix(T0 + i * S, lat=48.1 + i * 1e-4)) for i in range(3)]
+    d.decode(["u1"], [b"".join(good)], [T0 + 3 * S])
+    assert d.statistics().parse_fallback_rows == 0
+    assert d.statistics().filter_scalar_rows == 0
+    d.decode(["u1", "u1"], [good[0], sentence("GPRMC,1,V,,,,,,,,,,N")], [T0 + 4 * S] * 2)
+    st = d.statistics()
+    assert st.parse_fallback_rows == 1, "the void RMC is decided by the scalar parser"
+    assert st.filter_scalar_rows == 1, "a fix older than the unit's newest goes the scalar way"
+    assert (st.batches, st.sentences, st.units_tracked) == (2, 5, 1)
