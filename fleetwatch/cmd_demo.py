@@ -14,6 +14,8 @@ import dataclasses
 import logging
 import math
 import os
+import re
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -45,6 +47,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--duration", type=float, metavar="S", help="stop after S seconds (default: until Ctrl-C)"
+    )
+    parser.add_argument(
+        "--fleet",
+        choices=["simulator", "synthetic"],
+        default="simulator",
+        help="simulator: yesterday's simulated day (fleetwatch simulate) replayed at --speed; "
+        "synthetic: trucks circling the centre in real time (default simulator)",
+    )
+    parser.add_argument(
+        "--speed", type=float, default=60.0, help="replay speed of the simulated day (default 60)"
     )
     parser.add_argument(
         "--bad-every",
@@ -146,6 +158,84 @@ async def publish_fleet(
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
 
+def scenario_for(base: Path, vehicles: int) -> Path:
+    """Yesterday's (UTC) simulated day for *vehicles*, generated once and then reused.
+
+    Yesterday, because the replay keeps the scenario's fix times: an accelerated replay of
+    today would run into the future, which the decoder rightly refuses.
+    """
+    day = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 86_400))
+    out = base / f"scenario-{day}-{vehicles}v"
+    if (out / "units.csv").exists():
+        return out
+    cmd = [
+        sys.executable,
+        "-m",
+        "fleetwatch",
+        "simulate",
+        "--out",
+        str(out),
+        "--vehicles",
+        str(vehicles),
+        "--sites",
+        str(max(30, 30 * vehicles)),
+        "--date",
+        day,
+    ]
+    print(f"fleetwatch demo: simulating {vehicles} vehicles on {day} ...", flush=True)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return out
+
+
+async def publish_scenario(
+    settings: Settings, scenario: Path, speed: float, counters: FleetCounters
+) -> None:
+    """``fleetwatch simulate --publish`` as a child process; its progress feeds the counts."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "fleetwatch",
+        "simulate",
+        "--publish",
+        settings.mqtt_url or "",
+        "--scenario",
+        str(scenario),
+        "--speed",
+        f"{speed:g}",
+    ]
+    env = {**os.environ, "FLEETWATCH_MQTT_URL": settings.mqtt_url or ""}
+    proc = await asyncio.create_subprocess_exec(
+        *cmd,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    assert proc.stderr is not None
+    try:
+        tail = b""
+        while chunk := await proc.stderr.read(4096):
+            tail = (tail + chunk)[-4096:]
+            found = re.findall(rb"published (\d+) payloads", tail)
+            if found:
+                counters.published = int(found[-1])
+        rc = await proc.wait()
+        if rc != 0:
+            raise RuntimeError(
+                f"fleetwatch simulate --publish exited with {rc}: "
+                f"{tail.decode(errors='replace')[-500:]}"
+            )
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(10):
+                    await proc.wait()
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+
 def _line(elapsed_s: float, fleet: FleetCounters, running: Running) -> str:
     s = running.service.statistics()
     lag = (
@@ -202,20 +292,27 @@ async def demo_main(settings: Settings, args: argparse.Namespace, out: TextIO) -
                 if running.http_port is not None
                 else ""
             )
+            what = (
+                f"the simulated day of {args.vehicles} vehicles (yesterday) at ×{args.speed:g}"
+                if args.fleet == "simulator"
+                else f"{len(units)} synthetic units at {args.rate:g} Hz"
+            )
             print(
-                f"fleetwatch demo: {len(units)} units at {args.rate:g} Hz → "
+                f"fleetwatch demo: {what} → "
                 f"{_safe_url(settings.mqtt_url)} → PostgreSQL.{http}  Ctrl-C stops.",
                 file=out,
                 flush=True,
             )
-            publisher = tg.create_task(
-                publish_fleet(settings, units, args.rate, args.bad_every, fleet),
-                name="demo-fleet",
-            )
+            if args.fleet == "simulator":
+                fleet_run = publish_scenario(settings, args.scenario, args.speed, fleet)
+            else:
+                fleet_run = publish_fleet(settings, units, args.rate, args.bad_every, fleet)
+            publisher = tg.create_task(fleet_run, name="demo-fleet")
             printer = tg.create_task(print_live(fleet, handle, out, started), name="demo-printer")
             await until_stopped()
             publisher.cancel()
             printer.cancel()
+            await _caught_up(running, fleet)
             # ingest drains (writes and acks what it took) on `stop`, then returns
         final = dataclasses.asdict(running.service.statistics())
     stored = await _count_after(settings, baseline)
@@ -232,6 +329,14 @@ async def demo_main(settings: Settings, args: argparse.Namespace, out: TextIO) -
         print(f"fleetwatch demo: only {stored} of {good} good fixes stored", file=sys.stderr)
         return 1
     return 0
+
+
+async def _caught_up(running: Running, fleet: FleetCounters, timeout_s: float = 15.0) -> None:
+    """Before stopping ingest: let it receive what the broker acknowledged to the fleet."""
+    for _ in range(int(timeout_s / 0.05)):
+        if running.service.statistics().messages_received >= fleet.published:
+            return
+        await asyncio.sleep(0.05)
 
 
 async def _ready(handle: asyncio.Future[Running], ingest: asyncio.Task[None]) -> Running:
@@ -278,7 +383,22 @@ def run(args: argparse.Namespace) -> int:
         return 2
     setup_logging(settings.log_level)
     base = settings.data_dir.resolve() / "demo"
-    units_file = args.units_file or write_units_csv(base / "units.csv", demo_units(args.vehicles))
+    args.scenario = None
+    if args.fleet == "simulator":
+        try:
+            args.scenario = scenario_for(base, args.vehicles)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            print(
+                f"fleetwatch demo: the simulator failed ({exc}); using the synthetic fleet",
+                file=sys.stderr,
+            )
+            args.fleet = "synthetic"
+    if args.scenario is not None:
+        units_file = args.units_file or args.scenario / "units.csv"
+    else:
+        units_file = args.units_file or write_units_csv(
+            base / "units.csv", demo_units(args.vehicles)
+        )
     settings = dataclasses.replace(
         settings, units_file=units_file, mqtt_client_id=settings.mqtt_client_id + "-demo"
     )
