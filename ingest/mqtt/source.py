@@ -262,7 +262,8 @@ class MqttSource:
         if not self._buffer:
             self._nonempty.clear()
         wire = self._wire
-        if wire is not None and wire.paused and len(self._buffer) <= self._resume_at:
+        if (wire is not None and wire.paused and not wire.lost.is_set()
+                and len(self._buffer) <= self._resume_at):
             self._drain_parser(wire)  # bytes already read first, then the socket again
             if len(self._buffer) < self.max_buffered_messages and not wire.lost.is_set():
                 wire.paused = False
