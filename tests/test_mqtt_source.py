@@ -16,7 +16,14 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from ingest.mqtt import MqttRefusedError, MqttSettings, MqttSource, Received, parse_mqtt_url
+from ingest.mqtt import (
+    MqttRefusedError,
+    MqttSettings,
+    MqttSource,
+    Received,
+    parse_mqtt_url,
+    unit_id_from_topic,
+)
 from tests.support.broker import AclBroker, Broker
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -98,6 +105,7 @@ async def test_messages_arrive_with_topic_unit_and_receive_time(mqtt_broker: Bro
         got = await take(src, 2)
         assert [(m.topic, m.payload) for m in got] == [("fleet/truck-7/nmea", b"$GPRMC,a"),
                                                        ("fleet/truck-8/nmea", b"$GPGGA,b")]
+        assert [unit_id_from_topic(m.topic) for m in got] == ["truck-7", "truck-8"]
         assert all(m.recv_us >= before_us for m in got)
         assert all(m.token.qos == 1 and m.token.mid > 0 for m in got)
         st = src.statistics()
