@@ -139,7 +139,11 @@ class VehicleTracker:
         order = np.argsort(t, kind="stable")
         t = t[order]
         first_of_t = np.concatenate(([True], t[1:] != t[:-1]))
-        fresh = first_of_t & ~np.isin(t, self._t)
+        at = np.searchsorted(self._t, t)
+        seen = np.zeros(n_in, dtype=bool)
+        inb = at < len(self._t)
+        seen[inb] = self._t[at[inb]] == t[inb]
+        fresh = first_of_t & ~seen
         self.stats.duplicates += int(n_in - fresh.sum())
         if self._trimmed:
             old = t < self._checkpoints[0]
