@@ -40,8 +40,10 @@ class DecodeOptions:
     #: the last one is accepted and becomes the unit's new anchor (re-anchoring, docs/nmea.md).
     reanchor_after: int = 3
     #: Accepted fixes remembered per unit (most recent by fix time) for duplicate and jump
-    #: checks across batches: the bound on the decoder's memory per unit.
-    history_per_unit: int = 256
+    #: checks across batches: the bound on the decoder's memory per unit (24 bytes a fix).
+    #: 64 covers a QoS 1 redelivery window at 1 Hz; older duplicates (and any after a restart,
+    #: which starts with no history) are caught by the store's idempotent insert.
+    history_per_unit: int = 64
 
     def __post_init__(self) -> None:
         if self.week_rollover not in ("correct", "reject"):
