@@ -28,9 +28,14 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from fleetwatch.config import Settings
-from fleetwatch.service import Running, run_ingest
-from ingest.fixes import US_PER_S, Fix
+from fleetwatch.service import Running, mqtt_settings, run_ingest
+from ingest.fixes import US_PER_S, DeadLetter, Fix, FixBatch
+from ingest.mqtt import MqttSource, unit_id_from_topic
+from ingest.nmea import Decoder
 from ingest.nmea_encode import encode_gga, encode_rmc
+from ingest.registry import UnitRegistry, read_units_csv
+from ingest.service import IngestService
+from store import Store, StoreUnavailable, WriteResult, open_store
 from store.embedded import EmbeddedPostgres
 from tests.support.broker import Broker
 
@@ -365,3 +370,55 @@ async def test_database_down_under_load_then_every_fix_stored_once_and_acked(
         assert s.store_retries >= 3
     rows, distinct, _ = counts(dsn)
     assert rows == distinct == len(before) + len(during)
+
+
+class _CommitThenHang:
+    """The real store, but the writer never returns after the first committed batch: the
+    process 'dies' between COMMIT and PUBACK, the worst moment for exactly-once."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.committed = asyncio.Event()
+
+    async def write_batch(self, fixes: FixBatch, dead: Sequence[DeadLetter]) -> WriteResult:
+        result = await self.store.write_batch(fixes, dead)
+        self.committed.set()
+        await asyncio.Event().wait()  # never acks
+        return result
+
+
+async def test_committed_but_unacked_batch_is_redelivered_and_stored_once(
+    mqtt_broker: Broker, pg_dsn: str, tmp_path: Path
+) -> None:
+    """Reliability #2 and #6 at the exact crash point: after COMMIT, before PUBACK."""
+    items = fleet_items(units=5, seconds=40)
+    settings = settings_for(mqtt_broker, pg_dsn, units_csv(tmp_path / "u.csv", 5))
+    async with running(settings):
+        pass  # the persistent session exists
+    await publish(mqtt_broker, items)
+    registry = UnitRegistry(read_units_csv(tmp_path / "u.csv"))
+    async with open_store(pg_dsn) as store:
+        hang = _CommitThenHang(store)
+        async with MqttSource(mqtt_settings(settings)) as source:
+            service = IngestService(
+                source=source,
+                decoder=Decoder(),
+                sink=hang,
+                registry=registry,
+                unavailable=(StoreUnavailable,),
+                unit_id_from_topic=unit_id_from_topic,
+            )
+            async with asyncio.TaskGroup() as tg:
+                task = tg.create_task(service.run(), name="service-that-dies")
+                async with asyncio.timeout(30):
+                    await hang.committed.wait()
+                task.cancel()  # dies: the committed batch is never acknowledged
+            assert service.statistics().messages_acked == 0
+        first = counts(pg_dsn)[0]
+        assert first > 0
+    async with running(settings) as h:  # same client id: the broker redelivers
+        await eventually(lambda: h.service.statistics().messages_acked >= len(items))
+        stats = h.service.statistics()
+    rows, distinct, _ = counts(pg_dsn)
+    assert rows == distinct == len(items)
+    assert stats.fixes_duplicate == first  # the redelivered committed batch, stored once
