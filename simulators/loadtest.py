@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from simulators.nmea_writer import FixColumns, format_rmc_gga
+from simulators.nmea_writer import FixColumns, epoch_bytes
 from simulators.publish import Pool
 
 EARTH_M_PER_DEG = 111_195.0
@@ -112,8 +112,9 @@ class SyntheticFleet:
             hdop=np.full(k, 0.9),
             alt_m=np.full(k, 150.0),
         )
-        rmc, gga = format_rmc_gga(cols, talker="GP")
-        return [(x + y).encode("ascii") for x, y in zip(rmc, gga, strict=True)]
+        buf, off = epoch_bytes(cols, talker="GP")
+        o = off.tolist()
+        return [buf[o[2 * i] : o[2 * i + 2]] for i in range(k)]
 
 
 # -- what fleetwatch stored --------------------------------------------------------------------

@@ -37,7 +37,7 @@ from simulators.drive import (
     street_phases,
 )
 from simulators.gps import Dropout, observe, transmit
-from simulators.nmea_writer import FixColumns, format_rmc_gga
+from simulators.nmea_writer import FixColumns, epoch_bytes
 from simulators.plans import (
     RouteAssignment,
     assign_routes,
@@ -660,64 +660,74 @@ def _vehicle_day(
         hdop=obs.hdop,
         alt_m=obs.alt_m,
     )
-    rmc, gga = format_rmc_gga(cols, talker=talker)
-    _corrupt(rng, rmc, gga, np.flatnonzero(sent), p.bad_rate, truth.bad_sentences)
-    text = _payload_text(rmc, gga, tx.order, tx.bounds, tx.recv_s)
-    (out / "nmea" / f"{unit_id}.nmea").write_bytes(text)
+    buf, off = epoch_bytes(cols, talker=talker)
+    o = off.tolist()
+    epochs = [buf[o[2 * i] : o[2 * i + 2]] for i in range(n_ep)]
+    _corrupt(rng, buf, o, epochs, np.flatnonzero(sent), p.bad_rate, truth.bad_sentences)
+    (out / "nmea" / f"{unit_id}.nmea").write_bytes(
+        _payload_file(epochs, tx.order, tx.bounds, tx.recv_s)
+    )
     outputs.fixes += int(sent.sum())
 
 
 def _corrupt(
     rng: np.random.Generator,
-    rmc: list[str],
-    gga: list[str],
+    buf: bytes,
+    off: list[int],
+    epochs: list[bytes],
     sent: npt.NDArray[np.intp],
     rate: float,
     counts: dict[str, int],
 ) -> None:
-    """Replace or precede some sentences by bad ones; counts by kind."""
+    """Replace or precede some sentences of sent epochs by bad ones; counts by kind.
+
+    Sentence *h* is epoch ``h // 2``'s RMC (even) or GGA (odd); ``epochs`` is rewritten.
+    """
     if rate <= 0 or len(sent) == 0:
         return
     hits = np.flatnonzero(rng.random(2 * len(sent)) < rate)
     kinds = rng.integers(0, 3, len(hits))
+    changed: dict[int, list[bytes]] = {}
     for h, kind in zip(hits.tolist(), kinds.tolist(), strict=True):
-        lst = rmc if h % 2 == 0 else gga
         i = int(sent[h // 2])
-        s = lst[i]
+        pair = changed.setdefault(
+            i, [buf[off[2 * i] : off[2 * i + 1]], buf[off[2 * i + 1] : off[2 * i + 2]]]
+        )
+        s = pair[h % 2]
         if kind == 0:
             good = int(s[-4:-2], 16)
             bad = (good + int(rng.integers(1, 256))) % 256
-            lst[i] = f"{s[:-4]}{bad:02X}\r\n"
+            pair[h % 2] = s[:-4] + f"{bad:02X}\r\n".encode()
             counts["checksum"] += 1
         elif kind == 1:
             cut = int(rng.integers(7, len(s) - 6))
-            lst[i] = s[:cut] + "\r\n"
+            pair[h % 2] = s[:cut] + b"\r\n"
             counts["truncated"] += 1
         else:
             junk = _GARBAGE_BYTES[rng.integers(0, len(_GARBAGE_BYTES), int(rng.integers(5, 41)))]
-            lst[i] = junk.tobytes().decode("latin-1") + "\r\n" + s
+            pair[h % 2] = junk.tobytes() + b"\r\n" + s
             counts["garbage"] += 1
+    for i, pair in changed.items():
+        epochs[i] = pair[0] + pair[1]
 
 
-def _payload_text(
-    rmc: Sequence[str],
-    gga: Sequence[str],
+def _payload_file(
+    epochs: Sequence[bytes],
     order: npt.NDArray[np.int64],
     bounds: npt.NDArray[np.int64],
     recv_s: FloatArray,
 ) -> bytes:
     """``#recv`` line + sentences for every payload, in arrival order, as file bytes."""
     ms = np.round(recv_s * 1000).astype(np.int64).astype("datetime64[ms]")
-    stamps = np.datetime_as_string(ms, unit="ms").tolist()
-    pieces: list[str] = []
-    order_l = order.tolist()
-    b = bounds.tolist()
-    for j, stamp in enumerate(stamps):
-        pieces.append(f"#recv {stamp}Z\n")
-        for i in order_l[b[j] : b[j + 1]]:
-            pieces.append(rmc[i])
-            pieces.append(gga[i])
-    return "".join(pieces).encode("latin-1")
+    headers = [f"#recv {s}Z\n".encode() for s in np.datetime_as_string(ms, unit="ms").tolist()]
+    n_pay, n_ep = len(headers), len(order)
+    # item ids: epochs are 0..len(epochs)-1, header j is len(epochs) + j
+    seq = np.empty(n_pay + n_ep, dtype=np.int64)
+    payload_of = np.repeat(np.arange(n_pay), np.diff(bounds))
+    seq[np.arange(n_ep) + payload_of + 1] = order
+    seq[bounds[:-1] + np.arange(n_pay)] = len(epochs) + np.arange(n_pay)
+    items = [*epochs, *headers]
+    return b"".join([items[i] for i in seq.tolist()])
 
 
 def _sites_geojson(city: City) -> str:
