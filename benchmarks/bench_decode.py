@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pynmea2
 
 from ingest.fixes import Fix, datetime_to_us
@@ -32,7 +33,7 @@ from ingest.nmea import DecodeOptions, Decoder, decode_reference
 from ingest.nmea_encode import encode_gga, encode_rmc
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-tracks"
-Batch = tuple[list[str], list[bytes], np.ndarray]  # type: ignore[type-arg]
+Batch = tuple[list[str], list[bytes], npt.NDArray[np.int64]]
 
 
 def synthetic(n_units: int, seconds: int, batch: int) -> tuple[list[Batch], int]:

@@ -14,8 +14,8 @@ T0 = datetime_to_us(dt.datetime(2026, 11, 23, 8, 0, tzinfo=dt.UTC))
 S = 1_000_000
 
 
-def utc(*args: int) -> int:
-    return datetime_to_us(dt.datetime(*args, tzinfo=dt.UTC))  # type: ignore[misc]
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> int:
+    return datetime_to_us(dt.datetime(year, month, day, hour, minute, second, tzinfo=dt.UTC))
 
 
 def fix(t_us: int = T0, lat: float = 48.1, lon: float = 11.5, **kw: object) -> Fix:
