@@ -30,6 +30,7 @@ class DetectionParams:
     crawl_speed_kmh: float = 10.0
     min_slow_share: float = 0.5
     min_inside_share: float = 0.2
+    min_still_s: float = 60.0
     # stops
     stop_speed_kmh: float = 3.0
     stop_min_s: float = 180.0

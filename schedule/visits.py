@@ -9,9 +9,15 @@ outliers) in one visit.  A step longer than ``max_gap_s`` always ends it (closed
 before the gap); a shorter gap continues it when the vehicle is near the site again after it.
 
 A candidate becomes a visit once it has lasted ``min_dwell_s`` with the vehicle slow
-(< ``crawl_speed_kmh``) for at least ``min_slow_share`` of that time: a drive-by through the
-fence is neither long enough nor slow.  Overlapping fences each get their own visit (the
-detector runs per site); the schedule stage decides which planned stop a visit serves.
+(< ``crawl_speed_kmh``) for at least ``min_slow_share`` of that time, with one unbroken
+standstill of ``min_still_s`` in it, and with at least ``min_inside_share`` of its fixes strictly
+inside the fence: a drive-by, or stop-and-go traffic on a street through the fence, is not a
+visit.  An exit also needs one of the away fixes to be moving: a parked truck whose jitter
+carries it beyond the margin for a while has not left.
+
+Overlapping fences each get their own visit (the detector runs per site), except that a visit
+mostly outside its fence yields to an overlapping, clearly better one (:func:`drop_dominated`);
+the schedule stage decides which planned stop a visit serves.
 
 The transitions are the table ``TRANSITIONS``; anything else raises.  The loop runs once per
 near run of a site, not per fix.
@@ -26,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from schedule.events import ClosedBy
-from schedule.motion import Motion, cut_runs
+from schedule.motion import Motion, cut_runs, runs
 from schedule.params import DetectionParams
 from schedule.stops import IllegalTransition
 
@@ -81,6 +87,7 @@ def _confirm_index(
     m: Motion, crawl: npt.NDArray[np.bool_], first: int, last: int, p: DetectionParams
 ) -> int:
     """First fix of [first, last] at which the dwell rule holds, or -1."""
+    still = m.still
     t = m.t_s[first : last + 1]
     if t[-1] - t[0] < p.min_dwell_s:
         return -1
@@ -90,7 +97,14 @@ def _confirm_index(
     slow_cum = np.concatenate(([0.0], np.cumsum(slow_dt)))
     span = t - t[0]
     ok = (span >= p.min_dwell_s) & (slow_cum >= p.min_slow_share * span)
-    hits = np.flatnonzero(ok)
+    # ...and somewhere in it the vehicle stood still for min_still_s without a break
+    still_ok = np.zeros(len(t), dtype=bool)
+    for s, e in zip(*runs(still[first : last + 1]), strict=True):
+        long = np.flatnonzero(t[s:e] - t[s] >= p.min_still_s)
+        if len(long):
+            still_ok[s + int(long[0]) :] = True
+            break
+    hits = np.flatnonzero(ok & still_ok)
     return first + int(hits[0]) if len(hits) else -1
 
 
@@ -143,7 +157,11 @@ def detect_visits_for_site(
 
     def exit_confirmed(last: int, nxt: int) -> bool:
         count = nxt - last - 1
-        return count >= p.exit_confirm_fixes and m.t_s[nxt - 1] - m.t_s[last] >= p.exit_confirm_s
+        return (
+            count >= p.exit_confirm_fixes
+            and m.t_s[nxt - 1] - m.t_s[last] >= p.exit_confirm_s
+            and not m.still[last + 1 : nxt].all()  # a parked truck's jitter never leaves
+        )
 
     for s, e in pieces:
         if state is not VisitState.OUTSIDE:
