@@ -1,11 +1,12 @@
 """The numpy parser: a whole batch of payloads at once, over the concatenated bytes.
 
-Framing, checksums (XOR prefix scan), field offsets (comma positions), numbers (digit windows
-weighted by powers of ten) and dispatch by sentence type are array operations.  A row is handled
-here only when every check the scalar parser (fields.py) makes is proven to pass, with the same
-integer/float operations; every other row (rejects, empty positions, odd layouts, sentences
-without checksum) goes to the scalar parser.  So both produce identical rows, and the numpy path
-stays simple: it never decides a reject.
+Framing, checksums (XOR prefix scan), field offsets (comma positions), numbers (SWAR: eight
+ASCII digits per unaligned 8-byte load, converted by three multiply-shifts) and dispatch by
+sentence type are array operations.  A row is handled here only when every check the scalar
+parser (fields.py) makes is proven to pass, with the same integer/float operations; every other
+row (rejects, empty positions, odd layouts, sentences without checksum) goes to the scalar
+parser, except framing rejects that need no parse (too long, no checksum).  So both produce
+identical rows, and the numpy path stays simple: it never decides a field-level reject.
 """
 
 from __future__ import annotations
@@ -52,7 +53,6 @@ F64 = npt.NDArray[np.float64]
 B = npt.NDArray[np.bool_]
 
 _W = MAX_FIELD_CHARS
-_AR = np.arange(_W)
 _PAD = 32
 _HEX = np.full(256, 255, dtype=np.uint8)
 for _i, _c in enumerate(b"0123456789ABCDEF"):
@@ -172,62 +172,6 @@ def _fixed(cx: _Ctx, fs: I64, fe: I64, signed: B | bool = False) -> tuple[B, B, 
     return ok, empty, ival * _SCALE + fval, neg, nint, k
 
 
-def _opt_unsigned(cx: _Ctx, fs: I64, fe: I64) -> tuple[B, F64]:
-    ok, empty, sc, _, _, _ = _fixed(cx, fs, fe)
-    return empty | ok, np.where(empty, np.nan, sc / POW10_F[8])
-
-
-def _opt_signed(cx: _Ctx, fs: I64, fe: I64) -> tuple[B, F64]:
-    ok, empty, sc, neg, _, _ = _fixed(cx, fs, fe, True)
-    v = sc / POW10_F[8]
-    return empty | ok, np.where(empty, np.nan, np.where(neg, -v, v))
-
-
-def _time(cx: _Ctx, fs: I64, fe: I64) -> tuple[B, I64]:
-    ok, empty, m, _, nint, k = _fixed(cx, fs, fe)
-    ip = m // _SCALE
-    frac = m - ip * _SCALE
-    hh, mm, ss = ip // 10000, ip // 100 % 100, ip % 100
-    ok &= ~empty & (nint == 6) & (k <= 6)
-    ok &= (hh <= 23) & (mm <= 59) & (ss <= 60) & ((ss < 60) | ((hh == 23) & (mm == 59)))
-    tod = ((hh * 60 + mm) * 60 + ss) * 1_000_000 + frac // 100
-    return ok, np.where(ss == 60, 86_399_999_999, tod)
-
-
-def _char(cx: _Ctx, fs: I64, fe: I64) -> I64:
-    """The field's single character, or -1 when the field is not exactly one character."""
-    return np.where(fe - fs == 1, cx.bufp[fs].astype(np.int64), -1)
-
-
-def _angle(cx: _Ctx, fs: I64, fe: I64, hs: I64, he: I64, pos: bytes, negc: bytes) -> tuple[B, F64]:
-    ok, empty, m, _, nint, _ = _fixed(cx, fs, fe)
-    deg = m // _SCALE // 100
-    minutes = (m - deg * 100 * _SCALE) / POW10_F[8]
-    v = deg + minutes / 60.0
-    h = _char(cx, hs, he)
-    ok &= ~empty & (nint >= 3) & (minutes < 60.0) & ((h == pos[0]) | (h == negc[0]))
-    return ok, np.where(h == negc[0], -v, v)
-
-
-def _date(cx: _Ctx, fs: I64, fe: I64) -> tuple[B, I64]:
-    ok, empty, m, _, nint, _ = _fixed(cx, fs, fe)
-    m = m // _SCALE
-    ok &= ~empty & (nint == 6) & (fe - fs == 6)
-    dd, mo, yy = m // 10000, m // 100 % 100, m % 100
-    year = np.where(yy >= 80, 1900 + yy, 2000 + yy)
-    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
-    mo_c = np.clip(mo, 0, 12)
-    ok &= (mo >= 1) & (mo <= 12) & (dd >= 1) & (dd <= _DIM[mo_c] + ((mo == 2) & leap))
-    return ok, days_from_civil(year, np.maximum(mo, 1), np.maximum(dd, 1))
-
-
-def _mode_clean(cx: _Ctx, fs: I64, fe: I64) -> B:
-    """Optional one-character mode that is not N (N is a no-fix reject: the scalar path)."""
-    c = _char(cx, fs, fe)
-    good = (c >= 0) & _MODE_OK[np.maximum(c, 0)] & (c != 78)
-    return np.asarray((fe == fs) | good, dtype=bool)
-
-
 def _empty_rows(n: int) -> dict[str, npt.NDArray[Any]]:
     out: dict[str, npt.NDArray[Any]] = {
         name: np.empty(n, dtype=dtype) for name, dtype in ROW_DTYPES.items()
@@ -254,7 +198,6 @@ _F = {
     "alt": (-1, 9, 9, -1),
 }
 _NUMERIC = tuple(_F)
-_NF_MAX = 14
 
 
 def _parse_supported(
