@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import sys
 import tempfile
 import time
@@ -27,6 +28,7 @@ from simulators.publish import (
     PublisherPool,
     TargetRefused,
     check_target,
+    last_receive_us,
     publish_scenario,
 )
 from simulators.scenario import ScenarioParams, write_scenario
@@ -89,6 +91,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--per-unit-connections",
         action="store_true",
         help="one connection per unit, user name = unit id (for ACL brokers)",
+    )
+    p.add_argument(
+        "--retime",
+        action="store_true",
+        help="move fix times so the day ends as publishing ends (fixes are never in the future)",
     )
     p.add_argument(
         "--unit-password",
@@ -172,10 +179,23 @@ def _publish(args: argparse.Namespace, scenario: Path) -> int:
     def progress(n: int, s: float) -> None:
         print(f"\rpublished {n} payloads in {s:.0f} s", end="", file=sys.stderr, flush=True)
 
+    shift_s = 0
+    if args.retime:
+        from simulators.publish import merged_payloads
+
+        first = next(iter(merged_payloads(scenario)))[0]
+        last = last_receive_us(scenario)
+        span_s = (last - first) / 1e6 / (args.speed or math.inf)
+        shift_s = math.floor(time.time() + span_s - last / 1e6)
     pool.connect()
     try:
         report = publish_scenario(
-            scenario, pool, speed=args.speed, unit_connection=conn, progress=progress
+            scenario,
+            pool,
+            speed=args.speed,
+            unit_connection=conn,
+            progress=progress,
+            shift_s=shift_s,
         )
     finally:
         pool.close()

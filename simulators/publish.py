@@ -14,8 +14,10 @@ one): a simulator must never flood somebody else's server.
 
 from __future__ import annotations
 
+import datetime as dt
 import heapq
 import ipaddress
+import re
 import select
 import socket
 import time
@@ -27,7 +29,8 @@ from typing import Any, Protocol
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from simulators.formats import iter_payloads, unit_files
+from ingest.nmea_encode import checksum, frame
+from simulators.formats import iter_payloads, parse_iso_us, unit_files
 
 
 class TargetRefused(ValueError):
@@ -236,6 +239,54 @@ class PublishReport:
         }
 
 
+_TIMED = re.compile(rb"^\$(?P<talker>[A-Z]{2})(?P<kind>RMC|GGA),(?P<hms>\d{6}\.\d{2}),")
+
+
+def retime_payload(payload: bytes, shift_s: int) -> bytes:
+    """The payload with every intact RMC/GGA moved ``shift_s`` seconds (time and RMC date).
+
+    Bad sentences (wrong checksum, truncated, garbage) are left as they are: they stay bad.
+    """
+    if shift_s == 0:
+        return payload
+    out = []
+    for line in payload.split(b"\r\n"):
+        m = _TIMED.match(line)
+        star = line.rfind(b"*")
+        if m is None or star < 0 or line[star + 1 :] != b"%02X" % checksum(line[1:star]):
+            out.append(line)
+            continue
+        f = line[1:star].split(b",")
+        hms = f[1].decode()
+        if m["kind"] == b"RMC":
+            d = f[9].decode()
+            day = dt.date(2000 + int(d[4:6]), int(d[2:4]), int(d[0:2]))
+        else:
+            day = dt.date(2000, 1, 1)  # GGA has no date: only its time of day moves
+        t = dt.datetime(day.year, day.month, day.day, int(hms[:2]), int(hms[2:4]), int(hms[4:6]))
+        t += dt.timedelta(seconds=shift_s)
+        f[1] = f"{t:%H%M%S}{hms[6:]}".encode()
+        if m["kind"] == b"RMC":
+            f[9] = f"{t:%d%m}{t.year % 100:02d}".encode()
+        out.append(frame(b",".join(f).decode("ascii"))[:-2])
+    return b"\r\n".join(out)
+
+
+def last_receive_us(scenario_dir: Path) -> int:
+    """The latest ``#recv`` of a scenario (each file's last payload is its latest)."""
+    latest = 0
+    for path in unit_files(scenario_dir).values():
+        with path.open("rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - (1 << 20)))
+            tail = f.read()
+        i = tail.rfind(b"#recv ")
+        if i >= 0:
+            stamp = tail[i + 6 : tail.index(b"\n", i)].decode("ascii")
+            latest = max(latest, parse_iso_us(stamp))
+    return latest
+
+
 def merged_payloads(scenario_dir: Path) -> Iterator[tuple[int, str, bytes]]:
     """``(recv_us, unit_id, payload)`` of every unit, in receive-time order."""
     files = unit_files(scenario_dir)
@@ -256,11 +307,12 @@ def publish_scenario(
     clock: Callable[[], float] = time.monotonic,
     drain_timeout_s: float = 60.0,
     progress: Callable[[int, float], None] | None = None,
+    shift_s: int = 0,
 ) -> PublishReport:
     """Publish every payload to ``fleet/<unit>/nmea`` at QoS 1, paced by receive time / speed.
 
     ``speed=None`` publishes as fast as the broker acknowledges.  Fix times inside the
-    sentences are the scenario's: this replays a recorded day, it does not re-date it.
+    sentences are the scenario's, moved by ``shift_s`` (see :func:`retime_payload`).
     """
     units: set[str] = set()
     n = 0
@@ -276,7 +328,7 @@ def publish_scenario(
             while (now := clock()) < due:
                 pool.pump(min(due - now, 0.05))
         pool.wait_room(max_outstanding=window, deadline=clock() + drain_timeout_s)
-        pool.publish(unit_connection(unit), f"fleet/{unit}/nmea", payload)
+        pool.publish(unit_connection(unit), f"fleet/{unit}/nmea", retime_payload(payload, shift_s))
         units.add(unit)
         n += 1
         if n % 256 == 0:

@@ -359,3 +359,30 @@ def test_simulate_arguments_reach_the_generator() -> None:
     p = _params(args, default_date=None)
     assert (p.noise_min_m, p.noise_max_m, p.skip_rate) == (4.0, 9.0, 0.5)
     assert (p.lat0, p.lon0) == (59.93, 30.31)
+
+
+@given(shift_s=st.integers(-400 * 86_400, 400 * 86_400))
+def test_retimed_payloads_move_by_the_shift_and_keep_bad_sentences_bad(shift_s: int) -> None:
+    import datetime as dt
+
+    from ingest.nmea_encode import checksum
+    from simulators.publish import retime_payload
+
+    t0 = dt.datetime(2026, 11, 23, 23, 59, 58, tzinfo=dt.UTC)
+    t0_us = int(t0.timestamp()) * 1_000_000
+    fleet = SyntheticFleet(LoadTestParams(units=1))
+    good = fleet.payloads(np.array([0]), t0_us + 250_000)[0]
+    bad = b"$GPRMC,235958.25,A,5545.00000,N,03737.00000,E,1.000,1.00,231126,,,A*00\r\n"
+    out = retime_payload(good + b"\x01\xffjunk\r\n" + bad, shift_s)
+    lines = out.split(b"\r\n")
+    assert lines[2:] == [b"\x01\xffjunk", bad[:-2], b""]
+    rmc, gga = lines[0], lines[1]
+    for line in (rmc, gga):
+        body, _, cs = line[1:].rpartition(b"*")
+        assert cs == b"%02X" % checksum(body)
+    f = rmc.split(b",")
+    want = t0 + dt.timedelta(seconds=shift_s)
+    assert f[1] == f"{want:%H%M%S}.25".encode()
+    assert f[9] == f"{want:%d%m}{want.year % 100:02d}".encode()
+    assert gga.split(b",")[1] == f[1]
+    assert rmc.split(b",")[2:9] == good.split(b"\r\n")[0].split(b",")[2:9]  # only time moved
