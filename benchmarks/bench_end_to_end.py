@@ -32,6 +32,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -174,7 +175,7 @@ def flood(
     host: str, port: int, prefix: str, units: list[str], rate: float, duration_s: float, n_proc: int
 ) -> tuple[int, int, float]:
     """Run *n_proc* publishers on disjoint units; (sent, acked, seconds) when all are done."""
-    q: mp.Queue = mp.Queue()
+    q: "mp.Queue[Any]" = mp.Queue()
     procs = [
         mp.Process(
             target=publisher,
@@ -321,7 +322,7 @@ def run_fleetwatch(
 # ------------------------------------------------------------------------------- naive
 
 
-def naive_subscriber(host: str, port: int, dsn: str, stop_at: float, out: mp.Queue) -> None:
+def naive_subscriber(host: str, port: int, dsn: str, stop_at: float, out: "mp.Queue[Any]") -> None:
     """paho callback + pynmea2 + one INSERT and COMMIT per fix (acks on receipt)."""
     import paho.mqtt.client as paho
     import pynmea2
@@ -378,7 +379,7 @@ def run_naive(
             "CREATE TABLE naive_fixes (unit_id text, t timestamptz, lat float8, "
             "lon float8, speed_kn real, course real, PRIMARY KEY (unit_id, t))"
         )
-    q: mp.Queue = mp.Queue()
+    q: "mp.Queue[Any]" = mp.Queue()
     t_start = time.monotonic() + 3
     stop_at = t_start + args.naive_duration
     sub = mp.Process(
@@ -390,7 +391,7 @@ def run_naive(
     flood(host, port, "naive", units, args.rate, args.naive_duration, args.publishers)
     n = q.get(timeout=args.naive_duration + 60)
     sub.join(timeout=30)
-    return n / args.naive_duration
+    return float(n) / float(args.naive_duration)
 
 
 # ------------------------------------------------------------------------------- main
@@ -438,7 +439,7 @@ def main() -> int:
         print(f"naive: {naive:.0f} fixes/s committed", flush=True)
 
     def med(key: str) -> float:
-        return statistics.median(getattr(x, key) for x in runs)
+        return float(statistics.median(float(getattr(x, key)) for x in runs))
 
     summary = {
         "duration_s": args.duration,
