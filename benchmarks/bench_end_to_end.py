@@ -75,7 +75,7 @@ def publisher(
     units: list[str],
     rate: float,
     duration_s: float,
-    out: mp.Queue,
+    out: mp.Queue[Any],
 ) -> None:
     """Publish one fix per message, round-robin over *units*, at *rate* msg/s, QoS 1.
 
@@ -175,7 +175,7 @@ def flood(
     host: str, port: int, prefix: str, units: list[str], rate: float, duration_s: float, n_proc: int
 ) -> tuple[int, int, float]:
     """Run *n_proc* publishers on disjoint units; (sent, acked, seconds) when all are done."""
-    q: "mp.Queue[Any]" = mp.Queue()
+    q: mp.Queue[Any] = mp.Queue()
     procs = [
         mp.Process(
             target=publisher,
@@ -322,7 +322,7 @@ def run_fleetwatch(
 # ------------------------------------------------------------------------------- naive
 
 
-def naive_subscriber(host: str, port: int, dsn: str, stop_at: float, out: "mp.Queue[Any]") -> None:
+def naive_subscriber(host: str, port: int, dsn: str, stop_at: float, out: mp.Queue[Any]) -> None:
     """paho callback + pynmea2 + one INSERT and COMMIT per fix (acks on receipt)."""
     import paho.mqtt.client as paho
     import pynmea2
@@ -379,7 +379,7 @@ def run_naive(
             "CREATE TABLE naive_fixes (unit_id text, t timestamptz, lat float8, "
             "lon float8, speed_kn real, course real, PRIMARY KEY (unit_id, t))"
         )
-    q: "mp.Queue[Any]" = mp.Queue()
+    q: mp.Queue[Any] = mp.Queue()
     t_start = time.monotonic() + 3
     stop_at = t_start + args.naive_duration
     sub = mp.Process(
