@@ -62,6 +62,8 @@ class Settings:
     ingest_store_retry_max_s: float = 5.0
     #: units.csv (unit_id,vehicle_id,driver) loaded at start and upserted into the store
     units_file: Path | None = None
+    #: re-read the units of the store (and units file) this often; 0 = only at start
+    units_reload_s: float = 60.0
     #: accept payloads of units in no registry (load tests); default: dead-letter them
     accept_unknown_units: bool = False
     #: where the demo keeps its private broker and database
@@ -85,7 +87,13 @@ class Settings:
                 raise ConfigError(f"{env_name(name)} must be >= 1, got {getattr(self, name)}")
         if not self.database_timeout_s > 0:
             raise ConfigError(f"{env_name('database_timeout_s')} must be > 0")
-        for name in ("ingest_batch_max_age_ms", "ingest_store_retry_max_s", "shutdown_timeout_s"):
+        nonnegative = (
+            "ingest_batch_max_age_ms",
+            "ingest_store_retry_max_s",
+            "shutdown_timeout_s",
+            "units_reload_s",
+        )
+        for name in nonnegative:
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"{env_name(name)} must be >= 0, got {getattr(self, name)}")
         if self.http_port is not None and not 0 <= self.http_port <= 65535:
@@ -225,6 +233,7 @@ FIELDS: dict[str, Callable[[str], Any]] = {
     "ingest_max_payload_bytes": int,
     "ingest_store_retry_max_s": float,
     "units_file": _optional_path,
+    "units_reload_s": float,
     "accept_unknown_units": _bool,
     "data_dir": Path,
     "log_level": _level,

@@ -14,7 +14,7 @@ import contextlib
 import dataclasses
 import logging
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from fleetwatch.config import ConfigError, Settings
@@ -68,11 +68,12 @@ def ingest_options(settings: Settings) -> IngestOptions:
     )
 
 
-async def load_registry(settings: Settings, store: Store) -> UnitRegistry:
+async def load_registry(settings: Settings, store: Store, *, upsert: bool = True) -> UnitRegistry:
     """Units of the units file (upserted into the store first) and of the store."""
     entries: list[UnitEntry] = []
     if settings.units_file is not None:
         entries = read_units_csv(settings.units_file)
+    if entries and upsert:
         await store.upsert_units(
             [UnitRow(unit_id=e.unit_id, vehicle_id=e.vehicle_id, driver=e.driver or None)
              for e in entries]
@@ -84,7 +85,7 @@ async def load_registry(settings: Settings, store: Store) -> UnitRegistry:
         accept_unknown=settings.accept_unknown_units,
     )  # fmt: skip
     registry = registry.merged(entries)
-    if not len(registry) and not registry.accept_unknown:
+    if upsert and not len(registry) and not registry.accept_unknown:
         log.warning(
             "no units registered (no units file, none in the store): every payload will be a "
             "dead letter 'unknown_unit'; give --units FILE or set FLEETWATCH_ACCEPT_UNKNOWN_UNITS"
@@ -178,8 +179,15 @@ async def run_ingest(
             on_ready(Running(service=service, source=source, store=store, http_port=http_port))
         async with asyncio.TaskGroup() as tg:
             pipeline = tg.create_task(service.run(), name="ingest-pipeline")
+            helpers: list[asyncio.Task[None]] = []
+            if settings.units_reload_s > 0:
+                helpers.append(
+                    tg.create_task(
+                        _reload_registry(settings, store, service), name="ingest-units-reload"
+                    )
+                )
             tg.create_task(
-                _shutdown_when(stop, service, pipeline, settings.shutdown_timeout_s),
+                _shutdown_when(stop, service, pipeline, settings.shutdown_timeout_s, helpers),
                 name="ingest-shutdown",
             )
         log.info("ingest stopped: %s", dataclasses.asdict(service.statistics()))
@@ -190,15 +198,43 @@ async def _shutdown_when(
     service: IngestService,
     pipeline: asyncio.Task[None],
     timeout_s: float,
+    helpers: Sequence[asyncio.Task[None]] = (),
 ) -> None:
-    """On *stop*: drain the pipeline for up to *timeout_s*, then abandon what is left."""
+    """On *stop*: drain the pipeline for up to *timeout_s*, then abandon what is left.
+
+    *helpers* (tasks that would run forever, e.g. the registry reload) end with the pipeline.
+    """
+    try:
+        await _drain_on(stop, service, pipeline, timeout_s)
+    finally:
+        for task in helpers:
+            task.cancel()
+
+
+async def _reload_registry(settings: Settings, store: Store, service: IngestService) -> None:
+    """Every ``units_reload_s``: units added to the store are admitted without a restart."""
+    while True:
+        await asyncio.sleep(settings.units_reload_s)
+        try:
+            registry = await load_registry(settings, store, upsert=False)
+        except StoreUnavailable:
+            continue  # the writer reports the outage; keep the current registry
+        current = service.registry
+        if dict(registry) != dict(current):
+            log.info("unit registry reloaded: %d units (was %d)", len(registry), len(current))
+            service.set_registry(registry)
+
+
+async def _drain_on(
+    stop: asyncio.Event, service: IngestService, pipeline: asyncio.Task[None], timeout_s: float
+) -> None:
     stop_wait = asyncio.create_task(stop.wait(), name="ingest-stop-wait")
     try:
         await asyncio.wait({stop_wait, pipeline}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         stop_wait.cancel()
     if pipeline.done():
-        return  # the pipeline ended on its own (an error): the task group reports it
+        return  # the pipeline ended (drained, or an error the task group reports)
     log.info("stopping: writing and acknowledging the batches in flight (<= %.0f s)", timeout_s)
     service.request_stop()
     done, _ = await asyncio.wait({pipeline}, timeout=timeout_s)

@@ -35,7 +35,7 @@ from ingest.nmea import Decoder
 from ingest.nmea_encode import encode_gga, encode_rmc
 from ingest.registry import UnitRegistry, read_units_csv
 from ingest.service import IngestService
-from store import Store, StoreUnavailable, WriteResult, open_store
+from store import Store, StoreUnavailable, UnitRow, WriteResult, open_store
 from store.embedded import EmbeddedPostgres
 from tests.support.broker import Broker
 
@@ -422,3 +422,24 @@ async def test_committed_but_unacked_batch_is_redelivered_and_stored_once(
     rows, distinct, _ = counts(pg_dsn)
     assert rows == distinct == len(items)
     assert stats.fixes_duplicate == first  # the redelivered committed batch, stored once
+
+
+async def test_a_unit_added_to_the_store_is_admitted_without_a_restart(
+    mqtt_broker: Broker, pg_dsn: str, tmp_path: Path
+) -> None:
+    settings = settings_for(
+        mqtt_broker, pg_dsn, units_csv(tmp_path / "u.csv", 1), units_reload_s=0.2
+    )
+    newcomer = fleet_items(units=2, seconds=10)[1::2]  # unit U0001, not in the file
+    async with running(settings) as h:
+        await publish(mqtt_broker, newcomer[:5])
+        await eventually(lambda: h.service.statistics().messages_acked >= 5)
+        assert counts(pg_dsn)[2] == {"unknown_unit": 5}
+        async with open_store(pg_dsn, migrate=False) as store:
+            await store.upsert_units([UnitRow(unit_id="U0001", vehicle_id="V-new")])
+        await eventually(lambda: h.service.registry.admits("U0001"), timeout_s=10)
+        await publish(mqtt_broker, newcomer[5:])
+        await eventually(lambda: h.service.statistics().messages_acked >= 10)
+    rows, _, dead = counts(pg_dsn)
+    assert rows == 5
+    assert dead == {"unknown_unit": 5}
