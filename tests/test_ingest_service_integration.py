@@ -317,6 +317,8 @@ async def test_sigkilled_mid_stream_then_restarted_with_the_same_client_id_store
         # the same client id: every unacknowledged message is redelivered, stored once
         proc = _spawn(settings, log)
         await eventually(stored(pg_dsn, len(items)), timeout_s=120)
+        proc.send_signal(signal.SIGTERM)  # graceful: drains, acks, exits 0
+        assert await asyncio.to_thread(proc.wait, 30) == 0, log.read_text()[-2000:]
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
