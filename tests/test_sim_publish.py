@@ -187,7 +187,7 @@ def test_paced_publishing_follows_receive_times(tiny: Path) -> None:
 class Collector:
     """A paho subscriber on its own network thread (test-side only)."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, auth: tuple[str, str] | None = None) -> None:
         self.got: dict[str, list[bytes]] = defaultdict(list)
         self.count = 0
         self._ready = threading.Event()
@@ -196,6 +196,8 @@ class Collector:
         c.on_connect = lambda cl, *a: cl.subscribe("fleet/+/nmea", qos=1)
         c.on_subscribe = lambda *a: self._ready.set()
         c.on_message = self._on_message
+        if auth:
+            c.username_pw_set(*auth)
         c.connect(host, port)
         c.loop_start()
         self.client = c
@@ -386,3 +388,35 @@ def test_retimed_payloads_move_by_the_shift_and_keep_bad_sentences_bad(shift_s: 
     assert f[9] == f"{want:%d%m}{want.year % 100:02d}".encode()
     assert gga.split(b",")[1] == f[1]
     assert rmc.split(b",")[2:9] == good.split(b"\r\n")[0].split(b",")[2:9]  # only time moved
+
+
+@pytest.mark.integration
+def test_per_unit_connections_pass_the_shipped_acl(
+    tiny: Path, acl_broker: Any, tmp_path: Path
+) -> None:
+    """Each unit on its own connection, logged in as itself, may write only its own topic."""
+    import shutil
+
+    names = sorted(acl_broker.units)  # the ACL fixture's provisioned units
+    (tmp_path / "nmea").mkdir()
+    for src, name in zip(sorted(unit_files(tiny).values()), names, strict=False):
+        shutil.copy(src, tmp_path / "nmea" / f"{name}.nmea")
+    collector = Collector(acl_broker.host, acl_broker.port, auth=acl_broker.ingest_user)
+    pool = PublisherPool(
+        acl_broker.host,
+        acl_broker.port,
+        connections=len(names),
+        client_id_prefix="acl-sim",
+        credentials=lambda i: (names[i], acl_broker.units[names[i]]),
+    )
+    pool.connect()
+    try:
+        report = publish_scenario(tmp_path, pool, speed=None, unit_connection=names.index)
+    finally:
+        pool.close()
+    expected = _expected(tmp_path)
+    total = sum(len(v) for v in expected.values())
+    assert report.acked == total
+    collector.wait_for(total)
+    collector.close()
+    assert dict(collector.got) == expected
