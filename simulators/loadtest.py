@@ -40,6 +40,8 @@ from simulators.publish import Pool
 
 EARTH_M_PER_DEG = 111_195.0
 METRICS_TIMEOUT_S = 5.0
+#: publish times kept for the database latency estimate (8 bytes each: 160 MB at most)
+MAX_TIMED = 20_000_000
 
 
 class LoadTestError(RuntimeError):
@@ -134,7 +136,14 @@ class StoredCounter:
         self._arg = prefix.replace("_", r"\_").replace("%", r"\%") + "%"
 
     def count(self) -> int:
-        row = self._conn.execute(self._sql, (self._arg,)).fetchone()
+        import psycopg
+
+        try:
+            row = self._conn.execute(self._sql, (self._arg,)).fetchone()
+        except psycopg.Error as exc:
+            raise LoadTestError(
+                f"cannot count stored fixes (is fleetwatch's schema in this database?): {exc}"
+            ) from None
         return int(row[0]) if row else 0
 
     def close(self) -> None:
@@ -250,8 +259,9 @@ def run_load(
     """Publish for ``duration_s``, wait for the stores to catch up, and report (a JSON dict)."""
     fleet = SyntheticFleet(p)
     n_conn = pool.connections
-    capacity = int(p.target_rate * p.duration_s * 1.05) + 1000
-    pub_t = np.zeros(capacity)  # monotonic publish time of message k (k = publish order)
+    # monotonic publish time of message k (k = publish order), for the first MAX_TIMED ones
+    capacity = min(int(p.target_rate * p.duration_s * 1.05) + 1000, MAX_TIMED)
+    pub_t = np.zeros(capacity)
     m_before = read_metrics(metrics_url) if metrics_url else {}
     base = stored.count() if stored else 0
     if probe:
@@ -267,7 +277,7 @@ def run_load(
         now = clock()
         if now >= end:
             break
-        due = min(int((now - start) * p.target_rate), capacity)
+        due = int((now - start) * p.target_rate)
         k = min(due - sent, max(0, window - pool.outstanding))
         if k > 0:
             idx = (cursor + np.arange(k, dtype=np.int64)) % p.units
@@ -276,7 +286,7 @@ def run_load(
             t_pub = clock()
             for u, payload in zip(idx.tolist(), payloads, strict=True):
                 pool.publish(u % n_conn, fleet.topics[u], payload)
-            pub_t[sent : sent + k] = t_pub
+            pub_t[min(sent, capacity) : min(sent + k, capacity)] = t_pub
             sent += k
         pool.pump(0.0 if k > 0 else p.tick_s)
         if now >= next_poll:
@@ -318,7 +328,8 @@ def run_load(
         report["stored"] = stored_n
         report["loss"] = sent - stored_n
         report["stored_rate"] = _stored_rate(polls, start, publish_s)
-        report["latency_db_poll_s"] = _fifo_latency(polls, pub_t[:sent], p.poll_interval_s)
+        timed = pub_t[: min(sent, capacity)]
+        report["latency_db_poll_s"] = _fifo_latency(polls, timed, p.poll_interval_s)
     if metrics_url:
         key = "fleetwatch_ingest_fixes_inserted_total"
         inserted = m_after.get(key, 0.0) - m_before.get(key, 0.0)
