@@ -24,7 +24,7 @@ from ingest.mqtt import MqttSettings, MqttSource, parse_mqtt_url, unit_id_from_t
 from ingest.nmea import DecodeOptions, Decoder
 from ingest.registry import UnitEntry, UnitRegistry, read_units_csv
 from ingest.service import IngestOptions, IngestService
-from store import Store, StoreUnavailable, UnitRow
+from store import Store, StoreUnavailable, StoreWriteError, UnitRow
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +160,7 @@ async def run_ingest(
             metrics=metrics,
             options=ingest_options(settings),
             unavailable=(StoreUnavailable,),
+            refused=(StoreWriteError,),
             unit_id_from_topic=unit_id_from_topic,
         )
         http_port: int | None = None

@@ -178,6 +178,16 @@ class IngestMetrics:
             "Write attempts that failed because the database was unavailable.",
             registry=r,
         )
+        self.store_refused = Counter(
+            "fleetwatch_ingest_store_refused",
+            "Rows the database refused, isolated and kept as dead letters 'store_refused'.",
+            registry=r,
+        )
+        self.dropped = Counter(
+            "fleetwatch_ingest_dropped",
+            "Rows refused even as dead letters: dropped, logged, counted here (should be 0).",
+            registry=r,
+        )
         self.store_up = Gauge(
             "fleetwatch_store_up", "0 while the database is unavailable, else 1.", registry=r
         )

@@ -25,6 +25,8 @@ library (and the ``ingest`` package never imports ``store``: see tests/test_arch
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -180,6 +182,30 @@ class IngestStatistics:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class _Written:
+    """What committing one batch did (possibly in several transactions, see isolation)."""
+
+    inserted: int
+    duplicates: int
+    dead_letters: int
+    refused: int = 0  # rows the database refused, kept as dead letters ``store_refused``
+    dropped: int = 0  # refused even as dead letters: counted and logged
+
+    @classmethod
+    def of(cls, r: WriteResultLike) -> _Written:
+        return cls(inserted=r.inserted, duplicates=r.duplicates, dead_letters=r.dead_letters)
+
+    def __add__(self, other: _Written) -> _Written:
+        return _Written(
+            inserted=self.inserted + other.inserted,
+            duplicates=self.duplicates + other.duplicates,
+            dead_letters=self.dead_letters + other.dead_letters,
+            refused=self.refused + other.refused,
+            dropped=self.dropped + other.dropped,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class _Decoded:
     """A batch after validation and decoding: what the writer retries, unchanged."""
 
@@ -216,8 +242,10 @@ class IngestService:
     """The pipeline of one subscription; :meth:`run` until cancelled or :meth:`request_stop`.
 
     ``unavailable`` lists the exception types meaning "database down, retry later" (the
-    store's ``StoreUnavailable``); anything else raised by the sink is a bug or a refusal of
-    the data and stops the service loudly, without acking (the broker keeps the messages).
+    store's ``StoreUnavailable``); ``refused`` those meaning "the database refuses this data"
+    (``StoreWriteError``): the refused rows are isolated and kept as dead letters.  Anything
+    else raised by the sink is a bug and stops the service loudly, without acking (the broker
+    keeps the messages).
     """
 
     def __init__(
@@ -230,6 +258,7 @@ class IngestService:
         metrics: IngestMetrics | None = None,
         options: IngestOptions | None = None,
         unavailable: tuple[type[Exception], ...] = (ConnectionError,),
+        refused: tuple[type[Exception], ...] = (),
         unit_id_from_topic: Callable[[str], str] = _unit_id_from_fleet_topic,
         on_commit: Callable[[FixBatch], None] | None = None,
         wall_clock: Clock = wall_clock_us,
@@ -242,6 +271,7 @@ class IngestService:
         self.metrics = metrics if metrics is not None else IngestMetrics()
         self.options = options if options is not None else IngestOptions()
         self._unavailable = unavailable
+        self._refused = refused
         self._topic_parser = unit_id_from_topic
         self._verdicts: dict[str, str | _Refusal] = {}
         self._on_commit = on_commit
@@ -498,9 +528,84 @@ class IngestService:
             self._source.ack(decoded.tokens)
             self._account(decoded, result, commit_us)
 
-    async def _write_until_committed(self, d: _Decoded) -> WriteResultLike | None:
+    async def _write_until_committed(self, d: _Decoded) -> _Written | None:
         if not len(d.fixes) and not d.dead_letters:
             return None  # nothing to store (e.g. an empty payload): ack without a transaction
+        try:
+            return _Written.of(await self._write_retrying(d.fixes, d.dead_letters))
+        except self._refused as exc:
+            log.error(
+                "the database refused a batch of %d fixes and %d dead letters (%s); "
+                "isolating the refused rows",
+                len(d.fixes),
+                len(d.dead_letters),
+                exc,
+            )
+            return await self._write_isolating(
+                d.fixes, d.dead_letters, 0, len(d.fixes) + len(d.dead_letters)
+            )
+
+    async def _write_isolating(
+        self, fixes: FixBatch, dead: Sequence[DeadLetter], lo: int, hi: int
+    ) -> _Written:
+        """Rows ``lo:hi`` of (fixes, then dead letters), bisected until the refused rows are
+        single: each refused fix becomes a dead letter ``store_refused``; a refused dead letter
+        is retried with ASCII-escaped text, and only if that is refused too it is dropped —
+        counted in ``fleetwatch_ingest_dropped_total`` and logged, never silently.
+
+        Bad data must not stop the stream (design.md), and a refused batch would otherwise be
+        redelivered and refused forever.  The batch then commits in several transactions; it
+        is still acknowledged only after all of them.
+        """
+        n = len(fixes)
+        part_fixes = fixes.take(np.arange(max(lo, 0), min(hi, n)))
+        part_dead = list(dead[max(lo - n, 0) : max(hi - n, 0)])
+        try:
+            return _Written.of(await self._write_retrying(part_fixes, part_dead))
+        except self._refused as exc:
+            if hi - lo > 1:
+                mid = (lo + hi) // 2
+                first = await self._write_isolating(fixes, dead, lo, mid)
+                return first + await self._write_isolating(fixes, dead, mid, hi)
+            return await self._write_refused_row(part_fixes, part_dead, exc)
+
+    async def _write_refused_row(
+        self, fixes: FixBatch, dead: list[DeadLetter], exc: Exception
+    ) -> _Written:
+        cut = self.options.dead_letter_payload_bytes
+        if len(fixes):
+            fix = fixes.to_fixes()[0]
+            letter = DeadLetter(
+                topic=f"fleet/{fix.unit_id}/nmea",
+                unit_id=fix.unit_id,
+                reason="store_refused",
+                detail=f"the database refused this fix: {exc}"[:500],
+                payload=json.dumps(fix.to_json_dict()).encode()[:cut],
+                recv_us=fix.recv_us,
+            )
+        else:
+            d = dead[0]
+            letter = dataclasses.replace(
+                d,
+                topic=ascii(d.topic)[1:-1],
+                unit_id=None if d.unit_id is None else ascii(d.unit_id)[1:-1],
+                detail=ascii(d.detail)[1:-1][:500],
+            )
+        self.metrics.store_refused.inc()
+        try:
+            written = _Written.of(await self._write_retrying(FixBatch.empty(), [letter]))
+        except self._refused as again:
+            log.error(
+                "dropping a row the database refuses even as a dead letter: %r (%s)", letter, again
+            )
+            self.metrics.dropped.inc()
+            return _Written(inserted=0, duplicates=0, dead_letters=0, refused=1, dropped=1)
+        return dataclasses.replace(written, refused=1)
+
+    async def _write_retrying(
+        self, fixes: FixBatch, dead_letters: Sequence[DeadLetter]
+    ) -> WriteResultLike:
+        """One transaction, retried (same data) while the database is unavailable."""
         opts = self.options
         async for attempt in stamina.retry_context(
             on=self._unavailable,
@@ -513,7 +618,7 @@ class IngestService:
             with attempt:
                 t0 = self._mono()
                 try:
-                    result = await self._sink.write_batch(d.fixes, d.dead_letters)
+                    result = await self._sink.write_batch(fixes, dead_letters)
                 except self._unavailable as exc:
                     self._retries += 1
                     self.metrics.store_retries.inc()
@@ -530,7 +635,7 @@ class IngestService:
                 return result
         raise AssertionError("unreachable: retries are unbounded")  # pragma: no cover
 
-    def _account(self, d: _Decoded, result: WriteResultLike | None, commit_us: int) -> None:
+    def _account(self, d: _Decoded, result: _Written | None, commit_us: int) -> None:
         m = self.metrics
         n = len(d.tokens)
         self._acked += n
@@ -542,6 +647,8 @@ class IngestService:
             self._dead += result.dead_letters
             m.fixes_inserted.inc(result.inserted)
             m.fixes_duplicate.inc(result.duplicates)
+            if result.refused - result.dropped > 0:
+                m.dead_letters.labels("store_refused").inc(result.refused - result.dropped)
         if d.dead_letters:
             by_reason: dict[str, int] = {}
             for dl in d.dead_letters:

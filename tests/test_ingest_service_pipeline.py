@@ -426,3 +426,52 @@ async def test_metrics_and_health_are_served_over_http() -> None:
             healthy = False
             assert (await get("/healthz"))[0] == 503
             assert (await get("/nope"))[0] == 404
+
+
+class Refused(Exception):
+    """What the fake database raises for data it will never take (StoreWriteError)."""
+
+
+async def test_rows_the_database_refuses_are_isolated_and_the_stream_goes_on() -> None:
+    msgs = [
+        *make_messages(40),
+        Msg("fleet/U2/nmea", b"fix:7000", 7000, 7000),
+        *make_messages(40, start=100),
+    ]
+    committed: set[int] = set()
+    source = FakeSource(msgs, committed)
+
+    class Picky(FakeSink):
+        async def write_batch(self, fixes: FixBatch, dead: Sequence[DeadLetter]) -> Written:
+            if "U2" in fixes.unit_id.tolist():
+                raise Refused("value out of range for this column")
+            if any("é" in d.detail for d in dead):
+                raise Refused("invalid byte sequence")
+            return await super().write_batch(fixes, dead)
+
+    sink = Picky(committed)
+    decoder = FakeDecoder()
+    service = IngestService(
+        source=source,
+        decoder=decoder,
+        sink=_Committing(sink, committed, source),
+        registry=UnitRegistry(
+            [UnitEntry(unit_id="U1", vehicle_id="V1"), UnitEntry(unit_id="U2", vehicle_id="V2")]
+        ),
+        options=IngestOptions(limits=BatchLimits(max_messages=30, max_age_us=1_000)),
+        refused=(Refused,),
+    )
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(service.run(), name="service-under-test")
+        await eventually(lambda: len(source.acked) >= len(msgs))
+        service.request_stop()
+    assert source.acked == [m.token for m in msgs]
+    assert len(sink.rows) == 80
+    (letter,) = sink.dead
+    assert letter.reason == "store_refused"
+    assert letter.unit_id == "U2"
+    assert b'"unit": "U2"' in letter.payload
+    text = service.metrics.render().decode()
+    assert "fleetwatch_ingest_store_refused_total 1.0" in text
+    assert "fleetwatch_ingest_dropped_total 0.0" in text
+    assert decoder.payloads_seen == len(msgs)  # isolation re-writes, never re-decodes
