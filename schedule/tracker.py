@@ -22,7 +22,7 @@ remedy).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import astuple, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -39,7 +39,7 @@ from schedule.events import (
 )
 from schedule.motion import Motion, Track, motion, runs
 from schedule.params import DetectionParams
-from schedule.stops import StopRecord, detect_stops, stop_site
+from schedule.stops import StopRecord, _median, detect_stops, stop_site
 from schedule.visits import VisitRecord, detect_visits_for_site, drop_dominated
 
 I64 = npt.NDArray[np.int64]
@@ -391,8 +391,8 @@ class VehicleTracker:
                 vehicle_id=self.vehicle_id,
                 site_id=site_id,
                 start_us=rec.start_us,
-                lat=round(float(np.median(lat_k[c])), 7),
-                lon=round(float(np.median(lon_k[c])), 7),
+                lat=round(_median(lat_k[c]), 7),
+                lon=round(_median(lon_k[c]), 7),
             )
             completed = None
             if rec.closed_by is not None:
@@ -403,8 +403,8 @@ class VehicleTracker:
                     site_id=site_id,
                     start_us=rec.start_us,
                     end_us=rec.end_us,
-                    lat=round(float(np.median(lat_k[a])), 7),
-                    lon=round(float(np.median(lon_k[a])), 7),
+                    lat=round(_median(lat_k[a]), 7),
+                    lon=round(_median(lon_k[a]), 7),
                     fix_count=rec.fix_count,
                     closed_by=rec.closed_by,
                 )
@@ -493,11 +493,20 @@ def _versioned(ev: AnyEvent, key: str, prev: AnyEvent | None, *, retracted: bool
     return _with_id(ev, key, prev.version + 1, prev.version, retracted)
 
 
+_IDENTITY = frozenset({"visit_id", "stop_id", "version", "supersedes", "retracted"})
+
+
 def _same(a: AnyEvent, b: AnyEvent) -> bool:
     """Same content, ignoring id and version; NaN equals NaN (HDOP of an HDOP-less unit)."""
-    ta = astuple(_with_id(a, "", 1, None, a.retracted))
-    tb = astuple(_with_id(b, "", 1, None, b.retracted))
-    return all(x == y or (x != x and y != y) for x, y in zip(ta, tb, strict=True))
+    if type(a) is not type(b):
+        return False
+    for name in a.__slots__:
+        if name in _IDENTITY:
+            continue
+        x, y = getattr(a, name), getattr(b, name)
+        if not (x == y or (x != x and y != y)):
+            return False
+    return True
 
 
 def _update(
