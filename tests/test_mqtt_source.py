@@ -140,6 +140,7 @@ async def test_acked_messages_are_not_redelivered(mqtt_broker: Broker) -> None:
         got = await take(src, 20)
         src.ack([m.token for m in got])
         assert src.statistics().acked == 20
+    assert src.statistics().reconnects == 0  # a clean exit is not a lost connection
     await publish(mqtt_broker.port, [("fleet/u1/nmea", b"marker")])  # queued while offline
     async with MqttSource(s) as src:
         (m,) = await take(src, 1)

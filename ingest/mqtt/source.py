@@ -160,6 +160,7 @@ class MqttSource:
         self._oversize = 0
         self._connect_failures = 0
         self._redelivered = 0
+        self._closing = False
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def __aenter__(self) -> MqttSource:
@@ -172,6 +173,7 @@ class MqttSource:
     async def __aexit__(self, *exc_info: Any) -> None:
         assert self._tg is not None
         assert self._task is not None
+        self._closing = True
         wire = self._wire
         if wire is not None and not wire.lost.is_set() and wire.write(p.DISCONNECT_BYTES):
             # Let the broker read our last PUBACKs and the DISCONNECT before we go: Mosquitto
@@ -326,6 +328,8 @@ class MqttSource:
                     await self._serve(wire)
                 finally:
                     self._close(wire)
+                if self._closing:  # the broker closed after our DISCONNECT: we are leaving
+                    return
                 self._reconnects += 1
                 log.warning("MQTT connection to %s:%d lost (%s); reconnecting",
                             self.settings.host, self.settings.port, wire.error or "closed")
