@@ -215,11 +215,25 @@ class ProcessProbe:
 
         try:
             self._proc = psutil.Process(self.pid)
-            t = self._proc.cpu_times()
+            self._proc.cpu_times()
         except psutil.Error as exc:
             raise LoadTestError(f"cannot watch process {self.pid}: {exc}") from None
-        self.cpu0 = t.user + t.system
+        self.cpu0 = self._cpu_now()
         self.sample()
+
+    def _cpu_now(self) -> float:
+        """CPU seconds of the process and its live children (worker processes count too)."""
+        import psutil
+
+        t = self._proc.cpu_times()
+        total = float(t.user + t.system)
+        for child in self._proc.children(recursive=True):
+            try:
+                c = child.cpu_times()
+            except psutil.Error:
+                continue
+            total += float(c.user + c.system)
+        return total
 
     def sample(self) -> None:
         import psutil
@@ -233,8 +247,7 @@ class ProcessProbe:
         self.peak_rss = max(self.peak_rss, rss)
 
     def cpu_seconds(self) -> float:
-        t = self._proc.cpu_times()
-        return float(t.user + t.system - self.cpu0)
+        return self._cpu_now() - self.cpu0
 
 
 # -- the run -----------------------------------------------------------------------------------
