@@ -10,6 +10,10 @@ run: the same loop over paho-mqtt 2.2 clients (``simulators.publish.PublisherPoo
 Medians of --repeats runs; messages counted only when the broker's PUBACK came back.
 
     python benchmarks/bench_loadtest.py [--seconds 5] [--repeats 3] [--connections 4]
+
+With ``--fleetwatch UNITS RATE SECONDS`` it instead runs ``fleetwatch loadtest`` against a real
+``fleetwatch run`` with a private broker and PostgreSQL (fleetwatch.embedded), accepting
+unknown units, and prints the load tester's report (a worked example, not a comparison).
 """
 
 from __future__ import annotations
@@ -73,13 +77,75 @@ def one(kind: str, port: int, seconds: float, connections: int, inflight: int) -
     return float(report["acked"]) / float(report["duration_s"])
 
 
+def against_fleetwatch(units: int, rate: float, seconds: float) -> int:
+    import os
+    import urllib.request
+
+    from fleetwatch.config import Settings
+    from fleetwatch.embedded import open_private_servers
+
+    base = Path(tempfile.mkdtemp(prefix="bench-lt-fw-"))
+    base.chmod(0o755)  # the embedded PostgreSQL runs as 'nobody' when we are root
+    try:
+        with open_private_servers(Settings(), base) as ps:
+            s = ps.settings
+            port = free_port()
+            env = dict(
+                os.environ,
+                FLEETWATCH_MQTT_URL=s.mqtt_url or "",
+                FLEETWATCH_DATABASE_URL=s.database_url or "",
+                FLEETWATCH_ACCEPT_UNKNOWN_UNITS="true",
+                FLEETWATCH_HTTP_PORT=str(port),
+                FLEETWATCH_MQTT_VERSION=str(s.mqtt_version),
+                FLEETWATCH_LOG_LEVEL="WARNING",
+            )
+            fw = subprocess.Popen([sys.executable, "-m", "fleetwatch", "run"], env=env)
+            metrics = f"http://127.0.0.1:{port}/metrics"
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    urllib.request.urlopen(metrics, timeout=1).read()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or fw.poll() is not None:
+                        fw.kill()
+                        raise RuntimeError("fleetwatch run did not start") from None
+                    time.sleep(0.2)
+            try:
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "fleetwatch",
+                    "loadtest",
+                    "--vehicles",
+                    str(units),
+                    "--rate",
+                    str(rate),
+                    "--duration",
+                    str(seconds),
+                    "--pid",
+                    str(fw.pid),
+                    "--metrics-url",
+                    metrics,
+                ]
+                return subprocess.run(cmd, env=env, check=False).returncode
+            finally:
+                fw.terminate()
+                fw.wait(30)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--fleetwatch", nargs=3, type=float, metavar=("UNITS", "RATE", "SECONDS"))
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--connections", type=int, default=4)
     ap.add_argument("--max-inflight", type=int, default=1000)
     a = ap.parse_args()
+    if a.fleetwatch:
+        return against_fleetwatch(int(a.fleetwatch[0]), a.fleetwatch[1], a.fleetwatch[2])
     with tempfile.TemporaryDirectory(prefix="bench-lt-") as d:
         proc, port = start_mosquitto(Path(d))
         try:
