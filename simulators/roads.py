@@ -139,11 +139,17 @@ def _staircase(
 
 
 def _clean(x: FloatArray, y: FloatArray) -> Route:
-    """Drop repeated and collinear-in-place vertices so every segment has a length."""
+    """Drop repeated vertices so every segment has a length; both ends stay exactly as given."""
+    eps = 1e-6
     keep = np.ones(len(x), dtype=bool)
-    keep[1:] = np.hypot(np.diff(x), np.diff(y)) > 1e-6
+    keep[1:] = np.hypot(np.diff(x), np.diff(y)) > eps
+    if not keep[-1]:  # the end point repeats an earlier one: keep the end, drop that one
+        j = int(np.flatnonzero(keep[:-1])[-1])
+        keep[-1] = True
+        if j > 0:
+            keep[j] = False
     x, y = x[keep], y[keep]
-    if len(x) == 1:
-        x = np.array([x[0], x[0] + 0.01])
-        y = np.array([y[0], y[0]])
+    if len(x) <= 2 and np.hypot(x[-1] - x[0], y[-1] - y[0]) <= eps:
+        # a route to where we are: a 1 cm shuffle, ending exactly where it was asked to
+        return Route(np.array([x[0], x[0] + 0.01, x[-1]]), np.array([y[0], y[0], y[-1]]))
     return Route(x, y)
