@@ -27,13 +27,14 @@ to ON CONFLICT only on a unique violation, because ON CONFLICT's speculative ins
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import psycopg
 
-from ingest.fixes import FIX_COLUMNS, FixBatch, us_to_datetime
+from ingest.fixes import FIX_COLUMNS, FixBatch, datetime_to_us, us_to_datetime
 
 #: µs between 1970-01-01 and PostgreSQL's epoch 2000-01-01 (binary timestamptz is µs since it).
 PG_EPOCH_OFFSET_US = 946_684_800 * 1_000_000
@@ -203,6 +204,8 @@ async def insert_fixes(conn: psycopg.AsyncConnection[Any], batch: FixBatch) -> i
     return int(row[0]) if row is not None else 0
 
 
+_MIN_QUERY_US = datetime_to_us(dt.datetime(1, 1, 2, tzinfo=dt.UTC))
+_MAX_QUERY_US = datetime_to_us(dt.datetime(9999, 12, 30, tzinfo=dt.UTC))
 _SELECT_FIXES = """
 SELECT unit_id, (extract(epoch FROM t) * 1000000)::int8,
        (extract(epoch FROM recv_at) * 1000000)::int8,
@@ -216,10 +219,12 @@ ORDER BY t
 async def select_fixes_for_unit(
     conn: psycopg.AsyncConnection[Any], unit_id: str, start_us: int, end_us: int
 ) -> FixBatch:
-    """Fixes of one unit with ``start_us <= t < end_us``, ordered by fix time."""
-    cur = await conn.execute(
-        _SELECT_FIXES, (unit_id, us_to_datetime(start_us), us_to_datetime(end_us))
-    )
+    """Fixes of one unit with ``start_us <= t < end_us``, ordered by fix time.
+
+    Bounds beyond what a datetime holds (years 1-9999) are clamped, so ``0, 2**63 - 1`` works.
+    """
+    lo, hi = (min(max(x, _MIN_QUERY_US), _MAX_QUERY_US) for x in (start_us, end_us))
+    cur = await conn.execute(_SELECT_FIXES, (unit_id, us_to_datetime(lo), us_to_datetime(hi)))
     rows = await cur.fetchall()
     if not rows:
         return FixBatch.empty()

@@ -251,3 +251,42 @@ async def count_all(dsn: str) -> int:
         cur = await conn.execute("SELECT count(*) FROM fixes")
         row = await cur.fetchone()
     return int(row[0]) if row else -1
+
+
+f32 = st.one_of(st.just(math.nan), st.floats(width=32, allow_nan=False, allow_infinity=False))
+exact_fix_st = st.builds(
+    Fix,
+    unit_id=st.sampled_from(["u1", "ü-2", "unit-with-a-rather-long-identifier-3"]),
+    t_us=st.integers(NOW_US - 400 * DAY_US, NOW_US + 30 * DAY_US),  # day partitions + DEFAULT
+    recv_us=st.integers(0, 2**53),
+    lat=st.floats(-90, 90),
+    lon=st.floats(-180, 180),
+    speed_kmh=f32,
+    course=f32,
+    quality=st.integers(-1, 8),
+    sats=st.integers(-1, 127),
+    hdop=f32,
+    alt_m=f32,
+    talker=st.sampled_from(["GP", "GN", "GL", "GA", "GB", "BD", "QZ"]),
+)
+
+
+def test_random_batches_round_trip_exactly(pg_dsn: str) -> None:
+    with start_blocking_portal(backend="asyncio") as portal:
+        store = portal.call(open_fixed_clock_store, pg_dsn)
+
+        @settings(max_examples=40)
+        @given(fixes=st.lists(exact_fix_st, max_size=25, unique_by=lambda f: (f.unit_id, f.t_us)))
+        def check(fixes: list[Fix]) -> None:
+            with psycopg.connect(pg_dsn, autocommit=True) as conn:
+                conn.execute("TRUNCATE fixes")
+            portal.call(store.write_batch, FixBatch.from_fixes(fixes))
+            for unit in {f.unit_id for f in fixes}:
+                want = sorted((f for f in fixes if f.unit_id == unit), key=lambda f: f.t_us)
+                got = portal.call(store.fixes_for_unit, unit, -(2**62), 2**62)
+                assert_batches_equal(got, FixBatch.from_fixes(want))
+
+        try:
+            check()
+        finally:
+            portal.call(partial(store.aclose))
