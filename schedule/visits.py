@@ -2,11 +2,13 @@
 
 Theory.  For a site, a fix is *in* when inside the fence and *near* when inside the fence grown
 by ``exit_margin_m``.  A candidate visit opens at the first *in* fix and continues through every
-*near* run; the *away* fixes between two near runs end it only when they are a confirmed exit:
-at least ``exit_confirm_fixes`` fixes spanning at least ``exit_confirm_s`` from the last near fix.
-That hysteresis is what keeps a truck parked at the fence edge (σ = 10 m jitter, multipath
-outliers) in one visit.  A step longer than ``max_gap_s`` always ends it (closed at the last fix
-before the gap); a shorter gap continues it when the vehicle is near the site again after it.
+later *in* fix; the fixes between two *in* fixes end it only when they are a confirmed exit: at
+least ``exit_confirm_fixes`` of them beyond the margin (not *near*), spanning at least
+``exit_confirm_s`` from the last *in* fix, and at least one of them moving.  That hysteresis is
+what keeps a truck parked at the fence edge (σ = 10 m jitter, multipath outliers) in one visit,
+and what lets a truck that moves on to a neighbouring site's parking place (still within the
+margin now and then) leave.  A step longer than ``max_gap_s`` always ends it (closed at the last
+fix before the gap); a shorter gap continues it when the vehicle is inside again after it.
 
 A candidate becomes a visit once it has lasted ``min_dwell_s`` with the vehicle slow
 (< ``crawl_speed_kmh``) for at least ``min_slow_share`` of that time, with one unbroken
@@ -75,7 +77,7 @@ class VisitRecord:
     first: int
     last: int
     arrival_us: int
-    departure_us: int  # last near fix so far (for an open visit: so far)
+    departure_us: int  # last inside fix (for an open visit: so far)
     confirmed_us: int
     fix_count: int
     inside_share: float
@@ -127,8 +129,7 @@ def detect_visits_for_site(
     near[:active_from] = False
     inside = inside & near
     crawl = m.speed_kmh < p.crawl_speed_kmh
-    pieces = cut_runs(near, m.gap)
-    in_idx = np.flatnonzero(inside)
+    pieces = cut_runs(inside, m.gap)
 
     out: list[VisitRecord] = []
     state = VisitState.OUTSIDE
@@ -156,9 +157,10 @@ def detect_visits_for_site(
         )
 
     def exit_confirmed(last: int, nxt: int) -> bool:
-        count = nxt - last - 1
+        """Fixes last+1..nxt-1 (none inside) are a confirmed exit."""
+        beyond = int((~near[last + 1 : nxt]).sum())
         return (
-            count >= p.exit_confirm_fixes
+            beyond >= p.exit_confirm_fixes
             and m.t_s[nxt - 1] - m.t_s[last] >= p.exit_confirm_s
             and not m.still[last + 1 : nxt].all()  # a parked truck's jitter never leaves
         )
@@ -172,10 +174,8 @@ def detect_visits_for_site(
                 state = step(state, VisitInput.STAY)
                 last = e - 1
         if state is VisitState.OUTSIDE:
-            j = np.searchsorted(in_idx, s)
-            if j < len(in_idx) and in_idx[j] < e:
-                state = step(state, VisitInput.ENTER)
-                first, last = int(in_idx[j]), e - 1
+            state = step(state, VisitInput.ENTER)
+            first, last = s, e - 1
         if state is VisitState.CANDIDATE and _confirm_index(m, crawl, first, last, p) >= 0:
             state = step(state, VisitInput.DWELL)
     if state is VisitState.OUTSIDE:
