@@ -349,6 +349,23 @@ def _congest(leg: _Leg, rng: np.random.Generator, still_to_lose_s: float) -> flo
     return lost
 
 
+@dataclass(slots=True)
+class _DayPlan:
+    unit_id: str
+    pts: list[tuple[float, float]]  # depot, the stops' parking points, depot
+    legs: list[_Leg]  # undisturbed street legs between consecutive points
+    depart: float
+    windows: list[tuple[float, float]]  # per stop, UTC epoch seconds
+
+
+@dataclass(slots=True)
+class _Driven:
+    tl: Timeline
+    unit_on: float
+    events: list[tuple[str, float, float, Any]]  # kind, start, end, ref
+    visits_raw: list[tuple[int, int, float, float]]  # seq, site index, park, leave
+
+
 def _vehicle_day(
     ctx: _Context,
     rng: np.random.Generator,
@@ -363,6 +380,35 @@ def _vehicle_day(
     silent: bool,
     rate_hz: float,
 ) -> None:
+    """Plan, drive, observe and write one vehicle's day (the order of random draws is fixed:
+    changing it changes every scenario)."""
+    plan = _plan_day(ctx, rng, k, a, sites, outputs)
+    driven = _drive_day(ctx, rng, a, plan, truth)
+    _observe_and_write(
+        ctx,
+        rng,
+        a,
+        plan,
+        driven,
+        truth,
+        outputs,
+        out,
+        clock_off=clock_off,
+        silent=silent,
+        rate_hz=rate_hz,
+    )
+
+
+def _plan_day(
+    ctx: _Context,
+    rng: np.random.Generator,
+    k: int,
+    a: RouteAssignment,
+    sites: list[Site],
+    outputs: _Outputs,
+) -> _DayPlan:
+    """Drive the route undisturbed with contracted service times: planned arrivals, the
+    windows around them (written into ``sites``), the plan/depot/unit rows."""
     p = ctx.params
     city = ctx.city
     depot = city.depots[a.depot_index]
@@ -371,16 +417,13 @@ def _vehicle_day(
     pts.append((depot.x, depot.y))
     legs = [_make_leg(ctx, rng, *pts[j], *pts[j + 1]) for j in range(len(pts) - 1)]
 
-    # --- the plan: drive undisturbed, service exactly as contracted
     h, m = (int(v) for v in p.start_local.split(":"))
     depart = ctx.local_epoch(h * 60 + m + 5 * int(rng.integers(0, 13)))
     t = depart
-    planned: list[float] = []
     windows: list[tuple[float, float]] = []
     for j, site_i in enumerate(a.stops):
         t += sum(ph.duration_s for ph, _ in legs[j].phases)
         t = float(round(t))
-        planned.append(t)
         site = city.sites[site_i]
         ws_min, we_min = window_around(rng, ctx.local_minutes(t), site.service_min)
         windows.append((ctx.local_epoch(ws_min), ctx.local_epoch(we_min)))
@@ -417,7 +460,17 @@ def _vehicle_day(
     )
     outputs.unit_rows.append([unit_id, a.vehicle_id, driver])
 
-    # --- the real day
+    return _DayPlan(unit_id=unit_id, pts=pts, legs=legs, depart=depart, windows=windows)
+
+
+def _drive_day(
+    ctx: _Context, rng: np.random.Generator, a: RouteAssignment, plan: _DayPlan, truth: Truth
+) -> _Driven:
+    """The real day: the plan's legs with skips, detours, jams, lunch and congestion."""
+    p = ctx.params
+    city = ctx.city
+    depot = city.depots[a.depot_index]
+    pts, legs, depart, windows = plan.pts, plan.legs, plan.depart, plan.windows
     n = len(a.stops)
     skipped = rng.random(n) < p.skip_rate
     jam = rng.random(n + 1) < p.jam_rate
@@ -512,7 +565,29 @@ def _vehicle_day(
             }
         )
 
-    # --- sample, observe, transmit
+    return _Driven(tl=tl, unit_on=unit_on, events=events, visits_raw=visits_raw)
+
+
+def _observe_and_write(
+    ctx: _Context,
+    rng: np.random.Generator,
+    a: RouteAssignment,
+    plan: _DayPlan,
+    driven: _Driven,
+    truth: Truth,
+    outputs: _Outputs,
+    out: Path,
+    *,
+    clock_off: bool,
+    silent: bool,
+    rate_hz: float,
+) -> None:
+    """Sample the day at the unit's rate, pass it through the GPS model and the network,
+    record the truth, write the unit's NMEA file."""
+    p = ctx.params
+    city = ctx.city
+    unit_id, windows = plan.unit_id, plan.windows
+    tl, unit_on, events, visits_raw = driven.tl, driven.unit_on, driven.events, driven.visits_raw
     step = 1.0 / rate_hz
     n_ep = int((tl.now - unit_on) // step) + 1
     t_ep: FloatArray = unit_on + np.arange(n_ep, dtype=np.float64) * step
