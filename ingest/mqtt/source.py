@@ -81,6 +81,11 @@ class MqttStats:
     redelivered: int  # PUBLISH with DUP set: the broker resent an unacked message
 
 
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
 class _Wire(asyncio.Protocol):
     """One TCP connection: bytes in -> parser -> the source; bytes out via the transport."""
 
@@ -93,6 +98,8 @@ class _Wire(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self.connack: asyncio.Future[p.ConnAck] = loop.create_future()
         self.suback: asyncio.Future[p.SubAck] = loop.create_future()
+        for fut in (self.connack, self.suback):  # a handshake may end before anyone awaits
+            fut.add_done_callback(_retrieve)
         self.paused = False
         self.last_rx = time.monotonic()
         self.error: BaseException | None = None
@@ -111,9 +118,13 @@ class _Wire(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost.set()
-        for fut in (self.connack, self.suback):
-            if not fut.done():
-                fut.set_exception(MqttConnectFailed(f"connection closed: {exc or 'EOF'}"))
+        if not self.connack.done():
+            self.connack.set_exception(MqttConnectFailed(
+                f"connection closed before CONNACK ({exc or 'EOF'}); a broker that does not "
+                "speak MQTT 5 does this: then set mqtt_version=4"))
+        if not self.suback.done():
+            self.suback.set_exception(MqttConnectFailed(
+                f"connection closed before SUBACK: {exc or 'EOF'}"))
 
     def write(self, data: bytes) -> bool:
         t = self.transport
@@ -372,6 +383,13 @@ class MqttSource:
                     version=s.mqtt_version))
                 self._wire = wire
                 connack = await wire.connack
+                if 0 < connack.reason < 0x80 and s.mqtt_version == p.MQTT_5:
+                    # Not an MQTT 5 reason code: a 3.1.1-only broker refusing protocol level 5.
+                    raise MqttRefusedError(
+                        f"broker {s.host}:{s.port} answered CONNECT with 3.1.1 return code "
+                        f"{connack.reason}: it does not speak MQTT 5; use a broker that does "
+                        "(Mosquitto >= 1.6) or set mqtt_version=4 (then the broker's "
+                        "max_inflight_messages limits unacked messages)")
                 if connack.reason >= 0x80:
                     what = PERMANENT_REFUSALS.get(connack.reason)
                     if what is not None:
