@@ -335,3 +335,37 @@ async def test_a_consumer_paused_longer_than_keepalive_keeps_its_connection(
         assert [m.payload for m in got] == [p for _t, p in numbered(50)]
         assert src.statistics().reconnects == 0
         src.ack([m.token for m in got])
+
+
+async def test_oversize_payload_is_delivered_cut_and_flagged(mqtt_broker: Broker) -> None:
+    s = settings_for(mqtt_broker, "t-oversize", max_payload_bytes=100)
+    async with MqttSource(s) as src:
+        with anyio.fail_after(WAIT_S):
+            await src.wait_connected()
+        await publish(mqtt_broker.port, [("fleet/u1/nmea", b"x" * 5000), ("fleet/u1/nmea", b"ok")])
+        big, small = await take(src, 2)
+        assert (big.oversize, len(big.payload)) == (True, 100)
+        assert (small.oversize, small.payload) == (False, b"ok")
+        assert src.statistics().oversize == 1
+        src.ack([big.token, small.token])
+
+
+async def test_a_unit_cannot_read_other_units_positions(acl_broker: AclBroker) -> None:
+    """Mosquitto 2.0 grants the SUBSCRIBE but the ACL filters every delivery: a unit's
+    credentials read nothing, while the ingest user gets the same messages."""
+    ingest_user, ingest_pw = acl_broker.ingest_user
+    snoop = settings_for(acl_broker, "t-snoop", username="unit-a",
+                         password=acl_broker.units["unit-a"])
+    ingest = settings_for(acl_broker, "t-ingest", username=ingest_user, password=ingest_pw)
+    async with MqttSource(snoop) as spy, MqttSource(ingest) as src:
+        with anyio.fail_after(WAIT_S):
+            await spy.wait_connected()
+            await src.wait_connected()
+        creds = ("unit-b", acl_broker.units["unit-b"])
+        for i in range(2):  # the second message is a fence for the first
+            await publish(acl_broker.port, [("fleet/unit-b/nmea", b"pos-%d" % i)], user=creds,
+                          client_id="unit-b")
+            (m,) = await take(src, 1)
+            assert m.payload == b"pos-%d" % i
+            src.ack([m.token])
+        assert spy.statistics().received == 0
