@@ -253,7 +253,10 @@ def make_broker(workdir: Path) -> MosquittoBroker | EmbeddedBroker:
 def _started(make: type[MosquittoBroker] | None, workdir: Path) -> Iterator[Broker]:
     last: Exception | None = None
     for _ in range(3):  # a free port can be taken by someone else between probe and bind
-        b = make_broker(workdir) if make is None else make(workdir)
+        try:
+            b = make_broker(workdir) if make is None else make(workdir)
+        except BrokerStartError as e:
+            pytest.fail(f"no test MQTT broker: {e}")
         try:
             b.start()
         except BrokerStartError as e:
