@@ -8,11 +8,11 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from ingest.nmea.compiled import parse_compiled
 from ingest.nmea.filters import FixFilter
 from ingest.nmea.options import DecodeOptions
 from ingest.nmea.pipeline import check_inputs, finish
 from ingest.nmea.rejects import DecodeResult
-from ingest.nmea.vectorised import parse_vectorised
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -45,7 +45,7 @@ class Decoder:
         recv_us: Sequence[int] | npt.NDArray[np.int64],
     ) -> DecodeResult:
         units, recv = check_inputs(unit_ids, payloads, recv_us)
-        po = parse_vectorised(payloads, self.options)
+        po = parse_compiled(payloads, self.options)
         result, slow = finish(
             po, units, recv, self.options, self._filter, scalar=False, unit_list=unit_ids
         )
