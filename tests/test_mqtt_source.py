@@ -7,6 +7,7 @@ paho clients run in worker threads (test helpers only: fleetwatch itself never i
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -369,3 +370,65 @@ async def test_a_unit_cannot_read_other_units_positions(acl_broker: AclBroker) -
             assert m.payload == b"pos-%d" % i
             src.ack([m.token])
         assert spy.statistics().received == 0
+
+
+_CONSUMER = """
+import asyncio, sys
+import anyio
+from ingest.mqtt import MqttSettings, MqttSource
+
+async def main(port: int) -> None:
+    s = MqttSettings(port=port, client_id="t-sigkill-consumer", reconnect_min_s=0.05)
+    async with MqttSource(s) as src:
+        with anyio.fail_after(15):
+            await src.wait_connected()
+        print("ready", flush=True)
+        got = []
+        while len(got) < 20:
+            got += await src.receive_batch(20 - len(got))
+        src.ack([m.token for m in got[:10]])  # "durable": the first half only
+        print("acked", flush=True)
+        await anyio.sleep_forever()
+
+asyncio.run(main(int(sys.argv[1])))
+"""
+
+
+async def test_consumer_sigkilled_mid_batch_gets_every_unacked_message_back(
+        mqtt_broker: Broker) -> None:
+    """Reliability #2 at the MQTT layer: a consumer killed with SIGKILL (no DISCONNECT) holding
+    unacked messages; a new one with the same client id receives every one of them."""
+    needs_mosquitto(mqtt_broker)
+    proc = await anyio.open_process([sys.executable, "-c", _CONSUMER, str(mqtt_broker.port)],
+                                    cwd=Path(__file__).parents[1], stderr=None)
+    assert proc.stdout is not None
+    out = proc.stdout
+    pending = bytearray()
+
+    async def line() -> str:
+        with anyio.fail_after(WAIT_S):
+            while b"\n" not in pending:
+                pending.extend(await out.receive())
+        text, _, rest = bytes(pending).partition(b"\n")
+        pending[:] = rest
+        return text.decode().strip()
+
+    try:
+        assert await line() == "ready"
+        await publish(mqtt_broker.port, numbered(20))
+        assert await line() == "acked"
+    finally:
+        proc.kill()  # SIGKILL: no DISCONNECT, no goodbye
+        with anyio.fail_after(WAIT_S):
+            await proc.wait()
+        await proc.aclose()
+    s = settings_for(mqtt_broker, "t-sigkill-consumer")
+    want = {p for _t, p in numbered(10, start=10)}
+    async with MqttSource(s) as src:
+        got: list[Received] = []
+        with anyio.fail_after(WAIT_S):
+            while not want <= {m.payload for m in got}:
+                got += await src.receive_batch(100)
+        # at-least-once: acks still unread by the broker at the kill may come back too
+        assert {m.payload for m in got} <= {p for _t, p in numbered(20)}
+        src.ack([m.token for m in got])
