@@ -53,6 +53,14 @@ FloatArray = npt.NDArray[np.float64]
 _GARBAGE_BYTES = np.array([b for b in range(256) if b not in (0x0A, 0x0D, 0x23, 0x24)], np.uint8)
 
 
+#: the latest window end a plan may need after its last stop (plans.window_around's slack)
+WINDOW_SLACK_MIN = 180
+
+
+class ScenarioError(ValueError):
+    """The parameters ask for a day that cannot be planned (the message says what to change)."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ScenarioParams:
     """Every knob of the generator; rates are probabilities unless named otherwise."""
@@ -425,6 +433,11 @@ def _plan_day(
         t += sum(ph.duration_s for ph, _ in legs[j].phases)
         t = float(round(t))
         site = city.sites[site_i]
+        if ctx.local_minutes(t) + WINDOW_SLACK_MIN > 24 * 60:
+            raise ScenarioError(
+                f"{a.vehicle_id}'s {len(a.stops)} stops cannot be served within the local day "
+                f"(stop {j + 1} at {iso_s(t)}): add vehicles, sites per vehicle are too many"
+            )
         ws_min, we_min = window_around(rng, ctx.local_minutes(t), site.service_min)
         windows.append((ctx.local_epoch(ws_min), ctx.local_epoch(we_min)))
         sites[site_i] = with_window(sites[site_i], ws_min, we_min)

@@ -91,21 +91,24 @@ def test_batch_writer_carries_rounded_minutes_into_degrees() -> None:
     assert ",5600.00000,N,05600.00000,W," in rmc[0]
 
 
-small_params = st.builds(
-    ScenarioParams,
-    seed=st.integers(0, 10_000),
-    sites=st.integers(10, 60),
-    vehicles=st.integers(1, 3),
-    size_km=st.sampled_from([5.0, 12.0, 40.0]),
-    rate_hz=st.sampled_from([1.0, 0.5]),
-    slow_unit_fraction=st.sampled_from([0.0, 0.5]),
-    noise_min_m=st.just(3.0),
-    noise_max_m=st.sampled_from([3.0, 15.0]),
-    polygon_fraction=st.sampled_from([0.0, 0.35, 1.0]),
-    start_local=st.sampled_from(["06:00", "07:00", "09:30"]),
-    clock_off_units=st.just(0),
-    silent_units=st.just(0),
-)
+@st.composite
+def small_params(draw: st.DrawFn) -> ScenarioParams:
+    """Small days a few trucks can serve (≤ 20 sites per vehicle, so routes end by evening)."""
+    vehicles = draw(st.integers(1, 3))
+    return ScenarioParams(
+        seed=draw(st.integers(0, 10_000)),
+        sites=draw(st.integers(10, 20 * vehicles)),
+        vehicles=vehicles,
+        size_km=draw(st.sampled_from([5.0, 12.0, 40.0])),
+        rate_hz=draw(st.sampled_from([1.0, 0.5])),
+        slow_unit_fraction=draw(st.sampled_from([0.0, 0.5])),
+        noise_min_m=3.0,
+        noise_max_m=draw(st.sampled_from([3.0, 15.0])),
+        polygon_fraction=draw(st.sampled_from([0.0, 0.35, 1.0])),
+        start_local=draw(st.sampled_from(["06:00", "07:00", "09:30"])),
+        clock_off_units=0,
+        silent_units=0,
+    )
 
 
 def _iso(t: str) -> float:
@@ -113,7 +116,7 @@ def _iso(t: str) -> float:
 
 
 @settings(max_examples=6, deadline=None)
-@given(params=small_params)
+@given(params=small_params())
 def test_an_undisturbed_day_keeps_every_window(params: ScenarioParams) -> None:
     quiet = params.quiet()
     with tempfile.TemporaryDirectory() as d:
@@ -143,7 +146,7 @@ rates = st.floats(0.0, 1.0)
 
 @settings(max_examples=5, deadline=None)
 @given(
-    params=small_params,
+    params=small_params(),
     skip=rates,
     late=rates,
     jam=st.floats(0, 0.3),
@@ -222,3 +225,13 @@ def test_every_injected_event_is_in_the_truth(
     for u in truth["unscheduled_stops"]:
         assert _iso(u["end"]) - _iso(u["start"]) >= 180
         assert not math.isnan(u["lat"])
+
+
+def test_a_day_too_long_for_the_fleet_is_refused_with_advice(tmp_path: Path) -> None:
+    import pytest
+
+    from simulators.scenario import ScenarioError
+
+    too_many = ScenarioParams(sites=300, vehicles=1, clock_off_units=0, silent_units=0)
+    with pytest.raises(ScenarioError, match="add vehicles"):
+        write_scenario(too_many, tmp_path)
