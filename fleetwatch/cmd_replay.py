@@ -40,7 +40,7 @@ from schedule.tracker import FleetTracker, TrackerStats
 from simulators.formats import iter_payloads, load_truth, load_units, unit_files
 
 #: Payloads handed to the decoder (and then to matching and the trackers) per batch.
-DEFAULT_BATCH_PAYLOADS = 20_000
+DEFAULT_BATCH_PAYLOADS = 100_000
 #: Receive-time interval at which silent vehicles' open visits/stops are checked for closing.
 ADVANCE_EVERY_US = 60_000_000
 
