@@ -181,7 +181,7 @@ def _publish(args: argparse.Namespace, scenario: Path) -> int:
 
     shift_s = 0
     if args.retime:
-        from simulators.publish import merged_payloads
+        from simulators.formats import merged_payloads
 
         first = next(iter(merged_payloads(scenario)))[0]
         last = last_receive_us(scenario)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import heapq
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -212,3 +213,15 @@ def unit_files(scenario_dir: Path) -> dict[str, Path]:
     if not nmea.is_dir():
         raise ScenarioFormatError(f"{scenario_dir}: no nmea/ directory (is it a scenario?)")
     return {p.stem: p for p in sorted(nmea.glob("*.nmea"))}
+
+
+def merged_payloads(scenario_dir: Path) -> Iterator[tuple[int, str, bytes]]:
+    """``(recv_us, unit_id, payload)`` of every unit of a scenario, in receive-time order
+    (what a broker would have seen; ties keep unit-id order).  One open file per unit."""
+    files = unit_files(scenario_dir)
+
+    def one(unit: str, path: Path) -> Iterator[tuple[int, str, bytes]]:
+        for recv, payload in iter_payloads(path):
+            yield recv, unit, payload
+
+    return heapq.merge(*(one(u, p) for u, p in files.items()), key=lambda x: x[0])

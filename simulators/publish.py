@@ -15,13 +15,12 @@ one): a simulator must never flood somebody else's server.
 from __future__ import annotations
 
 import datetime as dt
-import heapq
 import ipaddress
 import re
 import select
 import socket
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,7 +29,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from ingest.nmea_encode import checksum, frame
-from simulators.formats import iter_payloads, parse_iso_us, unit_files
+from simulators.formats import merged_payloads, parse_iso_us, unit_files
 
 
 class TargetRefused(ValueError):
@@ -285,17 +284,6 @@ def last_receive_us(scenario_dir: Path) -> int:
             stamp = tail[i + 6 : tail.index(b"\n", i)].decode("ascii")
             latest = max(latest, parse_iso_us(stamp))
     return latest
-
-
-def merged_payloads(scenario_dir: Path) -> Iterator[tuple[int, str, bytes]]:
-    """``(recv_us, unit_id, payload)`` of every unit, in receive-time order."""
-    files = unit_files(scenario_dir)
-
-    def one(unit: str, path: Path) -> Iterator[tuple[int, str, bytes]]:
-        for recv, payload in iter_payloads(path):
-            yield recv, unit, payload
-
-    return heapq.merge(*(one(u, p) for u, p in files.items()), key=lambda x: x[0])
 
 
 def publish_scenario(
