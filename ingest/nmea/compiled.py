@@ -41,8 +41,7 @@ def join(payloads: Sequence[bytes]) -> tuple[bytes, npt.NDArray[np.uint8], npt.N
 
 def parse_compiled(payloads: Sequence[bytes], options: DecodeOptions) -> ParseOutput:
     raw, buf, offsets = join(payloads)
-    n_sent = raw.count(b"$")
-    out = kernel.scan(buf, offsets, n_sent, options.require_checksum)
+    out = kernel.scan(buf, offsets, options.require_checksum)
     starts, ends, payload, status, talker, kind, alen = out[:7]
     cols = dict(zip(_ROW_COLUMNS, out[7:], strict=True))
 

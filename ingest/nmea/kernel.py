@@ -207,15 +207,18 @@ def _mode_ok(length: int, c: int) -> bool:
 
 
 @njit(cache=True, nogil=True)
-def scan(buf: Any, offsets: Any, n_sent: int, require_checksum: bool) -> tuple[Any, ...]:
+def scan(buf: Any, offsets: Any, require_checksum: bool) -> tuple[Any, ...]:
     """One pass over ``buf`` (payloads joined and terminated by ``\\n``; ``offsets`` = each
-    payload's start) with ``n_sent`` = its count of ``$``.
+    payload's start).
 
     Returns per sentence ``starts, ends, payload, status, talker, kind, address length`` and
     the row columns ``tod_us, date_days, lat, lon, speed_kmh, course, quality, sats, hdop,
     alt_m`` (defined where status is ROW only).
     """
     n = buf.shape[0]
+    n_sent = 0  # every '$' starts a sentence
+    for i in range(n):
+        n_sent += buf[i] == 36
     starts = np.empty(n_sent, dtype=np.int64)
     ends = np.empty(n_sent, dtype=np.int64)
     payload = np.empty(n_sent, dtype=np.int64)
