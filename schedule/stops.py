@@ -1,14 +1,16 @@
-"""Stop detection over one vehicle's track: runs of slow fixes, merged across jitter.
+"""Stop detection over one vehicle's track: runs of still fixes, chained across jitter.
 
-Theory.  A fix is *slow* when its speed (reported, or estimated from displacement) is below
-``stop_speed_kmh``.  Slow fixes come in runs; a stop is a chain of slow runs joined across the
-non-slow fixes between them when those are *jitter*, i.e. fewer than ``move_confirm_fixes``, or
-spanning less than ``move_confirm_s``, or all within ``stop_radius_m`` of where the vehicle stood
-(a parked truck's drift reported as speed).  Nothing joins across a jump (teleport) or a gap
-longer than ``max_gap_s`` (see :mod:`schedule.motion`).  A chain lasting ``stop_min_s`` is a stop.
+Theory.  A fix is *still* when its reported speed is below ``stop_speed_kmh`` or it moved at most
+``stop_radius_m`` over the last ``speed_window_s`` (:mod:`schedule.motion`).  Still fixes come in
+runs; a stop is a chain of still runs joined across the non-still fixes between them when the
+next run stands within ``stop_radius_m`` of where the chain stood and those fixes are *jitter*:
+fewer than ``move_confirm_fixes``, or spanning less than ``move_confirm_s``, or all within
+``drift_radius_m`` of where the vehicle stood (a parked truck's drift reported as speed).
+Nothing joins across a jump (teleport) or a gap longer than ``max_gap_s`` (see
+:mod:`schedule.motion`).  A chain lasting ``stop_min_s`` is a stop.
 
 The states and their transitions are the table ``TRANSITIONS``; anything else raises
-:class:`IllegalTransition`.  The loop runs once per slow run, not per fix.
+:class:`IllegalTransition`.  The loop runs once per still run, not per fix.
 """
 
 from __future__ import annotations

@@ -462,6 +462,8 @@ class VehicleTracker:
         self._near_t, self._near_site = self._near_t[s], self._near_site[s]
         self._visits = [r for r in self._visits if r.start_us >= cut_t]
         self._stops = [r for r in self._stops if r.start_us >= cut_t]
+        # ids embed the start time: those of forgotten records can never be generated again
+        self._used_ids = {r.key for r in (*self._visits, *self._stops)}
         self._trimmed = True
 
     # -- introspection -------------------------------------------------------------------

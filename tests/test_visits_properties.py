@@ -54,7 +54,7 @@ def outcome(events: list[DetectionEvent]) -> tuple[object, object]:
 PARAMS = DetectionParams(horizon_s=1800.0)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     legs=st.lists(leg, min_size=1, max_size=8),
     seed=st.integers(0, 2**16),
@@ -159,5 +159,5 @@ class LateBacklog(RuleBasedStateMachine):
         assert all(e.version >= 1 for e in latest(self.events).values())
 
 
-LateBacklog.TestCase.settings = settings(max_examples=25, stateful_step_count=12, deadline=None)
+LateBacklog.TestCase.settings = settings(max_examples=50, stateful_step_count=12, deadline=None)
 test_late_backlog_converges = LateBacklog.TestCase
