@@ -247,6 +247,55 @@ class FixFilter:
         self._insert(tr, i, t, lat, lon)
         return Verdict(t, restamped=restamped)
 
+    def _admit_unit(
+        self,
+        tr: _Track,
+        rows: I64,
+        t: I64,
+        lat: F64,
+        lon: F64,
+        bad: npt.NDArray[np.bool_],
+        odd: list[tuple[int, Verdict]],
+        t_out: I64,
+    ) -> int:
+        """:meth:`_admit` for one unit's rows in order, except runs that are provably plain
+        accepts: a row that is newer than, and plausible from, the row before it (``bad``
+        false, as admit_batch computed it) while that row is the track's newest fix and no
+        jump chain is open gets exactly the verdict "accepted" from _admit (the nearest fix in
+        time is the newest, the same distance test passes), and so does the rest of the run
+        up to the next ``bad`` row: such runs are appended in bulk.  A unit with one odd fix
+        in a long batch (a real receiver's backwards timestamp) thus costs one scalar call,
+        not one per fix.  Returns the number of rows decided by _admit."""
+        n = len(rows)
+        next_bad = np.append(np.flatnonzero(bad), n)
+        tl, lal, lol = t.tolist(), lat.tolist(), lon.tolist()
+        rl = rows.tolist()
+        slow = 0
+        r = 0
+        while r < n:
+            if (
+                not bad[r]
+                and tr.chain_n == 0
+                and (r == 0 or (bool(tr.t) and tr.t[-1] == tl[r - 1]
+                                and tr.lat[-1] == lal[r - 1] and tr.lon[-1] == lol[r - 1]))
+            ):  # fmt: skip
+                q = int(next_bad[np.searchsorted(next_bad, r)])
+                tr.t.extend(tl[r:q])
+                tr.lat.extend(lal[r:q])
+                tr.lon.extend(lol[r:q])
+                if len(tr.t) > self._k:
+                    drop = len(tr.t) - self._k
+                    del tr.t[:drop], tr.lat[:drop], tr.lon[:drop]
+                r = q
+                continue
+            v = self._admit(tr, tl[r], lal[r], lol[r])
+            slow += 1
+            t_out[rl[r]] = v.t_us
+            if v.reason is not None or v.restamped or v.reanchored:
+                odd.append((rl[r], v))
+            r += 1
+        return slow
+
     def _insert(self, tr: _Track, i: int, t: int, lat: float, lon: float) -> None:
         tr.chain_n = 0
         tr.t.insert(i, t)
@@ -293,13 +342,9 @@ class FixFilter:
             for g in np.flatnonzero(blocked).tolist():
                 code = int(gcode[g])
                 tr = self._load(code)
-                rows = order[starts[g] : ends[g]].tolist()
-                slow_rows += len(rows)
-                for r in rows:
-                    v = self._admit(tr, int(t[r]), float(lat[r]), float(lon[r]))
-                    t_out[r] = v.t_us
-                    if v.reason is not None or v.restamped or v.reanchored:
-                        odd.append((r, v))
+                a, b = int(starts[g]), int(ends[g])
+                slow_rows += self._admit_unit(tr, order[a:b], ts[a:b], la[a:b], lo[a:b],
+                                              bad[a:b], odd, t_out)  # fmt: skip
                 self._store(code, tr)
             odd.sort(key=lambda rv: rv[0])
         # every other unit: append its rows to its ring (only the last k of them matter)
