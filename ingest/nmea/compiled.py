@@ -26,7 +26,6 @@ _ROW_COLUMNS = (
     "tod_us", "date_days", "lat", "lon", "speed_kmh", "course", "quality", "sats", "hdop",
     "alt_m",
 )  # fmt: skip
-_ARANGE15 = np.arange(15, dtype=np.int64)
 
 
 def join(payloads: Sequence[bytes]) -> tuple[bytes, npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
@@ -42,7 +41,7 @@ def join(payloads: Sequence[bytes]) -> tuple[bytes, npt.NDArray[np.uint8], npt.N
 def parse_compiled(payloads: Sequence[bytes], options: DecodeOptions) -> ParseOutput:
     raw, buf, offsets = join(payloads)
     out = kernel.scan(buf, offsets, options.require_checksum)
-    starts, ends, payload, status, talker, kind, alen = out[:7]
+    starts, ends, payload, status, talker, kind, addr = out[:7]
     cols = dict(zip(_ROW_COLUMNS, out[7:], strict=True))
 
     rejects: list[tuple[int, RejectReason, str]] = []
@@ -50,10 +49,13 @@ def parse_compiled(payloads: Sequence[bytes], options: DecodeOptions) -> ParseOu
     if len(status) and int(status.max()) > kernel.ROW:
         si = np.flatnonzero(status == kernel.SKIP)
         if len(si):
-            idx = np.minimum(starts[si, None] + 1 + _ARANGE15, len(buf) - 1)
-            win = np.where(alen[si, None] > _ARANGE15, buf[idx], 0).astype(np.uint8)
-            keys, cnt = np.unique(np.ascontiguousarray(win).view("S15").ravel(), return_counts=True)
-            skipped = {k.decode(): int(c) for k, c in zip(keys.tolist(), cnt.tolist(), strict=True)}
+            keys, cnt = np.unique(addr[si], return_counts=True)
+            for key, c in zip(keys.tolist(), cnt.tolist(), strict=True):
+                if key:
+                    skipped[key.to_bytes(8, "little").rstrip(b"\0").decode()] = c
+            for seq in si[addr[si] == 0].tolist():  # addresses of 9-15 characters
+                head = raw[int(starts[seq]) + 1 : int(ends[seq])].split(b",")[0].split(b"*")[0]
+                skipped[head.decode()] = skipped.get(head.decode(), 0) + 1
         for seq in np.flatnonzero(status == kernel.TOO_LONG).tolist():
             rejects.append(
                 (seq, RejectReason.TOO_LONG, too_long_detail(int(ends[seq] - starts[seq])))

@@ -211,7 +211,7 @@ def scan(buf: Any, offsets: Any, require_checksum: bool) -> tuple[Any, ...]:
     """One pass over ``buf`` (payloads joined and terminated by ``\\n``; ``offsets`` = each
     payload's start).
 
-    Returns per sentence ``starts, ends, payload, status, talker, kind, address length`` and
+    Returns per sentence ``starts, ends, payload, status, talker, kind, skipped address`` and
     the row columns ``tod_us, date_days, lat, lon, speed_kmh, course, quality, sats, hdop,
     alt_m`` (defined where status is ROW only).
     """
@@ -225,7 +225,8 @@ def scan(buf: Any, offsets: Any, require_checksum: bool) -> tuple[Any, ...]:
     status = np.empty(n_sent, dtype=np.int8)
     talker = np.full(n_sent, -1, dtype=np.int8)
     kind = np.full(n_sent, -1, dtype=np.int8)
-    alen_out = np.zeros(n_sent, dtype=np.int64)
+    # a skipped address of at most 8 characters packed little-endian (0: longer ones)
+    addr = np.zeros(n_sent, dtype=np.uint64)
     # row columns: written in full for every ROW, left undefined for the other statuses
     o_tod = np.empty(n_sent, dtype=np.int64)
     o_date = np.empty(n_sent, dtype=np.int64)
@@ -309,7 +310,11 @@ def scan(buf: Any, offsets: Any, require_checksum: bool) -> tuple[Any, ...]:
                     valid = valid and _ADDR_OK[buf[q]]
                 if valid:
                     st = SKIP
-                    alen_out[k] = alen
+                    if alen <= 8:
+                        key = np.uint64(0)
+                        for q in range(alen):
+                            key |= np.uint64(buf[s + 1 + q]) << np.uint64(8 * q)
+                        addr[k] = key
                 kd = -1
             elif kd < 0:  # supported, but a field count fields.py refuses
                 kd = -1
@@ -409,7 +414,7 @@ def scan(buf: Any, offsets: Any, require_checksum: bool) -> tuple[Any, ...]:
         status[k] = st
         k += 1
     return (
-        starts[:k], ends[:k], payload[:k], status[:k], talker[:k], kind[:k], alen_out[:k],
+        starts[:k], ends[:k], payload[:k], status[:k], talker[:k], kind[:k], addr[:k],
         o_tod[:k], o_date[:k], o_lat[:k], o_lon[:k], o_spd[:k], o_crs[:k], o_q[:k],
         o_sat[:k], o_hdop[:k], o_alt[:k],
     )  # fmt: skip
