@@ -163,7 +163,9 @@ class Parser:
     ``feed()`` appends bytes (any split: a packet may arrive one byte at a time or many per
     read); ``next_events(max_publishes)`` parses complete packets until it has produced that
     many PUBLISH events, leaving the rest buffered.  That lets the shell stop at its buffer
-    bound without losing bytes it already read.
+    bound without losing bytes it already read.  After a :class:`ProtocolError` the parser is
+    unusable and the connection must go; events of the same call before the bad packet are
+    dropped with it (the broker redelivers every unacknowledged PUBLISH).
     """
 
     def __init__(self, *, version: int = MQTT_5) -> None:
