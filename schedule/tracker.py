@@ -278,6 +278,7 @@ class VehicleTracker:
         zero = np.zeros(n, dtype=bool)
         zero[1:] = (np.diff(m.x) == 0) & (np.diff(m.y) == 0)
         cond = ~near_any & ~m.still & np.isfinite(m.speed_kmh) & ~m.jump & ~m.gap & ~zero
+        cond &= m.speed_kmh >= p.crawl_speed_kmh  # a stop's start is never backdated past it
         cond[:active] = False
         need_fixes = max(p.exit_confirm_fixes, p.move_confirm_fixes) + 1
         need_s = max(p.exit_confirm_s, p.move_confirm_s)
