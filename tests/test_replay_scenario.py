@@ -6,7 +6,9 @@ A small scenario with every fault turned up runs in the normal suite; the full d
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -138,3 +140,22 @@ def test_full_default_day_meets_the_issue_targets(tmp_path_factory: pytest.TempP
     assert ev["recall"] >= 0.995, ev["missed_examples"]
     assert ev["within_60s_share"] >= 0.95
     assert ev["from_drive_bys"] == 0
+
+
+def test_every_unscheduled_stop_is_true_or_at_the_depot(
+    small_scenario: Path, small_result: ReplayResult
+) -> None:
+    truth = json.loads((small_scenario / "truth.json").read_text())
+    with (small_scenario / "depots.csv").open() as f:
+        depots = {r["vehicle_id"]: r for r in csv.DictReader(f)}
+    for s in (s for s in small_result.stops if s["kind"] == "unscheduled"):
+        d = depots[s["vehicle_id"]]
+        lat0 = float(d["lat"])
+        dx = (s["lon"] - float(d["lon"])) * 111_320 * math.cos(math.radians(lat0))
+        dy = (s["lat"] - lat0) * 111_320
+        at_depot = math.hypot(dx, dy) <= float(d["radius_m"]) + 50
+        true = any(
+            t["vehicle_id"] == s["vehicle_id"] and t["start"] <= s["end"] and s["start"] <= t["end"]
+            for t in truth["unscheduled_stops"]
+        )
+        assert at_depot or true, s
