@@ -17,10 +17,10 @@ from types import ModuleType
 #: subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "decode": ("fleetwatch.cmd_decode", "decode NMEA text to JSON fixes (stdin or FILE)"),
-    "run": ("fleetwatch.cmd_run", "run the ingest service against the configured broker/database"),
-    "demo": ("fleetwatch.cmd_demo", "live demo: embedded broker+database, simulated fleet, live counts"),
-    "simulate": ("fleetwatch.cmd_simulate", "write a scenario (sites, plans, NMEA, truth) or publish it live"),
-    "loadtest": ("fleetwatch.cmd_loadtest", "drive a running fleetwatch at a target fix rate and report"),
+    "run": ("fleetwatch.cmd_run", "run the ingest service on the configured broker/database"),
+    "demo": ("fleetwatch.cmd_demo", "live demo: private broker+database, simulated fleet, counts"),
+    "simulate": ("fleetwatch.cmd_simulate", "write a scenario or publish a simulated fleet"),
+    "loadtest": ("fleetwatch.cmd_loadtest", "drive a running fleetwatch at a target fix rate"),
     "replay": ("fleetwatch.cmd_replay", "run the engine offline over a scenario directory"),
 }
 
