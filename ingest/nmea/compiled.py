@@ -84,6 +84,7 @@ def parse_compiled(payloads: Sequence[bytes], options: DecodeOptions) -> ParseOu
             assert isinstance(res, Refuse)
             rejects.append((seq, res.reason, res.detail))
 
+    rejects.sort(key=lambda r: r[0])  # sentence order, as parse_reference gives them
     seq_all = np.flatnonzero(is_row)
     every = len(seq_all) == len(status)
     table = {
