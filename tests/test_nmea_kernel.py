@@ -82,55 +82,23 @@ def shaped(draw: st.DrawFn) -> bytes:
     """A supported sentence of an accepted field count with each field valid or perturbed."""
     kind = draw(st.sampled_from(["RMC", "GGA", "GNS", "VTG"]))
     talker = draw(st.sampled_from(["GP", "GN", "GL", "GA", "GB", "BD", "QZ"]))
+    t = draw(st.sampled_from(["123519", "000000.5", "235960", "101010.123456", "120000.00"]))
+    lat = draw(st.sampled_from(["4807.038", "0000.0001", "8959.9999", "0100.5", "1234"]))
+    lon = draw(st.sampled_from(["01131.000", "17959.99999999", "00000.0001", "123.4"]))
+    ns, ew = draw(st.sampled_from(["N", "S"])), draw(st.sampled_from(["E", "W"]))
+    num = st.sampled_from(["", "0", "022.4", "359.9", "0.000001", "12345678.1234567"])
+    mode = draw(st.sampled_from(["", "A", "D", "E", "F", "M", "P", "R", "S"]))
+    date = draw(st.sampled_from(["230394", "290224", "010180", "311279"]))
+    signed = draw(st.sampled_from(["", "-0", "-545.4", "545.4", "-0.0001"]))
+    gns_mode = draw(st.sampled_from(["A", "ANR", "NNA", "DDDDDDDD", "SN"]))
     good = {
-        "RMC": [
-            "123519.00",
-            "A",
-            "4807.038",
-            "N",
-            "01131.000",
-            "E",
-            "022.4",
-            "084.4",
-            "230394",
-            "003.1",
-            "W",
-            "A",
-            "S",
-        ],
-        "GGA": [
-            "123519",
-            "4807.038",
-            "N",
-            "01131.000",
-            "E",
-            "1",
-            "08",
-            "0.9",
-            "545.4",
-            "M",
-            "46.9",
-            "M",
-            "",
-            "",
-        ],
-        "GNS": [
-            "123519",
-            "4807.038",
-            "N",
-            "01131.000",
-            "E",
-            "ANR",
-            "08",
-            "0.9",
-            "-545.4",
-            "46.9",
-            "",
-            "",
-            "V",
-        ],
-        "VTG": ["084.4", "T", "", "M", "022.4", "N", "041.5", "K", "D"],
-    }[kind]
+        "RMC": [t, "A", lat, ns, lon, ew, draw(num), draw(num), date, "003.1", "W", mode, "S"],
+        "GGA": [t, lat, ns, lon, ew, draw(st.sampled_from("12345678")),
+                draw(st.sampled_from(["", "0", "08", "12"])), draw(num), signed, "M", "46.9",
+                "M", "", ""],
+        "GNS": [t, lat, ns, lon, ew, gns_mode, "08", draw(num), signed, "46.9", "", "", "V"],
+        "VTG": [draw(num), "T", "", "M", draw(num), "N", "041.5", "K", mode],
+    }[kind]  # fmt: skip
     counts = {"RMC": (11, 12, 13), "GGA": (14,), "GNS": (12, 13), "VTG": (8, 9)}[kind]
     fields = good[: draw(st.sampled_from(counts))]
     for _ in range(draw(st.integers(0, 2))):  # a few fields perturbed, most kept valid
