@@ -174,13 +174,14 @@ def detect_stops(
 
     for s, e in pieces:
         if state is not StopState.IDLE:
-            anchor = _anchor(m, first, last)
-            head = _head(m, s, e)
-            if (
-                not split[last + 1 : s + 1].any()
-                and math.hypot(head[0] - anchor[0], head[1] - anchor[1]) <= p.stop_radius_m
-                and _between_is_jitter(m, p, last, s, anchor)
-            ):
+            joined = False
+            if not split[last + 1 : s + 1].any():
+                anchor = _anchor(m, first, last)
+                head = _head(m, s, e)
+                joined = math.hypot(
+                    head[0] - anchor[0], head[1] - anchor[1]
+                ) <= p.stop_radius_m and _between_is_jitter(m, p, last, s, anchor)
+            if joined:
                 state = step(state, StopInput.JOIN)
                 last = e - 1
             else:
