@@ -1,8 +1,8 @@
 """NMEA 0183 decoding (sans-I/O): MQTT payload bytes -> validated fixes as columns.
 
-``Decoder`` is the numpy batch decoder used in production; ``decode_reference`` the scalar
-specification it is tested against.  The rules (reject codes, real-receiver faults) are in
-docs/nmea.md.
+``Decoder`` is the batch decoder used in production (compiled parse, numpy stages after it);
+``decode_reference`` the scalar specification it is tested against.  The rules (reject codes,
+real-receiver faults) are in docs/nmea.md.
 """
 
 from ingest.nmea.decoder import Decoder, DecoderStatistics

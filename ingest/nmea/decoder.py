@@ -1,4 +1,4 @@
-"""The production decoder: numpy parse, shared epochs, batch filter; state = per-unit history."""
+"""The production decoder: compiled parse, shared epochs, batch filter; state = per-unit history."""
 
 from __future__ import annotations
 

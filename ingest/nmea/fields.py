@@ -1,8 +1,8 @@
 """The scalar sentence parser: one sentence's bytes -> a row, a skip, or a reject.
 
-This is the definition of what a sentence means.  The numpy parser (vectorised.py) handles the
+This is the definition of what a sentence means.  The compiled parser (kernel.py) handles the
 rows it can prove clean with the same arithmetic and hands every other row to this function, so
-the two agree bit for bit (tests/test_nmea_vectorised.py).
+the two agree bit for bit (tests/test_nmea_kernel.py, tests/test_nmea_properties.py).
 
 Numbers are read as an integer mantissa and a count of decimals, then divided by an exact power
 of ten: ``float("4810.8509")`` and the array path could differ in the last bit, this cannot.

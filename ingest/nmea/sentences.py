@@ -1,6 +1,6 @@
 """What the decoder reads: talkers, sentence kinds, field layouts, and the parsed-row table.
 
-The table is the contract between the two parsers (scalar reference and numpy) and the shared
+The table is the contract between the two parsers (scalar reference and compiled) and the shared
 epoch stage: both fill the same columns with bit-identical values, so everything downstream is
 computed once.
 """
@@ -108,8 +108,8 @@ class ParseOutput:
     rows: ParsedRows
     rejects: list[tuple[int, RejectReason, str]]  # (seq, reason, detail)
     skipped: dict[str, int]
-    fallback_rows: int = 0  # sentences the numpy parser handed to the scalar parser
-    base: int = 0  # where the joined payloads start in ``buffer`` (the numpy parser pads it)
+    fallback_rows: int = 0  # sentences the compiled parser handed to the scalar parser
+    base: int = 0  # where the joined payloads start in ``buffer``
 
     def sentence(self, seq: int) -> bytes:
         return self.buffer[self.base + int(self.starts[seq]) : self.base + int(self.ends[seq])]
