@@ -44,11 +44,9 @@ class Decoder:
         payloads: Sequence[bytes],
         recv_us: Sequence[int] | npt.NDArray[np.int64],
     ) -> DecodeResult:
-        units, recv = check_inputs(unit_ids, payloads, recv_us)
+        recv = check_inputs(unit_ids, payloads, recv_us)
         po = parse_compiled(payloads, self.options)
-        result, slow = finish(
-            po, units, recv, self.options, self._filter, scalar=False, unit_list=unit_ids
-        )
+        result, slow = finish(po, unit_ids, recv, self.options, self._filter, scalar=False)
         self._batches += 1
         self._sentences += len(po.starts)
         self._fallback += po.fallback_rows

@@ -110,6 +110,7 @@ class FixFilter:
         self._vmax = options.max_speed_kmh / 3.6
         self._k = options.history_per_unit
         self._codes: dict[str, int] = {}
+        self._names = np.empty(0, dtype=np.str_)  # unit id by code, rebuilt when units arrive
         cap = 16
         self._t = np.zeros((cap, self._k), dtype=np.int64)
         self._lat = np.zeros((cap, self._k), dtype=np.float64)
@@ -127,16 +128,21 @@ class FixFilter:
     def codes(self, units: Sequence[str]) -> I64:
         """Unit ids -> dense integer codes (new units get new codes and empty state)."""
         table = self._codes
-        got = list(map(table.get, units))
-        if None in got:
+        try:
+            return np.fromiter(map(table.__getitem__, units), dtype=np.int64, count=len(units))
+        except KeyError:
             for u in units:
                 if u not in table:
                     table[u] = len(table)
-            got = list(map(table.get, units))
-        out = np.array(got, dtype=np.int64)
         if len(table) > len(self._n):
             self._grow(max(len(table), 2 * len(self._n)))
-        return out
+        return np.fromiter(map(table.__getitem__, units), dtype=np.int64, count=len(units))
+
+    def names(self, codes: I64, width: int) -> npt.NDArray[np.str_]:
+        """Unit ids of codes as a numpy string column of ``width`` characters."""
+        if len(self._names) != len(self._codes):
+            self._names = np.array(list(self._codes), dtype=np.str_)
+        return self._names[codes].astype(f"<U{width}")
 
     def _grow(self, cap: int) -> None:
         for name in ("_t", "_lat", "_lon"):

@@ -25,32 +25,36 @@ def check_inputs(
     unit_ids: Sequence[str],
     payloads: Sequence[bytes],
     recv_us: Sequence[int] | npt.NDArray[np.int64],
-) -> tuple[npt.NDArray[np.str_], npt.NDArray[np.int64]]:
+) -> npt.NDArray[np.int64]:
+    """The receive times as an array, after checking there is one of everything per payload."""
     if not len(unit_ids) == len(payloads) == len(recv_us):
         raise ValueError(
             f"unit_ids, payloads and recv_us must have one entry per payload; got "
             f"{len(unit_ids)}, {len(payloads)}, {len(recv_us)}"
         )
-    units = np.asarray(unit_ids, dtype=np.str_) if len(unit_ids) else np.empty(0, dtype=np.str_)
-    return units, np.asarray(recv_us, dtype=np.int64).reshape(-1)
+    return np.asarray(recv_us, dtype=np.int64).reshape(-1)
+
+
+def unit_array(unit_ids: Sequence[str]) -> npt.NDArray[np.str_]:
+    """The unit ids as one numpy string column (the width of the longest, at least 1)."""
+    return np.asarray(unit_ids, dtype=np.str_) if len(unit_ids) else np.empty(0, dtype=np.str_)
 
 
 def finish(
     po: ParseOutput,
-    units: npt.NDArray[np.str_],
+    unit_ids: Sequence[str],
     recv: npt.NDArray[np.int64],
     options: DecodeOptions,
     fix_filter: FixFilter,
     *,
     scalar: bool,
-    unit_list: Sequence[str] = (),
 ) -> tuple[DecodeResult, int]:
     """Result of one batch, and the number of rows the filter decided one by one."""
     ep = build_candidates(po.rows, recv, options)
     c = ep.candidates
-    cu = units[c.payload]
     odd: list[tuple[int, Verdict]]
     if scalar:
+        cu = unit_array(unit_ids)[c.payload]
         t_out = c.t_us.copy()
         odd = []
         verdicts = fix_filter.admit_each(
@@ -62,7 +66,12 @@ def finish(
                 odd.append((r, v))
         slow = len(c.t_us)
     else:
-        codes = fix_filter.codes(unit_list if len(unit_list) else units.tolist())[c.payload]
+        # unit column from the filter's names by code: no string conversion of every payload's id
+        codes = fix_filter.codes(unit_ids)[c.payload]
+        if isinstance(unit_ids, np.ndarray) or not len(unit_ids):
+            cu = unit_array(unit_ids)[c.payload]
+        else:
+            cu = fix_filter.names(codes, max(1, max(map(len, unit_ids))))
         t_out, odd, slow = fix_filter.admit_batch(codes, c.t_us, c.lat, c.lon)
     keep = np.ones(len(t_out), dtype=bool)
     rej = list(po.rejects) + ep.rejects
@@ -104,7 +113,7 @@ def finish(
         rejects.append(
             SentenceReject(
                 payload_index=p,
-                unit_id=str(units[p]),
+                unit_id=str(unit_ids[p]),
                 reason=reason,
                 detail=detail,
                 sentence=po.sentence(seq)[:MAX_KEPT_SENTENCE_BYTES],

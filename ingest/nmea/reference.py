@@ -86,9 +86,9 @@ class ReferenceDecoder:
         payloads: Sequence[bytes],
         recv_us: Sequence[int] | npt.NDArray[np.int64],
     ) -> DecodeResult:
-        units, recv = check_inputs(unit_ids, payloads, recv_us)
+        recv = check_inputs(unit_ids, payloads, recv_us)
         po = parse_reference(payloads, self.options)
-        result, _ = finish(po, units, recv, self.options, self._filter, scalar=True)
+        result, _ = finish(po, unit_ids, recv, self.options, self._filter, scalar=True)
         return result
 
 
