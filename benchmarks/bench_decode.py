@@ -1,4 +1,4 @@
-"""Decode throughput: fleetwatch's numpy batch decoder vs pynmea2 and vs a per-line parser.
+"""Decode throughput: fleetwatch's batch decoder vs pynmea2 and vs a per-line parser.
 
     python benchmarks/bench_decode.py [--repeats 7] [--batch 5000]
 
@@ -7,11 +7,13 @@ fleet sends), decoded in batches of ``--batch`` payloads; (2) the two real recei
 ../shared/data/real-tracks (mixed sentence types, proprietary, void fixes), one payload per
 cycle of up to 12 lines.  Every contender parses the same sentences:
 
-* fleetwatch ``Decoder.decode`` (numpy batch parse + epochs + per-unit filter: the full job);
+* fleetwatch ``Decoder.decode`` (compiled batch parse + epochs + per-unit filter: the full job);
 * pynmea2 ``parse`` on every line (parse only: no checksum-less handling, no validation);
 * fleetwatch ``decode_reference`` (the plain per-line Python parser, same full job).
 
-Reports sentences/s as the median of the repeats, and the ratios.
+Reports sentences/s as the median of the repeats, and the ratios, plus the machine's load
+average and the cost of the first decode call in a fresh interpreter (numba loads or compiles
+the parse kernel then).
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import os
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -111,7 +116,7 @@ def run(name: str, batches: list[Batch], n: int, options: DecodeOptions, repeats
     )
     print(f"\n{name}: {n:,} sentences; median of {repeats} runs, sentences/s")
     print(f"  {'':34s} {'per CPU-second':>15s} {'per wall-second':>16s}")
-    print(f"  {'fleetwatch Decoder (numpy batch)':34s} {c_ours:>15,.0f} {w_ours:>16,.0f}")
+    print(f"  {'fleetwatch Decoder (compiled)':34s} {c_ours:>15,.0f} {w_ours:>16,.0f}")
     print(f"  {'pynmea2.parse per line':34s} {c_py:>15,.0f} {w_py:>16,.0f}")
     print(f"  {'decode_reference (per-line)':34s} {c_ref:>15,.0f} {w_ref:>16,.0f}")
     print(
@@ -120,18 +125,34 @@ def run(name: str, batches: list[Batch], n: int, options: DecodeOptions, repeats
     )
 
 
+def first_call_s() -> float:
+    """Wall seconds of the first ``Decoder.decode`` in a fresh interpreter (kernel cache as is)."""
+    code = (
+        "import time; from ingest.nmea import Decoder; from ingest.nmea_encode import frame;"
+        "t = time.perf_counter(); Decoder().decode(['u'], [frame('GPGGA,123519,4807.038,N,"
+        "01131.000,E,1,08,0.9,545.4,M,46.9,M,,')], [0]); print(time.perf_counter() - t)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--batch", type=int, default=5000, help="payloads per decode call")
     ap.add_argument("--seconds", type=int, default=30, help="seconds of the synthetic stream")
     args = ap.parse_args()
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
+          f"({os.cpu_count()} cores)")  # fmt: skip
+    print(f"first decode call in a fresh interpreter: {first_call_s():.2f} s (numba cache: "
+          f"{os.environ.get('NUMBA_CACHE_DIR', 'default')})")  # fmt: skip
     batches, n = synthetic(1000, args.seconds, args.batch)
     run(f"synthetic 1 Hz RMC+GGA, 1,000 units, {args.batch} payloads/batch", batches, n,
         DecodeOptions(), args.repeats)  # fmt: skip
     batches, n = real_logs()
     run("real logs (Munich + Regensburg), 12 lines/payload, one batch per file", batches, n,
         DecodeOptions(max_age_days=3650.0), args.repeats)  # fmt: skip
+    print(f"\nload average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":
