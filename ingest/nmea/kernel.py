@@ -300,28 +300,26 @@ def scan(buf: Any, offsets: Any, require_checksum: bool) -> tuple[Any, ...]:
             alen = f_b[0] - s - 1
             kd = _kind(alen, buf[s + 3], buf[s + 4], buf[s + 5], nf)
             tk = _TALKER_OF[np.int64(buf[s + 1]) * 256 + buf[s + 2]] if alen == 5 else -1
-            if tk >= 0 and kd >= 0:
-                talker[k] = tk
-                kind[k] = abs(kd) - 1
             st = FALLBACK
-            if tk < 0 or kd == 0:
-                # not a supported address: skipped when it is [A-Z0-9]{2,15} starting with 'P'
-                # or any 5 such characters (fields.parse_sentence)
-                valid = alen == 5 or (buf[s + 1] == 80 and 2 <= alen <= 15)
-                for q in range(s + 1, s + 1 + alen):
-                    valid = valid and _ADDR_OK[buf[q]]
-                if valid:
-                    st = SKIP
-                    if alen <= 8:
-                        key = np.uint64(0)
-                        for q in range(alen):
-                            key |= np.uint64(buf[s + 1 + q]) << np.uint64(8 * q)
-                        addr[k] = key
-                kd = -1
-            elif kd < 0:  # supported, but a field count fields.py refuses
-                kd = -1
-            else:
+            if tk >= 0 and kd > 0:
                 kd -= 1
+                talker[k], kind[k] = tk, kd
+            else:
+                if tk < 0 or kd == 0:
+                    # not a supported address: skipped when it is [A-Z0-9]{2,15} starting
+                    # with 'P' or any 5 such characters (fields.parse_sentence)
+                    valid = alen == 5 or (buf[s + 1] == 80 and 2 <= alen <= 15)
+                    for q in range(s + 1, s + 1 + alen):
+                        valid = valid and _ADDR_OK[buf[q]]
+                    if valid:
+                        st = SKIP
+                        if alen <= 8:
+                            key = np.uint64(0)
+                            for q in range(alen):
+                                key |= np.uint64(buf[s + 1 + q]) << np.uint64(8 * q)
+                            addr[k] = key
+                # else: a supported kind with a field count fields.py refuses (FALLBACK)
+                kd = -1
         if kd >= 0:
             # numeric reading of fields 1-9 (all that any supported kind uses)
             for fj in range(1, min(nf, 10)):
