@@ -24,7 +24,7 @@ import math
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import overload
+from typing import Any, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -73,6 +73,14 @@ def dist2_m_array(lat1: F64, lon1: F64, lat2: F64, lon2: F64) -> F64:
     dy = (lat2 - lat1) * M_PER_DEG
     dx = dlon * M_PER_DEG * c
     return np.asarray(dx * dx + dy * dy, dtype=np.float64)
+
+
+def _after(a: npt.NDArray[Any], first: float | bool) -> npt.NDArray[Any]:
+    """``first`` followed by ``a`` (np.r_ costs ~15 µs a call in Python overhead)."""
+    out = np.empty(len(a) + 1, dtype=a.dtype)
+    out[0] = first
+    out[1:] = a
+    return out
 
 
 @dataclass(slots=True)
@@ -323,13 +331,13 @@ class FixFilter:
         k = self._k
         order = np.argsort(codes, kind="stable")
         cs, ts, la, lo = codes[order], t[order], lat[order], lon[order]
-        first = np.r_[True, cs[1:] != cs[:-1]]
+        first = _after(cs[1:] != cs[:-1], True)
         starts = np.flatnonzero(first)
         gcode = cs[starts]
         # previous fix of every row: the row before in its unit, or the ring's newest
-        prev_t = np.r_[0, ts[:-1]]
-        prev_lat = np.r_[0.0, la[:-1]]
-        prev_lon = np.r_[0.0, lo[:-1]]
+        prev_t = _after(ts[:-1], 0)
+        prev_lat = _after(la[:-1], 0.0)
+        prev_lon = _after(lo[:-1], 0.0)
         last = (self._head[gcode] - 1) % k
         prev_t[starts] = self._t[gcode, last]
         prev_lat[starts] = self._lat[gcode, last]
@@ -344,7 +352,7 @@ class FixFilter:
         group = np.cumsum(first) - 1
         slow_rows = 0
         if blocked.any():
-            ends = np.r_[starts[1:], n]
+            ends = np.append(starts[1:], n)
             for g in np.flatnonzero(blocked).tolist():
                 code = int(gcode[g])
                 tr = self._load(code)
