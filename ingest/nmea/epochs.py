@@ -110,10 +110,12 @@ def build_candidates(
     date = np.where(rmc >= 0, rows.date_days[rmc], -1)
     dated = date >= 0
     # GGA-only epochs: the date that puts the fix nearest its receive time (ties: the earlier).
-    rday = recv // US_PER_DAY
-    opts3 = (rday[:, None] + np.array([-1, 0, 1])) * US_PER_DAY + tod_e[:, None]
-    nearest = opts3[np.arange(len(a)), np.argmin(np.abs(opts3 - recv[:, None]), axis=1)]
-    t = np.where(dated, date * US_PER_DAY + tod_e, nearest)
+    t = date * US_PER_DAY + tod_e
+    if not dated.all():
+        rday = recv // US_PER_DAY
+        opts3 = (rday[:, None] + np.array([-1, 0, 1])) * US_PER_DAY + tod_e[:, None]
+        nearest = opts3[np.arange(len(a)), np.argmin(np.abs(opts3 - recv[:, None]), axis=1)]
+        t = np.where(dated, t, nearest)
 
     reason = np.zeros(len(a), dtype=np.int8)  # 0 = ok, else index into _CHECKS + 1
     alat, alon = np.abs(lat), np.abs(lon)
@@ -154,19 +156,20 @@ def build_candidates(
         why = checks[reason[i] - 1][0]
         rejects.append((int(rows.seq[a[i]]), why, _detail(why, lat[i], lon[i], t[i], recv[i])))
     keep = reason == 0
+    sel = slice(None) if keep.all() else keep  # the common case: no copies
     cand = Candidates(
-        seq=rows.seq[a][keep],
-        payload=payload[keep],
-        t_us=t[keep],
-        lat=lat[keep],
-        lon=lon[keep],
-        speed_kmh=speed[keep],
-        course=course[keep],
-        quality=np.where(gga >= 0, rows.quality[gga], -1).astype(np.int8)[keep],
-        sats=np.where(gga >= 0, rows.sats[gga], -1).astype(np.int8)[keep],
-        hdop=np.where(gga >= 0, rows.hdop[gga], np.nan)[keep],
-        alt_m=np.where(gga >= 0, rows.alt_m[gga], np.nan)[keep],
-        talker=_TALKER_NAMES[rows.talker[pos][keep]],
+        seq=rows.seq[a][sel],
+        payload=payload[sel],
+        t_us=t[sel],
+        lat=lat[sel],
+        lon=lon[sel],
+        speed_kmh=speed[sel],
+        course=course[sel],
+        quality=np.where(gga >= 0, rows.quality[gga], -1).astype(np.int8)[sel],
+        sats=np.where(gga >= 0, rows.sats[gga], -1).astype(np.int8)[sel],
+        hdop=np.where(gga >= 0, rows.hdop[gga], np.nan)[sel],
+        alt_m=np.where(gga >= 0, rows.alt_m[gga], np.nan)[sel],
+        talker=_TALKER_NAMES[rows.talker[pos][sel]],
     )
     return EpochOutput(
         candidates=cand,
