@@ -285,6 +285,7 @@ class IngestService:
             self.options.decoded_in_flight
         )
         self._stopping = False
+        self._receiving = False
         self._receive_task: asyncio.Task[None] | None = None
         # statistics
         self._received = 0
@@ -317,8 +318,12 @@ class IngestService:
         if self._stopping:
             return
         self._stopping = True
-        if self._receive_task is not None and not self._receive_task.done():
-            self._receive_task.cancel()
+        # Cancel only a loop that is inside its receive wait: a task cancelled before its first
+        # step would never run the drain below (and the stages after it would wait forever);
+        # a loop that has not started yet sees ``_stopping`` and drains at once.
+        task = self._receive_task
+        if self._receiving and task is not None and not task.done():
+            task.cancel()
 
     def statistics(self) -> IngestStatistics:
         return IngestStatistics(
@@ -342,7 +347,9 @@ class IngestService:
     # -- stage 1: receive and batch --------------------------------------------------------------
     async def _receive_loop(self) -> None:
         try:
-            await self._receive_until_cancelled()
+            if not self._stopping:
+                self._receiving = True
+                await self._receive_until_cancelled()
         except asyncio.CancelledError:
             task = asyncio.current_task()
             assert task is not None

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ingest.batcher import BatchLimits
 from ingest.fixes import DeadLetter, Fix, FixBatch
@@ -235,7 +237,7 @@ class _Committing:
         return result
 
 
-async def eventually(condition: Callable[[], bool], *, polls: int = 20_000) -> None:
+async def eventually(condition: Callable[[], bool], *, polls: int = 5_000) -> None:
     """Wait, yielding to the service's tasks, until *condition* holds (fail after *polls*)."""
     for _ in range(polls):
         if condition():
@@ -475,3 +477,74 @@ async def test_rows_the_database_refuses_are_isolated_and_the_stream_goes_on() -
     assert "fleetwatch_ingest_store_refused_total 1.0" in text
     assert "fleetwatch_ingest_dropped_total 0.0" in text
     assert decoder.payloads_seen == len(msgs)  # isolation re-writes, never re-decodes
+
+
+message_st = st.tuples(
+    st.sampled_from(["U1", "U2", "U9"]),  # U9 is in no registry
+    st.integers(0, 30),  # fix time (s): repeats are redeliveries
+    st.sampled_from(["fix", "fix", "fix", "bad", "skip"]),
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(message_st, max_size=120),
+    st.integers(1, 40),
+    st.sets(st.integers(1, 12), max_size=6),
+)
+def test_any_stream_with_any_outages_is_acked_once_in_order_and_stored_once(
+    spec: list[tuple[str, int, str]], batch_size: int, failing_calls: set[int]
+) -> None:
+    """Property: whatever the messages and whichever writes fail, every message is acked
+    exactly once, in order, after commit; rows = distinct admitted fixes; decoding once."""
+    msgs = [
+        Msg(
+            f"fleet/{unit}/nmea",
+            f"fix:{t}".encode() if kind == "fix" else (b"skip" if kind == "skip" else b"$bad"),
+            10_000 + i,
+            10_000 + i,
+        )
+        for i, (unit, t, kind) in enumerate(spec)
+    ]
+
+    class Flaky(FakeSink):
+        async def write_batch(self, fixes: FixBatch, dead: Sequence[DeadLetter]) -> Written:
+            if self.calls + 1 in failing_calls:
+                self.calls += 1
+                raise ConnectionError("database restarting (fake)")
+            return await super().write_batch(fixes, dead)
+
+    async def scenario() -> None:
+        committed: set[int] = set()
+        source = FakeSource(msgs, committed)
+        sink = Flaky(committed)
+        decoder = FakeDecoder()
+        service = IngestService(
+            source=source,
+            decoder=decoder,
+            sink=_Committing(sink, committed, source),
+            registry=UnitRegistry(
+                [UnitEntry(unit_id="U1", vehicle_id="V1"), UnitEntry(unit_id="U2", vehicle_id="V2")]
+            ),
+            options=IngestOptions(
+                limits=BatchLimits(max_messages=batch_size, max_age_us=500),
+                store_retry_initial_s=0.001,
+                store_retry_max_s=0.001,
+            ),
+        )
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(service.run(), name="service-under-test")
+            await eventually(lambda: len(source.acked) >= len(msgs))
+            service.request_stop()
+        assert source.acked == [m.token for m in msgs]
+        admitted = [(u, t) for u, t, k in spec if k == "fix" and u != "U9"]
+        assert sink.rows == {(u, t * 1_000_000) for u, t in admitted}
+        assert decoder.payloads_seen == sum(1 for u, _, _ in spec if u != "U9")
+        reasons = sorted(d.reason for d in sink.dead)
+        expected = sorted(
+            ["unknown_unit"] * sum(1 for u, _, _ in spec if u == "U9")
+            + ["bad_checksum"] * sum(1 for u, _, k in spec if u != "U9" and k == "bad")
+        )
+        assert reasons == expected
+
+    asyncio.run(scenario())
