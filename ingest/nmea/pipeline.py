@@ -83,19 +83,20 @@ def finish(
             rej.append((int(c.seq[r]), v.reason, v.detail))
         restamped += v.restamped
         reanchored += v.reanchored
+    sel = slice(None) if keep.all() else keep  # the common case: no copies
     fixes = FixBatch(
-        unit_id=cu[keep],
-        t_us=t_out[keep],
-        recv_us=recv[c.payload][keep],
-        lat=c.lat[keep],
-        lon=c.lon[keep],
-        speed_kmh=c.speed_kmh[keep].astype(np.float32),
-        course=c.course[keep].astype(np.float32),
-        quality=c.quality[keep],
-        sats=c.sats[keep],
-        hdop=c.hdop[keep].astype(np.float32),
-        alt_m=c.alt_m[keep].astype(np.float32),
-        talker=c.talker[keep],
+        unit_id=cu[sel],
+        t_us=t_out[sel],
+        recv_us=recv[c.payload][sel],
+        lat=c.lat[sel],
+        lon=c.lon[sel],
+        speed_kmh=c.speed_kmh[sel].astype(np.float32),
+        course=c.course[sel].astype(np.float32),
+        quality=c.quality[sel],
+        sats=c.sats[sel],
+        hdop=c.hdop[sel].astype(np.float32),
+        alt_m=c.alt_m[sel].astype(np.float32),
+        talker=c.talker[sel],
     )
     rej.sort(key=lambda x: x[0])
     by_reason: dict[str, int] = {}
