@@ -311,3 +311,21 @@ def test_statistics_count_rows_handed_to_the_scalar_code() -> None:
     assert st.parse_fallback_rows == 1, "the void RMC is decided by the scalar parser"
     assert st.filter_scalar_rows == 1, "a fix older than the unit's newest goes the scalar way"
     assert (st.batches, st.sentences, st.units_tracked) == (2, 5, 1)
+
+
+def test_one_odd_fix_in_a_long_track_costs_one_scalar_decision_not_one_per_fix() -> None:
+    """A backwards timestamp and a jump in the middle of a unit's batch: the filter decides
+    those (and the fix that re-joins the track) one by one, the plain runs around them in bulk,
+    with the same result as the reference."""
+    ts = [T0 + i * S for i in range(200)]
+    ts[100] = T0 - 30 * S  # a buffered fix arriving late: older than the unit's newest
+    lats = [48.1 + i * 1e-4 for i in range(200)]
+    lats[150] += 0.5  # a 55 km jump in one second
+    payloads = [encode_rmc(fix(t, lat=la)) for t, la in zip(ts, lats, strict=True)]
+    r = both(payloads, recv=T0 + 200 * S)
+    assert reasons(r) == ["implausible_jump"]
+    assert len(r.fixes) == 199
+    d = Decoder()
+    d.decode(["u1"] * 200, payloads, [T0 + 200 * S] * 200)
+    # the late fix, the jump, and the fix after each (its step is from the odd one): 4 of 200
+    assert d.statistics().filter_scalar_rows == 4
