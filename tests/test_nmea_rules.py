@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ingest.nmea import DecodeOptions, Decoder, RejectReason, decode_reference
+from ingest.nmea import DecodeOptions, Decoder, DecodeResult, RejectReason, decode_reference
 from ingest.nmea.options import WEEK_ROLLOVER_US
 from ingest.nmea_encode import encode_gga, encode_gns, encode_rmc, encode_vtg
 from tests.nmea_helpers import T0, S, accounted, assert_same_result, fix, reasons, sentence, utc
@@ -13,7 +13,9 @@ from tests.nmea_helpers import T0, S, accounted, assert_same_result, fix, reason
 DAY = 86_400 * S
 
 
-def both(payloads: list[bytes], recv: int | list[int] = T0, unit: str = "u1", **opts: object):
+def both(
+    payloads: list[bytes], recv: int | list[int] = T0, unit: str = "u1", **opts: object
+) -> DecodeResult:
     """Decode with both decoders, assert they agree, return the result."""
     options = DecodeOptions(**opts)  # type: ignore[arg-type]
     recvs = recv if isinstance(recv, list) else [recv] * len(payloads)
