@@ -13,6 +13,7 @@ the columns stay numeric.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -193,3 +194,12 @@ class DeadLetter:
     detail: str  # a human sentence: what was wrong and where
     payload: bytes
     recv_us: int
+    #: Identity of the message this came from (see :func:`dead_letter_source`): with topic,
+    #: reason and payload it makes a dead letter's key, so a QoS 1 redelivery of the same
+    #: message is stored once, while the same bad bytes in two different messages are two.
+    source: bytes = b""
+
+
+def dead_letter_source(message: bytes, rank: int = 0) -> bytes:
+    """A short digest of the whole MQTT payload plus the reject's rank within it."""
+    return hashlib.blake2b(message, digest_size=16).digest() + rank.to_bytes(4, "big")

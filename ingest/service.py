@@ -38,7 +38,7 @@ import numpy.typing as npt
 import stamina
 
 from ingest.batcher import Batch, Batcher, BatchLimits
-from ingest.fixes import DeadLetter, FixBatch
+from ingest.fixes import DeadLetter, FixBatch, dead_letter_source
 from ingest.metrics import IngestMetrics
 from ingest.registry import UnitRegistry
 
@@ -465,6 +465,7 @@ class IngestService:
                         detail=f"payload larger than {max_payload} bytes",
                         payload=payloads[i][:cut],
                         recv_us=int(recv_all[i]),
+                        source=dead_letter_source(payloads[i]),
                     )
                 )
                 refused[reason] = refused.get(reason, 0) + 1
@@ -482,6 +483,7 @@ class IngestService:
                         detail=v.detail,
                         payload=payloads[i][:cut],
                         recv_us=int(recv_all[i]),
+                        source=dead_letter_source(payloads[i]),
                     )
                 )
                 refused[v.reason] = refused.get(v.reason, 0) + 1
@@ -497,7 +499,9 @@ class IngestService:
         if payloads:
             result = self._decoder.decode(unit_ids, payloads, recv_kept)
             fixes = result.fixes
+            rank: dict[int, int] = {}
             for r in result.rejects:
+                k = rank[r.payload_index] = rank.get(r.payload_index, -1) + 1
                 dead.append(
                     DeadLetter(
                         topic=topics[r.payload_index],
@@ -506,6 +510,7 @@ class IngestService:
                         detail=r.detail,
                         payload=r.sentence[:cut],
                         recv_us=r.recv_us,
+                        source=dead_letter_source(payloads[r.payload_index], k),
                     )
                 )
                 refused[str(r.reason)] = refused.get(str(r.reason), 0) + 1

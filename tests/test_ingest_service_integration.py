@@ -392,8 +392,11 @@ class _CommitThenHang:
 async def test_committed_but_unacked_batch_is_redelivered_and_stored_once(
     mqtt_broker: Broker, pg_dsn: str, tmp_path: Path
 ) -> None:
-    """Reliability #2 and #6 at the exact crash point: after COMMIT, before PUBACK."""
-    items = fleet_items(units=5, seconds=40)
+    """Reliability #2 and #6 at the exact crash point: after COMMIT, before PUBACK.  The
+    redelivered messages carry garbage too: their dead letters are not stored twice, while the
+    same garbage in *different* messages is kept once per message."""
+    garbage = b"$GPRMC,garbled*00\r\n"
+    items = [(t, p + garbage) for t, p in fleet_items(units=5, seconds=40)]
     settings = settings_for(mqtt_broker, pg_dsn, units_csv(tmp_path / "u.csv", 5))
     async with running(settings):
         pass  # the persistent session exists
@@ -421,9 +424,10 @@ async def test_committed_but_unacked_batch_is_redelivered_and_stored_once(
     async with running(settings) as h:  # same client id: the broker redelivers
         await eventually(lambda: h.service.statistics().messages_acked >= len(items))
         stats = h.service.statistics()
-    rows, distinct, _ = counts(pg_dsn)
+    rows, distinct, dead = counts(pg_dsn)
     assert rows == distinct == len(items)
     assert stats.fixes_duplicate == first  # the redelivered committed batch, stored once
+    assert dead == {"bad_checksum": len(items)}  # one per message, redelivered ones once
 
 
 async def test_a_unit_added_to_the_store_is_admitted_without_a_restart(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -131,7 +132,8 @@ def dead_letter(reason: str = "bad_checksum", unit: str | None = "u1") -> DeadLe
 
 
 async def test_dead_letters_are_stored_with_the_fixes(store: Store, pg_dsn: str) -> None:
-    dls = [dead_letter(), dead_letter(), dead_letter("unknown_unit", None)]
+    other = replace(dead_letter(), payload=b"$GPRMC,garbled*00\r\n")
+    dls = [dead_letter(), other, dead_letter("unknown_unit", None)]
     result = await store.write_batch(FixBatch.from_fixes([fix()]), dls)
     assert result == WriteResult(inserted=1, duplicates=0, dead_letters=3)
     assert await store.dead_letter_counts() == {"bad_checksum": 2, "unknown_unit": 1}
@@ -152,6 +154,30 @@ async def test_dead_letters_are_stored_with_the_fixes(store: Store, pg_dsn: str)
     assert await store.write_batch(FixBatch.empty(), [dead_letter("oversize")]) == WriteResult(
         inserted=0, duplicates=0, dead_letters=1
     )
+
+
+async def test_redelivered_dead_letters_are_kept_once(store: Store, pg_dsn: str) -> None:
+    """A QoS 1 redelivery decodes to the same rejects: stored once, last_recv_at moves."""
+    first = dead_letter()
+    again = replace(first, recv_us=first.recv_us + 3_600_000_000)
+    # twice in one batch (a redelivery that lands in the batch of its original) ...
+    assert (await store.write_batch(FixBatch.empty(), [first, first])).dead_letters == 1
+    # ... and again an hour later, after a crash
+    assert (await store.write_batch(FixBatch.empty(), [again])).dead_letters == 0
+    assert await store.dead_letter_counts() == {"bad_checksum": 1}
+    with psycopg.connect(pg_dsn) as conn:
+        row = conn.execute(
+            "SELECT extract(epoch FROM last_recv_at - recv_at) FROM dead_letters"
+        ).fetchone()
+    assert row is not None
+    assert float(row[0]) == 3600.0
+    # the same bytes refused for another reason, from another topic, or in another message
+    # (another source) are other rows
+    other_reason = replace(first, reason="malformed")
+    other_topic = replace(first, topic="fleet/u2/nmea", unit_id="u2")
+    other_message = replace(first, source=b"another message")
+    result = await store.write_batch(FixBatch.empty(), [other_reason, other_topic, other_message])
+    assert result.dead_letters == 3
 
 
 async def test_failure_mid_transaction_stores_neither_fixes_nor_dead_letters(
