@@ -12,11 +12,9 @@ corrected records), ``events.jsonl`` (every event in emission order, corrections
 from __future__ import annotations
 
 import argparse
-import heapq
 import json
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +35,7 @@ from schedule.events import (
 )
 from schedule.params import DetectionParams
 from schedule.tracker import FleetTracker, TrackerStats
-from simulators.formats import iter_payloads, load_truth, load_units, unit_files
+from simulators.formats import load_truth, load_units, merged_payloads, unit_files
 
 #: Payloads handed to the decoder (and then to matching and the trackers) per batch.
 DEFAULT_BATCH_PAYLOADS = 100_000
@@ -78,16 +76,6 @@ class ReplayResult:
     summary: dict[str, Any]
     stats: TrackerStats
     timings_s: dict[str, float] = field(default_factory=dict)
-
-
-def _merged_payloads(files: dict[str, Path]) -> Iterator[tuple[int, str, bytes]]:
-    """(recv_us, unit, payload) of all units, merged by receive time (stable per unit)."""
-
-    def one(unit: str, path: Path) -> Iterator[tuple[int, str, bytes]]:
-        for recv, payload in iter_payloads(path):
-            yield recv, unit, payload
-
-    return heapq.merge(*(one(u, p) for u, p in files.items()), key=lambda r: r[0])
 
 
 def _records(events: list[DetectionEvent]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -192,7 +180,7 @@ def replay_scenario(
         batch_payload.clear()
         batch_recv.clear()
 
-    for recv, unit, payload in _merged_payloads(files):
+    for recv, unit, payload in merged_payloads(scenario):
         batch_units.append(unit)
         batch_payload.append(payload)
         batch_recv.append(recv)
