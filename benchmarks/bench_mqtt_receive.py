@@ -13,9 +13,13 @@ Receivers:
   aiomqtt         aiomqtt 2.5 ``async for message in client.messages``, auto-ack
   gmqtt           gmqtt 0.8, optimistic (ack-before-callback) acknowledgement
   gmqtt-manual    gmqtt 0.8, optimistic_acknowledgement=False (ack after the callback)
+  aiomqtt3        aiomqtt 3.0.0a1 (the sans-I/O line), manual ``await client.puback(id)`` per
+                  message; runs under ``--aiomqtt3-python`` (its own venv: the project pins
+                  aiomqtt 2.5), skipped with a note when that option is not given
 
 Run:  python benchmarks/bench_mqtt_receive.py [--n 200000] [--repeats 3]
       [--receivers mosquitto_sub,fleetwatch,...] [--mode backlog|live|both]
+      [--aiomqtt3-python /tmp/aiomqtt3/bin/python]
 ``--mode live`` measures a live flood instead: the receiver connects first, then two
 paho publisher processes publish N messages; the figure is N / (time from the start of
 publishing to the receiver's N-th message), so it includes the broker's work on the inbound side.
@@ -34,18 +38,22 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ingest.fixes import Fix  # noqa: E402
-from ingest.nmea_encode import encode_gga, encode_rmc  # noqa: E402
-
 TOPIC_FILTER = "fleet/+/nmea"
-ALL = ["mosquitto_sub", "fleetwatch", "paho", "aiomqtt", "gmqtt"]  # + "gmqtt-manual" on request
+ALL = ["mosquitto_sub", "fleetwatch", "paho", "aiomqtt", "gmqtt", "aiomqtt3"]
+# + "gmqtt-manual" on request
+FOREIGN = {"aiomqtt3"}  # receivers that run under another interpreter (--aiomqtt3-python)
 
 
 def payloads(n_unique: int = 5000) -> list[bytes]:
+    # imported here: the aiomqtt3 receiver child runs in a venv without numpy
+    from ingest.fixes import Fix
+    from ingest.nmea_encode import encode_gga, encode_rmc
+
     t0 = 1_780_000_000_000_000
     out = []
     for i in range(n_unique):
@@ -67,6 +75,8 @@ def run_receiver(name: str, port: int, n: int, client_id: str) -> float:
         return asyncio.run(_aiomqtt(port, n, client_id))
     if name in ("gmqtt", "gmqtt-manual"):
         return asyncio.run(_gmqtt(port, n, client_id, optimistic=name == "gmqtt"))
+    if name == "aiomqtt3":
+        return asyncio.run(_aiomqtt3(port, n, client_id))
     raise SystemExit(f"unknown receiver {name}")
 
 
@@ -130,6 +140,36 @@ async def _aiomqtt(port: int, n: int, client_id: str) -> float:
             got += 1
             if got >= n:
                 break
+        t = time.perf_counter() - t0
+    return t
+
+
+async def _aiomqtt3(port: int, n: int, client_id: str) -> float:
+    """aiomqtt 3.0.0a1 never acknowledges by itself: the application PUBACKs each QoS 1
+    PUBLISH with ``await client.puback(packet_id)`` (one write + drain per message; there is
+    no batched form), so this is receive AND ack, like fleetwatch."""
+    import importlib
+
+    # typed as Any: mypy sees the project venv's aiomqtt 2.5, whose API differs
+    aiomqtt: Any = importlib.import_module("aiomqtt")
+    if not aiomqtt.__version__.startswith("3."):
+        raise SystemExit(f"aiomqtt3 receiver needs aiomqtt 3.x, found {aiomqtt.__version__}")
+    t0 = time.perf_counter()
+    got = 0
+    async with aiomqtt.Client(hostname="127.0.0.1", port=port, identifier=client_id,
+                              clean_start=False, session_expiry_interval=3600,
+                              receive_max=65535) as c:
+        # the backlog floods in before SUBACK; aiomqtt 3 queues it (unbounded deque) meanwhile
+        async with asyncio.timeout(600):
+            await c.subscribe(TOPIC_FILTER, max_qos=aiomqtt.QoS.AT_LEAST_ONCE)
+            async for m in c.messages():
+                if not isinstance(m, aiomqtt.PublishPacket):
+                    continue
+                if m.qos == aiomqtt.QoS.AT_LEAST_ONCE:
+                    await c.puback(m.packet_id)
+                got += 1
+                if got >= n:
+                    break
         t = time.perf_counter() - t0
     return t
 
@@ -206,14 +246,18 @@ def publisher(port: int, n: int, idx: int) -> None:
     c.loop_stop()
 
 
-def _timed_child(name: str, port: int, n: int, client_id: str) -> float:
+def _python_for(name: str, foreign_python: dict[str, str]) -> str:
+    return foreign_python.get(name, sys.executable)
+
+
+def _timed_child(name: str, port: int, n: int, client_id: str, python: str) -> float:
     if name == "mosquitto_sub":
         t0 = time.perf_counter()
         subprocess.run(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-V", "mqttv5",
                         "-i", client_id, "-c", "-x", "3600", "-q", "1", "-t", TOPIC_FILTER,
                         "-C", str(n)], check=True, stdout=subprocess.DEVNULL, timeout=900)
         return time.perf_counter() - t0
-    out = subprocess.run([sys.executable, __file__, "--receiver", name, str(port), str(n),
+    out = subprocess.run([python, __file__, "--receiver", name, str(port), str(n),
                           client_id], check=True, capture_output=True, text=True, timeout=300)
     return float(json.loads(out.stdout.strip().splitlines()[-1])["seconds"])
 
@@ -224,8 +268,18 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--receivers", default=",".join(ALL))
     ap.add_argument("--mode", choices=["backlog", "live", "both"], default="backlog")
+    ap.add_argument("--aiomqtt3-python", default=None, metavar="PATH",
+                    help="interpreter of a venv with aiomqtt 3.0.0a1 (not installable in the "
+                         "project venv, which pins aiomqtt 2.5); aiomqtt3 is skipped without it")
     a = ap.parse_args()
     names = a.receivers.split(",")
+    foreign_python: dict[str, str] = {}
+    if a.aiomqtt3_python:
+        foreign_python["aiomqtt3"] = a.aiomqtt3_python
+    for k in [k for k in names if k in FOREIGN and k not in foreign_python]:
+        print(f"note: skipping {k}: give --{k}-python PATH (an interpreter with {k} installed)",
+              file=sys.stderr)
+        names.remove(k)
     from tests.support.broker import MosquittoBroker, free_port, private_mosquitto_conf
 
     if shutil.which("mosquitto_sub") is None:
@@ -249,7 +303,8 @@ def main() -> None:
                       f"{tp:.1f} s", file=sys.stderr)
                 for k in names:
                     try:
-                        s = _timed_child(k, broker.port, a.n, ids[k])
+                        s = _timed_child(k, broker.port, a.n, ids[k],
+                                         _python_for(k, foreign_python))
                     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
                         err = e.stderr or ""
                         if isinstance(err, bytes):
@@ -261,13 +316,14 @@ def main() -> None:
                     print(f"  {k:14s} {a.n / s:9.0f} msg/s", file=sys.stderr)
             if a.mode != "backlog":
                 for r in range(a.repeats):
-                    live(broker.port, a.n, names, results, r)
+                    live(broker.port, a.n, names, results, r, foreign_python)
         finally:
             broker.stop()
     report(results, a)
 
 
-def live(port: int, n: int, names: list[str], results: dict[str, list[float]], r: int) -> None:
+def live(port: int, n: int, names: list[str], results: dict[str, list[float]], r: int,
+         foreign_python: dict[str, str]) -> None:
     """Receiver connected first, then 2 publisher processes flood: the rate while live."""
     for k in names:
         cid = f"bench-live-{k}-{r}"
@@ -276,7 +332,7 @@ def live(port: int, n: int, names: list[str], results: dict[str, list[float]], r
             ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-V", "mqttv5", "-i", cid,
              "-c", "-x", "3600", "-q", "1", "-t", TOPIC_FILTER, "-C", str(n)]
             if k == "mosquitto_sub" else
-            [sys.executable, __file__, "--receiver", k, str(port), str(n), cid],
+            [_python_for(k, foreign_python), __file__, "--receiver", k, str(port), str(n), cid],
             stdout=subprocess.DEVNULL)
         time.sleep(1.0)  # benchmark, not a test: let the receiver connect before the flood
         t0 = time.perf_counter()
