@@ -137,8 +137,13 @@ async def publish_fleet(
     ) as client:
         tick = 0
         next_at = time.monotonic()
+        start_us = time.time_ns() // 1000 // 10_000 * 10_000  # centiseconds, as NMEA carries
+        period_us = round(period_s * 1_000_000)
         while True:
-            t_us = time.time_ns() // 1000 // 10_000 * 10_000  # centiseconds, as NMEA carries
+            # The epoch comes from the schedule, not from the moment of publishing: after a
+            # stall the fleet catches up with distinct epochs, as a unit's buffer would, instead
+            # of stamping two ticks with one centisecond (which ingest rightly calls duplicates).
+            t_us = start_us + tick * period_us
             sends = []
             for i, unit in enumerate(units):
                 fix = dataclasses.replace(synthetic_fix(i, t_us), unit_id=unit)

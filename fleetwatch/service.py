@@ -22,6 +22,7 @@ from ingest.batcher import BatchLimits
 from ingest.metrics import IngestMetrics, SourceCounters, bound_port, open_http_server
 from ingest.mqtt import MqttSettings, MqttSource, parse_mqtt_url, unit_id_from_topic
 from ingest.nmea import DecodeOptions, Decoder
+from ingest.nmea import warm_up as warm_up_decoder
 from ingest.registry import UnitEntry, UnitRegistry, read_units_csv
 from ingest.service import IngestOptions, IngestService
 from store import Store, StoreUnavailable, StoreWriteError, UnitRow
@@ -147,6 +148,8 @@ async def run_ingest(
         log.info("unit registry: %d units (accept unknown: %s)", len(registry),
                  registry.accept_unknown)  # fmt: skip
         metrics = IngestMetrics()
+        # the decoder's kernel compiles (~4 s cold) in a worker thread, before any message
+        await asyncio.to_thread(warm_up_decoder)
         source = MqttSource(
             mqtt_settings(settings), max_buffered_messages=settings.mqtt_max_buffered_messages
         )

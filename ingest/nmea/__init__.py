@@ -5,6 +5,7 @@
 real-receiver faults) are in docs/nmea.md.
 """
 
+from ingest.nmea.compiled import warm_up
 from ingest.nmea.decoder import Decoder, DecoderStatistics
 from ingest.nmea.options import DecodeOptions
 from ingest.nmea.reference import ReferenceDecoder, decode_reference
@@ -19,4 +20,5 @@ __all__ = [
     "RejectReason",
     "SentenceReject",
     "decode_reference",
+    "warm_up",
 ]

@@ -107,3 +107,15 @@ def parse_compiled(payloads: Sequence[bytes], options: DecodeOptions) -> ParseOu
         skipped=skipped,
         fallback_rows=len(fallback),
     )
+
+
+_WARM_UP_PAYLOAD = b"$GPRMC,165744,A,4901.5940,N,01203.9163,E,0.0,131.9,110410,1.6,E,A*1F\r\n"
+
+
+def warm_up() -> None:
+    """Compile the kernel now (or load it from numba's cache).
+
+    A cold compile takes ~4 s; done by the first live batch it would stall the event loop that
+    also keeps the MQTT connection alive.  The service calls this in a worker thread at start.
+    """
+    parse_compiled([_WARM_UP_PAYLOAD], DecodeOptions())
