@@ -252,10 +252,12 @@ def _line(elapsed_s: float, fleet: FleetCounters, running: Running) -> str:
         else f"{s.last_receive_to_commit_us / 1000:.0f} ms"
     )
     db = "up" if s.store_up else "DOWN (holding, not acking)"
+    d = running.detector
+    visits = "" if d is None else f"  visits {d.visits_started}/{d.visits_completed}"
     return (
         f"t+{elapsed_s:5.0f}s  published {fleet.published:7d}  received {s.messages_received:7d}"
         f"  stored {s.fixes_inserted:7d}  rejects {s.rejects:5d}  dead letters {s.dead_letters:5d}"
-        f"  lag {lag:>7}  db {db}"
+        f"  lag {lag:>7}  db {db}{visits}"
     )
 
 
@@ -414,14 +416,20 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             args.fleet = "synthetic"
+    sites_file = settings.sites_file
     if args.scenario is not None:
         units_file = args.units_file or args.scenario / "units.csv"
+        if sites_file is None and (args.scenario / "sites.geojson").is_file():
+            sites_file = args.scenario / "sites.geojson"  # live visits in the counts line
     else:
         units_file = args.units_file or write_units_csv(
             base / "units.csv", demo_units(args.vehicles)
         )
     settings = dataclasses.replace(
-        settings, units_file=units_file, mqtt_client_id=settings.mqtt_client_id + "-demo"
+        settings,
+        units_file=units_file,
+        sites_file=sites_file,
+        mqtt_client_id=settings.mqtt_client_id + "-demo",
     )
     print(
         f"fleetwatch demo: starting private servers as needed (files in {base}) ...",

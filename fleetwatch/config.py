@@ -3,7 +3,9 @@
 One flat, frozen record.  Each setting ``<name>`` is read from the environment variable
 ``FLEETWATCH_<NAME>`` and from the TOML file, where names with a section prefix
 (``mqtt_``, ``database_``, ``http_``, ``ingest_``) live in that table (``[mqtt] url = ...``)
-and the others at the top level.  The file is ``--config FILE`` or ``$FLEETWATCH_CONFIG``.
+and the others at the top level (``sites_file`` and ``detect_interval_ms`` may also sit in a
+``[geofence]`` table, under their own names).  The file is ``--config FILE`` or
+``$FLEETWATCH_CONFIG``.
 Every setting is listed, with its default and meaning, in docs/configuration.md (a test
 checks that the page and :data:`FIELDS` agree).
 
@@ -23,7 +25,9 @@ from typing import Any
 
 CONFIG_ENV = "FLEETWATCH_CONFIG"
 ENV_PREFIX = "FLEETWATCH_"
-SECTIONS = ("mqtt", "database", "http", "ingest")
+SECTIONS = ("mqtt", "database", "http", "ingest", "geofence")
+#: tables whose keys are setting names as they are (``[geofence] sites_file`` -> ``sites_file``)
+_UNPREFIXED_SECTIONS = ("geofence",)
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -71,6 +75,10 @@ class Settings:
     log_level: str = "INFO"
     #: on SIGINT/SIGTERM: how long to finish and ack the batches in flight before abandoning
     shutdown_timeout_s: float = 10.0
+    #: the day's sites (GeoJSON or CSV by extension); None = live detection off
+    sites_file: Path | None = None
+    #: the visit/stop tracker is fed the fixes committed since its last round this often
+    detect_interval_ms: float = 1000.0
 
     def __post_init__(self) -> None:
         positive = (
@@ -96,6 +104,8 @@ class Settings:
         for name in nonnegative:
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"{env_name(name)} must be >= 0, got {getattr(self, name)}")
+        if not self.detect_interval_ms > 0:
+            raise ConfigError(f"{env_name('detect_interval_ms')} must be > 0")
         if self.http_port is not None and not 0 <= self.http_port <= 65535:
             raise ConfigError(f"{env_name('http_port')} must be 0..65535 or 'off'")
         if self.log_level not in _LOG_LEVELS:
@@ -238,6 +248,8 @@ FIELDS: dict[str, Callable[[str], Any]] = {
     "data_dir": Path,
     "log_level": _level,
     "shutdown_timeout_s": float,
+    "sites_file": _optional_path,
+    "detect_interval_ms": float,
 }
 
 
@@ -254,7 +266,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
             if key not in SECTIONS:
                 raise ConfigError(f"{path}: unknown table [{key}]; known: {', '.join(SECTIONS)}")
             for sub, v in value.items():
-                values[_toml_setting(path, f"{key}_{sub}", f"[{key}] {sub}")] = v
+                name = sub if key in _UNPREFIXED_SECTIONS else f"{key}_{sub}"
+                values[_toml_setting(path, name, f"[{key}] {sub}")] = v
         else:
             values[_toml_setting(path, key, key)] = value
     out: dict[str, Any] = {}

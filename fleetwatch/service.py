@@ -1,10 +1,11 @@
 """Wiring: build the ingest components from :class:`~fleetwatch.config.Settings` and run them.
 
 Everything runs in one task group on one event loop: the MQTT source's own task, the three
-pipeline stages (``ingest.service``), the HTTP endpoint, and the shutdown watcher.  SIGINT and
-SIGTERM set a stop event; the watcher then asks the pipeline to drain (write and acknowledge
-what it already took) and, after ``shutdown_timeout_s``, cancels it: batches still in flight are
-abandoned *unacknowledged*, and the broker redelivers them to the next run.
+pipeline stages (``ingest.service``), the HTTP endpoint, the shutdown watcher and, when a sites
+file is configured, the ``detect`` task (``fleetwatch.detect``) fed by the pipeline's commits.
+SIGINT and SIGTERM set a stop event; the watcher then asks the pipeline to drain (write and
+acknowledge what it already took) and, after ``shutdown_timeout_s``, cancels it: batches still
+in flight are abandoned *unacknowledged*, and the broker redelivers them to the next run.
 """
 
 from __future__ import annotations
@@ -18,13 +19,17 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from fleetwatch.config import ConfigError, Settings
+from fleetwatch.detect import DetectionRound, LiveDetector, load_sites, vehicles_of
+from fleetwatch.detect_metrics import DetectMetrics
+from geofence import FenceIndex
 from ingest.batcher import BatchLimits
 from ingest.metrics import IngestMetrics, SourceCounters, bound_port, open_http_server
 from ingest.mqtt import MqttSettings, MqttSource, parse_mqtt_url, unit_id_from_topic
 from ingest.nmea import DecodeOptions, Decoder
 from ingest.nmea import warm_up as warm_up_decoder
 from ingest.registry import UnitEntry, UnitRegistry, read_units_csv
-from ingest.service import IngestOptions, IngestService
+from ingest.service import IngestOptions, IngestService, wall_clock_us
+from schedule.params import DetectionParams
 from store import Store, StoreUnavailable, StoreWriteError, UnitRow
 
 log = logging.getLogger(__name__)
@@ -38,6 +43,8 @@ class Running:
     source: MqttSource
     store: Store
     http_port: int | None
+    #: None when no sites file is configured (detection off)
+    detector: LiveDetector | None = None
 
 
 def mqtt_settings(settings: Settings) -> MqttSettings:
@@ -148,6 +155,7 @@ async def run_ingest(
         log.info("unit registry: %d units (accept unknown: %s)", len(registry),
                  registry.accept_unknown)  # fmt: skip
         metrics = IngestMetrics()
+        detector = build_detector(settings, registry, metrics)
         # the decoder's kernel compiles (~4 s cold) in a worker thread, before any message
         await asyncio.to_thread(warm_up_decoder)
         source = MqttSource(
@@ -165,7 +173,11 @@ async def run_ingest(
             unavailable=(StoreUnavailable,),
             refused=(StoreWriteError,),
             unit_id_from_topic=unit_id_from_topic,
+            on_commit=detector.on_commit if detector is not None else None,
         )
+        if detector is not None:
+            live_service = service
+            detector.set_registry_source(lambda: live_service.registry)
         http_port: int | None = None
         if settings.http_port is not None:
 
@@ -180,7 +192,15 @@ async def run_ingest(
             http_port = bound_port(server)
             log.info("metrics at http://%s:%d/metrics", settings.http_host, http_port)
         if on_ready is not None:
-            on_ready(Running(service=service, source=source, store=store, http_port=http_port))
+            on_ready(
+                Running(
+                    service=service,
+                    source=source,
+                    store=store,
+                    http_port=http_port,
+                    detector=detector,
+                )
+            )
         async with asyncio.TaskGroup() as tg:
             pipeline = tg.create_task(service.run(), name="ingest-pipeline")
             helpers: list[asyncio.Task[None]] = []
@@ -190,11 +210,39 @@ async def run_ingest(
                         _reload_registry(settings, store, service), name="ingest-units-reload"
                     )
                 )
+            if detector is not None:
+                helpers.append(tg.create_task(detector.run(), name="detect"))
             tg.create_task(
                 _shutdown_when(stop, service, pipeline, settings.shutdown_timeout_s, helpers),
                 name="ingest-shutdown",
             )
         log.info("ingest stopped: %s", dataclasses.asdict(service.statistics()))
+
+
+def build_detector(
+    settings: Settings, registry: UnitRegistry, metrics: IngestMetrics
+) -> LiveDetector | None:
+    """The live detector of ``settings.sites_file``; None (logged) when none is configured.
+
+    Raises :class:`fleetwatch.detect.SitesFileError` when the file as a whole is unusable."""
+    if settings.sites_file is None:
+        log.info("live detection off: no sites file (set FLEETWATCH_SITES_FILE)")
+        return None
+    load = load_sites(settings.sites_file)
+    dm = DetectMetrics(metrics.registry)
+    for problem in load.problems:
+        dm.site_problems.labels("true" if problem.fatal else "false").inc()
+    params = DetectionParams()
+    index = FenceIndex.build(load.sites, margin_m=params.exit_margin_m)
+    log.info("live detection: %d sites from %s (%d problems), a round every %g ms",
+             len(load.sites), settings.sites_file, len(load.problems),
+             settings.detect_interval_ms)  # fmt: skip
+    return LiveDetector(
+        DetectionRound(index, vehicles_of(registry), params),
+        dm,
+        interval_s=settings.detect_interval_ms / 1000,
+        clock_us=wall_clock_us,
+    )
 
 
 async def _shutdown_when(
