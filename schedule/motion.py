@@ -8,7 +8,6 @@ the same fix gets the same features whichever batch it arrived in (the tracker r
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -118,9 +117,8 @@ def _step_implausible(t_s: F64, x: F64, y: F64, v_kmh: F64, p: DetectionParams) 
     dt = np.maximum(np.diff(t_s), 1e-3)
     d = np.hypot(np.diff(x), np.diff(y))
     vmax = np.fmax(v_kmh[:-1], v_kmh[1:])  # NaN only when both unknown
-    allowed = np.where(
-        np.isnan(vmax), np.inf, p.teleport_slack_m + 1.5 * np.nan_to_num(vmax) / _KMH * dt
-    )
+    # rows where vmax is NaN take the inf branch, so no nan_to_num pass is needed
+    allowed = np.where(np.isnan(vmax), np.inf, p.teleport_slack_m + 1.5 * vmax / _KMH * dt)
     too_fast = d / dt * _KMH > p.max_speed_kmh
     jumped = (d > allowed) & (dt <= p.teleport_check_s)
     out[1:] = (too_fast & (d > p.teleport_slack_m)) | jumped
@@ -230,10 +228,19 @@ def motion(track: Track, p: DetectionParams) -> Motion:
 
 
 def cut_runs(mask: BoolA, cut: BoolA) -> list[tuple[int, int]]:
-    """Runs of ``mask`` further cut before every fix i whose step ``cut[i]`` is set."""
-    starts, ends = runs(mask)
-    pieces: list[tuple[int, int]] = []
-    for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
-        cuts = (np.flatnonzero(cut[s + 1 : e]) + s + 1).tolist()
-        pieces.extend(itertools.pairwise([s, *cuts, e]))
-    return pieces
+    """Runs of ``mask`` further cut before every fix i whose step ``cut[i]`` is set.
+
+    One vectorised pass (a piece starts where the mask rises or a cut falls inside a run):
+    the detectors call this on every re-run, and a per-run loop cost a numpy call per run.
+    """
+    n = len(mask)
+    if n == 0:
+        return []
+    m = mask.astype(bool)
+    start = m.copy()
+    start[1:] &= ~m[:-1] | cut[1:]
+    end = m.copy()  # end[i]: a piece ends after fix i
+    end[:-1] &= ~m[1:] | cut[1:]
+    starts = np.flatnonzero(start)
+    ends = np.flatnonzero(end) + 1
+    return list(zip(starts.tolist(), ends.tolist(), strict=True))

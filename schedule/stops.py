@@ -148,6 +148,10 @@ def detect_stops(
     slow[:active_from] = False
     split = m.jump | m.gap
     pieces = cut_runs(slow, split)
+    # prefix counts: "any split/jump/gap in [a, b)" without a numpy call per still run
+    zero = np.zeros(1, dtype=np.int64)
+    n_split = np.concatenate((zero, np.cumsum(split)))
+    n_jump = np.concatenate((zero, np.cumsum(m.jump)))
 
     out: list[StopRecord] = []
     state = StopState.IDLE
@@ -175,7 +179,7 @@ def detect_stops(
     for s, e in pieces:
         if state is not StopState.IDLE:
             joined = False
-            if not split[last + 1 : s + 1].any():
+            if n_split[s + 1] == n_split[last + 1]:
                 anchor = _anchor(m, first, last)
                 head = _head(m, s, e)
                 joined = math.hypot(
@@ -187,8 +191,8 @@ def detect_stops(
             else:
                 reason: ClosedBy = (
                     "teleport"
-                    if m.jump[last + 1 : s + 1].any()
-                    else ("gap" if m.gap[last + 1 : s + 1].any() else "exit")
+                    if n_jump[s + 1] > n_jump[last + 1]
+                    else ("gap" if n_split[s + 1] > n_split[last + 1] else "exit")
                 )
                 close(reason)
                 state = step(state, StopInput.BREAK)
@@ -225,6 +229,6 @@ def stop_site(record: StopRecord, kept_inside: npt.NDArray[np.int64]) -> int:
     sel = (kept_inside[0] >= record.first) & (kept_inside[0] <= record.last)
     if not sel.any():
         return -1
-    sites, counts = np.unique(kept_inside[1][sel], return_counts=True)
+    counts = np.bincount(kept_inside[1][sel])  # argmax: the lowest site on a tie, as before
     best = int(np.argmax(counts))
-    return int(sites[best]) if counts[best] * 2 >= record.fix_count else -1
+    return best if int(counts[best]) * 2 >= record.fix_count else -1

@@ -36,7 +36,7 @@ import numpy.typing as npt
 from schedule.events import ClosedBy
 from schedule.motion import Motion, cut_runs, runs
 from schedule.params import DetectionParams
-from schedule.stops import IllegalTransition
+from schedule.stops import IllegalTransition, _median
 
 
 class VisitState(enum.Enum):
@@ -130,17 +130,30 @@ def detect_visits_for_site(
     inside = inside & near
     crawl = m.speed_kmh < p.crawl_speed_kmh
     pieces = cut_runs(inside, m.gap)
+    if not pieces:
+        return []
+    # prefix counts: "any gap / how many beyond / all still in [a, b)" without numpy calls
+    zero = np.zeros(1, dtype=np.int64)
+    n_gap = np.concatenate((zero, np.cumsum(m.gap)))
+    n_beyond = np.concatenate((zero, np.cumsum(~near)))
+    n_still = np.concatenate((zero, np.cumsum(m.still)))
+    n_inside = np.concatenate((zero, np.cumsum(inside)))
+    t_s = m.t_s
 
     out: list[VisitRecord] = []
     state = VisitState.OUTSIDE
     first = last = -1
 
     def close(reason: ClosedBy | None) -> None:
+        if t_s[last] - t_s[first] < p.min_dwell_s:  # _confirm_index's own first test
+            return
         k = _confirm_index(m, crawl, first, last, p)
         sel = slice(first, last + 1)
-        if k < 0 or float(inside[sel].mean()) < p.min_inside_share:
+        share = float(np.float64(n_inside[last + 1] - n_inside[first]) / (last + 1 - first))
+        if k < 0 or share < p.min_inside_share:
             return
         h = hdop[sel]
+        h = h[~np.isnan(h)]
         out.append(
             VisitRecord(
                 site=site,
@@ -150,25 +163,27 @@ def detect_visits_for_site(
                 departure_us=t0_us + round(m.t_s[last] * 1e6),
                 confirmed_us=t0_us + round(m.t_s[k] * 1e6),
                 fix_count=last - first + 1,
-                inside_share=float(inside[sel].mean()),
-                median_hdop=float(np.median(h[~np.isnan(h)])) if (~np.isnan(h)).any() else np.nan,
+                inside_share=share,
+                median_hdop=_median(h) if len(h) else np.nan,
                 closed_by=reason,
             )
         )
 
     def exit_confirmed(last: int, nxt: int) -> bool:
         """Fixes last+1..nxt-1 (none inside) are a confirmed exit."""
-        beyond = int((~near[last + 1 : nxt]).sum())
-        return (
+        beyond = n_beyond[nxt] - n_beyond[last + 1]
+        return bool(
             beyond >= p.exit_confirm_fixes
-            and m.t_s[nxt - 1] - m.t_s[last] >= p.exit_confirm_s
-            and not m.still[last + 1 : nxt].all()  # a parked truck's jitter never leaves
+            and t_s[nxt - 1] - t_s[last] >= p.exit_confirm_s
+            # a parked truck's jitter never leaves
+            and n_still[nxt] - n_still[last + 1] < nxt - last - 1
         )
 
     for s, e in pieces:
         if state is not VisitState.OUTSIDE:
-            if m.gap[last + 1 : s + 1].any() or exit_confirmed(last, s):
-                close("gap" if m.gap[last + 1 : s + 1].any() else "exit")
+            gapped = n_gap[s + 1] > n_gap[last + 1]
+            if gapped or exit_confirmed(last, s):
+                close("gap" if gapped else "exit")
                 state = step(state, VisitInput.LEAVE)
             else:
                 state = step(state, VisitInput.STAY)
@@ -181,7 +196,7 @@ def detect_visits_for_site(
     if state is VisitState.OUTSIDE:
         return out
     tail: ClosedBy | None = None
-    if m.gap[last + 1 :].any():
+    if n_gap[n] > n_gap[last + 1]:
         tail = "gap"
     elif exit_confirmed(last, n):
         tail = "exit"
