@@ -8,6 +8,14 @@ tracker to "now" so silent vehicles' visits close.  Rounds, not batches, because
 pays a fixed cost per vehicle per call: at 100 ms ingest batches it would re-run every vehicle
 ten times a second for a few fixes each.
 
+"Now" for closing silent vehicles' visits is ``min(wall clock, newest fix time fed)``: in live
+operation the fleet's newest fix is seconds old, so this is the wall clock; when the stream is a
+replay (``fleetwatch demo`` replays a day at x60) or ingest is catching up a backlog, the fixes'
+own clock is the one that says who has been silent, and the wall clock would close every open
+visit at every round (to be corrected by the next fixes).  A unit whose clock runs ahead cannot
+push it past the wall clock.  If the whole fleet falls silent, "now" stalls: visits stay open
+until data flows again rather than being closed by an outage of our own.
+
 The accumulator is bounded in fixes.  When detection falls that far behind, a further batch is
 dropped *from detection only* (it is already durable in the database), counted in
 ``fleetwatch_detection_dropped_fixes_total`` and logged once.  Recovery path (not implemented):
@@ -142,6 +150,8 @@ class DetectionRound:
         self._pending_fixes = 0
         self.dropped_fixes = 0
         self.rounds = 0
+        #: newest fix time fed so far (µs), None before the first fix
+        self.newest_fix_us: int | None = None
 
     @property
     def pending_fixes(self) -> int:
@@ -173,10 +183,21 @@ class DetectionRound:
         """Match *fixes*, feed the tracker, advance it to *now_us*."""
         events: list[DetectionEvent] = []
         if len(fixes):
+            newest = int(fixes.t_us.max())
+            if self.newest_fix_us is None or newest > self.newest_fix_us:
+                self.newest_fix_us = newest
             events += self.tracker.feed_matched(fixes, self._match)
         events += self.tracker.advance(now_us)
         self.rounds += 1
         return RoundResult(fixes=len(fixes), events=tuple(events), counts=count_events(events))
+
+    def data_now(self, wall_us: int, fixes: FixBatch) -> int:
+        """``min(wall_us, newest fix time including *fixes*)``: see the module docstring."""
+        newest = self.newest_fix_us
+        if len(fixes):
+            t = int(fixes.t_us.max())
+            newest = t if newest is None else max(newest, t)
+        return wall_us if newest is None else min(wall_us, newest)
 
     def run(self, now_us: int) -> RoundResult:
         """:meth:`take` then :meth:`process`."""
@@ -257,7 +278,7 @@ class LiveDetector:
         self._sync_units()
         fixes = self.detection.take()  # on the loop: offer() and take() never interleave
         self.metrics.pending_fixes.set(0)
-        now_us = self._clock_us()
+        now_us = self.detection.data_now(self._clock_us(), fixes)
         t0 = time.perf_counter()
         result = await asyncio.to_thread(self.detection.process, fixes, now_us)
         self.metrics.seconds.observe(time.perf_counter() - t0)

@@ -70,6 +70,19 @@ def completed_visits(events: Iterable[DetectionEvent]) -> list[Visit]:
     return sorted(out)
 
 
+def open_visits(events: Iterable[DetectionEvent]) -> list[tuple[str, str, int]]:
+    """(vehicle, site, arrival) of visits started and not (yet) completed."""
+    folded = latest(list(events))
+    done = {
+        ev.visit_id for ev in folded.values() if isinstance(ev, VisitCompleted) and not ev.retracted
+    }
+    return sorted(
+        (ev.vehicle_id, ev.site_id, ev.arrival_us)
+        for ev in folded.values()
+        if isinstance(ev, VisitStarted) and not ev.retracted and ev.visit_id not in done
+    )
+
+
 def replay_visits(scenario: Path) -> list[Visit]:
     return completed_visits(replay_scenario(scenario, DetectionParams()).events)
 
@@ -160,6 +173,20 @@ def test_a_full_accumulator_drops_whole_batches_and_counts_them(
     assert detection.offer(second)  # room again after the round
 
 
+def test_now_is_the_wall_clock_unless_the_fixes_are_older(
+    decoded: FixBatch, index: FenceIndex
+) -> None:
+    detection = DetectionRound(index, {})
+    empty = FixBatch.empty()
+    assert detection.data_now(123, empty) == 123  # no fix yet: the wall clock
+    newest = int(decoded.t_us.max())
+    assert detection.data_now(newest + 10**9, decoded) == newest  # a replayed day: its clock
+    assert detection.data_now(newest - 10**9, decoded) == newest - 10**9  # clock ahead: capped
+    detection.process(decoded, newest)
+    assert detection.newest_fix_us == newest
+    assert detection.data_now(newest + 10**9, empty) == newest  # fleet silent: now stalls
+
+
 def test_counts_take_first_versions_and_count_later_ones_as_corrections() -> None:
     t = 1_700_000_000 * US_PER_S
     events: list[DetectionEvent] = [
@@ -244,11 +271,13 @@ async def test_live_service_finds_the_visits_replay_finds(
 ) -> None:
     """A small simulated day published in receive order through a real broker into the real
     service.  Rounds only on request (interval of an hour), so after everything is acked one
-    round feeds the tracker every committed fix and advances it to the wall clock, days after
-    the scenario: every visit is closed, as ``replay``'s final ``finish()`` closes them.  The
-    fixes are the same (same decoder, all units registered, fix times within the accepted
-    age), so the completed visits must be *equal* to replay's, arrival and departure to the
-    microsecond: any difference would be a fix lost or altered between ingest and detection."""
+    round feeds the tracker every committed fix.  Its "now" is the newest fix time (the wall
+    clock is days later), so the visits of vehicles that reported until the end of the day are
+    still open: each must be a visit replay completed, with the same arrival, and every visit
+    completed live must be one of replay's.  Then the end of data (a round long after the last
+    fix, as replay's ``finish()``) must give *exactly* replay's completed visits, arrival and
+    departure to the microsecond.  The fixes are the same (same decoder, all units registered,
+    no corrupted sentences), so any difference is a fix lost or altered on the way."""
     scenario = tmp_path / "scenario"
     write_scenario(small_params(dt.datetime.now(dt.UTC).date() - dt.timedelta(days=2)), scenario)
     items = [(f"fleet/{unit}/nmea", payload) for _, unit, payload in merged_payloads(scenario)]
@@ -271,11 +300,20 @@ async def test_live_service_finds_the_visits_replay_finds(
         await waiting
         assert detector.detection.pending_fixes == 0
         assert detector.detection.dropped_fixes == 0
-    live = completed_visits(detector.recent)
     replay = replay_scenario(scenario, DetectionParams())
+    expected = completed_visits(replay.events)
     # the same fixes reached detection: all accepted, committed and handed on, none dropped
     assert stats.rejects == 0
     assert stats.fixes_accepted == stats.fixes_inserted == replay.summary["fixes"]
-    assert live == completed_visits(replay.events)
-    assert len(live) >= 10
+    live = completed_visits(detector.recent)
+    still_open = open_visits(detector.recent)
+    assert set(live) <= set(expected)
+    assert {(v, s, a) for v, s, a, _ in expected} == {(v, s, a) for v, s, a, _ in live} | set(
+        still_open
+    )
     assert detector.visits_completed >= len(live)  # first versions, corrections apart
+    newest = detector.detection.newest_fix_us
+    assert newest is not None
+    end = detector.detection.run(now_us=newest + 86_400 * US_PER_S).events
+    assert completed_visits([*detector.recent, *end]) == expected
+    assert len(expected) >= 10
