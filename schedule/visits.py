@@ -143,11 +143,13 @@ def detect_visits_for_site(
     out: list[VisitRecord] = []
     state = VisitState.OUTSIDE
     first = last = -1
+    # The dwell index found when the candidate became a visit: extending ``last`` cannot move
+    # it (every term of _confirm_index looks only at fixes up to the index), and a candidate
+    # was checked with the very (first, last) it is closed with, so close() need not recompute.
+    confirm_k = -1
 
     def close(reason: ClosedBy | None) -> None:
-        if t_s[last] - t_s[first] < p.min_dwell_s:  # _confirm_index's own first test
-            return
-        k = _confirm_index(m, crawl, first, last, p)
+        k = confirm_k
         sel = slice(first, last + 1)
         share = float(np.float64(n_inside[last + 1] - n_inside[first]) / (last + 1 - first))
         if k < 0 or share < p.min_inside_share:
@@ -191,8 +193,11 @@ def detect_visits_for_site(
         if state is VisitState.OUTSIDE:
             state = step(state, VisitInput.ENTER)
             first, last = s, e - 1
-        if state is VisitState.CANDIDATE and _confirm_index(m, crawl, first, last, p) >= 0:
-            state = step(state, VisitInput.DWELL)
+            confirm_k = -1
+        if state is VisitState.CANDIDATE:
+            confirm_k = _confirm_index(m, crawl, first, last, p)
+            if confirm_k >= 0:
+                state = step(state, VisitInput.DWELL)
     if state is VisitState.OUTSIDE:
         return out
     tail: ClosedBy | None = None
