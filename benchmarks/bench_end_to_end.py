@@ -41,6 +41,7 @@ import psycopg  # noqa: E402
 
 from fleetwatch.embedded import open_embedded_broker  # noqa: E402
 from ingest.nmea_encode import checksum  # noqa: E402
+from simulators.mqtt_wire import encode_connect, varint  # noqa: E402
 from store.embedded import open_embedded_postgres  # noqa: E402
 
 # ------------------------------------------------------------------------------- publishers
@@ -50,22 +51,6 @@ def _ddmm(value: float, width: int) -> str:
     a = abs(value)
     deg = int(a)
     return f"{deg:0{width}d}{(a - deg) * 60:09.6f}"
-
-
-def _connect_packet(client_id: str) -> bytes:
-    cid = client_id.encode()
-    var = b"\x00\x04MQTT\x04\x02\x00\x3c"  # MQTT 3.1.1, clean session, keepalive 60 s
-    body = var + len(cid).to_bytes(2, "big") + cid
-    return b"\x10" + _varint(len(body)) + body
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        d, n = n % 128, n // 128
-        out.append(d | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 def publisher(
@@ -89,7 +74,7 @@ def publisher(
 
     sock = socket.create_connection((host, port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.sendall(_connect_packet(f"bench-pub-{os.getpid()}"))
+    sock.sendall(encode_connect(f"bench-pub-{os.getpid()}", keepalive_s=60))
     connack = sock.recv(4)
     if len(connack) < 4 or connack[3] != 0:
         raise SystemExit(f"publisher: broker refused the connection: {connack!r}")
@@ -147,7 +132,7 @@ def publisher(
             sent += 1
             pid = (sent - 1) % 65535 + 1
             body_len = len(heads[i]) + 2 + len(payload)
-            pending += b"\x32" + _varint(body_len) + heads[i] + pid.to_bytes(2, "big") + payload
+            pending += b"\x32" + varint(body_len) + heads[i] + pid.to_bytes(2, "big") + payload
         if pending:
             _, w, _ = select.select([], [sock], [], 0.001)
             if w:
