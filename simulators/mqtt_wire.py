@@ -21,6 +21,7 @@ import struct
 import time
 from dataclasses import dataclass, field
 
+from ingest.mqtt.protocol import encode_varint as varint
 from simulators.publish import BrokerUnavailable, PoolStats
 
 CONNACK, PUBLISH, PUBACK, PINGRESP = 0x20, 0x30, 0x40, 0xD0
@@ -31,18 +32,6 @@ MAX_INBOUND_PACKET = 1024
 
 class MqttProtocolError(RuntimeError):
     """The broker sent something a publish-only MQTT 3.1.1 client cannot accept."""
-
-
-def varint(n: int) -> bytes:
-    """MQTT's remaining-length encoding (1–4 bytes)."""
-    if not 0 <= n <= 268_435_455:
-        raise ValueError(f"MQTT remaining length {n} out of range")
-    out = bytearray()
-    while True:
-        b, n = n % 128, n // 128
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 def _str(s: bytes) -> bytes:

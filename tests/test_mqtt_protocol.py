@@ -20,10 +20,10 @@ def publish_packet(topic: str, payload: bytes, *, qos: int, mid: int, dup: bool 
     if qos:
         body += mid.to_bytes(2, "big")
     if version == p.MQTT_5:
-        body += p._varint(len(props)) + props
+        body += p.encode_varint(len(props)) + props
     body += payload
     first = p.PUBLISH | (8 if dup else 0) | (qos << 1)
-    return bytes((first,)) + p._varint(len(body)) + body
+    return bytes((first,)) + p.encode_varint(len(body)) + body
 
 
 topics = st.text(st.characters(codec="utf-8", exclude_characters="\x00+#/"), min_size=1,
@@ -103,14 +103,14 @@ def test_packets_a_subscriber_never_receives_are_protocol_errors() -> None:
 
 def test_oversized_length_is_refused_before_buffering() -> None:
     parser = p.Parser()
-    parser.feed(bytes((p.PUBLISH | 2,)) + p._varint(p.MAX_PACKET_BYTES + 1))
+    parser.feed(bytes((p.PUBLISH | 2,)) + p.encode_varint(p.MAX_PACKET_BYTES + 1))
     with pytest.raises(p.ProtocolError, match="exceeds"):
         parser.next_events()
 
 
 @given(st.integers(0, 268_435_455))
 def test_varint_round_trip(n: int) -> None:
-    assert p._read_varint(p._varint(n), 0, 4) == (n, len(p._varint(n)))
+    assert p._read_varint(p.encode_varint(n), 0, 4) == (n, len(p.encode_varint(n)))
 
 
 @given(st.lists(st.integers(1, 65535), max_size=50))

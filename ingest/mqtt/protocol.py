@@ -81,7 +81,8 @@ _V311_CONNACK = {0: 0x00, 1: 0x84, 2: 0x85, 3: 0x88, 4: 0x86, 5: 0x87}
 
 
 # ----------------------------------------------------------------------------------- encoders
-def _varint(n: int) -> bytes:
+def encode_varint(n: int) -> bytes:
+    """MQTT's variable byte integer (remaining length): 1–4 bytes."""
     if not 0 <= n <= 268_435_455:
         raise ValueError(f"variable byte integer {n} out of range")
     out = bytearray()
@@ -100,7 +101,7 @@ def _str(s: str) -> bytes:
 
 
 def _packet(first: int, body: bytes) -> bytes:
-    return bytes((first,)) + _varint(len(body)) + body
+    return bytes((first,)) + encode_varint(len(body)) + body
 
 
 def encode_connect(*, client_id: str, keepalive_s: int, clean_start: bool,
@@ -123,7 +124,7 @@ def encode_connect(*, client_id: str, keepalive_s: int, clean_start: bool,
                 4, "big")
         if receive_maximum != 65535:
             props += bytes((_PROP_RECEIVE_MAXIMUM,)) + receive_maximum.to_bytes(2, "big")
-        body += _varint(len(props)) + props
+        body += encode_varint(len(props)) + props
     body += _str(client_id)
     if username is not None:
         body += _str(username)
