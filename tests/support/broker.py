@@ -23,10 +23,10 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import pytest
 
@@ -114,6 +114,9 @@ def private_mosquitto_conf(port: int, workdir: Path, *, extra: str = "") -> str:
         log_type warning
         log_type notice
         """) + extra
+
+
+B = TypeVar("B", bound=Broker)
 
 
 class MosquittoBroker:
@@ -250,11 +253,13 @@ def make_broker(workdir: Path) -> MosquittoBroker | EmbeddedBroker:
     return EmbeddedBroker(workdir)
 
 
-def _started(make: type[MosquittoBroker] | None, workdir: Path) -> Iterator[Broker]:
+def _started(make: Callable[[int], B], what: str) -> Iterator[B]:
+    """Start ``make(attempt)``'s broker, retrying twice: a free port can be taken by someone
+    else between probe and bind.  A broker that cannot be built or started fails the test."""
     last: Exception | None = None
-    for _ in range(3):  # a free port can be taken by someone else between probe and bind
+    for attempt in range(3):
         try:
-            b = make_broker(workdir) if make is None else make(workdir)
+            b = make(attempt)
         except BrokerStartError as e:
             pytest.fail(f"no test MQTT broker: {e}")
         try:
@@ -268,7 +273,7 @@ def _started(make: type[MosquittoBroker] | None, workdir: Path) -> Iterator[Brok
         finally:
             b.kill()
         return
-    pytest.fail(f"could not start the test MQTT broker: {last}")
+    pytest.fail(f"could not start {what}: {last}")
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -280,14 +285,15 @@ def pytest_report_header(config: pytest.Config) -> str:
 @pytest.fixture
 def mqtt_broker(tmp_path: Path) -> Iterator[Broker]:
     """A private broker for one test (function scope: restart tests may kill it)."""
-    yield from _started(None, tmp_path / "broker")
+    yield from _started(lambda _: make_broker(tmp_path / "broker"), "the test MQTT broker")
 
 
 @pytest.fixture(scope="session")
 def shared_mqtt_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     """One private broker for the session; tests must use unique topics / client ids and
     must not stop it."""
-    yield from _started(None, tmp_path_factory.mktemp("shared-broker"))
+    workdir = tmp_path_factory.mktemp("shared-broker")
+    yield from _started(lambda _: make_broker(workdir), "the test MQTT broker")
 
 
 # -- the shipped deploy/mosquitto config, with auth and ACL ---------------------------------
@@ -337,18 +343,7 @@ def acl_broker(tmp_path: Path) -> Iterator[AclBroker]:
     """Mosquitto with the shipped config, password file and ACL (needs real Mosquitto)."""
     if mosquitto_path() is None:
         pytest.fail("acl_broker needs mosquitto: the shipped ACL is a Mosquitto config")
-    last: Exception | None = None
-    for _ in range(3):
-        b = _acl_broker(tmp_path / f"acl-broker-{_}")
-        try:
-            b.start()
-        except BrokerStartError as e:
-            last = e
-            b.kill()
-            continue
-        try:
-            yield b
-        finally:
-            b.kill()
-        return
-    pytest.fail(f"could not start Mosquitto with the shipped config: {last}")
+    yield from _started(
+        lambda attempt: _acl_broker(tmp_path / f"acl-broker-{attempt}"),
+        "Mosquitto with the shipped config",
+    )
