@@ -348,24 +348,11 @@ class VehicleTracker:
                     median_hdop=rec.median_hdop,
                     closed_by=rec.closed_by,
                 )
-            if rep is None:
-                rep = _Reported(
-                    key=self._new_id(f"{self.vehicle_id}-{site_id}-{rec.arrival_us}"),
-                    site=rec.site,
-                    start_us=rec.arrival_us,
-                    end_us=rec.departure_us,
-                    started=started,
-                )
-                rep.started = _versioned(started, rep.key, None)
-                events.append(rep.started)
-            rep.matched = True
-            events += _update(rep, started, completed, self.stats)
-            rep.start_us, rep.end_us = rec.arrival_us, rec.departure_us
-            keep.append(rep)
-        for o in old:
-            if not o.matched:
-                events += _retract(o, self.stats)
-        keep.sort(key=lambda r: r.start_us)
+            events += self._report(
+                rep, keep, f"{self.vehicle_id}-{site_id}-{rec.arrival_us}", rec.site,
+                rec.arrival_us, rec.departure_us, started, completed,
+            )  # fmt: skip
+        events += self._retract_unmatched(old, keep)
         self._visits = keep
         return events
 
@@ -417,25 +404,53 @@ class VehicleTracker:
                 ),
                 None,
             )
-            if rep is None:
-                rep = _Reported(
-                    key=self._new_id(f"{self.vehicle_id}-stop-{rec.start_us}"),
-                    site=site,
-                    start_us=rec.start_us,
-                    end_us=rec.end_us,
-                    started=started,
-                )
-                rep.started = _versioned(started, rep.key, None)
-                events.append(rep.started)
-            rep.matched = True
-            events += _update(rep, started, completed, self.stats)
-            rep.start_us, rep.end_us, rep.site = rec.start_us, rec.end_us, site
-            keep.append(rep)
+            events += self._report(
+                rep, keep, f"{self.vehicle_id}-stop-{rec.start_us}", site,
+                rec.start_us, rec.end_us, started, completed,
+            )  # fmt: skip
+        events += self._retract_unmatched(old, keep)
+        self._stops = keep
+        return events
+
+    def _report(
+        self,
+        rep: _Reported | None,
+        keep: list[_Reported],
+        key_text: str,
+        site: int,
+        start_us: int,
+        end_us: int,
+        started: VisitStarted | StopStarted,
+        completed: VisitCompleted | StopEnded | None,
+    ) -> list[DetectionEvent]:
+        """Reconcile one re-detected visit or stop with what was reported before: a new one is
+        announced under a fresh id; a matched one gets a new version only if it changed."""
+        events: list[DetectionEvent] = []
+        if rep is None:
+            rep = _Reported(
+                key=self._new_id(key_text),
+                site=site,
+                start_us=start_us,
+                end_us=end_us,
+                started=started,
+            )
+            rep.started = _versioned(started, rep.key, None)
+            events.append(rep.started)
+        rep.matched = True
+        events += _update(rep, started, completed, self.stats)
+        rep.start_us, rep.end_us, rep.site = start_us, end_us, site
+        keep.append(rep)
+        return events
+
+    def _retract_unmatched(
+        self, old: list[_Reported], keep: list[_Reported]
+    ) -> list[DetectionEvent]:
+        """Retract what the re-run no longer finds; leave *keep* in start order."""
+        events: list[DetectionEvent] = []
         for o in old:
             if not o.matched:
                 events += _retract(o, self.stats)
         keep.sort(key=lambda r: r.start_us)
-        self._stops = keep
         return events
 
     def _trim(self) -> None:
