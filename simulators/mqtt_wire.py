@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 
 from ingest.mqtt.protocol import encode_varint as varint
-from simulators.publish import BrokerUnavailable, PoolStats
+from simulators.publish import AckWaits, BrokerUnavailable, PoolStats
 
 CONNACK, PUBLISH, PUBACK, PINGRESP = 0x20, 0x30, 0x40, 0xD0
 MAX_PACKET_ID = 65535
@@ -122,7 +122,7 @@ class _Conn:
     last_io: float = 0.0
 
 
-class RawPublisherPool:
+class RawPublisherPool(AckWaits):
     """``connections`` sockets speaking :mod:`mqtt_wire`; see the module docstring."""
 
     def __init__(
@@ -234,18 +234,6 @@ class RawPublisherPool:
         by_sock = {c.sock: c for c in self._conns}
         for s in r:
             self._read(by_sock[s])
-
-    def wait_room(self, *, max_outstanding: int, deadline: float) -> None:
-        while self.outstanding > max_outstanding:
-            if time.monotonic() > deadline:
-                raise BrokerUnavailable(f"{self.outstanding} messages still unacknowledged")
-            self.pump(0.01)
-
-    def drain(self, *, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while self.outstanding > 0 and time.monotonic() < deadline:
-            self.pump(0.02)
-        return self.outstanding == 0
 
     def close(self) -> None:
         for c in self._conns:

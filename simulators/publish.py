@@ -14,6 +14,7 @@ one): a simulator must never flood somebody else's server.
 
 from __future__ import annotations
 
+import abc
 import datetime as dt
 import ipaddress
 import re
@@ -80,7 +81,37 @@ class Pool(Protocol):
     def close(self) -> None: ...
 
 
-class PublisherPool:
+class AckWaits(abc.ABC):
+    """The waits both pools share: they only pump their sockets until enough PUBACKs came."""
+
+    host: str
+    port: int
+
+    @property
+    @abc.abstractmethod
+    def outstanding(self) -> int: ...
+
+    @abc.abstractmethod
+    def pump(self, timeout_s: float) -> None: ...
+
+    def wait_room(self, *, max_outstanding: int, deadline: float) -> None:
+        """Backpressure: pump until at most ``max_outstanding`` messages are unacknowledged."""
+        while self.outstanding > max_outstanding:
+            if time.monotonic() > deadline:
+                raise BrokerUnavailable(
+                    f"{self.outstanding} messages still unacknowledged by {self.host}:{self.port}"
+                )
+            self.pump(0.01)
+
+    def drain(self, *, timeout_s: float) -> bool:
+        """Wait for every PUBACK; False if some are still missing after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while self.outstanding > 0 and time.monotonic() < deadline:
+            self.pump(0.02)
+        return self.outstanding == 0
+
+
+class PublisherPool(AckWaits):
     """``connections`` paho clients driven by :meth:`pump` (a ``select`` round)."""
 
     def __init__(
@@ -195,22 +226,6 @@ class PublisherPool:
             c.loop_misc()
         if self._errors:
             raise BrokerUnavailable("; ".join(self._errors))
-
-    def wait_room(self, *, max_outstanding: int, deadline: float) -> None:
-        """Backpressure: pump until at most ``max_outstanding`` messages are unacknowledged."""
-        while self.outstanding > max_outstanding:
-            if time.monotonic() > deadline:
-                raise BrokerUnavailable(
-                    f"{self.outstanding} messages still unacknowledged by {self.host}:{self.port}"
-                )
-            self.pump(0.01)
-
-    def drain(self, *, timeout_s: float) -> bool:
-        """Wait for every PUBACK; False if some are still missing after ``timeout_s``."""
-        deadline = time.monotonic() + timeout_s
-        while self.outstanding > 0 and time.monotonic() < deadline:
-            self.pump(0.02)
-        return self.outstanding == 0
 
     def close(self) -> None:
         for c in self._clients:
