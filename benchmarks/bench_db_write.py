@@ -41,7 +41,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ingest.fixes import FixBatch, us_to_datetime
+from core.fixes import FixBatch, us_to_datetime
 from store import Store, UnitRow
 from store.embedded import open_embedded_postgres
 from store.fixes import COPY_STAGE_SQL, STAGE_TABLE_DDL, encode_fix_copy

@@ -33,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 import pynmea2
 
-from ingest.fixes import Fix, datetime_to_us
+from core.fixes import Fix, datetime_to_us
 from ingest.nmea import DecodeOptions, Decoder, decode_reference
 from ingest.nmea_encode import encode_gga, encode_rmc
 

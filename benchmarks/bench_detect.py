@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from core.fixes import FixBatch
 from geofence import FenceIndex, load_sites_geojson
-from ingest.fixes import FixBatch
 from ingest.nmea import Decoder
 from schedule.events import VisitCompleted, latest
 from schedule.params import DetectionParams

@@ -51,7 +51,7 @@ FOREIGN = {"aiomqtt3"}  # receivers that run under another interpreter (--aiomqt
 
 def payloads(n_unique: int = 5000) -> list[bytes]:
     # imported here: the aiomqtt3 receiver child runs in a venv without numpy
-    from ingest.fixes import Fix
+    from core.fixes import Fix
     from ingest.nmea_encode import encode_gga, encode_rmc
 
     t0 = 1_780_000_000_000_000

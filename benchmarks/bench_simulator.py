@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ingest.fixes import Fix
+from core.fixes import Fix
 from ingest.nmea_encode import encode_gga, encode_rmc
 from simulators.city import Projection
 from simulators.roads import StreetGrid, route

@@ -25,7 +25,7 @@ from typing import BinaryIO, TextIO
 
 import numpy as np
 
-from ingest.fixes import datetime_to_us, iso_utc
+from core.fixes import datetime_to_us, iso_utc
 from ingest.nmea import DecodeOptions, Decoder, DecodeResult
 
 #: Inputs larger than this are refused (read whole: ``auto`` needs two passes).

@@ -24,11 +24,11 @@ from typing import Any, TextIO
 
 import aiomqtt
 
+from core.fixes import US_PER_S, Fix
 from fleetwatch.cmd_run import add_common_arguments, setup_logging
 from fleetwatch.config import ConfigError, Settings, env_name
 from fleetwatch.embedded import EmbeddedBrokerError, open_private_servers
 from fleetwatch.service import Running, run_ingest, stop_on_signals
-from ingest.fixes import US_PER_S, Fix
 from ingest.mqtt import parse_mqtt_url
 from ingest.nmea_encode import encode_gga, encode_rmc
 from store import StoreError

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from core.fixes import FixBatch, iso_utc
 from geofence import FenceIndex, load_sites_geojson
-from ingest.fixes import FixBatch, iso_utc
 from ingest.nmea import DecodeOptions, Decoder
 from schedule.evaluate import VisitInterval, evaluate_visits
 from schedule.events import (

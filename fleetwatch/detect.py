@@ -40,10 +40,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from core.fixes import FixBatch
 from fleetwatch.config import ConfigError
 from fleetwatch.detect_metrics import DetectMetrics
 from geofence import FenceIndex, SiteFileError, SiteLoad, load_sites_csv, load_sites_geojson
-from ingest.fixes import FixBatch
 from ingest.registry import UnitEntry
 from schedule.events import DetectionEvent, StopStarted, VisitCompleted, VisitStarted
 from schedule.params import DetectionParams

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from ingest.fixes import Fix, us_to_datetime
+from core.fixes import Fix, us_to_datetime
 
 KMH_PER_KNOT = 1.852
 

@@ -9,7 +9,7 @@ Three named tasks in one task group, joined by bounded queues::
   reading its socket, and the broker holds the backlog (reliability #4: backpressure, nothing
   dropped).
 * **decode** validates payloads (size, topic, registered unit), decodes a whole batch in one
-  call, and turns every reject into a :class:`~ingest.fixes.DeadLetter`.  Decoding happens
+  call, and turns every reject into a :class:`~core.fixes.DeadLetter`.  Decoding happens
   exactly once per batch: the decoder keeps per-unit state (duplicates, jumps), so a retried
   write must not decode again.
 * **write** commits fixes and dead letters in one transaction, retrying the *same* decoded
@@ -37,8 +37,8 @@ import numpy as np
 import numpy.typing as npt
 import stamina
 
+from core.fixes import DeadLetter, FixBatch, dead_letter_source
 from ingest.batcher import Batch, Batcher, BatchLimits
-from ingest.fixes import DeadLetter, FixBatch, dead_letter_source
 from ingest.metrics import IngestMetrics
 from ingest.registry import UnitRegistry
 

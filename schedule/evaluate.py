@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ingest.fixes import datetime_to_us
+from core.fixes import datetime_to_us
 
 
 class TruthFormatError(ValueError):
@@ -180,7 +180,7 @@ def evaluate_visits(
     missed = [j for j in range(len(seen)) if j not in matched_t]
 
     def show(v: VisitInterval) -> dict[str, str]:
-        from ingest.fixes import iso_utc
+        from core.fixes import iso_utc
 
         return {
             "vehicle_id": v.vehicle_id,

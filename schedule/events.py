@@ -13,7 +13,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from ingest.fixes import iso_utc
+from core.fixes import iso_utc
 
 #: Why a visit or stop ended: the vehicle left (confirmed by hysteresis), no fixes for longer
 #: than ``max_gap_s`` (or a gap after which the vehicle was elsewhere), or a bad-fix jump.

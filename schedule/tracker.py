@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ingest.fixes import FixBatch
+from core.fixes import FixBatch
 from schedule.events import (
     ClosedBy,
     DetectionEvent,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ingest.fixes import datetime_to_us
+from core.fixes import datetime_to_us
 
 RECV_PREFIX = b"#recv "
 #: the largest payload iter_payloads accepts (a unit's backlog burst is a few kB)

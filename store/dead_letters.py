@@ -17,7 +17,7 @@ from typing import Any
 
 import psycopg
 
-from ingest.fixes import DeadLetter, us_to_datetime
+from core.fixes import DeadLetter, us_to_datetime
 
 _STAGE_SQL = (
     "CREATE TEMP TABLE IF NOT EXISTS dead_letters_stage "

@@ -34,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 import psycopg
 
-from ingest.fixes import FIX_COLUMNS, FixBatch, datetime_to_us, us_to_datetime
+from core.fixes import FIX_COLUMNS, FixBatch, datetime_to_us, us_to_datetime
 
 #: µs between 1970-01-01 and PostgreSQL's epoch 2000-01-01 (binary timestamptz is µs since it).
 PG_EPOCH_OFFSET_US = 946_684_800 * 1_000_000

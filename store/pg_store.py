@@ -21,7 +21,7 @@ from typing import Any, Self
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from ingest.fixes import DeadLetter, FixBatch
+from core.fixes import DeadLetter, FixBatch
 from store import partitions
 from store.dead_letters import count_dead_letters_by_reason, insert_dead_letters
 from store.errors import StoreUnavailable, StoreWriteError

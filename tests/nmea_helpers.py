@@ -6,7 +6,7 @@ import datetime as dt
 
 import numpy as np
 
-from ingest.fixes import FIX_COLUMNS, Fix, datetime_to_us
+from core.fixes import FIX_COLUMNS, Fix, datetime_to_us
 from ingest.nmea import DecodeResult
 from ingest.nmea_encode import frame
 

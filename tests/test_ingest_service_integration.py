@@ -27,9 +27,9 @@ import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from core.fixes import US_PER_S, DeadLetter, Fix, FixBatch
 from fleetwatch.config import Settings
 from fleetwatch.service import Running, mqtt_settings, run_ingest
-from ingest.fixes import US_PER_S, DeadLetter, Fix, FixBatch
 from ingest.mqtt import MqttSource, unit_id_from_topic
 from ingest.nmea import Decoder
 from ingest.nmea_encode import encode_gga, encode_rmc

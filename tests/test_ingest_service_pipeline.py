@@ -20,8 +20,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core.fixes import DeadLetter, Fix, FixBatch
 from ingest.batcher import BatchLimits
-from ingest.fixes import DeadLetter, Fix, FixBatch
 from ingest.metrics import IngestMetrics, bound_port, open_http_server
 from ingest.registry import UnitEntry, UnitRegistry
 from ingest.service import IngestOptions, IngestService

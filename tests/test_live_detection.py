@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
+from core.fixes import US_PER_S, FixBatch
 from fleetwatch.cmd_replay import replay_scenario
 from fleetwatch.config import ConfigError, Settings
 from fleetwatch.detect import (
@@ -28,7 +29,6 @@ from fleetwatch.detect import (
 )
 from fleetwatch.detect_metrics import DetectMetrics
 from geofence import FenceIndex
-from ingest.fixes import US_PER_S, FixBatch
 from ingest.nmea import DecodeOptions, Decoder
 from schedule.events import DetectionEvent, StopStarted, VisitCompleted, VisitStarted, latest
 from schedule.params import DetectionParams

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from core.fixes import iso_utc
 from fleetwatch.cli import main
 from fleetwatch.cmd_decode import split_payloads
-from ingest.fixes import iso_utc
 from ingest.nmea_encode import encode_gga, encode_rmc
 from tests.nmea_helpers import T0, S, fix
 

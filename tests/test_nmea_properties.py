@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from ingest.fixes import Fix
+from core.fixes import Fix
 from ingest.nmea import DecodeOptions, Decoder, ReferenceDecoder, decode_reference
 from ingest.nmea_encode import encode_gga, encode_gns, encode_rmc, encode_vtg, frame
 from tests.nmea_helpers import T0, S, accounted, assert_same_result, fix

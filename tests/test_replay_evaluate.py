@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from ingest.fixes import datetime_to_us
+from core.fixes import datetime_to_us
 from schedule.evaluate import TruthFormatError, VisitInterval, evaluate_visits
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.fixes import Fix
+from core.fixes import Fix
 from ingest.nmea_encode import checksum, encode_gga, encode_rmc
 from simulators.formats import iter_payloads, load_plans, load_truth, parse_iso_us, unit_files
 from simulators.nmea_writer import FixColumns, format_rmc_gga

@@ -1,4 +1,4 @@
-from ingest.fixes import Fix, FixBatch, datetime_to_us, iso_utc, us_to_datetime
+from core.fixes import Fix, FixBatch, datetime_to_us, iso_utc, us_to_datetime
 
 
 def test_fixbatch_round_trip() -> None:

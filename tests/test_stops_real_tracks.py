@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ingest.fixes import FixBatch, datetime_to_us, iso_utc
+from core.fixes import FixBatch, datetime_to_us, iso_utc
 from ingest.nmea import DecodeOptions, Decoder
 from schedule.events import StopEnded, VisitCompleted, VisitStarted, latest
 from schedule.params import DetectionParams

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest.fixes import Fix, FixBatch
+from core.fixes import Fix, FixBatch
 from store.errors import MigrationError
 from store.fixes import (
     COPY_SIGNATURE,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from ingest.fixes import DeadLetter, Fix, FixBatch
+from core.fixes import DeadLetter, Fix, FixBatch
 from store import Store, StoreUnavailable, WriteResult
 from store.embedded import EmbeddedPostgres
 

@@ -7,7 +7,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from ingest.fixes import Fix, FixBatch
+from core.fixes import Fix, FixBatch
 from store import Store, UnitRow
 from store.partitions import (
     detach_partitions_older_than,

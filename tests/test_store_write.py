@@ -16,7 +16,7 @@ from anyio.from_thread import start_blocking_portal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.fixes import FIX_COLUMNS, DeadLetter, Fix, FixBatch
+from core.fixes import FIX_COLUMNS, DeadLetter, Fix, FixBatch
 from store import Store, StoreWriteError, UnitRow, WriteResult
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]

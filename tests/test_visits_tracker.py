@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ingest.fixes import FixBatch
+from core.fixes import FixBatch
 from schedule.events import InvalidEvent, VisitCompleted, VisitStarted, latest
 from schedule.params import DetectionParams
 from schedule.stops import IllegalTransition

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from ingest.fixes import iso_utc
+from core.fixes import iso_utc
 from ingest.nmea.options import WEEK_ROLLOVER_US, DecodeOptions
 from ingest.nmea.rejects import RejectReason
 from ingest.nmea.sentences import (

@@ -29,7 +29,7 @@ from typing import Any, overload
 import numpy as np
 import numpy.typing as npt
 
-from ingest.fixes import iso_utc
+from core.fixes import iso_utc
 from ingest.nmea.options import DecodeOptions
 from ingest.nmea.rejects import RejectReason
 from ingest.nmea.sentences import US_PER_DAY

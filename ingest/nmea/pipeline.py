@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from ingest.fixes import FixBatch
+from core.fixes import FixBatch
 from ingest.nmea.epochs import build_candidates
 from ingest.nmea.filters import FixFilter, Verdict
 from ingest.nmea.options import DecodeOptions

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from ingest.fixes import FixBatch
+from core.fixes import FixBatch
 
 
 class RejectReason(enum.StrEnum):
