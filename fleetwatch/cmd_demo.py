@@ -252,7 +252,7 @@ def _line(elapsed_s: float, fleet: FleetCounters, running: Running) -> str:
         else f"{s.last_receive_to_commit_us / 1000:.0f} ms"
     )
     db = "up" if s.store_up else "DOWN (holding, not acking)"
-    d = running.detector
+    d = running.engine
     visits = "" if d is None else f"  visits {d.visits_started}/{d.visits_completed}"
     return (
         f"t+{elapsed_s:5.0f}s  published {fleet.published:7d}  received {s.messages_received:7d}"

@@ -24,6 +24,7 @@ import numpy as np
 from core.fixes import FixBatch, iso_utc
 from geofence import FenceIndex, load_sites_geojson
 from ingest.nmea import DecodeOptions, Decoder
+from schedule.engine import Engine, EngineParams, fence_matcher, tick_until
 from schedule.evaluate import VisitInterval, evaluate_visits
 from schedule.events import (
     DetectionEvent,
@@ -34,13 +35,16 @@ from schedule.events import (
     latest,
 )
 from schedule.params import DetectionParams
-from schedule.tracker import FleetTracker, TrackerStats
+from schedule.tracker import TrackerStats
 from simulators.formats import load_truth, load_units, merged_payloads, unit_files
+
+DETECTION_EVENTS = (VisitStarted, VisitCompleted, StopStarted, StopEnded)
 
 #: Payloads handed to the decoder (and then to matching and the trackers) per batch.
 DEFAULT_BATCH_PAYLOADS = 100_000
-#: Receive-time interval at which silent vehicles' open visits/stops are checked for closing.
-ADVANCE_EVERY_US = 60_000_000
+#: Receive time covered by one decode batch (the live service batches by 100 ms or 2,000
+#: messages; any chunking gives the same final events, larger batches replay faster).
+DEFAULT_BATCH_S = 60.0
 
 
 class ScenarioError(Exception):
@@ -59,7 +63,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch-payloads",
         type=int,
         default=DEFAULT_BATCH_PAYLOADS,
-        help=f"payloads per decode/match/detect batch (default {DEFAULT_BATCH_PAYLOADS})",
+        help=f"at most this many payloads per decode batch (default {DEFAULT_BATCH_PAYLOADS})",
+    )
+    parser.add_argument(
+        "--batch-s",
+        type=float,
+        default=DEFAULT_BATCH_S,
+        help=f"at most this much receive time per decode batch, s (default {DEFAULT_BATCH_S})",
     )
     parser.add_argument(
         "--evaluate", action="store_true", help="compare the visits with truth.json"
@@ -75,6 +85,8 @@ class ReplayResult:
     stops: list[dict[str, Any]]
     summary: dict[str, Any]
     stats: TrackerStats
+    #: everything the engine emitted, in order (detection, schedule, alert records, status)
+    output: list[Any] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
 
 
@@ -126,13 +138,25 @@ def replay_scenario(
     params: DetectionParams | None = None,
     *,
     batch_payloads: int = DEFAULT_BATCH_PAYLOADS,
+    batch_s: float = DEFAULT_BATCH_S,
+    engine_params: EngineParams | None = None,
     evaluate: bool = False,
 ) -> ReplayResult:
-    """Replay one scenario directory (sans output: see :func:`run` for the files)."""
+    """Replay one scenario directory through the live engine (sans output: see :func:`run`).
+
+    Payloads are merged across units by receive time (as the broker delivered them), decoded
+    in batches of at most *batch_s* seconds of receive time or *batch_payloads* payloads, and
+    fed to :class:`schedule.engine.Engine` with the receive time as the driver's clock; the
+    engine is ticked at every deadline it names in between, exactly as the live shell's timer
+    does.  At the end of the data the engine's data clock catches up and everything still
+    open is closed (:meth:`Engine.finish`).
+    """
     params = params or DetectionParams()
     for name in ("sites.geojson", "units.csv"):
         if not (scenario / name).is_file():
             raise ScenarioError(f"{scenario}: no {name} (is it a scenario directory?)")
+    if batch_payloads < 1 or not batch_s > 0:
+        raise ValueError("batch_payloads must be >= 1 and batch_s > 0")
     t_start = time.perf_counter()
     load = load_sites_geojson(scenario / "sites.geojson")
     if not load.sites:
@@ -142,24 +166,28 @@ def replay_scenario(
     index = FenceIndex.build(load.sites, margin_m=params.exit_margin_m)
     units = {u.unit_id: u.vehicle_id for u in load_units(scenario / "units.csv")}
     files = unit_files(scenario)
-    fleet = FleetTracker(index.site_ids, units, params)
+    engine = Engine(
+        matcher=fence_matcher(index),
+        site_ids=index.site_ids,
+        unit_to_vehicle=units,
+        detection=params,
+        params=engine_params,
+    )
     decoder = Decoder(DecodeOptions())
     t_setup = time.perf_counter()
 
-    def matcher(lon: Any, lat: Any, margin_m: float) -> Any:
-        return index.query(lon, lat, margin_m=margin_m)
-
-    events: list[DetectionEvent] = []
+    out: list[Any] = []
     counts: dict[str, int] = {}
-    t_decode = t_detect = 0.0
+    t_decode = t_engine = 0.0
     n_payloads = n_fixes = 0
-    next_advance: int | None = None
+    window_us = round(batch_s * 1e6)
     batch_units: list[str] = []
     batch_payload: list[bytes] = []
     batch_recv: list[int] = []
+    last_now: int | None = None
 
     def flush() -> None:
-        nonlocal t_decode, t_detect, n_fixes, next_advance
+        nonlocal t_decode, t_engine, n_fixes, last_now
         if not batch_payload:
             return
         a = time.perf_counter()
@@ -169,31 +197,35 @@ def replay_scenario(
             counts[k] = counts.get(k, 0) + v
         fixes: FixBatch = res.fixes
         n_fixes += len(fixes)
-        events.extend(fleet.feed_matched(fixes, matcher))
         now = batch_recv[-1]
-        if next_advance is None or now >= next_advance:
-            events.extend(fleet.advance(now))
-            next_advance = now + ADVANCE_EVERY_US
+        out.extend(tick_until(engine, now))
+        out.extend(engine.feed(fixes, now))
+        last_now = now
         t_decode += b - a
-        t_detect += time.perf_counter() - b
+        t_engine += time.perf_counter() - b
         batch_units.clear()
         batch_payload.clear()
         batch_recv.clear()
 
     for recv, unit, payload in merged_payloads(scenario):
+        if batch_recv and (
+            recv - batch_recv[0] >= window_us or len(batch_payload) >= batch_payloads
+        ):
+            flush()
         batch_units.append(unit)
         batch_payload.append(payload)
         batch_recv.append(recv)
         n_payloads += 1
-        if len(batch_payload) >= batch_payloads:
-            flush()
     flush()
     b = time.perf_counter()
-    events.extend(fleet.finish())
-    t_detect += time.perf_counter() - b
+    if last_now is not None:
+        out.extend(engine.finish(last_now + round(params.max_gap_s * 1e6) + 1))
+    t_engine += time.perf_counter() - b
+    events = [e for e in out if isinstance(e, DETECTION_EVENTS)]
     visits, stops = _records(events)
     t_end = time.perf_counter()
-    stats = fleet.statistics()
+    stats = engine.tracker.statistics()
+    est = engine.statistics()
     summary: dict[str, Any] = {
         "scenario": str(scenario),
         "sites": len(load.sites),
@@ -209,12 +241,13 @@ def replay_scenario(
         "stops": len(stops),
         "unscheduled_stops": sum(1 for s in stops if s["kind"] == "unscheduled"),
         "tracker": {k: getattr(stats, k) for k in stats.__slots__},
-        "unknown_units": sorted(fleet.unknown_units),
+        "engine": {k: getattr(est, k) for k in est.__slots__ if k != "tracker"},
+        "unknown_units": sorted(engine.tracker.unknown_units),
         "params": {k: getattr(params, k) for k in params.__slots__},
         "seconds": {
             "setup": round(t_setup - t_start, 3),
             "decode": round(t_decode, 3),
-            "match_and_detect": round(t_detect, 3),
+            "engine": round(t_engine, 3),
             "total": round(t_end - t_start, 3),
         },
         "fixes_per_s": round(n_fixes / max(t_end - t_start, 1e-9)),
@@ -234,7 +267,9 @@ def replay_scenario(
             if not v.get("open")
         ]
         summary["evaluation"] = evaluate_visits(detected, load_truth(truth_path)).to_json_dict()
-    return ReplayResult(events=events, visits=visits, stops=stops, summary=summary, stats=stats)
+    return ReplayResult(
+        events=events, visits=visits, stops=stops, summary=summary, stats=stats, output=out
+    )
 
 
 def _parse(text: str) -> int:
@@ -256,7 +291,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         result = replay_scenario(
-            args.scenario, params, batch_payloads=args.batch_payloads, evaluate=args.evaluate
+            args.scenario,
+            params,
+            batch_payloads=args.batch_payloads,
+            batch_s=args.batch_s,
+            evaluate=args.evaluate,
         )
     except (ScenarioError, OSError, ValueError) as exc:
         print(f"fleetwatch replay: {exc}", file=sys.stderr)

@@ -2,7 +2,9 @@
 
 Everything runs in one task group on one event loop: the MQTT source's own task, the three
 pipeline stages (``ingest.service``), the HTTP endpoint, the shutdown watcher and, when a sites
-file is configured, the ``detect`` task (``fleetwatch.detect``) fed by the pipeline's commits.
+file is configured, the ``engine`` task (``fleetwatch.live_engine``), fed by the pipeline's
+decode stage *before* the database write (the store is a side branch: an outage of it never
+stops matching and alerting).
 SIGINT and SIGTERM set a stop event; the watcher then asks the pipeline to drain (write and
 acknowledge what it already took) and, after ``shutdown_timeout_s``, cancels it: batches still
 in flight are abandoned *unacknowledged*, and the broker redelivers them to the next run.
@@ -13,15 +15,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import signal
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from fleetwatch.config import ConfigError, Settings
-from fleetwatch.detect import DetectionRound, LiveDetector, load_sites, vehicles_of
-from fleetwatch.detect_metrics import DetectMetrics
-from geofence import FenceIndex
+from fleetwatch.engine_metrics import EngineMetrics
+from fleetwatch.engine_setup import build_engine, load_sites
+from fleetwatch.live_engine import LiveEngine
 from ingest.batcher import BatchLimits
 from ingest.metrics import IngestMetrics, SourceCounters, bound_port, open_http_server
 from ingest.mqtt import MqttSettings, MqttSource, parse_mqtt_url, unit_id_from_topic
@@ -29,7 +32,7 @@ from ingest.nmea import DecodeOptions, Decoder
 from ingest.nmea import warm_up as warm_up_decoder
 from ingest.registry import UnitEntry, UnitRegistry, read_units_csv
 from ingest.service import IngestOptions, IngestService, wall_clock_us
-from schedule.params import DetectionParams
+from schedule.engine import Engine, EngineParams
 from store import Store, StoreUnavailable, StoreWriteError, UnitRow
 
 log = logging.getLogger(__name__)
@@ -43,8 +46,8 @@ class Running:
     source: MqttSource
     store: Store
     http_port: int | None
-    #: None when no sites file is configured (detection off)
-    detector: LiveDetector | None = None
+    #: None when no sites file is configured (the engine is off)
+    engine: LiveEngine | None = None
 
 
 def mqtt_settings(settings: Settings) -> MqttSettings:
@@ -155,7 +158,7 @@ async def run_ingest(
         log.info("unit registry: %d units (accept unknown: %s)", len(registry),
                  registry.accept_unknown)  # fmt: skip
         metrics = IngestMetrics()
-        detector = build_detector(settings, registry, metrics)
+        engine = build_live_engine(settings, registry, metrics)
         # the decoder's kernel compiles (~4 s cold) in a worker thread, before any message
         await asyncio.to_thread(warm_up_decoder)
         source = MqttSource(
@@ -173,11 +176,8 @@ async def run_ingest(
             unavailable=(StoreUnavailable,),
             refused=(StoreWriteError,),
             unit_id_from_topic=unit_id_from_topic,
-            on_commit=detector.on_commit if detector is not None else None,
+            on_decoded=engine.offer if engine is not None else None,
         )
-        if detector is not None:
-            live_service = service
-            detector.set_registry_source(lambda: live_service.registry)
         http_port: int | None = None
         if settings.http_port is not None:
 
@@ -198,7 +198,7 @@ async def run_ingest(
                     source=source,
                     store=store,
                     http_port=http_port,
-                    detector=detector,
+                    engine=engine,
                 )
             )
         async with asyncio.TaskGroup() as tg:
@@ -207,11 +207,12 @@ async def run_ingest(
             if settings.units_reload_s > 0:
                 helpers.append(
                     tg.create_task(
-                        _reload_registry(settings, store, service), name="ingest-units-reload"
+                        _reload_registry(settings, store, service, engine),
+                        name="ingest-units-reload",
                     )
                 )
-            if detector is not None:
-                helpers.append(tg.create_task(detector.run(), name="detect"))
+            if engine is not None:
+                helpers.append(tg.create_task(engine.run(), name="engine"))
             tg.create_task(
                 _shutdown_when(stop, service, pipeline, settings.shutdown_timeout_s, helpers),
                 name="ingest-shutdown",
@@ -219,30 +220,37 @@ async def run_ingest(
         log.info("ingest stopped: %s", dataclasses.asdict(service.statistics()))
 
 
-def build_detector(
-    settings: Settings, registry: UnitRegistry, metrics: IngestMetrics
-) -> LiveDetector | None:
-    """The live detector of ``settings.sites_file``; None (logged) when none is configured.
+def _set_units(units: dict[str, str], engine: Engine, _now_us: int) -> None:
+    engine.set_units(units)
 
-    Raises :class:`fleetwatch.detect.SitesFileError` when the file as a whole is unusable."""
+
+def vehicles_of(registry: UnitRegistry) -> dict[str, str]:
+    return {unit: entry.vehicle_id for unit, entry in registry.items()}
+
+
+def build_live_engine(
+    settings: Settings, registry: UnitRegistry, metrics: IngestMetrics
+) -> LiveEngine | None:
+    """The live engine over ``settings.sites_file``; None (logged) when none is configured.
+
+    Raises :class:`fleetwatch.engine_setup.SitesFileError` when the file as a whole is
+    unusable."""
     if settings.sites_file is None:
-        log.info("live detection off: no sites file (set FLEETWATCH_SITES_FILE)")
+        log.info("engine off: no sites file (set FLEETWATCH_SITES_FILE)")
         return None
     load = load_sites(settings.sites_file)
-    dm = DetectMetrics(metrics.registry)
+    em = EngineMetrics(metrics.registry)
     for problem in load.problems:
-        dm.site_problems.labels("true" if problem.fatal else "false").inc()
-    params = DetectionParams()
-    index = FenceIndex.build(load.sites, margin_m=params.exit_margin_m)
-    log.info("live detection: %d sites from %s (%d problems), a round every %g ms",
+        em.site_problems.labels("true" if problem.fatal else "false").inc()
+    engine = build_engine(
+        load,
+        vehicles_of(registry),
+        params=EngineParams(round_interval_s=settings.detect_interval_ms / 1000),
+    )
+    log.info("engine: %d sites from %s (%d problems), a detection round every %g ms",
              len(load.sites), settings.sites_file, len(load.problems),
              settings.detect_interval_ms)  # fmt: skip
-    return LiveDetector(
-        DetectionRound(index, vehicles_of(registry), params),
-        dm,
-        interval_s=settings.detect_interval_ms / 1000,
-        clock_us=wall_clock_us,
-    )
+    return LiveEngine(engine, em, clock_us=wall_clock_us)
 
 
 async def _shutdown_when(
@@ -263,7 +271,9 @@ async def _shutdown_when(
             task.cancel()
 
 
-async def _reload_registry(settings: Settings, store: Store, service: IngestService) -> None:
+async def _reload_registry(
+    settings: Settings, store: Store, service: IngestService, engine: LiveEngine | None
+) -> None:
     """Every ``units_reload_s``: units added to the store are admitted without a restart."""
     while True:
         await asyncio.sleep(settings.units_reload_s)
@@ -275,6 +285,8 @@ async def _reload_registry(settings: Settings, store: Store, service: IngestServ
         if dict(registry) != dict(current):
             log.info("unit registry reloaded: %d units (was %d)", len(registry), len(current))
             service.set_registry(registry)
+            if engine is not None:
+                await engine.call(functools.partial(_set_units, vehicles_of(registry)))
 
 
 async def _drain_on(
