@@ -191,6 +191,8 @@ async def run_ingest(
             )
             http_port = bound_port(server)
             log.info("metrics at http://%s:%d/metrics", settings.http_host, http_port)
+        if engine is not None:
+            await _restore_engine(engine, store)
         if on_ready is not None:
             on_ready(
                 Running(
@@ -251,6 +253,22 @@ def build_live_engine(
              len(load.sites), settings.sites_file, len(load.problems),
              settings.detect_interval_ms)  # fmt: skip
     return LiveEngine(engine, em, clock_us=wall_clock_us)
+
+
+async def _restore_engine(engine: LiveEngine, store: Store) -> None:
+    """Re-read the last ``horizon_s`` of stored fixes into the engine before ingest starts, so
+    visits in progress at a restart go on under their old ids (reliability: kill -9, restart)."""
+    now = wall_clock_us()
+    horizon_us = round(engine.engine.detection.horizon_s * 1e6)
+    try:
+        fixes = await store.recent_fixes(now - horizon_us, now + 300_000_000)
+    except StoreUnavailable as exc:
+        log.warning("engine starts empty: cannot read recent fixes (%s); visits in progress "
+                    "at the restart get new ids", exc)  # fmt: skip
+        return
+    engine.restore_now(fixes, now)
+    log.info("engine restored from %d stored fixes of the last %.0f h",
+             len(fixes), horizon_us / 3.6e9)  # fmt: skip
 
 
 async def _shutdown_when(

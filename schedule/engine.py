@@ -275,6 +275,54 @@ class Engine:
         out += self._downstream(det, [], self.data_now(now_us), cause_now=now_us)
         return out
 
+    def restore(self, fixes: FixBatch, now_us: int) -> list[Any]:
+        """Rebuild state after a restart from the stored fixes of the last ``horizon_s``.
+
+        The fixes go through the same path as live ones (one round); the events they re-derive
+        carry the same ids as before the restart (ids come from stable facts), so a consumer
+        that already has them (the store's outbox) recognises them and publishes nothing new.
+        Fixes the broker redelivers afterwards are duplicates the tracker drops.
+        """
+        fixes = self._from_idle(fixes)
+        out = self.feed(fixes, now_us)
+        return out + self.flush(now_us)
+
+    def _from_idle(self, fixes: FixBatch, *, settle_s: float = 60.0) -> FixBatch:
+        """Each unit's fixes from its first *settled* moment on: moving at crawl speed or more
+        and outside every fence (plus the exit margin) for *settle_s*.  Whatever the unit did
+        before it (a visit or stop in progress at the edge of the window) was published before
+        the restart and would be re-derived truncated, under a wrong id; from a settled moment
+        on, every visit and stop is re-derived whole, as it was."""
+        n = len(fixes)
+        if n == 0:
+            return fixes
+        p = self.detection
+        near = np.zeros(n, dtype=bool)
+        pairs = self._matcher(fixes.lon, fixes.lat, p.exit_margin_m)
+        near[np.asarray(pairs[0], dtype=np.intp)] = True
+        moving = (fixes.speed_kmh >= p.crawl_speed_kmh) & ~near
+        order = np.lexsort((fixes.t_us, fixes.unit_id))
+        units = fixes.unit_id[order]
+        bounds = np.flatnonzero(np.concatenate(([True], units[1:] != units[:-1], [True])))
+        keep: list[npt.NDArray[np.intp]] = []
+        settle_us = round(settle_s * 1e6)
+        for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+            idx = order[a:b]
+            t = fixes.t_us[idx]
+            mv = moving[idx]
+            # first i such that every fix in [t_i, t_i + settle] is moving and away
+            bad = np.flatnonzero(~mv)
+            for i in np.flatnonzero(mv).tolist():
+                j = int(np.searchsorted(t, t[i] + settle_us, side="right"))
+                k = int(np.searchsorted(bad, i))
+                if j - i >= 2 and (k == len(bad) or bad[k] >= j):
+                    keep.append(idx[i:])
+                    break
+        if not keep:
+            return FixBatch.empty()
+        sel = np.sort(np.concatenate(keep))
+        return fixes.take(sel)
+
     def command(self, cmd: Command, now_us: int) -> list[Any]:
         """A dispatcher's command; raises :class:`CommandRefused` with a specific code."""
         now_us = self._clock(now_us)

@@ -31,6 +31,7 @@ from store.fixes import (
     create_stage_table,
     insert_fixes,
     select_fixes_for_unit,
+    select_recent_fixes,
 )
 from store.migrate import Partitioning, apply_migrations
 from store.units import UnitRow, select_units, upsert_units
@@ -311,6 +312,12 @@ class Store:
         with self._counting_errors(f"reading fixes of {unit_id!r}"):
             async with self._connection() as conn:
                 return await select_fixes_for_unit(conn, unit_id, start_us, end_us)
+
+    async def recent_fixes(self, start_us: int, end_us: int) -> FixBatch:
+        """Every unit's fixes with ``start_us <= t < end_us`` in receive order (engine restore)."""
+        with self._counting_errors("reading recent fixes"):
+            async with self._connection() as conn:
+                return await select_recent_fixes(conn, start_us, end_us)
 
     async def dead_letter_counts(self) -> dict[str, int]:
         """Stored dead letters by reason code."""
