@@ -200,8 +200,9 @@ class Engine:
 
     Call :meth:`feed` with every decoded batch, :meth:`tick` when :meth:`next_deadline_us` is
     reached (or at any time: extra ticks change nothing), :meth:`command` for a dispatcher's
-    command.  Each returns the events it caused, in flow order: detection events, then schedule
-    events, then the stages' records, then engine status (:class:`DataDelayed`).
+    command.  Each returns the events it caused, in flow order: detection events, each
+    vehicle's newest position of the round (:class:`VehiclePosition`), schedule events, the
+    stages' records, then engine status (:class:`DataDelayed`).
     """
 
     def __init__(
@@ -272,7 +273,7 @@ class Engine:
         if self.newest_fix_us is None or self.newest_fix_us < now_us:
             self.newest_fix_us = now_us
         self.data_delayed = False
-        out += self._downstream(det, [], self.data_now(now_us), cause_now=now_us)
+        out += self._downstream(det, [], self.data_now(now_us))
         return out
 
     def restore(self, fixes: FixBatch, now_us: int) -> list[Any]:
@@ -420,7 +421,7 @@ class Engine:
         elif self._next_advance_us is not None and now_us >= self._next_advance_us:
             det += self.tracker.advance(data_now)
             self._next_advance_us = now_us + round(self.params.advance_interval_s * 1e6)
-        out = self._downstream(det, positions, data_now, cause_now=now_us)
+        out = self._downstream(det, positions, data_now)
         return out + status
 
     def _take(self) -> FixBatch:
@@ -442,10 +443,9 @@ class Engine:
         det: list[DetectionEvent],
         positions: list[VehiclePosition],
         data_now: int,
-        *,
-        cause_now: int,
     ) -> list[Any]:
         out: list[Any] = list(det)
+        out += positions  # the console's moving trucks: newest fix per vehicle per round
         self.stats.detection_events += len(det)
         sched: list[ScheduleEvent] = []
         if self.board is not None:
