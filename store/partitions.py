@@ -340,9 +340,10 @@ async def resolve_layout(
 
 # --- TimescaleDB policies: compression, retention, the hourly aggregate's refresh ------------
 
-#: The fixes_hourly refresh policy re-aggregates this far back (late fixes up to this age are
-#: folded into the materialised hours; older late fixes are still counted by the real-time part
-#: only until the next refresh of their hour, which never comes: refresh by hand if needed).
+#: The fixes_hourly refresh policy re-aggregates this far back: late fixes up to this age are
+#: folded into the materialised hours; older late fixes are not (refresh by hand).  It cannot be
+#: unbounded: measured on 2.28.3, a refresh over a range whose chunks retention dropped
+#: recomputes those hours from nothing and empties them, so retention must exceed it.
 HOURLY_REFRESH_LOOKBACK_DAYS = 3
 #: ... and leaves the newest hour to the real-time part (it is still filling).
 HOURLY_REFRESH_END_OFFSET = "1 hour"
@@ -450,9 +451,10 @@ async def apply_timescaledb_policies(
         (HOURLY_REFRESH_LOOKBACK_DAYS, HOURLY_REFRESH_END_OFFSET, HOURLY_REFRESH_EVERY),
     )
     cur = await conn.execute(
+        # the jobs view names the aggregate (2.28) or its materialisation table (older)
         """SELECT j.job_id FROM timescaledb_information.jobs j
            JOIN timescaledb_information.continuous_aggregates c
-             ON c.materialization_hypertable_name = j.hypertable_name
+             ON j.hypertable_name IN (c.view_name, c.materialization_hypertable_name)
            WHERE c.view_name = 'fixes_hourly' AND c.view_schema = current_schema()
              AND j.proc_name = 'policy_refresh_continuous_aggregate'"""
     )
