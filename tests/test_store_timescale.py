@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -19,7 +20,17 @@ from core.fixes import Fix, FixBatch
 from store import Store
 from store.embedded import EmbeddedPostgres
 from store.partitions import TimescaleDBUnavailable
+from tests.support.broker import Broker
 from tests.support.pg import ExternalPostgres, fresh_database
+from tests.test_ingest_service_integration import (
+    counts,
+    eventually,
+    fleet_items,
+    publish,
+    running,
+    settings_for,
+    units_csv,
+)
 from tests.test_store_write import assert_batches_equal
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -346,3 +357,42 @@ async def test_hourly_aggregate_is_materialised_by_its_job_and_real_time_on_top(
             "ORDER BY unit_id, hour"
         ).fetchall()
     assert rows == [("u1", 60), ("u1", 60), ("u9", 1)]
+
+
+# --- issue 13 end to end: the service itself (fleetwatch run's run_ingest) -----------------
+
+
+@pytest.fixture(params=["tsdb_unloaded_server", "tsdb_server"])
+def service_server(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
+    """(fixture name, fresh database DSN) on a TimescaleDB server: not preloaded, preloaded."""
+    pg: EmbeddedPostgres = request.getfixturevalue(request.param)
+    databases = fresh_database(pg.dsn)
+    yield str(request.param), next(databases)
+    next(databases, None)  # drop it
+
+
+async def test_the_service_starts_and_stores_on_timescaledb_servers(
+    service_server: tuple[str, str],
+    mqtt_broker: Broker,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 13 as reported: ``fleetwatch run`` (default partitioning=auto) died at start on a
+    server with TimescaleDB installed but not preloaded.  Now it starts (native, one warning)
+    and stores what units publish; on a preloading server it gets the hypertable."""
+    server, dsn = service_server
+    caplog.set_level(logging.INFO, logger="store.partitions")
+    items = fleet_items(units=5, seconds=20)
+    settings = settings_for(mqtt_broker, dsn, units_csv(tmp_path / "u.csv", 5))
+    async with running(settings) as h:
+        await publish(mqtt_broker, items)
+        await eventually(lambda: h.service.statistics().messages_acked >= len(items))
+        want = "native" if server == "tsdb_unloaded_server" else "timescaledb"
+        assert h.store.layout == want
+    assert counts(dsn)[0] == len(items)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    if server == "tsdb_unloaded_server":
+        assert len(warnings) == 1
+        assert "shared_preload_libraries = 'timescaledb'" in warnings[0]
+    else:
+        assert warnings == []
