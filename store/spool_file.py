@@ -141,7 +141,8 @@ class SpoolFile:
         """The oldest records, in append order: at least one (if any), then more while their
         fixes add up to at most *max_fixes*, at most *max_records* in all."""
         rows = self._db.execute(
-            "SELECT seq, appended_us, n_fixes, n_dead, crc, body FROM spooled ORDER BY seq LIMIT ?",
+            "SELECT seq, appended_us, n_fixes, n_dead, crc, CAST(body AS BLOB) FROM spooled "
+            "ORDER BY seq LIMIT ?",
             (max_records,),
         ).fetchall()
         out: list[SpooledRecord] = []
