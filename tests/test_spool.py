@@ -9,9 +9,10 @@ against a real PostgreSQL that is stopped and SIGKILLed.  The spool file is real
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,6 +76,15 @@ class ScriptedStore:
         )
 
 
+async def until(condition: Callable[[], bool]) -> None:
+    """Let other tasks (and the spool's worker thread) run until *condition* holds."""
+    for _ in range(100_000):
+        if condition():
+            return
+        await asyncio.sleep(0.001)
+    pytest.fail("condition not reached")
+
+
 def keys_of(*batches: FixBatch) -> list[tuple[str, int]]:
     return [
         (u, t) for b in batches for u, t in zip(b.unit_id.tolist(), b.t_us.tolist(), strict=True)
@@ -111,10 +121,12 @@ async def test_outage_spools_then_the_drain_writes_everything_once_in_order(tmp_
         store.up = True
         # the database is back, but older batches are spooled: this one must not overtake them
         r = await sink.write_batch(batch(20, 10), [])
-        assert r.spooled and store.keys == []
+        assert r.spooled
+        assert store.keys == []
         s = sink.statistics()
         assert (s.batches, s.fixes, s.spooled_batches) == (3, 30, 3)
-        assert s.oldest_age_s == 0.0 and s.bytes > 30 * 58
+        assert s.oldest_age_s == 0.0
+        assert s.bytes > 30 * 58
         while sink.statistics().batches:
             await sink.drain_once()
         s = sink.statistics()
@@ -129,17 +141,14 @@ async def test_the_drain_task_waits_for_work_and_retries_an_unavailable_store(
     tmp_path: Path,
 ) -> None:
     store = ScriptedStore(up=False)
-    async with await open_sink(tmp_path / "spool.db", store) as sink:
-        async with asyncio.TaskGroup() as tg:
-            drain = tg.create_task(sink.run_drain(), name="store-spool-drain")
-            for i in range(5):
-                await sink.write_batch(batch(i * 10, 10), [])
-            while sink.statistics().drain_retries < 3:
-                await asyncio.sleep(0.001)
-            store.up = True
-            while sink.statistics().batches:
-                await asyncio.sleep(0.001)
-            drain.cancel()
+    async with await open_sink(tmp_path / "spool.db", store) as sink, asyncio.TaskGroup() as tg:
+        drain = tg.create_task(sink.run_drain(), name="store-spool-drain")
+        for i in range(5):
+            await sink.write_batch(batch(i * 10, 10), [])
+        await until(lambda: sink.statistics().drain_retries >= 3)
+        store.up = True
+        await until(lambda: sink.statistics().batches == 0)
+        drain.cancel()
     assert store.keys == keys_of(batch(0, 50))
 
 
@@ -151,8 +160,7 @@ async def test_a_full_spool_holds_the_writer_until_the_drain_frees_space(tmp_pat
             await sink.write_batch(batch(i * 100, 100), [])
         assert sink.statistics().bytes == 3 * one
         fourth = asyncio.create_task(sink.write_batch(batch(300, 100), []))
-        while not sink.statistics().waiting_for_space:
-            await asyncio.sleep(0.001)
+        await until(lambda: sink.statistics().waiting_for_space == 1)
         for _ in range(20):
             await asyncio.sleep(0.001)
         assert not fourth.done(), "no return (so no ack) while the spool is full"
@@ -204,8 +212,9 @@ async def test_a_torn_tail_loses_only_the_unfinished_append(tmp_path: Path) -> N
     crashed = tmp_path / "crashed"
     crashed.mkdir()
     shutil.copy(path, crashed / "spool.db")  # the files as a crash leaves them (no close)
-    wal = Path(str(path) + "-wal").read_bytes()
-    (crashed / "spool.db-wal").write_bytes(wal[:-100])  # the last append was cut short
+    wal = tmp_path / "spool.db-wal"
+    shutil.copy(wal, crashed / "spool.db-wal")
+    os.truncate(crashed / "spool.db-wal", wal.stat().st_size - 100)  # the last append, cut
     f.close()
     store = ScriptedStore()
     async with await open_sink(crashed / "spool.db", store) as sink:
@@ -265,8 +274,10 @@ def test_any_interleaving_stores_every_acknowledged_fix_once_in_order(
         store = ScriptedStore()
         written: list[FixBatch] = []
         bound = bound_batches * 31 * 58 + 200
-        async with open_spooling_sink(path, store, max_bytes=bound, drain_max_fixes=max_fixes,
-                                      retry_initial_s=0.001, retry_max_s=0.001) as sink:  # fmt: skip
+        opts = {"retry_initial_s": 0.001, "retry_max_s": 0.001}
+        async with open_spooling_sink(
+            path, store, max_bytes=bound, drain_max_fixes=max_fixes, **opts
+        ) as sink:
             first = 0
             for op, n in ops:
                 if op == "toggle":
@@ -277,8 +288,9 @@ def test_any_interleaving_stores_every_acknowledged_fix_once_in_order(
                     b = batch(first, n)
                     first += n
                     task = asyncio.create_task(sink.write_batch(b, []))
-                    while not task.done() and not sink.statistics().waiting_for_space:
-                        await asyncio.sleep(0)
+                    await until(
+                        lambda t=task: t.done() or sink.statistics().waiting_for_space > 0  # type: ignore[misc]
+                    )
                     if not task.done():  # full: bring the store up and drain to release it
                         store.up = True
                         await sink.drain_once()
