@@ -168,7 +168,7 @@ class SpoolingSink:
     @classmethod
     async def open(
         cls,
-        path: Path,
+        path: Path | str,
         store: PgSink,
         *,
         max_bytes: int = DEFAULT_MAX_BYTES,
@@ -480,7 +480,7 @@ class SpoolingSink:
 
 @contextlib.asynccontextmanager
 async def open_spooling_sink(
-    path: Path, store: PgSink, **kwargs: object
+    path: Path | str, store: PgSink, **kwargs: object
 ) -> AsyncIterator[SpoolingSink]:
     """``async with open_spooling_sink(path, store) as sink:`` — :meth:`SpoolingSink.open`
     then :meth:`SpoolingSink.aclose` (see there for the keyword arguments)."""

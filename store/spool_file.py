@@ -69,8 +69,8 @@ class SpoolFile:
     """Append-only batches in append order; delete after a successful drain.  Not thread-safe:
     one caller thread at a time (the sink's worker thread)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path | str) -> None:
+        self.path = path = Path(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
