@@ -303,3 +303,26 @@ def test_any_interleaving_stores_every_acknowledged_fix_once_in_order(
         assert store.keys == keys_of(*written)
 
     asyncio.run(scenario())
+
+
+async def test_the_spool_is_visible_in_prometheus_metrics(tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from store.spool_metrics import register_spool_metrics
+
+    store = ScriptedStore(up=False)
+    async with await open_sink(tmp_path / "spool.db", store, max_bytes=1) as sink:
+        await sink.write_batch(batch(0, 10), [])
+        second = asyncio.create_task(sink.write_batch(batch(10, 10), []))
+        await until(lambda: sink.statistics().waiting_for_space == 1)
+        registry = CollectorRegistry()
+        register_spool_metrics(registry, sink.statistics)
+        text = generate_latest(registry).decode()
+        assert "fleetwatch_spool_batches 1.0" in text
+        assert "fleetwatch_spool_fixes 10.0" in text
+        assert "fleetwatch_spool_full_waits_total 1.0" in text
+        assert "fleetwatch_spool_waiting 1.0" in text
+        assert 'fleetwatch_spool_skipped_records_total{reason="checksum"} 0.0' in text
+        store.up = True
+        await sink.drain_once()
+        await second
