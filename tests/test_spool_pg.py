@@ -13,13 +13,14 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import psycopg
 import pytest
 
 from core.fixes import DeadLetter, Fix, FixBatch, dead_letter_source
 from store import Store
 from store.embedded import EmbeddedPostgres
-from store.spool import SpoolingSink
+from store.spool import DEFAULT_MAX_BYTES, SpoolingSink
 from store.spool_codec import encode_batch
 from store.spool_file import SpoolFile
 
@@ -106,7 +107,7 @@ async def test_outage_spools_and_recovery_stores_every_fix_once_in_order(
 CHILD_APPEND_THEN_KILL = """
 import asyncio, os, signal, sys
 from store.errors import StoreUnavailable
-from store.spool import SpoolingSink
+from store.spool import DEFAULT_MAX_BYTES, SpoolingSink
 from tests.test_spool_pg import batch
 
 class Down:
@@ -126,7 +127,7 @@ asyncio.run(main())
 CHILD_DRAIN_THEN_KILL = """
 import asyncio, os, signal, sys
 from store import Store
-from store.spool import SpoolingSink
+from store.spool import DEFAULT_MAX_BYTES, SpoolingSink
 
 class KillAfterCommits:
     def __init__(self, store, n):
@@ -206,3 +207,54 @@ async def test_sigkill_between_drain_commit_and_delete_stores_nothing_twice(
     rows, distinct, dead, _ = table(pg_dsn)
     assert rows == distinct == 5 * PER_BATCH
     assert dead == 5, "the re-drained batch's dead letter is recognised by its fingerprint"
+
+
+def design_fleet_second(s: int, units: int = 1_500) -> FixBatch:
+    """One second of the design fleet: *units* trucks at 1 Hz (docs/ingest.md: 1,500 fixes/s)."""
+    n = units
+    t = np.full(n, (NOW_S + s) * 1_000_000, dtype=np.int64)
+    return FixBatch(
+        unit_id=np.array([f"unit-{i:05d}" for i in range(n)]),
+        t_us=t,
+        recv_us=t + 500_000,
+        lat=np.full(n, 55.7) + s * 1e-5,
+        lon=np.linspace(37.0, 37.9, n),
+        speed_kmh=np.full(n, 30.0, dtype=np.float32),
+        course=np.full(n, np.nan, dtype=np.float32),
+        quality=np.full(n, -1, dtype=np.int8),
+        sats=np.full(n, 9, dtype=np.int8),
+        hdop=np.full(n, 0.9, dtype=np.float32),
+        alt_m=np.full(n, np.nan, dtype=np.float32),
+        talker=np.full(n, "GN"),
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+async def test_a_15_minute_outage_of_the_design_fleet_fits_and_drains_exactly_once(
+    private_pg_server: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    """15 min x 1,500 fixes/s = 1.35 M fixes spooled with the database stopped, then drained.
+
+    The volume of a 15-minute outage without waiting 15 minutes: what matters for the spool is
+    how much it holds (far under the default bound) and that the backlog drains, once each."""
+    pg = private_pg_server
+    seconds = 15 * 60
+    async with await open_store(pg) as store:
+        pg.stop()
+        async with await SpoolingSink.open(tmp_path / "spool.db", store) as sink:
+            for s in range(0, seconds, 4):  # 6,000-fix batches: 4 s of the fleet each
+                batch4 = FixBatch.concat([design_fleet_second(s + k) for k in range(4)])
+                assert (await sink.write_batch(batch4, [])).spooled
+            s1 = sink.statistics()
+            assert s1.fixes == seconds * 1_500
+            assert s1.bytes < DEFAULT_MAX_BYTES / 10, "15 min of the design fleet is far in bound"
+            assert s1.full_waits == 0
+            pg.start()
+            await drain_all(sink)
+            s2 = sink.statistics()
+            assert s2.drained_fixes_inserted == seconds * 1_500
+            assert s2.drained_fixes_duplicate == 0
+    rows, distinct, dead, _ = table(pg.dsn)
+    assert rows == distinct == seconds * 1_500
+    assert dead == 0
