@@ -57,9 +57,11 @@ log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
-#: Default bound: 2 GiB of record bodies.  A fix costs ~58 bytes in the spool
-#: (store/spool_codec.py), so this holds ~37 M fixes: 15 minutes at 40,000 fixes/s (above the
-#: 33.6k the service was measured to sustain), 6.9 hours of the design fleet (1,500 fixes/s).
+#: Default bound: 2 GiB of record bodies.  A fix costs 58 bytes plus its share of the batch's
+#: unit-id dictionary in the spool (61.5 bytes measured for the design fleet, 68.5 when each
+#: 2,000-fix batch holds 1,500 units; store/spool_codec.py), so this holds >= 31 M fixes: 15
+#: minutes at 34,000 fixes/s (the service's measured peak is 33.6k), 5.8 hours of the design
+#: fleet (1,500 fixes/s: 15 minutes of it is 83 MB).
 DEFAULT_MAX_BYTES = 2 * 1024**3
 
 
