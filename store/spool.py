@@ -114,7 +114,8 @@ class SpoolStatistics:
     drain_retries: int  # drain attempts that met an unavailable database
     full_waits: int  # write_batch calls that had to wait for space
     full_wait_s: float  # total time spent waiting for space
-    skipped: dict[str, int]  # records skipped as corrupt, by reason
+    skipped: dict[str, int]  # records skipped: "checksum", "undecodable", "torn_tail"
+    unclean_opens: int  # 1 when the file was not closed cleanly (a crash): WAL replayed
     refused_rows: int  # rows the database refused during a drain (kept as dead letters)
     dropped_rows: int  # refused even as dead letters: dropped, logged
 
@@ -164,6 +165,7 @@ class SpoolingSink:
         self._full_waits = 0
         self._full_wait_s = 0.0
         self._skipped: dict[str, int] = {}
+        self._unclean_opens = 0
         self._refused = 0
         self._dropped = 0
 
@@ -209,6 +211,21 @@ class SpoolingSink:
             clock_us=clock_us,
             monotonic_s=monotonic_s,
         )
+        if spool.recovery is not None:
+            r = spool.recovery
+            log.warning(
+                "spool %s was not closed cleanly (%d WAL bytes left): SQLite replayed its "
+                "committed appends%s",
+                path,
+                r.wal_bytes,
+                f"; a torn append of {r.torn_tail_bytes} bytes was discarded (never "
+                "acknowledged: the broker redelivers it)"
+                if r.torn_tail_bytes
+                else "",
+            )
+            sink._unclean_opens = 1
+            if r.torn_tail_bytes:
+                sink._skipped["torn_tail"] = 1
         if sink._level.batches:
             log.warning(
                 "spool %s holds %d batches (%d fixes) from a previous run: draining them first",
@@ -269,6 +286,7 @@ class SpoolingSink:
             full_waits=self._full_waits,
             full_wait_s=self._full_wait_s,
             skipped=dict(self._skipped),
+            unclean_opens=self._unclean_opens,
             refused_rows=self._refused,
             dropped_rows=self._dropped,
         )

@@ -65,12 +65,51 @@ class SpoolLevel:
     oldest_appended_us: int | None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Recovery:
+    """What :class:`SpoolFile` found when it opened a file that was not closed cleanly.
+
+    A clean close checkpoints and deletes the ``-wal`` file; a leftover one means the process
+    died (or another is using the file).  SQLite replays its committed transactions and drops
+    the rest; ``torn_tail_bytes`` > 0 means the WAL ended inside a frame: an append was cut
+    short by the crash (never acknowledged, so the broker redelivers that batch)."""
+
+    wal_bytes: int
+    torn_tail_bytes: int
+
+
+def inspect_wal(path: Path) -> Recovery | None:
+    """Look at ``<path>-wal`` before SQLite opens it (None: no leftover WAL, a clean state).
+
+    The WAL is a 32-byte header (page size at bytes 8-11, big-endian) and frames of a 24-byte
+    header plus one page; a length that is not a whole number of frames is a torn write."""
+    wal = Path(f"{path}-wal")
+    try:
+        size = wal.stat().st_size
+        with wal.open("rb") as f:
+            header = f.read(32)
+    except FileNotFoundError:
+        return None
+    if size == 0:
+        return None
+    page_size = int.from_bytes(header[8:12], "big") if len(header) == 32 else 0
+    if page_size < 512:  # not even a whole header: everything in it is torn
+        return Recovery(wal_bytes=size, torn_tail_bytes=size)
+    return Recovery(wal_bytes=size, torn_tail_bytes=(size - 32) % (24 + page_size))
+
+
 class SpoolFile:
     """Append-only batches in append order; delete after a successful drain.  Not thread-safe:
-    one caller thread at a time (the sink's worker thread)."""
+    one caller thread at a time (the sink's worker thread).
+
+    ``recovery`` is not None when the file was not closed cleanly (see :class:`Recovery`)."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = path = Path(path)
+        try:
+            self.recovery = inspect_wal(path)
+        except OSError as e:
+            raise SpoolFileError(f"cannot read the spool's WAL {path}-wal: {e}") from e
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)

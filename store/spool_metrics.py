@@ -57,6 +57,8 @@ class SpoolCollector(Collector):
             ("fleetwatch_spool_refused_rows",
              "Spooled rows PostgreSQL refused (kept as dead letters store_refused).",
              s.refused_rows),
+            ("fleetwatch_spool_unclean_opens",
+             "Spool opened after a crash (SQLite replayed its WAL).", s.unclean_opens),
             ("fleetwatch_spool_dropped_rows",
              "Spooled rows refused even as dead letters: dropped and logged.", s.dropped_rows),
         )  # fmt: skip
@@ -67,7 +69,7 @@ class SpoolCollector(Collector):
             "Spool records skipped as corrupt (never drained), by reason.",
             labels=["reason"],
         )
-        for reason in ("checksum", "undecodable"):
+        for reason in ("checksum", "undecodable", "torn_tail"):
             skipped.add_metric([reason], s.skipped.get(reason, 0))
         yield skipped
 

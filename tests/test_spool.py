@@ -218,10 +218,16 @@ async def test_a_torn_tail_loses_only_the_unfinished_append(tmp_path: Path) -> N
     f.close()
     store = ScriptedStore()
     async with await open_sink(crashed / "spool.db", store) as sink:
-        assert sink.statistics().batches == 4
+        s = sink.statistics()
+        assert s.batches == 4
+        assert s.skipped == {"torn_tail": 1}, "the torn append is counted (and logged)"
+        assert s.unclean_opens == 1
         while sink.statistics().batches:
             await sink.drain_once()
     assert store.keys == keys_of(batch(0, 40))
+    async with await open_sink(crashed / "spool.db", store) as sink:
+        s = sink.statistics()
+        assert (s.unclean_opens, s.skipped) == (0, {}), "the close above was clean"
 
 
 async def test_a_refused_row_becomes_a_dead_letter_and_the_drain_goes_on(tmp_path: Path) -> None:
