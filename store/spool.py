@@ -39,6 +39,7 @@ import dataclasses
 import functools
 import json
 import logging
+import shutil
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -211,6 +212,17 @@ class SpoolingSink:
             clock_us=clock_us,
             monotonic_s=monotonic_s,
         )
+        with contextlib.suppress(OSError):
+            free = shutil.disk_usage(spool.path.parent).free
+            if free < max_bytes - sink._level.bytes:
+                log.warning(
+                    "spool %s may grow by %d more bytes but its disk has %d free: a long outage "
+                    "could fill the disk (the service then stops without acknowledging); lower "
+                    "FLEETWATCH_SPOOL_MAX_BYTES or free space",
+                    path,
+                    max_bytes - sink._level.bytes,
+                    free,
+                )
         if spool.recovery is not None:
             r = spool.recovery
             log.warning(

@@ -332,3 +332,15 @@ async def test_the_spool_is_visible_in_prometheus_metrics(tmp_path: Path) -> Non
         store.up = True
         await sink.drain_once()
         await second
+
+
+async def test_a_bound_larger_than_the_free_disk_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with await open_sink(tmp_path / "spool.db", ScriptedStore(), max_bytes=10**18):
+        pass
+    assert "could fill the disk" in caplog.text
+    caplog.clear()
+    async with await open_sink(tmp_path / "spool.db", ScriptedStore(), max_bytes=1024):
+        pass
+    assert "could fill the disk" not in caplog.text
