@@ -66,6 +66,10 @@ class Settings:
     ingest_store_retry_max_s: float = 5.0
     #: units.csv (unit_id,vehicle_id,driver) loaded at start and upserted into the store
     units_file: Path | None = None
+    #: the local durable spool (docs/spool.md); None = none: a database outage stops acks
+    spool_file: Path | None = None
+    #: bound on spooled record bytes; when full, acks wait (backpressure)
+    spool_max_bytes: int = 2 * 1024**3
     #: re-read the units of the store (and units file) this often; 0 = only at start
     units_reload_s: float = 60.0
     #: accept payloads of units in no registry (load tests); default: dead-letter them
@@ -89,6 +93,7 @@ class Settings:
             "ingest_batch_max_bytes",
             "ingest_batches_in_flight",
             "ingest_max_payload_bytes",
+            "spool_max_bytes",
         )
         for name in positive:
             if getattr(self, name) < 1:
@@ -242,6 +247,8 @@ FIELDS: dict[str, Callable[[str], Any]] = {
     "ingest_batches_in_flight": int,
     "ingest_max_payload_bytes": int,
     "ingest_store_retry_max_s": float,
+    "spool_file": _optional_path,
+    "spool_max_bytes": int,
     "units_file": _optional_path,
     "units_reload_s": float,
     "accept_unknown_units": _bool,

@@ -34,6 +34,8 @@ from ingest.registry import UnitEntry, UnitRegistry, read_units_csv
 from ingest.service import IngestOptions, IngestService, wall_clock_us
 from schedule.engine import Engine, EngineParams
 from store import Store, StoreUnavailable, StoreWriteError, UnitRow
+from store.spool import SpoolingSink
+from store.spool_metrics import register_spool_metrics
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,8 @@ class Running:
     http_port: int | None
     #: None when no sites file is configured (the engine is off)
     engine: LiveEngine | None = None
+    #: None when no spool file is configured
+    spool: SpoolingSink | None = None
 
 
 def mqtt_settings(settings: Settings) -> MqttSettings:
@@ -158,6 +162,18 @@ async def run_ingest(
         log.info("unit registry: %d units (accept unknown: %s)", len(registry),
                  registry.accept_unknown)  # fmt: skip
         metrics = IngestMetrics()
+        spool: SpoolingSink | None = None
+        if settings.spool_file is not None:
+            spool = await SpoolingSink.open(
+                settings.spool_file,
+                store,
+                max_bytes=settings.spool_max_bytes,
+                retry_max_s=max(settings.ingest_store_retry_max_s, 0.1),
+            )
+            stack.push_async_callback(spool.aclose)
+            register_spool_metrics(metrics.registry, spool.statistics)
+        else:
+            log.info("no spool (FLEETWATCH_SPOOL_FILE unset): a database outage stops acks")
         engine = build_live_engine(settings, registry, metrics)
         # the decoder's kernel compiles (~4 s cold) in a worker thread, before any message
         await asyncio.to_thread(warm_up_decoder)
@@ -169,7 +185,7 @@ async def run_ingest(
         service = IngestService(
             source=source,
             decoder=Decoder(DecodeOptions()),
-            sink=store,
+            sink=spool if spool is not None else store,
             registry=registry,
             metrics=metrics,
             options=ingest_options(settings),
@@ -201,6 +217,7 @@ async def run_ingest(
                     store=store,
                     http_port=http_port,
                     engine=engine,
+                    spool=spool,
                 )
             )
         async with asyncio.TaskGroup() as tg:
@@ -215,6 +232,8 @@ async def run_ingest(
                 )
             if engine is not None:
                 helpers.append(tg.create_task(engine.run(), name="engine"))
+            if spool is not None:
+                helpers.append(tg.create_task(spool.run_drain(), name="store-spool-drain"))
             tg.create_task(
                 _shutdown_when(stop, service, pipeline, settings.shutdown_timeout_s, helpers),
                 name="ingest-shutdown",
