@@ -21,9 +21,11 @@ from dataclasses import dataclass
 from fleetwatch.config import ConfigError, Settings
 from fleetwatch.detect import DetectionRound, LiveDetector, load_sites, vehicles_of
 from fleetwatch.detect_metrics import DetectMetrics
+from fleetwatch.health import Health, PostgresProbe, reading_from
+from fleetwatch.web import WebServer, WebShell, open_web_server
 from geofence import FenceIndex
 from ingest.batcher import BatchLimits
-from ingest.metrics import IngestMetrics, SourceCounters, bound_port, open_http_server
+from ingest.metrics import IngestMetrics, SourceCounters
 from ingest.mqtt import MqttSettings, MqttSource, parse_mqtt_url, unit_id_from_topic
 from ingest.nmea import DecodeOptions, Decoder
 from ingest.nmea import warm_up as warm_up_decoder
@@ -144,7 +146,15 @@ async def run_ingest(
             "or --database-url)"
         )
     log.info("starting ingest with %s", settings.redacted())
+    # -- ops: the one web shell (fleetwatch/web.py); bound first so "port in use" fails fast --
+    shell = WebShell()
+    web: WebServer | None = None
+    if settings.http_port is not None:
+        web = open_web_server(shell, host=settings.http_host, port=settings.http_port)
+    # -- end ops --
     async with contextlib.AsyncExitStack() as stack:
+        if web is not None:
+            stack.callback(web.close)
         store = await Store.open(
             settings.database_url,
             max_size=settings.database_pool_size,
@@ -154,7 +164,7 @@ async def run_ingest(
         registry = await load_registry(settings, store)
         log.info("unit registry: %d units (accept unknown: %s)", len(registry),
                  registry.accept_unknown)  # fmt: skip
-        metrics = IngestMetrics()
+        metrics = IngestMetrics(shell.registry)
         detector = build_detector(settings, registry, metrics)
         # the decoder's kernel compiles (~4 s cold) in a worker thread, before any message
         await asyncio.to_thread(warm_up_decoder)
@@ -178,19 +188,26 @@ async def run_ingest(
         if detector is not None:
             live_service = service
             detector.set_registry_source(lambda: live_service.registry)
+        # -- ops: health (fleetwatch/health.py) and the web shell's port --
+        probe = PostgresProbe(settings.database_url, connect_timeout_s=settings.database_timeout_s)
+        stack.push_async_callback(probe.aclose)
+        health = Health(
+            read=lambda: reading_from(
+                writer_store_up=service.statistics().store_up,
+                broker_connected=source.statistics().connected,
+                unacked_messages=service.statistics().unacked_messages,
+                last_commit_us=service.statistics().last_commit_us,
+                now_us=wall_clock_us(),
+            ),
+            probe=probe,
+            registry=shell.registry,
+        )
+        shell.set_health(health)
         http_port: int | None = None
-        if settings.http_port is not None:
-
-            def healthy() -> bool:
-                return service.statistics().store_up and source.statistics().connected
-
-            server = await stack.enter_async_context(
-                open_http_server(
-                    metrics, host=settings.http_host, port=settings.http_port, healthy=healthy
-                )
-            )
-            http_port = bound_port(server)
+        if web is not None:
+            http_port = web.port
             log.info("metrics at http://%s:%d/metrics", settings.http_host, http_port)
+        # -- end ops --
         if on_ready is not None:
             on_ready(
                 Running(
@@ -204,6 +221,12 @@ async def run_ingest(
         async with asyncio.TaskGroup() as tg:
             pipeline = tg.create_task(service.run(), name="ingest-pipeline")
             helpers: list[asyncio.Task[None]] = []
+            # -- ops: health probe and web server; the server stops when the pipeline ends --
+            helpers.append(tg.create_task(health.run_probe(), name="health-probe"))
+            if web is not None:
+                pipeline.add_done_callback(web.stop_after)
+                tg.create_task(web.serve(), name="web")
+            # -- end ops --
             if settings.units_reload_s > 0:
                 helpers.append(
                     tg.create_task(
