@@ -156,8 +156,10 @@ def bind_socket(host: str, port: int) -> socket.socket:
             f"{HOST_SETTING}={host!r}: not an address of this machine ({exc.strerror}); "
             "use 127.0.0.1, 0.0.0.0 or a local interface's address"
         ) from exc
-    family, _, _, _, addr = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    family, _, proto, _, addr = infos[0]
+    # proto must be IPPROTO_TCP (not 0): asyncio sets TCP_NODELAY on accepted connections only
+    # then, and without it a kept-alive response waits ~40 ms for the client's delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, proto or socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(addr)
