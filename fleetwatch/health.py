@@ -28,9 +28,12 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Gauge
+
+if TYPE_CHECKING:
+    from fleetwatch.config import Settings
 
 log = logging.getLogger("fleetwatch.health")
 
@@ -405,4 +408,14 @@ def reading_from(
         unacked_messages=unacked_messages,
         last_commit_age_s=age,
         engine_lag_s=engine_lag_s,
+    )
+
+
+def health_limits(settings: Settings) -> HealthLimits:
+    """The limits of the ``health_*`` settings."""
+    return HealthLimits(
+        probe_interval_s=settings.health_probe_interval_s,
+        max_probe_age_s=max(5 * settings.health_probe_interval_s, 10.0),
+        max_commit_age_s=settings.health_max_commit_age_s,
+        max_engine_lag_s=settings.health_max_engine_lag_s,
     )

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from fleetwatch.config import ConfigError, Settings
 from fleetwatch.detect import DetectionRound, LiveDetector, load_sites, vehicles_of
 from fleetwatch.detect_metrics import DetectMetrics
-from fleetwatch.health import Health, PostgresProbe, reading_from
-from fleetwatch.web import WebServer, WebShell, open_web_server
+from fleetwatch.health import Health, PostgresProbe, health_limits, reading_from
+from fleetwatch.startup import wait_for_dependencies
+from fleetwatch.web import WebOptions, WebServer, WebShell, open_web_server
 from geofence import FenceIndex
 from ingest.batcher import BatchLimits
 from ingest.metrics import IngestMetrics, SourceCounters
@@ -150,7 +151,16 @@ async def run_ingest(
     shell = WebShell()
     web: WebServer | None = None
     if settings.http_port is not None:
-        web = open_web_server(shell, host=settings.http_host, port=settings.http_port)
+        web = open_web_server(
+            shell, host=settings.http_host, port=settings.http_port,
+            options=WebOptions(access_log=settings.http_access_log),
+        )  # fmt: skip
+    try:
+        await wait_for_dependencies(settings)  # the start-up rule: fleetwatch/startup.py
+    except BaseException:
+        if web is not None:
+            web.close()
+        raise
     # -- end ops --
     async with contextlib.AsyncExitStack() as stack:
         if web is not None:
@@ -201,6 +211,7 @@ async def run_ingest(
             ),
             probe=probe,
             registry=shell.registry,
+            limits=health_limits(settings),
         )
         shell.set_health(health)
         http_port: int | None = None
