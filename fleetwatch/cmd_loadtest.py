@@ -57,7 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="raw: batched publish-only MQTT 3.1.1 (fast, default); paho: paho-mqtt",
     )
     parser.add_argument("--drain", type=float, default=d.drain_s, help="seconds to wait for stores")
-    parser.add_argument("--unit-prefix", default=d.unit_prefix)
+    parser.add_argument("--unit-prefix", default=d.unit_prefix,
+                        help=f"unit ids are PREFIX000000... (default {d.unit_prefix})")  # fmt: skip
     parser.add_argument("--write-units", type=Path, help="write a units.csv for the units and exit")
     parser.add_argument("--no-database", action="store_true", help="publish only, count nothing")
 

@@ -18,6 +18,7 @@ import signal
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+from fleetwatch.broker_watch import open_sys_watcher
 from fleetwatch.config import ConfigError, Settings
 from fleetwatch.detect import DetectionRound, LiveDetector, load_sites, vehicles_of
 from fleetwatch.detect_metrics import DetectMetrics
@@ -234,6 +235,12 @@ async def run_ingest(
             helpers: list[asyncio.Task[None]] = []
             # -- ops: health probe and web server; the server stops when the pipeline ends --
             helpers.append(tg.create_task(health.run_probe(), name="health-probe"))
+            if settings.mqtt_watch_sys and settings.mqtt_url:
+                watcher = open_sys_watcher(
+                    mqtt_url=settings.mqtt_url, client_id=settings.mqtt_client_id,
+                    version=settings.mqtt_version, registry=shell.registry,
+                )  # fmt: skip
+                helpers.append(tg.create_task(watcher.run(), name="broker-sys-watch"))
             if web is not None:
                 pipeline.add_done_callback(web.stop_after)
                 tg.create_task(web.serve(), name="web")
