@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -21,6 +22,7 @@ from fleetwatch.service import Running, run_ingest
 from store.embedded import EmbeddedPostgres
 from tests.support.broker import Broker
 from tests.support.pg import fresh_database
+from tests.test_deploy import alert_exprs, metric_names
 from tests.test_web import http_get
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration, pytest.mark.slow]
@@ -100,6 +102,14 @@ async def test_readiness_follows_the_database_and_the_broker_within_seconds(
         assert b"fleetwatch_ready 0.0" in metrics
         private_pg_server.start()
         await within(20, ready)
+        # what the alert rules name is what the running service exposes (detection aside:
+        # it is off without a sites file)
+        _, metrics = await http_get(port, "/metrics")
+        exposed = set(re.findall(rb"^# HELP (fleetwatch_[a-z0-9_]+)", metrics, re.M))
+        for expr in alert_exprs():
+            for name in metric_names(expr) - {"fleetwatch_detection_dropped_fixes_total"}:
+                family = re.sub(r"_(total|bucket|count|sum)$", "", name).encode()
+                assert any(e.startswith(family) for e in exposed), name
 
         mqtt_broker.stop()
         await within(10, lambda: not_ready_because("broker"))
