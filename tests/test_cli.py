@@ -160,3 +160,22 @@ def test_the_exit_codes_in_the_docs_are_the_codes_run_returns() -> None:
     for name in ("EXIT_OK", "EXIT_ERROR", "EXIT_CONFIG", "EXIT_UNAVAILABLE", "EXIT_PORT"):
         code = getattr(startup, name)
         assert re.search(rf"\|\s*`?{code}`?\s*\|", text), f"exit code {code} ({name}) undocumented"
+
+
+def test_packaging_ships_only_files_that_exist() -> None:
+    import tomllib
+
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    for package, globs in data["tool"]["setuptools"]["package-data"].items():
+        for pattern in globs:
+            assert list((ROOT / package).glob(pattern)), f"{package}/{pattern} matches nothing"
+
+
+def test_scripts_promise_no_browser_while_there_are_no_browser_tests() -> None:
+    has_browser_tests = any("playwright" in p.read_text() for p in (ROOT / "tests").glob("*.py")
+                            if p.name != "test_cli.py")  # fmt: skip
+    for script in ("bootstrap.sh", "test.sh"):
+        text = (ROOT / "scripts" / script).read_text().lower()
+        if not has_browser_tests:
+            assert "chromium" not in text
+            assert "+ browser" not in text
