@@ -284,6 +284,7 @@ class Health:
         self.database_log = database_log or DependencyLog(
             "database", "FLEETWATCH_DATABASE_URL", clock=clock
         )
+        self.broker_log = DependencyLog("broker", "FLEETWATCH_MQTT_URL", clock=clock)
         self._probed = asyncio.Event()
         self._g_db: Gauge | None = None
         self._g_ready: Gauge | None = None
@@ -313,7 +314,9 @@ class Health:
         )
 
     def readiness(self) -> HealthReport:
-        return evaluate_readiness(self.inputs(), self.limits)
+        inputs = self.inputs()
+        self._note_broker(inputs.broker_connected)  # a short outage seen here is logged too
+        return evaluate_readiness(inputs, self.limits)
 
     def liveness(self) -> HealthReport:
         return evaluate_liveness(self.inputs(), self.limits)
@@ -334,10 +337,27 @@ class Health:
         return bool(self._db_ok)
 
     async def run_probe(self) -> None:
-        """Probe every ``probe_interval_s`` until cancelled."""
+        """Probe every ``probe_interval_s`` until cancelled; log broker state changes too."""
         while True:
             await self.probe_once()
+            self.note_broker()
             await asyncio.sleep(self.limits.probe_interval_s)
+
+    def note_broker(self) -> None:
+        """One WARNING when the MQTT session is lost, one when it is back (the MQTT client
+        reconnects by itself, with backoff, and logs each attempt's cause at INFO)."""
+        self._note_broker(self._read().broker_connected)
+
+    def _note_broker(self, connected: bool) -> None:
+        if not connected and self.broker_log.state is DepState.UNKNOWN:
+            return  # still making the first connection (the start-up probe reported the broker)
+        if connected:
+            self.broker_log.ok("MQTT session")
+        else:
+            self.broker_log.failed(
+                "MQTT session", "connection lost or refused (causes: ingest.mqtt.source at INFO)",
+                None,
+            )  # fmt: skip
 
     async def wait_probed(self) -> None:
         await self._probed.wait()

@@ -123,3 +123,6 @@ async def test_readiness_follows_the_database_and_the_broker_within_seconds(
     assert len(back) == 1, warnings
     assert "FLEETWATCH_DATABASE_URL" in down[0]
     assert "next attempt in" in down[0]
+    broker = [m for m in warnings if m.startswith("broker ")]
+    assert len(broker) == 2, broker  # lost once, back once
+    assert "FLEETWATCH_MQTT_URL" in broker[0]
