@@ -83,10 +83,35 @@ async def probe_broker(
     timeout_s: float,
 ) -> None:
     """TCP connect, CONNECT with a clean throwaway session, wait for CONNACK, DISCONNECT."""
+    await mqtt_connect_once(
+        host, port, username=username, password=password,
+        client_id=f"{client_id}-probe-{uuid.uuid4().hex[:6]}", version=version,
+        timeout_s=timeout_s,
+    )  # fmt: skip
+
+
+async def forget_session(
+    host: str, port: int, *, username: str | None, password: str | None, client_id: str,
+    version: int, timeout_s: float = 5.0,
+) -> None:  # fmt: skip
+    """Make the broker discard *client_id*'s persistent session and what it queued for it
+    (CONNECT with clean start and session expiry 0).  The demo does this at exit, so that a
+    production broker does not queue a fleet's data for a session nobody will resume."""
+    await mqtt_connect_once(
+        host, port, username=username, password=password, client_id=client_id,
+        version=version, timeout_s=timeout_s,
+    )  # fmt: skip
+
+
+async def mqtt_connect_once(
+    host: str, port: int, *, username: str | None, password: str | None, client_id: str,
+    version: int, timeout_s: float,
+) -> None:  # fmt: skip
+    """CONNECT (clean start, no session kept) as *client_id*, wait for CONNACK, DISCONNECT."""
     from ingest.mqtt import protocol as p
     from ingest.mqtt.settings import PERMANENT_REFUSALS
 
-    probe_id = f"{client_id}-probe-{uuid.uuid4().hex[:6]}"
+    probe_id = client_id
     try:
         async with asyncio.timeout(timeout_s):
             reader, writer = await asyncio.open_connection(host, port)
