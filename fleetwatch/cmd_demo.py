@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -250,11 +251,12 @@ async def publish_scenario(
     proc = await asyncio.create_subprocess_exec(
         *cmd,
         stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=env,
     )
     assert proc.stderr is not None
+    assert proc.stdout is not None
     try:
         tail = b""
         while chunk := await proc.stderr.read(4096):
@@ -262,7 +264,11 @@ async def publish_scenario(
             found = re.findall(rb"published (\d+) payloads", tail)
             if found:
                 counters.published = int(found[-1])
+        report = await proc.stdout.read()  # one JSON line, written at the end
         rc = await proc.wait()
+        if rc == 0 and report.strip():
+            # the final count is the broker's: payloads it acknowledged to the publisher
+            counters.published = int(json.loads(report.splitlines()[-1])["acked"])
         if rc != 0:
             raise RuntimeError(
                 f"fleetwatch simulate --publish exited with {rc}: "
