@@ -53,12 +53,17 @@ class ScenarioError(Exception):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = DetectionParams()
-    parser.add_argument("scenario", type=Path, metavar="SCENARIO_DIR")
+    parser.add_argument("scenario", type=Path, metavar="SCENARIO_DIR",
+                        help="a scenario written by fleetwatch simulate")  # fmt: skip
     parser.add_argument("--out", type=Path, required=True, help="directory for the results")
-    parser.add_argument("--min-dwell-s", type=float, default=d.min_dwell_s)
-    parser.add_argument("--min-stop-s", type=float, default=d.stop_min_s)
-    parser.add_argument("--max-gap-s", type=float, default=d.max_gap_s)
-    parser.add_argument("--exit-margin-m", type=float, default=d.exit_margin_m)
+    parser.add_argument("--min-dwell-s", type=float, default=d.min_dwell_s,
+                        help=f"a visit needs this long inside (default {d.min_dwell_s:g})")
+    parser.add_argument("--min-stop-s", type=float, default=d.stop_min_s,
+                        help=f"a stop lasts at least this long (default {d.stop_min_s:g})")
+    parser.add_argument("--max-gap-s", type=float, default=d.max_gap_s,
+                        help=f"a longer gap ends a visit (default {d.max_gap_s:g})")
+    parser.add_argument("--exit-margin-m", type=float, default=d.exit_margin_m,
+                        help=f"hysteresis outside a fence (default {d.exit_margin_m:g})")
     parser.add_argument(
         "--batch-payloads",
         type=int,

@@ -69,6 +69,7 @@ class LiveEngine:
         self._inbox: asyncio.Queue[FixBatch | _Call] = asyncio.Queue(queue_batches)
         self._publishers = list(publishers)
         self.recent: collections.deque[Any] = collections.deque(maxlen=RECENT_EVENTS)
+        self._idle_at = time.monotonic()  # last moment with nothing waiting
         self.offer_wait_s = 0.0
         self.rounds_done = 0
         #: first versions seen (for the demo's live line)
@@ -82,6 +83,14 @@ class LiveEngine:
         if len(fixes):
             t0 = time.perf_counter()
             self._emit(self.engine.restore(fixes, now_us), time.perf_counter() - t0)
+
+    def lag_s(self) -> float:
+        """How long input has been waiting for the engine (0 when it is keeping up): what
+        readiness checks.  Not "how old the newest fix is": a silent fleet is not a lag."""
+        if self._inbox.qsize() == 0 and self.engine.pending_fixes == 0:
+            self._idle_at = time.monotonic()
+            return 0.0
+        return max(0.0, time.monotonic() - self._idle_at)
 
     def add_publisher(self, publisher: Publisher) -> None:
         self._publishers.append(publisher)
@@ -183,6 +192,8 @@ class LiveEngine:
 
     def _emit(self, out: Sequence[Any], seconds: float) -> None:
         m = self.metrics
+        if self._inbox.qsize() == 0:
+            self._idle_at = time.monotonic()
         m.observe(self.engine, out, seconds)
         self.rounds_done = self.engine.stats.rounds
         for ev in out:

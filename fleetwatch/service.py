@@ -21,12 +21,16 @@ import signal
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+from fleetwatch.broker_watch import open_sys_watcher
 from fleetwatch.config import ConfigError, Settings
 from fleetwatch.engine_metrics import EngineMetrics
 from fleetwatch.engine_setup import build_engine, load_sites
+from fleetwatch.health import Health, PostgresProbe, health_limits, reading_from
 from fleetwatch.live_engine import LiveEngine
+from fleetwatch.startup import wait_for_dependencies
+from fleetwatch.web import WebOptions, WebServer, WebShell, open_web_server
 from ingest.batcher import BatchLimits
-from ingest.metrics import IngestMetrics, SourceCounters, bound_port, open_http_server
+from ingest.metrics import IngestMetrics, SourceCounters
 from ingest.mqtt import MqttSettings, MqttSource, parse_mqtt_url, unit_id_from_topic
 from ingest.nmea import DecodeOptions, Decoder
 from ingest.nmea import warm_up as warm_up_decoder
@@ -151,7 +155,24 @@ async def run_ingest(
             "or --database-url)"
         )
     log.info("starting ingest with %s", settings.redacted())
+    # -- ops: the one web shell (fleetwatch/web.py); bound first so "port in use" fails fast --
+    shell = WebShell()
+    web: WebServer | None = None
+    if settings.http_port is not None:
+        web = open_web_server(
+            shell, host=settings.http_host, port=settings.http_port,
+            options=WebOptions(access_log=settings.http_access_log),
+        )  # fmt: skip
+    try:
+        await wait_for_dependencies(settings)  # the start-up rule: fleetwatch/startup.py
+    except BaseException:
+        if web is not None:
+            web.close()
+        raise
+    # -- end ops --
     async with contextlib.AsyncExitStack() as stack:
+        if web is not None:
+            stack.callback(web.close)
         store = await Store.open(
             settings.database_url,
             max_size=settings.database_pool_size,
@@ -161,7 +182,7 @@ async def run_ingest(
         registry = await load_registry(settings, store)
         log.info("unit registry: %d units (accept unknown: %s)", len(registry),
                  registry.accept_unknown)  # fmt: skip
-        metrics = IngestMetrics()
+        metrics = IngestMetrics(shell.registry)
         spool: SpoolingSink | None = None
         if settings.spool_file is not None:
             spool = await SpoolingSink.open(
@@ -194,18 +215,26 @@ async def run_ingest(
             unit_id_from_topic=unit_id_from_topic,
             on_decoded=engine.offer if engine is not None else None,
         )
+        # -- ops: health (fleetwatch/health.py) and the web shell's port --
+        probe = PostgresProbe(settings.database_url, connect_timeout_s=settings.database_timeout_s)
+        stack.push_async_callback(probe.aclose)
+        health = Health(
+            read=lambda: reading_from(
+                writer_store_up=service.statistics().store_up,
+                broker_connected=source.statistics().connected,
+                unacked_messages=service.statistics().unacked_messages,
+                last_commit_us=service.statistics().last_commit_us,
+                now_us=wall_clock_us(),
+                engine_lag_s=None if engine is None else engine.lag_s(),
+            ),
+            probe=probe,
+            registry=shell.registry,
+            limits=health_limits(settings),
+        )
+        shell.set_health(health)
         http_port: int | None = None
-        if settings.http_port is not None:
-
-            def healthy() -> bool:
-                return service.statistics().store_up and source.statistics().connected
-
-            server = await stack.enter_async_context(
-                open_http_server(
-                    metrics, host=settings.http_host, port=settings.http_port, healthy=healthy
-                )
-            )
-            http_port = bound_port(server)
+        if web is not None:
+            http_port = web.port
             log.info("metrics at http://%s:%d/metrics", settings.http_host, http_port)
         if engine is not None:
             await _restore_engine(engine, store)
@@ -223,6 +252,18 @@ async def run_ingest(
         async with asyncio.TaskGroup() as tg:
             pipeline = tg.create_task(service.run(), name="ingest-pipeline")
             helpers: list[asyncio.Task[None]] = []
+            # -- ops: health probe and web server; the server stops when the pipeline ends --
+            helpers.append(tg.create_task(health.run_probe(), name="health-probe"))
+            if settings.mqtt_watch_sys and settings.mqtt_url:
+                watcher = open_sys_watcher(
+                    mqtt_url=settings.mqtt_url, client_id=settings.mqtt_client_id,
+                    version=settings.mqtt_version, registry=shell.registry,
+                )  # fmt: skip
+                helpers.append(tg.create_task(watcher.run(), name="broker-sys-watch"))
+            if web is not None:
+                pipeline.add_done_callback(web.stop_after)
+                tg.create_task(web.serve(), name="web")
+            # -- end ops --
             if settings.units_reload_s > 0:
                 helpers.append(
                     tg.create_task(

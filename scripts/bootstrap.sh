@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepares a fresh Linux machine for fleetwatch: a virtualenv with the pinned dependencies,
-# and the external programs the tests and the demo start privately (mosquitto, PostgreSQL,
-# chromium).  Sourced by scripts/test.sh and scripts/demo.sh; safe to run again (idempotent).
+# and the external programs the tests and the demo start privately (mosquitto, PostgreSQL).
+# No browser is needed: there are no browser tests yet.  Sourced by scripts/test.sh and
+# scripts/demo.sh; safe to run again (idempotent).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
