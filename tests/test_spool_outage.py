@@ -5,7 +5,8 @@ Real Mosquitto, real PostgreSQL (a private server the test stops), the real inge
 Without the spool the same outage stops acknowledgements (tests/test_ingest_service_integration.py
 ``test_database_down_under_load_then_every_fix_stored_once_and_acked`` shows the broker holding
 the backlog); with it the receiver keeps acknowledging - each ack after the spool's fsync - and
-the decoded fixes keep flowing to the engine's branch (``on_decoded``).  After recovery the drain writes every fix exactly once.
+the decoded fixes keep flowing to the engine's branch (``on_decoded``).  After recovery the
+drain writes every fix exactly once.
 """
 
 from __future__ import annotations
