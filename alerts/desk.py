@@ -228,11 +228,15 @@ class AlertDesk:
         return self._deadlines.next_deadline()
 
     def command(self, cmd: Acknowledge | AddComment, now_us: int) -> list[AlertRecord]:
+        """Carry out a dispatcher's command, or raise :class:`CommandRefused` having changed
+        nothing (not even the desk's clock)."""
         try:
-            return self._command(cmd, self._clock(now_us))
+            out = self._command(cmd, max(self._now_us, int(now_us)))
         except CommandRefused as exc:
             self.counts[f"refused_{exc.code}"] += 1
             raise
+        self._clock(now_us)
+        return out
 
     def snapshot(self) -> DeskSnapshot:
         active = [
