@@ -130,27 +130,36 @@ class Roster:
             return None
         return self._by_vehicle.get(vehicle_id)
 
-    def _local(self, now_us: int) -> dt.datetime:
-        return us_to_datetime(now_us).astimezone(self._zone)
+    @functools.cached_property
+    def _on_shift_by_minute(self) -> dict[int, tuple[str, ...]]:
+        return {}
+
+    def acting_on_shift(self, now_us: int) -> tuple[str, ...]:
+        """Non-head dispatchers on shift at ``now_us``, in roster order.
+
+        Shifts change on whole minutes, so the answer is cached per minute (bounded): an
+        escalation storm asks this once per hop, and a fleet's roster has dozens of people."""
+        minute = now_us // 60_000_000
+        cache = self._on_shift_by_minute
+        found = cache.get(minute)
+        if found is None:
+            if len(cache) >= 4096:
+                cache.clear()
+            local = us_to_datetime(minute * 60_000_000).astimezone(self._zone)
+            found = tuple(
+                d.id
+                for d in self.dispatchers
+                if d.role == "dispatcher" and any(s.covers(local) for s in d.shifts)
+            )
+            cache[minute] = found
+        return found
 
     def on_shift(self, dispatcher_id: str, now_us: int) -> bool:
         """The head is always reachable (last resort); others by their shifts."""
         d = self._by_id.get(dispatcher_id)
         if d is None or d.role == "viewer":
             return False
-        if d.role == "head":
-            return True
-        local = self._local(now_us)
-        return any(s.covers(local) for s in d.shifts)
-
-    def acting_on_shift(self, now_us: int) -> tuple[str, ...]:
-        """Non-head dispatchers on shift at ``now_us``, in roster order."""
-        local = self._local(now_us)
-        return tuple(
-            d.id
-            for d in self.dispatchers
-            if d.role == "dispatcher" and any(s.covers(local) for s in d.shifts)
-        )
+        return d.role == "head" or dispatcher_id in self.acting_on_shift(now_us)
 
 
 # -- parsing ---------------------------------------------------------------------------------
