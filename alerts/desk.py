@@ -46,6 +46,7 @@ from alerts.records import (
     AlertVersion,
     Change,
     Comment,
+    ExceptionVersion,
     FactValue,
     Hop,
     Severity,
@@ -251,7 +252,7 @@ class AlertDesk:
             at_us=self._now_us, active=tuple(active), recent_finished=finished, loads=loads
         )
 
-    def exceptions(self) -> tuple[AlertRecord, ...]:
+    def exceptions(self) -> tuple[ExceptionVersion, ...]:
         """The current version of every visit exception."""
         return self._ledger.current()
 
@@ -363,9 +364,13 @@ class AlertDesk:
             if th is None or th.status not in ACTIVE:
                 return []
             return self._finish(th, ThreadInput.CLEAR, "resolved", by, now, ev.detail)
+        severity = CONDITION_SEVERITY.get(ev.kind)
+        if severity is None:  # a condition this desk does not know: counted, not a crash
+            self.counts["unknown_condition_kinds"] += 1
+            severity = "warning"
         fact = _Fact(
             kind=ev.kind,
-            severity=CONDITION_SEVERITY[ev.kind],
+            severity=severity,
             summary=f"{ev.vehicle_id} {ev.kind.replace('_', ' ')}: {ev.detail}",
             facts=(
                 ("vehicle_id", ev.vehicle_id),

@@ -395,3 +395,19 @@ def test_versions_never_go_back_in_time() -> None:
     (c,) = alerts(d.command(AddComment(alert_id=a.id, text="x", by="D01"), utc("08:00")))
     assert c.at_us == utc("09:00")
     assert MIN == 60_000_000
+
+
+def test_an_unknown_condition_kind_is_counted_not_a_crash() -> None:
+    from dataclasses import replace
+
+    d = desk()
+    odd = replace(condition(at="09:00"), kind="tyre_pressure")  # type: ignore[arg-type]
+    (a,) = alerts(d.consume([odd], utc("09:00")))
+    assert (a.kind, a.severity) == ("tyre_pressure", "warning")
+    assert d.counts["unknown_condition_kinds"] == 1
+
+
+def test_unknown_event_types_are_counted() -> None:
+    d = desk()
+    assert d.consume(["not an event"], utc("09:00")) == []  # type: ignore[list-item]
+    assert d.counts["unknown_events"] == 1
