@@ -87,6 +87,18 @@ CONDITION_SEVERITY: dict[str, Severity] = {
 }
 
 
+def _date_of_alert(alert_id: str) -> str:
+    """``stop/<date>/<site>`` and ``vehicle/<date>/<vehicle>/<kind>`` → ``<date>``."""
+    return alert_id.split("/", 2)[1]
+
+
+def _date_of_subject(subject: str) -> str:
+    """De-duplication subjects: ``<date>/<site>``, ``unplanned/<date>/<site>``,
+    ``vehicle/<date>/...``."""
+    head, rest = subject.split("/", 1)
+    return rest.split("/", 1)[0] if head in ("unplanned", "vehicle") else head
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AlertParams:
     """Escalation timing and input bounds (defaults are the company's current rule)."""
@@ -257,7 +269,36 @@ class AlertDesk:
         return self._ledger.current()
 
     def loads(self) -> dict[str, int]:
+        """Open (unacknowledged) threads per dispatcher, only those with any."""
         return {d: n for d, n in self._loads.items() if n}
+
+    def statistics(self) -> dict[str, int]:
+        """Counters and sizes for /metrics (trio's ``statistics()`` habit)."""
+        stats = dict(self.counts)
+        stats["threads"] = len(self._threads)
+        stats["threads_open"] = sum(self._loads.values())
+        stats["deadlines_armed"] = len(self._deadlines)
+        stats["exceptions"] = len(self._ledger.current())
+        return stats
+
+    def forget_days_before(self, service_date: str) -> int:
+        """Drop every thread, exception and de-duplication entry of service dates before
+        ``service_date`` (ISO, compared as text); returns how many threads went.
+
+        The desk's memory is per day; the engine calls this at the day's rollover, after the
+        store has the day's records, so that a long-running service stays bounded.  Open
+        threads of those days leave the loads and the timers with them."""
+        gone = [aid for aid, th in self._threads.items() if _date_of_alert(aid) < service_date]
+        for aid in gone:
+            th = self._threads.pop(aid)
+            if th.status is ThreadStatus.OPEN:
+                self._loads[th.assignee] -= 1
+            self._deadlines.cancel(aid)
+            self._finished.pop(aid, None)
+        for subject in [k for k in self._seen if _date_of_subject(k) < service_date]:
+            del self._seen[subject]
+        self._ledger.forget_days_before(service_date)
+        return len(gone)
 
     # -- events ----------------------------------------------------------------------------
 

@@ -171,6 +171,12 @@ class ExceptionLedger:
                 )
         return out
 
+    def forget_days_before(self, service_date: str) -> None:
+        """Drop every record of service dates before ``service_date`` (ids start with it)."""
+        for store in (self._current, self._comments, self._cancel_notes, self._unplanned):
+            for key in [k for k in store if k.split("/", 1)[0] < service_date]:
+                del store[key]
+
     def on_acknowledged(self, stop_id: str, at_us: int) -> list[ExceptionVersion]:
         """A dispatcher acknowledged the stop's missed alert: the missed exception is
         confirmed (it may still be retracted by late data)."""

@@ -10,6 +10,7 @@ same thing.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -58,13 +59,20 @@ def _time_or_none(t_us: int | None) -> str | None:
     return None if t_us is None else iso_utc(t_us)
 
 
+def _finite(x: FactValue) -> FactValue:
+    """JSON has no NaN/Infinity: a non-finite number is "unknown" (null)."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
 def facts_json(facts: tuple[tuple[str, FactValue], ...]) -> dict[str, FactValue]:
     out: dict[str, FactValue] = {}
     for key, value in facts:
         if key.endswith("_us") and (value is None or isinstance(value, int)):
             out[key[:-3]] = _time_or_none(value if isinstance(value, int) else None)
         else:
-            out[key] = value
+            out[key] = _finite(value)
     return out
 
 
@@ -187,7 +195,7 @@ class ExceptionVersion:
             "window_start": _time_or_none(self.window_start_us),
             "window_end": _time_or_none(self.window_end_us),
             "arrival": _time_or_none(self.arrival_us),
-            "minutes_late": self.minutes_late,
+            "minutes_late": _finite(self.minutes_late),
             "comments": [c.to_json_dict() for c in self.comments],
             "at": iso_utc(self.at_us),
         }

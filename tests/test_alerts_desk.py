@@ -411,3 +411,38 @@ def test_unknown_event_types_are_counted() -> None:
     d = desk()
     assert d.consume(["not an event"], utc("09:00")) == []  # type: ignore[list-item]
     assert d.counts["unknown_events"] == 1
+
+
+def test_non_finite_numbers_become_null_in_json() -> None:
+    d = desk()
+    ev = visited(at="10:00", minutes_late=float("nan"))
+    (x,) = excs(d.consume([ev], utc("10:00")))
+    assert x.to_json_dict()["minutes_late"] is None
+    c = condition(at="10:00")
+    from dataclasses import replace
+
+    (a,) = alerts(d.consume([replace(c, minutes=float("inf"))], utc("10:00")))
+    json.dumps(a.to_json_dict(), allow_nan=False)
+
+
+def test_forgetting_past_days_bounds_memory_and_keeps_loads_exact() -> None:
+    from dataclasses import replace
+
+    d = desk()
+    d.consume([stop(state="late", at="09:00"), condition(at="09:00")], utc("09:00"))
+    d.consume([stop(state="missed", at="10:00")], utc("10:00"))
+    tomorrow = replace(
+        stop("S0005", "late", at="09:00"),
+        stop_id="2026-11-24/S0005", service_date="2026-11-24", at_us=utc("09:00") + 86_400 * 10**6,
+    )  # fmt: skip
+    d.consume([tomorrow], tomorrow.at_us)
+    assert d.statistics()["threads"] == 3
+    assert d.forget_days_before("2026-11-24") == 2
+    stats = d.statistics()
+    assert (stats["threads"], stats["exceptions"], stats["threads_open"]) == (1, 0, 1)
+    assert [a.id for a in d.snapshot().active] == ["stop/2026-11-24/S0005"]
+    assert d.next_deadline_us() == tomorrow.at_us + 10 * MIN
+    # the forgotten day's records are gone for good: a comment on one is unknown
+    with pytest.raises(CommandRefused) as info:
+        d.command(AddComment(alert_id=f"stop/{DATE}/S0001", text="x", by="D01"), tomorrow.at_us)
+    assert info.value.code == "unknown_id"
