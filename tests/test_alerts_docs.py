@@ -55,3 +55,16 @@ def test_formats_documents_every_exception_field() -> None:
         arrival_us=None, minutes_late=None, comments=(), at_us=0,
     )  # fmt: skip
     assert documented == set(x.to_json_dict())
+
+
+def test_alerts_doc_lists_every_alert_json_key() -> None:
+    from alerts.desk import AlertDesk
+    from tests.alerts_helpers import roster, stop, utc
+
+    text = (DOCS / "alerts.md").read_text(encoding="utf-8")
+    section = text.split("## Alert JSON", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `([a-z_]+)` \|", section, re.M))
+    (a,) = AlertDesk(roster=roster()).consume([stop(state="late")], utc("09:00"))
+    assert documented == set(a.to_json_dict())
+    facts = set(a.to_json_dict()["facts"])
+    assert all(f"`{k}`" in section for k in facts)
