@@ -481,6 +481,12 @@ class AlertDesk:
                 self._arm(th, now)
         else:
             change = "worsened" if worse else "updated"
+            if (
+                escalate
+                and th.status is ThreadStatus.OPEN
+                and self._deadlines.deadline_of(th.id) is None
+            ):
+                self._arm(th, now)  # a late-born thread that live data now confirms is news
         return [self._version(th, change, fact.by, now)]
 
     def _step(self, th: _Thread, inp: ThreadInput) -> None:

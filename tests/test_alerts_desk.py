@@ -446,3 +446,11 @@ def test_forgetting_past_days_bounds_memory_and_keeps_loads_exact() -> None:
     with pytest.raises(CommandRefused) as info:
         d.command(AddComment(alert_id=f"stop/{DATE}/S0001", text="x", by="D01"), tomorrow.at_us)
     assert info.value.code == "unknown_id"
+
+
+def test_a_late_born_thread_is_paged_once_live_data_confirms_it() -> None:
+    d = desk()
+    d.consume([stop(state="late", at="09:40", detected_late=True)], utc("09:40"))
+    assert d.next_deadline_us() is None
+    d.consume([stop(state="missed", at="10:01")], utc("10:01"))
+    assert d.next_deadline_us() == utc("10:11")
