@@ -454,3 +454,34 @@ def test_a_late_born_thread_is_paged_once_live_data_confirms_it() -> None:
     assert d.next_deadline_us() is None
     d.consume([stop(state="missed", at="10:01")], utc("10:01"))
     assert d.next_deadline_us() == utc("10:11")
+
+
+def _live(d: AlertDesk) -> set[tuple[str, str, int | None, float | None]]:
+    return {
+        (x.id, x.kind, x.arrival_us, x.minutes_late)
+        for x in d.exceptions()
+        if x.status != "retracted"
+    }
+
+
+def test_out_of_coverage_across_window_end_ends_like_in_order_delivery() -> None:
+    """Issue 8: a unit out of coverage across a window end; the backlog shows the visit.
+    The missed alert is retracted, and the exceptions that count are those of the same day
+    delivered in order."""
+    in_order = desk()
+    in_order.consume([stop(state="late", at="09:31")], utc("09:31"))
+    in_order.consume([visited(at="09:51", arrival="09:50", previous="late")], utc("09:51"))
+
+    gap = desk()
+    gap.consume([stop(state="late", at="09:31")], utc("09:31"))
+    (missed,) = alerts(gap.consume([stop(state="missed", at="10:01")], utc("10:01")))
+    assert missed.severity == "critical"
+    backlog = visited(
+        at="11:30", arrival="09:50", previous="missed", retraction=True, detected_late=True,
+        cause="late_data",
+    )  # fmt: skip
+    (retracted,) = alerts(gap.consume([backlog], utc("11:30")))
+    assert (retracted.id, retracted.status) == (missed.id, "retracted")
+    assert _live(gap) == _live(in_order) == {(f"{DATE}/S0001/late", "late", utc("09:50"), 20.0)}
+    retracted_x = {x.id for x in gap.exceptions() if x.status == "retracted"}
+    assert retracted_x == {f"{DATE}/S0001/missed"}
