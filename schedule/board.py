@@ -140,6 +140,8 @@ class _Vehicle:
     open_stops: dict[str, int] = field(default_factory=dict)  # stop id → start (unscheduled)
     conditions: dict[str, VehicleCondition] = field(default_factory=dict)
     visited_today: bool = False
+    silent_due_us: int | None = None
+    silent_queued_us: int | None = None
 
 
 class ScheduleBoard:
@@ -294,7 +296,8 @@ class ScheduleBoard:
                     "depot",
                     vid,
                 )
-            self._push(self._work_start(route), "silent", vid)
+            if self._vehicles[vid].last_t_us is None:
+                self._queue_silent(self._vehicles[vid], self._work_start(route))
         for sid, stop in list(self._stops.items()):
             if stop.date == day and sid not in planned and stop.state not in TERMINAL:
                 out += self._apply(
@@ -753,8 +756,24 @@ class ScheduleBoard:
         lasts = [self._stops[s].window_end_us for s in route.stop_ids]
         return max(lasts) if lasts else self.now_us
 
+    def _queue_silent(self, veh: _Vehicle, due_us: int) -> None:
+        """One heap entry per vehicle at a time: a fix only moves the due time, and the
+        popped entry re-queues itself at the moved time (1,000 vehicles × a fix a second
+        must not fill the heap)."""
+        veh.silent_due_us = due_us
+        if veh.silent_queued_us is None or due_us < veh.silent_queued_us:
+            veh.silent_queued_us = due_us
+            self._push(due_us, "silent", veh.vehicle_id)
+
     def _check_silent(self, vid: str, now: int) -> list[ScheduleEvent]:
         veh = self._vehicles.get(vid)
+        if veh is not None:
+            if veh.silent_queued_us is not None and veh.silent_queued_us > now:
+                return []  # a stale entry: an earlier-queued one is still in the heap
+            veh.silent_queued_us = None
+            if veh.silent_due_us is not None and veh.silent_due_us > now:
+                self._queue_silent(veh, veh.silent_due_us)
+                return []
         routes = [self._routes[r] for r in self._routes_of(vid)]
         if veh is None or not routes or "gps_silent" in veh.conditions:
             return []
@@ -764,12 +783,12 @@ class ScheduleBoard:
         working = any(s <= now <= e for s, e in zip(starts, ends, strict=True))
         since = veh.last_t_us if veh.last_t_us is not None else min(starts)
         if now - since < limit:
-            self._push(since + limit, "silent", vid)
+            self._queue_silent(veh, since + limit)
             return []
         if not working:
             later = [s for s in starts if s > now]
             if later:
-                self._push(min(later) + limit, "silent", vid)
+                self._queue_silent(veh, min(later) + limit)
             return []
         return self._condition(
             veh, "gps_silent", True, since, (now - since) / _MIN_US, "no fix received", "tick"
@@ -819,7 +838,7 @@ class ScheduleBoard:
             veh.last_t_us, veh.lon, veh.lat = p.t_us, p.lon, p.lat
             if "gps_silent" in veh.conditions:
                 out += self._end_condition(veh, "gps_silent", now, "fix", "fixes again")
-            self._push(p.t_us + round(self.params.gps_silent_min * _MIN_US), "silent", vid)
+            self._queue_silent(veh, p.t_us + round(self.params.gps_silent_min * _MIN_US))
             if "not_left_depot" in veh.conditions and not self._in_depot(vid, p.lon, p.lat):
                 out += self._end_condition(veh, "not_left_depot", now, "fix", "left the depot")
             for rid in self._routes_of(vid):

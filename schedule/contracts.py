@@ -111,7 +111,8 @@ def _hhmm(text: str) -> int:
 
 def contract_from_schedule(schedule: Mapping[str, Any]) -> Contract:
     """A :class:`Contract` from a sites-file ``schedule`` object (validated here as well)."""
-    problem = schedule_problem(dict(schedule))
+    plain = {k: list(v) if isinstance(v, tuple) else v for k, v in schedule.items()}
+    problem = schedule_problem(plain)
     if problem:
         raise ContractError(f"schedule {dict(schedule)!r}: {problem}")
     anchor = schedule.get("anchor_date")
