@@ -113,6 +113,7 @@ class _Stop:
     visit_key: tuple[str, int, int | None] | None = None
     cancel_reason: str | None = None
     last: StopChanged | None = None
+    plan_prev: str | None = None  # the planned predecessor (stop id, or "" for the depot)
 
 
 @dataclass(slots=True)
@@ -249,6 +250,7 @@ class ScheduleBoard:
                 return_us=plan.returns_us.get(vid),
             )
             self._vehicles.setdefault(vid, _Vehicle(vid))
+            prev_sid = ""
             for ps in stops:
                 site = self.sites.get(ps.site_id)
                 if site is None:
@@ -285,6 +287,8 @@ class ScheduleBoard:
                     stop.grace_end_us = grace
                 else:
                     stop.vehicle_id = vid  # a served stop keeps its state and facts
+                stop.plan_prev = prev_sid
+                prev_sid = sid
                 if stop.state not in TERMINAL:
                     self._push(stop.window_end_us, "window_end", sid)
                     self._push(stop.grace_end_us, "grace_end", sid)
@@ -571,7 +575,12 @@ class ScheduleBoard:
                     if a_site != ev.site_id and ev.arrival_us > dep:
                         a, b = self.sites[a_site], self.sites[ev.site_id]
                         d = float(distance_m(a.lon, a.lat, np.array([b.lon]), np.array([b.lat]))[0])
-                        self.travel.learn(d, (ev.arrival_us - dep) / 1e6, hour_of(dep))
+                        self.travel.learn(
+                            d,
+                            (ev.arrival_us - dep) / 1e6,
+                            hour_of(dep),
+                            self._planned_leg(ev.vehicle_id, a_site, ev.site_id),
+                        )
                 veh.open_visit = (ev.visit_id, ev.site_id, ev.arrival_us)
         else:
             if veh.open_visit and veh.open_visit[0] == ev.visit_id:
@@ -581,6 +590,29 @@ class ScheduleBoard:
                 if veh.last_t_us is None or ev.departure_us > veh.last_t_us:
                     s = self.sites[ev.site_id]
                     veh.last_t_us, veh.lon, veh.lat = ev.departure_us, s.lon, s.lat
+
+    def _planned_leg(self, vehicle_id: str, from_site: str, to_site: str) -> float | None:
+        """The plan's drive time A → B when B's planned predecessor on this vehicle is A."""
+        for sid in self._stops_by_site.get(to_site, ()):
+            b = self._stops[sid]
+            a = self._stops.get(b.plan_prev or "")
+            if b.vehicle_id == vehicle_id and a is not None and a.site_id == from_site:
+                return self._leg_s(a, b)
+        return None
+
+    @staticmethod
+    def _leg_s(a: _Stop | None, b: _Stop, departure_us: int | None = None) -> float | None:
+        if b.planned_arrival_us is None:
+            return None
+        if a is None:
+            if departure_us is None:
+                return None
+            leg = (b.planned_arrival_us - departure_us) / 1e6
+        elif a.planned_arrival_us is None:
+            return None
+        else:
+            leg = (b.planned_arrival_us - a.planned_arrival_us) / 1e6 - a.service_s
+        return leg if 0.0 <= leg <= 3 * 3600.0 else None
 
     def _settle_site(self, site_id: str, routes: set[str]) -> list[ScheduleEvent]:
         out: list[ScheduleEvent] = []
@@ -865,12 +897,17 @@ class ScheduleBoard:
         if not remaining:
             etas = np.zeros(0, np.int64)
         else:
+            slide_us = round(self.params.eta_silent_slide_max_min * _MIN_US)
             if veh.open_visit is not None and veh.open_visit[1] in self.sites:
                 s = self.sites[veh.open_visit[1]]
                 lon0, lat0 = s.lon, s.lat
                 start = max(now, veh.open_visit[2] + round(s.service_min * _MIN_US))
             elif veh.last_t_us is not None:
-                lon0, lat0, start = veh.lon, veh.lat, max(now, veh.last_t_us)
+                # a vehicle without fixes is not assumed to stand still for ever: its ETAs
+                # slide with the clock for at most eta_silent_slide_max_min (gps_silent and
+                # the window end speak for it after that)
+                lon0, lat0 = veh.lon, veh.lat
+                start = max(min(now, veh.last_t_us + slide_us), veh.last_t_us)
             elif route.vehicle_id in self.depots:
                 lon0, lat0 = self.depots[route.vehicle_id]
                 start = max(now, route.departure_us or now)
@@ -880,15 +917,45 @@ class ScheduleBoard:
                 lat0 = self.sites[first.site_id].lat
                 start = max(now, first.planned_arrival_us or first.window_start_us)
             sites = [self.sites[s.site_id] for s in remaining]
+            lon = np.array([s.lon for s in sites])
+            lat = np.array([s.lat for s in sites])
+            planned = np.full(len(remaining), np.nan)
+            order = {sid: k for k, sid in enumerate(route.stop_ids)}
+            first_prev: tuple[float, float] | None = None
+            for i, stop in enumerate(remaining):
+                k = order[stop.stop_id]
+                prev_id = route.stop_ids[k - 1] if k > 0 else ""
+                if stop.plan_prev != prev_id:
+                    continue
+                a = self._stops[prev_id] if prev_id else None
+                leg = self._leg_s(a, stop, route.departure_us)
+                if leg is not None:
+                    planned[i] = leg
+                if i == 0:
+                    if a is not None:
+                        sa = self.sites[a.site_id]
+                        first_prev = (sa.lon, sa.lat)
+                    elif route.vehicle_id in self.depots:
+                        first_prev = self.depots[route.vehicle_id]
+            share = 1.0
+            if first_prev is not None:
+                d_ab = float(distance_m(first_prev[0], first_prev[1], lon[:1], lat[:1])[0])
+                d_xb = float(distance_m(lon0, lat0, lon[:1], lat[:1])[0])
+                if d_ab > 100.0:
+                    share = min(d_xb / d_ab, 1.0)
+            hour = hour_of(start)
             etas = route_eta(
                 start_us=start,
                 start_lon=lon0,
                 start_lat=lat0,
-                lon=np.array([s.lon for s in sites]),
-                lat=np.array([s.lat for s in sites]),
+                lon=lon,
+                lat=lat,
                 window_start_us=np.array([s.window_start_us for s in remaining], np.int64),
                 service_s=np.array([s.service_s for s in remaining]),
-                speed_mps=self.travel.speed_mps(hour_of(start)),
+                speed_mps=self.travel.speed_mps(hour),
+                planned_leg_s=planned,
+                ratio=self.travel.ratio(hour),
+                first_share=share,
             )
         margin = self.params.margin_us
         next_check: int | None = None

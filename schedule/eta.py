@@ -1,12 +1,19 @@
 """ETA of every remaining stop of a route, from the vehicle's last position (numpy, per route).
 
-Travel time of a leg = straight-line distance / an *effective* speed.  The effective speed
-already contains the detour of streets, lights and traffic, so it is learned from the fleet's
-own recent legs (a vehicle leaves site A, its next visit starts at site B: distance(A, B) /
-elapsed), per hour of day, as the median of the last ``learned_legs_per_hour`` legs of that hour
-(a median, because one lunch break inside a leg must not slow every ETA).  Until an hour has
-``min_learned_legs`` legs the cold-start default is used: ``urban_speed_kmh / detour_factor``
-(25 km/h through a street grid 1.4× longer than the straight line).
+Travel time of a leg comes from two sources, both learned from the fleet's own recent legs by
+hour of day (a vehicle leaves site A, its next visit starts at site B):
+
+* when the plan holds the leg (A and B consecutive with planned arrivals), the *planned* drive
+  time — what the route planner expected — times the fleet's recent ratio actual / planned for
+  that hour (cold start 1.0).  A plan's legs already know the streets; what the plan cannot know
+  is today's traffic, and the ratio is exactly that;
+* otherwise (reordered or reassigned stops, plans without arrival times), straight-line
+  distance / an *effective* speed learned the same way (cold start: ``urban_speed_kmh /
+  detour_factor``, 25 km/h through a street grid 1.4× longer than the straight line).
+
+Each hour keeps the last ``learned_legs_per_hour`` legs and uses their median (one lunch break
+inside a leg must not slow every ETA) once it has ``min_learned_legs``.  The first leg starts
+mid-way: the planned time is scaled by the share of the straight-line distance still to go.
 
 A truck early for a window waits for it (the company's drivers do), so the arrival at stop *i*
 is ``max(departure(i−1) + travel(i), window_start(i))`` and the departure adds the site's
@@ -50,25 +57,44 @@ class TravelModel:
             deque(maxlen=max(1, params.learned_legs_per_hour)) for _ in range(24)
         ]
         self._speed: list[float] = [self.default_mps] * 24
+        self._ratios: list[deque[float]] = [
+            deque(maxlen=max(1, params.learned_legs_per_hour)) for _ in range(24)
+        ]
+        self._ratio: list[float] = [1.0] * 24
         self.legs_learned = 0
 
-    def learn(self, dist_m: float, duration_s: float, hour: int) -> bool:
-        """Add one leg; False (ignored) when it is not a plausible drive."""
+    def learn(
+        self, dist_m: float, duration_s: float, hour: int, planned_s: float | None = None
+    ) -> bool:
+        """Add one leg (and its planned drive time when the plan holds it); False (ignored)
+        when it is not a plausible drive."""
         p = self.params
-        if duration_s <= 0 or duration_s > p.max_leg_min * 60 or dist_m < 200.0:
+        h = hour % 24
+        if duration_s <= 0 or duration_s > p.max_leg_min * 60:
             return False
+        used = False
+        if planned_s is not None and planned_s >= 60.0:
+            ratios = self._ratios[h]
+            ratios.append(min(max(duration_s / planned_s, 0.25), 6.0))
+            if len(ratios) >= p.min_learned_legs:
+                self._ratio[h] = float(np.median(np.fromiter(ratios, np.float64)))
+            used = True
         v = dist_m / duration_s
-        if not p.min_leg_speed_kmh / 3.6 <= v <= p.max_leg_speed_kmh / 3.6:
-            return False
-        legs = self._legs[hour % 24]
-        legs.append(v)
-        self.legs_learned += 1
-        if len(legs) >= p.min_learned_legs:
-            self._speed[hour % 24] = float(np.median(np.fromiter(legs, np.float64)))
-        return True
+        if dist_m >= 200.0 and p.min_leg_speed_kmh / 3.6 <= v <= p.max_leg_speed_kmh / 3.6:
+            legs = self._legs[h]
+            legs.append(v)
+            if len(legs) >= p.min_learned_legs:
+                self._speed[h] = float(np.median(np.fromiter(legs, np.float64)))
+            used = True
+        self.legs_learned += used
+        return used
 
     def speed_mps(self, hour: int) -> float:
         return self._speed[hour % 24]
+
+    def ratio(self, hour: int) -> float:
+        """Recent actual / planned drive time (1.0 until learned)."""
+        return self._ratio[hour % 24]
 
 
 def hour_of(t_us: int) -> int:
@@ -85,15 +111,24 @@ def route_eta(
     window_start_us: I64,
     service_s: F64,
     speed_mps: float,
+    planned_leg_s: F64 | None = None,
+    ratio: float = 1.0,
+    first_share: float = 1.0,
 ) -> I64:
     """Arrival ETAs (µs) at the remaining stops in order, leaving ``(start_lon, start_lat)``
-    at ``start_us`` (see the module docstring for the recurrence)."""
+    at ``start_us`` (see the module docstring).  ``planned_leg_s``: the plan's drive time into
+    each stop (NaN where the plan does not hold the leg); ``first_share``: the share of the
+    first leg still to drive."""
     n = len(lon)
     if n == 0:
         return np.zeros(0, np.int64)
     prev_lon = np.concatenate([[start_lon], lon[:-1]])
     prev_lat = np.concatenate([[start_lat], lat[:-1]])
     travel_s = distance_m(prev_lon, prev_lat, lon, lat) / max(speed_mps, 1e-3)
+    if planned_leg_s is not None:
+        planned = planned_leg_s * ratio
+        planned[0] *= first_share
+        travel_s = np.where(np.isnan(planned_leg_s), travel_s, planned)
     step = travel_s + service_s
     c = np.cumsum(step)
     base = (window_start_us - start_us) / 1e6 + service_s - c

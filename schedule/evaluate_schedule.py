@@ -27,7 +27,7 @@ from schedule.stop_events import StopChanged, stop_id_of
 
 def _us(text: str) -> int:
     t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return int(round(t.timestamp() * 1_000_000))
+    return round(t.timestamp() * 1_000_000)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,9 +91,7 @@ def evaluate_schedule(
         stop_id_of(date, v["site_id"]) for v in truth["visits"] if not v.get("observed", True)
     }
     skipped_once = sum(
-        1
-        for s in skipped
-        if s in final and final[s].state == "missed" and missed_decisions(s) == 1
+        1 for s in skipped if s in final and final[s].state == "missed" and missed_decisions(s) == 1
     )
     visited_final_missed = sum(1 for s in observed if s in final and final[s].state == "missed")
     transient = sum(

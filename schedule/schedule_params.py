@@ -32,7 +32,10 @@ class ScheduleParams:
     * ``detected_late_after_s``: a decision taken from data older than "now" by more than this
       is flagged ``detected_late`` (store-and-forward backlog), not fired as news.
     * ETA cold start: straight-line distance × ``detour_factor`` / ``urban_speed_kmh``; once
-      ``min_learned_legs`` legs of an hour of day are known, their median effective speed is used.
+      ``min_learned_legs`` legs of an hour of day are known, their median effective speed is used;
+      legs the plan holds use the planned drive time × the learned actual/planned ratio.
+    * ``eta_silent_slide_max_min``: how long a vehicle without fixes is assumed to stand still
+      (its ETAs slide with the clock) before they freeze at that slide.
     """
 
     grace_min: float = 30.0
@@ -54,6 +57,7 @@ class ScheduleParams:
     max_leg_speed_kmh: float = 90.0
     max_leg_min: float = 180.0
     eta_refresh_s: float = 30.0
+    eta_silent_slide_max_min: float = 10.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
