@@ -78,7 +78,9 @@ def test_late_is_decided_at_window_end_and_missed_after_grace() -> None:
     assert all(c.state != "late" for c in changes(ev))
     ev = run_clock(b, at(11))
     late = [c for c in changes(ev) if c.state == "late"]
-    assert late and late[0].at_us == at(11) and late[0].cause == "tick"
+    assert late
+    assert late[0].at_us == at(11)
+    assert late[0].cause == "tick"
     ev = run_clock(b, at(11.5) - 1)
     assert not [c for c in changes(ev) if c.state == "missed"]
     ev = run_clock(b, at(11.5))
@@ -90,7 +92,9 @@ def test_a_visit_by_any_vehicle_serves_the_site() -> None:
     b.load_plan(plan({"V1": [("S1", 9, 11)]}), at(6))
     ev = b.on_detection([visit("x", "V2", "S1", 9.5)], at(9.6))
     v = [c for c in changes(ev) if c.state == "visited"]
-    assert v and v[0].visited_by == "V2" and v[0].vehicle_id == "V1"
+    assert v
+    assert v[0].visited_by == "V2"
+    assert v[0].vehicle_id == "V1"
 
 
 def test_backlog_visit_retracts_missed_and_is_flagged_detected_late() -> None:
@@ -101,7 +105,8 @@ def test_backlog_visit_retracts_missed_and_is_flagged_detected_late() -> None:
     ev = b.on_detection([visit("a", "V1", "S1", 10.9)], at(12.5))
     (c,) = changes(ev)
     assert (c.state, c.previous, c.retraction, c.detected_late) == ("visited", "missed", True, True)
-    assert c.outcome == "on_time" and c.cause == "late_data"
+    assert c.outcome == "on_time"
+    assert c.cause == "late_data"
 
 
 def test_retracted_visit_sends_the_stop_back_to_what_the_clock_justifies() -> None:
@@ -109,7 +114,8 @@ def test_retracted_visit_sends_the_stop_back_to_what_the_clock_justifies() -> No
     b.load_plan(plan({"V1": [("S1", 9, 11)]}), at(6))
     b.on_detection([visit("a", "V1", "S1", 9.5)], at(9.6))
     ev = run_clock(b, at(12))
-    assert b.states()[sid("S1")] == "visited" and not changes(ev)
+    assert b.states()[sid("S1")] == "visited"
+    assert not changes(ev)
     ev = b.on_detection([visit("a", "V1", "S1", 9.5, version=2, retracted=True)], at(12))
     (c,) = changes(ev)
     assert (c.state, c.previous, c.retraction) == ("missed", "visited", True)
@@ -169,7 +175,8 @@ def test_reassign_and_reorder_move_stops_and_recompute_etas() -> None:
     b.load_plan(plan({"V1": [("S1", 9, 11), ("S2", 10, 12), ("S3", 11, 13)]}), at(6))
     ev = b.command(ReassignStop(stop_id=sid("S2"), to_vehicle="V2", by="d1"), at(8))
     (c,) = changes(ev)
-    assert c.vehicle_id == "V2" and c.state == "pending"
+    assert c.vehicle_id == "V2"
+    assert c.state == "pending"
     routes = {e.route_id: e for e in ev if isinstance(e, RouteProgress)}
     assert routes[f"{D}/V1"].stop_ids == (sid("S1"), sid("S3"))
     assert routes[f"{D}/V2"].stop_ids == (sid("S2"),)
@@ -177,7 +184,8 @@ def test_reassign_and_reorder_move_stops_and_recompute_etas() -> None:
         ReorderRoute(route_id=f"{D}/V1", stop_ids=(sid("S3"), sid("S1")), by="d1"), at(8)
     )
     (rp,) = [e for e in ev if isinstance(e, RouteProgress)]
-    assert rp.stop_ids == (sid("S3"), sid("S1")) and rp.eta_us[0] < rp.eta_us[1]
+    assert rp.stop_ids == (sid("S3"), sid("S1"))
+    assert rp.eta_us[0] < rp.eta_us[1]
     with pytest.raises(CommandRefused) as e:
         b.command(ReorderRoute(route_id=f"{D}/V1", stop_ids=(sid("S3"),), by="d1"), at(8))
     assert e.value.code == "invalid"
@@ -196,9 +204,11 @@ def test_replacing_the_plan_keeps_served_stops_and_cancels_dropped_open_ones() -
     b.on_detection([visit("a", "V1", "S1", 9.5)], at(9.6))
     ev = b.load_plan(plan({"V2": [("S1", 9, 11), ("S3", 10, 12)]}), at(9.7))
     st = b.states()
-    assert st[sid("S1")] == "visited" and st[sid("S3")] == "pending"
+    assert st[sid("S1")] == "visited"
+    assert st[sid("S3")] == "pending"
     (dropped,) = [c for c in changes(ev) if c.site_id == "S2"]
-    assert dropped.state == "cancelled" and dropped.cancel_reason == "removed from the plan"
+    assert dropped.state == "cancelled"
+    assert dropped.cancel_reason == "removed from the plan"
 
 
 def test_visits_seen_before_the_import_count() -> None:
@@ -215,7 +225,9 @@ def test_at_risk_when_eta_passes_window_end_minus_margin_and_back() -> None:
     far = VehiclePosition(vehicle_id="V1", t_us=at(9), lon=37.61 - 0.32, lat=55.75, speed_kmh=30)
     ev = b.on_positions([far], at(9))
     risk = [c for c in changes(ev) if c.state == "at_risk"]
-    assert risk and risk[0].eta_us is not None and risk[0].eta_us > at(9.5)
+    assert risk
+    assert risk[0].eta_us is not None
+    assert risk[0].eta_us > at(9.5)
     near = VehiclePosition(vehicle_id="V1", t_us=at(9.1), lon=37.61, lat=55.7501, speed_kmh=10)
     ev = b.on_positions([near], at(9.1))
     assert [c.state for c in changes(ev)] == ["pending"]
@@ -228,11 +240,14 @@ def test_gps_silent_during_working_hours_and_back() -> None:
     b.on_positions([p], at(8.5))
     ev = run_clock(b, at(8.5) + 15 * M)
     silent = [e for e in ev if isinstance(e, VehicleCondition) and e.kind == "gps_silent"]
-    assert len(silent) == 1 and silent[0].active and silent[0].since_us == at(8.5)
+    assert len(silent) == 1
+    assert silent[0].active
+    assert silent[0].since_us == at(8.5)
     p2 = VehiclePosition(vehicle_id="V1", t_us=at(9), lon=37.56, lat=55.75, speed_kmh=20)
     ev = b.on_positions([p2], at(9))
     back = [e for e in ev if isinstance(e, VehicleCondition) and e.kind == "gps_silent"]
-    assert len(back) == 1 and not back[0].active
+    assert len(back) == 1
+    assert not back[0].active
 
 
 def test_unscheduled_stop_longer_than_n_minutes() -> None:
@@ -242,7 +257,8 @@ def test_unscheduled_stop_longer_than_n_minutes() -> None:
     assert not [e for e in b.on_detection([st], at(9.05)) if isinstance(e, VehicleCondition)]
     ev = run_clock(b, at(9) + 20 * M)
     on = [e for e in ev if isinstance(e, VehicleCondition) and e.kind == "unscheduled_stop"]
-    assert len(on) == 1 and on[0].active
+    assert len(on) == 1
+    assert on[0].active
     end = StopEnded(
         stop_id="k",
         vehicle_id="V1",
@@ -256,7 +272,8 @@ def test_unscheduled_stop_longer_than_n_minutes() -> None:
     )
     ev = b.on_detection([end], at(9.5))
     off = [e for e in ev if isinstance(e, VehicleCondition) and e.kind == "unscheduled_stop"]
-    assert len(off) == 1 and not off[0].active
+    assert len(off) == 1
+    assert not off[0].active
 
 
 def test_a_stop_in_the_depot_yard_is_not_unscheduled() -> None:
@@ -277,11 +294,14 @@ def test_not_left_the_depot_by_the_planned_departure() -> None:
     b.on_positions([p], at(8.2))
     ev = run_clock(b, at(8.25))
     on = [e for e in ev if isinstance(e, VehicleCondition) and e.kind == "not_left_depot"]
-    assert len(on) == 1 and on[0].active and on[0].since_us == at(8)
+    assert len(on) == 1
+    assert on[0].active
+    assert on[0].since_us == at(8)
     p2 = VehiclePosition(vehicle_id="V1", t_us=at(8.3), lon=37.58, lat=55.75, speed_kmh=30)
     ev = b.on_positions([p2], at(8.3))
     off = [e for e in ev if isinstance(e, VehicleCondition) and e.kind == "not_left_depot"]
-    assert len(off) == 1 and not off[0].active
+    assert len(off) == 1
+    assert not off[0].active
 
 
 def test_behind_schedule_by_n_minutes() -> None:
@@ -290,7 +310,9 @@ def test_behind_schedule_by_n_minutes() -> None:
     p = VehiclePosition(vehicle_id="V1", t_us=at(10), lon=37.5, lat=55.75, speed_kmh=0)
     ev = b.on_positions([p], at(10))
     on = [e for e in ev if isinstance(e, VehicleCondition) and e.kind == "behind_schedule"]
-    assert len(on) == 1 and on[0].active and on[0].minutes >= 30
+    assert len(on) == 1
+    assert on[0].active
+    assert on[0].minutes >= 30
 
 
 def test_positions_never_rewind_and_unknown_vehicles_are_counted() -> None:
