@@ -146,6 +146,7 @@ def test_every_bad_row_kind_is_named_and_the_good_rows_load() -> None:
 
 
 def test_a_site_twice_on_two_routes_is_a_duplicate() -> None:
+    w = "2026-11-23T06:00:00Z,2026-11-23T09:30:00Z,10"
     rows = [
         f"2026-11-23,V1,1,S1,,{w}",
         f"2026-11-23,V2,1,S1,,{w}",
