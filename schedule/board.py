@@ -26,13 +26,14 @@ import dataclasses
 import datetime as dt
 import heapq
 import math
+import zlib
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from schedule.contracts import SiteContract, local_day_us, local_minutes_us
-from schedule.eta import TravelModel, distance_m, hour_of, route_eta
+from schedule.eta import F64, I64, TravelModel, distance_m, hour_of, route_eta
 from schedule.events import DetectionEvent, StopEnded, StopStarted, VisitCompleted, VisitStarted
 from schedule.plans import DayPlan
 from schedule.schedule_params import ScheduleParams
@@ -128,6 +129,19 @@ class _Route:
     due_us: int | None = None
     progress: RouteProgress | None = None
     behind_s: float = 0.0
+    cache: _RouteArrays | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _RouteArrays:
+    ids: tuple[str, ...]
+    lon: F64
+    lat: F64
+    window_start_us: I64
+    window_end_us: I64
+    service_s: F64
+    planned_leg_s: F64
+    first_prev: tuple[float, float] | None
 
 
 @dataclass(slots=True)
@@ -165,6 +179,7 @@ class ScheduleBoard:
         self._stops: dict[str, _Stop] = {}
         self._stops_by_site: dict[str, list[str]] = {}
         self._routes: dict[str, _Route] = {}
+        self._routes_by_vehicle: dict[str, set[str]] = {}
         self._vehicles: dict[str, _Vehicle] = {v: _Vehicle(v) for v in sorted(self.vehicles)}
         self._visits: dict[str, _Visit] = {}
         self._site_visits: dict[str, set[str]] = {}
@@ -311,6 +326,7 @@ class ScheduleBoard:
             if rid not in new_routes:
                 del self._routes[rid]
         self._routes.update(new_routes)
+        self._index_routes()
         # unplanned visits that a stop now holds
         for vid_, uv in list(self._unplanned.items()):
             if not uv.retracted and stop_id_of(uv.service_date, uv.site_id) in planned:
@@ -420,6 +436,10 @@ class ScheduleBoard:
         if not changed and not force:
             return []
         stop.state = state
+        if before in TERMINAL and state not in TERMINAL:
+            # re-opened by a retraction: its clock deadlines were dropped while it was final
+            self._push(stop.window_end_us, "window_end", stop.stop_id)
+            self._push(stop.grace_end_us, "grace_end", stop.stop_id)
         detected_late = False
         if state == "visited" and serving is not None:
             stop.visit = dataclasses.replace(serving)
@@ -527,7 +547,7 @@ class ScheduleBoard:
         for rid in sorted(routes):
             route = self._routes.get(rid)
             if route is not None:
-                out += self._refresh_route(route, "fix")
+                self._schedule_refresh(route)
         return out
 
     def _visit_fact(self, ev: VisitStarted | VisitCompleted) -> bool:
@@ -665,7 +685,12 @@ class ScheduleBoard:
         return stop_id_of(day.isoformat(), site_id) in self._stops
 
     def _routes_of(self, vehicle_id: str) -> list[str]:
-        return [rid for rid, r in self._routes.items() if r.vehicle_id == vehicle_id]
+        return sorted(self._routes_by_vehicle.get(vehicle_id, ()))
+
+    def _index_routes(self) -> None:
+        self._routes_by_vehicle = {}
+        for rid, r in self._routes.items():
+            self._routes_by_vehicle.setdefault(r.vehicle_id, set()).add(rid)
 
     # -- unscheduled stops -------------------------------------------------------------------
 
@@ -773,7 +798,7 @@ class ScheduleBoard:
         )
 
     def _service_date(self, vehicle_id: str) -> str:
-        days = [r.date for r in self._routes.values() if r.vehicle_id == vehicle_id]
+        days = [self._routes[r].date for r in self._routes_by_vehicle.get(vehicle_id, ())]
         return max(days).isoformat() if days else ""
 
     def _work_start(self, route: _Route) -> int:
@@ -834,8 +859,8 @@ class ScheduleBoard:
             return []
         deps = [
             r.departure_us
-            for r in self._routes.values()
-            if r.vehicle_id == vid and r.departure_us is not None
+            for r in (self._routes[x] for x in self._routes_of(vid))
+            if r.departure_us is not None
         ]
         since = min(deps) if deps else now
         return self._condition(
@@ -874,125 +899,159 @@ class ScheduleBoard:
             if "not_left_depot" in veh.conditions and not self._in_depot(vid, p.lon, p.lat):
                 out += self._end_condition(veh, "not_left_depot", now, "fix", "left the depot")
             for rid in self._routes_of(vid):
-                route = self._routes[rid]
-                refresh = self.params.eta_refresh_s * 1e6
-                if route.eta_at_us is None or now - route.eta_at_us >= refresh:
-                    out += self._refresh_route(route, "fix")
-                else:
-                    due = route.eta_at_us + round(refresh)
-                    if route.due_us is None or due < route.due_us:
-                        route.due_us = due
-                        self._push(due, "route", rid)
+                self._schedule_refresh(self._routes[rid])
         return out
 
     # -- ETA ---------------------------------------------------------------------------------
+
+    def _slot_after(self, route: _Route, t_us: int) -> int:
+        """The route's first refresh slot after ``t_us`` (slots every eta_refresh_s, phase
+        fixed per route)."""
+        refresh_us = max(1, round(self.params.eta_refresh_s * 1e6))
+        phase = zlib.crc32(route.route_id.encode()) % refresh_us
+        return ((t_us - phase) // refresh_us + 1) * refresh_us + phase
+
+    def _schedule_refresh(self, route: _Route) -> None:
+        """A moved vehicle's route is re-computed at its next refresh slot, not at once: slots
+        are every ``eta_refresh_s`` at a phase fixed per route (crc32 of its id), so 1,000
+        vehicles reporting in the same second spread their ETA work evenly over the interval
+        instead of all landing on one tick."""
+        refresh_us = max(1, round(self.params.eta_refresh_s * 1e6))
+        base = route.eta_at_us if route.eta_at_us is not None else self.now_us - refresh_us
+        due = max(self._slot_after(route, base), self.now_us)
+        if route.due_us is None or due < route.due_us:
+            route.due_us = due
+            self._push(due, "route", route.route_id)
+
+    def _route_arrays(self, route: _Route, remaining: list[_Stop]) -> _RouteArrays:
+        """The remaining stops' static columns, cached while the remaining stops are the same
+        (a position only moves the start: the per-refresh cost is then a few numpy calls)."""
+        ids = tuple(s.stop_id for s in remaining)
+        cache = route.cache
+        if cache is not None and cache.ids == ids:
+            return cache
+        sites = [self.sites[s.site_id] for s in remaining]
+        planned = np.full(len(remaining), np.nan)
+        order = {sid: k for k, sid in enumerate(route.stop_ids)}
+        first_prev: tuple[float, float] | None = None
+        for i, stop in enumerate(remaining):
+            k = order[stop.stop_id]
+            prev_id = route.stop_ids[k - 1] if k > 0 else ""
+            if stop.plan_prev != prev_id:
+                continue
+            a = self._stops[prev_id] if prev_id else None
+            leg = self._leg_s(a, stop, route.departure_us)
+            if leg is not None:
+                planned[i] = leg
+            if i == 0:
+                if a is not None:
+                    sa = self.sites[a.site_id]
+                    first_prev = (sa.lon, sa.lat)
+                elif route.vehicle_id in self.depots:
+                    first_prev = self.depots[route.vehicle_id]
+        cache = _RouteArrays(
+            ids=ids,
+            lon=np.array([x.lon for x in sites]),
+            lat=np.array([x.lat for x in sites]),
+            window_start_us=np.array([s.window_start_us for s in remaining], np.int64),
+            window_end_us=np.array([s.window_end_us for s in remaining], np.int64),
+            service_s=np.array([s.service_s for s in remaining]),
+            planned_leg_s=planned,
+            first_prev=first_prev,
+        )
+        route.cache = cache
+        return cache
+
+    def _route_start(self, route: _Route, first: _Stop) -> tuple[float, float, int]:
+        """Where and when the vehicle sets off towards its remaining stops."""
+        now = self.now_us
+        veh = self._vehicles[route.vehicle_id]
+        if veh.open_visit is not None and veh.open_visit[1] in self.sites:
+            s = self.sites[veh.open_visit[1]]
+            return s.lon, s.lat, max(now, veh.open_visit[2] + round(s.service_min * _MIN_US))
+        if veh.last_t_us is not None:
+            # a vehicle without fixes is not assumed to stand still for ever: its ETAs slide
+            # with the clock for at most eta_silent_slide_max_min (gps_silent and the window
+            # end speak for it after that)
+            slide_us = round(self.params.eta_silent_slide_max_min * _MIN_US)
+            return veh.lon, veh.lat, max(min(now, veh.last_t_us + slide_us), veh.last_t_us)
+        if route.vehicle_id in self.depots:
+            lon0, lat0 = self.depots[route.vehicle_id]
+            return lon0, lat0, max(now, route.departure_us or now)
+        site = self.sites[first.site_id]
+        return site.lon, site.lat, max(now, first.planned_arrival_us or first.window_start_us)
 
     def _refresh_route(self, route: _Route, cause: Cause) -> list[ScheduleEvent]:
         now = self.now_us
         route.eta_at_us = now
         route.due_us = None
-        remaining = [self._stops[s] for s in route.stop_ids if self._stops[s].state not in TERMINAL]
+        stops = self._stops
+        remaining = [stops[s] for s in route.stop_ids if stops[s].state not in TERMINAL]
         veh = self._vehicles[route.vehicle_id]
         out: list[ScheduleEvent] = []
-        if not remaining:
-            etas = np.zeros(0, np.int64)
-        else:
-            slide_us = round(self.params.eta_silent_slide_max_min * _MIN_US)
-            if veh.open_visit is not None and veh.open_visit[1] in self.sites:
-                s = self.sites[veh.open_visit[1]]
-                lon0, lat0 = s.lon, s.lat
-                start = max(now, veh.open_visit[2] + round(s.service_min * _MIN_US))
-            elif veh.last_t_us is not None:
-                # a vehicle without fixes is not assumed to stand still for ever: its ETAs
-                # slide with the clock for at most eta_silent_slide_max_min (gps_silent and
-                # the window end speak for it after that)
-                lon0, lat0 = veh.lon, veh.lat
-                start = max(min(now, veh.last_t_us + slide_us), veh.last_t_us)
-            elif route.vehicle_id in self.depots:
-                lon0, lat0 = self.depots[route.vehicle_id]
-                start = max(now, route.departure_us or now)
-            else:
-                first = remaining[0]
-                lon0 = self.sites[first.site_id].lon
-                lat0 = self.sites[first.site_id].lat
-                start = max(now, first.planned_arrival_us or first.window_start_us)
-            sites = [self.sites[s.site_id] for s in remaining]
-            lon = np.array([s.lon for s in sites])
-            lat = np.array([s.lat for s in sites])
-            planned = np.full(len(remaining), np.nan)
-            order = {sid: k for k, sid in enumerate(route.stop_ids)}
-            first_prev: tuple[float, float] | None = None
-            for i, stop in enumerate(remaining):
-                k = order[stop.stop_id]
-                prev_id = route.stop_ids[k - 1] if k > 0 else ""
-                if stop.plan_prev != prev_id:
-                    continue
-                a = self._stops[prev_id] if prev_id else None
-                leg = self._leg_s(a, stop, route.departure_us)
-                if leg is not None:
-                    planned[i] = leg
-                if i == 0:
-                    if a is not None:
-                        sa = self.sites[a.site_id]
-                        first_prev = (sa.lon, sa.lat)
-                    elif route.vehicle_id in self.depots:
-                        first_prev = self.depots[route.vehicle_id]
+        etas = np.zeros(0, np.int64)
+        ids: tuple[str, ...] = ()
+        if remaining:
+            arr = self._route_arrays(route, remaining)
+            ids = arr.ids
+            lon0, lat0, start = self._route_start(route, remaining[0])
             share = 1.0
-            if first_prev is not None:
-                d_ab = float(distance_m(first_prev[0], first_prev[1], lon[:1], lat[:1])[0])
-                d_xb = float(distance_m(lon0, lat0, lon[:1], lat[:1])[0])
-                if d_ab > 100.0:
-                    share = min(d_xb / d_ab, 1.0)
+            if arr.first_prev is not None:
+                d = distance_m(
+                    np.array([arr.first_prev[0], lon0]),
+                    np.array([arr.first_prev[1], lat0]),
+                    arr.lon[:1],
+                    arr.lat[:1],
+                )
+                if d[0] > 100.0:
+                    share = min(float(d[1] / d[0]), 1.0)
             hour = hour_of(start)
             etas = route_eta(
                 start_us=start,
                 start_lon=lon0,
                 start_lat=lat0,
-                lon=lon,
-                lat=lat,
-                window_start_us=np.array([s.window_start_us for s in remaining], np.int64),
-                service_s=np.array([s.service_s for s in remaining]),
+                lon=arr.lon,
+                lat=arr.lat,
+                window_start_us=arr.window_start_us,
+                service_s=arr.service_s,
                 speed_mps=self.travel.speed_mps(hour),
-                planned_leg_s=planned,
+                planned_leg_s=arr.planned_leg_s,
                 ratio=self.travel.ratio(hour),
                 first_share=share,
             )
-        margin = self.params.margin_us
-        next_check: int | None = None
-        for stop, eta in zip(remaining, etas.tolist(), strict=True):
-            stop.eta_us = eta
-            if stop.state in ("pending", "at_risk"):
-                risky = eta > stop.window_end_us - margin
-                inp: StopInput = "eta_late" if risky else "eta_ok"
-                if transition(stop.state, inp)[1] == "emit":
-                    out += self._apply(stop, [inp], cause, reason=_risk_reason(stop, margin))
-                if not risky:
-                    t = now + (stop.window_end_us - margin - eta)
-                    next_check = t if next_check is None else min(next_check, t)
-        if next_check is not None:
-            due = max(next_check, now + round(self.params.eta_refresh_s * 1e6))
-            route.due_us = due
-            self._push(due, "route", route.route_id)
+            eta_list = etas.tolist()
+            for stop, eta in zip(remaining, eta_list, strict=True):
+                stop.eta_us = eta
+            slack = arr.window_end_us - self.params.margin_us - etas
+            risky = slack < 0
+            open_ = np.array([s.state in ("pending", "at_risk") for s in remaining])
+            at_risk = np.array([s.state == "at_risk" for s in remaining])
+            flip = np.flatnonzero(open_ & (risky != at_risk))
+            for i in flip.tolist():
+                stop = remaining[i]
+                inp: StopInput = "eta_late" if risky[i] else "eta_ok"
+                out += self._apply(stop, [inp], cause, reason=_risk_reason(stop, self.params))
+            calm = open_ & ~risky
+            if calm.any():
+                due = max(now + int(slack[calm].min()), self._slot_after(route, now))
+                route.due_us = due
+                self._push(due, "route", route.route_id)
         behind = 0.0
         if remaining and remaining[0].planned_arrival_us is not None:
             behind = (int(etas[0]) - remaining[0].planned_arrival_us) / 1e6
         route.behind_s = behind
-        ids = tuple(s.stop_id for s in remaining)
         prev = route.progress
         if (
             prev is None
             or prev.stop_ids != ids
-            or any(
-                abs(a - b) >= _PROGRESS_STEP_US
-                for a, b in zip(prev.eta_us, etas.tolist(), strict=False)
-            )
+            or bool(np.any(np.abs(np.array(prev.eta_us, np.int64) - etas) >= _PROGRESS_STEP_US))
         ):
             route.progress = RouteProgress(
                 route_id=route.route_id,
                 vehicle_id=route.vehicle_id,
                 service_date=route.date.isoformat(),
                 stop_ids=ids,
-                eta_us=tuple(int(x) for x in etas.tolist()),
+                eta_us=tuple(etas.tolist()),
                 behind_s=round(behind, 1),
                 at_us=now,
             )
@@ -1054,6 +1113,7 @@ class ScheduleBoard:
             if new is None:
                 new = _Route(route_id=rid, vehicle_id=cmd.to_vehicle, date=stop.date, stop_ids=[])
                 self._routes[rid] = new
+                self._index_routes()
             old.stop_ids.remove(stop.stop_id)
             pos = len(new.stop_ids)
             for i, s in enumerate(new.stop_ids):
@@ -1113,7 +1173,8 @@ class ScheduleBoard:
         }
 
 
-def _risk_reason(stop: _Stop, margin_us: int) -> str:
+def _risk_reason(stop: _Stop, params: ScheduleParams) -> str:
+    margin_us = params.margin_us
     if stop.eta_us is None:
         return "ETA unknown"
     return (

@@ -224,12 +224,14 @@ def test_at_risk_when_eta_passes_window_end_minus_margin_and_back() -> None:
     # the vehicle is 20 km away from S1 at 9:00: 20 km / 17.9 km/h ≈ 67 min > 45 − 15 min
     far = VehiclePosition(vehicle_id="V1", t_us=at(9), lon=37.61 - 0.32, lat=55.75, speed_kmh=30)
     ev = b.on_positions([far], at(9))
+    ev += run_clock(b, at(9) + 31_000_000)
     risk = [c for c in changes(ev) if c.state == "at_risk"]
     assert risk
     assert risk[0].eta_us is not None
     assert risk[0].eta_us > at(9.5)
     near = VehiclePosition(vehicle_id="V1", t_us=at(9.1), lon=37.61, lat=55.7501, speed_kmh=10)
     ev = b.on_positions([near], at(9.1))
+    ev += run_clock(b, at(9.1) + 31_000_000)
     assert [c.state for c in changes(ev)] == ["pending"]
 
 
@@ -309,6 +311,7 @@ def test_behind_schedule_by_n_minutes() -> None:
     b.load_plan(plan({"V1": [("S1", 9, 14)]}), at(6))  # planned arrival 9:30
     p = VehiclePosition(vehicle_id="V1", t_us=at(10), lon=37.5, lat=55.75, speed_kmh=0)
     ev = b.on_positions([p], at(10))
+    ev += run_clock(b, at(10) + 31_000_000)
     on = [e for e in ev if isinstance(e, VehicleCondition) and e.kind == "behind_schedule"]
     assert len(on) == 1
     assert on[0].active
