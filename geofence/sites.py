@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import datetime as dt
 import io
 import json
 import math
@@ -51,6 +52,7 @@ DEFAULT_MAX_FILE_BYTES = 64 * 1024 * 1024
 _KNOWN_PROPS = frozenset({"site_id", "client_id", "name", "radius_m", "schedule", "service_min"})
 _CSV_REQUIRED = ("site_id", "client_id", "lat", "lon", "radius_m")
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
@@ -449,6 +451,8 @@ class _Checker:
             return None
         sched = dict(value)
         sched["weekdays"] = tuple(value["weekdays"])
+        if "closed" in sched:
+            sched["closed"] = tuple(value["closed"])
         return MappingProxyType(sched)
 
     def _site(
@@ -520,9 +524,41 @@ def _schedule_problem(value: Any) -> str | None:
         zoneinfo.ZoneInfo(tz)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         return f"unknown time zone {tz!r}"
+    return _schedule_extension_problem(value)
+
+
+def _iso_date_ok(v: Any) -> bool:
+    if not isinstance(v, str) or not _ISO_DATE.match(v):
+        return False
+    try:
+        dt.date.fromisoformat(v)
+    except ValueError:
+        return False
+    return True
+
+
+def _schedule_extension_problem(value: Mapping[str, Any]) -> str | None:
+    """The optional keys of issue 8: ``every_weeks`` (serve every N-th week, counted from the
+    ISO week of ``anchor_date``), ``closed`` (local dates the site is closed: holidays)."""
+    every = value.get("every_weeks", 1)
+    if isinstance(every, bool) or not isinstance(every, int) or not 1 <= every <= 52:
+        return f"every_weeks must be an integer 1..52, got {every!r}"
+    anchor = value.get("anchor_date")
+    if anchor is not None and not _iso_date_ok(anchor):
+        return f"anchor_date must be a date 'YYYY-MM-DD', got {anchor!r}"
+    if every > 1 and anchor is None:
+        return f"every_weeks={every} needs an anchor_date (a date of a service week)"
+    closed = value.get("closed", [])
+    if not isinstance(closed, list | tuple) or not all(_iso_date_ok(d) for d in closed):
+        return f"closed must be a list of dates 'YYYY-MM-DD', got {closed!r}"
     return None
 
 
 def sites_by_id(sites: Sequence[Site]) -> dict[str, Site]:
     """Lookup table; the loaders guarantee unique ids."""
     return {s.site_id: s for s in sites}
+
+
+def schedule_problem(value: Any) -> str | None:
+    """Public name of the schedule check (the schedule stage validates contracts with it)."""
+    return _schedule_problem(value)
