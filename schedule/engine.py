@@ -125,6 +125,8 @@ class DataDelayed:
 class Board(Protocol):
     """The schedule stage (schedule/board.py): stop states, ETA, vehicle conditions."""
 
+    def load_plan(self, plan: Any, now_us: int) -> Sequence[ScheduleEvent]: ...
+
     def on_detection(
         self, events: Sequence[DetectionEvent], now_us: int
     ) -> Sequence[ScheduleEvent]: ...
@@ -275,6 +277,17 @@ class Engine:
         self.data_delayed = False
         out += self._downstream(det, [], self.data_now(now_us))
         return out
+
+    def load_plan(self, plan: Any, now_us: int) -> list[Any]:
+        """Import (or replace, during the day) one date's plan; its events flow on as usual
+        (e.g. ``UnplannedDue`` for a site due today that no route holds)."""
+        now_us = self._clock(now_us)
+        if self.board is None:
+            raise CommandRefused("not_allowed", "the engine runs without a schedule board")
+        data_now = self.data_now(now_us)
+        sched = list(self.board.load_plan(plan, data_now))
+        self.stats.schedule_events += len(sched)
+        return [*sched, *self._to_stages(sched, data_now)]
 
     def restore(self, fixes: FixBatch, now_us: int) -> list[Any]:
         """Rebuild state after a restart from the stored fixes of the last ``horizon_s``.
