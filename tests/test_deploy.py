@@ -93,7 +93,7 @@ def test_alerts_cover_the_failure_states_of_issue_12() -> None:
     data = yaml.safe_load(ALERTS.read_text())
     rules = {r["alert"]: r for g in data["groups"] for r in g["rules"]}
     for alert in ("FleetwatchStoreDown", "FleetwatchBrokerDroppingMessages",
-                  "FleetwatchCommitLag", "FleetwatchDetectionDroppingFixes"):  # fmt: skip
+                  "FleetwatchCommitLag", "FleetwatchEngineBehind", "FleetwatchDataDelayed"):  # fmt: skip
         assert alert in rules
         assert rules[alert]["annotations"]["description"]
 
