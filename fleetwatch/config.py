@@ -92,6 +92,10 @@ class Settings:
     sites_file: Path | None = None
     #: the visit/stop tracker is fed the fixes committed since its last round this often
     detect_interval_ms: float = 1000.0
+    #: a directory with the day plans (plans.csv or plans.json, depots.csv); None = no schedule
+    plans_dir: Path | None = None
+    #: dispatchers, shifts and responsibilities (TOML/JSON); None = a generated roster
+    roster_file: Path | None = None
 
     # -- ops: start-up, health, broker watch, sites region (docs/configuration.md) ------------
     #: at start, wait up to this long for the database and the broker (retrying with
@@ -338,6 +342,8 @@ FIELDS: dict[str, Callable[[str], Any]] = {
     "log_level": _level,
     "shutdown_timeout_s": _float,
     "sites_file": _optional_path,
+    "plans_dir": _optional_path,
+    "roster_file": _optional_path,
     "detect_interval_ms": _float,
     # -- ops --
     "startup_wait_s": _float,
@@ -485,8 +491,14 @@ def problems_for_run(settings: Settings) -> list[str]:
     if not settings.database_url:
         out.append(f"no database configured: set {env_name('database_url')} (or [database] url, "
                    "or --database-url)")  # fmt: skip
-    for name in ("units_file", "sites_file"):
+    for name in ("units_file", "sites_file", "roster_file"):
         path: Path | None = getattr(settings, name)
         if path is not None and not path.is_file():
             out.append(f"{env_name(name)}={path}: no such file; give the path of an existing file")
+    if settings.plans_dir is not None and not settings.plans_dir.is_dir():
+        out.append(f"{env_name('plans_dir')}={settings.plans_dir}: no such directory; give the "
+                   "directory holding plans.csv (or plans.json) and depots.csv")  # fmt: skip
+    if settings.plans_dir is not None and settings.sites_file is None:
+        out.append(f"{env_name('plans_dir')} needs {env_name('sites_file')}: the schedule "
+                   "runs on the engine, which needs the day's sites")  # fmt: skip
     return out

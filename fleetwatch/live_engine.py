@@ -76,13 +76,12 @@ class LiveEngine:
         self.visits_started = 0
         self.visits_completed = 0
 
-    def restore_now(self, fixes: FixBatch, now_us: int) -> None:
-        """Before :meth:`run` starts: rebuild the engine from stored fixes (synchronously; the
-        service is not taking messages yet).  The re-derived events go to the publishers like
-        any others; consumers recognise them by id."""
-        if len(fixes):
-            t0 = time.perf_counter()
-            self._emit(self.engine.restore(fixes, now_us), time.perf_counter() - t0)
+    def apply_now(self, fn: Callable[[Engine, int], list[Any]], now_us: int) -> None:
+        """Before :meth:`run` starts (the service is not taking messages yet): run *fn* on the
+        engine synchronously — import the plans, restore from stored fixes — and publish what
+        it emits like any other output; consumers recognise re-derived records by id."""
+        t0 = time.perf_counter()
+        self._emit(fn(self.engine, now_us), time.perf_counter() - t0)
 
     def lag_s(self) -> float:
         """How long input has been waiting for the engine (0 when it is keeping up): what

@@ -16,15 +16,19 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import json
 import logging
 import signal
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from alerts.records import AlertVersion, ExceptionVersion
+from core.fixes import FixBatch
 from fleetwatch.broker_watch import open_sys_watcher
 from fleetwatch.config import ConfigError, Settings
 from fleetwatch.engine_metrics import EngineMetrics
-from fleetwatch.engine_setup import build_engine, load_sites
+from fleetwatch.engine_setup import build_engine, load_schedule, load_sites
 from fleetwatch.health import Health, PostgresProbe, health_limits, reading_from
 from fleetwatch.live_engine import LiveEngine
 from fleetwatch.startup import wait_for_dependencies
@@ -37,6 +41,7 @@ from ingest.nmea import warm_up as warm_up_decoder
 from ingest.registry import UnitEntry, UnitRegistry, read_units_csv
 from ingest.service import IngestOptions, IngestService, wall_clock_us
 from schedule.engine import Engine, EngineParams
+from schedule.plans import DayPlan
 from store import Store, StoreUnavailable, StoreWriteError, UnitRow
 from store.spool import SpoolingSink
 from store.spool_metrics import register_spool_metrics
@@ -282,6 +287,27 @@ async def run_ingest(
         log.info("ingest stopped: %s", dataclasses.asdict(service.statistics()))
 
 
+alert_log = logging.getLogger("fleetwatch.alerts")
+
+
+def log_alert_records(records: Sequence[Any]) -> None:
+    """Every alert and visit-exception version as one JSON line on the ``fleetwatch.alerts``
+    logger (INFO): what an operator greps, beside the console and the store."""
+    if not alert_log.isEnabledFor(logging.INFO):
+        return
+    for r in records:
+        if isinstance(r, AlertVersion | ExceptionVersion):
+            alert_log.info("%s", json.dumps(r.to_json_dict(), ensure_ascii=False))
+
+
+def _load_plan(plan: DayPlan, engine: Engine, now_us: int) -> list[Any]:
+    return engine.load_plan(plan, now_us)
+
+
+def _restore(fixes: FixBatch, engine: Engine, now_us: int) -> list[Any]:
+    return engine.restore(fixes, now_us) if len(fixes) else []
+
+
 def _set_units(units: dict[str, str], engine: Engine, _now_us: int) -> None:
     engine.set_units(units)
 
@@ -304,15 +330,29 @@ def build_live_engine(
     em = EngineMetrics(metrics.registry)
     for problem in load.problems:
         em.site_problems.labels("true" if problem.fatal else "false").inc()
+    schedule = (
+        load_schedule(settings.plans_dir, roster_file=settings.roster_file)
+        if settings.plans_dir is not None
+        else None
+    )
     engine = build_engine(
         load,
         vehicles_of(registry),
         params=EngineParams(round_interval_s=settings.detect_interval_ms / 1000),
+        schedule=schedule,
     )
+    live = LiveEngine(engine, em, clock_us=wall_clock_us)
+    live.add_publisher(log_alert_records)
+    if schedule is not None:
+        for plan in schedule.inputs.plans.values():
+            live.apply_now(functools.partial(_load_plan, plan), wall_clock_us())
+        log.info("schedule: %d plans from %s, %d problems (logged), roster of %d",
+                 len(schedule.inputs.plans), settings.plans_dir, len(schedule.inputs.problems),
+                 len(schedule.roster.dispatchers))  # fmt: skip
     log.info("engine: %d sites from %s (%d problems), a detection round every %g ms",
              len(load.sites), settings.sites_file, len(load.problems),
              settings.detect_interval_ms)  # fmt: skip
-    return LiveEngine(engine, em, clock_us=wall_clock_us)
+    return live
 
 
 async def _restore_engine(engine: LiveEngine, store: Store) -> None:
@@ -326,7 +366,7 @@ async def _restore_engine(engine: LiveEngine, store: Store) -> None:
         log.warning("engine starts empty: cannot read recent fixes (%s); visits in progress "
                     "at the restart get new ids", exc)  # fmt: skip
         return
-    engine.restore_now(fixes, now)
+    engine.apply_now(functools.partial(_restore, fixes), now)
     log.info("engine restored from %d stored fixes of the last %.0f h",
              len(fixes), horizon_us / 3.6e9)  # fmt: skip
 

@@ -379,8 +379,10 @@ class Engine:
     # -- time ------------------------------------------------------------------------------------
 
     def data_now(self, now_us: int) -> int:
-        """``min(now_us, newest fix fed)``; ``now_us`` before the first fix."""
-        return now_us if self.newest_fix_us is None else min(now_us, self.newest_fix_us)
+        """``min(now_us, newest fix fed)``.  Before the first fix the data clock has not
+        started (0): no data at all is the extreme case of "data delayed", and a plan imported
+        then starts with every stop pending instead of every past window missed."""
+        return 0 if self.newest_fix_us is None else min(now_us, self.newest_fix_us)
 
     def next_deadline_us(self) -> int | None:
         """The driver time at which the engine next wants :meth:`tick` (None: only on input)."""
