@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from core.fixes import FixBatch, iso_utc
+from fleetwatch.regions import depot_points, sites_in_region
 from geofence import FenceIndex, load_sites_geojson
 from ingest.nmea import DecodeOptions, Decoder
 from schedule.evaluate import VisitInterval, evaluate_visits
@@ -69,6 +70,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--evaluate", action="store_true", help="compare the visits with truth.json"
     )
+    parser.add_argument(  # ops: the sites region (fleetwatch/regions.py)
+        "--region", default="auto", metavar="BOX",
+        help="refuse sites outside lon_min,lat_min,lon_max,lat_max; 'auto' (default): around "
+        "the scenario's depots; 'off'",
+    )  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -132,6 +138,7 @@ def replay_scenario(
     *,
     batch_payloads: int = DEFAULT_BATCH_PAYLOADS,
     evaluate: bool = False,
+    region: str = "auto",
 ) -> ReplayResult:
     """Replay one scenario directory (sans output: see :func:`run` for the files)."""
     params = params or DetectionParams()
@@ -140,6 +147,9 @@ def replay_scenario(
             raise ScenarioError(f"{scenario}: no {name} (is it a scenario directory?)")
     t_start = time.perf_counter()
     load = load_sites_geojson(scenario / "sites.geojson")
+    load, _ = sites_in_region(  # ops: the sites region (fleetwatch/regions.py)
+        load, region, source=f"{scenario}/sites.geojson", anchors=depot_points(scenario)
+    )
     if not load.sites:
         raise ScenarioError(
             f"{scenario}/sites.geojson: no usable site ({len(load.problems)} problems)"
@@ -261,8 +271,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         result = replay_scenario(
-            args.scenario, params, batch_payloads=args.batch_payloads, evaluate=args.evaluate
-        )
+            args.scenario, params, batch_payloads=args.batch_payloads, evaluate=args.evaluate,
+            region=args.region,
+        )  # fmt: skip
     except (ScenarioError, OSError, ValueError) as exc:
         print(f"fleetwatch replay: {exc}", file=sys.stderr)
         return 1

@@ -23,6 +23,7 @@ from fleetwatch.config import ConfigError, Settings
 from fleetwatch.detect import DetectionRound, LiveDetector, load_sites, vehicles_of
 from fleetwatch.detect_metrics import DetectMetrics
 from fleetwatch.health import Health, PostgresProbe, health_limits, reading_from
+from fleetwatch.regions import sites_for_run
 from fleetwatch.startup import wait_for_dependencies
 from fleetwatch.web import WebOptions, WebServer, WebShell, open_web_server
 from geofence import FenceIndex
@@ -270,6 +271,7 @@ def build_detector(
         log.info("live detection off: no sites file (set FLEETWATCH_SITES_FILE)")
         return None
     load = load_sites(settings.sites_file)
+    load = sites_for_run(load, settings.sites_region, path=str(settings.sites_file))  # ops
     dm = DetectMetrics(metrics.registry)
     for problem in load.problems:
         dm.site_problems.labels("true" if problem.fatal else "false").inc()
