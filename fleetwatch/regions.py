@@ -105,10 +105,10 @@ def sites_in_region(
 
 def sites_for_run(load: SiteLoad, setting: str, *, path: str) -> SiteLoad:
     """`fleetwatch run`: the loaded sites checked against ``sites_region`` (no depots known:
-    ``auto`` boxes the sites' median); refusals logged; none left is a SitesFileError."""
+    ``auto`` boxes the sites' median); refusals logged; none left is a ConfigError (exit 2)."""
     import logging
 
-    from fleetwatch.detect import SitesFileError
+    from fleetwatch.config import ConfigError
 
     log = logging.getLogger("fleetwatch.regions")
     checked, region = sites_in_region(load, setting, source=path)
@@ -118,7 +118,7 @@ def sites_for_run(load: SiteLoad, setting: str, *, path: str) -> SiteLoad:
         log.info("sites region %s: %d of %d sites inside", region.describe(),
                  len(checked.sites), len(load.sites))  # fmt: skip
     if not checked.sites:
-        raise SitesFileError(
+        raise ConfigError(
             f"FLEETWATCH_SITES_FILE={path}: no site inside FLEETWATCH_SITES_REGION="
             f"{setting!r} ({region.describe() if region else 'off'}); fix the file or the region"
         )

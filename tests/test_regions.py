@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fleetwatch.detect import SitesFileError
+from fleetwatch.config import ConfigError
 from fleetwatch.regions import region_for, sites_for_run, sites_in_region, within_region
 from geofence import load_sites_geojson
 from geofence.region import Region
@@ -58,7 +58,7 @@ def test_every_site_is_either_kept_or_refused_once(offsets: list[tuple[float, fl
 
 
 def test_run_refuses_a_file_with_no_site_in_the_region() -> None:
-    with pytest.raises(SitesFileError, match="FLEETWATCH_SITES_REGION"):
+    with pytest.raises(ConfigError, match="FLEETWATCH_SITES_REGION"):
         sites_for_run(load(*MOSCOW_SITES), "10,10,11,11", path="sites.geojson")
 
 
