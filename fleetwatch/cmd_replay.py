@@ -24,6 +24,7 @@ import numpy as np
 from alerts.records import AlertVersion, ExceptionVersion
 from core.fixes import FixBatch, iso_utc
 from fleetwatch.engine_setup import Schedule, build_engine, load_schedule
+from fleetwatch.regions import depot_points, sites_in_region
 from geofence import load_sites_geojson
 from ingest.nmea import DecodeOptions, Decoder
 from schedule.engine import EngineParams, tick_until
@@ -108,6 +109,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--evaluate", action="store_true", help="compare the visits with truth.json"
     )
+    parser.add_argument(  # ops: the sites region (fleetwatch/regions.py)
+        "--region", default="auto", metavar="BOX",
+        help="refuse sites outside lon_min,lat_min,lon_max,lat_max; 'auto' (default): around "
+        "the scenario's depots; 'off'",
+    )  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -177,6 +183,7 @@ def replay_scenario(
     evaluate: bool = False,
     with_schedule: bool = True,
     roster_file: Path | None = None,
+    region: str = "auto",
 ) -> ReplayResult:
     """Replay one scenario directory through the live engine (sans output: see :func:`run`).
 
@@ -195,6 +202,9 @@ def replay_scenario(
         raise ValueError("batch_payloads must be >= 1 and batch_s > 0")
     t_start = time.perf_counter()
     load = load_sites_geojson(scenario / "sites.geojson")
+    load, _ = sites_in_region(  # ops: the sites region (fleetwatch/regions.py)
+        load, region, source=f"{scenario}/sites.geojson", anchors=depot_points(scenario)
+    )
     if not load.sites:
         raise ScenarioError(
             f"{scenario}/sites.geojson: no usable site ({len(load.problems)} problems)"
@@ -427,6 +437,7 @@ def run(args: argparse.Namespace) -> int:
             batch_payloads=args.batch_payloads,
             batch_s=args.batch_s,
             evaluate=args.evaluate,
+            region=args.region,
         )
     except (ScenarioError, OSError, ValueError) as exc:
         print(f"fleetwatch replay: {exc}", file=sys.stderr)

@@ -31,6 +31,7 @@ from fleetwatch.engine_metrics import EngineMetrics
 from fleetwatch.engine_setup import build_engine, load_schedule, load_sites
 from fleetwatch.health import Health, PostgresProbe, health_limits, reading_from
 from fleetwatch.live_engine import LiveEngine
+from fleetwatch.regions import sites_for_run
 from fleetwatch.startup import wait_for_dependencies
 from fleetwatch.web import WebOptions, WebServer, WebShell, open_web_server
 from ingest.batcher import BatchLimits
@@ -327,6 +328,7 @@ def build_live_engine(
         log.info("engine off: no sites file (set FLEETWATCH_SITES_FILE)")
         return None
     load = load_sites(settings.sites_file)
+    load = sites_for_run(load, settings.sites_region, path=str(settings.sites_file))  # ops
     em = EngineMetrics(metrics.registry)
     for problem in load.problems:
         em.site_problems.labels("true" if problem.fatal else "false").inc()

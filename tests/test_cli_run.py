@@ -22,6 +22,7 @@ from fleetwatch.startup import (
     DependencyUnavailable,
     wait_until_available,
 )
+from tests.support.broker import Broker
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -163,3 +164,52 @@ async def test_wait_for_gives_up_at_its_deadline_and_never_waits_for_a_refusal()
         await wait_until_available(refused, dep, operation="connect", wait_s=60, clock=clock)
     assert calls == 1
     await asyncio.sleep(0)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_run_serves_readiness_and_stops_cleanly_on_sigterm(
+    mqtt_broker: Broker, pg_dsn: str
+) -> None:
+    import re
+    import signal
+    import urllib.request
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("FLEETWATCH_")}
+    env = {**clean, "PYTHONPATH": str(ROOT), "FLEETWATCH_MQTT_URL": mqtt_broker.url,
+           "FLEETWATCH_DATABASE_URL": pg_dsn, "FLEETWATCH_HTTP_PORT": "0",
+           "FLEETWATCH_MQTT_CLIENT_ID": "fw-cli-run-test"}  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fleetwatch", "run"], env=env, cwd=ROOT,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    lines: list[str] = []
+    try:
+        port = None
+        deadline = time.monotonic() + 60
+        while port is None and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            lines.append(line)
+            m = re.search(r"metrics at http://[\d.]+:(\d+)/metrics", line)
+            port = int(m.group(1)) if m else None
+        assert port is not None, "".join(lines)
+        ready = False
+        while not ready and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                    ready = r.status == 200
+            except OSError:
+                time.sleep(0.2)  # polling a child process's readiness, bounded
+        assert ready, "".join(lines)
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.communicate(timeout=30)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, "".join(lines) + rest
+    assert "Traceback" not in rest
+    assert "stamina.retry_scheduled" not in "".join(lines) + rest

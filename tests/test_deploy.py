@@ -92,8 +92,8 @@ def test_every_metric_named_exists(what: str, exprs: object) -> None:
 def test_alerts_cover_the_failure_states_of_issue_12() -> None:
     data = yaml.safe_load(ALERTS.read_text())
     rules = {r["alert"]: r for g in data["groups"] for r in g["rules"]}
-    for alert in ("FleetwatchStoreDown", "FleetwatchBrokerDroppingMessages",
-                  "FleetwatchCommitLag", "FleetwatchEngineBehind", "FleetwatchDataDelayed"):  # fmt: skip
+    for alert in ("FleetwatchStoreDown", "FleetwatchBrokerDroppingMessages", "FleetwatchCommitLag",
+                  "FleetwatchEngineBehind", "FleetwatchDataDelayed"):  # fmt: skip
         assert alert in rules
         assert rules[alert]["annotations"]["description"]
 

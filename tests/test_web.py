@@ -187,3 +187,18 @@ def test_the_listening_socket_is_tcp_so_responses_are_not_delayed_by_nagle() -> 
         assert server._sock.proto == socket.IPPROTO_TCP
     finally:
         server.close()
+
+
+async def test_a_scrape_logs_nothing_by_default(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    shell = WebShell()
+    caplog.set_level(logging.DEBUG)
+    async with asyncio.timeout(20), asyncio.TaskGroup() as tg:
+        server = await serving(shell, tg)
+        caplog.clear()
+        for _ in range(3):
+            assert (await http_get(server.port, "/metrics"))[0] == 200
+        logged = [r for r in caplog.records if r.levelno >= logging.INFO]
+        server.request_stop()
+    assert logged == []
