@@ -6,6 +6,9 @@
 #   bash scripts/timescaledb.sh      -> prints the copy's bin directory on stdout (exit 0),
 #                                        or why it could not (stderr, exit 3); messages on stderr
 #
+# When the system PostgreSQL already has TimescaleDB (installed from a package), its own bin
+# directory is printed and nothing is built.
+#
 # PostgreSQL finds its share/ and lib/ directories relative to its own binary, so copying
 # /usr/lib/postgresql/15 and /usr/share/postgresql/15 under $PREFIX/usr/... and running
 # `make install DESTDIR=$PREFIX` gives a server that loads the extension while the system one
@@ -41,6 +44,12 @@ fail() { say "$*"; exit 3; }
 if [ -f "$STAMP" ] && [ -x "$BINDIR/postgres" ] && [ -f "$PREFIX$SYSLIB/lib/timescaledb.so" ]; then
   say "already built: TimescaleDB $VERSION in the private PostgreSQL copy $BINDIR"
   echo "$BINDIR"
+  exit 0
+fi
+if [ -f "$SYSLIB/lib/timescaledb.so" ] && [ -f "$SYSSHARE/extension/timescaledb.control" ]; then
+  # the machine's PostgreSQL already has TimescaleDB (a package): nothing to build
+  say "using the system PostgreSQL's own TimescaleDB in $SYSLIB (not built here)"
+  echo "$SYSLIB/bin"
   exit 0
 fi
 [ -x "$SYSLIB/bin/postgres" ] && [ -d "$SYSSHARE" ] \

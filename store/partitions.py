@@ -356,7 +356,7 @@ class TimescaleDBJobs:
 
     compression: int | None
     retention: int | None
-    refresh_hourly: int
+    refresh_hourly: int | None
 
     def all(self) -> tuple[int, ...]:
         """In the order a maintenance pass should run them: refresh before compress/drop."""
@@ -411,58 +411,68 @@ async def apply_timescaledb_policies(
     ``compress_after_days``: chunks whose day ended that long ago are compressed (None: no
     compression policy).  ``retention_days``: chunks older than that are dropped (None: fixes
     are kept).  A policy whose interval changed is replaced; one whose setting is now None is
-    removed.  The hourly aggregate's refresh policy is always there.
+    removed.  The hourly aggregate's refresh policy is always there.  One transaction under an
+    advisory lock: two services starting together take turns instead of adding a job twice.
     """
     check_policy_settings(compress_after_days=compress_after_days, retention_days=retention_days)
-    jobs: dict[str, int | None] = {}
-    for proc, fn, arg, days in (
-        ("policy_compression", "compression", "compress_after", compress_after_days),
-        ("policy_retention", "retention", "drop_after", retention_days),
-    ):
-        current = await _policy_job(conn, proc, "fixes")
-        if (
-            current is not None
-            and days is not None
-            and await _same_interval(conn, current[1], days)
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('fleetwatch.fixes.policies'))")
+        for proc, fn, arg, days in (
+            ("policy_compression", "compression", "compress_after", compress_after_days),
+            ("policy_retention", "retention", "drop_after", retention_days),
         ):
-            jobs[fn] = current[0]
-            continue
-        async with conn.transaction():
+            current = await _policy_job(conn, proc, "fixes")
+            if current is None and days is None:
+                continue
+            if (
+                current is not None
+                and days is not None
+                and await _same_interval(conn, current[1], days)
+            ):
+                continue
             if current is not None:
                 await conn.execute(
                     sql.SQL("SELECT {}('fixes', if_exists => true)").format(
                         sql.Identifier(f"remove_{fn}_policy")
                     )
                 )
-            jobs[fn] = None
             if days is not None:
-                cur = await conn.execute(
+                await conn.execute(
                     sql.SQL("SELECT {}('fixes', {} => make_interval(days => %s))").format(
                         sql.Identifier(f"add_{fn}_policy"), sql.Identifier(arg)
                     ),
                     (days,),
                 )
-                row = await cur.fetchone()
-                jobs[fn] = int(row[0]) if row is not None else None
-    cur = await conn.execute(
-        """SELECT add_continuous_aggregate_policy('fixes_hourly',
-               start_offset => make_interval(days => %s), end_offset => %s::interval,
-               schedule_interval => %s::interval, if_not_exists => true)""",
-        (HOURLY_REFRESH_LOOKBACK_DAYS, HOURLY_REFRESH_END_OFFSET, HOURLY_REFRESH_EVERY),
-    )
+        await conn.execute(
+            """SELECT add_continuous_aggregate_policy('fixes_hourly',
+                   start_offset => make_interval(days => %s), end_offset => %s::interval,
+                   schedule_interval => %s::interval, if_not_exists => true)""",
+            (HOURLY_REFRESH_LOOKBACK_DAYS, HOURLY_REFRESH_END_OFFSET, HOURLY_REFRESH_EVERY),
+        )
+    jobs = await read_timescaledb_jobs(conn)
+    if jobs.refresh_hourly is None:
+        raise MigrationError("fixes_hourly has no refresh policy after adding one")
+    return jobs
+
+
+async def read_timescaledb_jobs(conn: psycopg.AsyncConnection[Any]) -> TimescaleDBJobs:
+    """The hypertable's policy jobs as they are (a store opened with ``migrate=False``)."""
+    compression = await _policy_job(conn, "policy_compression", "fixes")
+    retention = await _policy_job(conn, "policy_retention", "fixes")
     cur = await conn.execute(
         # the jobs view names the aggregate (2.28) or its materialisation table (older)
         """SELECT j.job_id FROM timescaledb_information.jobs j
            JOIN timescaledb_information.continuous_aggregates c
              ON j.hypertable_name IN (c.view_name, c.materialization_hypertable_name)
            WHERE c.view_name = 'fixes_hourly' AND c.view_schema = current_schema()
-             AND j.proc_name = 'policy_refresh_continuous_aggregate'"""
+             AND j.proc_name = 'policy_refresh_continuous_aggregate'
+           ORDER BY j.job_id LIMIT 1"""
     )
     row = await cur.fetchone()
-    if row is None:
-        raise MigrationError("fixes_hourly has no refresh policy after adding one")
     return TimescaleDBJobs(
-        compression=jobs["compression"], retention=jobs["retention"], refresh_hourly=int(row[0])
+        compression=None if compression is None else compression[0],
+        retention=None if retention is None else retention[0],
+        refresh_hourly=None if row is None else int(row[0]),
     )
 
 

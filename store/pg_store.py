@@ -150,7 +150,8 @@ class Store:
         schema is first created.  Hypertable layout only: ``compress_after_days`` (default 7,
         None: never) compresses chunks whose day is that old; ``retention_days`` (default
         None: keep) drops older chunks; both are TimescaleDB policy jobs, re-applied at every
-        open so the settings win.  ``timeout_s`` bounds each wait for a connection.
+        open with ``migrate=True`` so the settings win.  ``timeout_s`` bounds each wait for
+        a connection.
         ``reconnect_timeout_s``: how long the pool retries (with backoff) a connection that
         fails, before giving up until the next request; it keeps the delay between the
         database's return and the first successful write short after a long outage.
@@ -190,15 +191,15 @@ class Store:
                 await pool.open(wait=True, timeout=timeout_s)
                 async with pool.connection() as conn:
                     layout = await partitions.layout_of(conn)
-                    jobs = (
-                        await partitions.apply_timescaledb_policies(
+                    jobs: partitions.TimescaleDBJobs | None = None
+                    if layout == "timescaledb" and migrate:
+                        jobs = await partitions.apply_timescaledb_policies(
                             conn,
                             compress_after_days=compress_after_days,
                             retention_days=retention_days,
                         )
-                        if layout == "timescaledb"
-                        else None
-                    )
+                    elif layout == "timescaledb":  # migrate=False: read, change nothing
+                        jobs = await partitions.read_timescaledb_jobs(conn)
             store = cls(
                 pool,
                 make_pool=make_pool,

@@ -9,9 +9,11 @@ import pytest
 
 from core.fixes import Fix, FixBatch
 from store import Store, UnitRow
+from store.errors import MigrationError
 from store.partitions import (
     detach_partitions_older_than,
     existing_partition_days,
+    layout_of,
     partition_name,
 )
 
@@ -166,3 +168,11 @@ async def test_retention_drops_whole_days_on_both_layouts(layout: str, layout_ds
         assert await store.count_fixes() == 4
         left = await store.fixes_for_unit("u1", -(2**62), 2**62)
         assert sorted({int(t) // DAY_US for t in left.t_us}) == [TODAY - 7, TODAY]
+
+
+async def test_a_fixes_table_of_unknown_layout_is_refused(pg_dsn: str) -> None:
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE fixes (unit_id text, t timestamptz)")
+    async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
+        with pytest.raises(MigrationError, match="neither natively partitioned nor"):
+            await layout_of(conn)

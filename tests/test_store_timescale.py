@@ -9,6 +9,7 @@ background workers): TimescaleDB's scheduler records jobs as failed on PostgreSQ
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -302,6 +303,37 @@ async def test_policies_follow_the_settings_across_restarts(tsdb_dsn: str) -> No
         none = store.timescaledb_jobs
     assert none is not None
     assert (none.compression, none.retention) == (None, None)
+
+
+async def test_services_starting_together_add_each_policy_once(tsdb_dsn: str) -> None:
+    async with await Store.open(tsdb_dsn, partitioning="timescaledb"):
+        pass  # schema created; now four processes start at once with new settings
+    async with asyncio.TaskGroup() as tg:
+        opening = [
+            tg.create_task(
+                Store.open(tsdb_dsn, compress_after_days=2, retention_days=40), name=f"open-{i}"
+            )
+            for i in range(4)
+        ]
+    stores = [t.result() for t in opening]
+    try:
+        assert len({s.timescaledb_jobs for s in stores}) == 1, "all see the same jobs"
+        # a store that does not migrate changes nothing and still knows the jobs
+        async with await Store.open(tsdb_dsn, migrate=False, retention_days=None) as reader:
+            assert reader.timescaledb_jobs == stores[0].timescaledb_jobs
+    finally:
+        for s in stores:
+            await s.aclose()
+    with psycopg.connect(tsdb_dsn) as conn:
+        rows = conn.execute(
+            "SELECT proc_name, count(*) FROM timescaledb_information.jobs "
+            "WHERE hypertable_name IN ('fixes', 'fixes_hourly') GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+    assert rows == [
+        ("policy_compression", 1),
+        ("policy_refresh_continuous_aggregate", 1),
+        ("policy_retention", 1),
+    ]
 
 
 async def test_retention_policy_drops_whole_old_chunks_and_keeps_the_aggregate(

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from store.partitions import (
     TimescaleDBFacts,
     TimescaleDBUnavailable,
+    check_policy_settings,
     decide_layout,
     preload_has_timescaledb,
     suggested_preload,
@@ -142,3 +143,19 @@ def test_auto_never_raises_and_agrees_with_an_explicit_request(facts: TimescaleD
         assert facts.preloaded is not False
         assert (facts.available_version or facts.created_version) is not None
     assert "\n" not in auto.reason
+
+
+@pytest.mark.parametrize(
+    ("compress", "retention", "message"),
+    [
+        (0, None, "compress_after_days=0: must be >= 1"),
+        (7, 3, "retention_days=3: must exceed the hourly aggregate's refresh window of 3 days"),
+    ],
+)
+def test_policy_settings_that_would_lose_data_are_refused(
+    compress: int, retention: int | None, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        check_policy_settings(compress_after_days=compress, retention_days=retention)
+    check_policy_settings(compress_after_days=1, retention_days=4)
+    check_policy_settings(compress_after_days=None, retention_days=None)

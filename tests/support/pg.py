@@ -162,20 +162,50 @@ def _find_or_build_timescaledb() -> Path:
     )
 
 
+#: Fixtures that need the TimescaleDB build, some through request.getfixturevalue (which the
+#: collected items' fixture names do not show).
+_TSDB_FIXTURES = {
+    "timescaledb_bindir",
+    "tsdb_server",
+    "tsdb_unloaded_server",
+    "layout_dsn",
+    "kind_dsn",
+    "service_server",
+}
+#: The outcome of the one lookup/build per session (a Path, or the reason there is none).
+_tsdb_lookup: list[Path | str] = []
+
+
+def _timescaledb_lookup() -> Path | str:
+    if not _tsdb_lookup:
+        try:
+            _tsdb_lookup.append(_find_or_build_timescaledb())
+        except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+            _tsdb_lookup.append(str(e))
+    return _tsdb_lookup[0]
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build TimescaleDB (1-2 min, more under load) before the first test that needs it, so
+    the build is not charged to that test's timeout."""
+    if any(_TSDB_FIXTURES & set(getattr(i, "fixturenames", ())) for i in session.items):
+        _timescaledb_lookup()
+
+
 @pytest.fixture(scope="session")
 def timescaledb_bindir() -> Path:
-    try:
-        return _find_or_build_timescaledb()
-    except (RuntimeError, OSError, subprocess.SubprocessError) as e:
-        reason = f"TimescaleDB tests DID NOT RUN: no TimescaleDB build ({e})"
-        _tsdb_not_run.append(reason)
-        if os.environ.get(SKIP_TSDB_ENV) == "1":
-            pytest.skip(f"{reason}; skipped because ${SKIP_TSDB_ENV}=1")
-        pytest.fail(
-            f"{reason}. Provide ../shared/vendor/timescaledb-2.28.3.tar.gz (and build deps), or "
-            f"set ${SKIP_TSDB_ENV}=1 to skip them knowingly",
-            pytrace=False,
-        )
+    found = _timescaledb_lookup()
+    if isinstance(found, Path):
+        return found
+    reason = f"TimescaleDB tests DID NOT RUN: no TimescaleDB build ({found})"
+    _tsdb_not_run.append(reason)
+    if os.environ.get(SKIP_TSDB_ENV) == "1":
+        pytest.skip(f"{reason}; skipped because ${SKIP_TSDB_ENV}=1")
+    pytest.fail(
+        f"{reason}. Provide ../shared/vendor/timescaledb-2.28.3.tar.gz (and build deps), or "
+        f"set ${SKIP_TSDB_ENV}=1 to skip them knowingly",
+        pytrace=False,
+    )
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
