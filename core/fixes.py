@@ -163,11 +163,6 @@ class FixBatch:
         """Rows selected by an integer index or boolean mask (a new batch, arrays copied)."""
         return FixBatch(**{name: getattr(self, name)[index] for name in FIX_COLUMNS})
 
-    def sorted_by_unit_time(self) -> FixBatch:
-        """Rows ordered by (unit, fix time): the order per-vehicle detectors need."""
-        order = np.lexsort((self.t_us, self.unit_id))
-        return self.take(order)
-
     @staticmethod
     def concat(batches: Sequence[FixBatch]) -> FixBatch:
         parts = [b for b in batches if len(b)]

@@ -27,7 +27,7 @@ import math
 import os
 import re
 import zoneinfo
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -552,11 +552,6 @@ def _schedule_extension_problem(value: Mapping[str, Any]) -> str | None:
     if not isinstance(closed, list | tuple) or not all(_iso_date_ok(d) for d in closed):
         return f"closed must be a list of dates 'YYYY-MM-DD', got {closed!r}"
     return None
-
-
-def sites_by_id(sites: Sequence[Site]) -> dict[str, Site]:
-    """Lookup table; the loaders guarantee unique ids."""
-    return {s.site_id: s for s in sites}
 
 
 def schedule_problem(value: Any) -> str | None:

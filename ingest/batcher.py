@@ -75,10 +75,6 @@ class Batcher(Generic[T]):
     def __len__(self) -> int:
         return len(self._items)
 
-    @property
-    def pending_bytes(self) -> int:
-        return self._nbytes
-
     def deadline_us(self) -> int | None:
         """When the open batch reaches its age bound; ``None`` when nothing is pending."""
         if not self._items:

@@ -28,7 +28,7 @@ pg_bindir() {
   return 1
 }
 
-EXTRAS="dev"
+EXTRAS="dev,sim"
 # --- MQTT broker: mosquitto on PATH, else apt-get as root, else the embedded broker (amqtt).
 if ! have mosquitto && [ -x /usr/sbin/mosquitto ]; then export PATH="$PATH:/usr/sbin"; fi
 if ! have mosquitto; then

@@ -46,11 +46,6 @@ def _snap(grid: StreetGrid, x: float, y: float) -> tuple[float, float, bool]:
     return x, gy, False
 
 
-def manhattan_m(grid: StreetGrid, x0: float, y0: float, x1: float, y1: float) -> float:
-    """A planner's estimate of the street distance (what routing costs, without the detours)."""
-    return abs(x1 - x0) + abs(y1 - y0)
-
-
 def route(
     grid: StreetGrid,
     rng: np.random.Generator,

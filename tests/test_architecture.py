@@ -143,3 +143,22 @@ def test_the_readme_names_the_modules_that_do_io() -> None:
         assert (ROOT / place).exists(), f"README names {place}, which does not exist"
     for shell in ("ingest/mqtt/source.py", "ingest/service.py", "store/", "fleetwatch/"):
         assert shell in named, f"README's I/O list misses {shell}"
+
+
+def test_the_service_needs_no_simulator_dependency() -> None:
+    """aiomqtt and psutil are the ``sim`` extra (simulators, demo fleet, load tester): the
+    service's modules must run without them."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, fleetwatch.service, fleetwatch.cmd_run, fleetwatch.cmd_replay\n"
+        "bad = sorted({'aiomqtt', 'psutil'} & set(sys.modules))\n"
+        "assert not bad, bad\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    deps = pyproject.split("[project.optional-dependencies]")[0]
+    assert "aiomqtt" not in deps
+    assert "psutil" not in deps
