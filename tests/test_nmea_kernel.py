@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from ingest.nmea import DecodeOptions, Decoder
 from ingest.nmea.compiled import parse_compiled
 from ingest.nmea.reference import parse_reference
-from ingest.nmea.sentences import MAX_SENTENCE_CHARS, ROW_DTYPES, ParseOutput
+from ingest.nmea.sentences import MAX_SENTENCE_CHARS, ROW_DTYPES, ParseOutput, talker_code
 from ingest.nmea_encode import frame
 from tests.nmea_helpers import T0, accounted
 
@@ -137,12 +137,14 @@ def _padded_rmc(total: int) -> bytes:
     return frame(body.format("0" * pad), eol=b"")
 
 
-def test_82_characters_is_the_limit() -> None:
+def test_the_sane_bound_is_the_limit_not_82_characters() -> None:
     at, over = _padded_rmc(MAX_SENTENCE_CHARS), _padded_rmc(MAX_SENTENCE_CHARS + 1)
+    std, above = _padded_rmc(82), _padded_rmc(83)
     assert (len(at), len(over)) == (MAX_SENTENCE_CHARS, MAX_SENTENCE_CHARS + 1)
-    po = both([at + b"\r\n" + over])
-    assert len(po.rows) == 1
+    po = both([b"\r\n".join([std, above, at, over])])
+    assert len(po.rows) == 3
     assert [r[1].value for r in po.rejects] == ["too_long"]
+    assert po.fallback_rows == 0, "the kernel reads 83-120 characters itself"
 
 
 def test_empty_optional_fields_are_nan_and_empty_required_ones_fall_back() -> None:
@@ -185,7 +187,7 @@ def test_every_supported_address_and_the_payload_of_each_sentence() -> None:
         for t in talkers
     ]
     po = both(payloads)
-    assert po.rows.talker.tolist() == [i for i in range(len(talkers)) for _ in (0, 1)]
+    assert po.rows.talker.tolist() == [talker_code(t) for t in talkers for _ in (0, 1)]
     assert po.rows.payload.tolist() == [i for i in range(len(talkers)) for _ in (0, 1)]
     assert po.fallback_rows == 0
 
