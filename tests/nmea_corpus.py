@@ -62,7 +62,7 @@ class Epoch:
 def track(start: dt.datetime, n: int, seed: int, *, step_s: int = 1) -> list[Epoch]:
     """A vehicle: drives (8-14 m/s with turns), stops for a while, drives on; ~2 % void."""
     rng = np.random.default_rng(seed)
-    t0 = datetime_to_us(start)
+    t0 = datetime_to_us(start.replace(tzinfo=dt.UTC))
     lat, lon = 48.0 + rng.random(), 11.0 + rng.random()
     heading = rng.uniform(0, 360)
     out = []
@@ -135,6 +135,10 @@ def ubx(rng: np.random.Generator) -> bytes:
         ck_a = (ck_a + b) & 0xFF
         ck_b = (ck_b + ck_a) & 0xFF
     return b"\xb5\x62" + head + payload + bytes((ck_a, ck_b))
+
+
+def _utc(*args: int) -> dt.datetime:
+    return dt.datetime(*args, tzinfo=dt.UTC)
 
 
 Profile = Callable[[list[Epoch], np.random.Generator], tuple[bytes, list[Epoch], list[Epoch]]]
@@ -248,15 +252,16 @@ def p_undated(ep: list[Epoch], rng: np.random.Generator) -> tuple[bytes, ...]:
 
 #: name -> (profile, start, epochs, seed, datable): ``datable`` False = no fix of the file can
 #: be dated (its valid epochs are listed as ``undatable`` in the truth file, never "recovered").
+#: (Start times are UTC.)
 CORPUS: dict[str, tuple[Callable[..., tuple[bytes, ...]], dt.datetime, int, int, bool]] = {
-    "gga_before_rmc_2011": (p_gga_before_rmc, dt.datetime(2011, 6, 14, 7, 59, 50, tzinfo=dt.UTC), 400, 1, True),
-    "zda_gga_only_2014": (p_zda_gga, dt.datetime(2014, 3, 2, 23, 58, 0, tzinfo=dt.UTC), 400, 2, True),
-    "gns_gll_zda_2016": (p_gns_gll_zda, dt.datetime(2016, 12, 31, 23, 57, 0, tzinfo=dt.UTC), 400, 3, True),
-    "in_talker_2019": (p_in_talker, dt.datetime(2019, 9, 9, 12, 0, 0, tzinfo=dt.UTC), 400, 4, True),
-    "rtk_long_2021": (p_rtk_long, dt.datetime(2021, 5, 5, 5, 5, 0, tzinfo=dt.UTC), 400, 5, True),
-    "sirf_psrf_2008": (p_sirf, dt.datetime(2008, 2, 29, 15, 0, 0, tzinfo=dt.UTC), 300, 6, True),
-    "ubx_interleaved_2020": (p_ubx, dt.datetime(2020, 1, 1, 0, 0, 0, tzinfo=dt.UTC), 400, 7, True),
-    "gns_only_undated": (p_undated, dt.datetime(2017, 7, 7, 7, 0, 0, tzinfo=dt.UTC), 200, 8, False),
+    "gga_before_rmc_2011": (p_gga_before_rmc, _utc(2011, 6, 14, 7, 59, 50), 400, 1, True),
+    "zda_gga_only_2014": (p_zda_gga, _utc(2014, 3, 2, 23, 58, 0), 400, 2, True),
+    "gns_gll_zda_2016": (p_gns_gll_zda, _utc(2016, 12, 31, 23, 57, 0), 400, 3, True),
+    "in_talker_2019": (p_in_talker, _utc(2019, 9, 9, 12, 0, 0), 400, 4, True),
+    "rtk_long_2021": (p_rtk_long, _utc(2021, 5, 5, 5, 5, 0), 400, 5, True),
+    "sirf_psrf_2008": (p_sirf, _utc(2008, 2, 29, 15, 0, 0), 300, 6, True),
+    "ubx_interleaved_2020": (p_ubx, _utc(2020, 1, 1, 0, 0, 0), 400, 7, True),
+    "gns_only_undated": (p_undated, _utc(2017, 7, 7, 7, 0, 0), 200, 8, False),
 }  # fmt: skip
 
 

@@ -59,7 +59,8 @@ def test_each_class_decodes_as_documented(scores: dict[str, Score]) -> None:
     for name, s in scores.items():
         rejects = s.summary["rejects"]
         assert isinstance(rejects, dict)
-        assert "too_long" not in rejects and "too_old" not in rejects, (name, rejects)
+        assert "too_long" not in rejects, (name, rejects)
+        assert "too_old" not in rejects, (name, rejects)
     assert scores["gga_before_rmc_2011"].summary["recv_time"] == "2011-06-14T08:06:29Z"
     assert scores["gga_before_rmc_2011"].summary["recv_time_source"] == "auto:latest-fix"
     assert scores["rtk_long_2021"].summary["notes"]["long_sentence"] == 518  # type: ignore[index]

@@ -12,7 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ingest.nmea import DecodeOptions, Decoder, DecodeResult, ReferenceDecoder, decode_reference
-from ingest.nmea_encode import encode_gga, encode_gll, encode_gns, encode_rmc, encode_vtg, encode_zda
+from ingest.nmea_encode import (
+    encode_gga,
+    encode_gll,
+    encode_gns,
+    encode_rmc,
+    encode_vtg,
+    encode_zda,
+)
 from tests.nmea_helpers import T0, S, accounted, assert_same_result, fix, reasons, sentence, utc
 
 DAY = 86_400 * S
@@ -74,9 +81,7 @@ def test_an_anchor_received_more_than_12_hours_apart_is_not_used() -> None:
     assert reasons(r) == ["undated"]
 
 
-def test_without_any_date_a_live_fix_takes_its_receive_time_and_an_archive_fix_is_undated() -> (
-    None
-):
+def test_without_any_date_a_live_fix_takes_its_receive_time_and_an_archive_fix_is_undated() -> None:
     f = fix(utc(2026, 11, 23, 23, 59, 58))
     live = both([encode_gga(f)], recv=utc(2026, 11, 24, 0, 0, 3))
     assert live.fixes.t_us.tolist() == [f.t_us]
@@ -213,9 +218,7 @@ def test_zda_void_and_malformed(body: str, reason: str) -> None:
 
 @settings(max_examples=200)
 @given(st.binary(max_size=60), st.booleans())
-def test_binary_bytes_directly_before_a_sentence_do_not_cost_it(
-    blob: bytes, gga: bool
-) -> None:
+def test_binary_bytes_directly_before_a_sentence_do_not_cost_it(blob: bytes, gga: bool) -> None:
     f = fix()
     s = encode_gga(f) if gga else encode_rmc(f)
     clean = Decoder().decode(["u1"], [s], [T0])
