@@ -1,6 +1,6 @@
 """Decode throughput: fleetwatch's batch decoder vs pynmea2 and vs a per-line parser.
 
-    python benchmarks/bench_decode.py [--repeats 7] [--batch 5000]
+    python benchmarks/bench_decode.py [--repeats 7] [--batch 5000] [--real-tracks DIR]
 
 Inputs: (1) a synthetic 1 Hz stream, 1,000 units, one RMC+GGA pair per MQTT payload (what the
 fleet sends), decoded in batches of ``--batch`` payloads; (2) the two real receiver logs in
@@ -65,10 +65,13 @@ def synthetic(n_units: int, seconds: int, batch: int) -> tuple[list[Batch], int]
     return batches, 2 * len(payloads)
 
 
-def real_logs() -> tuple[list[Batch], int]:
+def real_logs(folder: Path) -> tuple[list[Batch], int]:
     batches: list[Batch] = []
     n = 0
-    for path in sorted(REAL.glob("*.nmea")):
+    paths = sorted(folder.glob("*.nmea"))
+    if not paths:
+        raise SystemExit(f"no *.nmea logs in {folder}: pass --real-tracks DIR")
+    for path in paths:
         lines = [ln for ln in path.read_bytes().splitlines() if ln.startswith(b"$")]
         n += len(lines)
         payloads = [b"\r\n".join(lines[i : i + 12]) for i in range(0, len(lines), 12)]
@@ -141,6 +144,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--batch", type=int, default=5000, help="payloads per decode call")
     ap.add_argument("--seconds", type=int, default=30, help="seconds of the synthetic stream")
+    ap.add_argument(
+        "--real-tracks", type=Path, default=REAL,
+        help=f"folder of the real receiver logs (default {REAL}; a git worktree may need "
+        "/work/shared/data/real-tracks)",
+    )  # fmt: skip
     args = ap.parse_args()
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
           f"({os.cpu_count()} cores)")  # fmt: skip
@@ -149,7 +157,7 @@ def main() -> None:
     batches, n = synthetic(1000, args.seconds, args.batch)
     run(f"synthetic 1 Hz RMC+GGA, 1,000 units, {args.batch} payloads/batch", batches, n,
         DecodeOptions(), args.repeats)  # fmt: skip
-    batches, n = real_logs()
+    batches, n = real_logs(args.real_tracks)
     run("real logs (Munich + Regensburg), 12 lines/payload, one batch per file", batches, n,
         DecodeOptions(max_age_days=3650.0), args.repeats)  # fmt: skip
     print(f"\nload average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
