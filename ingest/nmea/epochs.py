@@ -33,6 +33,7 @@ from ingest.nmea.sentences import (
     KIND_RMC,
     KIND_VTG,
     KIND_ZDA,
+    TALKER_CODE_LIMIT,
     US_PER_DAY,
     ParsedRows,
     days_from_civil,
@@ -54,7 +55,8 @@ class AnchorMemory(Protocol):
 
     def anchors(self, codes: I64) -> tuple[I64, I64, npt.NDArray[np.bool_]]: ...
 
-    def remember_anchors(self, codes: I64, t_us: I64, recv_us: I64) -> None: ...
+    def remember_anchors(self, codes: I64, t_us: I64, recv_us: I64) -> None:
+        """Anchors of a batch in input order: the last of each unit code is kept."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -115,12 +117,12 @@ def _epoch_starts(p: I64, tod: I64, slot: I64) -> npt.NDArray[np.bool_]:
     return new
 
 
+#: Talker name by talker code (sentences.talker_code), for one gather per batch.
+_TALKER_NAMES = np.array([talker_name(c) for c in range(TALKER_CODE_LIMIT)], dtype="<U2")
+
+
 def _talker_names(codes: npt.NDArray[np.int16]) -> npt.NDArray[np.str_]:
-    if not len(codes):
-        return np.empty(0, dtype="<U2")
-    uniq, inv = np.unique(codes, return_inverse=True)
-    names = np.array([talker_name(int(c)) for c in uniq.tolist()], dtype="<U2")
-    return names[inv.reshape(-1)]
+    return _TALKER_NAMES[codes]
 
 
 def build_candidates(
@@ -199,13 +201,9 @@ def build_candidates(
         )
     if len(ai):
         # each unit's latest anchor of this batch is remembered for the next batches
-        au = unit_codes[rows.payload[ai]]
-        last = len(au) - 1 - np.unique(au[::-1], return_index=True)[1]
-        la = ai[last]
+        ap = rows.payload[ai]
         memory.remember_anchors(
-            au[last],
-            rows.date_days[la] * US_PER_DAY + rows.tod_us[la],
-            recv_us[rows.payload[la]],
+            unit_codes[ap], rows.date_days[ai] * US_PER_DAY + rows.tod_us[ai], recv_us[ap]
         )
 
     reason = np.zeros(len(a), dtype=np.int8)  # 0 = ok, else index into _CHECKS + 1

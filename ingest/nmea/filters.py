@@ -147,8 +147,12 @@ class FixFilter:
         return self._anc_t[codes], self._anc_recv[codes], self._anc_ok[codes]
 
     def remember_anchors(self, codes: I64, t_us: I64, recv_us: I64) -> None:
-        """Each unit's latest dating anchor of a batch (codes unique)."""
-        self._anc_t[codes], self._anc_recv[codes], self._anc_ok[codes] = t_us, recv_us, True
+        """The dating anchors of a batch in input order: each unit keeps its last one."""
+        last = np.full(len(self._codes), -1, dtype=np.int64)
+        np.maximum.at(last, codes, np.arange(len(codes)))
+        u = np.flatnonzero(last >= 0)
+        i = last[u]
+        self._anc_t[u], self._anc_recv[u], self._anc_ok[u] = t_us[i], recv_us[i], True
 
     def __len__(self) -> int:
         return len(self._codes)
