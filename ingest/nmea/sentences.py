@@ -39,8 +39,8 @@ FIELD_COUNTS: dict[int, tuple[int, ...]] = {
 #: supported kinds are read (RTK receivers send 85-100 characters: eight decimals of minutes,
 #: differential age and station id) and counted as ``long_sentence``.
 NMEA_STANDARD_CHARS = 82
-#: The sane bound: longer sentences are ``too_long``.  The Rust ``nmea`` crate and gpsd stop at
-#: 102 (gpsd: overlong packets are usually two Garmin sentences merged); 120 leaves room for
+#: The sane bound: longer sentences are ``too_long``.  The Rust ``nmea`` crate stops at 102,
+#: after gpsd (overlong packets are usually two Garmin sentences merged); 120 leaves room for
 #: 10-decimal RTK positions and NMEA 4.11's extra fields while still refusing merged sentences.
 MAX_SENTENCE_CHARS = 120
 MAX_FIELD_CHARS = 16
