@@ -345,19 +345,23 @@ class FixFilter:
         in a long batch (a real receiver's backwards timestamp) thus costs one scalar call,
         not one per fix.  Returns the number of rows decided by _admit."""
         n = len(rows)
-        next_bad = np.append(np.flatnonzero(bad), n)
+        next_bad = [*np.flatnonzero(bad).tolist(), n]
+        nb = 0  # index of the first entry of next_bad >= r
         tl, lal, lol = t.tolist(), lat.tolist(), lon.tolist()
         rl = rows.tolist()
+        badl = bad.tolist()
         slow = 0
         r = 0
         while r < n:
             if (
-                not bad[r]
+                not badl[r]
                 and tr.chain_n == 0
                 and (r == 0 or (bool(tr.t) and tr.t[-1] == tl[r - 1]
                                 and tr.lat[-1] == lal[r - 1] and tr.lon[-1] == lol[r - 1]))
             ):  # fmt: skip
-                q = int(next_bad[np.searchsorted(next_bad, r)])
+                while next_bad[nb] < r:
+                    nb += 1
+                q = next_bad[nb]
                 if tr.t:  # row r was plausible from the newest fix: it confirms it
                     tr.conf[-1] = True
                 tr.t.extend(tl[r:q])

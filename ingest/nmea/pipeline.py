@@ -105,13 +105,19 @@ def finish(
         talker=c.talker[sel],
     )
     rej.sort(key=lambda x: x[0])
-    by_reason: dict[str, int] = {}
+    by_reason: dict[RejectReason, int] = {}
     rejects = []
     kept_per_payload: dict[int, int] = {}
     not_kept = 0
-    for seq, reason, detail in rej:
-        by_reason[reason.value] = by_reason.get(reason.value, 0) + 1
-        p = int(po.payload_of[seq])
+    # per-reject lookups as Python lists, once (numpy scalar indexing costs ~1 µs a call)
+    seqs = np.fromiter((x[0] for x in rej), dtype=np.int64, count=len(rej))
+    pays = po.payload_of[seqs].tolist()
+    s0 = (po.starts[seqs] + po.base).tolist()
+    s1 = (po.ends[seqs] + po.base).tolist()
+    recv_l = recv[po.payload_of[seqs]].tolist()
+    for k, (_, reason, detail) in enumerate(rej):
+        by_reason[reason] = by_reason.get(reason, 0) + 1  # (enum .value costs ~1 µs a call)
+        p = pays[k]
         kept = kept_per_payload.get(p, 0)
         if kept >= MAX_REJECT_RECORDS_PER_PAYLOAD:
             not_kept += 1
@@ -123,16 +129,16 @@ def finish(
                 unit_id=str(unit_ids[p]),
                 reason=reason,
                 detail=detail,
-                sentence=po.sentence(seq)[:MAX_KEPT_SENTENCE_BYTES],
-                recv_us=int(recv[p]),
+                sentence=po.buffer[s0[k] : min(s1[k], s0[k] + MAX_KEPT_SENTENCE_BYTES)],
+                recv_us=recv_l[k],
             )
         )
     counts["accepted"] = len(fixes)
     for key, n in sorted({**po.skipped, **ep.unpaired_vtg}.items()):
         counts[f"skipped:{key}"] = counts.get(f"skipped:{key}", 0) + n
     for reason in RejectReason:
-        if reason.value in by_reason:
-            counts[f"reject:{reason.value}"] = by_reason[reason.value]
+        if reason in by_reason:
+            counts[f"reject:{reason.value}"] = by_reason[reason]
     for key, n in (
         ("corrected:week_rollover", ep.corrected_rollover),
         ("restamped:leap_repeat", restamped),
