@@ -93,14 +93,18 @@ def _epoch_starts(p: I64, tod: I64, slot: I64) -> npt.NDArray[np.bool_]:
     n = len(p)
     forced = np.ones(n, dtype=bool)
     forced[1:] = (p[1:] != p[:-1]) | (tod[1:] != tod[:-1])
+    if n < 2:
+        return forced
     run = np.cumsum(forced) - 1
-    # A run without a repeated slot has at most 4 rows, so comparing each row with the 3 before
-    # it finds every run that needs the sequential rule (rare: a repeated kind in one payload).
-    rep = np.zeros(n, dtype=bool)
-    for d in (1, 2, 3):
-        if n > d:
-            rep[d:] |= (run[d:] == run[:-d]) & (slot[d:] == slot[:-d])
-    if n > 4:
+    # A run without a repeated slot has at most 4 rows, so comparing each row with the rows
+    # before it in its run (up to 3) finds every run that needs the sequential rule (rare: a
+    # repeated kind in one payload).  Most batches have runs of 1-2 rows: one comparison.
+    longest = int(np.diff(np.flatnonzero(forced), append=n).max())
+    rep = (run[1:] == run[:-1]) & (slot[1:] == slot[:-1])
+    rep = np.concatenate(([False], rep))
+    for d in range(2, min(longest, 4)):
+        rep[d:] |= (run[d:] == run[:-d]) & (slot[d:] == slot[:-d])
+    if longest > 4:
         rep[4:] |= run[4:] == run[:-4]
     if not rep.any():
         return forced
@@ -191,10 +195,13 @@ def build_candidates(
             )
         )
     dating = len(zi) - len(zda_default)
-    is_anchor = ((kind == KIND_RMC) | (kind == KIND_ZDA)) & (rows.date_days >= _DAY_1981)
+    # every RMC row is its epoch's RMC, so the RMC anchors are the epochs' (in row order)
+    ai = rmc[(rmc >= 0) & (date >= _DAY_1981)]
+    zv = zi[rows.date_days[zi] >= _DAY_1981]
+    if len(zv):
+        ai = np.sort(np.concatenate((ai, zv)))
     undated = np.flatnonzero(~dated)
     no_date = np.zeros(len(a), dtype=bool)
-    ai = np.flatnonzero(is_anchor)
     if len(undated):
         t[undated], no_date[undated] = _date_undated(
             rows, recv_us, unit_codes, options, memory, ai, a[undated], tod_e[undated]

@@ -88,7 +88,8 @@ def finish(
         reanchored += v.reanchored
         bypassed += v.bypassed
     # read sentences longer than NMEA's 82 characters (RTK receivers): a note, not a reject
-    long_rows = int(((po.ends - po.starts)[po.rows.seq] > NMEA_STANDARD_CHARS).sum())
+    seq = po.rows.seq
+    long_rows = int(np.count_nonzero(po.ends[seq] - po.starts[seq] > NMEA_STANDARD_CHARS))
     sel = slice(None) if keep.all() else keep  # the common case: no copies
     fixes = FixBatch(
         unit_id=cu[sel],
