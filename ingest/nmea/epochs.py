@@ -95,6 +95,11 @@ def _epoch_starts(p: I64, tod: I64, slot: I64) -> npt.NDArray[np.bool_]:
     forced[1:] = (p[1:] != p[:-1]) | (tod[1:] != tod[:-1])
     if n < 2:
         return forced
+    # the common case without a cumsum: no row repeats the slot of the row before it in its
+    # run, and no run has 3 rows (RMC + GGA per payload)
+    same = ~forced[1:]
+    if not (same & (slot[1:] == slot[:-1])).any() and not (same[1:] & same[:-1]).any():
+        return forced
     run = np.cumsum(forced) - 1
     # A run without a repeated slot has at most 4 rows, so comparing each row with the rows
     # before it in its run (up to 3) finds every run that needs the sequential rule (rare: a
@@ -147,9 +152,9 @@ def build_candidates(
     first = np.flatnonzero(new)
     n_ep = len(first)
     epoch_id = np.cumsum(new) - 1
-    slot_row = np.full((n_ep, 4), -1, dtype=np.int64)
-    slot_row[epoch_id, slot_of[ti]] = ti
-    rmc, gga, gns, gll = slot_row[:, 0], slot_row[:, 1], slot_row[:, 2], slot_row[:, 3]
+    slot_row = np.full(n_ep * 4, -1, dtype=np.int64)  # 4 slots per epoch, flat: one scatter
+    slot_row[epoch_id * 4 + slot_of[ti]] = ti
+    rmc, gga, gns, gll = slot_row[0::4], slot_row[1::4], slot_row[2::4], slot_row[3::4]
     a = ti[first]
     pos = np.where(rmc >= 0, rmc, np.where(gga >= 0, gga, np.where(gns >= 0, gns, gll)))
     qsrc = np.where(gga >= 0, gga, gns)
