@@ -137,13 +137,22 @@ def test_a_vtg_without_epoch_is_skipped_under_its_own_talker() -> None:
 
 def test_a_97_character_sirf_line_is_skipped_not_too_long() -> None:
     psrf = sentence("PSRFEPE," + ",".join(["12345"] * 14) + ",1.5")
-    assert len(psrf.rstrip()) > 90
-    broken = b"$PSRF151,0,garbage\xff\xfe with a bad *ZZ\r\n"
-    r = both([psrf + encode_rmc(fix()) + psrf + broken])
+    assert len(psrf.rstrip()) > 96
+    huge = sentence("PSRF150," + "1" * 300)
+    r = both([psrf + encode_rmc(fix()) + psrf + huge])
     assert r.counts["skipped:PSRFEPE"] == 2
-    assert r.counts["skipped:PSRF151"] == 1
+    assert r.counts["skipped:PSRF150"] == 1
     assert r.rejects == []
     assert len(r.fixes) == 1
+
+
+def test_a_proprietary_address_is_trusted_only_with_a_right_checksum() -> None:
+    """Line noise that looks like '$P...' must not become sentence types (skipped:* keys are
+    metric labels): a bad or missing checksum is refused as for any sentence."""
+    broken = b"$PSRF151,0,garbage with a bad*ZZ\r\n$PQX7,1,2*00\r\n$PSRF," + b"9" * 200 + b"\r\n"
+    r = both([broken])
+    assert reasons(r) == ["bad_checksum", "bad_checksum", "missing_checksum"]
+    assert not any(k.startswith("skipped:") for k in r.counts)
 
 
 def test_a_non_proprietary_sentence_over_the_bound_is_still_too_long() -> None:

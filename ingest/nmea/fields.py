@@ -227,9 +227,10 @@ def address_of(raw: bytes) -> bytes:
     return raw[1:end]
 
 
-def frame_check(raw: bytes, require_checksum: bool) -> bytes | Refuse:
-    """The body between ``$`` and ``*`` if framing and checksum are right, else the refusal."""
-    if len(raw) > MAX_SENTENCE_CHARS:
+def frame_check(raw: bytes, require_checksum: bool, *, limit: bool = True) -> bytes | Refuse:
+    """The body between ``$`` and ``*`` if framing and checksum are right, else the refusal
+    (``limit``: refuse more than MAX_SENTENCE_CHARS)."""
+    if limit and len(raw) > MAX_SENTENCE_CHARS:
         return Refuse(RejectReason.TOO_LONG, too_long_detail(len(raw)))
     star = raw.find(b"*")
     if star == -1:
@@ -252,15 +253,16 @@ def frame_check(raw: bytes, require_checksum: bool) -> bytes | Refuse:
 def parse_sentence(raw: bytes, require_checksum: bool) -> Parsed:
     """Classify and parse one framed sentence (``$`` .. checksum, no line end).
 
-    A proprietary address (``P`` + 1-14 of ``[A-Z0-9]``) is skipped before any other check:
-    fleetwatch reads nothing in it, so its length (SiRF's 97-character ``$PSRF`` lines), its
-    checksum or its bytes are no reason to refuse anything (docs/nmea.md)."""
-    head = address_of(raw)
-    if _PROPRIETARY.fullmatch(head):
-        return Skip(head.decode())
-    body = frame_check(raw, require_checksum)
+    A proprietary address (``P`` + 1-14 of ``[A-Z0-9]``) has no length limit: fleetwatch reads
+    nothing in it, so SiRF's 97-character ``$PSRF`` lines are skipped, not ``too_long``.  Its
+    checksum and bytes are still checked: an unverified address would count line noise as
+    sentence types (an unbounded set of ``skipped:*`` keys and metric labels)."""
+    prop = _PROPRIETARY.fullmatch(address_of(raw)) is not None
+    body = frame_check(raw, require_checksum, limit=not prop)
     if isinstance(body, Refuse):
         return body
+    if prop:
+        return Skip(body.split(b",")[0].decode())
     fl = body.split(b",")
     addr = fl[0]
     if not _ADDRESS.fullmatch(addr):

@@ -303,30 +303,30 @@ def scan(buf: Any, offsets: Any, require_checksum: bool) -> tuple[Any, ...]:
         starts[k] = s
         ends[k] = e
         payload[k] = p
-        # a proprietary address ('P' + 1-14 of [A-Z0-9]) is skipped before any other check
+        # a proprietary address ('P' + 1-14 of [A-Z0-9]) has no length limit: it is skipped
+        # once its checksum and bytes are right (fields.parse_sentence)
         alen = (f_b[0] if nf > 0 else e) - s - 1
         prop = buf[s + 1] == 80 and 2 <= alen <= 15 if e > s + 1 else False
         if prop:
             for q in range(s + 2, s + 1 + alen):
                 prop = prop and _ADDR_OK[buf[q]]
-        if prop:
+        st = _frame_status(
+            min(e - s, _MAXS) if prop else e - s,
+            stars,
+            bad,
+            buf[max(e - 3, 0)],
+            buf[e - 2],
+            buf[e - 1],
+            x,
+            require_checksum,
+        )
+        if prop and st == _CLEAN:
             st = SKIP
             if alen <= 8:
                 key = np.uint64(0)
                 for q in range(alen):
                     key |= np.uint64(buf[s + 1 + q]) << np.uint64(8 * q)
                 addr[k] = key
-        else:
-            st = _frame_status(
-                e - s,
-                stars,
-                bad,
-                buf[max(e - 3, 0)],
-                buf[e - 2],
-                buf[e - 1],
-                x,
-                require_checksum,
-            )
         kd = -1
         if st == _CLEAN:
             # the '*' closed the last body field: nf = the body's field count
