@@ -1,11 +1,12 @@
 """Decode throughput: fleetwatch's batch decoder vs pynmea2 and vs a per-line parser.
 
-    python benchmarks/bench_decode.py [--repeats 7] [--batch 5000]
+    python benchmarks/bench_decode.py [--repeats 7] [--batch 5000] [--real-tracks DIR]
 
 Inputs: (1) a synthetic 1 Hz stream, 1,000 units, one RMC+GGA pair per MQTT payload (what the
 fleet sends), decoded in batches of ``--batch`` payloads; (2) the two real receiver logs in
 ../shared/data/real-tracks (mixed sentence types, proprietary, void fixes), one payload per
-cycle of up to 12 lines.  Every contender parses the same sentences:
+receiver cycle (``--real-chunking 12``: per 12 lines, as before issue 11).  Every contender
+parses the same sentences:
 
 * fleetwatch ``Decoder.decode`` (compiled batch parse + epochs + per-unit filter: the full job);
 * pynmea2 ``parse`` on every line (parse only: no checksum-less handling, no validation);
@@ -22,6 +23,7 @@ import argparse
 import contextlib
 import datetime as dt
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -65,13 +67,43 @@ def synthetic(n_units: int, seconds: int, batch: int) -> tuple[list[Batch], int]
     return batches, 2 * len(payloads)
 
 
-def real_logs() -> tuple[list[Batch], int]:
+_TIMED = re.compile(rb"^\$[A-Z0-9]{2}(RMC|GGA|GNS|GLL),")
+
+
+def cycles(lines: list[bytes]) -> list[bytes]:
+    """One payload per receiver cycle, as a unit publishes it: cut before a time-bearing
+    sentence whose time differs from the cycle's (GLL has its time in field 5)."""
+    out: list[bytes] = []
+    cur: list[bytes] = []
+    key: bytes | None = None
+    for ln in lines:
+        m = _TIMED.match(ln)
+        if m is not None:
+            f = ln.split(b",")
+            k = f[5] if m.group(1) == b"GLL" and len(f) > 5 else f[1]
+            if key is not None and k != key and cur:
+                out.append(b"\r\n".join(cur))
+                cur = []
+            key = k
+        cur.append(ln)
+    if cur:
+        out.append(b"\r\n".join(cur))
+    return out
+
+
+def real_logs(folder: Path, chunking: str = "cycle") -> tuple[list[Batch], int]:
     batches: list[Batch] = []
     n = 0
-    for path in sorted(REAL.glob("*.nmea")):
+    paths = sorted(folder.glob("*.nmea"))
+    if not paths:
+        raise SystemExit(f"no *.nmea logs in {folder}: pass --real-tracks DIR")
+    for path in paths:
         lines = [ln for ln in path.read_bytes().splitlines() if ln.startswith(b"$")]
         n += len(lines)
-        payloads = [b"\r\n".join(lines[i : i + 12]) for i in range(0, len(lines), 12)]
+        if chunking == "cycle":
+            payloads = cycles(lines)
+        else:
+            payloads = [b"\r\n".join(lines[i : i + 12]) for i in range(0, len(lines), 12)]
         recv = datetime_to_us(dt.datetime(2010, 4, 12, tzinfo=dt.UTC))
         batches.append(([path.stem] * len(payloads), payloads, np.full(len(payloads), recv)))
     return batches, n
@@ -141,6 +173,16 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--batch", type=int, default=5000, help="payloads per decode call")
     ap.add_argument("--seconds", type=int, default=30, help="seconds of the synthetic stream")
+    ap.add_argument(
+        "--real-tracks", type=Path, default=REAL,
+        help=f"folder of the real receiver logs (default {REAL}; a git worktree may need "
+        "/work/shared/data/real-tracks)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--real-chunking", choices=("cycle", "12"), default="cycle",
+        help="real logs: one payload per receiver cycle (as units publish; default) or per 12 "
+        "lines (the bench before issue 11: splits epochs, so GGA/GLL become duplicates)",
+    )  # fmt: skip
     args = ap.parse_args()
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
           f"({os.cpu_count()} cores)")  # fmt: skip
@@ -149,8 +191,9 @@ def main() -> None:
     batches, n = synthetic(1000, args.seconds, args.batch)
     run(f"synthetic 1 Hz RMC+GGA, 1,000 units, {args.batch} payloads/batch", batches, n,
         DecodeOptions(), args.repeats)  # fmt: skip
-    batches, n = real_logs()
-    run("real logs (Munich + Regensburg), 12 lines/payload, one batch per file", batches, n,
+    batches, n = real_logs(args.real_tracks, args.real_chunking)
+    what = "one receiver cycle" if args.real_chunking == "cycle" else "12 lines"
+    run(f"real logs (Munich + Regensburg), {what} per payload, one batch per file", batches, n,
         DecodeOptions(max_age_days=3650.0), args.repeats)  # fmt: skip
     print(f"\nload average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 

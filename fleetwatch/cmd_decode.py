@@ -6,9 +6,10 @@ status is 0 even when sentences were rejected (a garbled log is data, not an err
 Lines starting with ``#`` are comments, except ``#recv <ISO-8601>``: the receive time of the
 sentences after it (the simulator writes one before each MQTT payload).  For sentences without
 a ``#recv`` line the receive time is ``--recv-time``: an ISO-8601 time, ``now``, or ``auto``
-(default), the latest fix time found in the input itself.  An archive log has no receive time;
-``auto`` makes its own fixes neither "future" nor "too old" and dates GGA-only fixes by the log's
-own last date.  See docs/nmea.md.
+(default), the latest *dated* fix time found in the input itself.  An archive log has no receive
+time; ``auto`` makes its own fixes neither "future" nor "too old", and a fix with a time of day
+only (GGA, GNS, GLL) is dated by the unit's own RMC/ZDA dates around it or rejected ``undated``:
+never by the wall clock.  See docs/nmea.md.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,7 +39,9 @@ MAX_INPUT_BYTES = 1 << 30
 CHUNK_BYTES = 64 * 1024
 #: Payloads handed to the decoder per call.
 BATCH_PAYLOADS = 2000
-_TIMED = (b"RMC", b"GGA", b"GNS")
+#: A position sentence with a time of day; GLL has its time in field 5, the others in field 1.
+#: Searched anywhere in a line: binary bytes (u-blox UBX frames) may precede the ``$``.
+_TIMED = re.compile(rb"\$[A-Z0-9]{2}(RMC|GGA|GNS|GLL),")
 
 
 class InputError(Exception):
@@ -65,10 +69,12 @@ def parse_iso(text: str) -> int:
 
 def _epoch_key(line: bytes) -> bytes | None:
     """The time field of a time-bearing sentence line (a cheap look, not a parse)."""
-    i = line.find(b"$")
-    if i < 0 or line[i + 3 : i + 6] not in _TIMED:
+    m = _TIMED.search(line)
+    if m is None:
         return None
-    return line[i:].split(b",", 2)[1] if line.count(b",", i) >= 2 else None
+    fields = line[m.start() :].split(b",", 7)
+    i = 5 if m.group(1) == b"GLL" else 1
+    return fields[i].split(b"*")[0] if len(fields) > i + 1 else None
 
 
 def split_payloads(data: bytes, chunk_bytes: int = CHUNK_BYTES) -> Iterator[Payload]:
@@ -101,6 +107,8 @@ def split_payloads(data: bytes, chunk_bytes: int = CHUNK_BYTES) -> Iterator[Payl
 def decode_payloads(
     payloads: list[Payload], unit: str, default_recv_us: int, options: DecodeOptions
 ) -> Iterator[DecodeResult]:
+    """The payloads through one decoder, ``BATCH_PAYLOADS`` a call (so a time-only fix finds
+    the RMC/ZDA dates around it in the same call on all but very long inputs)."""
     import numpy as np
 
     from ingest.nmea import Decoder
@@ -115,11 +123,17 @@ def decode_payloads(
 
 
 def latest_fix_time(payloads: list[Payload], unit: str, now_us: int) -> int | None:
-    """``auto``: the latest fix time of the input, decoded with the time bounds opened."""
+    """``auto``: the latest *dated* fix time of the input (a date of its own, or of its unit's
+    RMC/ZDA around it), decoded with the time bounds opened.  A time-only fix without a date
+    around it is rejected there, not dated by ``now_us``: the wall clock never dates a fix."""
     from ingest.nmea import DecodeOptions
 
     lenient = DecodeOptions(
-        require_checksum=False, max_future_s=1e12, max_age_days=1e6, week_rollover="reject"
+        require_checksum=False,
+        max_future_s=1e12,
+        max_age_days=1e6,
+        week_rollover="reject",
+        date_from_receive_time=False,
     )
     latest: int | None = None
     for r in decode_payloads(payloads, unit, now_us, lenient):
@@ -217,11 +231,15 @@ def run(
         unit = args.unit or (args.file.stem if from_file else "stdin")
         now = now_us if now_us is not None else datetime_to_us(dt.datetime.now(dt.UTC))
         source = "argument"
+        # Only a real receive time dates a time-only fix: #recv lines, --recv-time now or a
+        # given time; ``auto`` is the log's own latest fix, so it dates nothing (undated).
+        real_recv = True
         if args.recv_time == "now":
             recv, source = now, "now"
         elif args.recv_time == "auto":
             latest = None
             if any(p.recv_us is None for p in payloads):
+                real_recv = False
                 latest = latest_fix_time(payloads, unit, now)
             recv, source = (latest, "auto:latest-fix") if latest is not None else (now, "auto:now")
         else:
@@ -231,6 +249,7 @@ def run(
             max_speed_kmh=args.max_speed_kmh,
             max_age_days=args.max_age_days,
             week_rollover=args.week_rollover,
+            date_from_receive_time=real_recv,
         )
     except (InputError, ValueError) as exc:
         print(f"fleetwatch decode: {exc}", file=err)
@@ -251,13 +270,14 @@ def run(
         "sentences": totals.get("sentences", 0),
         "accepted": totals.get("accepted", 0),
         "merged": totals.get("merged", 0),
+        "dating": totals.get("dating", 0),
         "rejects": {k[7:]: v for k, v in sorted(totals.items()) if k.startswith("reject:")},
         "skipped": {k[8:]: v for k, v in sorted(totals.items()) if k.startswith("skipped:")},
         "notes": {
             k: v
             for k, v in sorted(totals.items())
             if not k.startswith(("reject:", "skipped:"))
-            and k not in ("sentences", "accepted", "merged")
+            and k not in ("sentences", "accepted", "merged", "dating")
         },
     }
     err.write(json.dumps(summary) + "\n")

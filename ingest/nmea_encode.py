@@ -81,17 +81,53 @@ def encode_rmc(
 
 
 def encode_gga(
-    fix: Fix, *, decimals: int = 6, talker: str | None = None, lower_hex: bool = False
+    fix: Fix,
+    *,
+    decimals: int = 6,
+    talker: str | None = None,
+    lower_hex: bool = False,
+    rtk: bool = False,
 ) -> bytes:
-    """A GGA sentence for an accepted fix (quality defaults to 1 when unknown)."""
+    """A GGA sentence for an accepted fix (quality defaults to 1 when unknown).
+
+    ``rtk``: as high-precision receivers write it (altitude and geoid separation to 4
+    decimals, differential age and station id): with ``decimals=8`` that is 90-100 characters,
+    over NMEA's 82."""
     lat, ns = _lat(fix.lat, decimals)
     lon, ew = _lon(fix.lon, decimals)
     quality = fix.quality if fix.quality > 0 else 1
     sats = f"{fix.sats:02d}" if fix.sats >= 0 else ""
+    tail = ",M,-25.6690,M,1.0,0031" if rtk else ",M,,M,,"
+    alt = _opt(fix.alt_m, ".4f" if rtk else ".1f")
     body = (
         f"{talker or fix.talker}GGA,{_hms(fix.t_us)},{lat},{ns},{lon},{ew},{quality},{sats},"
-        f"{_opt(fix.hdop, '.2f')},{_opt(fix.alt_m, '.1f')},M,,M,,"
+        f"{_opt(fix.hdop, '.2f')},{alt}{tail}"
     )
+    return frame(body, lower_hex=lower_hex)
+
+
+def encode_gll(
+    fix: Fix,
+    *,
+    decimals: int = 6,
+    talker: str | None = None,
+    lower_hex: bool = False,
+    mode: str | None = "A",
+) -> bytes:
+    """A GLL sentence (position, time, status A; ``mode`` None: the NMEA 2.x form without the
+    mode field)."""
+    lat, ns = _lat(fix.lat, decimals)
+    lon, ew = _lon(fix.lon, decimals)
+    body = f"{talker or fix.talker}GLL,{lat},{ns},{lon},{ew},{_hms(fix.t_us)},A"
+    if mode is not None:
+        body += f",{mode}"
+    return frame(body, lower_hex=lower_hex)
+
+
+def encode_zda(t_us: int, *, talker: str = "GP", lower_hex: bool = False) -> bytes:
+    """A ZDA sentence (UTC time and date; local zone 00:00)."""
+    d = us_to_datetime(t_us)
+    body = f"{talker}ZDA,{_hms(t_us)},{d.day:02d},{d.month:02d},{d.year:04d},00,00"
     return frame(body, lower_hex=lower_hex)
 
 

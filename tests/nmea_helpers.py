@@ -56,5 +56,6 @@ def accounted(result: DecodeResult) -> int:
     return (
         c["accepted"]
         + c["merged"]
+        + c.get("dating", 0)
         + sum(v for k, v in c.items() if k.startswith(("skipped:", "reject:")))
     )

@@ -112,3 +112,40 @@ def test_chunks_without_recv_lines_are_cut_between_epochs() -> None:
     for p in payloads:
         assert p.data.startswith(b"$GPRMC")
         assert p.data.count(b"RMC") == p.data.count(b"GGA")
+
+
+def test_auto_never_dates_a_time_only_fix_by_the_wall_clock(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A log of 2011 whose first GGA precedes its first RMC: the GGA takes the RMC's date, the
+    receive time is the log's latest dated fix, and a GGA-only log is undated, not 'today'."""
+    old = T0 - 5000 * 86_400 * S
+    log = tmp_path / "old.nmea"
+    log.write_bytes(encode_gga(fix(old)) + encode_rmc(fix(old + S)) + encode_gga(fix(old + S)))
+    now = T0  # the wall clock: must not appear anywhere below
+    assert run_main(log, now) == 0
+    out, err = capsys.readouterr()
+    assert [json.loads(x)["t"] for x in out.splitlines()] == [iso_utc(old), iso_utc(old + S)]
+    assert json.loads(err)["recv_time"] == iso_utc(old + S)
+    only_gga = tmp_path / "gga.nmea"
+    only_gga.write_bytes(encode_gga(fix(old)) + encode_gga(fix(old + S)))
+    assert run_main(only_gga, now) == 0
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert json.loads(err)["rejects"] == {"undated": 2}
+    # a live capture: the receive time is real and dates them
+    assert run_main(only_gga, old + 10 * S, "now") == 0
+    out, _ = capsys.readouterr()
+    assert [json.loads(x)["t"] for x in out.splitlines()] == [iso_utc(old), iso_utc(old + S)]
+
+
+def run_main(path: Path, now_us: int, recv_time: str = "auto") -> int:
+    import argparse
+
+    from fleetwatch.cmd_decode import run
+
+    args = argparse.Namespace(
+        file=path, unit=None, recv_time=recv_time, no_checksum_required=False,
+        max_speed_kmh=250.0, max_age_days=30.0, week_rollover="correct", show_rejects=False,
+    )  # fmt: skip
+    return run(args, now_us=now_us)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from ingest.nmea import DecodeOptions, Decoder
 from ingest.nmea.compiled import parse_compiled
 from ingest.nmea.reference import parse_reference
-from ingest.nmea.sentences import MAX_SENTENCE_CHARS, ROW_DTYPES, ParseOutput
+from ingest.nmea.sentences import MAX_SENTENCE_CHARS, ROW_DTYPES, ParseOutput, talker_code
 from ingest.nmea_encode import frame
 from tests.nmea_helpers import T0, accounted
 
@@ -54,6 +54,8 @@ NUMBERS = st.sampled_from(
         "123519", "123519.00", "235960", "235960.5", "240000", "126000", "123519.1234567",
         "230394", "290224", "290223", "310499", "311399", "010100", "000000", "0NaN",
         "-123519", "-4807.038", "-230394", "-08", "1.5", "12.5", "123.45",
+        "4807.0381234567", "01131.0001234567", "4807.03812345678", "2024", "1980", "99999",
+        "31", "02", "13", "1", "00",
     ]
 )  # fmt: skip
 CHARS = st.sampled_from(
@@ -63,7 +65,9 @@ CHARS = st.sampled_from(
 FIELD = st.one_of(NUMBERS, CHARS, st.text(alphabet="0123456789.-AN", max_size=6))
 ADDRESS = st.one_of(
     st.sampled_from(["GPRMC", "GNRMC", "GPGGA", "GLGGA", "GNGNS", "GPVTG", "BDGGA", "QZRMC",
-                     "GPGSV", "PGRME", "P", "PX", "GPRMCX", "gpRMC", "XXGGA", "GNGGA"]),
+                     "GPGSV", "PGRME", "P", "PX", "GPRMCX", "gpRMC", "XXGGA", "GNGGA",
+                     "INRMC", "IIGGA", "GPGLL", "GNZDA", "U1GNS", "ECGLL", "PSRFEPE", "PXRMC",
+                     "P1GGA", "PGLL", "GPZDA", "INVTG", "pXRMC", "G", "GPGL"]),
     st.text(alphabet="ABCGMNPRSTVZ0123456789", min_size=0, max_size=17),
 )  # fmt: skip
 
@@ -81,11 +85,14 @@ def checksummed(draw: st.DrawFn) -> bytes:
 @st.composite
 def shaped(draw: st.DrawFn) -> bytes:
     """A supported sentence of an accepted field count with each field valid or perturbed."""
-    kind = draw(st.sampled_from(["RMC", "GGA", "GNS", "VTG"]))
-    talker = draw(st.sampled_from(["GP", "GN", "GL", "GA", "GB", "BD", "QZ"]))
+    kind = draw(st.sampled_from(["RMC", "GGA", "GNS", "VTG", "GLL", "ZDA"]))
+    talker = draw(st.sampled_from(["GP", "GN", "GL", "GA", "GB", "BD", "QZ", "IN", "II", "EC",
+                                   "U1", "PX", "P1", "0A"]))  # fmt: skip
     t = draw(st.sampled_from(["123519", "000000.5", "235960", "101010.123456", "120000.00"]))
-    lat = draw(st.sampled_from(["4807.038", "0000.0001", "8959.9999", "0100.5", "1234"]))
-    lon = draw(st.sampled_from(["01131.000", "17959.99999999", "00000.0001", "123.4"]))
+    lat = draw(st.sampled_from(["4807.038", "0000.0001", "8959.9999", "0100.5", "1234",
+                                "4807.0381234567", "4807.03812345678"]))  # fmt: skip
+    lon = draw(st.sampled_from(["01131.000", "17959.99999999", "00000.0001", "123.4",
+                                "01131.0001234567"]))  # fmt: skip
     ns, ew = draw(st.sampled_from(["N", "S"])), draw(st.sampled_from(["E", "W"]))
     num = st.sampled_from(["", "0", "022.4", "359.9", "0.000001", "12345678.1234567"])
     mode = draw(st.sampled_from(["", "A", "D", "E", "F", "M", "P", "R", "S"]))
@@ -99,8 +106,13 @@ def shaped(draw: st.DrawFn) -> bytes:
                 "M", "", ""],
         "GNS": [t, lat, ns, lon, ew, gns_mode, "08", draw(num), signed, "46.9", "", "", "V"],
         "VTG": [draw(num), "T", "", "M", draw(num), "N", "041.5", "K", mode],
+        "GLL": [lat, ns, lon, ew, t, draw(st.sampled_from(["A", "V", ""])), mode],
+        "ZDA": [t, draw(st.sampled_from(["01", "1", "29", "31", "00", ""])),
+                draw(st.sampled_from(["02", "2", "12", "13", ""])),
+                draw(st.sampled_from(["2024", "1980", "2100", "24", ""])), "00", "00"],
     }[kind]  # fmt: skip
-    counts = {"RMC": (11, 12, 13), "GGA": (14,), "GNS": (12, 13), "VTG": (8, 9)}[kind]
+    counts = {"RMC": (11, 12, 13), "GGA": (14,), "GNS": (12, 13), "VTG": (8, 9),
+              "GLL": (4, 6, 7), "ZDA": (6,)}[kind]  # fmt: skip
     fields = good[: draw(st.sampled_from(counts))]
     for _ in range(draw(st.integers(0, 2))):  # a few fields perturbed, most kept valid
         fields[draw(st.integers(0, len(fields) - 1))] = draw(FIELD)
@@ -129,6 +141,27 @@ def test_kernel_equals_scalar_parser_with_garbage_between_sentences(
     both([b"".join(parts), b"$", b"*", b"", b"$$$,*00"], LAX if lax else STRICT)
 
 
+@settings(max_examples=200)
+@given(st.integers(60, 130), st.sampled_from(["GPRMC", "PSRFEPE", "INGGA", "GNGLL", "GPGSV"]),
+       st.booleans())  # fmt: skip
+def test_kernel_equals_scalar_parser_around_the_length_bounds(
+    total: int, address: str, good_checksum: bool
+) -> None:
+    """Sentences of 60-130 characters of every address class, padded in an unread field."""
+    body = {
+        "GPRMC": "GPRMC,123519,A,4807.038,N,01131.000,E,022.4,084.4,230394,{},W",
+        "PSRFEPE": "PSRFEPE,1,2,{}",
+        "INGGA": "INGGA,123519,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,{}",
+        "GNGLL": "GNGLL,4807.038,N,01131.000,E,123519,A,{}",
+        "GPGSV": "GPGSV,1,1,{}",
+    }[address]
+    pad = max(0, total - 4 - len(body.format("")))
+    s = frame(body.format("0" * pad))
+    if not good_checksum:
+        s = s[:-4] + b"00\r\n" if s[-4:-2] != b"00" else s[:-4] + b"11\r\n"
+    both([s])
+
+
 def _padded_rmc(total: int) -> bytes:
     """A valid RMC of exactly ``total`` characters from '$' to the checksum (line end aside),
     padded in the magnetic variation field (which the decoder does not read)."""
@@ -137,12 +170,14 @@ def _padded_rmc(total: int) -> bytes:
     return frame(body.format("0" * pad), eol=b"")
 
 
-def test_82_characters_is_the_limit() -> None:
+def test_the_sane_bound_is_the_limit_not_82_characters() -> None:
     at, over = _padded_rmc(MAX_SENTENCE_CHARS), _padded_rmc(MAX_SENTENCE_CHARS + 1)
+    std, above = _padded_rmc(82), _padded_rmc(83)
     assert (len(at), len(over)) == (MAX_SENTENCE_CHARS, MAX_SENTENCE_CHARS + 1)
-    po = both([at + b"\r\n" + over])
-    assert len(po.rows) == 1
+    po = both([b"\r\n".join([std, above, at, over])])
+    assert len(po.rows) == 3
     assert [r[1].value for r in po.rejects] == ["too_long"]
+    assert po.fallback_rows == 0, "the kernel reads 83-120 characters itself"
 
 
 def test_empty_optional_fields_are_nan_and_empty_required_ones_fall_back() -> None:
@@ -185,7 +220,7 @@ def test_every_supported_address_and_the_payload_of_each_sentence() -> None:
         for t in talkers
     ]
     po = both(payloads)
-    assert po.rows.talker.tolist() == [i for i in range(len(talkers)) for _ in (0, 1)]
+    assert po.rows.talker.tolist() == [talker_code(t) for t in talkers for _ in (0, 1)]
     assert po.rows.payload.tolist() == [i for i in range(len(talkers)) for _ in (0, 1)]
     assert po.fallback_rows == 0
 

@@ -11,10 +11,18 @@ from hypothesis import strategies as st
 
 from core.fixes import Fix
 from ingest.nmea import DecodeOptions, Decoder, ReferenceDecoder, decode_reference
-from ingest.nmea_encode import encode_gga, encode_gns, encode_rmc, encode_vtg, frame
+from ingest.nmea_encode import (
+    encode_gga,
+    encode_gll,
+    encode_gns,
+    encode_rmc,
+    encode_vtg,
+    encode_zda,
+    frame,
+)
 from tests.nmea_helpers import T0, S, accounted, assert_same_result, fix
 
-TALKERS = ["GP", "GN", "GL", "GA", "GB", "BD", "QZ"]
+TALKERS = ["GP", "GN", "GL", "GA", "GB", "BD", "QZ", "IN", "II", "EC", "U1"]
 REAL_LIKE = [
     b"$GPGSA,A,3,23,13,,20,25,,,,,,,,56.6,23.9,51.4*09",
     b"$PGRME,5.5,M,7.0,M,8.9,M*28",
@@ -24,6 +32,9 @@ REAL_LIKE = [
     b"$GPGGA,130849.00,4810.6734,N,01134.4500,E,1,03,0NaN,00524.3,M,0046.3,M,,*1B",
     b"$GPRMC,,V,,,,,,,110410,1.6,E,N*3A",
     b"$GPGGA,,,,,,0,00,,,M,,M,,*66",
+    b"$GPGLL,4901.5940,N,01203.9163,E,165744,A,A*4B",
+    b"$GNZDA,165744.00,11,04,2010,00,00*7A",
+    b"$PSRFEPE,12345,12345,12345,12345,12345,12345,12345,12345,12345,12345,12345,12345,1.5*00",
 ]
 
 
@@ -97,10 +108,21 @@ def _valid_sentences(data: st.DataObject) -> list[bytes]:
     out = []
     for _ in range(data.draw(st.integers(0, 4))):
         f = data.draw(fixes())
-        kind = data.draw(st.sampled_from(["rmc", "gga", "gns", "vtg", "pair"]))
+        kind = data.draw(
+            st.sampled_from(["rmc", "gga", "gns", "vtg", "pair", "gll", "zda", "rtk", "triple"])
+        )
         lower = data.draw(st.booleans())
         if kind == "rmc":
             out.append(encode_rmc(f, lower_hex=lower))
+        elif kind == "gll":
+            out.append(encode_gll(f, lower_hex=lower, mode=data.draw(st.sampled_from([None, "A"]))))
+        elif kind == "zda":
+            out.append(encode_zda(f.t_us, talker=f.talker, lower_hex=lower))
+        elif kind == "rtk":
+            dec = data.draw(st.integers(8, 10))
+            out.append(encode_rmc(f, decimals=dec) + encode_gga(f, decimals=dec, rtk=True))
+        elif kind == "triple":
+            out.append(encode_gga(f) + encode_gll(f) + encode_gns(f))
         elif kind == "gga":
             out.append(encode_gga(f, lower_hex=lower))
         elif kind == "gns":
@@ -132,11 +154,11 @@ def mixtures(draw: st.DrawFn) -> tuple[list[str], list[bytes], list[int]]:
     return units, payloads, recv
 
 
-@given(mixtures(), st.booleans())
+@given(mixtures(), st.booleans(), st.booleans())
 def test_vectorised_equals_reference_on_arbitrary_mixtures(
-    batch: tuple[list[str], list[bytes], list[int]], require_checksum: bool
+    batch: tuple[list[str], list[bytes], list[int]], require_checksum: bool, live: bool
 ) -> None:
-    options = DecodeOptions(require_checksum=require_checksum)
+    options = DecodeOptions(require_checksum=require_checksum, date_from_receive_time=live)
     a = Decoder(options).decode(*batch)
     b = decode_reference(*batch, options)
     assert_same_result(a, b)
@@ -222,6 +244,45 @@ def test_vectorised_equals_reference_on_plausible_tracks_out_of_order(
     items = [(f"u{i}", e) for i, epochs in enumerate(tracks) for e in epochs]
     items = data.draw(st.permutations(items))
     d, ref = Decoder(), ReferenceDecoder()
+    i = 0
+    while i < len(items):
+        k = data.draw(st.integers(1, len(items) - i))
+        part = items[i : i + k]
+        batch = ([u for u, _ in part], [e for _, e in part], [T0] * k)
+        assert_same_result(d.decode(*batch), ref.decode(*batch))
+        i += k
+
+
+@st.composite
+def jittery_streams(draw: st.DrawFn) -> list[bytes]:
+    """A unit whose fixes jump 0-150 m at 1-2 s steps: lone outliers, bursts, re-anchoring and
+    the bypass of a lone fix all happen; sometimes a ZDA-dated GGA-only unit."""
+    n = draw(st.integers(2, 25))
+    t = T0 - draw(st.integers(0, 3600)) * S
+    out = []
+    for _ in range(n):
+        t += draw(st.sampled_from([1, 1, 1, 2])) * S
+        d = draw(st.sampled_from([0.0, 3.0, 10.0, 45.0, 70.0, 78.0, 150.0]))
+        f = fix(t, lat=48.1 + d / 111_195.0 * draw(st.sampled_from([-1, 1])))
+        if draw(st.booleans()):
+            out.append(encode_rmc(f))
+        else:
+            out.append((encode_zda(t) if draw(st.booleans()) else b"") + encode_gga(f))
+    return out
+
+
+@settings(max_examples=60)
+@given(st.lists(jittery_streams(), min_size=1, max_size=3), st.data(), st.booleans())
+def test_vectorised_equals_reference_on_jumpy_tracks_across_batches(
+    tracks: list[list[bytes]], data: st.DataObject, live: bool
+) -> None:
+    """The filter's scalar rule (bypass of a lone fix, re-anchoring) and its bulk path agree
+    across batches, in order or shuffled, and so does dating from remembered anchors."""
+    items = [(f"u{i}", e) for i, epochs in enumerate(tracks) for e in epochs]
+    if data.draw(st.booleans()):
+        items = data.draw(st.permutations(items))
+    options = DecodeOptions(date_from_receive_time=live)
+    d, ref = Decoder(options), ReferenceDecoder(options)
     i = 0
     while i < len(items):
         k = data.draw(st.integers(1, len(items) - i))

@@ -108,3 +108,19 @@ def test_munich_hdop_nan_field_is_malformed_but_the_epoch_keeps_its_rmc(real_tra
     (bad,) = [x for x in r.rejects if x.reason == "malformed"]
     assert b"0NaN" in bad.sentence
     assert utc(2009, 4, 1, 13, 8, 49) in r.fixes.t_us.tolist()
+
+
+def test_garmin_gll_beside_rmc_and_gga_merges_into_the_same_fixes(real_tracks: Path) -> None:
+    """The Geko's GLL (same time as its RMC and GGA, in the same cycle) is read now: it adds no
+    fix and no duplicate, and every fix is dated by its RMC."""
+    data = (real_tracks / REGENSBURG).read_bytes()
+    cycles = data.split(b"$GPBOD")  # the Geko starts each cycle with BOD
+    payloads = [b"$GPBOD" + c for c in cycles[1:]]
+    recv = [RECV[REGENSBURG]] * len(payloads)
+    opts = DecodeOptions(max_age_days=1.0)
+    r = Decoder(opts).decode(["car"] * len(payloads), payloads, recv)
+    assert_same_result(r, decode_reference(["car"] * len(payloads), payloads, recv, opts))
+    assert "skipped:GPGLL" not in r.counts
+    assert "reject:duplicate" not in r.counts
+    assert len(r.fixes) == 774
+    assert r.counts["merged"] >= 2 * 774 - 30

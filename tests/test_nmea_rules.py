@@ -61,12 +61,14 @@ def test_garbage_binary_and_truncation_resynchronise_at_next_dollar() -> None:
     assert set(reasons(r)) <= {"missing_checksum", "bad_checksum", "malformed", "too_long"}
 
 
-def test_sentence_longer_than_82_characters_is_too_long() -> None:
+def test_sentence_longer_than_the_sane_bound_is_too_long() -> None:
     long = sentence(
-        "GPRMC,080000.00,A,4806.000000000,N,01130.000000000,E," + "0" * 30 + ",90,231126,,,A"
+        "GPRMC,080000.00,A,4806.000000000,N,01130.000000000,E,0.0,90,231126," + "0" * 50 + ",E,A"
     )
+    assert len(long.rstrip()) > 120
     r = both([long])
     assert reasons(r) == ["too_long"]
+    assert "120" in r.rejects[0].detail
     assert len(r.fixes) == 0
 
 
@@ -84,12 +86,12 @@ def test_checksum_bad_missing_and_lower_case() -> None:
 def test_proprietary_and_other_sentences_are_skipped_and_counted_not_rejected() -> None:
     payload = (
         sentence("PGRME,5.5,M,7.0,M,8.9,M") + sentence("GPGSV,3,1,12,02,19,043,00")
-        + sentence("IIRMC,080000,A,4806.0,N,01130.0,E,,,231126,,") + encode_rmc(fix())
+        + sentence("IIMWV,214.8,R,0.1,K,A") + encode_rmc(fix())
     )  # fmt: skip
     r = both([payload])
     assert r.counts["skipped:PGRME"] == 1
     assert r.counts["skipped:GPGSV"] == 1
-    assert r.counts["skipped:IIRMC"] == 1
+    assert r.counts["skipped:IIMWV"] == 1
     assert r.rejects == []
     assert len(r.fixes) == 1
 

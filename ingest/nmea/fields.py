@@ -18,8 +18,10 @@ from ingest.nmea.sentences import (
     FIELD_COUNTS,
     GNS_QUALITY,
     KIND_GGA,
+    KIND_GLL,
     KIND_RMC,
     KIND_VTG,
+    KIND_ZDA,
     KINDS,
     KMH_PER_KNOT,
     MAX_DIGITS,
@@ -28,12 +30,13 @@ from ingest.nmea.sentences import (
     MODE_CHARS,
     POW10_F_LIST,
     POW10_I_LIST,
-    TALKERS,
     days_from_civil,
+    talker_code,
 )
 
 NAN = float("nan")
 _ADDRESS = re.compile(rb"[A-Z0-9]{1,15}")
+_PROPRIETARY = re.compile(rb"P[A-Z0-9]{1,14}")
 _HEXDIGITS = frozenset(b"0123456789ABCDEFabcdef")
 _DAYS_IN_MONTH = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
@@ -153,10 +156,29 @@ def parse_date(f: bytes) -> int:
         raise _Malformed(f"date {f!r} is not ddmmyy")
     dd, mo, yy = m // 10000, m // 100 % 100, m % 100
     year = 1900 + yy if yy >= 80 else 2000 + yy
-    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
-    if not 1 <= mo <= 12 or not 1 <= dd <= _DAYS_IN_MONTH[mo] + (1 if mo == 2 and leap else 0):
+    if not _calendar(year, mo, dd):
         raise _Malformed(f"date {f!r} is not a calendar date")
     return int(days_from_civil(year, mo, dd))
+
+
+def _calendar(year: int, mo: int, dd: int) -> bool:
+    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    return 1 <= mo <= 12 and 1 <= dd <= _DAYS_IN_MONTH[mo] + (1 if mo == 2 and leap else 0)
+
+
+def _digits(f: bytes, lo: int, hi: int, what: str) -> int:
+    if not lo <= len(f) <= hi or not f.isdigit():
+        raise _Malformed(f"{what} {f!r} is not {lo}-{hi} digits" if lo != hi
+                         else f"{what} {f!r} is not {lo} digits")  # fmt: skip
+    return int(f)
+
+
+def parse_zda_date(dd: bytes, mm: bytes, yyyy: bytes) -> int:
+    """ZDA's day, month (1-2 digits each) and four-digit year -> days since 1970."""
+    d, m, y = _digits(dd, 1, 2, "day"), _digits(mm, 1, 2, "month"), _digits(yyyy, 4, 4, "year")
+    if not _calendar(y, m, d):
+        raise _Malformed(f"date {dd!r}.{mm!r}.{yyyy!r} is not a calendar date")
+    return int(days_from_civil(y, m, d))
 
 
 def _position(fl: list[bytes], i: int) -> tuple[float, float] | None:
@@ -189,12 +211,26 @@ MISSING_CHECKSUM_DETAIL = "no '*hh' checksum (required)"
 
 
 def too_long_detail(length: int) -> str:
-    return f"sentence of {length} characters (NMEA 0183 limit {MAX_SENTENCE_CHARS})"
+    return (
+        f"sentence of {length} characters (NMEA 0183 allows 82; fleetwatch reads up to "
+        f"{MAX_SENTENCE_CHARS})"
+    )
 
 
-def frame_check(raw: bytes, require_checksum: bool) -> bytes | Refuse:
-    """The body between ``$`` and ``*`` if framing and checksum are right, else the refusal."""
-    if len(raw) > MAX_SENTENCE_CHARS:
+def address_of(raw: bytes) -> bytes:
+    """The address field: from after ``$`` to the first ``,`` or ``*`` (or the end)."""
+    end = len(raw)
+    for sep in (b",", b"*"):
+        i = raw.find(sep, 1)
+        if i != -1 and i < end:
+            end = i
+    return raw[1:end]
+
+
+def frame_check(raw: bytes, require_checksum: bool, *, limit: bool = True) -> bytes | Refuse:
+    """The body between ``$`` and ``*`` if framing and checksum are right, else the refusal
+    (``limit``: refuse more than MAX_SENTENCE_CHARS)."""
+    if limit and len(raw) > MAX_SENTENCE_CHARS:
         return Refuse(RejectReason.TOO_LONG, too_long_detail(len(raw)))
     star = raw.find(b"*")
     if star == -1:
@@ -215,31 +251,39 @@ def frame_check(raw: bytes, require_checksum: bool) -> bytes | Refuse:
 
 
 def parse_sentence(raw: bytes, require_checksum: bool) -> Parsed:
-    """Classify and parse one framed sentence (``$`` .. checksum, no line end)."""
-    body = frame_check(raw, require_checksum)
+    """Classify and parse one framed sentence (``$`` .. checksum, no line end).
+
+    A proprietary address (``P`` + 1-14 of ``[A-Z0-9]``) has no length limit: fleetwatch reads
+    nothing in it, so SiRF's 97-character ``$PSRF`` lines are skipped, not ``too_long``.  Its
+    checksum and bytes are still checked: an unverified address would count line noise as
+    sentence types (an unbounded set of ``skipped:*`` keys and metric labels)."""
+    prop = _PROPRIETARY.fullmatch(address_of(raw)) is not None
+    body = frame_check(raw, require_checksum, limit=not prop)
     if isinstance(body, Refuse):
         return body
+    if prop:
+        return Skip(body.split(b",")[0].decode())
     fl = body.split(b",")
     addr = fl[0]
     if not _ADDRESS.fullmatch(addr):
         return Refuse(
             RejectReason.MALFORMED, f"address field {addr[:16]!r} is not [A-Z0-9]{{1,15}}"
         )
-    if addr[0] == 80 and len(addr) >= 2:  # 'P': proprietary
-        return Skip(addr.decode())
     if len(addr) != 5:
         return Refuse(RejectReason.MALFORMED, f"address field {addr!r} is not 5 characters")
-    talker, fmt = addr[:2].decode(), addr[2:].decode()
-    if talker not in TALKERS or fmt not in KINDS:
+    fmt = addr[2:].decode()
+    if fmt not in KINDS:
         return Skip(addr.decode())
     kind = KINDS[fmt]
     if len(fl) not in FIELD_COUNTS[kind]:
+        if kind == KIND_GLL and len(fl) == 5:  # NMEA 1.5 GLL: no time, cannot be dated
+            return Skip(addr.decode())
         return Refuse(
             RejectReason.MALFORMED,
             f"{fmt} with {len(fl)} fields (expected {' or '.join(map(str, FIELD_COUNTS[kind]))})",
         )
     try:
-        return _parse_fields(kind, TALKERS.index(talker), fl)
+        return _parse_fields(kind, talker_code(addr[:2].decode()), fl)
     except _Malformed as exc:
         return Refuse(RejectReason.MALFORMED, f"{fmt}: {exc}")
 
@@ -262,6 +306,28 @@ def _parse_fields(kind: int, talker: int, fl: list[bytes]) -> Row | Refuse:
         if pos is None:
             return Refuse(RejectReason.NO_FIX, "RMC status A with an empty position")
         return Row(kind, talker, tod, date, pos[0], pos[1], speed, course, -1, -1, NAN, NAN)
+    if kind == KIND_GLL:
+        status, mode = fl[6], (fl[7] if len(fl) == 8 else b"")
+        if status == b"V":
+            return Refuse(RejectReason.NO_FIX, "GLL status V (void)")
+        if mode == b"N":
+            return Refuse(RejectReason.NO_FIX, "GLL mode N (no fix)")
+        if status != b"A":
+            raise _Malformed(f"status {status!r} is not A or V")
+        if mode and not _mode_ok(mode):
+            raise _Malformed(f"mode {mode!r} is not one of {MODE_CHARS.decode()}")
+        tod = parse_time(fl[5])
+        pos = _position(fl, 1)
+        if pos is None:
+            return Refuse(RejectReason.NO_FIX, "GLL status A with an empty position")
+        return Row(kind, talker, tod, -1, pos[0], pos[1], NAN, NAN, -1, -1, NAN, NAN)
+    if kind == KIND_ZDA:
+        # fl[5], fl[6]: the local zone (hours, minutes); ZDA's time and date are UTC, so unread.
+        if not (fl[1] and fl[2] and fl[3] and fl[4]):
+            return Refuse(RejectReason.NO_FIX, "ZDA without time or date (receiver has no time)")
+        tod = parse_time(fl[1])
+        date = parse_zda_date(fl[2], fl[3], fl[4])
+        return Row(kind, talker, tod, date, NAN, NAN, NAN, NAN, -1, -1, NAN, NAN)
     if kind == KIND_VTG:
         mode = fl[9] if len(fl) == 10 else b""
         if mode == b"N":

@@ -9,6 +9,11 @@ fixes by fix time (sorted) and, while a unit is producing jump rejects, the last
 * implausible jump: the fix is compared with the accepted fix of the unit *nearest in fix time*
   (not the latest: buffered fixes arrive hours late and backwards), and refused when the distance
   exceeds ``max_speed * max(dt, jump_min_dt_s) + jump_tolerance_m``.
+* best-supported position: a remembered fix is *confirmed* once a later admitted fix was
+  plausible from it.  When the time-nearest fix is not confirmed (a lone fix: possibly a
+  multipath outlier that was itself just within the limit), a fix that is implausible from it is
+  still accepted when it is plausible from the time-nearest *confirmed* fix and closer (in
+  speed) to it than the lone fix is: the outlier, not the genuine fix after it, is the odd one.
 * re-anchoring: when ``reanchor_after`` consecutive jump rejects of a unit are plausible from one
   to the next (the unit moves consistently, so the *anchor* was wrong, e.g. a frozen position),
   the last of them is accepted and becomes the new anchor.
@@ -88,6 +93,7 @@ class _Track:
     t: list[int] = field(default_factory=list)
     lat: list[float] = field(default_factory=list)
     lon: list[float] = field(default_factory=list)
+    conf: list[bool] = field(default_factory=list)
     chain_n: int = 0
     chain_t: int = 0
     chain_lat: float = 0.0
@@ -103,6 +109,7 @@ class Verdict:
     detail: str = ""
     restamped: bool = False
     reanchored: bool = False
+    bypassed: bool = False  # accepted past a lone (unconfirmed) time-nearest fix
 
 
 class FixFilter:
@@ -123,12 +130,29 @@ class FixFilter:
         self._t = np.zeros((cap, self._k), dtype=np.int64)
         self._lat = np.zeros((cap, self._k), dtype=np.float64)
         self._lon = np.zeros((cap, self._k), dtype=np.float64)
+        self._conf = np.zeros((cap, self._k), dtype=np.bool_)
         self._n = np.zeros(cap, dtype=np.int64)  # fixes in the ring
         self._head = np.zeros(cap, dtype=np.int64)  # next write position
         self._chain_n = np.zeros(cap, dtype=np.int64)
         self._chain_t = np.zeros(cap, dtype=np.int64)
         self._chain_lat = np.zeros(cap, dtype=np.float64)
         self._chain_lon = np.zeros(cap, dtype=np.float64)
+        # each unit's latest dating anchor (an RMC or ZDA date+time) and its receive time
+        self._anc_t = np.zeros(cap, dtype=np.int64)
+        self._anc_recv = np.zeros(cap, dtype=np.int64)
+        self._anc_ok = np.zeros(cap, dtype=np.bool_)
+
+    def anchors(self, codes: I64) -> tuple[I64, I64, npt.NDArray[np.bool_]]:
+        """The remembered dating anchor (time, receive time, present) of each unit code."""
+        return self._anc_t[codes], self._anc_recv[codes], self._anc_ok[codes]
+
+    def remember_anchors(self, codes: I64, t_us: I64, recv_us: I64) -> None:
+        """The dating anchors of a batch in input order: each unit keeps its last one."""
+        last = np.full(len(self._codes), -1, dtype=np.int64)
+        np.maximum.at(last, codes, np.arange(len(codes)))
+        u = np.flatnonzero(last >= 0)
+        i = last[u]
+        self._anc_t[u], self._anc_recv[u], self._anc_ok[u] = t_us[i], recv_us[i], True
 
     def __len__(self) -> int:
         return len(self._codes)
@@ -153,12 +177,13 @@ class FixFilter:
         return self._names[codes].astype(f"<U{width}")
 
     def _grow(self, cap: int) -> None:
-        for name in ("_t", "_lat", "_lon"):
+        for name in ("_t", "_lat", "_lon", "_conf"):
             old = getattr(self, name)
             new = np.zeros((cap, self._k), dtype=old.dtype)
             new[: len(old)] = old
             setattr(self, name, new)
-        for name in ("_n", "_head", "_chain_n", "_chain_t", "_chain_lat", "_chain_lon"):
+        for name in ("_n", "_head", "_chain_n", "_chain_t", "_chain_lat", "_chain_lon",
+                     "_anc_t", "_anc_recv", "_anc_ok"):  # fmt: skip
             old = getattr(self, name)
             new = np.zeros(cap, dtype=old.dtype)
             new[: len(old)] = old
@@ -176,6 +201,7 @@ class FixFilter:
             t=self._t[code, pos].tolist(),
             lat=self._lat[code, pos].tolist(),
             lon=self._lon[code, pos].tolist(),
+            conf=self._conf[code, pos].tolist(),
             chain_n=int(self._chain_n[code]),
             chain_t=int(self._chain_t[code]),
             chain_lat=float(self._chain_lat[code]),
@@ -187,6 +213,7 @@ class FixFilter:
         self._t[code, :n] = tr.t
         self._lat[code, :n] = tr.lat
         self._lon[code, :n] = tr.lon
+        self._conf[code, :n] = tr.conf
         self._n[code], self._head[code] = n, n % self._k
         self._chain_n[code], self._chain_t[code] = tr.chain_n, tr.chain_t
         self._chain_lat[code], self._chain_lon[code] = tr.chain_lat, tr.chain_lon
@@ -236,6 +263,9 @@ class FixFilter:
         if ts:
             j = i - 1 if i == len(ts) or (i > 0 and t - ts[i - 1] <= ts[i] - t) else i
             d2 = dist2_m(tr.lat[j], tr.lon[j], lat, lon)
+            if d2 > self._limit2(t - ts[j]) and self._bypass(tr, i, j, t, lat, lon):
+                self._insert(tr, i, t, lat, lon)
+                return Verdict(t, restamped=restamped, bypassed=True)
             if d2 > self._limit2(t - ts[j]):
                 if (
                     tr.chain_n
@@ -258,8 +288,42 @@ class FixFilter:
                     )
                 self._insert(tr, i, t, lat, lon)
                 return Verdict(t, restamped=restamped, reanchored=True)
+            tr.conf[j] = True
         self._insert(tr, i, t, lat, lon)
         return Verdict(t, restamped=restamped)
+
+    def _bypass(self, tr: _Track, i: int, j: int, t: int, lat: float, lon: float) -> bool:
+        """Whether a fix implausible from the time-nearest remembered fix ``j`` is accepted
+        from the best-supported position instead: ``j`` is a lone fix (no later fix agreed
+        with it), the fix is plausible from ``c``, the time-nearest confirmed fix, and nearer
+        to ``c`` in speed than ``j`` is (so ``j`` is the odd one out, not the new fix)."""
+        if tr.conf[j]:
+            return False
+        ts = tr.t
+        lo, hi = i - 1, i  # scan outwards from the insertion point, skipping j
+        c = -1
+        while lo >= 0 or hi < len(ts):
+            if lo == j or (lo >= 0 and not tr.conf[lo]):
+                lo -= 1
+                continue
+            if hi == j or (hi < len(ts) and not tr.conf[hi]):
+                hi += 1
+                continue
+            if lo >= 0 and (hi >= len(ts) or t - ts[lo] <= ts[hi] - t):
+                c = lo
+            elif hi < len(ts):
+                c = hi
+            break
+        if c < 0:
+            return False
+        d2x = dist2_m(tr.lat[c], tr.lon[c], lat, lon)
+        if d2x > self._limit2(t - ts[c]):
+            return False
+        d2j = dist2_m(tr.lat[c], tr.lon[c], tr.lat[j], tr.lon[j])
+        floor = self._opt.jump_min_dt_s
+        dtx = max(abs(t - ts[c]) / 1e6, floor)
+        dtj = max(abs(ts[j] - ts[c]) / 1e6, floor)
+        return d2x * dtj * dtj < d2j * dtx * dtx
 
     def _admit_unit(
         self,
@@ -281,31 +345,38 @@ class FixFilter:
         in a long batch (a real receiver's backwards timestamp) thus costs one scalar call,
         not one per fix.  Returns the number of rows decided by _admit."""
         n = len(rows)
-        next_bad = np.append(np.flatnonzero(bad), n)
+        next_bad = [*np.flatnonzero(bad).tolist(), n]
+        nb = 0  # index of the first entry of next_bad >= r
         tl, lal, lol = t.tolist(), lat.tolist(), lon.tolist()
         rl = rows.tolist()
+        badl = bad.tolist()
         slow = 0
         r = 0
         while r < n:
             if (
-                not bad[r]
+                not badl[r]
                 and tr.chain_n == 0
                 and (r == 0 or (bool(tr.t) and tr.t[-1] == tl[r - 1]
                                 and tr.lat[-1] == lal[r - 1] and tr.lon[-1] == lol[r - 1]))
             ):  # fmt: skip
-                q = int(next_bad[np.searchsorted(next_bad, r)])
+                while next_bad[nb] < r:
+                    nb += 1
+                q = next_bad[nb]
+                if tr.t:  # row r was plausible from the newest fix: it confirms it
+                    tr.conf[-1] = True
                 tr.t.extend(tl[r:q])
                 tr.lat.extend(lal[r:q])
                 tr.lon.extend(lol[r:q])
+                tr.conf.extend([True] * (q - r - 1) + [False])
                 if len(tr.t) > self._k:
                     drop = len(tr.t) - self._k
-                    del tr.t[:drop], tr.lat[:drop], tr.lon[:drop]
+                    del tr.t[:drop], tr.lat[:drop], tr.lon[:drop], tr.conf[:drop]
                 r = q
                 continue
             v = self._admit(tr, tl[r], lal[r], lol[r])
             slow += 1
             t_out[rl[r]] = v.t_us
-            if v.reason is not None or v.restamped or v.reanchored:
+            if v.reason is not None or v.restamped or v.reanchored or v.bypassed:
                 odd.append((rl[r], v))
             r += 1
         return slow
@@ -315,8 +386,9 @@ class FixFilter:
         tr.t.insert(i, t)
         tr.lat.insert(i, lat)
         tr.lon.insert(i, lon)
+        tr.conf.insert(i, False)
         if len(tr.t) > self._k:
-            del tr.t[0], tr.lat[0], tr.lon[0]
+            del tr.t[0], tr.lat[0], tr.lon[0], tr.conf[0]
 
     def admit_batch(
         self, codes: I64, t: I64, lat: F64, lon: F64
@@ -368,11 +440,15 @@ class FixFilter:
         keep = fast & (rank >= cnt[group] - k)
         rc = cs[keep]
         pos = (self._head[rc] + rank[keep]) % k
+        fg = np.flatnonzero(~blocked)
+        fc = gcode[fg]
+        # each appended fix confirms the one before it: the ring's newest, then all but the last
+        had = fc[self._n[fc] > 0]
+        self._conf[had, (self._head[had] - 1) % k] = True
         self._t[rc, pos] = ts[keep]
         self._lat[rc, pos] = la[keep]
         self._lon[rc, pos] = lo[keep]
-        fg = np.flatnonzero(~blocked)
-        fc = gcode[fg]
+        self._conf[rc, pos] = rank[keep] < cnt[group[keep]] - 1
         self._head[fc] = (self._head[fc] + cnt[fg]) % k
         self._n[fc] = np.minimum(self._n[fc] + cnt[fg], k)
         return t_out, odd, slow_rows

@@ -30,9 +30,11 @@ from numba import njit
 from ingest.nmea.sentences import (
     GNS_QUALITY,
     KIND_GGA,
+    KIND_GLL,
     KIND_GNS,
     KIND_RMC,
     KIND_VTG,
+    KIND_ZDA,
     KMH_PER_KNOT,
     MAX_DIGITS,
     MAX_FIELD_CHARS,
@@ -40,7 +42,6 @@ from ingest.nmea.sentences import (
     MODE_CHARS,
     POW10_F,
     POW10_I,
-    TALKERS,
 )
 
 #: Per-sentence status written by :func:`scan`.
@@ -77,10 +78,12 @@ _MODE_OK[list(MODE_CHARS)] = True
 _GNS_Q = np.zeros(256, dtype=np.int8)
 for _c, _q in GNS_QUALITY.items():
     _GNS_Q[_c] = _q
-#: talker index by its two characters (first * 256 + second), -1 when unsupported
-_TALKER_OF = np.full(65536, -1, dtype=np.int8)
-for _i, _t in enumerate(TALKERS):
-    _TALKER_OF[ord(_t[0]) * 256 + ord(_t[1])] = _i
+#: talker code (sentences.talker_code: first * 256 + second) by its two characters, -1 when
+#: not a talker: a character outside [A-Z0-9], or a first 'P' (proprietary)
+_TALKER_OF = np.full(65536, -1, dtype=np.int16)
+for _a in b"ABCDEFGHIJKLMNOQRSTUVWXYZ0123456789":
+    for _b in b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789":
+        _TALKER_OF[_a * 256 + _b] = _a * 256 + _b
 _DIM = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
 _POW10_F = POW10_F.copy()
 _POW10_I = POW10_I.copy()
@@ -124,6 +127,10 @@ def _kind(alen: int, c3: int, c4: int, c5: int, nf: int) -> int:
         kd, lo, hi = KIND_GNS, 13, 14
     elif c3 == 86 and c4 == 84 and c5 == 71:
         kd, lo, hi = KIND_VTG, 9, 10
+    elif c3 == 71 and c4 == 76 and c5 == 76:
+        kd, lo, hi = KIND_GLL, 7, 8
+    elif c3 == 90 and c4 == 68 and c5 == 65:
+        kd, lo, hi = KIND_ZDA, 7, 7
     else:
         return 0
     return kd + 1 if lo <= nf <= hi else -(kd + 1)
@@ -173,7 +180,12 @@ def _hemi(v: float, length: int, c: int, pos: int, negc: int) -> float:
 def _date(m: int) -> int:
     """fields.parse_date of six digits ddmmyy, as sentences.days_from_civil; -1 if it raises."""
     dd, mo, yy = m // 10000, m // 100 % 100, m % 100
-    year = 1900 + yy if yy >= 80 else 2000 + yy
+    return _civil(1900 + yy if yy >= 80 else 2000 + yy, mo, dd)
+
+
+@njit(cache=True, nogil=True)
+def _civil(year: int, mo: int, dd: int) -> int:
+    """Days since 1970 of a calendar date (sentences.days_from_civil); -1 if not a date."""
     leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
     if mo < 1 or mo > 12 or dd < 1 or dd > _DIM[mo] + (1 if mo == 2 and leap else 0):
         return -1
@@ -225,7 +237,7 @@ def scan(buf: Any, offsets: Any, require_checksum: bool) -> tuple[Any, ...]:
     ends = np.empty(n_sent, dtype=np.int64)
     payload = np.empty(n_sent, dtype=np.int64)
     status = np.empty(n_sent, dtype=np.int8)
-    talker = np.full(n_sent, -1, dtype=np.int8)
+    talker = np.full(n_sent, -1, dtype=np.int16)
     kind = np.full(n_sent, -1, dtype=np.int8)
     # a skipped address of at most 8 characters packed little-endian (0: longer ones)
     addr = np.zeros(n_sent, dtype=np.uint64)
@@ -291,13 +303,33 @@ def scan(buf: Any, offsets: Any, require_checksum: bool) -> tuple[Any, ...]:
         starts[k] = s
         ends[k] = e
         payload[k] = p
+        # a proprietary address ('P' + 1-14 of [A-Z0-9]) has no length limit: it is skipped
+        # once its checksum and bytes are right (fields.parse_sentence)
+        alen = (f_b[0] if nf > 0 else e) - s - 1
+        prop = buf[s + 1] == 80 and 2 <= alen <= 15 if e > s + 1 else False
+        if prop:
+            for q in range(s + 2, s + 1 + alen):
+                prop = prop and _ADDR_OK[buf[q]]
         st = _frame_status(
-            e - s, stars, bad, buf[max(e - 3, 0)], buf[e - 2], buf[e - 1], x, require_checksum
+            min(e - s, _MAXS) if prop else e - s,
+            stars,
+            bad,
+            buf[max(e - 3, 0)],
+            buf[e - 2],
+            buf[e - 1],
+            x,
+            require_checksum,
         )
+        if prop and st == _CLEAN:
+            st = SKIP
+            if alen <= 8:
+                key = np.uint64(0)
+                for q in range(alen):
+                    key |= np.uint64(buf[s + 1 + q]) << np.uint64(8 * q)
+                addr[k] = key
         kd = -1
         if st == _CLEAN:
             # the '*' closed the last body field: nf = the body's field count
-            alen = f_b[0] - s - 1
             kd = _kind(alen, buf[s + 3], buf[s + 4], buf[s + 5], nf)
             tk = _TALKER_OF[np.int64(buf[s + 1]) * 256 + buf[s + 2]] if alen == 5 else -1
             st = FALLBACK
@@ -306,9 +338,9 @@ def scan(buf: Any, offsets: Any, require_checksum: bool) -> tuple[Any, ...]:
                 talker[k], kind[k] = tk, kd
             else:
                 if tk < 0 or kd == 0:
-                    # not a supported address: skipped when it is [A-Z0-9]{2,15} starting
-                    # with 'P' or any 5 such characters (fields.parse_sentence)
-                    valid = alen == 5 or (buf[s + 1] == 80 and 2 <= alen <= 15)
+                    # not a supported address: skipped when it is any 5 characters of
+                    # [A-Z0-9] (fields.parse_sentence; proprietary ones were skipped above)
+                    valid = alen == 5
                     for q in range(s + 1, s + 1 + alen):
                         valid = valid and _ADDR_OK[buf[q]]
                     if valid:
@@ -352,19 +384,43 @@ def scan(buf: Any, offsets: Any, require_checksum: bool) -> tuple[Any, ...]:
             while True:
                 tod, date, lat, lon, spd, crs = -1, -1, np.nan, np.nan, np.nan, np.nan
                 q, sats, hdop, alt = -1, -1, np.nan, np.nan
-                if kd != KIND_VTG:  # time, latitude, longitude: unsigned and required
-                    if not f_ok[1] or f_neg[1]:
+                if kd != KIND_VTG:  # time (unsigned, required)
+                    j = 5 if kd == KIND_GLL else 1
+                    if not f_ok[j] or f_neg[j]:
                         break
-                    tod = _tod(f_m[1], f_ip[1], f_k[1], f_ni[1])
-                    j = 3 if kd == KIND_RMC else 2
+                    tod = _tod(f_m[j], f_ip[j], f_k[j], f_ni[j])
+                    if tod < 0:
+                        break
+                if kd != KIND_VTG and kd != KIND_ZDA:  # latitude, longitude: required
+                    j = 3 if kd == KIND_RMC else (1 if kd == KIND_GLL else 2)
                     lat = _coord(f_ok[j], f_neg[j], f_m[j], f_ip[j], f_k[j], f_ni[j])
                     lat = _hemi(lat, f_b[j + 1] - f_a[j + 1], buf[f_a[j + 1]], 78, 83)
                     j += 2
                     lon = _coord(f_ok[j], f_neg[j], f_m[j], f_ip[j], f_k[j], f_ni[j])
                     lon = _hemi(lon, f_b[j + 1] - f_a[j + 1], buf[f_a[j + 1]], 69, 87)
-                    if tod < 0 or np.isnan(lat) or np.isnan(lon):
+                    if np.isnan(lat) or np.isnan(lon):
                         break
-                if kd in (KIND_RMC, KIND_VTG):
+                if kd == KIND_GLL:
+                    # status A (V is a no-fix reject), then the 2.3+ mode when present
+                    if f_b[6] - f_a[6] != 1 or buf[f_a[6]] != 65:
+                        break
+                    if nf == 8 and not _mode_ok(f_b[7] - f_a[7], buf[f_a[7]]):
+                        break
+                elif kd == KIND_ZDA:
+                    # day and month of 1-2 digits, a four-digit year, a calendar date
+                    dl, ml, yl = f_b[2] - f_a[2], f_b[3] - f_a[3], f_b[4] - f_a[4]
+                    if not (1 <= dl <= 2 and 1 <= ml <= 2 and yl == 4):
+                        break
+                    if not (f_ok[2] and f_ok[3] and f_ok[4]):
+                        break
+                    if f_neg[2] or f_neg[3] or f_neg[4]:
+                        break
+                    if f_ni[2] != dl or f_ni[3] != ml or f_ni[4] != yl:
+                        break
+                    date = _civil(f_m[4], f_m[3], f_m[2])
+                    if date < 0:
+                        break
+                elif kd in (KIND_RMC, KIND_VTG):
                     if kd == KIND_RMC:
                         # status A (V is a no-fix reject); date ddmmyy
                         if f_b[2] - f_a[2] != 1 or buf[f_a[2]] != 65:

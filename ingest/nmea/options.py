@@ -28,6 +28,10 @@ class DecodeOptions:
     #: ``correct``: a date ~k*1024 weeks in the past whose corrected date is plausible (within
     #: ``max_age_days`` / ``max_future_s`` of receive time) is moved forward; ``reject``: refused.
     week_rollover: Literal["correct", "reject"] = "correct"
+    #: A fix with a time of day only (GGA, GNS, GLL) and no RMC/ZDA date of its unit around it
+    #: is dated by its receive time (a live receive time is real); ``False``: rejected as
+    #: ``undated`` (an archive replayed with an assumed receive time: never the wall clock).
+    date_from_receive_time: bool = True
     #: Speed between a fix and the time-nearest accepted fix of its unit above which the fix is
     #: an ``implausible_jump``.
     max_speed_kmh: float = 250.0

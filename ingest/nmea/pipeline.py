@@ -12,7 +12,7 @@ from ingest.nmea.epochs import build_candidates
 from ingest.nmea.filters import FixFilter, Verdict
 from ingest.nmea.options import DecodeOptions
 from ingest.nmea.rejects import DecodeResult, RejectReason, SentenceReject
-from ingest.nmea.sentences import ParseOutput
+from ingest.nmea.sentences import NMEA_STANDARD_CHARS, ParseOutput
 
 #: A refused sentence is kept up to this many bytes (a too-long one can be a whole payload).
 MAX_KEPT_SENTENCE_BYTES = 256
@@ -50,7 +50,8 @@ def finish(
     scalar: bool,
 ) -> tuple[DecodeResult, int]:
     """Result of one batch, and the number of rows the filter decided one by one."""
-    ep = build_candidates(po.rows, recv, options)
+    pcodes = fix_filter.codes(unit_ids)
+    ep = build_candidates(po.rows, recv, pcodes, options, fix_filter)
     c = ep.candidates
     odd: list[tuple[int, Verdict]]
     if scalar:
@@ -62,12 +63,12 @@ def finish(
         )
         for r, v in enumerate(verdicts):
             t_out[r] = v.t_us
-            if v.reason is not None or v.restamped or v.reanchored:
+            if v.reason is not None or v.restamped or v.reanchored or v.bypassed:
                 odd.append((r, v))
         slow = len(c.t_us)
     else:
         # unit column from the filter's names by code: no string conversion of every payload's id
-        codes = fix_filter.codes(unit_ids)[c.payload]
+        codes = pcodes[c.payload]
         if isinstance(unit_ids, np.ndarray) or not len(unit_ids):
             cu = unit_array(unit_ids)[c.payload]
         else:
@@ -76,13 +77,19 @@ def finish(
     keep = np.ones(len(t_out), dtype=bool)
     rej = list(po.rejects) + ep.rejects
     counts: dict[str, int] = {"sentences": len(po.starts), "merged": ep.merged}
-    restamped = reanchored = 0
+    if ep.dating:
+        counts["dating"] = ep.dating
+    restamped = reanchored = bypassed = 0
     for r, v in odd:
         if v.reason is not None:
             keep[r] = False
             rej.append((int(c.seq[r]), v.reason, v.detail))
         restamped += v.restamped
         reanchored += v.reanchored
+        bypassed += v.bypassed
+    # read sentences longer than NMEA's 82 characters (RTK receivers): a note, not a reject
+    seq = po.rows.seq
+    long_rows = int(np.count_nonzero(po.ends[seq] - po.starts[seq] > NMEA_STANDARD_CHARS))
     sel = slice(None) if keep.all() else keep  # the common case: no copies
     fixes = FixBatch(
         unit_id=cu[sel],
@@ -99,13 +106,19 @@ def finish(
         talker=c.talker[sel],
     )
     rej.sort(key=lambda x: x[0])
-    by_reason: dict[str, int] = {}
+    by_reason: dict[RejectReason, int] = {}
     rejects = []
     kept_per_payload: dict[int, int] = {}
     not_kept = 0
-    for seq, reason, detail in rej:
-        by_reason[reason.value] = by_reason.get(reason.value, 0) + 1
-        p = int(po.payload_of[seq])
+    # per-reject lookups as Python lists, once (numpy scalar indexing costs ~1 µs a call)
+    seqs = np.fromiter((x[0] for x in rej), dtype=np.int64, count=len(rej))
+    pays = po.payload_of[seqs].tolist()
+    s0 = (po.starts[seqs] + po.base).tolist()
+    s1 = (po.ends[seqs] + po.base).tolist()
+    recv_l = recv[po.payload_of[seqs]].tolist()
+    for k, (_, reason, detail) in enumerate(rej):
+        by_reason[reason] = by_reason.get(reason, 0) + 1  # (enum .value costs ~1 µs a call)
+        p = pays[k]
         kept = kept_per_payload.get(p, 0)
         if kept >= MAX_REJECT_RECORDS_PER_PAYLOAD:
             not_kept += 1
@@ -117,20 +130,22 @@ def finish(
                 unit_id=str(unit_ids[p]),
                 reason=reason,
                 detail=detail,
-                sentence=po.sentence(seq)[:MAX_KEPT_SENTENCE_BYTES],
-                recv_us=int(recv[p]),
+                sentence=po.buffer[s0[k] : min(s1[k], s0[k] + MAX_KEPT_SENTENCE_BYTES)],
+                recv_us=recv_l[k],
             )
         )
     counts["accepted"] = len(fixes)
     for key, n in sorted({**po.skipped, **ep.unpaired_vtg}.items()):
         counts[f"skipped:{key}"] = counts.get(f"skipped:{key}", 0) + n
     for reason in RejectReason:
-        if reason.value in by_reason:
-            counts[f"reject:{reason.value}"] = by_reason[reason.value]
+        if reason in by_reason:
+            counts[f"reject:{reason.value}"] = by_reason[reason]
     for key, n in (
         ("corrected:week_rollover", ep.corrected_rollover),
         ("restamped:leap_repeat", restamped),
         ("reanchored", reanchored),
+        ("bypassed_lone_fix", bypassed),
+        ("long_sentence", long_rows),
         ("rejects_not_kept", not_kept),
     ):
         if n:

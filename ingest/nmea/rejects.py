@@ -11,7 +11,7 @@ from core.fixes import FixBatch
 class RejectReason(enum.StrEnum):
     """Stable codes; each is explained, with its rule, in docs/nmea.md."""
 
-    TOO_LONG = "too_long"  # more than 82 characters from '$' to the end of the checksum
+    TOO_LONG = "too_long"  # more than 120 characters from '$' to the end of the checksum
     MISSING_CHECKSUM = "missing_checksum"  # no '*hh' while checksums are required
     BAD_CHECKSUM = "bad_checksum"  # '*hh' not two hex digits, or XOR mismatch
     MALFORMED = "malformed"  # wrong field count, unparseable field, non-ASCII byte
@@ -19,6 +19,7 @@ class RejectReason(enum.StrEnum):
     ZERO_POSITION = "zero_position"  # exactly 0,0
     OUT_OF_RANGE = "out_of_range"  # |lat| > 90 or |lon| > 180
     POWER_UP_DEFAULT = "power_up_default"  # |lat| == 90 exactly, or a date in 1980 or earlier
+    UNDATED = "undated"  # a time of day only, no date around it, no real receive time
     FUTURE_TIME = "future_time"  # more than max_future_s ahead of receive time
     WEEK_ROLLOVER = "week_rollover"  # ~k*1024 weeks late and not corrected
     TOO_OLD = "too_old"  # older than max_age_days, not a rollover
@@ -43,10 +44,12 @@ class DecodeResult:
     """Accepted fixes as columns, rejects in input order, and counters.
 
     ``counts`` keys: ``sentences`` (framed), ``accepted`` (fixes), ``merged`` (sentences folded
-    into another sentence's fix), ``corrected:week_rollover``, ``restamped:leap_repeat``,
-    ``skipped:<ADDRESS>``, ``reject:<reason>``, ``reanchored`` and ``rejects_not_kept`` (rejects
-    counted but without a record: at most 100 records per payload).  Every framed sentence is
-    counted exactly once under ``accepted``, ``merged``, ``skipped:*`` or ``reject:*``.
+    into another sentence's fix), ``dating`` (ZDA sentences read as dating sources),
+    ``skipped:<ADDRESS>``, ``reject:<reason>``, and the notes ``corrected:week_rollover``,
+    ``restamped:leap_repeat``, ``reanchored``, ``long_sentence`` (sentences of 83-120
+    characters that were read) and ``rejects_not_kept`` (rejects counted but without a record:
+    at most 100 records per payload).  Every framed sentence is counted exactly once under
+    ``accepted``, ``merged``, ``dating``, ``skipped:*`` or ``reject:*``.
     """
 
     fixes: FixBatch

@@ -14,18 +14,35 @@ import numpy.typing as npt
 
 from ingest.nmea.rejects import RejectReason
 
+#: The satellite-system talkers seen most often (for tests and docs).  Any other two-character
+#: ``[A-Z0-9]`` talker that does not start with ``P`` (proprietary) is read as well: ``IN``
+#: (integrated navigation), ``II``, ``EC``, ``U1`` ... carry ordinary RMC/GGA/GNS/GLL.
 TALKERS: tuple[str, ...] = ("GP", "GN", "GL", "GA", "GB", "BD", "QZ")
-KIND_RMC, KIND_GGA, KIND_GNS, KIND_VTG = 0, 1, 2, 3
-KINDS: dict[str, int] = {"RMC": KIND_RMC, "GGA": KIND_GGA, "GNS": KIND_GNS, "VTG": KIND_VTG}
+KIND_RMC, KIND_GGA, KIND_GNS, KIND_VTG, KIND_GLL, KIND_ZDA = 0, 1, 2, 3, 4, 5
+KINDS: dict[str, int] = {
+    "RMC": KIND_RMC, "GGA": KIND_GGA, "GNS": KIND_GNS, "VTG": KIND_VTG, "GLL": KIND_GLL,
+    "ZDA": KIND_ZDA,
+}  # fmt: skip
 #: Allowed field counts (address included): RMC 2.x without/with mode, 4.10 with nav status;
-#: GGA fixed; GNS without/with 4.10 nav status; VTG without/with mode (2.3+).
+#: GGA fixed; GNS without/with 4.10 nav status; VTG without/with mode (2.3+); GLL with time and
+#: status, without/with mode (2.3+); ZDA fixed.  (NMEA 1.5's GLL without time, 5 fields, cannot
+#: be dated: it is skipped.)
 FIELD_COUNTS: dict[int, tuple[int, ...]] = {
     KIND_RMC: (12, 13, 14),
     KIND_GGA: (15,),
     KIND_GNS: (13, 14),
     KIND_VTG: (9, 10),
+    KIND_GLL: (7, 8),
+    KIND_ZDA: (7,),
 }
-MAX_SENTENCE_CHARS = 82  # from '$' to the end of the checksum, line end excluded
+#: NMEA 0183's own limit, from '$' to the end of the checksum.  Longer sentences of the
+#: supported kinds are read (RTK receivers send 85-100 characters: eight decimals of minutes,
+#: differential age and station id) and counted as ``long_sentence``.
+NMEA_STANDARD_CHARS = 82
+#: The sane bound: longer sentences are ``too_long``.  The Rust ``nmea`` crate stops at 102,
+#: after gpsd (overlong packets are usually two Garmin sentences merged); 120 leaves room for
+#: 10-decimal RTK positions and NMEA 4.11's extra fields while still refusing merged sentences.
+MAX_SENTENCE_CHARS = 120
 MAX_FIELD_CHARS = 16
 MAX_DIGITS = 15  # every numeric mantissa stays exact in int64 and float64
 MODE_CHARS = b"ADEFMNPRS"
@@ -35,6 +52,18 @@ GNS_QUALITY: dict[int, int] = {
     ord("E"): 6, ord("M"): 7, ord("S"): 8,
 }  # fmt: skip
 KMH_PER_KNOT = 1.852
+#: Talker code of a two-character talker: first character * 256 + second (int16).
+TALKER_CODE_LIMIT = 256 * 91
+
+
+def talker_code(talker: str) -> int:
+    return ord(talker[0]) * 256 + ord(talker[1])
+
+
+def talker_name(code: int) -> str:
+    return chr(code >> 8) + chr(code & 255)
+
+
 US_PER_DAY = 86_400_000_000
 #: Powers of ten as exact floats / ints: both parsers divide by these, never by ``10**k`` computed
 #: differently, so their floats agree bit for bit.
@@ -60,16 +89,17 @@ def days_from_civil(y: npt.ArrayLike, m: npt.ArrayLike, d: npt.ArrayLike) -> npt
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ParsedRows:
-    """Sentences that parsed to a usable RMC/GGA/GNS/VTG, one row each, in input order.
+    """Sentences that parsed to a usable RMC/GGA/GNS/GLL/VTG/ZDA, one row each, in input order.
 
     ``tod_us`` is the time of day (-1 for VTG, which has none); a leap second ``..60`` is kept as
-    86_399_999_999 with ``leap`` set.  ``date_days`` is -1 when the sentence has no date.
+    86_399_999_999.  ``date_days`` is -1 when the sentence has no date (RMC and ZDA have one).
+    ``talker`` is :func:`talker_code`.  A ZDA row has no position (NaN).
     """
 
     seq: npt.NDArray[np.int64]
     payload: npt.NDArray[np.int64]
     kind: npt.NDArray[np.int8]
-    talker: npt.NDArray[np.int8]
+    talker: npt.NDArray[np.int16]
     tod_us: npt.NDArray[np.int64]
     date_days: npt.NDArray[np.int64]
     lat: npt.NDArray[np.float64]
@@ -86,7 +116,7 @@ class ParsedRows:
 
 
 ROW_DTYPES: dict[str, npt.DTypeLike] = {
-    "seq": np.int64, "payload": np.int64, "kind": np.int8, "talker": np.int8,
+    "seq": np.int64, "payload": np.int64, "kind": np.int8, "talker": np.int16,
     "tod_us": np.int64, "date_days": np.int64, "lat": np.float64, "lon": np.float64,
     "speed_kmh": np.float64, "course": np.float64, "quality": np.int8, "sats": np.int8,
     "hdop": np.float64, "alt_m": np.float64,
