@@ -10,7 +10,7 @@ from geofence.errors import (
     SiteFileUnreadableError,
     StaleIndexError,
 )
-from geofence.index import FenceIndex, FenceIndexHolder, FenceIndexStats
+from geofence.index import FenceIndex, FenceIndexHolder, FenceIndexStats, warm_up
 from geofence.region import MOSCOW, Region
 from geofence.sites import Site, SiteLoad, SiteProblem, load_sites_csv, load_sites_geojson
 
@@ -32,4 +32,5 @@ __all__ = [
     "StaleIndexError",
     "load_sites_csv",
     "load_sites_geojson",
+    "warm_up",
 ]

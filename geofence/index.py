@@ -3,13 +3,17 @@
 How a query runs (docs/geofence.md has the numbers):
 
 1. :class:`~geofence.grid.Grid` turns each point into a cell and the cell into candidate sites;
-   points in empty cells (nearly all of them in a city) drop out after a few array operations.
-2. Each candidate pair is moved into the site's own local metric frame
-   (:func:`geofence.projection.to_local_m`, exact to < 3e-5 m at 2 km, and independent of how
-   far the site is from anything else).
+   points in empty cells (nearly all of them in a city) drop out after a few operations.
+2. Each candidate pair inside the site's padded box is moved into the site's own local metric
+   frame (:func:`geofence.projection.to_local_m`, exact to < 3e-5 m at 2 km, and independent of
+   how far the site is from anything else).
 3. Circles: squared distance against the squared radius.  Polygons: ``shapely.contains_xy`` on
    the pairs, each against its site's prepared polygon in local metres (``shapely.dwithin``
    when a margin grows the fence).
+
+Steps 1-3 for circles run in one compiled pass per point (:mod:`geofence.kernel`); only the
+polygon pairs that survive the box go to shapely.  The numpy version of the same steps stays as
+:meth:`FenceIndex._query_numpy`, the reference the tests hold the kernel to, pair for pair.
 
 The index is immutable: built once per version of the day's site list and swapped through a
 :class:`FenceIndexHolder` when the list changes, so readers never see a half-built index.
@@ -28,6 +32,7 @@ import shapely
 from shapely.geometry import MultiPolygon, Point, Polygon
 from shapely.geometry.base import BaseGeometry
 
+from geofence import kernel
 from geofence.errors import FenceIndexError, MarginTooLargeError, StaleIndexError
 from geofence.grid import Grid
 from geofence.projection import local_m_arrays, metres_per_degree, to_local_m
@@ -73,6 +78,45 @@ def _local_polygon(geom: BaseGeometry, lon0: float, lat0: float) -> BaseGeometry
     return shapely.transform(geom, to_m)
 
 
+def _edges(poly: BaseGeometry) -> FloatArray:
+    """(E, 4) rows ax, ay, bx, by: every edge of every ring of a (multi)polygon, from the very
+    coordinates GEOS holds (so the kernel and shapely test the same segments)."""
+    rings = [*shapely.get_exterior_ring(shapely.get_parts(poly))]
+    for part in shapely.get_parts(poly):
+        rings.extend(
+            shapely.get_interior_ring(part, k) for k in range(shapely.get_num_interior_rings(part))
+        )
+    rows = []
+    for ring in rings:
+        c = shapely.get_coordinates(ring)
+        rows.append(np.column_stack((c[:-1], c[1:])))
+    return np.concatenate(rows)
+
+
+def _scale_bounds(
+    lat0: FloatArray, lat_lo: FloatArray, lat_hi: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """Squared lower and upper bounds of ``true local distance / distance at the origin's
+    scales`` for points between ``lat_lo`` and ``lat_hi`` (a site's box), widened by 1e-9.
+
+    The local frame's scales are those of the mid latitude ``(lat + lat0) / 2``; both scales
+    are monotonic in latitude over a fence's box (≤ 0.05°), so their extreme ratios to the
+    origin's are at the box's edges.  1e-9 covers float rounding (~1e-15) a million times over:
+    the kernel decides a circle pair without trigonometry only when it is out (or in) by more
+    than this factor, so its answer is the exact frame's answer."""
+    kx0, ky0 = metres_per_degree(lat0)
+    lo = np.ones_like(lat0)
+    hi = np.ones_like(lat0)
+    for edge in (lat_lo, lat_hi):
+        kx, ky = metres_per_degree(0.5 * (np.clip(edge, -89.0, 89.0) + lat0))
+        for r in (kx / kx0, ky / ky0):
+            lo = np.minimum(lo, r)
+            hi = np.maximum(hi, r)
+    lo = lo - 1e-9
+    hi = hi + 1e-9
+    return np.asarray(lo * lo, dtype=np.float64), np.asarray(hi * hi, dtype=np.float64)
+
+
 def _bow_m(lo_lon: float, lo_lat: float, hi_lon: float, hi_lat: float) -> float:
     """Safety pad for polygons: an edge straight in the site's local frame is not straight in
     lon/lat; it departs from the lon/lat chord by a bow that grows with the square of its length
@@ -93,13 +137,16 @@ class FenceIndex:
         "_bbox_cols",
         "_boundary",
         "_circle",
+        "_edges",
         "_grid",
+        "_item_box",
         "_local",
         "_origin_lat",
         "_origin_lon",
         "_polygon",
         "_positions",
         "_radius",
+        "_site_table",
         "_stats",
         "margin_m",
         "site_ids",
@@ -121,6 +168,9 @@ class FenceIndex:
     _bbox: FloatArray  # (n, 4) padded lon/lat boxes that the grid is built from
     _bbox_cols: FloatArray  # (4, n) the same, one contiguous row per edge
     _grid: Grid | None
+    _site_table: FloatArray  # (n, 9) one row per site for the kernel (geofence.kernel.SITE_*)
+    _item_box: FloatArray  # (grid entries, 4) each grid entry's site box, in the grid's order
+    _edges: FloatArray  # (E, 4) every polygon edge in its site's local frame (kernel.EDGE_*)
     _stats: FenceIndexStats
     _positions: dict[str, int]
 
@@ -217,6 +267,27 @@ class FenceIndex:
         self._local, self._boundary, self._bbox = local, boundary, bbox
         self._bbox_cols = np.ascontiguousarray(bbox.T)
         self._bbox_cols.setflags(write=False)
+        table = np.zeros((n, kernel.SITE_COLUMNS))
+        table[:, kernel.SITE_LON0] = origin_lon
+        table[:, kernel.SITE_LAT0] = origin_lat
+        table[:, kernel.SITE_RADIUS] = radius
+        kx0, ky0 = metres_per_degree(origin_lat)
+        table[:, kernel.SITE_KX] = kx0
+        table[:, kernel.SITE_KY] = ky0
+        lo_f, hi_f = _scale_bounds(origin_lat, bbox[:, 1], bbox[:, 3])
+        table[:, kernel.SITE_LO] = lo_f
+        table[:, kernel.SITE_HI] = hi_f
+        edge_parts = [np.empty((0, 4))]
+        n_edges = 0
+        for k in np.flatnonzero(~circle).tolist():
+            e = _edges(local[k])
+            table[k, kernel.SITE_E0], table[k, kernel.SITE_E1] = n_edges, n_edges + len(e)
+            edge_parts.append(e)
+            n_edges += len(e)
+        edges = np.ascontiguousarray(np.concatenate(edge_parts))
+        for arr in (table, edges):
+            arr.setflags(write=False)
+        self._site_table, self._edges = table, edges
 
         if cell_m is None:
             if n:
@@ -232,6 +303,10 @@ class FenceIndex:
         if not (cell_m > 0.0 and math.isfinite(cell_m)):
             raise FenceIndexError(f"cell_m must be a finite number > 0, got {cell_m!r}")
         self._grid = Grid.build(bbox, cell_m=cell_m) if n else None
+        self._item_box = (
+            np.ascontiguousarray(bbox[self._grid.items]) if self._grid else np.empty((0, 4))
+        )
+        self._item_box.setflags(write=False)
         g_bytes = self._grid.nbytes if self._grid else 0
         self._stats = FenceIndexStats(
             sites=n,
@@ -249,6 +324,9 @@ class FenceIndex:
                 + local.nbytes
                 + boundary.nbytes
                 + 2 * bbox.nbytes
+                + table.nbytes
+                + edges.nbytes
+                + self._item_box.nbytes
             ),
             polygon_vertices=vertices,
         )
@@ -293,6 +371,41 @@ class FenceIndex:
         centre; with a margin, at most ``margin_m`` from the polygon / ``radius + margin_m``
         from the centre.  NaN coordinates match nothing.
         """
+        self._check_margin(margin_m)
+        lon_a = np.ascontiguousarray(lon, dtype=np.float64).ravel()
+        lat_a = np.ascontiguousarray(lat, dtype=np.float64).ravel()
+        if lon_a.shape != lat_a.shape:
+            raise ValueError(f"lon and lat differ in length: {lon_a.shape} vs {lat_a.shape}")
+        g = self._grid
+        if g is None or len(lon_a) == 0:
+            return np.empty((2, 0), dtype=np.intp)
+        pairs, pend, pxy = kernel.query_pairs(
+            lon_a, lat_a, g.lon_origin, g.lat_origin, g.inv_dlon, g.inv_dlat, g.nx, g.ny,
+            g.offsets, g.items, self._item_box, self._site_table, self._edges, float(margin_m),
+        )  # fmt: skip
+        if len(pend) == 0:
+            return pairs  # type: ignore[no-any-return]
+        # a point within ~1e-13 m of a polygon's edge (or its margin): GEOS's exact predicates
+        geoms = self._local[pairs[1].take(pend)]
+        if margin_m > 0.0:
+            hit = shapely.dwithin(geoms, shapely.points(pxy[0], pxy[1]), margin_m)
+        else:
+            hit = shapely.contains_xy(geoms, pxy[0], pxy[1])
+        if hit.all():
+            return pairs  # type: ignore[no-any-return]
+        keep = np.ones(pairs.shape[1], dtype=bool)
+        keep[pend[~hit]] = False
+        return pairs.compress(keep, axis=1)  # type: ignore[no-any-return]
+
+    def _query_numpy(
+        self,
+        lon: npt.ArrayLike,
+        lat: npt.ArrayLike,
+        *,
+        margin_m: float = 0.0,
+    ) -> IntArray:
+        """:meth:`query` as whole-array numpy operations: the implementation before the
+        compiled kernel, kept as the reference the tests compare the kernel with."""
         self._check_margin(margin_m)
         lon_a = np.ascontiguousarray(lon, dtype=np.float64).ravel()
         lat_a = np.ascontiguousarray(lat, dtype=np.float64).ravel()
@@ -365,6 +478,31 @@ class FenceIndex:
             d[poly] = np.where(shapely.contains_xy(geoms, xp, yp), -edge, edge)
         d[~(np.isfinite(lon_f) & np.isfinite(lat_f))] = np.inf
         return np.asarray(d.reshape(shape), dtype=np.float64)
+
+
+def warm_up() -> None:
+    """Compile the query kernel now (or load it from numba's cache).
+
+    A cold compile takes ~10 s on a loaded 2-core machine (docs/bench/geofence.md); done by the
+    engine's first round it would hold that round, and every fix behind it.  The service should
+    call this in a worker thread at start, as it does ``ingest.nmea.warm_up``.  Compiles every
+    variant the engine can hit: writable and read-only coordinate arrays, with and without a
+    margin, circles and polygons.
+    """
+    poly = Polygon([(37.6, 55.7), (37.601, 55.7), (37.601, 55.701), (37.6, 55.701)])
+    sites = (
+        Site(site_id="c", client_id="w", name="c", geometry=Point(37.6, 55.7), radius_m=50.0),
+        Site(site_id="p", client_id="w", name="p", geometry=poly),
+    )
+    index = FenceIndex.build(sites, margin_m=1.0)
+    lon = np.array([37.6, 37.6005, 37.6, np.nan])
+    lat = np.array([55.7, 55.7005, 55.7, np.nan])
+    lon_ro, lat_ro = lon.copy(), lat.copy()
+    lon_ro.setflags(write=False)
+    lat_ro.setflags(write=False)
+    for x, y in ((lon, lat), (lon_ro, lat_ro)):
+        for margin in (0.0, 1.0):
+            index.query(x, y, margin_m=margin)
 
 
 class FenceIndexHolder:
