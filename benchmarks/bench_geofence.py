@@ -1,101 +1,142 @@
 """Geofence matching throughput: FenceIndex vs shapely 2 STRtree, in the same run.
 
-    python benchmarks/bench_geofence.py [--points 1000000] [--repeats 5]
+    python benchmarks/bench_geofence.py [--points 1000000] [--repeats 7]
 
 Workload: 1,500 city-like fences (≈ 2/3 circles of 25–80 m, 1/3 building polygons, some
-overlapping; geofence.synthetic) in a 40 × 40 km box around Moscow's centre, and uniform random
-points in that box ("uniform"), plus a second set where half the points are within 150 m of a
-site centre ("near sites": what a fleet that spends its day at sites sends).
+overlapping; geofence.synthetic) in a 40 × 40 km box around Moscow's centre, and two point sets:
+"uniform" in that box (most points on no site) and "near sites" (half the points within 150 m
+of a site centre: the work detection does).  On the near-sites points the benchmark also runs
+what the tracker runs per batch (``schedule.tracker.FleetTracker.feed_matched``): the plain
+query *and* the 15 m exit-margin query on the same points ("detection" rows).
 
-Baselines, answering the same question (every (point, site) pair with the point in the fence):
-  (a) STRtree bulk: ``tree.query(shapely.points(lon, lat), predicate="intersects")`` on the
-      fences in lon/lat, circles as 64-gon buffers built in metres (point creation included);
-  (b) per-point loop: ``tree.query(Point(x, y), predicate="intersects")`` one point at a time,
-      timed on a subset and extrapolated.
-The STRtree answers differ from the index only by pairs within a few cm of a circle's edge (the
-64-gon is inscribed in the true circle); the run prints how many and how close.
+Contenders, all answering "every (point, site) pair with the point in the fence":
+  FenceIndex      ``index.query`` (the compiled kernel, geofence/kernel.py);
+  numpy (before)  ``index._query_numpy``, the whole-array implementation it replaced;
+  STRtree query   ``tree.query(points, predicate="intersects")`` with the shapely points made
+                  beforehand (query only: the fair race for the index's own work);
+  STRtree + pts   the same with ``shapely.points(lon, lat)`` inside the timing (what a caller
+                  holding coordinate arrays, as the engine does, pays).
+The tree holds the fences in lon/lat; circles are 64-gon buffers built in each circle's local
+metric frame, and for the margin query a second tree holds every fence grown by 15 m in its
+local frame (a plain STRtree cannot hold a metric circle or a metric margin).  Its pairs differ
+from the index's only within a few cm of a circle's edge; the run prints how many and how close.
 
-Wall figures are medians of ``--repeats`` runs; CPU figures (process time) are the minimum, which
-is steadier on a shared machine because waiting for a core is not counted.
+Every repeat runs every contender once, interleaved, so they share the machine's noise.
+Printed: the median over repeats of wall time and of process CPU time, and the median of the
+per-repeat ratios (the steadiest figure on a shared machine).  Batches of 1,000: each repeat
+runs all batches back to back; figures are per batch.  The kernel's compile time is measured in
+fresh processes: cold (empty numba cache) and cached.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
-import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 import psutil
 import shapely
+from shapely.geometry.base import BaseGeometry
 
-from geofence import FenceIndex
-from geofence.projection import from_local_m
-from geofence.reference import fence_lonlat
+from geofence import FenceIndex, Site
+from geofence.projection import from_local_m, to_local_m
+from geofence.reference import fence_lonlat, local_frame_origin
 from geofence.synthetic import make_city_sites, random_points
 
 FloatArray = npt.NDArray[np.float64]
 BATCH = 1_000
+MARGIN_M = 15.0  # schedule.params.DetectionParams.exit_margin_m
 
 
 @dataclass(frozen=True, slots=True)
-class Timing:
-    """Seconds per call: the median wall time over repeats, and the minimum process CPU time
-    (steadier when other processes share the cores: it does not count time spent waiting)."""
+class Sample:
+    """Seconds (per call) of one contender in one repeat."""
 
     wall: float
     cpu: float
 
 
-def time_calls(fn: Callable[[], object], repeats: int, calls: int = 1) -> Timing:
-    walls, cpus = [], []
-    for _ in range(repeats):
+def measure(fn: Callable[[], object], calls: int = 1) -> Sample:
+    w0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(calls):
+        fn()
+    return Sample((time.perf_counter() - w0) / calls, (time.process_time() - c0) / calls)
+
+
+def race(
+    contenders: dict[str, Callable[[], object]], repeats: int, calls: int = 1
+) -> dict[str, list[Sample]]:
+    """Every contender once per repeat, interleaved (order rotated each repeat)."""
+    out: dict[str, list[Sample]] = {name: [] for name in contenders}
+    names = list(contenders)
+    for r in range(repeats):
         gc.collect()
-        w0, c0 = time.perf_counter(), time.process_time()
-        for _ in range(calls):
-            fn()
-        cpus.append((time.process_time() - c0) / calls)
-        walls.append((time.perf_counter() - w0) / calls)
-    return Timing(statistics.median(walls), min(cpus))
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            out[name].append(measure(contenders[name], calls))
+    return out
 
 
-def batch_time(
-    fn: Callable[[FloatArray, FloatArray], object], lon: FloatArray, lat: FloatArray, repeats: int
-) -> Timing:
-    """Wall: median over repeats of the median batch; CPU: min over repeats of the mean."""
-    n_batches = len(lon) // BATCH
-    batches = [
-        (lon[k * BATCH : (k + 1) * BATCH], lat[k * BATCH : (k + 1) * BATCH])
-        for k in range(n_batches)
-    ]
-    walls, cpus = [], []
-    for _ in range(repeats):
-        gc.collect()
-        ts = []
-        c0 = time.process_time()
-        for x, y in batches:
-            t0 = time.perf_counter()
-            fn(x, y)
-            ts.append(time.perf_counter() - t0)
-        cpus.append((time.process_time() - c0) / n_batches)
-        walls.append(statistics.median(ts))
-    return Timing(statistics.median(walls), min(cpus))
+def report(title: str, n: int, samples: dict[str, list[Sample]], ours: str = "FenceIndex") -> None:
+    print(f"  {title}")
+    base = samples[ours]
+    for name, ss in samples.items():
+        wall = statistics.median(s.wall for s in ss)
+        cpu = statistics.median(s.cpu for s in ss)
+        line = (
+            f"    {name:<16} wall {wall * 1e3:9.3f} ms ({n / wall / 1e6:6.2f} M pts/s) | "
+            f"cpu {cpu * 1e3:9.3f} ms ({n / cpu / 1e6:6.2f} M pts/s)"
+        )
+        if name != ours:
+            rw = statistics.median(o.wall / b.wall for o, b in zip(ss, base, strict=True))
+            rc = statistics.median(o.cpu / b.cpu for o, b in zip(ss, base, strict=True))
+            line += f"  -> FenceIndex is {rw:5.1f}x wall, {rc:5.1f}x cpu"
+        print(line)
 
 
-def rate(what: str, who: str, t: Timing, n: int, extra: str = "") -> str:
-    return (
-        f"{what}: {who:<10} wall {t.wall * 1e3:9.3f} ms = {n / t.wall / 1e6:6.2f} M pts/s | "
-        f"cpu {t.cpu * 1e3:9.3f} ms = {n / t.cpu / 1e6:6.2f} M pts/s  {extra}"
+def grown_lonlat(site: Site, margin_m: float) -> BaseGeometry:
+    """The fence grown by ``margin_m`` metres in its local frame, in lon/lat (STRtree's
+    version of the margin query)."""
+    if site.radius_m is not None:
+        return fence_lonlat(
+            Site(site_id=site.site_id, client_id=site.client_id, name=site.name,
+                 geometry=site.geometry, radius_m=site.radius_m + margin_m),
+            quad_segs=16,
+        )  # fmt: skip
+    lon0, lat0 = local_frame_origin(site)
+    local = shapely.transform(
+        site.geometry, lambda c: np.column_stack(to_local_m(c[:, 0], c[:, 1], lon0, lat0))
+    )
+    return shapely.transform(
+        local.buffer(margin_m, quad_segs=16),
+        lambda c: np.column_stack(from_local_m(c[:, 0], c[:, 1], lon0, lat0)),
     )
 
 
-def ratio(base: Timing, ours: Timing) -> str:
-    return f"-> ratio wall {base.wall / ours.wall:5.1f}x, cpu {base.cpu / ours.cpu:5.1f}x"
+def compile_times() -> str:
+    """Seconds to import geofence and run geofence.warm_up() in a fresh process: with an
+    empty numba cache (cold) and then with the cache that run left (cached)."""
+    code = (
+        "import time; w, c = time.perf_counter(), time.process_time(); import geofence; "
+        "geofence.warm_up(); print(time.perf_counter() - w, time.process_time() - c)"
+    )
+    out = []
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+        for label in ("cold", "cached"):
+            r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                               text=True, check=True)  # fmt: skip
+            wall, cpu = (float(v) for v in r.stdout.split())
+            out.append(f"{label} {wall:.2f} s wall / {cpu:.2f} s cpu")
+    return "; ".join(out)
 
 
 def near_sites_points(
@@ -116,7 +157,7 @@ def near_sites_points(
 
 def compare(
     index: FenceIndex, ours: npt.NDArray[np.intp], theirs: npt.NDArray[np.intp],
-    lon: FloatArray, lat: FloatArray,
+    lon: FloatArray, lat: FloatArray, margin_m: float,
 ) -> str:  # fmt: skip
     n = len(index.sites)
     k_ours = ours[0].astype(np.int64) * n + ours[1]
@@ -125,37 +166,46 @@ def compare(
     if len(differ) == 0:
         return "identical"
     pt, site = differ // n, differ % n
-    d = np.abs(index.distance_m(lon[pt], lat[pt], site))
+    d = np.abs(index.distance_m(lon[pt], lat[pt], site) - margin_m)
     return (
         f"{len(differ)} of {len(k_ours)} pairs differ, all within {d.max() * 100:.1f} cm "
-        f"of a fence edge"
+        f"of the (grown) fence's edge"
     )
 
 
-def run(n_points: int, repeats: int) -> None:
+def per_call(samples: dict[str, list[Sample]], calls: int) -> dict[str, list[Sample]]:
+    return {k: [Sample(s.wall / calls, s.cpu / calls) for s in v] for k, v in samples.items()}
+
+
+def batches(lon: FloatArray, lat: FloatArray) -> list[tuple[FloatArray, FloatArray]]:
+    return [(lon[k : k + BATCH], lat[k : k + BATCH]) for k in range(0, len(lon) - BATCH + 1, BATCH)]
+
+
+def run(n_points: int, repeats: int, *, compile_time: bool) -> None:
     proc = psutil.Process()
     sites = make_city_sites(1500, seed=0)
     n_circles = sum(s.is_circle for s in sites)
     print(f"sites: {len(sites)} ({n_circles} circles, {len(sites) - n_circles} polygons), "
           f"points: {n_points:,}, repeats: {repeats}, batch: {BATCH}")  # fmt: skip
+    if compile_time:
+        print(f"kernel compile (fresh process: import geofence + warm_up): {compile_times()}")
 
     gc.collect()
     rss0 = proc.memory_info().rss
-    tracemalloc.start()
-    index = FenceIndex.build(sites, margin_m=15.0)
-    _, build_peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
+    index = FenceIndex.build(sites, margin_m=MARGIN_M)
     rss_build = proc.memory_info().rss - rss0
-    t_build = time_calls(lambda: FenceIndex.build(sites, margin_m=15.0), repeats).wall
+    t_build = statistics.median(
+        measure(lambda: FenceIndex.build(sites, margin_m=MARGIN_M)).wall for _ in range(3)
+    )
     st = index.stats
     print(f"index: build {t_build * 1e3:.1f} ms; {st.cells:,} cells of {st.cell_m:.0f} m, "
           f"{st.grid_entries:,} grid entries; arrays {st.array_bytes / 1e6:.2f} MB + "
-          f"{st.polygon_vertices:,} local polygon vertices in GEOS; tracemalloc peak during "
-          f"build {build_peak / 1e6:.2f} MB; RSS growth {rss_build / 1e6:.1f} MB")  # fmt: skip
+          f"{st.polygon_vertices:,} local polygon vertices in GEOS; RSS growth "
+          f"{rss_build / 1e6:.1f} MB")  # fmt: skip
 
-    geoms = np.array([fence_lonlat(s, quad_segs=16) for s in sites])
-    tree = shapely.STRtree(geoms)
-    centres = np.array([(s.geometry.centroid.x, s.geometry.centroid.y) for s in sites])
+    tree = shapely.STRtree(np.array([fence_lonlat(s, quad_segs=16) for s in sites]))
+    tree_m = shapely.STRtree(np.array([grown_lonlat(s, MARGIN_M) for s in sites]))
+    centres = np.array([local_frame_origin(s) for s in sites])
 
     workloads = {
         "uniform": random_points(n_points, seed=1),
@@ -163,64 +213,87 @@ def run(n_points: int, repeats: int) -> None:
     }
     for name, (lon, lat) in workloads.items():
         print(f"\n== {name} points ==")
-        ours = index.query(lon, lat)
-        theirs = tree.query(shapely.points(lon, lat), predicate="intersects")
-        print(
-            f"pairs: {ours.shape[1]:,}; STRtree vs index: {compare(index, ours, theirs, lon, lat)}"
-        )
+        pts = shapely.points(lon, lat)
+        for margin, t in ((0.0, tree), (MARGIN_M, tree_m)):
+            ours = index.query(lon, lat, margin_m=margin)
+            same = np.array_equal(ours, index._query_numpy(lon, lat, margin_m=margin))
+            theirs = t.query(pts, predicate="intersects")
+            print(f"margin {margin:g} m: {ours.shape[1]:,} pairs; compiled vs numpy: "
+                  f"{'identical' if same else 'DIFFERENT'}; STRtree vs index: "
+                  f"{compare(index, ours, theirs, lon, lat, margin)}")  # fmt: skip
 
-        tracemalloc.start()
-        index.query(lon, lat)
-        _, q_peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
+        def bulk(
+            margin: float, t: shapely.STRtree, lon: FloatArray = lon, lat: FloatArray = lat,
+            pts: npt.NDArray[np.object_] = pts,
+        ) -> dict[str, Callable[[], object]]:  # fmt: skip
+            return {
+                "FenceIndex": lambda: index.query(lon, lat, margin_m=margin),
+                "numpy (before)": lambda: index._query_numpy(lon, lat, margin_m=margin),
+                "STRtree query": lambda: t.query(pts, predicate="intersects"),
+                "STRtree + pts": lambda: t.query(shapely.points(lon, lat), predicate="intersects"),
+            }
 
-        def ours_bulk(lon: FloatArray = lon, lat: FloatArray = lat) -> object:
-            return index.query(lon, lat)
+        def per_batch(margins: Sequence[tuple[float, shapely.STRtree]], lon: FloatArray = lon,
+                      lat: FloatArray = lat) -> dict[str, Callable[[], object]]:  # fmt: skip
+            bs = batches(lon, lat)
+            bp = [shapely.points(x, y) for x, y in bs]
 
-        def tree_bulk(lon: FloatArray = lon, lat: FloatArray = lat) -> object:
-            return tree.query(shapely.points(lon, lat), predicate="intersects")
+            def fence_index() -> None:
+                for x, y in bs:
+                    for m, _ in margins:
+                        index.query(x, y, margin_m=m)
 
-        t_ours = time_calls(ours_bulk, repeats)
-        t_tree = time_calls(tree_bulk, repeats)
-        bulk = f"bulk {n_points:,}"
-        print(rate(bulk, "FenceIndex", t_ours, n_points, f"(temporary peak {q_peak / 1e6:.0f} MB)"))
-        print(rate(bulk, "STRtree", t_tree, n_points, ratio(t_tree, t_ours)))
+            def numpy_() -> None:
+                for x, y in bs:
+                    for m, _ in margins:
+                        index._query_numpy(x, y, margin_m=m)
 
-        b_ours = batch_time(lambda x, y: index.query(x, y), lon, lat, repeats)
-        b_tree = batch_time(
-            lambda x, y: tree.query(shapely.points(x, y), predicate="intersects"), lon, lat, repeats
-        )
-        batch = f"batch {BATCH}"
-        print(rate(batch, "FenceIndex", b_ours, BATCH))
-        print(rate(batch, "STRtree", b_tree, BATCH, ratio(b_tree, b_ours)))
+            def tree_q() -> None:
+                for p in bp:
+                    for _, t in margins:
+                        t.query(p, predicate="intersects")
 
-        m = min(20_000, n_points)
-        pts = [shapely.Point(x, y) for x, y in zip(lon[:m].tolist(), lat[:m].tolist(), strict=True)]
+            def tree_p() -> None:
+                for x, y in bs:
+                    p = shapely.points(x, y)
+                    for _, t in margins:
+                        t.query(p, predicate="intersects")
 
-        def loop(pts: list[shapely.Point] = pts) -> None:
-            for p in pts:
-                tree.query(p, predicate="intersects")
+            return {"FenceIndex": fence_index, "numpy (before)": numpy_, "STRtree query": tree_q,
+                    "STRtree + pts": tree_p}  # fmt: skip
 
-        t_loop = time_calls(loop, repeats)
-        per_pt = Timing(t_loop.wall / m, t_loop.cpu / m)
-        print(rate(f"per-point loop ({m:,} points, extrapolated)", "STRtree", per_pt, 1))
-        speedup_wall = per_pt.wall * n_points / t_ours.wall
-        speedup_cpu = per_pt.cpu * n_points / t_ours.cpu
-        print(f"   FenceIndex bulk vs per-point loop: wall {speedup_wall:5.0f}x, "
-              f"cpu {speedup_cpu:5.0f}x")  # fmt: skip
+        n_b = len(batches(lon, lat))
+        report(f"bulk {n_points:,} points, one call, margin 0", n_points,
+               race(bulk(0.0, tree), repeats))  # fmt: skip
+        if name == "near sites":
+            report(f"bulk {n_points:,} points, one call, margin {MARGIN_M:g} m", n_points,
+                   race(bulk(MARGIN_M, tree_m), repeats))  # fmt: skip
+            det = {k: [bulk(0.0, tree)[k], bulk(MARGIN_M, tree_m)[k]] for k in bulk(0.0, tree)}
+            report(f"detection, bulk: plain + {MARGIN_M:g} m query on {n_points:,} points",
+                   n_points, race({k: (lambda f=f: [g() for g in f]) for k, f in det.items()},
+                                  repeats))  # fmt: skip
+        r = race(per_batch([(0.0, tree)]), repeats)
+        report(f"batches of {BATCH:,} ({n_b:,} batches), margin 0: per batch", BATCH,
+               per_call(r, n_b))  # fmt: skip
+        if name == "near sites":
+            r = race(per_batch([(0.0, tree), (MARGIN_M, tree_m)]), repeats)
+            report(f"detection, batches of {BATCH:,}: plain + {MARGIN_M:g} m query per batch",
+                   BATCH, per_call(r, n_b))  # fmt: skip
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--points", type=int, default=1_000_000)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--no-compile-time", action="store_true", help="skip the fresh-process compile")
     args = ap.parse_args()
     print(
         f"numpy {np.__version__}, shapely {shapely.__version__} "
         f"(GEOS {shapely.geos_version_string}), {psutil.cpu_count()} CPUs, "
         f"load average {tuple(round(x, 2) for x in psutil.getloadavg())}"
     )
-    run(args.points, args.repeats)
+    run(args.points, args.repeats, compile_time=not args.no_compile_time)
+    print(f"load average at the end {tuple(round(x, 2) for x in psutil.getloadavg())}")
 
 
 if __name__ == "__main__":
