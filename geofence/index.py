@@ -277,11 +277,13 @@ class FenceIndex:
         lo_f, hi_f = _scale_bounds(origin_lat, bbox[:, 1], bbox[:, 3])
         table[:, kernel.SITE_LO] = lo_f
         table[:, kernel.SITE_HI] = hi_f
+        table[:, kernel.SITE_REL] = np.maximum(1.0 - np.sqrt(lo_f), np.sqrt(hi_f) - 1.0)
         edge_parts = [np.empty((0, 4))]
         n_edges = 0
         for k in np.flatnonzero(~circle).tolist():
             e = _edges(local[k])
             table[k, kernel.SITE_E0], table[k, kernel.SITE_E1] = n_edges, n_edges + len(e)
+            table[k, kernel.SITE_X0 : kernel.SITE_Y1 + 1] = local[k].bounds
             edge_parts.append(e)
             n_edges += len(e)
         edges = np.ascontiguousarray(np.concatenate(edge_parts))

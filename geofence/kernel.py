@@ -13,7 +13,9 @@ compare the two on random points *at* fence edges).  The grid clip reproduces ``
 at all: measured with the origin's fixed metres-per-degree, a distance is within a factor known
 at build time (``SITE_LO``/``SITE_HI``, ~1e-5 for a city fence, widened by 1e-9) of the local
 frame's, so a point farther than that factor from the edge is decided without the exact frame,
-and the exact frame's answer cannot differ; the others take the transcribed path.
+and the exact frame's answer cannot differ; the others take the transcribed path.  A polygon
+pair whose point is, by the same bound, outside the polygon's local bounds grown by the margin
+is out without the exact frame.
 
 Polygons are decided here too, on the same local-frame vertices shapely holds, with the same
 semantics: without a margin, *strictly* inside (``contains_xy``: the boundary is outside); with
@@ -52,16 +54,18 @@ _KX = float(WGS84_A * _DEG)
 _KY = float(WGS84_A * (1.0 - WGS84_E2) * _DEG)
 _E2 = float(WGS84_E2)
 
-#: Columns of the per-site table (one 72-byte row per site: ~one cache line a candidate; the
-#: sites' boxes sit beside the grid's lists, ``item_box``, read in order).
+#: Columns of the per-site table (one 112-byte row per site; the sites' boxes sit beside the
+#: grid's lists, ``item_box``, read in order).
 (
     SITE_LON0, SITE_LAT0, SITE_RADIUS, SITE_E0, SITE_E1, SITE_KX, SITE_KY, SITE_LO, SITE_HI,
-) = range(9)  # fmt: skip
+    SITE_REL, SITE_X0, SITE_Y0, SITE_X1, SITE_Y1,
+) = range(14)  # fmt: skip
 #: ``SITE_E0:SITE_E1`` is a polygon's range of rows in the edge table (empty for a circle);
 #: float64 holds these integers exactly.  ``SITE_KX``, ``SITE_KY``: metres per degree at the
 #: origin; ``SITE_LO``, ``SITE_HI``: squared bounds of (true distance / distance measured with
-#: those fixed scales) anywhere in the site's box, widened by 1e-9 (see :func:`query_pairs`).
-SITE_COLUMNS = 9
+#: those fixed scales) anywhere in the site's box, widened by 1e-9; ``SITE_REL``: the same as
+#: one relative bound per coordinate.  ``SITE_X0:SITE_Y1``: a polygon's local-frame bounds.
+SITE_COLUMNS = 14
 #: Columns of the edge table: one row per polygon edge in the site's local frame (metres).
 EDGE_AX, EDGE_AY, EDGE_BX, EDGE_BY = range(4)
 
@@ -174,12 +178,12 @@ def query_pairs(
             fy = fy_max
         cell = int(fy) * nx + int(fx)
         c = offsets[cell + 1] - offsets[cell]
-        if c:
-            hot_pt[h] = i
-            hot_cell[h] = cell
-            h += 1
-            bound += c
-            widest = max(widest, c)
+        # without a branch: near sites, whether a point has candidates is a coin toss
+        hot_pt[h] = i
+        hot_cell[h] = cell
+        h += c != 0
+        bound += c
+        widest = max(widest, c)
     buf = np.empty((2, bound), dtype=np.intp)
     survivors = np.empty(widest, dtype=np.intp)
     pend_pos = np.empty(0, dtype=np.intp)
@@ -225,6 +229,20 @@ def query_pairs(
                     buf[0, k] = i
                     buf[1, k] = s
                     k += 1
+                    continue
+            if e1 > e0:
+                # a polygon: outside its local bounds (grown by the margin) by more than the
+                # fixed scales' error, it is out whatever the exact frame says
+                xa = (x_i - lon0) * site_table[s, SITE_KX]
+                ya = (y_i - lat0) * site_table[s, SITE_KY]
+                rel = site_table[s, SITE_REL]
+                slack = margin_m + DIST_TOL_M
+                if (
+                    xa - abs(xa) * rel > site_table[s, SITE_X1] + slack
+                    or xa + abs(xa) * rel < site_table[s, SITE_X0] - slack
+                    or ya - abs(ya) * rel > site_table[s, SITE_Y1] + slack
+                    or ya + abs(ya) * rel < site_table[s, SITE_Y0] - slack
+                ):
                     continue
             # geofence.projection.local_m_arrays, operation for operation
             phi = (y_i + lat0) * _HALF_DEG
