@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -81,6 +81,11 @@ class _Reported:
     started: VisitStarted | StopStarted
     completed: VisitCompleted | StopEnded | None = None
     matched: bool = field(default=False)
+    #: never re-derived again: its site was removed from the index, or it was restored from
+    #: storage and starts before the fixes re-fed after a restart (see :meth:`restore`)
+    frozen: bool = field(default=False)
+    #: the detector's last record (an open visit closed by a site removal needs its figures)
+    record: VisitRecord | None = None
 
 
 def _empty_pairs() -> tuple[I64, npt.NDArray[np.int32]]:
@@ -93,8 +98,11 @@ class VehicleTracker:
     def __init__(
         self, vehicle_id: str, site_ids: Sequence[str], params: DetectionParams | None = None
     ) -> None:
+        """``site_ids[k]`` names site code ``k`` of the pairs fed in.  A list is kept by
+        reference (the :class:`FleetTracker` shares its append-only site registry, so a code,
+        once given, names the same site for ever); any other sequence is copied."""
         self.vehicle_id = vehicle_id
-        self.site_ids = tuple(site_ids)
+        self.site_ids: Sequence[str] = site_ids if isinstance(site_ids, list) else tuple(site_ids)
         self.params = params or DetectionParams()
         self._t: I64 = np.empty(0, np.int64)
         self._lon: F64 = np.empty(0)
@@ -311,10 +319,10 @@ class VehicleTracker:
         self, records: list[VisitRecord], cp_t: int, m: Motion, track: Track
     ) -> list[DetectionEvent]:
         events: list[DetectionEvent] = []
-        old = [r for r in self._visits if r.start_us >= cp_t]
+        old = [r for r in self._visits if r.start_us >= cp_t and not r.frozen]
         for r in old:
             r.matched = False
-        keep = [r for r in self._visits if r.start_us < cp_t]
+        keep = [r for r in self._visits if r.start_us < cp_t or r.frozen]
         for rec in records:
             site_id = self.site_ids[rec.site]
             rep = next(
@@ -352,6 +360,7 @@ class VehicleTracker:
                 rep, keep, f"{self.vehicle_id}-{site_id}-{rec.arrival_us}", rec.site,
                 rec.arrival_us, rec.departure_us, started, completed,
             )  # fmt: skip
+            keep[-1].record = rec
         events += self._retract_unmatched(old, keep)
         self._visits = keep
         return events
@@ -365,10 +374,10 @@ class VehicleTracker:
         kin: npt.NDArray[np.int64],
     ) -> list[DetectionEvent]:
         events: list[DetectionEvent] = []
-        old = [r for r in self._stops if r.start_us >= cp_t]
+        old = [r for r in self._stops if r.start_us >= cp_t and not r.frozen]
         for r in old:
             r.matched = False
-        keep = [r for r in self._stops if r.start_us < cp_t]
+        keep = [r for r in self._stops if r.start_us < cp_t or r.frozen]
         lon_k, lat_k = track.lon[m.keep], track.lat[m.keep]
         for rec in records:
             site = stop_site(rec, kin)
@@ -482,6 +491,47 @@ class VehicleTracker:
         self._used_ids = {r.key for r in (*self._visits, *self._stops)}
         self._trimmed = True
 
+    # -- site list changes ---------------------------------------------------------------
+
+    def retire_sites(self, codes: set[int]) -> list[DetectionEvent]:
+        """Sites ``codes`` left the index: forget their fence pairs, freeze their visits.
+
+        A visit still open closes now, at its last fix inside the fence, with ``closed_by =
+        "site_removed"``; a visit already closed stays as reported.  Neither is re-derived again
+        (late fixes cannot reopen or correct them: the fence they were measured against is
+        gone).  Stops keep the site they were attributed to.
+        """
+        if not codes:
+            return []
+        gone = np.fromiter(codes, dtype=np.int32, count=len(codes))
+        s = ~np.isin(self._in_site, gone)
+        self._in_t, self._in_site = self._in_t[s], self._in_site[s]
+        s = ~np.isin(self._near_site, gone)
+        self._near_t, self._near_site = self._near_t[s], self._near_site[s]
+        events: list[DetectionEvent] = []
+        for rep in self._visits:
+            if rep.site not in codes or rep.frozen:
+                continue
+            rep.frozen = True
+            rec = rep.record
+            is_open = rep.completed is None or rep.completed.retracted
+            if rec is None or rep.started.retracted or not is_open:
+                continue
+            completed = VisitCompleted(
+                visit_id="",
+                vehicle_id=self.vehicle_id,
+                site_id=self.site_ids[rep.site],
+                arrival_us=rec.arrival_us,
+                departure_us=rec.departure_us,
+                fix_count=rec.fix_count,
+                inside_share=round(rec.inside_share, 4),
+                median_hdop=rec.median_hdop,
+                closed_by="site_removed",
+            )
+            rep.completed = _versioned(completed, rep.key, rep.completed)
+            events.append(rep.completed)
+        return events
+
     # -- introspection -------------------------------------------------------------------
 
     @property
@@ -569,8 +619,33 @@ def _retract(rep: _Reported, stats: TrackerStats) -> list[DetectionEvent]:
     return events
 
 
+class SiteListMismatch(ValueError):
+    """Fence pairs name a site position the tracker's current site list does not have: the
+    caller swapped its FenceIndex without telling the tracker (call ``use_sites``)."""
+
+
+class SiteIndex(Protocol):
+    """What :meth:`FleetTracker.feed_index` needs of a ``geofence.FenceIndex``."""
+
+    @property
+    def site_ids(self) -> Sequence[str]: ...
+
+    def query(
+        self, lon: npt.ArrayLike, lat: npt.ArrayLike, *, margin_m: float = 0.0
+    ) -> npt.NDArray[np.integer]: ...
+
+
 class FleetTracker:
-    """One :class:`VehicleTracker` per vehicle, fed whole :class:`FixBatch` es."""
+    """One :class:`VehicleTracker` per vehicle, fed whole :class:`FixBatch` es.
+
+    Sites are known by id, not by position: the fence pairs fed in name positions in the
+    *current* site list (``site_ids``, as the current ``FenceIndex`` numbers them), and the
+    tracker translates each position to a code of its own registry, which only grows, so a
+    code names the same site id for the tracker's whole life.  :meth:`use_sites` swaps in a
+    new list (a new day's sites, a site edited or removed during the day) without losing any
+    visit in progress: a visit to a site still listed goes on; one to a removed site closes
+    with ``closed_by="site_removed"``.
+    """
 
     def __init__(
         self,
@@ -578,11 +653,38 @@ class FleetTracker:
         unit_to_vehicle: Mapping[str, str] | None = None,
         params: DetectionParams | None = None,
     ) -> None:
-        self.site_ids = tuple(site_ids)
         self.unit_to_vehicle = dict(unit_to_vehicle or {})
         self.params = params or DetectionParams()
         self.vehicles: dict[str, VehicleTracker] = {}
         self.unknown_units: set[str] = set()
+        self._site_names: list[str] = []  # code -> site id, append-only
+        self._site_code: dict[str, int] = {}
+        self.site_ids: tuple[str, ...] = ()
+        self._index_codes: I64 = np.empty(0, np.int64)  # current position -> code
+        self.use_sites(site_ids)
+
+    def use_sites(self, site_ids: Sequence[str]) -> list[DetectionEvent]:
+        """Make ``site_ids`` the current site list (pairs fed from now on index into it).
+
+        Returns the events of visits closed because their site is no longer listed.  Call it
+        when the ``FenceIndex`` is swapped, before feeding pairs computed with the new one
+        (:meth:`feed_index` does it for you).
+        """
+        ids = tuple(site_ids)
+        codes = np.empty(len(ids), np.int64)
+        for k, sid in enumerate(ids):
+            code = self._site_code.get(sid)
+            if code is None:
+                code = self._site_code[sid] = len(self._site_names)
+                self._site_names.append(sid)
+            codes[k] = code
+        removed = set(self._index_codes.tolist()) - set(codes.tolist())
+        self.site_ids, self._index_codes = ids, codes
+        events: list[DetectionEvent] = []
+        if removed:
+            for tr in self.vehicles.values():
+                events += tr.retire_sites(removed)
+        return events
 
     def _tracker(self, unit_id: str) -> VehicleTracker:
         vehicle = self.unit_to_vehicle.get(unit_id)
@@ -591,7 +693,7 @@ class FleetTracker:
             vehicle = unit_id
         tr = self.vehicles.get(vehicle)
         if tr is None:
-            tr = self.vehicles[vehicle] = VehicleTracker(vehicle, self.site_ids, self.params)
+            tr = self.vehicles[vehicle] = VehicleTracker(vehicle, self._site_names, self.params)
         return tr
 
     def feed(
@@ -606,8 +708,8 @@ class FleetTracker:
         n = len(fixes)
         if n == 0:
             return []
-        ins = np.asarray(inside, dtype=np.int64).reshape(2, -1)
-        nrs = np.asarray(near, dtype=np.int64).reshape(2, -1)
+        ins = self._to_codes(np.asarray(inside, dtype=np.int64).reshape(2, -1))
+        nrs = self._to_codes(np.asarray(near, dtype=np.int64).reshape(2, -1))
         order = np.argsort(fixes.unit_id, kind="stable")
         units = fixes.unit_id[order]
         bounds = np.flatnonzero(np.concatenate(([True], units[1:] != units[:-1], [True])))
@@ -639,13 +741,44 @@ class FleetTracker:
             )
         return events
 
+    @property
+    def known_site_ids(self) -> tuple[str, ...]:
+        """Every site id ever listed, in the order first seen (position = the tracker's code)."""
+        return tuple(self._site_names)
+
+    def _to_codes(self, pairs: Pairs) -> Pairs:
+        """(fix, position in the current site list) -> (fix, registry code)."""
+        if pairs.shape[1] == 0:
+            return pairs
+        pos = pairs[1]
+        n = len(self._index_codes)
+        if int(pos.max()) >= n or int(pos.min()) < 0:
+            raise SiteListMismatch(
+                f"fence pairs name site position {int(pos.max())} but the current site list has "
+                f"{n} sites: call use_sites(index.site_ids) when swapping the FenceIndex"
+            )
+        return np.stack((pairs[0], self._index_codes[pos]))
+
     def feed_matched(
         self, fixes: FixBatch, matcher: Matcher, *, now_us: int | None = None
     ) -> list[DetectionEvent]:
-        """Match the batch with ``matcher`` (e.g. ``FenceIndex.query``) and feed it."""
+        """Match the batch with ``matcher`` (positions in ``site_ids``) and feed it."""
         inside = matcher(fixes.lon, fixes.lat, 0.0)
         near = matcher(fixes.lon, fixes.lat, self.params.exit_margin_m)
         return self.feed(fixes, inside, near, now_us=now_us)
+
+    def feed_index(
+        self, fixes: FixBatch, index: SiteIndex, *, now_us: int | None = None
+    ) -> list[DetectionEvent]:
+        """Match the batch against ``index`` (e.g. ``FenceIndexHolder.current``) and feed it;
+        if the index lists other sites than the current list, swap it in first (the events of
+        visits closed by a removal come first in the result)."""
+        events: list[DetectionEvent] = []
+        if index.site_ids is not self.site_ids and tuple(index.site_ids) != self.site_ids:
+            events += self.use_sites(index.site_ids)
+        inside = index.query(fixes.lon, fixes.lat, margin_m=0.0)
+        near = index.query(fixes.lon, fixes.lat, margin_m=self.params.exit_margin_m)
+        return events + self.feed(fixes, inside, near, now_us=now_us)
 
     def advance(self, now_us: int) -> list[DetectionEvent]:
         events: list[DetectionEvent] = []
@@ -670,6 +803,8 @@ __all__ = [
     "ClosedBy",
     "FleetTracker",
     "Matcher",
+    "SiteIndex",
+    "SiteListMismatch",
     "TrackerStats",
     "VehicleTracker",
 ]
