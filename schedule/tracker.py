@@ -37,7 +37,7 @@ from schedule.events import (
     VisitCompleted,
     VisitStarted,
 )
-from schedule.motion import Motion, Track, motion, runs
+from schedule.motion import Motion, Track, local_xy, motion, runs
 from schedule.params import DetectionParams
 from schedule.stops import StopRecord, _median, detect_stops, stop_site
 from schedule.visits import VisitRecord, detect_visits_for_site, drop_dominated
@@ -62,6 +62,7 @@ class TrackerStats:
     beyond_horizon: int = 0  # arrived older than everything kept: dropped, counted
     reruns: int = 0
     fixes_rerun: int = 0
+    appended: int = 0  # rounds that only appended: no re-run could have reported anything
     corrections: int = 0
     retractions: int = 0
 
@@ -96,7 +97,12 @@ class VehicleTracker:
     """Visits and stops of one vehicle (sans-I/O: arrays in, events out)."""
 
     def __init__(
-        self, vehicle_id: str, site_ids: Sequence[str], params: DetectionParams | None = None
+        self,
+        vehicle_id: str,
+        site_ids: Sequence[str],
+        params: DetectionParams | None = None,
+        *,
+        incremental: bool = True,
     ) -> None:
         """``site_ids[k]`` names site code ``k`` of the pairs fed in.  A list is kept by
         reference (the :class:`FleetTracker` shares its append-only site registry, so a code,
@@ -117,6 +123,10 @@ class VehicleTracker:
         self._stops: list[_Reported] = []
         self._used_ids: set[str] = set()
         self.stats = TrackerStats()
+        #: skip the re-run of a round that provably cannot report anything (see _append_only)
+        self.incremental = incremental
+        self._stale = False  # open records not refreshed since rounds were only appended
+        self._clock_closed = False  # the last re-run closed something because of now_us
 
     # -- input -------------------------------------------------------------------------
 
@@ -176,10 +186,16 @@ class VehicleTracker:
 
         it, isite = pairs_t(ins)
         nt, nsite = pairs_t(nrs)
+        new_lon = np.asarray(lon, np.float64)[src]
+        new_lat = np.asarray(lat, np.float64)[src]
+        new_speed = np.asarray(speed_kmh, np.float64)[src]
+        append_only = self.incremental and self._append_only(
+            new_t, new_lon, new_lat, new_speed, isite, nt, nsite, now_us
+        )
         self._t = np.concatenate((self._t, new_t))
-        self._lon = np.concatenate((self._lon, np.asarray(lon, np.float64)[src]))
-        self._lat = np.concatenate((self._lat, np.asarray(lat, np.float64)[src]))
-        self._speed = np.concatenate((self._speed, np.asarray(speed_kmh, np.float64)[src]))
+        self._lon = np.concatenate((self._lon, new_lon))
+        self._lat = np.concatenate((self._lat, new_lat))
+        self._speed = np.concatenate((self._speed, new_speed))
         self._hdop = np.concatenate((self._hdop, np.asarray(hdop, np.float64)[src]))
         if len(self._t) > len(new_t) and new_t[0] < self._t[len(self._t) - len(new_t) - 1]:
             o = np.argsort(self._t, kind="stable")
@@ -193,9 +209,121 @@ class VehicleTracker:
         if not self._checkpoints or (dirty < self._checkpoints[0] and not self._trimmed):
             self._checkpoints = [int(self._t[0])]  # before any fix the vehicle is idle
             self._trimmed = False
+        if append_only:
+            self.stats.appended += 1
+            self._stale = True
+            last = int(new_t[-1])
+            for r in (*self._visits, *self._stops):
+                if _is_open(r):  # the open visit/stop now reaches the newest fix
+                    r.end_us = last
+            self._trim()
+            return []
         events = self._rerun(dirty, now_us)
         self._trim()
         return events
+
+    def _append_only(
+        self,
+        new_t: I64,
+        lon: F64,
+        lat: F64,
+        speed: F64,
+        isite: npt.NDArray[np.int32],
+        nt: I64,
+        nsite: npt.NDArray[np.int32],
+        now_us: int | None,
+    ) -> bool:
+        """True when a re-run over these new fixes could not report anything: the round only
+        appends them (the next re-run, from the same checkpoint, covers them as always).
+
+        This is what makes a round's cost follow the new fixes instead of the vehicle's
+        history in the two states a vehicle spends most of its time in, each checked
+        conservatively against the detectors' rules (anything else re-runs):
+
+        * **parked**: an open, reported stop reaching the newest fix; every new fix reports a
+          speed below ``stop_speed_kmh`` (so it is *still* and extends the stop's last still
+          run); and either no open visit and no fence pair at all, or one open reported visit
+          reaching the newest fix with every new fix inside its site and no pair of any other
+          site (so it extends the visit's last inside run), and no other visit overlapping it
+          (so ``drop_dominated`` cannot change).  An open stop or visit emits nothing while it
+          goes on, and both started events are fixed by fixes already seen.
+        * **driving**: nothing open; no fence pair; every new fix reports a speed of at least
+          ``stop_speed_kmh`` and moved more than ``stop_radius_m`` over the trailing
+          ``speed_window_s`` (so none is *still*: no stop run, no visit run, no transition;
+          closed visits and stops stay closed: their exit only gains confirming fixes).
+
+        Both need the new fixes in order after the newest one, known speeds, every step (and
+        the steps just before them) within ``max_gap_s``/``teleport_check_s`` and plausible
+        under the jump rule (so no outlier burst, frozen run or jump is dropped or cut anywhere
+        a re-run would look), and no record closed by the clock in the last re-run.
+        ``tests/test_tracker_incremental.py`` checks, round by round, that the events equal
+        those of a tracker that re-runs every round.
+        """
+        p = self.params
+        n_old = len(self._t)
+        if n_old < 2 or self._clock_closed or new_t[0] <= self._t[-1]:
+            return False
+        if now_us is not None and now_us - int(new_t[-1]) > p.max_gap_s * 1e6:
+            return False
+        if not bool(np.isfinite(speed).all()):
+            return False
+        last_t = int(self._t[-1])
+        open_v = [r for r in self._visits if _is_open(r)]
+        open_s = [r for r in self._stops if _is_open(r)]
+        if len(open_s) > 1 or len(open_v) > 1:
+            return False
+        if open_s:
+            if open_s[0].end_us != last_t or not self._speed[-1] < p.stop_speed_kmh:
+                return False
+            if not bool((speed < p.stop_speed_kmh).all()):
+                return False
+            if open_v:
+                v = open_v[0]
+                if v.end_us != last_t or len(isite) != len(new_t) or len(nt) < len(new_t):
+                    return False
+                if bool((isite != v.site).any()) or bool((nsite != v.site).any()):
+                    return False
+                if any(
+                    r is not v and not r.started.retracted and r.end_us >= v.start_us
+                    for r in self._visits
+                ):
+                    return False
+            elif len(isite) or len(nt):
+                return False
+        elif open_v or len(isite) or len(nt) or not bool((speed >= p.stop_speed_kmh).all()):
+            return False
+        # the steps a re-run would judge: from well before the trailing window of the first
+        # new fix (an outlier burst spans up to 5 fixes) to the newest one
+        window_us = round(p.speed_window_s * 1e6)
+        k0 = max(int(np.searchsorted(self._t, new_t[0] - window_us, side="right")) - 8, 0)
+        t_all = np.concatenate((self._t[k0:], new_t))
+        t_s = (t_all - t_all[0]).astype(np.float64) / 1e6
+        x, y = local_xy(
+            np.concatenate((self._lon[k0:], lon)), np.concatenate((self._lat[k0:], lat))
+        )
+        vk = np.concatenate((self._speed[k0:], speed))
+        if not bool(np.isfinite(vk).all()):
+            return False
+        dt = np.diff(t_s)
+        if float(dt.max()) > min(p.max_gap_s, p.teleport_check_s):
+            return False
+        d = np.hypot(np.diff(x), np.diff(y))
+        dtc = np.maximum(dt, 1e-3)
+        allowed = p.teleport_slack_m + 1.5 * np.fmax(vk[:-1], vk[1:]) / 3.6 * dtc
+        too_fast = (d / dtc * 3.6 > p.max_speed_kmh) & (d > p.teleport_slack_m)
+        if bool((too_fast | (d > allowed)).any()):
+            return False
+        if open_s:
+            return True
+        # driving: every new fix moved more than stop_radius_m over the trailing window
+        first_new = len(t_all) - len(new_t)
+        i = np.arange(first_new, len(t_all))
+        j = np.searchsorted(t_s, t_s[i] - p.speed_window_s, side="right") - 1
+        j = np.where(j >= i, i - 1, j)
+        if int(j.min()) < 0:
+            return False
+        moved = np.hypot(x[i] - x[j], y[i] - y[j])
+        return bool((moved > p.stop_radius_m).all())
 
     def advance(self, now_us: int) -> list[DetectionEvent]:
         """Close visits and stops whose vehicle has been silent for more than ``max_gap_s``."""
@@ -219,6 +347,8 @@ class VehicleTracker:
 
     def _rerun(self, dirty_us: int, now_us: int | None) -> list[DetectionEvent]:
         p = self.params
+        self._stale = False
+        self._clock_closed = now_us is not None and now_us - int(self._t[-1]) > p.max_gap_s * 1e6
         cp_i = int(np.searchsorted(np.asarray(self._checkpoints), dirty_us, side="right")) - 1
         cp_i = max(cp_i, 0)
         cp_t = self._checkpoints[cp_i]
@@ -503,12 +633,14 @@ class VehicleTracker:
         """
         if not codes:
             return []
+        events: list[DetectionEvent] = []
+        if self._stale:  # bring the open visits' figures up to the newest fix first
+            events += self._rerun(int(self._t[-1]), None)
         gone = np.fromiter(codes, dtype=np.int32, count=len(codes))
         s = ~np.isin(self._in_site, gone)
         self._in_t, self._in_site = self._in_t[s], self._in_site[s]
         s = ~np.isin(self._near_site, gone)
         self._near_t, self._near_site = self._near_t[s], self._near_site[s]
-        events: list[DetectionEvent] = []
         for rep in self._visits:
             if rep.site not in codes or rep.frozen:
                 continue
@@ -544,6 +676,13 @@ class VehicleTracker:
 
 
 AnyEvent = VisitStarted | StopStarted | VisitCompleted | StopEnded
+
+
+def _is_open(r: _Reported) -> bool:
+    """Announced, not retracted, not (or no longer) completed, and still re-derivable."""
+    return (
+        not r.frozen and not r.started.retracted and (r.completed is None or r.completed.retracted)
+    )
 
 
 def _with_id(ev: AnyEvent, key: str, version: int, supersedes: int | None, retracted: bool) -> Any:
