@@ -50,6 +50,7 @@ Pairs = npt.NDArray[np.int64]  # (2, K): row 0 fix index, row 1 site index
 Matcher = Callable[[F64, F64, float], npt.NDArray[np.integer]]
 
 _CHECKPOINT_LEAD_FIXES = 6  # an outlier burst can drop up to 5 fixes after a jump
+_DRIVE_CHECKPOINT_S = 60.0  # while only appending a drive, look for a checkpoint this often
 
 
 @dataclass(slots=True)
@@ -213,9 +214,13 @@ class VehicleTracker:
             self.stats.appended += 1
             self._stale = True
             last = int(new_t[-1])
+            parked = False
             for r in (*self._visits, *self._stops):
                 if _is_open(r):  # the open visit/stop now reaches the newest fix
                     r.end_us = last
+                    parked = True
+            if not parked:
+                self._checkpoint_while_driving()
             self._trim()
             return []
         events = self._rerun(dirty, now_us)
@@ -273,9 +278,7 @@ class VehicleTracker:
         if len(open_s) > 1 or len(open_v) > 1:
             return False
         if open_s:
-            if open_s[0].end_us != last_t or not self._speed[-1] < p.stop_speed_kmh:
-                return False
-            if not bool((speed < p.stop_speed_kmh).all()):
+            if open_s[0].end_us != last_t:
                 return False
             if open_v:
                 v = open_v[0]
@@ -313,17 +316,50 @@ class VehicleTracker:
         too_fast = (d / dtc * 3.6 > p.max_speed_kmh) & (d > p.teleport_slack_m)
         if bool((too_fast | (d > allowed)).any()):
             return False
-        if open_s:
-            return True
-        # driving: every new fix moved more than stop_radius_m over the trailing window
+        # no fix in the window is dropped, so schedule.motion's "still" of the newest fix
+        # before the round and of every new one is exactly: reported speed below
+        # stop_speed_kmh, or moved at most stop_radius_m over the trailing speed_window_s
         first_new = len(t_all) - len(new_t)
-        i = np.arange(first_new, len(t_all))
+        i = np.arange(first_new - 1, len(t_all))
         j = np.searchsorted(t_s, t_s[i] - p.speed_window_s, side="right") - 1
         j = np.where(j >= i, i - 1, j)
         if int(j.min()) < 0:
             return False
         moved = np.hypot(x[i] - x[j], y[i] - y[j])
-        return bool((moved > p.stop_radius_m).all())
+        still = (vk[i] < p.stop_speed_kmh) | (moved <= p.stop_radius_m)
+        if open_s:  # parked: the newest old fix and every new one extend the stop's last run
+            return bool(still.all())
+        return not bool(still[1:].any())  # driving: no new fix is still
+
+    def _checkpoint_while_driving(self) -> None:
+        """Find checkpoints in the recent drive without a re-run of the detectors.
+
+        Rounds that only append create no checkpoint, so a long drive would leave the latest
+        one behind the previous visit and the next re-run would start there.  This runs the
+        motion features and the checkpoint rule (the very code a re-run uses) over the last
+        couple of minutes only, at most once per ``_DRIVE_CHECKPOINT_S`` of fix time.
+        """
+        p = self.params
+        t_end = int(self._t[-1])
+        last_cp = self._checkpoints[-1]
+        if last_cp >= t_end - round(_DRIVE_CHECKPOINT_S * 1e6):
+            return
+        span_s = 2 * max(p.exit_confirm_s, p.move_confirm_s) + _DRIVE_CHECKPOINT_S
+        k = int(np.searchsorted(self._t, max(last_cp, t_end - round(span_s * 1e6))))
+        t_ctx = int(self._t[k]) - round(p.speed_window_s * 1e6)
+        kc = max(int(np.searchsorted(self._t, t_ctx, side="right")) - 2, 0)
+        track = Track(
+            self._t[kc:], self._lon[kc:], self._lat[kc:], self._speed[kc:], self._hdop[kc:]
+        )
+        m = motion(track, p)
+        active = int(np.searchsorted(m.keep, k - kc))
+        kept_t = track.t_us[m.keep]
+        near_any = np.zeros(len(kept_t), dtype=bool)
+        near_any[self._kept_pairs(kept_t, self._in_t, self._in_site)[0]] = True
+        near_any[self._kept_pairs(kept_t, self._near_t, self._near_site)[0]] = True
+        self._checkpoints += [
+            c for c in self._checkpoints_in(m, near_any, kept_t, active) if c > last_cp
+        ]
 
     def advance(self, now_us: int) -> list[DetectionEvent]:
         """Close visits and stops whose vehicle has been silent for more than ``max_gap_s``."""
