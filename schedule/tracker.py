@@ -37,7 +37,7 @@ from schedule.events import (
     VisitCompleted,
     VisitStarted,
 )
-from schedule.motion import Motion, Track, local_xy, motion, runs
+from schedule.motion import Motion, Track, motion, runs
 from schedule.params import DetectionParams
 from schedule.stops import StopRecord, _median, detect_stops, stop_site
 from schedule.visits import VisitRecord, detect_visits_for_site, drop_dominated
@@ -88,6 +88,7 @@ class _Reported:
     frozen: bool = field(default=False)
     #: the detector's last record (an open visit closed by a site removal needs its figures)
     record: VisitRecord | None = None
+    confirm_us: int = 0  # the fix at which it became a visit / stop (its started event's)
 
 
 def _empty_pairs() -> tuple[I64, npt.NDArray[np.int32]]:
@@ -190,14 +191,19 @@ class VehicleTracker:
         new_lon = np.asarray(lon, np.float64)[src]
         new_lat = np.asarray(lat, np.float64)[src]
         new_speed = np.asarray(speed_kmh, np.float64)[src]
-        append_only = self.incremental and self._append_only(
-            new_t, new_lon, new_lat, new_speed, isite, nt, nsite, now_us
+        new_hdop = np.asarray(hdop, np.float64)[src]
+        kept_last = (
+            self._append_only(
+                new_t, new_lon, new_lat, new_speed, new_hdop, it, isite, nt, nsite, now_us
+            )
+            if self.incremental
+            else None
         )
         self._t = np.concatenate((self._t, new_t))
         self._lon = np.concatenate((self._lon, new_lon))
         self._lat = np.concatenate((self._lat, new_lat))
         self._speed = np.concatenate((self._speed, new_speed))
-        self._hdop = np.concatenate((self._hdop, np.asarray(hdop, np.float64)[src]))
+        self._hdop = np.concatenate((self._hdop, new_hdop))
         if len(self._t) > len(new_t) and new_t[0] < self._t[len(self._t) - len(new_t) - 1]:
             o = np.argsort(self._t, kind="stable")
             self._t, self._lon, self._lat = self._t[o], self._lon[o], self._lat[o]
@@ -210,10 +216,10 @@ class VehicleTracker:
         if not self._checkpoints or (dirty < self._checkpoints[0] and not self._trimmed):
             self._checkpoints = [int(self._t[0])]  # before any fix the vehicle is idle
             self._trimmed = False
-        if append_only:
+        if kept_last is not None:
             self.stats.appended += 1
             self._stale = True
-            last = int(new_t[-1])
+            last = kept_last
             parked = False
             for r in (*self._visits, *self._stops):
                 if _is_open(r):  # the open visit/stop now reaches the newest fix
@@ -233,103 +239,112 @@ class VehicleTracker:
         lon: F64,
         lat: F64,
         speed: F64,
+        hdop: F64,
+        it: I64,
         isite: npt.NDArray[np.int32],
         nt: I64,
         nsite: npt.NDArray[np.int32],
         now_us: int | None,
-    ) -> bool:
-        """True when a re-run over these new fixes could not report anything: the round only
-        appends them (the next re-run, from the same checkpoint, covers them as always).
+    ) -> int | None:
+        """The newest fix a re-run would keep, when a re-run over these new fixes could not
+        report anything (the round then only appends them: the next re-run, from the same
+        checkpoint, covers them as always); None when the round must re-run.
 
         This is what makes a round's cost follow the new fixes instead of the vehicle's
-        history in the two states a vehicle spends most of its time in, each checked
-        conservatively against the detectors' rules (anything else re-runs):
+        history in the two states a vehicle spends most of its time in.  The motion features
+        (:func:`schedule.motion.motion`, the very code a re-run uses) are computed over a short
+        window: the new fixes and the old ones a re-run would look at for them (the trailing
+        ``speed_window_s`` and an outlier burst's 5 fixes before it); then, conservatively:
 
-        * **parked**: an open, reported stop reaching the newest fix; every new fix reports a
-          speed below ``stop_speed_kmh`` (so it is *still* and extends the stop's last still
-          run); and either no open visit and no fence pair at all, or one open reported visit
-          reaching the newest fix with every new fix inside its site and no pair of any other
-          site (so it extends the visit's last inside run), and no other visit overlapping it
-          (so ``drop_dominated`` cannot change).  An open stop or visit emits nothing while it
-          goes on, and both started events are fixed by fixes already seen.
-        * **driving**: nothing open; no fence pair; every new fix reports a speed of at least
-          ``stop_speed_kmh`` and moved more than ``stop_radius_m`` over the trailing
-          ``speed_window_s`` (so none is *still*: no stop run, no visit run, no transition;
-          closed visits and stops stay closed: their exit only gains confirming fixes).
+        * **parked**: an open, reported stop reaching the newest fix, and every kept fix from
+          there on *still* (it extends the stop's last still run); either no open visit and no
+          fence pair at all, or one open reported visit reaching the newest fix with every
+          kept new fix inside its site and no pair of another site (it extends the visit's
+          last inside run) and no other visit overlapping it (``drop_dominated`` cannot
+          change).  An outlier burst may be dropped, but only among fixes after every open
+          record's confirming fix (so neither started event can change).  An open stop or
+          visit emits nothing while it goes on.
+        * **driving**: nothing open, no fence pair, nothing dropped, and no new fix *still*:
+          no stop run, no visit run, no transition; closed visits and stops stay closed (an
+          exit only gains confirming fixes).
 
-        Both need the new fixes in order after the newest one, known speeds, every step (and
-        the steps just before them) within ``max_gap_s``/``teleport_check_s`` and plausible
-        under the jump rule (so no outlier burst, frozen run or jump is dropped or cut anywhere
-        a re-run would look), and no record closed by the clock in the last re-run.
+        Both need the new fixes in order after the newest one, no jump, gap or frozen run in
+        the window, and no record closed by the clock in the last re-run.
         ``tests/test_tracker_incremental.py`` checks, round by round, that the events equal
         those of a tracker that re-runs every round.
         """
         p = self.params
         n_old = len(self._t)
         if n_old < 2 or self._clock_closed or new_t[0] <= self._t[-1]:
-            return False
+            return None
         if now_us is not None and now_us - int(new_t[-1]) > p.max_gap_s * 1e6:
-            return False
-        if not bool(np.isfinite(speed).all()):
-            return False
+            return None
         last_t = int(self._t[-1])
         open_v = [r for r in self._visits if _is_open(r)]
         open_s = [r for r in self._stops if _is_open(r)]
         if len(open_s) > 1 or len(open_v) > 1:
-            return False
-        if open_s:
-            if open_s[0].end_us != last_t:
-                return False
-            if open_v:
-                v = open_v[0]
-                if v.end_us != last_t or len(isite) != len(new_t) or len(nt) < len(new_t):
-                    return False
-                if bool((isite != v.site).any()) or bool((nsite != v.site).any()):
-                    return False
-                if any(
-                    r is not v and not r.started.retracted and r.end_us >= v.start_us
-                    for r in self._visits
-                ):
-                    return False
-            elif len(isite) or len(nt):
-                return False
-        elif open_v or len(isite) or len(nt) or not bool((speed >= p.stop_speed_kmh).all()):
-            return False
-        # the steps a re-run would judge: from well before the trailing window of the first
-        # new fix (an outlier burst spans up to 5 fixes) to the newest one
+            return None
+        parked = bool(open_s)
+        if parked:
+            if open_s[0].end_us != last_t or (open_v and open_v[0].end_us != last_t):
+                return None
+            if not open_v and (len(isite) or len(nt)):
+                return None
+        elif open_v or len(isite) or len(nt):
+            return None
         window_us = round(p.speed_window_s * 1e6)
-        k0 = max(int(np.searchsorted(self._t, new_t[0] - window_us, side="right")) - 8, 0)
-        t_all = np.concatenate((self._t[k0:], new_t))
-        t_s = (t_all - t_all[0]).astype(np.float64) / 1e6
-        x, y = local_xy(
-            np.concatenate((self._lon[k0:], lon)), np.concatenate((self._lat[k0:], lat))
+        k0 = int(np.searchsorted(self._t, new_t[0] - window_us, side="right")) - 8
+        if k0 <= 0:
+            return None
+        track = Track(
+            np.concatenate((self._t[k0:], new_t)),
+            np.concatenate((self._lon[k0:], lon)),
+            np.concatenate((self._lat[k0:], lat)),
+            np.concatenate((self._speed[k0:], speed)),
+            np.concatenate((self._hdop[k0:], hdop)),
         )
-        vk = np.concatenate((self._speed[k0:], speed))
-        if not bool(np.isfinite(vk).all()):
-            return False
-        dt = np.diff(t_s)
-        if float(dt.max()) > min(p.max_gap_s, p.teleport_check_s):
-            return False
-        d = np.hypot(np.diff(x), np.diff(y))
-        dtc = np.maximum(dt, 1e-3)
-        allowed = p.teleport_slack_m + 1.5 * np.fmax(vk[:-1], vk[1:]) / 3.6 * dtc
-        too_fast = (d / dtc * 3.6 > p.max_speed_kmh) & (d > p.teleport_slack_m)
-        if bool((too_fast | (d > allowed)).any()):
-            return False
-        # no fix in the window is dropped, so schedule.motion's "still" of the newest fix
-        # before the round and of every new one is exactly: reported speed below
-        # stop_speed_kmh, or moved at most stop_radius_m over the trailing speed_window_s
-        first_new = len(t_all) - len(new_t)
-        i = np.arange(first_new - 1, len(t_all))
-        j = np.searchsorted(t_s, t_s[i] - p.speed_window_s, side="right") - 1
-        j = np.where(j >= i, i - 1, j)
-        if int(j.min()) < 0:
-            return False
-        moved = np.hypot(x[i] - x[j], y[i] - y[j])
-        still = (vk[i] < p.stop_speed_kmh) | (moved <= p.stop_radius_m)
-        if open_s:  # parked: the newest old fix and every new one extend the stop's last run
-            return bool(still.all())
-        return not bool(still[1:].any())  # driving: no new fix is still
+        m = motion(track, p)
+        n_all = len(track)
+        first_new = n_all - len(new_t)
+        if m.dropped_frozen or m.jump[1:].any() or m.gap[1:].any():
+            return None
+        keep = m.keep
+        if len(keep) < n_all:  # an outlier burst at the end of the window
+            if not parked:
+                return None
+            kept = np.zeros(n_all, dtype=bool)
+            kept[keep] = True
+            first_drop = int(np.argmin(kept))
+            if first_drop < first_new - 5:
+                return None
+            t_drop = int(track.t_us[first_drop])
+            if any(r.confirm_us >= t_drop for r in (*open_v, *open_s)):
+                return None
+        # kept fixes from the newest old one on (a re-run sees the same features for them:
+        # nothing before the window can drop or cut anything this late)
+        a = int(np.searchsorted(keep, first_new - 1))
+        if a >= len(keep) or int(keep[a]) != first_new - 1:
+            return None  # the newest old fix itself would be dropped
+        still = m.still[a:]
+        if not parked:
+            return None if bool(still[1:].any()) else int(track.t_us[keep[-1]])
+        if not bool(still.all()):
+            return None
+        if open_v:
+            v = open_v[0]
+            kept_new_t = track.t_us[keep[a + 1 :]]
+            ins = np.isin(kept_new_t, it[isite == v.site])
+            others = np.isin(kept_new_t, it[isite != v.site]) | np.isin(
+                kept_new_t, nt[nsite != v.site]
+            )
+            if not bool(ins.all()) or bool(others.any()):
+                return None
+            if any(
+                r is not v and not r.started.retracted and r.end_us >= v.start_us
+                for r in self._visits
+            ):
+                return None
+        return int(track.t_us[keep[-1]])
 
     def _checkpoint_while_driving(self) -> None:
         """Find checkpoints in the recent drive without a re-run of the detectors.
@@ -527,6 +542,7 @@ class VehicleTracker:
                 rec.arrival_us, rec.departure_us, started, completed,
             )  # fmt: skip
             keep[-1].record = rec
+            keep[-1].confirm_us = rec.confirmed_us
         events += self._retract_unmatched(old, keep)
         self._visits = keep
         return events
@@ -583,6 +599,7 @@ class VehicleTracker:
                 rep, keep, f"{self.vehicle_id}-stop-{rec.start_us}", site,
                 rec.start_us, rec.end_us, started, completed,
             )  # fmt: skip
+            keep[-1].confirm_us = int(track.t_us[m.keep[rec.confirm]])
         events += self._retract_unmatched(old, keep)
         self._stops = keep
         return events

@@ -79,9 +79,13 @@ def test_every_round_reports_what_a_full_rerun_reports(
     for k, (g, w) in enumerate(zip(got, want, strict=True)):
         assert g == w, f"round {k} differs"
     assert full.stats.appended == 0
-    # and the incremental tracker still converges to one run over all fixes in order
-    reference = feed_all(VehicleTracker("V", FENCES.ids, PARAMS, incremental=False), arrays, FENCES)
-    assert outcome([e for r in got for e in r]) == outcome(reference)
+    # and the incremental tracker still converges to one run over all fixes in order, unless
+    # a late chunk arrived older than everything kept (dropped and counted, as documented)
+    if fast.stats.beyond_horizon == 0:
+        reference = feed_all(
+            VehicleTracker("V", FENCES.ids, PARAMS, incremental=False), arrays, FENCES
+        )
+        assert outcome([e for r in got for e in r]) == outcome(reference)
 
 
 def test_a_parked_and_a_driving_vehicle_only_append() -> None:
