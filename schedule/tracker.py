@@ -21,7 +21,7 @@ remedy).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -36,6 +36,7 @@ from schedule.events import (
     StopStarted,
     VisitCompleted,
     VisitStarted,
+    latest,
 )
 from schedule.motion import Motion, Track, motion, runs
 from schedule.params import DetectionParams
@@ -128,6 +129,7 @@ class VehicleTracker:
         #: skip the re-run of a round that provably cannot report anything (see _append_only)
         self.incremental = incremental
         self._stale = False  # open records not refreshed since rounds were only appended
+        self._restored = False  # restore() ran and no fix came yet
         self._clock_closed = False  # the last re-run closed something because of now_us
 
     # -- input -------------------------------------------------------------------------
@@ -213,6 +215,8 @@ class VehicleTracker:
         self._near_t = np.concatenate((self._near_t, nt))
         self._near_site = np.concatenate((self._near_site, nsite))
         dirty = int(new_t[0])
+        if self._restored:
+            self._freeze_unreachable()
         if not self._checkpoints or (dirty < self._checkpoints[0] and not self._trimmed):
             self._checkpoints = [int(self._t[0])]  # before any fix the vehicle is idle
             self._trimmed = False
@@ -537,6 +541,8 @@ class VehicleTracker:
                     median_hdop=rec.median_hdop,
                     closed_by=rec.closed_by,
                 )
+            if rep is None and _overlaps_frozen(keep, rec.site, rec.arrival_us, rec.departure_us):
+                continue  # restored from before the re-fed fixes: that one stands
             events += self._report(
                 rep, keep, f"{self.vehicle_id}-{site_id}-{rec.arrival_us}", rec.site,
                 rec.arrival_us, rec.departure_us, started, completed,
@@ -595,6 +601,8 @@ class VehicleTracker:
                 ),
                 None,
             )
+            if rep is None and _overlaps_frozen(keep, None, rec.start_us, rec.end_us):
+                continue  # restored from before the re-fed fixes: that one stands
             events += self._report(
                 rep, keep, f"{self.vehicle_id}-stop-{rec.start_us}", site,
                 rec.start_us, rec.end_us, started, completed,
@@ -674,6 +682,70 @@ class VehicleTracker:
         self._used_ids = {r.key for r in (*self._visits, *self._stops)}
         self._trimmed = True
 
+    # -- restart -------------------------------------------------------------------------
+
+    def restore(self, latest: Sequence[DetectionEvent], site_code: Callable[[str], int]) -> None:
+        """Adopt what a previous life of this tracker reported (the latest version of each
+        event of this vehicle, e.g. from the store) before re-feeding the stored fixes.
+
+        The identity rule (durable ids): a visit's id is ``{vehicle}-{site}-{arrival_us}`` and
+        a stop's ``{vehicle}-stop-{start_us}`` as first reported, kept through corrections.
+        A re-run over the same fixes derives the same ids without any restore, for every
+        record whose arrival/start was not later corrected by late data.  ``restore`` makes
+        the rule hold for those too: a re-derived visit (same site) or stop overlapping a
+        restored one takes its id and continues its versions, so an unchanged one emits
+        nothing (recognised as already published) and a changed one a correction.  Restored
+        records that start before the first re-fed fix cannot be re-derived: they stay as
+        restored (frozen) and a truncated re-derivation overlapping them is not reported.
+        Re-feed the stored fixes in **one** :meth:`feed` (a partial re-feed would retract
+        what its fixes do not reach yet), from at least the start of every open restored
+        record (:attr:`refeed_from_us`); then live data as usual.
+        """
+        if len(self._t):
+            raise RuntimeError("restore() must come before the first feed()")
+        started: dict[str, VisitStarted | StopStarted] = {}
+        completed: dict[str, VisitCompleted | StopEnded] = {}
+        for ev in latest:
+            if ev.vehicle_id != self.vehicle_id:
+                continue
+            key = ev.visit_id if isinstance(ev, VisitStarted | VisitCompleted) else ev.stop_id
+            if isinstance(ev, VisitStarted | StopStarted):
+                started[key] = ev
+            else:
+                completed[key] = ev
+        for key, st in started.items():
+            done = completed.get(key)
+            is_open = done is None or done.retracted
+            end = _FAR_FUTURE_US if is_open or done is None else _end_of(done)
+            if isinstance(st, VisitStarted):
+                site, start, confirm = site_code(st.site_id), st.arrival_us, st.confirmed_us
+            else:
+                site = -1 if st.site_id is None else site_code(st.site_id)
+                start, confirm = st.start_us, _FAR_FUTURE_US
+            rep = _Reported(
+                key=key, site=site, start_us=start, end_us=end, started=st, completed=done
+            )
+            rep.confirm_us = confirm
+            (self._visits if isinstance(st, VisitStarted) else self._stops).append(rep)
+            self._used_ids.add(key)
+        self._visits.sort(key=lambda r: r.start_us)
+        self._stops.sort(key=lambda r: r.start_us)
+        self._restored = True
+
+    @property
+    def refeed_from_us(self) -> int | None:
+        """The earliest start of an open restored record (re-feed fixes from there at least)."""
+        starts = [r.start_us for r in (*self._visits, *self._stops) if _is_open(r)]
+        return min(starts) if starts else None
+
+    def _freeze_unreachable(self) -> None:
+        """After a restore, at the first feed: records starting before the first fix stand."""
+        self._restored = False
+        first = int(self._t[0])
+        for r in (*self._visits, *self._stops):
+            if r.start_us < first:
+                r.frozen = True
+
     # -- site list changes ---------------------------------------------------------------
 
     def retire_sites(self, codes: set[int]) -> list[DetectionEvent]:
@@ -729,6 +801,23 @@ class VehicleTracker:
 
 
 AnyEvent = VisitStarted | StopStarted | VisitCompleted | StopEnded
+
+_FAR_FUTURE_US = 2**62  # the end of a restored record still open
+
+
+def _end_of(ev: VisitCompleted | StopEnded) -> int:
+    return ev.departure_us if isinstance(ev, VisitCompleted) else ev.end_us
+
+
+def _overlaps_frozen(keep: list[_Reported], site: int | None, start_us: int, end_us: int) -> bool:
+    """A frozen record (of ``site``; any site for stops: None) overlapping [start, end]."""
+    return any(
+        o.frozen
+        and (site is None or o.site == site)
+        and o.start_us <= end_us
+        and start_us <= o.end_us
+        for o in keep
+    )
 
 
 def _is_open(r: _Reported) -> bool:
@@ -844,8 +933,11 @@ class FleetTracker:
         site_ids: Sequence[str],
         unit_to_vehicle: Mapping[str, str] | None = None,
         params: DetectionParams | None = None,
+        *,
+        incremental: bool = True,
     ) -> None:
         self.unit_to_vehicle = dict(unit_to_vehicle or {})
+        self.incremental = incremental  # see VehicleTracker._append_only
         self.params = params or DetectionParams()
         self.vehicles: dict[str, VehicleTracker] = {}
         self.unknown_units: set[str] = set()
@@ -863,13 +955,7 @@ class FleetTracker:
         (:meth:`feed_index` does it for you).
         """
         ids = tuple(site_ids)
-        codes = np.empty(len(ids), np.int64)
-        for k, sid in enumerate(ids):
-            code = self._site_code.get(sid)
-            if code is None:
-                code = self._site_code[sid] = len(self._site_names)
-                self._site_names.append(sid)
-            codes[k] = code
+        codes = np.fromiter((self._register_site(sid) for sid in ids), np.int64, len(ids))
         removed = set(self._index_codes.tolist()) - set(codes.tolist())
         self.site_ids, self._index_codes = ids, codes
         events: list[DetectionEvent] = []
@@ -885,7 +971,9 @@ class FleetTracker:
             vehicle = unit_id
         tr = self.vehicles.get(vehicle)
         if tr is None:
-            tr = self.vehicles[vehicle] = VehicleTracker(vehicle, self._site_names, self.params)
+            tr = self.vehicles[vehicle] = VehicleTracker(
+                vehicle, self._site_names, self.params, incremental=self.incremental
+            )
         return tr
 
     def feed(
@@ -932,6 +1020,34 @@ class FleetTracker:
                 now_us=now_us,
             )
         return events
+
+    def restore(self, events: Iterable[DetectionEvent]) -> None:
+        """Adopt the events a previous life reported (any order, any versions: the latest of
+        each is used) before re-feeding the stored fixes; see :meth:`VehicleTracker.restore`.
+        A site no longer listed keeps its code; its restored visits stand as they were."""
+        folded = latest(list(events))
+        by_vehicle: dict[str, list[DetectionEvent]] = {}
+        for ev in folded.values():
+            by_vehicle.setdefault(ev.vehicle_id, []).append(ev)
+        for vehicle, evs in by_vehicle.items():
+            tr = self.vehicles.get(vehicle)
+            if tr is None:
+                tr = self.vehicles[vehicle] = VehicleTracker(
+                    vehicle, self._site_names, self.params, incremental=self.incremental
+                )
+            tr.restore(evs, self._register_site)
+
+    def refeed_from_us(self) -> int | None:
+        """Re-feed stored fixes from ``min(newest - horizon_s, this)`` after a restore."""
+        starts = [s for tr in self.vehicles.values() if (s := tr.refeed_from_us) is not None]
+        return min(starts) if starts else None
+
+    def _register_site(self, site_id: str) -> int:
+        code = self._site_code.get(site_id)
+        if code is None:
+            code = self._site_code[site_id] = len(self._site_names)
+            self._site_names.append(site_id)
+        return code
 
     @property
     def known_site_ids(self) -> tuple[str, ...]:
