@@ -38,13 +38,15 @@ from schedule.events import (
     VisitStarted,
     latest,
 )
-from schedule.motion import Motion, Track, motion, runs
+from schedule.motion import Motion, Track, local_xy, motion, runs
 from schedule.params import DetectionParams
 from schedule.stops import StopRecord, _median, detect_stops, stop_site
 from schedule.visits import VisitRecord, detect_visits_for_site, drop_dominated
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
+BoolA = npt.NDArray[np.bool_]
+IntpA = npt.NDArray[np.intp]
 Pairs = npt.NDArray[np.int64]  # (2, K): row 0 fix index, row 1 site index
 
 #: (lon, lat, margin_m) -> (2, K) containment pairs, like geofence.FenceIndex.query
@@ -300,43 +302,47 @@ class VehicleTracker:
         k0 = int(np.searchsorted(self._t, new_t[0] - window_us, side="right")) - 8
         if k0 <= 0:
             return None
-        track = Track(
-            np.concatenate((self._t[k0:], new_t)),
-            np.concatenate((self._lon[k0:], lon)),
-            np.concatenate((self._lat[k0:], lat)),
-            np.concatenate((self._speed[k0:], speed)),
-            np.concatenate((self._hdop[k0:], hdop)),
-        )
-        m = motion(track, p)
-        n_all = len(track)
+        t_w = np.concatenate((self._t[k0:], new_t))
+        lon_w = np.concatenate((self._lon[k0:], lon))
+        lat_w = np.concatenate((self._lat[k0:], lat))
+        speed_w = np.concatenate((self._speed[k0:], speed))
+        n_all = len(t_w)
         first_new = n_all - len(new_t)
-        if m.dropped_frozen or m.jump[1:].any() or m.gap[1:].any():
-            return None
-        keep = m.keep
-        if len(keep) < n_all:  # an outlier burst at the end of the window
-            if not parked:
+        plain = _plain_still(t_w, lon_w, lat_w, speed_w, first_new - 1, p)
+        if plain is not None:  # nothing to drop or cut: motion() would keep every fix
+            keep: IntpA = np.arange(n_all)
+            a = first_new - 1
+            still = plain
+        else:
+            track = Track(t_w, lon_w, lat_w, speed_w, np.concatenate((self._hdop[k0:], hdop)))
+            m = motion(track, p)
+            if m.dropped_frozen or m.jump[1:].any() or m.gap[1:].any():
                 return None
-            kept = np.zeros(n_all, dtype=bool)
-            kept[keep] = True
-            first_drop = int(np.argmin(kept))
-            if first_drop < first_new - 5:
-                return None
-            t_drop = int(track.t_us[first_drop])
-            if any(r.confirm_us >= t_drop for r in (*open_v, *open_s)):
-                return None
-        # kept fixes from the newest old one on (a re-run sees the same features for them:
-        # nothing before the window can drop or cut anything this late)
-        a = int(np.searchsorted(keep, first_new - 1))
-        if a >= len(keep) or int(keep[a]) != first_new - 1:
-            return None  # the newest old fix itself would be dropped
-        still = m.still[a:]
+            keep = m.keep
+            if len(keep) < n_all:  # an outlier burst at the end of the window
+                if not parked:
+                    return None
+                kept = np.zeros(n_all, dtype=bool)
+                kept[keep] = True
+                first_drop = int(np.argmin(kept))
+                if first_drop < first_new - 5:
+                    return None
+                t_drop = int(t_w[first_drop])
+                if any(r.confirm_us >= t_drop for r in (*open_v, *open_s)):
+                    return None
+            # kept fixes from the newest old one on (a re-run sees the same features for
+            # them: nothing before the window can drop or cut anything this late)
+            a = int(np.searchsorted(keep, first_new - 1))
+            if a >= len(keep) or int(keep[a]) != first_new - 1:
+                return None  # the newest old fix itself would be dropped
+            still = m.still[a:]
         if not parked:
-            return None if bool(still[1:].any()) else int(track.t_us[keep[-1]])
+            return None if bool(still[1:].any()) else int(t_w[keep[-1]])
         if not bool(still.all()):
             return None
         if open_v:
             v = open_v[0]
-            kept_new_t = track.t_us[keep[a + 1 :]]
+            kept_new_t = t_w[keep[a + 1 :]]
             ins = np.isin(kept_new_t, it[isite == v.site])
             others = np.isin(kept_new_t, it[isite != v.site]) | np.isin(
                 kept_new_t, nt[nsite != v.site]
@@ -348,7 +354,7 @@ class VehicleTracker:
                 for r in self._visits
             ):
                 return None
-        return int(track.t_us[keep[-1]])
+        return int(t_w[keep[-1]])
 
     def _checkpoint_while_driving(self) -> None:
         """Find checkpoints in the recent drive without a re-run of the detectors.
@@ -807,6 +813,37 @@ _FAR_FUTURE_US = 2**62  # the end of a restored record still open
 
 def _end_of(ev: VisitCompleted | StopEnded) -> int:
     return ev.departure_us if isinstance(ev, VisitCompleted) else ev.end_us
+
+
+def _plain_still(
+    t_us: I64, lon: F64, lat: F64, speed: F64, first: int, p: DetectionParams
+) -> BoolA | None:
+    """``schedule.motion``'s *still* for fixes ``first:`` of a short window, computed without
+    it when no step is implausible, none is longer than ``teleport_check_s`` and every speed
+    is known (then motion() keeps every fix and cuts nothing, and *still* is: reported speed
+    below ``stop_speed_kmh``, or moved at most ``stop_radius_m`` over ``speed_window_s``);
+    None when motion() itself must judge, or the window is too short to say."""
+    if not bool(np.isfinite(speed).all()):
+        return None
+    t_s = (t_us - t_us[0]).astype(np.float64) / 1e6
+    dt = np.diff(t_s)
+    if float(dt.max()) > min(p.max_gap_s, p.teleport_check_s):
+        return None
+    x, y = local_xy(lon, lat)
+    d = np.hypot(np.diff(x), np.diff(y))
+    dtc = np.maximum(dt, 1e-3)
+    allowed = p.teleport_slack_m + 1.5 * np.fmax(speed[:-1], speed[1:]) / 3.6 * dtc
+    too_fast = (d / dtc * 3.6 > p.max_speed_kmh) & (d > p.teleport_slack_m)
+    if bool((too_fast | (d > allowed)).any()):
+        return None
+    i = np.arange(first, len(t_s))
+    j = np.searchsorted(t_s, t_s[i] - p.speed_window_s, side="right") - 1
+    j = np.where(j >= i, i - 1, j)
+    if int(j.min()) < 0:
+        return None
+    moved = np.hypot(x[i] - x[j], y[i] - y[j])
+    out: BoolA = (speed[i] < p.stop_speed_kmh) | (moved <= p.stop_radius_m)
+    return out
 
 
 def _overlaps_frozen(keep: list[_Reported], site: int | None, start_us: int, end_us: int) -> bool:
