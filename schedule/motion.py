@@ -8,6 +8,7 @@ the same fix gets the same features whichever batch it arrived in (the tracker r
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -195,17 +196,42 @@ def _drop_outlier_bursts(
     Runs once per raw jump (``bad``), never per fix.  Every comparison starts from the last
     KEPT fix (``base``), not from fix i-1: a dropped outlier must not make the genuine fixes
     after it look like a jump (issue 11 #10: a departing truck lost 2-3 fixes that way).  At a
-    jump base -> i:
+    jump base -> i there are two kinds of reading:
 
     * forward: a fix j among the next ``BURST_FIXES`` is back where ``base`` was, so i..j-1
       were the burst (the jump away exceeded the slack);
     * backward: i is back where a kept fix k among the ``BURST_FIXES`` before it was, so the
       kept fixes after k were the burst, entered by a step *under* the slack and left by this
-      jump (issue 11 #9: such a lone outlier used to survive and cut the stop);
-    * otherwise the jump is real (a receiver that re-acquired elsewhere) and stays.
+      jump (issue 11 #9: such a lone outlier used to survive and cut the stop).
+
+    A reading counts only if every fix it drops lies more than half the slack both off the path
+    of the two fixes kept around it and from where the vehicle mostly is (the median of the
+    kept fixes around i); its score is the smallest of those distances, and the highest score
+    wins (then the fewest fixes).  A genuine fix is near the path (moving) or near the median
+    (standing), so a reading that would drop one loses: with σ 6 m noise beside a 38 m
+    outlier, the outlier goes, never the noisy fix after it.  When no reading is that clear
+    (very noisy white noise stepping out and straight back), the first forward reading is
+    taken, as before.
+    Otherwise the jump is real (a receiver that re-acquired elsewhere) and stays.
     """
     n = len(t_s)
     dropped = 0
+
+    def off_path(d: int, a: int, b: int) -> float:
+        """Distance of fix d from the segment a -> b."""
+        ax, ay = float(x[a]), float(y[a])
+        ex, ey = float(x[b]) - ax, float(y[b]) - ay
+        px, py = float(x[d]) - ax, float(y[d]) - ay
+        ll = ex * ex + ey * ey
+        u = 0.0 if ll == 0.0 else min(max((px * ex + py * ey) / ll, 0.0), 1.0)
+        return math.hypot(px - u * ex, py - u * ey)
+
+    def score(burst: list[int], a: int, b: int, mx: float, my: float) -> float:
+        return min(
+            (min(off_path(d, a, b), math.hypot(x[d] - mx, y[d] - my)) for d in burst),
+            default=0.0,
+        )
+
     for i in np.flatnonzero(bad).tolist():
         if not keep[i] or i == 0:
             continue
@@ -214,20 +240,31 @@ def _drop_outlier_bursts(
             base -= 1
         if base < 0 or not _jumped(t_s, x, y, v, p, base, i):
             continue  # fine from the last kept fix: the jump was only from a dropped outlier
-        done = False
+        # where the vehicle mostly is around here (robust to a burst of up to 5 in 12 fixes)
+        lo, hi = max(0, i - BURST_FIXES - 1), min(n, i + BURST_FIXES + 1)
+        near = np.flatnonzero(keep[lo:hi]) + lo
+        mx, my = float(np.median(x[near])), float(np.median(y[near]))
+        # (-score, fixes dropped, the burst): farthest off first, then the fewest fixes
+        readings: list[tuple[float, int, list[int]]] = []
         for j in range(i + 1, min(i + BURST_FIXES + 1, n)):
             if _back(t_s, x, y, v, p, base, j):
-                keep[i:j] = False
-                dropped += j - i
-                done = True
-                break
-        if done:
-            continue
+                cand = list(range(i, j))
+                readings.append((-score(cand, base, j, mx, my), len(cand), cand))
         for k in range(base - 1, max(i - BURST_FIXES - 2, -1), -1):
             if keep[k] and _back(t_s, x, y, v, p, k, i):
-                dropped += int(keep[k + 1 : i].sum())
-                keep[k + 1 : i] = False
-                break
+                cand = [d for d in range(k + 1, i) if keep[d]]
+                readings.append((-score(cand, k, i, mx, my), len(cand), cand))
+        valid = [r for r in readings if r[1] and -r[0] > p.teleport_slack_m / 2]
+        if valid:
+            burst = min(valid, key=lambda r: (r[0], r[1]))[2]
+        else:
+            # no clear outlier: white noise of σ 10 m steps over the slack now and then, there
+            # and straight back; the fix that stepped out goes (it is 40 m off its neighbours
+            # either way), so that no "jump" is left to split a stop
+            burst = next((c for _, nn, c in readings if nn and c[0] == i), [])
+        if burst:
+            keep[burst] = False
+            dropped += len(burst)
     return dropped
 
 

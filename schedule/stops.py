@@ -326,9 +326,9 @@ def _merge_back_to_back(
 ) -> list[StopRecord]:
     """One stop from back-to-back stops at one place (issue 11 #13): the next starts within
     ``stop_merge_gap_s`` of the previous one's end, nothing splits them (jump, gap), its place
-    lies within ``stop_merge_m`` of the previous one's and within ``stop_extent_m`` of where
-    the merged stop began, and every fix between stays within ``stop_merge_m`` (a truck
-    re-parking at the dock, not one that drove round the block).
+    lies within ``stop_merge_m`` of the previous one's, every fix between stays within
+    ``stop_merge_m`` of it (a truck re-parking at the dock, not one that drove round the
+    block), and the merged stop keeps the extent bound (:func:`_extent_cut`).
     """
     out: list[StopRecord] = []
     for r in stops:
@@ -341,8 +341,8 @@ def _merge_back_to_back(
                 and m.t_s[r.first] - m.t_s[a.last] <= p.stop_merge_gap_s
                 and n_split[r.first + 1] == n_split[a.last + 1]
                 and math.hypot(r.x - a.x, r.y - a.y) <= p.stop_merge_m
-                and math.hypot(r.x - hx, r.y - hy) <= p.stop_extent_m
                 and bool(np.all(np.hypot(bx - a.x, by - a.y) <= p.stop_merge_m))
+                and _extent_cut(m, p, a.first, a.last + 1, r.last + 1, (hx, hy)) > r.last
             ):
                 out[-1] = _record(m, p, t0_us, a.first, r.last, r.closed_by)
                 continue
