@@ -98,9 +98,13 @@ def multipath_noise(
     sigma = np.where(parked, model.parked_sigma_m, model.moving_sigma_m)
     ex = rng.standard_normal(n) * sigma
     ey = rng.standard_normal(n) * sigma
-    starts = np.flatnonzero(parked & (rng.random(n) < model.outlier_share / model.burst_fixes))
-    mags = rng.uniform(model.outlier_min_m, model.outlier_max_m, len(starts))
-    angs = rng.uniform(0.0, 2 * np.pi, len(starts))
+    # one draw per epoch whatever the share: the same seed with outlier_share=0 is the same day
+    # without its outliers (a controlled comparison, see docs/detection.md)
+    hit = rng.random(n) < model.outlier_share / model.burst_fixes
+    all_mags = rng.uniform(model.outlier_min_m, model.outlier_max_m, n)
+    all_angs = rng.uniform(0.0, 2 * np.pi, n)
+    starts = np.flatnonzero(parked & hit)
+    mags, angs = all_mags[starts], all_angs[starts]
     mp = np.zeros(n, dtype=bool)
     for k in range(model.burst_fixes):  # a burst stays at one offset, as multipath does
         idx = starts + k

@@ -140,3 +140,13 @@ def test_a_multipath_day_splits_no_jam_and_keeps_the_visits(multipath_day: Path)
         ]
         assert len(found) == 1, (ts, found)  # one stop: no outlier cut it, nothing missed it
         assert found[0]["closed_by"] == "exit"
+
+
+def test_the_same_seed_without_outliers_is_the_same_day_without_them() -> None:
+    v = np.where(np.arange(20_000) % 1000 < 600, 0.0, 8.0)
+    ex1, ey1, mp1 = multipath_noise(v, np.random.default_rng(5), MultipathNoise())
+    ex0, ey0, mp0 = multipath_noise(v, np.random.default_rng(5), MultipathNoise(outlier_share=0.0))
+    assert mp1.sum() > 50
+    assert not mp0.any()
+    assert np.array_equal(ex1[~mp1], ex0[~mp1])
+    assert np.array_equal(ey1[~mp1], ey0[~mp1])
