@@ -230,6 +230,11 @@ def detect_stops(
                     end = cand
             out.append(_record(m, p, t0_us, first, end, reason))
 
+    def long_enough(st: StopState) -> StopState:
+        if st is StopState.PENDING and m.t_s[last] - m.t_s[first] >= p.stop_min_s:
+            return step(st, StopInput.LONG_ENOUGH)
+        return st
+
     def why_ended(nxt: int) -> ClosedBy:
         """The chain [first, last] is over; ``nxt`` is the next standing fix (or n)."""
         k = first_split_after(last)
@@ -252,6 +257,7 @@ def detect_stops(
                 if cut > s:
                     state = step(state, StopInput.JOIN)
                     last = cut - 1
+                    state = long_enough(state)
                 if cut < e:  # it has crept out of its place: moved on
                     close("exit")
                     state = step(state, StopInput.BREAK)
@@ -270,15 +276,16 @@ def detect_stops(
             cut = _extent_cut(m, p, first, first, e, head)
             state = step(state, StopInput.SLOW)
             last = max(cut - 1, first)
-            if cut < e:
-                state = step(state, StopInput.BREAK)  # too short to be a stop by then
+            if cut < e:  # stood, then crept out of its place within one still run
+                state = long_enough(state)
+                close("exit")
+                state = step(state, StopInput.BREAK)
                 prev_last = last
                 if max(cut, first + 1) < e:
                     todo.append((max(cut, first + 1), e))
                 continue
         prev_last = e - 1
-        if state is StopState.PENDING and m.t_s[last] - m.t_s[first] >= p.stop_min_s:
-            state = step(state, StopInput.LONG_ENOUGH)
+        state = long_enough(state)
     if state is not StopState.IDLE:
         # the last chain: closed if followed by a confirmed move, a jump or a gap, else open
         tail: ClosedBy | None = None

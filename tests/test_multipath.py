@@ -176,6 +176,25 @@ def test_a_slow_crawl_is_not_a_stop(speed_kmh: float, reported: bool) -> None:
     assert stops == []
 
 
+@pytest.mark.parametrize("reported", [True, False])
+def test_standing_then_creeping_away_is_a_stop_that_ends_where_it_left_its_place(
+    reported: bool,
+) -> None:
+    """Ten minutes parked, then a 2.5 km/h creep that never looks like driving: the stop is the
+    standing (plus the creep up to the extent bound), and it ends by moving on."""
+    b = TrackBuilder(seed=9).start(-500.0, 0.0).drive(0.0, 0.0, 30.0).park(600, sigma_m=3.0)
+    t_stand_end = b.now
+    b.drive(300.0, 0.0, 2.5, sigma_m=3.0).drive(3000.0, 0.0, 30.0)
+    if not reported:
+        b.v = [float("nan")] * len(b.v)
+    stops, m = stops_and_motion(b)
+    assert len(stops) == 1
+    assert stops[0][2] == "exit"
+    end_s = float(m.t_s[stops[0][1]]) + 1.0  # type: ignore[attr-defined]  # t_s: from the 1st fix
+    # the bound: ~100 m of creep at 0.69 m/s after the stand, never the whole 300 m creep
+    assert t_stand_end - 5 <= end_s <= t_stand_end + P.stop_extent_m / (2.5 / 3.6) + 10
+
+
 def test_a_jam_of_stands_and_short_creeps_is_one_stop() -> None:
     b = TrackBuilder(seed=3).start(-500.0, 0.0).drive(0.0, 0.0, 30.0)
     for k in range(4):  # four stands of 2 minutes, 12 m creeps at 6 km/h between them
