@@ -211,8 +211,8 @@ def _drop_outlier_bursts(
     (standing), so a reading that would drop one loses: with σ 6 m noise beside a 38 m
     outlier, the outlier goes, never the noisy fix after it.  When no reading is that clear
     (very noisy white noise stepping out and straight back), the first forward reading is
-    taken, as before.
-    Otherwise the jump is real (a receiver that re-acquired elsewhere) and stays.
+    taken, as before.  With no reading at all the jump is real (a receiver that re-acquired
+    elsewhere) and stays.
     """
     n = len(t_s)
     dropped = 0
