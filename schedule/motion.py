@@ -179,13 +179,47 @@ def _jumped(t_s: F64, x: F64, y: F64, v: F64, p: DetectionParams, a: int, b: int
     return d > p.teleport_slack_m + 1.5 * vmax / _KMH * dt
 
 
-def _back(t_s: F64, x: F64, y: F64, v: F64, p: DetectionParams, a: int, b: int) -> bool:
-    """Fix b is back where fix a was: within the jump slack (plus what the reported speeds
-    allow over the span; nothing extra when no speed is known)."""
-    span = max(float(t_s[b] - t_s[a]), 1e-3)
-    vb = float(np.fmax(v[a], v[b]))
-    lim = p.teleport_slack_m + (0.0 if np.isnan(vb) else 1.5 * vb / _KMH * span)
-    return float(np.hypot(x[b] - x[a], y[b] - y[a])) <= lim
+class _Window:
+    """The fixes around one jump as Python floats (track index j is item ``j - lo``): the
+    burst rule compares a few dozen pairs per jump, and a numpy scalar operation per
+    comparison cost three times the whole detector."""
+
+    __slots__ = ("hi", "lo", "mx", "my", "p", "t", "v", "x", "y")
+
+    def __init__(
+        self, t_s: F64, x: F64, y: F64, v: F64, keep: BoolA, p: DetectionParams, *, lo: int, hi: int
+    ) -> None:
+        self.lo, self.hi, self.p = lo, hi, p
+        self.t, self.x, self.y = t_s[lo:hi].tolist(), x[lo:hi].tolist(), y[lo:hi].tolist()
+        self.v = v[lo:hi].tolist()
+        # where the vehicle mostly is around here (robust to a burst of up to 5 in 12 fixes)
+        kept = [j - lo for j in range(lo, hi) if keep[j]]
+        sx, sy = sorted(self.x[j] for j in kept), sorted(self.y[j] for j in kept)
+        self.mx, self.my = sx[len(sx) // 2], sy[len(sy) // 2]
+
+    def back(self, a: int, b: int) -> bool:
+        """Fix b is back where fix a was: within the jump slack, plus 1.5 x the larger reported
+        speed over the span (nothing extra when no speed is known)."""
+        a, b = a - self.lo, b - self.lo
+        span = max(self.t[b] - self.t[a], 1e-3)
+        va, vb = self.v[a], self.v[b]
+        vm = va if vb != vb else (vb if va != va else max(va, vb))  # NaN-aware max
+        lim = self.p.teleport_slack_m + (0.0 if vm != vm else 1.5 * vm / _KMH * span)
+        return math.hypot(self.x[b] - self.x[a], self.y[b] - self.y[a]) <= lim
+
+    def score(self, burst: list[int], a: int, b: int) -> float:
+        """Smallest distance of a burst fix from the path a -> b and from the median."""
+        ax, ay = self.x[a - self.lo], self.y[a - self.lo]
+        ex, ey = self.x[b - self.lo] - ax, self.y[b - self.lo] - ay
+        ll = ex * ex + ey * ey
+        out = math.inf
+        for d in burst:
+            dx, dy = self.x[d - self.lo], self.y[d - self.lo]
+            px, py = dx - ax, dy - ay
+            u = 0.0 if ll == 0.0 else min(max((px * ex + py * ey) / ll, 0.0), 1.0)
+            off = math.hypot(px - u * ex, py - u * ey)
+            out = min(out, off, math.hypot(dx - self.mx, dy - self.my))
+        return out
 
 
 def _drop_outlier_bursts(
@@ -216,22 +250,6 @@ def _drop_outlier_bursts(
     """
     n = len(t_s)
     dropped = 0
-
-    def off_path(d: int, a: int, b: int) -> float:
-        """Distance of fix d from the segment a -> b."""
-        ax, ay = float(x[a]), float(y[a])
-        ex, ey = float(x[b]) - ax, float(y[b]) - ay
-        px, py = float(x[d]) - ax, float(y[d]) - ay
-        ll = ex * ex + ey * ey
-        u = 0.0 if ll == 0.0 else min(max((px * ex + py * ey) / ll, 0.0), 1.0)
-        return math.hypot(px - u * ex, py - u * ey)
-
-    def score(burst: list[int], a: int, b: int, mx: float, my: float) -> float:
-        return min(
-            (min(off_path(d, a, b), math.hypot(x[d] - mx, y[d] - my)) for d in burst),
-            default=0.0,
-        )
-
     for i in np.flatnonzero(bad).tolist():
         if not keep[i] or i == 0:
             continue
@@ -240,28 +258,35 @@ def _drop_outlier_bursts(
             base -= 1
         if base < 0 or not _jumped(t_s, x, y, v, p, base, i):
             continue  # fine from the last kept fix: the jump was only from a dropped outlier
-        # where the vehicle mostly is around here (robust to a burst of up to 5 in 12 fixes)
-        lo, hi = max(0, i - BURST_FIXES - 1), min(n, i + BURST_FIXES + 1)
-        near = np.flatnonzero(keep[lo:hi]) + lo
-        mx, my = float(np.median(x[near])), float(np.median(y[near]))
+        w = _Window(
+            t_s,
+            x,
+            y,
+            v,
+            keep,
+            p,
+            lo=max(0, min(base, i - BURST_FIXES - 1) - 1),
+            hi=min(n, i + BURST_FIXES + 1),
+        )
         # (-score, fixes dropped, the burst): farthest off first, then the fewest fixes
         readings: list[tuple[float, int, list[int]]] = []
-        for j in range(i + 1, min(i + BURST_FIXES + 1, n)):
-            if _back(t_s, x, y, v, p, base, j):
+        for j in range(i + 1, w.hi):
+            if w.back(base, j):
                 cand = list(range(i, j))
-                readings.append((-score(cand, base, j, mx, my), len(cand), cand))
+                readings.append((-w.score(cand, base, j), len(cand), cand))
         for k in range(base - 1, max(i - BURST_FIXES - 2, -1), -1):
-            if keep[k] and _back(t_s, x, y, v, p, k, i):
+            if keep[k] and w.back(k, i):
                 cand = [d for d in range(k + 1, i) if keep[d]]
-                readings.append((-score(cand, k, i, mx, my), len(cand), cand))
-        valid = [r for r in readings if r[1] and -r[0] > p.teleport_slack_m / 2]
+                if cand:
+                    readings.append((-w.score(cand, k, i), len(cand), cand))
+        valid = [r for r in readings if -r[0] > p.teleport_slack_m / 2]
         if valid:
             burst = min(valid, key=lambda r: (r[0], r[1]))[2]
         else:
             # no clear outlier: white noise of σ 10 m steps over the slack now and then, there
             # and straight back; the fix that stepped out goes (it is 40 m off its neighbours
             # either way), so that no "jump" is left to split a stop
-            burst = next((c for _, nn, c in readings if nn and c[0] == i), [])
+            burst = next((c for _, _, c in readings if c[0] == i), [])
         if burst:
             keep[burst] = False
             dropped += len(burst)
