@@ -19,7 +19,9 @@ class DetectionParams:
 
     Defaults are the issue's: a visit needs 2 min inside, leaving needs 15 m beyond the fence,
     a stop is < 3 km/h for 3 min.  The rest are chosen so that σ = 10 m jitter and 30-150 m
-    multipath outliers cannot end a visit or a stop (see docs/detection.md).
+    multipath outliers cannot end a visit or a stop (see docs/detection.md).  A stop's size is
+    bounded (``stop_extent_m``: a queue crawling faster than 2 km/h is slow, not stopped), and
+    stops back to back at one place (``stop_merge_gap_s``, ``stop_merge_m``) are one stop.
     """
 
     # visits
