@@ -31,7 +31,7 @@ from simulators.publish import (
     last_receive_us,
     publish_scenario,
 )
-from simulators.scenario import ScenarioParams, write_scenario
+from simulators.scenario import NOISE_MODELS, ScenarioParams, write_scenario
 
 _RATES = ("skip", "late", "jam", "lunch", "driveby", "multipath", "dropout", "bad")
 
@@ -82,6 +82,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"GPS noise in metres, per unit between MIN and MAX "
         f"(default {d.noise_min_m:g},{d.noise_max_m:g})",
     )
+    g.add_argument(
+        "--noise-model",
+        choices=NOISE_MODELS,
+        default=d.noise_model,
+        help="multipath: white noise (6 m parked, 3 m moving), 1%% of parked fixes 40-80 m "
+        "outliers, jams as stands with short creeps (issue 11's independent generator)",
+    )
     for name in _RATES:
         default = getattr(d, f"{name}_rate")
         g.add_argument(f"--{name}-rate", type=float, default=default, help=f"default {default}")
@@ -129,6 +136,7 @@ def _params(args: argparse.Namespace, *, default_date: dt.date | None) -> Scenar
         slow_rate_hz=args.slow_rate_hz,
         noise_min_m=args.noise_m[0],
         noise_max_m=args.noise_m[1],
+        noise_model=args.noise_model,
         clock_off_units=args.clock_off_units,
         silent_units=args.silent_units,
         **kw,

@@ -36,7 +36,7 @@ from simulators.drive import (
     move_phase,
     street_phases,
 )
-from simulators.gps import Dropout, observe, transmit
+from simulators.gps import Dropout, MultipathNoise, observe, stand_and_creep, transmit
 from simulators.nmea_writer import FixColumns, epoch_bytes
 from simulators.plans import (
     RouteAssignment,
@@ -55,6 +55,9 @@ _GARBAGE_BYTES = np.array([b for b in range(256) if b not in (0x0A, 0x0D, 0x23, 
 
 #: the latest window end a plan may need after its last stop (plans.window_around's slack)
 WINDOW_SLACK_MIN = 180
+
+
+NOISE_MODELS = ("default", "multipath")
 
 
 class ScenarioError(ValueError):
@@ -87,6 +90,9 @@ class ScenarioParams:
     lunch_rate: float = 0.5  # per vehicle: a 20–45 min lunch stop
     driveby_rate: float = 0.03  # per leg: a detour through a fence without stopping
     multipath_rate: float = 0.002  # per epoch near buildings
+    # "multipath": issue 11's independent noise (simulators.gps.MultipathNoise) and jams as
+    # stands with short creeps (simulators.gps.stand_and_creep) instead of the default model
+    noise_model: str = "default"
     dropout_rate: float = 0.3  # expected coverage dropouts per unit per day
     bad_rate: float = 0.0005  # per sentence
     clock_off_units: int = 1
@@ -113,6 +119,8 @@ class ScenarioParams:
         ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1]")
+        if self.noise_model not in NOISE_MODELS:
+            raise ValueError(f"noise_model={self.noise_model!r}: choose one of {NOISE_MODELS}")
         if self.clock_off_units + self.silent_units > self.vehicles:
             raise ValueError("more clock-off and silent units than vehicles")
 
@@ -605,6 +613,10 @@ def _observe_and_write(
     n_ep = int((tl.now - unit_on) // step) + 1
     t_ep: FloatArray = unit_on + np.arange(n_ep, dtype=np.float64) * step
     kin = tl.sample(t_ep)
+    noise = MultipathNoise() if p.noise_model == "multipath" else None
+    if noise is not None:
+        jams = [(t_a, t_b) for kind, t_a, t_b, _ in events if kind == "traffic"]
+        kin = stand_and_creep(kin, jams, rng)
     near = np.hypot(kin.x, kin.y) < 3000.0
     for _, site_i, park, leave in visits_raw:
         if not city.sites[site_i].is_circle:
@@ -617,6 +629,7 @@ def _observe_and_write(
         rate_hz=rate_hz,
         near_buildings=near,
         multipath_rate=p.multipath_rate,
+        noise=noise,
     )
     truth.multipath_outliers += int(obs.multipath.sum())
     dropouts: list[Dropout] = []
