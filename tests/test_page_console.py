@@ -257,6 +257,7 @@ async def test_readable_at_1920x1080_overview_screenshot(shots: Path) -> None:
             assert box is not None
             assert box["x"] >= 0
             assert box["x"] + box["width"] <= 1920, sel
+        await fit_all_sites(page)  # the city, with the track on it
         overflow = await page.page.evaluate(
             "() => { const b = document.getElementById('route-body');"
             " return b.scrollWidth - b.clientWidth; }"

@@ -40,7 +40,8 @@ export class MapView {
    * @param {(vehicle: object) => string} o.vehicleInfo
    */
   constructor(el, { tileUrl, tileAttribution, onVehicleClick, siteInfo, vehicleInfo }) {
-    this.map = L.map(el, { preferCanvas: true, zoomControl: true, worldCopyJump: false });
+    // fractional zoom: fitting the city to the screen leaves no wide empty margins
+    this.map = L.map(el, { preferCanvas: true, zoomControl: true, zoomSnap: 0.25, zoomDelta: 0.5 });
     this.map.setView(MOSCOW, 11);
     for (const [name, z] of [["sites", 410], ["track", 420], ["vehicles", 430]]) {
       this.map.createPane(name).style.zIndex = String(z);
