@@ -514,7 +514,9 @@ class App {
     const now = Date.now() + this.clockOffsetMs;
     for (const el of document.querySelectorAll(".a-age")) {
       const opened = Date.parse(el.dataset.opened);
-      el.textContent = Number.isNaN(opened) ? "" : t("alerts.age", { age: this.age(now - opened) });
+      // no age when the alert's time is far from the server's (a replayed day): nonsense
+      const ms = now - opened;
+      el.textContent = Number.isNaN(opened) || ms > 86400000 ? "" : t("alerts.age", { age: this.age(ms) });
     }
   }
 
@@ -687,7 +689,10 @@ class App {
       return;
     }
     if (this.selected !== vehicleId) return; // the dispatcher moved on meanwhile
-    if (!msg.points || msg.points.length === 0) this.toast(t("route.track_empty"), "info");
+    if (!msg.points || msg.points.length === 0) {
+      this.toast(t("route.track_empty"), "info");
+      return;
+    }
     this.mapView.showTrack(msg, (s) => {
       const name = (this.state.sites.get(s.site_id) || {}).name || s.site_id || "";
       return `${t("map.stop_on_track", { from: this.time(s.start), to: s.end ? this.time(s.end) : "…" })} ${name}`;

@@ -226,7 +226,7 @@ export class MapView {
         .bindTooltip(stopLabel(s))
         .addTo(this.trackLayer);
     }
-    if (pts.length) this.map.fitBounds(L.latLngBounds(pts), { padding: [40, 40], maxZoom: 15 });
+    if (pts.length) this.map.fitBounds(L.latLngBounds(pts), { padding: [40, 40], maxZoom: 15, animate: false });
   }
 
   hideTrack() {
