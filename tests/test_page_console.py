@@ -579,6 +579,65 @@ async def test_track_of_the_selected_truck_is_drawn_with_its_stops() -> None:
         assert not await page.page.evaluate("() => window.fleetwatch.map.trackShown")
 
 
+async def test_reorder_moves_a_remaining_stop_and_sends_the_new_order() -> None:
+    world = world_with_alerts()
+    async with console(world) as (fake, page):
+        await page.select_vehicle("V02")
+        rows = page.page.locator("#route-body tbody tr")
+        # the first remaining stop cannot go earlier, the last cannot go later
+        assert await rows.nth(1).locator("button.act-up").is_disabled()
+        assert await rows.nth(3).locator("button.act-down").is_disabled()
+        await rows.nth(1).locator("button.act-down").click()
+        cmd = await fake.wait_for_command(1)
+        route_id = f"R-{DAY}-V02"
+        order = [f"{DAY}/S0007", f"{DAY}/S0006", f"{DAY}/S0008"]
+        assert cmd == {"type": "reorder", "id": cmd["id"], "route_id": route_id, "stop_ids": order}
+        await page.wait_for(
+            "(id) => document.querySelector('#route-body tbody tr:nth-child(2)')"
+            ".dataset.stopId === id",
+            order[0],
+        )
+
+
+async def test_my_vehicles_only_subscribes_and_is_said_again_after_a_reconnect() -> None:
+    world = world_with_alerts()
+    async with console(world) as (fake, page):
+        await page.page.locator("#scope").select_option("mine")
+        cmd = await fake.wait_for_command(1)
+        assert cmd == {"type": "subscribe", "id": cmd["id"], "scope": "mine"}
+        await page.wait_for("() => window.fleetwatch.map.vehicles.size === 2")
+        assert await page.page.evaluate("() => [...window.fleetwatch.state.vehicles.keys()]") == [
+            "V01",
+            "V02",
+        ]
+        await fake.drop_connections()
+        await fake.wait_for_connects(2)
+        again = await fake.wait_for_command(2)
+        assert (again["type"], again["scope"]) == ("subscribe", "mine")
+
+
+async def test_clicking_a_truck_or_an_alert_selects_the_vehicle() -> None:
+    world = world_with_alerts()
+    async with console(world) as (_fake, page):
+        v = world.vehicles["V04"]
+        await center(page, v["lat"], v["lon"], 16)
+        await page.wait_frame()
+        x, y = await page.page.evaluate(
+            "([lat, lon]) => { const m = window.fleetwatch.map.map;"
+            " const p = m.latLngToContainerPoint([lat, lon]);"
+            " const r = m.getContainer().getBoundingClientRect();"
+            " return [r.left + p.x, r.top + p.y]; }",
+            [v["lat"], v["lon"]],
+        )
+        await page.page.mouse.click(x, y)
+        await page.page.locator("#route-head:has-text('V04')").wait_for()
+        assert await page.page.locator("#vehicle-search").input_value() == "V04"
+        # an alert about V02's stop selects V02
+        await page.card(LATE).locator(".a-summary").click()
+        await page.page.locator("#route-head:has-text('V02')").wait_for()
+        assert "sel" in (await page.card(LATE).get_attribute("class") or "")
+
+
 # -- 2,000 vehicles, 1,500 sites ---------------------------------------------------------------
 
 #: a positions frame of 2,000 vehicles must be drawn within this (a dispatcher sees a frame

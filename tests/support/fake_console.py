@@ -219,6 +219,7 @@ class Conn:
     user: str
     role: str
     after: int | None
+    scope: Any = "all"
 
 
 class FakeConsoleServer:
@@ -240,6 +241,7 @@ class FakeConsoleServer:
         self.replay_floor = self.seq  # a console that saw at least this seq can resume
         self.accept_commands = True
         self.broadcast_accepted = True  # False: an accepted change reaches only the reply
+        self.mine: dict[str, set[str]] = {"ivanova": {"V01", "V02"}}  # the roster's "mine"
         self.changed = asyncio.Event()
         self._server: Server | None = None
         self.port = 0
@@ -426,6 +428,32 @@ class FakeConsoleServer:
                     if rs["stop_id"] == stop["stop_id"]:
                         rs.update(route_stop(stop))
                         await self.broadcast({"type": "route", "route": r})
+        elif kind == "reorder":
+            route = self.world.routes.get(msg.get("route_id", ""))
+            if route is None:
+                await self._reply(conn, cid, error={"code": "unknown_id", "message": "no route"})
+                return
+            final = [
+                rs for rs in route["stops"] if rs["state"] in ("visited", "missed", "cancelled")
+            ]
+            by_id = {rs["stop_id"]: rs for rs in route["stops"]}
+            if sorted(msg["stop_ids"]) != sorted(set(by_id) - {rs["stop_id"] for rs in final}):
+                await self._reply(
+                    conn, cid, error={"code": "invalid", "message": "not the remaining stops"}
+                )
+                return
+            route["stops"] = final + [by_id[x] for x in msg["stop_ids"]]
+            await self._reply(conn, cid, {"alerts": [], "stops": [], "routes": [route["route_id"]]})
+            await self.broadcast({"type": "route", "route": route})
+        elif kind == "subscribe":
+            conn.scope = msg["scope"]
+            await self._reply(conn, cid, {"subscribed": True})
+            snap = self.world.snapshot(self.seq)
+            if conn.scope == "mine":
+                mine = self.mine.get(conn.user, set())
+                snap["vehicles"] = [v for v in snap["vehicles"] if v["vehicle_id"] in mine]
+                snap["routes"] = [r for r in snap["routes"] if r["vehicle_id"] in mine]
+            await conn.ws.send(json.dumps(snap, ensure_ascii=False))
         elif kind == "track":
             v = self.world.vehicles.get(msg.get("vehicle_id", ""))
             if v is None:

@@ -57,6 +57,7 @@ class App {
     this.metrics = { positions: [], snapshot: null, messages: 0 };
     this.fmtCache = new Map();
     this.knownIds = new Set();
+    this.scope = "all";
   }
 
   // -- start ----------------------------------------------------------------------------------
@@ -100,6 +101,7 @@ class App {
       if (this.state.vehicles.has(id)) this.select(id, { pan: true });
     });
     $("track-btn").addEventListener("click", () => this.toggleTrack());
+    $("scope").addEventListener("change", (ev) => this.subscribe(ev.target.value));
     $("dlg-close").addEventListener("click", () => $("dlg").close());
   }
 
@@ -210,7 +212,17 @@ class App {
     }
   }
 
+  /** Watch everything or only this dispatcher's vehicles; the server answers with a fresh
+   *  snapshot under the new scope.  A new connection starts at "all", so it is said again
+   *  after every hello. */
+  async subscribe(scope) {
+    this.scope = scope;
+    const reply = await this.command({ type: "subscribe", scope });
+    if (!reply.ok) this.toast(this.errorText(reply.error), "error");
+  }
+
   onHello(hello) {
+    if (this.scope && this.scope !== "all") queueMicrotask(() => this.subscribe(this.scope));
     this.role = hello.role;
     this.user = hello.user;
     this.clockOffsetMs = Date.parse(hello.server_time) - Date.now() || 0;
@@ -591,15 +603,37 @@ class App {
       h("td", {}, h("span", { class: `badge st-${state}`, style: `--c:${STOP_COLOURS[state] || STOP_COLOURS.none}` }, t(`stop.${state}`))),
     ];
     if (this.canAct) {
+      const remaining = this.remainingStops(route);
+      const k = remaining.indexOf(rs.stop_id);
       const acts = FINAL_STOP.has(state)
         ? []
         : [
+            h("button", { type: "button", class: "act act-up", title: t("route.up"), disabled: k <= 0, onclick: () => this.move(route, rs.stop_id, -1) }, "↑"),
+            h("button", { type: "button", class: "act act-down", title: t("route.down"), disabled: k < 0 || k >= remaining.length - 1, onclick: () => this.move(route, rs.stop_id, 1) }, "↓"),
             h("button", { type: "button", class: "act act-reassign", onclick: () => this.reassignDialog(rs.stop_id, route.vehicle_id) }, t("route.reassign")),
             h("button", { type: "button", class: "act act-cancel-stop", onclick: () => this.cancelDialog(rs.stop_id) }, t("route.cancel")),
           ];
       cells.push(h("td", { class: "acts" }, acts));
     }
     return h("tr", { class: `st-${state}`, dataset: { stopId: rs.stop_id } }, cells);
+  }
+
+  /** The route's stops still to serve, in the route's order: what `reorder` rearranges. */
+  remainingStops(route) {
+    return route.stops
+      .filter((rs) => !FINAL_STOP.has((this.state.stops.get(rs.stop_id) || {}).state || rs.state))
+      .map((rs) => rs.stop_id);
+  }
+
+  /** Move a stop one place earlier (-1) or later (+1) among the remaining ones. */
+  async move(route, stopId, delta) {
+    const order = this.remainingStops(route);
+    const i = order.indexOf(stopId);
+    const j = i + delta;
+    if (i < 0 || j < 0 || j >= order.length) return;
+    [order[i], order[j]] = [order[j], order[i]];
+    const reply = await this.command({ type: "reorder", route_id: route.route_id, stop_ids: order });
+    if (!reply.ok) this.toast(this.errorText(reply.error), "error");
   }
 
   renderRouteHead() {
