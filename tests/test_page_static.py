@@ -170,6 +170,8 @@ def test_both_languages_hold_the_same_keys_and_every_key_the_page_uses() -> None
         ("stop", get_args(StopState)),
         ("vehicle", ("moving", "stopped", "at_site", "silent")),
         ("role", ("viewer", "dispatcher", "head_dispatcher")),
+        ("conn", ("idle", "connecting", "open", "reconnecting", "unauthorized", "forbidden")),
+        ("conn", ("closed",)),
     ]:
         missing = [f"{prefix}.{v}" for v in values if f"{prefix}.{v}" not in ru]
         assert not missing, missing

@@ -126,14 +126,16 @@ class App {
     if (this.conn) this.conn.close();
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     const url = this.config.ws_url || `${scheme}://${location.host}${this.config.ws_path}`;
-    this.conn = new Connection({
+    // a replaced connection's late events (its close) must not touch the page
+    const conn = new Connection({
       url,
       token,
       lastSeq: () => this.state.lastSeq,
-      onMessage: (msg, ev) => this.onMessage(msg, ev),
-      onState: (s, info) => this.setConnState(s, info),
+      onMessage: (msg, ev) => this.conn === conn && this.onMessage(msg, ev),
+      onState: (s, info) => this.conn === conn && this.setConnState(s, info),
     });
-    this.conn.open();
+    this.conn = conn;
+    conn.open();
   }
 
   setConnState(s, info) {
