@@ -1,5 +1,7 @@
 """The console page in real headless Chromium against a fake server speaking the protocol.
 
+The browser is Debian's chromium driven by the playwright package (tests/support/browser.py).
+
 The page (ws/static, served by ws/pages.py through the real web shell: FastAPI + uvicorn) talks
 to :class:`tests.support.fake_console.FakeConsoleServer`, a real ``websockets`` server that
 follows docs/console-protocol.md.  What is checked is what a dispatcher sees and what the page
