@@ -285,6 +285,9 @@ async def test_alert_feed_is_sorted_by_severity_then_age_and_new_alerts_appear()
                             vehicle_id="V03")  # fmt: skip
         await fake.publish_alert(missed)
         assert await page.wait_for_alert(kind="missed") == missed["alert_id"]
+        assert "fresh" in (await page.card(missed["alert_id"]).get_attribute("class") or "")
+        assert "fresh" not in (await page.card(LATE).get_attribute("class") or "")
+        assert await page.page.title() == "(4) Диспетчерская — fleetwatch"  # none acknowledged
         assert await page.alert_order() == [missed["alert_id"], SILENT, LATE, AT_RISK]
         # the at-risk alert worsens to missed, critical (version 2): older than the other
         # critical one, it goes to the very top
@@ -330,6 +333,7 @@ async def test_acknowledge_and_comment_send_exactly_the_protocol_commands(shots:
         assert await card.locator("button.act-ack").count() == 0  # nothing left to acknowledge
 
         comment = "Позвонила водителю: пробка на ТТК, будет к 13:10"
+        assert (await page.page.title()).startswith("(2) ")  # one of three acknowledged
         await page.comment(LATE, comment)
         sent = await fake.wait_for_command(2)
         assert sent == {"type": "comment", "id": sent["id"], "alert_id": LATE, "text": comment}
@@ -345,7 +349,22 @@ async def test_acknowledge_and_comment_send_exactly_the_protocol_commands(shots:
         toast = page.page.locator(".toast-error")
         await toast.wait_for()
         assert "изменилась" in await toast.inner_text()  # stale_version, in Russian
-        assert await page.card(AT_RISK).locator("button.act-ack").is_enabled()
+        # the card is drawn again from the version the page holds: its button works again
+        await page.wait_for(
+            "(id) => { const b = document.querySelector("
+            "`#alerts li[data-alert-id='${id}'] button.act-ack`); return b && !b.disabled; }",
+            AT_RISK,
+        )
+
+        # Ctrl+Enter in the comment box sends it too
+        card = page.card(SILENT)
+        await card.locator("button.act-comment").click()
+        await card.locator("textarea.a-comment-text").fill("Водитель перезагрузил трекер")
+        await card.locator("textarea.a-comment-text").press("Control+Enter")
+        quick = await fake.wait_for_command(4)
+        assert (quick["type"], quick["text"]) == ("comment", "Водитель перезагрузил трекер")
+        await card.locator(".a-comment-body").wait_for()
+        assert await card.locator("form.a-comment-form").is_hidden()
 
 
 async def test_a_comment_with_markup_is_shown_as_text() -> None:

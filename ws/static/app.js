@@ -58,6 +58,7 @@ class App {
     this.fmtCache = new Map();
     this.knownIds = new Set();
     this.scope = "all";
+    this.fresh = new Set(); // alert ids whose card should flash when next drawn
   }
 
   // -- start ----------------------------------------------------------------------------------
@@ -196,6 +197,10 @@ class App {
         if (change.vehicles.some((v) => !this.knownIds.has(v.vehicle_id))) this.renderVehicleList();
         break;
       case "alert":
+        // news, not a dispatcher's own answer: flash the card once
+        if (["raised", "worsened", "reopened", "escalated"].includes(change.alert.change)) {
+          this.fresh.add(change.alert.alert_id);
+        }
         this.markDirty("alerts");
         break;
       case "stop":
@@ -393,6 +398,9 @@ class App {
       }
     }
     $("alerts-count").textContent = t("alerts.count", { n: active.length });
+    // the tab's title counts alerts nobody has acknowledged yet: visible from another tab
+    const unacked = active.filter((a) => a.status === "open").length;
+    document.title = unacked ? `(${unacked}) ${t("title")}` : t("title");
     $("alerts-empty").hidden = list.length > 0;
     this.refreshAges();
   }
@@ -431,6 +439,9 @@ class App {
     cancel.addEventListener("click", () => {
       form.hidden = true;
     });
+    text.addEventListener("keydown", (ev) => {
+      if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) form.requestSubmit();
+    });
     form.addEventListener("submit", async (ev) => {
       ev.preventDefault();
       const body = text.value.trim();
@@ -452,10 +463,16 @@ class App {
 
   fillCard(el, a) {
     const p = el.parts;
+    if (this.fresh.delete(a.alert_id)) {
+      el.classList.remove("fresh");
+      void el.offsetWidth; // restart the animation
+      el.classList.add("fresh");
+    }
     el.dataset.version = String(a.version);
     el.dataset.role = String(this.role);
     el.dataset.status = a.status;
-    el.className = `alert alert-${a.severity} status-${a.status}${this.selected && alertVehicle(a) === this.selected ? " sel" : ""}`;
+    const fresh = el.classList.contains("fresh") ? " fresh" : "";
+    el.className = `alert alert-${a.severity} status-${a.status}${this.selected && alertVehicle(a) === this.selected ? " sel" : ""}${fresh}`;
     const site = alertSite(a);
     const siteRec = site ? this.state.sites.get(site) : null;
     const vehicle = alertVehicle(a);
