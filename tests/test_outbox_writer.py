@@ -93,10 +93,10 @@ async def _outage(pg: EmbeddedPostgres, journal: Path, seconds: float) -> None:
     writer = StoreWriter(pg.dsn, journal_path=journal, clock_us=_clock, batch_records=500,
                          retry_initial_s=0.05, retry_max_s=0.5, write_timeout_s=5)  # fmt: skip
     lives = 0
-    worst_publish_s = 0.0
+    worst_publish_s = total_publish_s = 0.0
 
     async def body() -> None:
-        nonlocal lives, worst_publish_s
+        nonlocal lives, worst_publish_s, total_publish_s
         writer.publish(stop_life(0))
         lives = 1
         pg.stop()
@@ -106,7 +106,9 @@ async def _outage(pg: EmbeddedPostgres, journal: Path, seconds: float) -> None:
             for _ in range(5):
                 writer.publish(stop_life(lives))
                 lives += 1
-            worst_publish_s = max(worst_publish_s, time.perf_counter() - t0)
+            took = time.perf_counter() - t0
+            worst_publish_s = max(worst_publish_s, took)
+            total_publish_s += took
             await anyio.sleep(0.1)
         s = writer.statistics()
         assert s.unavailable >= 1
@@ -118,7 +120,10 @@ async def _outage(pg: EmbeddedPostgres, journal: Path, seconds: float) -> None:
     writer.close()
     s = writer.statistics()
     assert s.dropped_records == 0
-    assert worst_publish_s < 0.05, f"publishing waited {worst_publish_s:.3f} s"
+    # publish never awaits: its time is conversion only, never the database's 5 s timeout
+    # (the bounds leave room for a machine shared with other work)
+    assert worst_publish_s < 0.5, f"publishing took {worst_publish_s:.3f} s"
+    assert total_publish_s / (lives // 5) < 0.01, "publishing 40 records takes well under 10 ms"
     rows = await stored_versions(pg.dsn)
     check_versions(rows)
     stored = {(k, i, h) for _, k, i, _, h in rows}
