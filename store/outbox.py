@@ -210,7 +210,7 @@ def command_from_json(d: dict[str, Any]) -> Command:
 _INSERT_VERSIONS = """
 INSERT INTO record_versions (kind, id, version, body, body_sha256, at)
 SELECT k, i, v, b::jsonb, h, 'epoch'::timestamptz + a * interval '1 microsecond'
-FROM unnest(%s::text[], %s::text[], %s::int[], %s::text[], %s::bytea[], %s::bigint[])
+FROM unnest(%b::text[], %b::text[], %b::int[], %b::text[], %b::bytea[], %b::bigint[])
      WITH ORDINALITY AS t(k, i, v, b, h, a, n)
 ORDER BY n
 RETURNING seq
