@@ -14,19 +14,22 @@ delete was lost stores nothing twice (the outbox skips content it already holds)
 Overflow is visible, never silent: a full memory queue (the journal is missing, full or slower
 than the engine) drops records, counted in ``fleetwatch_outbox_dropped_records_total`` and
 logged.  What a crash loses from memory the restarted engine re-derives from the stored fixes,
-and dispatcher commands are journaled (:meth:`StoreWriter.journal_command`) to be re-applied.
+and dispatcher commands are journaled durably (:meth:`StoreWriter.record_command`) to be
+re-applied after a restart (:meth:`StoreWriter.commands_since`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from prometheus_client import CollectorRegistry
@@ -34,9 +37,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from schedule.stop_events import Command
+from store.errors import StoreUnavailable, StoreWriteError
 from store.outbox import (
     JournaledCommand,
     OutboxResult,
+    load_commands_since,
     records_from_events,
     write_records,
 )
@@ -44,6 +49,7 @@ from store.outbox_journal import Item, decode_items, encode_items
 from store.spool_file import SpooledRecord, SpoolFile
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 WriteFn = Callable[[psycopg.AsyncConnection[Any], Sequence[Item]], Awaitable[OutboxResult]]
 
@@ -84,6 +90,7 @@ class StoreWriter:
         retry_initial_s: float = 0.5,
         retry_max_s: float = 10.0,
         write_timeout_s: float = 30.0,
+        command_timeout_s: float = 2.0,
         write: WriteFn = write_records,
     ) -> None:
         if max_queued_records < 1 or batch_records < 1:
@@ -109,6 +116,12 @@ class StoreWriter:
                 lv.fixes,
             )
         self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._command_conn: psycopg.AsyncConnection[Any] | None = None
+        self._command_lock = asyncio.Lock()
+        self._command_timeout_s = command_timeout_s
+        self._journal_thread = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="outbox-journal"
+        )
         self._wake = asyncio.Event()
         self._idle = asyncio.Condition()
         self._retry_wait_s = retry_initial_s
@@ -123,12 +136,61 @@ class StoreWriter:
         """``LiveEngine.add_publisher(writer.publish)``: queue the stored records of *events*."""
         self._enqueue(records_from_events(events))
 
-    def journal_command(
+    async def record_command(
         self, cmd: Command, *, at_us: int, accepted: bool = True, refusal: str | None = None
     ) -> None:
-        """Queue a dispatcher command for ``commands_journal`` (call after the engine took it)."""
-        self._enqueue([JournaledCommand(at_us=at_us, command=cmd, accepted=accepted,
-                                        refusal=refusal)])  # fmt: skip
+        """Journal a dispatcher command; durable when it returns: committed to
+        ``commands_journal``, or (database unavailable) appended to the fsynced local journal
+        and written with the records when the database returns.  Call it after the engine
+        accepted the command, before telling the dispatcher.  Raises :class:`StoreUnavailable`
+        when the database is down and there is no journal, :class:`StoreWriteError` when the
+        database refuses it."""
+        item = JournaledCommand(at_us=at_us, command=cmd, accepted=accepted, refusal=refusal)
+        async with self._command_lock:
+            if not self._journaled():
+                try:
+                    async with asyncio.timeout(self._command_timeout_s):
+                        if self._command_conn is None or self._command_conn.closed:
+                            self._command_conn = await psycopg.AsyncConnection.connect(
+                                self._dsn, connect_timeout=max(1, int(self._command_timeout_s))
+                            )
+                        await self._write(self._command_conn, [item])
+                    self._stats["commands"] += 1
+                    return
+                except (psycopg.OperationalError, TimeoutError, OSError) as e:
+                    conn, self._command_conn = self._command_conn, None
+                    if conn is not None:
+                        with contextlib.suppress(psycopg.Error):
+                            await conn.close()
+                    if self._journal is None:
+                        raise StoreUnavailable(
+                            f"command not journaled: database unavailable ({e}) and no outbox "
+                            "journal configured"
+                        ) from e
+                except psycopg.Error as e:
+                    raise StoreWriteError(f"the database refused the command {cmd!r}: {e}") from e
+            journal = self._journal
+            assert journal is not None
+            await self._in_journal_thread(
+                journal.append, encode_items([item]), n_fixes=1, n_dead=0,
+                appended_us=self._clock_us(),
+            )  # fmt: skip
+            self._stats["journaled"] += 1
+            self._wake.set()
+
+    async def commands_since(self, since_us: int) -> list[tuple[int, Command]]:
+        """The restart hook's input: accepted commands journaled since *since_us* (the start
+        of the service day), oldest first (:func:`store.outbox.load_commands_since`).  Re-apply
+        each with ``now_us = at_us``, so that the re-derived versions (acknowledged_at, comment
+        times) equal the stored ones and the outbox announces nothing twice."""
+        async with await psycopg.AsyncConnection.connect(self._dsn) as conn:
+            return await load_commands_since(conn, since_us)
+
+    async def _in_journal_thread(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """Every journal call on one worker thread (SpoolFile is not thread-safe)."""
+        loop = asyncio.get_running_loop()
+        call = functools.partial(fn, *args, **kwargs)
+        return await loop.run_in_executor(self._journal_thread, call)
 
     def _enqueue(self, items: Iterable[Item]) -> None:
         n = 0
@@ -216,7 +278,7 @@ class StoreWriter:
             log.warning("outbox journal full (%d bytes): records wait in memory", lv.bytes)
             await self._wait_retry()
             return
-        await asyncio.to_thread(
+        await self._in_journal_thread(
             journal.append, body, n_fixes=len(batch), n_dead=0, appended_us=self._clock_us()
         )
         self._stats["journaled"] += len(batch)
@@ -224,7 +286,7 @@ class StoreWriter:
     async def _drain_some(self) -> None:
         journal = self._journal
         assert journal is not None
-        recs: list[SpooledRecord] = await asyncio.to_thread(
+        recs: list[SpooledRecord] = await self._in_journal_thread(
             journal.read_oldest, max_fixes=self._batch, max_records=1000
         )
         items: list[Item] = []
@@ -239,7 +301,7 @@ class StoreWriter:
                 self._stats["skipped_journal"] += rec.n_fixes
         if items and not await self._commit(items):
             return
-        await asyncio.to_thread(journal.delete, recs)
+        await self._in_journal_thread(journal.delete, recs)
 
     async def _commit(self, items: list[Item]) -> bool:
         """One transaction; False when the database is unavailable (the caller keeps them)."""
@@ -284,10 +346,14 @@ class StoreWriter:
             with contextlib.suppress(psycopg.Error):
                 await conn.close()
 
-    def close(self) -> None:
-        """Close the journal (after the task ended)."""
+    async def aclose(self) -> None:
+        """After the task ended: close the command connection, the journal and its thread."""
+        if self._command_conn is not None:
+            await self._command_conn.close()
+            self._command_conn = None
         if self._journal is not None:
-            self._journal.close()
+            await self._in_journal_thread(self._journal.close)
+        self._journal_thread.shutdown(wait=True)
 
     def statistics(self) -> StoreWriterStatistics:
         lv = self._journal.level() if self._journal is not None else None

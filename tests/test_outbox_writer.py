@@ -19,10 +19,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from fleetwatch.store_writer import StoreWriter
-from store import Store
+from schedule.stop_events import Acknowledge, AddComment
+from store import Store, StoreUnavailable
 from store.embedded import EmbeddedPostgres
 from store.outbox import records_from_events
-from tests.outbox_world import check_versions, stop_life, stored_versions
+from tests.outbox_world import MIN, T0, check_versions, stop_life, stored_versions
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 REPO = Path(__file__).resolve().parents[1]
@@ -66,7 +67,7 @@ async def test_published_records_are_stored_once_with_metrics(
             writer.publish(stop_life(n, shift_us=60_000_000))
 
     await _run_until_idle(writer, body)
-    writer.close()
+    await writer.aclose()
     rows = await stored_versions(pg_dsn)
     check_versions(rows)
     assert {(k, i, h) for _, k, i, _, h in rows} == _expected(range(100))
@@ -117,7 +118,7 @@ async def _outage(pg: EmbeddedPostgres, journal: Path, seconds: float) -> None:
         pg.start()
 
     await _run_until_idle(writer, body)
-    writer.close()
+    await writer.aclose()
     s = writer.statistics()
     assert s.dropped_records == 0
     # publish never awaits: its time is conversion only, never the database's 5 s timeout
@@ -228,8 +229,39 @@ async def test_sigkill_mid_batch_then_restart_announces_everything_once(
             writer.publish(stop_life(n))
 
     await _run_until_idle(writer, body)
-    writer.close()
+    await writer.aclose()
     rows = await stored_versions(pg_dsn)
     check_versions(rows)
     assert {(k, i, h) for _, k, i, _, h in rows} == _expected(range(350))
     assert len(rows) == 350 * 8
+
+
+async def test_commands_are_durable_through_an_outage(
+    private_pg_server: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    """A command is committed when the database answers, journaled (fsynced) when it does not,
+    and loaded back for the restart hook in journal order either way."""
+    pg = private_pg_server
+    await _migrated(pg.dsn)
+    ack = Acknowledge(alert_id="stop/2026-09-21/S00001", version=1, by="d1")
+    note = AddComment(alert_id="stop/2026-09-21/S00001", text="driver called", by="d1")
+    writer = StoreWriter(pg.dsn, journal_path=tmp_path / "outbox.db", clock_us=_clock,
+                         retry_initial_s=0.05, retry_max_s=0.2)  # fmt: skip
+
+    async def body() -> None:
+        await writer.record_command(ack, at_us=T0)
+        assert await writer.commands_since(T0) == [(T0, ack)], "committed at once"
+        pg.stop()
+        await writer.record_command(note, at_us=T0 + MIN)
+        assert writer.statistics().journal_records == 1, "journaled while the database is down"
+        pg.start()
+
+    await _run_until_idle(writer, body)
+    await writer.aclose()
+    assert await StoreWriter(pg.dsn, journal_path=None, clock_us=_clock).commands_since(T0) == [
+        (T0, ack), (T0 + MIN, note)]  # fmt: skip
+    pg.stop()
+    bare = StoreWriter(pg.dsn, journal_path=None, clock_us=_clock)
+    with pytest.raises(StoreUnavailable, match="no outbox journal"):
+        await bare.record_command(note, at_us=T0 + 2 * MIN)
+    await bare.aclose()
