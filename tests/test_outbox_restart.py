@@ -1,0 +1,83 @@
+"""The real engine (schedule board and alert desk on) killed mid-day and restored from the
+stored fixes: what the outbox would store — each (kind, id, content) once — equals what an
+uninterrupted run stores.  Sans-I/O (the outbox's content rule applied in memory, the rule the
+database tests check against PostgreSQL): the choice of the fields left out of the content
+hash is tested here against the engine's real re-derivation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from core.fixes import US_PER_S, FixBatch
+from fleetwatch.engine_setup import build_engine, load_schedule, load_sites
+from schedule.engine import Engine, EngineParams
+from schedule.params import DetectionParams
+from store.outbox import records_from_events
+from tests.test_engine_live import vehicles
+from tests.test_engine_restart import decoded, run, scenario  # noqa: F401  (fixtures)
+
+
+def engine_with_schedule(directory: Path, units: dict[str, str], now_us: int) -> Engine:
+    sched = load_schedule(directory)
+    engine = build_engine(
+        load_sites(directory / "sites.geojson"), units,
+        params=EngineParams(round_interval_s=5.0), schedule=sched,
+    )  # fmt: skip
+    for plan in sched.inputs.plans.values():
+        engine.load_plan(plan, now_us)
+    return engine
+
+
+def announced(out: list[Any]) -> set[tuple[str, str, bytes]]:
+    return {(r.kind, r.id, r.content_sha256()) for r in records_from_events(out)}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine restore is not yet equivalent for the board and the desk (lead's "
+    "schedule/engine.py): at a 30 % cut the restarted engine publishes 602 records with content "
+    "an uninterrupted run never has (353 alert, 198 stop_state, 18 exception, 17 stop, 16 visit "
+    "versions; 936 records in the whole run): at-risk alerts re-opened at the restart time with "
+    "other ETAs, a stop visited before the restore window decided 'missed', visits closed by "
+    "'gap' instead of 'exit'. The outbox stores each once, but they are new content. Fix in the "
+    "engine: restore the board from stop_states_current (the store's last versions), see "
+    "docs/outbox.md",
+)
+@pytest.mark.parametrize("cut_share", [0.3, 0.55, 0.8])
+def test_a_restarted_engine_announces_nothing_twice(
+    scenario: Path,  # noqa: F811
+    decoded: FixBatch,  # noqa: F811
+    cut_share: float,
+) -> None:
+    units = vehicles(scenario)
+    chunks = [decoded.take(np.arange(s, min(s + 150, len(decoded)))) for s in
+              range(0, len(decoded), 150)]  # fmt: skip
+    start = int(decoded.recv_us.min())
+    end = int(decoded.recv_us.max()) + 86_400 * US_PER_S
+
+    whole = engine_with_schedule(scenario, units, start)
+    expected = announced(run(whole, chunks) + whole.finish(end))
+    kinds = {k for k, _, _ in expected}
+    assert {"exception", "alert", "stop_state", "visit"} <= kinds
+
+    cut = int(len(chunks) * cut_share)
+    first = engine_with_schedule(scenario, units, start)
+    before = run(first, chunks[:cut])  # kill -9
+    stored = FixBatch.concat(chunks[:cut])
+    restart_now = int(stored.recv_us.max())
+    horizon_us = round(DetectionParams().horizon_s * 1e6)
+    recent = stored.take(np.flatnonzero(stored.t_us >= restart_now - horizon_us))
+    order = np.lexsort((recent.t_us, recent.unit_id, recent.recv_us))
+    second = engine_with_schedule(scenario, units, restart_now)
+    after = second.restore(recent.take(order), restart_now)
+    after += run(second, chunks[max(cut - 1, 0) :])
+    after += second.finish(end)
+    got = announced(before) | announced(after)
+    extra = sorted((k, i) for k, i, _ in got - expected)
+    missing = sorted((k, i) for k, i, _ in expected - got)
+    assert not extra, f"announced although an uninterrupted run does not: {extra[:10]}"
+    assert not missing, f"never announced: {missing[:10]}"
