@@ -32,20 +32,26 @@ def engine_with_schedule(directory: Path, units: dict[str, str], now_us: int) ->
     return engine
 
 
+def final(out: list[Any]) -> dict[tuple[str, str], bytes]:
+    """The last content per (kind, id): what the *_current tables end with."""
+    return {(r.kind, r.id): r.content_sha256() for r in records_from_events(out)}
+
+
 def announced(out: list[Any]) -> set[tuple[str, str, bytes]]:
     return {(r.kind, r.id, r.content_sha256()) for r in records_from_events(out)}
 
 
 @pytest.mark.xfail(
     strict=True,
-    reason="engine restore is not yet equivalent for the board and the desk (lead's "
-    "schedule/engine.py): at a 30 % cut the restarted engine publishes 602 records with content "
-    "an uninterrupted run never has (353 alert, 198 stop_state, 18 exception, 17 stop, 16 visit "
-    "versions; 936 records in the whole run): at-risk alerts re-opened at the restart time with "
-    "other ETAs, a stop visited before the restore window decided 'missed', visits closed by "
-    "'gap' instead of 'exit'. The outbox stores each once, but they are new content. Fix in the "
-    "engine: restore the board from stop_states_current (the store's last versions), see "
-    "docs/outbox.md",
+    reason="engine restore is not equivalent for the board and the desk (lead's "
+    "schedule/engine.py): at a 30 % cut the restarted engine publishes 602 records whose content "
+    "an uninterrupted run never has (353 alert, 198 stop_state, 18 exception, 17 stop, 16 visit; "
+    "936 records in the whole run); 64 (kind, id) end in other content and 97 ids exist only "
+    "after the restart. Worst for the CRM: stops visited before the cut are decided "
+    "'missed' after the restart and retracted later (9 'missed' exceptions that the whole run "
+    "never raises; 38 stop states end with previous=missed, retraction=true); at-risk alerts "
+    "re-open at the restart time. Fix in the engine (restore the board from "
+    "stop_states_current); docs/outbox.md",
 )
 @pytest.mark.parametrize("cut_share", [0.3, 0.55, 0.8])
 def test_a_restarted_engine_announces_nothing_twice(
@@ -60,7 +66,8 @@ def test_a_restarted_engine_announces_nothing_twice(
     end = int(decoded.recv_us.max()) + 86_400 * US_PER_S
 
     whole = engine_with_schedule(scenario, units, start)
-    expected = announced(run(whole, chunks) + whole.finish(end))
+    whole_out = run(whole, chunks) + whole.finish(end)
+    expected = announced(whole_out)
     kinds = {k for k, _, _ in expected}
     assert {"exception", "alert", "stop_state", "visit"} <= kinds
 
@@ -76,8 +83,13 @@ def test_a_restarted_engine_announces_nothing_twice(
     after = second.restore(recent.take(order), restart_now)
     after += run(second, chunks[max(cut - 1, 0) :])
     after += second.finish(end)
+    # Intermediate versions may differ (another chunking re-decides in other steps: new
+    # content, stored once, harmless); what the CRM must not see is an exception that an
+    # uninterrupted run never raises, or a different final state.
     got = announced(before) | announced(after)
-    extra = sorted((k, i) for k, i, _ in got - expected)
-    missing = sorted((k, i) for k, i, _ in expected - got)
-    assert not extra, f"announced although an uninterrupted run does not: {extra[:10]}"
-    assert not missing, f"never announced: {missing[:10]}"
+    ids = {(k, i) for k, i, _ in expected}
+    new_exceptions = sorted(i for k, i, _ in got if k == "exception" and (k, i) not in ids)
+    assert not new_exceptions, (
+        f"{len(set(new_exceptions))} exceptions only after the restart: {new_exceptions[:6]}"
+    )
+    assert final(before + after) == final(whole_out)
