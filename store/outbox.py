@@ -17,6 +17,7 @@ trip per statement whatever the batch size).
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import math
@@ -381,6 +382,38 @@ async def write_records(
         commands=len(cmds),
         last_seq=max(seqs) if seqs else None,
     )
+
+
+def stop_changed_from_body(body: dict[str, Any]) -> StopChanged:
+    """A stored ``stop_state`` body back as the :class:`StopChanged` the engine published
+    (the inverse of :func:`record_of` for stop states; ``version``/``event`` are dropped)."""
+    kwargs: dict[str, Any] = {}
+    for f in fields(StopChanged):
+        if f.name.endswith("_us"):
+            text = body.get(f.name[:-3])
+            kwargs[f.name] = None if text is None else _iso_us(text)
+        elif f.name in body:
+            kwargs[f.name] = body[f.name]
+    return StopChanged(**kwargs)
+
+
+def _iso_us(text: str) -> int:
+    t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    delta = t - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+async def load_stop_states(
+    conn: psycopg.AsyncConnection[Any], service_date: dt.date
+) -> list[StopChanged]:
+    """The stored state of every stop of *service_date* (its latest version), by stop id: what
+    a restarted engine's board can start from, so that stops visited before the fixes it
+    re-reads are not decided anew (docs/outbox.md, "Restart")."""
+    cur = await conn.execute(
+        "SELECT body FROM stop_states_current WHERE service_date = %s ORDER BY stop_id",
+        (service_date,),
+    )
+    return [stop_changed_from_body(body) for (body,) in await cur.fetchall()]
 
 
 async def load_commands_since(

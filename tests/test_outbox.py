@@ -3,6 +3,8 @@ records, the current tables, the commands journal, racing writers (seq order = c
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 from typing import Any
 
 import anyio
@@ -20,10 +22,19 @@ from store.outbox import (
     command_from_json,
     command_to_json,
     load_commands_since,
+    load_stop_states,
     records_from_events,
     write_records,
 )
-from tests.outbox_world import MIN, T0, check_versions, exception, stop_life, stored_versions
+from tests.outbox_world import (
+    MIN,
+    T0,
+    check_versions,
+    exception,
+    stop_changed,
+    stop_life,
+    stored_versions,
+)
 
 pytestmark = [pytest.mark.anyio]
 
@@ -135,6 +146,20 @@ async def test_the_current_tables_hold_the_latest_version(pg_dsn: str) -> None:
         assert await cur.fetchall() == [(2, True)]
         cur = await conn.execute("SELECT version, status, closed_at FROM alerts_current")
         assert await cur.fetchall() == [(1, "open", None)]
+
+
+@pg
+async def test_stop_states_load_back_as_the_engine_published_them(pg_dsn: str) -> None:
+    """The restart's other input: the latest StopChanged of each stop of the day, exactly."""
+    await _migrated(pg_dsn)
+    for n in range(3):
+        await _write(pg_dsn, stop_life(n))
+    other_day = dataclasses.replace(stop_changed(9, "pending", at_us=T0),
+                                    stop_id="2026-09-22/S00009", service_date="2026-09-22")
+    await _write(pg_dsn, [other_day])  # fmt: skip
+    async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
+        got = await load_stop_states(conn, dt.date(2026, 9, 21))
+    assert got == [stop_life(n)[6] for n in range(3)]
 
 
 @pg
