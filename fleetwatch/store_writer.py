@@ -97,7 +97,8 @@ class StoreWriter:
             raise ValueError("max_queued_records and batch_records must be >= 1")
         self._dsn = dsn
         self._clock_us = clock_us
-        self._queue: collections.deque[Item] = collections.deque()
+        self._queue: collections.deque[list[Item]] = collections.deque()  # publish groups
+        self._queued = 0  # records in _queue
         self._max_queued = max_queued_records
         self._batch = batch_records
         self._journal_max_bytes = journal_max_bytes
@@ -193,23 +194,26 @@ class StoreWriter:
         return await loop.run_in_executor(self._journal_thread, call)
 
     def _enqueue(self, items: Iterable[Item]) -> None:
-        n = 0
-        for it in items:
-            if len(self._queue) >= self._max_queued:
-                self._stats["dropped"] += 1
-                dropped = self._stats["dropped"]
-                if dropped in (1, 10, 100, 1000) or dropped % 10000 == 0:
-                    log.error(
-                        "outbox queue full (%d records): %d records dropped so far; the "
-                        "database and the journal are not keeping up",
-                        self._max_queued,
-                        self._stats["dropped"],
-                    )
-                continue
-            self._queue.append(it)
-            n += 1
-        if n:
-            self._wake.set()
+        """One publish call's records stay one group: they are committed in one transaction
+        (an alert version and the exception version it causes, never one without the other),
+        and dropped together when the queue is full (counted)."""
+        group = list(items)
+        if not group:
+            return
+        if self._queued + len(group) > self._max_queued:
+            before = self._stats["dropped"]
+            self._stats["dropped"] += len(group)
+            if before == 0 or before // 10_000 != self._stats["dropped"] // 10_000:
+                log.error(
+                    "outbox queue full (%d records): %d records dropped so far; the "
+                    "database and the journal are not keeping up",
+                    self._max_queued,
+                    self._stats["dropped"],
+                )
+            return
+        self._queue.append(group)
+        self._queued += len(group)
+        self._wake.set()
 
     # -- the task ----------------------------------------------------------------------------------
 
@@ -229,17 +233,18 @@ class StoreWriter:
                     except TimeoutError:
                         pass
                 self._wake.clear()
-                batch = self._take()
+                groups = self._take()
+                batch = [it for g in groups for it in g]
                 if batch and not self._journaled():
                     if loop.time() >= self._retry_at and await self._commit(batch):
                         continue
                     if self._journal is None:  # no journal: keep it in memory, retry later
-                        self._queue.extendleft(reversed(batch))
+                        self._requeue(groups)
                         await self._wait_retry()
                         continue
-                    await self._append(batch)
+                    await self._append(groups, batch)
                 elif batch:
-                    await self._append(batch)
+                    await self._append(groups, batch)
                 if self._journaled() and loop.time() >= self._retry_at:
                     await self._drain_some()
         finally:
@@ -263,18 +268,29 @@ class StoreWriter:
     def _journaled(self) -> bool:
         return self._journal is not None and self._journal.level().batches > 0
 
-    def _take(self) -> list[Item]:
-        n = min(self._batch, len(self._queue))
-        return [self._queue.popleft() for _ in range(n)]
+    def _take(self) -> list[list[Item]]:
+        """Whole publish groups, up to ``batch_records`` records (at least one group)."""
+        groups: list[list[Item]] = []
+        n = 0
+        while self._queue and (not groups or n + len(self._queue[0]) <= self._batch):
+            g = self._queue.popleft()
+            groups.append(g)
+            n += len(g)
+        self._queued -= n
+        return groups
 
-    async def _append(self, batch: list[Item]) -> None:
+    def _requeue(self, groups: list[list[Item]]) -> None:
+        self._queue.extendleft(reversed(groups))
+        self._queued += sum(len(g) for g in groups)
+
+    async def _append(self, groups: list[list[Item]], batch: list[Item]) -> None:
         journal = self._journal
         assert journal is not None
         body = encode_items(batch)
         lv = journal.level()
         if lv.batches and lv.bytes + len(body) > self._journal_max_bytes:
             # full: keep them in memory (bounded: the queue drops, counted, when it is full too)
-            self._queue.extendleft(reversed(batch))
+            self._requeue(groups)
             log.warning("outbox journal full (%d bytes): records wait in memory", lv.bytes)
             await self._wait_retry()
             return
@@ -362,7 +378,7 @@ class StoreWriter:
             oldest = max(0.0, (self._clock_us() - lv.oldest_appended_us) / 1e6)
         s = self._stats
         return StoreWriterStatistics(
-            queued=len(self._queue),
+            queued=self._queued,
             max_queued=self._max_queued,
             journal_batches=lv.batches if lv else 0,
             journal_records=lv.fixes if lv else 0,

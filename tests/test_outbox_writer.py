@@ -78,12 +78,34 @@ async def test_published_records_are_stored_once_with_metrics(
 
 
 async def test_a_full_memory_queue_drops_are_counted(pg_dsn: str, tmp_path: Path) -> None:
-    """No database answer yet and no journal: the bound holds and every drop is counted."""
+    """No database answer yet and no journal: the bound holds and every drop is counted; a
+    publish call's records are kept or dropped together."""
     writer = StoreWriter(pg_dsn, journal_path=None, clock_us=_clock, max_queued_records=100)
     for n in range(20):
-        writer.publish(stop_life(n))
+        writer.publish(stop_life(n))  # 8 records each
     s = writer.statistics()
-    assert (s.queued, s.dropped_records) == (100, 60)
+    assert (s.queued, s.dropped_records) == (96, 64)
+    await writer.aclose()
+
+
+async def test_one_publish_call_commits_in_one_transaction(pg_dsn: str, tmp_path: Path) -> None:
+    """An alert version and the exception version it causes commit together, even when the
+    batch size would split them."""
+    await _migrated(pg_dsn)
+    writer = StoreWriter(pg_dsn, journal_path=tmp_path / "outbox.db", clock_us=_clock,
+                         batch_records=1)  # fmt: skip
+
+    async def body() -> None:
+        for n in range(3):
+            writer.publish(stop_life(n))
+
+    await _run_until_idle(writer, body)
+    await writer.aclose()
+    async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
+        cur = await conn.execute(
+            "SELECT count(DISTINCT xmin::text), count(*) FROM record_versions"
+        )
+        assert await cur.fetchone() == (3, 24)
 
 
 async def _outage(pg: EmbeddedPostgres, journal: Path, seconds: float) -> None:
