@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 WriteFn = Callable[[psycopg.AsyncConnection[Any], Sequence[Item]], Awaitable[OutboxResult]]
+#: opens the writer's connection (default: psycopg to ``dsn``; tests inject a fake)
+ConnectFn = Callable[[], Awaitable[psycopg.AsyncConnection[Any]]]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,6 +94,7 @@ class StoreWriter:
         write_timeout_s: float = 30.0,
         command_timeout_s: float = 2.0,
         write: WriteFn = write_records,
+        connect: ConnectFn | None = None,
     ) -> None:
         if max_queued_records < 1 or batch_records < 1:
             raise ValueError("max_queued_records and batch_records must be >= 1")
@@ -99,6 +102,7 @@ class StoreWriter:
         self._clock_us = clock_us
         self._queue: collections.deque[list[Item]] = collections.deque()  # publish groups
         self._queued = 0  # records in _queue
+        self._resting = False  # the task is waiting with nothing in flight
         self._max_queued = max_queued_records
         self._batch = batch_records
         self._journal_max_bytes = journal_max_bytes
@@ -106,6 +110,7 @@ class StoreWriter:
         self._retry_max_s = retry_max_s
         self._write_timeout_s = write_timeout_s
         self._write = write
+        self._connect = connect or self._connect_dsn
         self._journal = None if journal_path is None else SpoolFile(journal_path)
         if self._journal is not None and self._journal.level().batches:
             lv = self._journal.level()
@@ -213,6 +218,7 @@ class StoreWriter:
             return
         self._queue.append(group)
         self._queued += len(group)
+        self._resting = False
         self._wake.set()
 
     # -- the task ----------------------------------------------------------------------------------
@@ -233,6 +239,7 @@ class StoreWriter:
                     except TimeoutError:
                         pass
                 self._wake.clear()
+                self._resting = False
                 groups = self._take()
                 batch = [it for g in groups for it in g]
                 if batch and not self._journaled():
@@ -253,11 +260,14 @@ class StoreWriter:
                 self._conn = None
 
     async def wait_idle(self) -> None:
-        """Until nothing waits in memory or in the journal (tests, shutdown)."""
+        """Until nothing waits in memory, in flight or in the journal (tests, shutdown)."""
         async with self._idle:
-            await self._idle.wait_for(lambda: not self._queue and not self._journaled())
+            await self._idle.wait_for(
+                lambda: self._resting and not self._queue and not self._journaled()
+            )
 
     async def _notify_idle(self) -> None:
+        self._resting = True  # the task waits: nothing in flight
         async with self._idle:
             self._idle.notify_all()
 
@@ -351,10 +361,13 @@ class StoreWriter:
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
         if self._conn is None or self._conn.closed:
-            self._conn = await psycopg.AsyncConnection.connect(
-                self._dsn, connect_timeout=max(1, int(self._write_timeout_s))
-            )
+            self._conn = await self._connect()
         return self._conn
+
+    async def _connect_dsn(self) -> psycopg.AsyncConnection[Any]:
+        return await psycopg.AsyncConnection.connect(
+            self._dsn, connect_timeout=max(1, int(self._write_timeout_s))
+        )
 
     async def _lost_connection(self) -> None:
         conn, self._conn = self._conn, None
