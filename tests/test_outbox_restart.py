@@ -48,9 +48,9 @@ def announced(out: list[Any]) -> set[tuple[str, str, bytes]]:
     "an uninterrupted run never has (353 alert, 198 stop_state, 18 exception, 17 stop, 16 visit; "
     "936 records in the whole run); 64 (kind, id) end in other content and 97 ids exist only "
     "after the restart. Worst for the CRM: stops visited before the cut are decided "
-    "'missed' after the restart (9 / 50 / 82 'missed' exceptions at 30 / 55 / 80 % that the whole run "
-    "never raises; 38 stop states end with previous=missed, retraction=true); at-risk alerts "
-    "re-open at the restart time. Fix in the engine (restore the board from "
+    "'missed' after the restart (9 / 50 / 82 'missed' exceptions at 30 / 55 / 80 % that "
+    "the whole run never raises; 38 stop states end with previous=missed, retraction=true); "
+    "at-risk alerts re-open at the restart time. Fix in the engine (restore the board from "
     "stop_states_current); docs/outbox.md",
 )
 @pytest.mark.parametrize("cut_share", [0.3, 0.55, 0.8])
