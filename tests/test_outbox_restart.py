@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import anyio
 import numpy as np
 import pytest
 
@@ -93,3 +94,60 @@ def test_a_restarted_engine_announces_nothing_twice(
         f"{len(set(new_exceptions))} exceptions only after the restart: {new_exceptions[:6]}"
     )
     assert final(before + after) == final(whole_out)
+
+
+@pytest.mark.integration
+@pytest.mark.anyio
+async def test_a_real_engine_day_through_the_writer_ends_in_its_final_states(
+    scenario: Path,  # noqa: F811
+    decoded: FixBatch,  # noqa: F811
+    pg_dsn: str,
+    tmp_path: Path,
+) -> None:
+    """Every output of a real engine day (board and desk on), published round by round through
+    the store writer into PostgreSQL: the current tables end with the engine's final state of
+    every stop, exception, alert and visit, and each content is stored once."""
+    import psycopg
+
+    from fleetwatch.store_writer import StoreWriter
+    from store import Store
+    from tests.outbox_world import check_versions, stored_versions
+
+    store = await Store.open(pg_dsn, partitioning="native")
+    await store.aclose()
+    units = vehicles(scenario)
+    chunks = [decoded.take(np.arange(s, min(s + 150, len(decoded)))) for s in
+              range(0, len(decoded), 150)]  # fmt: skip
+    engine = engine_with_schedule(scenario, units, int(decoded.recv_us.min()))
+    rounds = [run(engine, [c]) for c in chunks]
+    rounds.append(engine.finish(int(decoded.recv_us.max()) + 86_400 * US_PER_S))
+    writer = StoreWriter(pg_dsn, journal_path=tmp_path / "outbox.db",
+                         clock_us=lambda: 0)  # fmt: skip
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(writer.run)
+        for out in rounds:
+            writer.publish(out)
+        with anyio.fail_after(120):
+            await writer.wait_idle()
+        tg.cancel_scope.cancel()
+    await writer.aclose()
+    assert writer.statistics().refused_records == 0
+
+    whole = [ev for out in rounds for ev in out]
+    rows = await stored_versions(pg_dsn)
+    check_versions(rows)
+    assert {(k, i, h) for _, k, i, _, h in rows} == announced(whole)
+    last = {key: r for r in records_from_events(whole) for key in [(r.kind, r.id)]}
+    async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
+        for kind, sql, field in (
+            ("stop_state", "SELECT stop_id, state FROM stop_states_current", "state"),
+            ("exception", "SELECT id, status FROM visit_exceptions_current", "status"),
+            ("alert", "SELECT id, status FROM alerts_current", "status"),
+        ):
+            cur = await conn.execute(sql)
+            got = dict(await cur.fetchall())
+            want = {i: r.body[field] for (k, i), r in last.items() if k == kind}
+            assert got == want, kind
+            assert want, f"the day has {kind} records"
+        cur = await conn.execute("SELECT count(*) FROM visits_current")
+        assert await cur.fetchone() == (sum(1 for k, _ in last if k == "visit"),)
