@@ -12,6 +12,8 @@ Methods (records/s, median of the repeats):
   outbox_B        store.outbox.write_records in batches of B records (one transaction each:
                   advisory lock, content dedup, versions, record_versions + *_current)
   rederived_B     the same records again (a restarted engine's re-derived day): all skipped
+  writer          fleetwatch.store_writer.StoreWriter end to end: publish every stop's life
+                  (8 records a call), then wait until all are committed (default batches)
 
 Run: python benchmarks/bench_outbox.py [--repeats 3] [--stops 500] [--batches 100,1000,5000]
      [--baseline-records 1000]
@@ -72,6 +74,22 @@ async def batched(
         await write_records(conn, recs[i : i + size])
 
 
+async def through_writer(dsn: str, lives: list[list[object]], journal: Path) -> float:
+    from fleetwatch.store_writer import StoreWriter
+
+    writer = StoreWriter(dsn, journal_path=journal, clock_us=lambda: time.time_ns() // 1000)
+    task = asyncio.create_task(writer.run(), name="store-writer")
+    t0 = time.perf_counter()
+    for life in lives:
+        writer.publish(life)
+    await writer.wait_idle()
+    took = time.perf_counter() - t0
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await writer.aclose()
+    return took
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3)
@@ -79,7 +97,8 @@ async def main() -> None:
     ap.add_argument("--batches", default="100,1000,5000")
     ap.add_argument("--baseline-records", type=int, default=1000)
     args = ap.parse_args()
-    recs = records_from_events([ev for n in range(args.stops) for ev in stop_life(n)])
+    lives = [stop_life(n) for n in range(args.stops)]
+    recs = records_from_events([ev for life in lives for ev in life])
     sizes = [int(x) for x in args.batches.split(",")]
     base = Path(tempfile.mkdtemp(prefix="fleetwatch-bench-outbox-"))
     results: dict[str, list[float]] = {}
@@ -108,6 +127,9 @@ async def main() -> None:
                         results.setdefault(f"rederived_{size}", []).append(
                             len(recs) / (time.perf_counter() - t0)
                         )
+                    await truncate(conn)
+                    took = await through_writer(pg.dsn, lives, base / "outbox.db")
+                    results.setdefault("writer", []).append(len(recs) / took)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     baseline = statistics.median(results["per_record"])
