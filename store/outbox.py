@@ -47,11 +47,16 @@ OUTBOX_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('fleetwatch.outbox'))"
 
 #: Body keys left out of the content hash: they number or date a decision without changing
 #: what it says.  A re-derived record after a restart is decided at another tick (``at``),
-#: possibly from a fix instead of a tick (``cause``, ``reason``), with another ETA.
+#: possibly from a fix instead of a tick (``cause``, ``reason``), with another ETA; a
+#: restarted engine's board learns a visit from the store, not as it happened, so the state
+#: it came from (``previous``) and whether it was learned late (``detected_late``) describe
+#: the path to the decision, not the decision.
 _VOLATILE: dict[RecordKind, frozenset[str]] = {
     "exception": frozenset({"version", "engine_version", "at"}),
     "alert": frozenset({"version", "engine_version", "at"}),
-    "stop_state": frozenset({"version", "engine_version", "at", "cause", "reason", "eta"}),
+    "stop_state": frozenset(
+        {"version", "engine_version", "at", "cause", "reason", "eta", "previous", "detected_late"}
+    ),
     "visit": frozenset({"version", "engine_version", "supersedes"}),
     "stop": frozenset({"version", "engine_version", "supersedes"}),
 }
