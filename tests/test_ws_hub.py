@@ -50,17 +50,19 @@ def test_positions_are_coalesced_to_one_frame_per_interval_with_the_newest_each(
     sid = h.open_session(user="D01", role="dispatcher", after=None, now_us=T0)
     view = ConsoleView()
     read(h, sid, view, T0)
-    for k in range(10):  # ten rounds of two vehicles within one second
-        h.publish([pos("V001", k / 10, lon=37.0 + k), pos("V002", k / 10)], T0 + k * S // 10)
-        got = read(h, sid, view, T0 + k * S // 10)
+    h.publish([pos("V001", 0, lon=36.0)], T0)
+    assert [m["type"] for m in read(h, sid, view, T0)] == ["positions"]  # the first at once
+    for k in range(1, 10):  # nine rounds of two vehicles within 0.9 s (the interval less 10 %)
+        h.publish([pos("V001", k / 11, lon=37.0 + k), pos("V002", k / 11)], T0 + k * S // 11)
+        got = read(h, sid, view, T0 + k * S // 11)
         assert all(m["type"] != "positions" for m in got)  # not due yet
     got = read(h, sid, view, T0 + S)
     assert [m["type"] for m in got] == ["positions"]
     assert sorted(v["vehicle_id"] for v in got[0]["vehicles"]) == ["V001", "V002"]  # type: ignore[attr-defined]
     assert view.vehicles["V001"]["lon"] == 46.0  # the newest
     assert h.deadline_us(sid) is None  # nothing new
-    h.publish([pos("V002", 1.5)], T0 + S + 1)
-    assert h.deadline_us(sid) == T0 + 2 * S
+    h.publish([pos("V002", 1.5)], T0 + S + 1)  # due 0.9 s after the newest it got was published
+    assert h.deadline_us(sid) == T0 + 9 * S // 11 + 9 * S // 10
 
 
 def test_consoles_in_step_share_one_positions_frame() -> None:
@@ -159,7 +161,7 @@ def test_vehicle_state_and_routes_and_status() -> None:
     h.publish([DataDelayed(active=True, newest_fix_us=T0, at_us=T0)], T0)
     got = read(h, sid, view, T0)
     types = [m["type"] for m in got]
-    assert types == ["stop", "route", "status"]
+    assert types == ["stop", "route", "status", "positions"]  # the vehicle's route_id
     assert got[1]["route"]["stops"][0]["site_id"] == "S0001"  # type: ignore[index]
     assert got[2]["data_delayed"] is True
     h.publish([pos("V001", 1, 37.6, 55.75)], T0 + S)  # parked: speed 30 → moving

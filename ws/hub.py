@@ -239,6 +239,7 @@ class Hub:
         self._replay: deque[_Msg] = deque()
         self._replay_floor = 0  # every message with seq > floor is in the buffer
         self._pos_version = 0
+        self._pos_published_us = 0  # when the newest positions were published
         self._pos_order: OrderedDict[str, int] = OrderedDict()  # vehicle -> pos version
         self._pos_cache: dict[tuple[Any, int], tuple[int, str]] = {}
         self._tracks: dict[str, _Track] = {}
@@ -374,13 +375,13 @@ class Hub:
             s.snapshot = False
             s.last_seq = self.seq
             s.pos_cursor = self._pos_version
-            s.pos_due_us = now_us + self._interval_us()
+            s.pos_due_us = self._pos_published_us + self._interval_us()
             out.extend(replies)
         pos: tuple[int, str] | None = None
         if self._pos_version > s.pos_cursor and now_us >= s.pos_due_us:
             pos = self._positions_frame(s)
             s.pos_cursor = self._pos_version
-            s.pos_due_us = now_us + self._interval_us()
+            s.pos_due_us = self._pos_published_us + self._interval_us()
         while s.queue:
             q, text = s.queue.popleft()
             if q is not None:
@@ -398,7 +399,11 @@ class Hub:
         return out
 
     def _interval_us(self) -> int:
-        return round(self.limits.position_interval_s * US)
+        """The wait after a positions frame, counted from when its newest positions were
+        *published* (not from when this console took them, so a console that took a frame
+        late does not drift into up to a second of extra delay): the interval less a 10 %
+        allowance for the engine's round jitter (rounds are 1 s apart)."""
+        return round(self.limits.position_interval_s * US * 0.9)
 
     # -- publishing ----------------------------------------------------------------------------
 
@@ -406,6 +411,7 @@ class Hub:
         """Fold the engine's records in; returns the sessions that have something new."""
         woken: set[int] = set()
         positions = False
+        pos_version = self._pos_version
         for r in records:
             try:
                 if isinstance(r, VehiclePosition):
@@ -434,6 +440,8 @@ class Hub:
                 # a malformed record must not stop the console; counted, the rest goes on
                 self.counts["bad_records"] += 1
         if positions:
+            self._pos_published_us = now_us
+        if self._pos_version != pos_version:  # positions, or a vehicle's state or route
             self._pos_cache.clear()
             woken.update(self._sessions)
         return woken

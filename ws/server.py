@@ -33,6 +33,7 @@ from typing import Any, Protocol
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from core.fixes import iso_utc
 from schedule.stop_events import (
     Acknowledge,
     AddComment,
@@ -268,7 +269,7 @@ class ConsoleServer:
         kind = type(cmd).__name__.removesuffix("Cmd").lower()
         self.counts.commands[kind] += 1
         if isinstance(cmd, PingCmd):
-            self._answer(sid, reply_ok(cmd.id, {"server_time_us": self._clock_us()}))
+            self._answer(sid, reply_ok(cmd.id, {"server_time": iso_utc(self._clock_us())}))
             return
         if isinstance(cmd, SubscribeCmd):
             self.hub.subscribe(sid, cmd.scope)
