@@ -25,6 +25,7 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
+import datetime as dt
 import json
 import os
 import socket
@@ -204,53 +205,125 @@ def _iso(t_us: int) -> str:
 # -- clients -------------------------------------------------------------------------------------
 
 
-def _parse_iso_ms(text: str, key: str) -> float | None:
-    """The first ``"key":"...Z"`` timestamp of a frame, as epoch seconds (cheap: no full parse)."""
-    i = text.find(f'"{key}":"')
+def _stamp(head: bytes, key: bytes) -> float | None:
+    """The first ``"key":"...Z"`` timestamp in a frame's head, as epoch seconds."""
+    i = head.find(b'"' + key + b'":"')
     if i < 0:
         return None
-    s = text[i + len(key) + 4 : i + len(key) + 28]
-    import datetime as dt
-
-    z = s.find("Z")
+    i += len(key) + 4
+    z = head.find(b"Z", i, i + 30)
     if z < 0:
         return None
-    stamp = s[:z]
-    fmt = "%Y-%m-%dT%H:%M:%S.%f" if "." in stamp else "%Y-%m-%dT%H:%M:%S"
-    return dt.datetime.strptime(stamp, fmt).replace(tzinfo=dt.UTC).timestamp()
+    return dt.datetime.fromisoformat(head[i:z].decode() + "+00:00").timestamp()
+
+
+class LeanConsole(asyncio.Protocol):
+    """A websocket client that only frames: no UTF-8 decoding, no JSON parsing of 300 KB
+    positions frames.  Real consoles are browsers on other machines; in this benchmark the
+    clients share two cores with the server, and the ``websockets`` client's per-byte work
+    made *them* the bottleneck (the server sat at 11 % CPU while frames queued in the
+    clients).  It answers pings (uvicorn closes a console that does not) and reads the
+    timestamp from each frame's head."""
+
+    def __init__(self, path: str, port: int, sink: Any) -> None:
+        self.path, self.port, self.sink = path, port, sink
+        self.buf = bytearray()
+        self.open = False
+        self.transport: asyncio.Transport | None = None
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        key = base64.b64encode(os.urandom(16)).decode()
+        transport.write(
+            (
+                f"GET {self.path}?token={TOKEN} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        now = time.time()
+        buf = self.buf
+        buf += data
+        if not self.open:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            assert b" 101 " in bytes(buf[:20]), bytes(buf[:200])
+            del buf[: end + 4]
+            self.open = True
+        pos = 0
+        while True:
+            if len(buf) - pos < 2:
+                break
+            n = buf[pos + 1] & 0x7F
+            off = 2
+            if n == 126:
+                if len(buf) - pos < 4:
+                    break
+                n, off = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
+            elif n == 127:
+                if len(buf) - pos < 10:
+                    break
+                n, off = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
+            if len(buf) - pos < off + n:
+                break
+            opcode = buf[pos] & 0x0F
+            start = pos + off
+            if opcode == 0x9:  # ping -> pong (client frames are masked)
+                payload = bytes(buf[start : start + n])
+                mask = os.urandom(4)
+                masked = bytes(b ^ mask[k % 4] for k, b in enumerate(payload))
+                assert self.transport is not None
+                self.transport.write(bytes([0x8A, 0x80 | len(payload)]) + mask + masked)
+            elif opcode == 0x1:
+                self.sink(bytes(buf[start : start + min(n, 4096)]), now)
+            elif opcode == 0x8 and self.transport is not None:
+                self.transport.close()
+            pos = start + n
+        if pos:
+            del buf[:pos]
 
 
 async def clients(args: argparse.Namespace) -> None:
-    from websockets.asyncio.client import connect
-
     path = "/ws/console" if args.mode == "hub" else "/ws/naive"
-    url = f"ws://127.0.0.1:{args.port}{path}?token={TOKEN}"
     lat: dict[str, list[float]] = {"positions": [], "alert": []}
     counts = {"positions": 0, "alert": 0, "resync": 0, "snapshot": 0}
     measure_from = time.time() + WARMUP_S
     measure_to = measure_from + args.seconds
 
-    async def one() -> None:
-        async with connect(url, max_size=None, open_timeout=60) as ws:
-            async for text in ws:
-                now = time.time()
-                assert isinstance(text, str)
-                kind = text[9:20].split('"')[0]  # {"type":"xxx"
-                if kind in counts and measure_from <= now <= measure_to:
-                    counts[kind] += 1
-                if kind == "positions":
-                    t = _parse_iso_ms(text, "t")
-                elif kind == "alert":
-                    t = _parse_iso_ms(text, "at")
-                else:
-                    continue
-                if t is not None and measure_from <= now <= measure_to:
-                    lat[kind].append(now - t)
-                if now > measure_to:
-                    return
+    def sink(head: bytes, now: float) -> None:
+        if not measure_from <= now <= measure_to:
+            return
+        kind = head[9:20].split(b'"')[0].decode()
+        if kind in counts:
+            counts[kind] += 1
+        t = None
+        if kind == "positions":
+            t = _stamp(head, b"t")
+        elif kind == "alert":
+            t = _stamp(head, b"at")
+        if t is not None:
+            lat[kind].append(now - t)
 
-    async with asyncio.timeout(WARMUP_S + args.seconds + 60):
-        await asyncio.gather(*(one() for _ in range(args.count)), return_exceptions=True)
+    loop = asyncio.get_running_loop()
+    consoles = []
+    for _ in range(args.count):
+        _, proto = await loop.create_connection(
+            lambda: LeanConsole(path, args.port, sink), "127.0.0.1", args.port
+        )
+        consoles.append(proto)
+    await asyncio.sleep(max(0.0, measure_to - time.time()) + 0.5)
+    for c in consoles:
+        if c.transport is not None:
+            c.transport.close()
     print(json.dumps({"latencies": lat, "counts": counts}), flush=True)
 
 
@@ -289,6 +362,7 @@ def run_case(args: argparse.Namespace, mode: str, slow: bool) -> dict[str, Any]:
     server = subprocess.Popen(
         [py, __file__, "--role", "server", "--mode", mode, *common],
         stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,  # asyncio's "socket.send() raised" as clients leave
         text=True,
         env=env,
     )

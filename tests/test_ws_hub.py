@@ -258,3 +258,21 @@ def test_no_interleaving_loses_an_alert_version(
     for k in range(3):
         read(h, sids[k], views[k], now + 10 * S)
         assert views[k].alerts == expected
+
+
+@given(
+    lat=st.floats(allow_nan=True, allow_infinity=True),
+    lon=st.floats(-180, 180),
+    speed=st.floats(allow_nan=True),
+    t=st.integers(0, 4_000_000_000_000_000),
+    site=st.none() | st.text(max_size=8),
+    vid=st.text(min_size=1, max_size=8),
+)
+def test_the_fast_vehicle_fragment_is_the_json_of_the_record(
+    lat: float, lon: float, speed: float, t: int, site: str | None, vid: str
+) -> None:
+    from core.fixes import iso_utc
+    from ws.hub import _Vehicle
+
+    v = _Vehicle(vid, t_us=t, lat=lat, lon=lon, speed_kmh=speed, site_id=site, route_id="r/1")
+    assert json.loads(v.fragment(iso_utc(t) if t else None)) == v.to_json()

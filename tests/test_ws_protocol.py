@@ -150,6 +150,7 @@ def test_records_encode_to_json_without_nan_and_with_the_protocol_names() -> Non
     a = alert_json(alert(1))
     assert a["alert_id"] == a["id"]
     assert a["history"] == []
+    assert a["title"] == alert(1).summary
     assert a["facts"]["eta"].endswith("Z")
     s = stop_json(stop("S0001", minutes_late=float("nan")))
     assert s["minutes_late"] is None

@@ -32,7 +32,9 @@ after every queued message with a smaller ``seq``.
 
 from __future__ import annotations
 
+import functools
 import itertools
+import json
 import math
 from array import array
 from collections import OrderedDict, deque
@@ -141,6 +143,21 @@ class _Vehicle:
             return "stopped"
         return "moving"
 
+    def fragment(self, iso: str | None) -> str:
+        """:meth:`to_json` as text, without the json module: 2,000 vehicles a second go
+        through here, and building the dict and encoding it was most of the hub's cost."""
+        if math.isfinite(self.lat) and math.isfinite(self.lon):
+            lat, lon = repr(round(self.lat, 6)), repr(round(self.lon, 6))
+        else:
+            lat = lon = "null"
+        sp = repr(round(self.speed_kmh, 1)) if math.isfinite(self.speed_kmh) else "null"
+        t = "null" if iso is None else f'"{iso}"'
+        return (
+            f'{{"vehicle_id":{_js(self.vehicle_id)},"t":{t},"lat":{lat},"lon":{lon},'
+            f'"speed_kmh":{sp},"state":"{self.state}","site_id":{_js(self.site_id)},'
+            f'"route_id":{_js(self.route_id)}}}'
+        )
+
     def to_json(self) -> dict[str, Any]:
         has_pos = math.isfinite(self.lat) and math.isfinite(self.lon)
         return {
@@ -240,6 +257,9 @@ class Hub:
         self._replay_floor = 0  # every message with seq > floor is in the buffer
         self._pos_version = 0
         self._pos_published_us = 0  # when the newest positions were published
+        self._iso_cache: dict[int, str] = {}
+        self._track_step_us = round(self.limits.track_step_s * US)
+        self._track_keep_us = self.limits.track_minutes * 60 * US
         self._pos_order: OrderedDict[str, int] = OrderedDict()  # vehicle -> pos version
         self._pos_cache: dict[tuple[Any, int], tuple[int, str]] = {}
         self._tracks: dict[str, _Track] = {}
@@ -496,7 +516,7 @@ class Hub:
         track = self._tracks.get(p.vehicle_id)
         if track is None:
             track = self._tracks[p.vehicle_id] = _Track()
-        track.add(p, round(self.limits.track_step_s * US), self.limits.track_minutes * 60 * US)
+        track.add(p, self._track_step_us, self._track_keep_us)
         self._restate(v, woken)
         self._touch_position(v)
         return True
@@ -504,9 +524,18 @@ class Hub:
     def _touch_position(self, v: _Vehicle) -> None:
         self._pos_version += 1
         v.pos_version = self._pos_version
-        v.frag = dumps(v.to_json())
+        v.frag = v.fragment(self._iso(v.t_us) if v.t_us else None)
         self._pos_order[v.vehicle_id] = v.pos_version
         self._pos_order.move_to_end(v.vehicle_id)
+
+    def _iso(self, t_us: int) -> str:
+        """ISO time of a position, memoised: a round's positions share few distinct times."""
+        iso = self._iso_cache.get(t_us)
+        if iso is None:
+            if len(self._iso_cache) > 8192:
+                self._iso_cache.clear()
+            iso = self._iso_cache[t_us] = iso_utc(t_us)
+        return iso
 
     def _restate(self, v: _Vehicle, woken: set[int]) -> None:
         state = v.derive()
@@ -812,6 +841,12 @@ class Hub:
 
 class HubFull(Exception):
     """``max_consoles`` reached: one more console is refused (the others keep working)."""
+
+
+@functools.lru_cache(maxsize=65536)
+def _js(value: str | None) -> str:
+    """A JSON string literal (or null), cached: ids repeat every second."""
+    return "null" if value is None else json.dumps(value, ensure_ascii=False)
 
 
 def _point(lon: float, lat: float) -> tuple[tuple[float, float], ...]:

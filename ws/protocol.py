@@ -324,11 +324,12 @@ def stop_json(stop: StopChanged) -> dict[str, Any]:
 
 
 def alert_json(alert: AlertVersion) -> dict[str, Any]:
-    """The desk's JSON form, plus ``alert_id`` and ``history`` (the escalation hops) as the
-    protocol names them."""
+    """The desk's JSON form, plus ``alert_id``, ``title`` (the summary) and ``history`` (the
+    escalation hops) as the protocol names them."""
     d = alert.to_json_dict()
     d.pop("type", None)
     d["alert_id"] = alert.id
+    d["title"] = alert.summary
     d["history"] = d["hops"]
     return d
 
