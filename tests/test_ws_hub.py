@@ -276,3 +276,22 @@ def test_the_fast_vehicle_fragment_is_the_json_of_the_record(
 
     v = _Vehicle(vid, t_us=t, lat=lat, lon=lon, speed_kmh=speed, site_id=site, route_id="r/1")
     assert json.loads(v.fragment(iso_utc(t) if t else None)) == v.to_json()
+
+
+def test_a_shared_positions_frame_is_never_stale_for_a_later_console() -> None:
+    """Two consoles in step; the first takes the round's frame, then a vehicle's route changes
+    (no new position): the second console's frame must carry the route, not the cached one."""
+    from tests.ws_helpers import DATE
+
+    h = hub()
+    a, b = (h.open_session(user=u, role="viewer", after=None, now_us=T0) for u in ("a", "b"))
+    va, vb = ConsoleView(), ConsoleView()
+    read(h, a, va, T0)
+    read(h, b, vb, T0)
+    h.publish([pos("V001", 1)], T0 + S)
+    read(h, a, va, T0 + S)
+    h.publish([route("V001", "S0001")], T0 + S)
+    read(h, b, vb, T0 + S)
+    assert vb.vehicles["V001"]["route_id"] == f"{DATE}/V001"
+    read(h, a, va, T0 + 2 * S)
+    assert va.vehicles["V001"]["route_id"] == f"{DATE}/V001"
