@@ -153,7 +153,7 @@ async def serve(args: argparse.Namespace) -> None:
             if tick % args.burst_every == 0:
                 version += 1
                 alerts = [_alert(n, version, t) for n in range(args.burst)]
-            if args.mode == "hub":
+            if args.mode != "naive":
                 server.publish(positions + alerts)
             else:
                 # the same records, as the naive server would send them: one positions event
@@ -185,7 +185,7 @@ async def serve(args: argparse.Namespace) -> None:
             print(
                 json.dumps(
                     {
-                        "consoles": st.consoles if args.mode == "hub" else len(naive),
+                        "consoles": st.consoles if args.mode != "naive" else len(naive),
                         "resyncs": st.resyncs,
                         "shared": st.position_frames_shared,
                         "built": st.position_frames_built,
@@ -238,7 +238,8 @@ class LeanConsole(asyncio.Protocol):
         key = base64.b64encode(os.urandom(16)).decode()
         transport.write(
             (
-                f"GET {self.path}?token={TOKEN} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"GET {self.path}{'&' if '?' in self.path else '?'}token={TOKEN} HTTP/1.1\r\n"
+                "Host: 127.0.0.1\r\n"
                 f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
                 "Sec-WebSocket-Version: 13\r\n\r\n"
             ).encode()
@@ -284,7 +285,8 @@ class LeanConsole(asyncio.Protocol):
                 assert self.transport is not None
                 self.transport.write(bytes([0x8A, 0x80 | len(payload)]) + mask + masked)
             elif opcode == 0x1:
-                self.sink(bytes(buf[start : start + min(n, 4096)]), now)
+                whole = buf[start + 9 : start + 14] == b"batch"
+                self.sink(bytes(buf[start : start + (n if whole else min(n, 4096))]), now)
             elif opcode == 0x8 and self.transport is not None:
                 self.transport.close()
             pos = start + n
@@ -293,7 +295,7 @@ class LeanConsole(asyncio.Protocol):
 
 
 async def clients(args: argparse.Namespace) -> None:
-    path = "/ws/console" if args.mode == "hub" else "/ws/naive"
+    path = {"hub": "/ws/console", "hub-batch": "/ws/console?batch=1"}.get(args.mode, "/ws/naive")
     lat: dict[str, list[float]] = {"positions": [], "alert": []}
     counts = {"positions": 0, "alert": 0, "resync": 0, "snapshot": 0}
     measure_from = time.time() + WARMUP_S
@@ -303,6 +305,17 @@ async def clients(args: argparse.Namespace) -> None:
         if not measure_from <= now <= measure_to:
             return
         kind = head[9:20].split(b'"')[0].decode()
+        if kind == "batch":  # each message inside, as if it had come alone
+            for inner, key in (("positions", b"t"), ("alert", b"at")):
+                pat = b'{"type":"' + inner.encode() + b'"'
+                i = head.find(pat)
+                while i >= 0:
+                    counts[inner] += 1
+                    t = _stamp(head[i : i + 4096], key)
+                    if t is not None:
+                        lat[inner].append(now - t)
+                    i = head.find(pat, i + 1)
+            return
         if kind in counts:
             counts[kind] += 1
         t = None
@@ -371,7 +384,7 @@ def run_case(args: argparse.Namespace, mode: str, slow: bool) -> dict[str, Any]:
         port = json.loads(server.stdout.readline())["port"]
         proc = psutil.Process(server.pid)
         holder = (
-            slow_console(port, "/ws/console" if mode == "hub" else "/ws/naive") if slow else None
+            slow_console(port, "/ws/naive" if mode == "naive" else "/ws/console") if slow else None
         )
         per = args.consoles // 2
         cl = [
@@ -453,7 +466,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--role", choices=["orchestrate", "server", "clients"], default="orchestrate")
-    ap.add_argument("--mode", choices=["hub", "naive"], default="hub")
+    ap.add_argument("--mode", choices=["hub", "hub-batch", "naive"], default="hub")
     ap.add_argument("--consoles", type=int, default=200)
     ap.add_argument("--vehicles", type=int, default=2000)
     ap.add_argument("--seconds", type=float, default=20.0)
@@ -461,7 +474,7 @@ def main() -> None:
     ap.add_argument("--burst-every", type=int, default=5, help="seconds between bursts")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--count", type=int, default=0)
-    ap.add_argument("--cases", default="hub,naive,hub+slow,naive+slow")
+    ap.add_argument("--cases", default="hub,hub-batch,naive,hub+slow,hub-batch+slow,naive+slow")
     args = ap.parse_args()
     if args.role == "server":
         asyncio.run(serve(args))

@@ -575,3 +575,21 @@ async def test_subscriptions_narrow_what_a_console_gets() -> None:
         m = await until(ws, view, lambda m: m["type"] == "stop")
         assert m["stop"]["site_id"] == "S2"
         await ws.close()
+
+
+async def test_batch_mode_joins_a_take_into_one_frame_in_order() -> None:
+    async with running() as w:
+        ws = await connect(w.url("D01", batch=1))
+        assert (await recv(ws))["type"] == "hello"
+        view = ConsoleView()
+        assert (await recv(ws, view))["type"] == "snapshot"
+        w.server.publish([alert(n, 1) for n in range(1, 31)])
+        m = json.loads(await ws.recv())
+        assert m["type"] == "batch"
+        for inner in m["messages"]:
+            view.apply(json.dumps(inner))  # seq strictly increasing inside
+        while len([a for a in view.alerts if a.startswith("stop/2026-11-23/S00")]) < 30:
+            m = json.loads(await ws.recv())
+            for inner in m["messages"] if m["type"] == "batch" else [m]:
+                view.apply(json.dumps(inner))
+        await ws.close()
