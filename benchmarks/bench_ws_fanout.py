@@ -410,11 +410,15 @@ def run_case(args: argparse.Namespace, mode: str, slow: bool) -> dict[str, Any]:
             for _ in range(2)
         ]
         time.sleep(WARMUP_S)
+        cprocs = [psutil.Process(c.pid) for c in cl]
+        ccpu0 = sum(sum(p.cpu_times()[:2]) for p in cprocs)
         cpu0 = proc.cpu_times()
         t0 = time.monotonic()
         time.sleep(args.seconds)
         cpu1 = proc.cpu_times()
+        ccpu1 = sum(sum(p.cpu_times()[:2]) for p in cprocs)
         wall = time.monotonic() - t0
+        load = os.getloadavg()[0]
         rss = proc.memory_info().rss
         results = []
         for c in cl:
@@ -458,6 +462,8 @@ def run_case(args: argparse.Namespace, mode: str, slow: bool) -> dict[str, Any]:
             100 * ((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)) / wall, 1
         ),
         "server_rss_mb": round(rss / 2**20, 1),
+        "clients_cpu_pct": round(100 * (ccpu1 - ccpu0) / wall, 1),
+        "load_avg_1m": round(load, 1),
     }
 
 
