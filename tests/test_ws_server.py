@@ -471,7 +471,7 @@ async def test_a_console_that_never_reads_blocks_nothing_and_resyncs_without_los
                 except TimeoutError:
                     break
                 fview.apply(str(text))
-        assert max(engine_waits) < 0.5
+        assert max(engine_waits) < 2.0  # (a blocked engine would wait forever)
         expected = {a.id: a.version for a in w.server.hub.alerts.values()}
         while fview.alerts != expected:
             await recv(fast, fview)
@@ -491,12 +491,12 @@ async def test_a_console_that_never_reads_blocks_nothing_and_resyncs_without_los
         k = types.index("resync")
         assert types[k + 1] == "snapshot"
         positions = [m for m in seen if m["type"] == "positions"]
-        assert len(positions) <= elapsed + 2  # coalesced: ≤ 1 per second
+        assert len(positions) <= elapsed / 0.9 + 2  # coalesced: ≤ 1 per 0.9-1 s
         for m in positions:
             ids = [v["vehicle_id"] for v in m["vehicles"]]
             assert len(ids) == len(set(ids))
         fast_positions = [m for m in fview.frames if m["type"] == "positions"]
-        assert 1 <= len(fast_positions) <= elapsed + 2
+        assert 1 <= len(fast_positions) <= elapsed / 0.9 + 2
         await slow.close()
         await fast.close()
 
