@@ -295,3 +295,30 @@ def test_a_shared_positions_frame_is_never_stale_for_a_later_console() -> None:
     assert vb.vehicles["V001"]["route_id"] == f"{DATE}/V001"
     read(h, a, va, T0 + 2 * S)
     assert va.vehicles["V001"]["route_id"] == f"{DATE}/V001"
+
+
+def test_only_the_newest_two_service_days_stay_in_snapshots() -> None:
+    """A service that runs for weeks must not send every day's stops in each snapshot."""
+    import dataclasses
+
+    h = hub()
+    days = ["2026-11-23", "2026-11-24", "2026-11-25"]
+    for d in days:
+        h.publish(
+            [
+                dataclasses.replace(stop("S0001"), service_date=d, stop_id=f"{d}/S0001"),
+                dataclasses.replace(alert(1), id=f"stop/{d}/S0001"),
+            ],
+            T0,
+        )
+    assert sorted(h.stops) == [f"{d}/S0001" for d in days[1:]]
+    assert sorted(h.alerts) == [f"stop/{d}/S0001" for d in days[1:]]
+    late = dataclasses.replace(stop("S0001", "missed"), service_date=days[0], stop_id="x")
+    seq = h.seq
+    h.publish([late], T0)
+    assert h.seq == seq + 1  # still news for the consoles
+    assert "x" not in h.stops
+    sid = h.open_session(user="a", role="viewer", after=None, now_us=T0)
+    snap = json.loads(h.take(sid, T0)[0])
+    assert {s["service_date"] for s in snap["stops"]} == set(days[1:])
+    assert snap["sites"][0]["state"] == "at_risk"  # the newest day's stop of the site

@@ -258,6 +258,8 @@ class Hub:
         self._pos_version = 0
         self._pos_published_us = 0  # when the newest positions were published
         self._iso_cache: dict[int, str] = {}
+        self._newest_date = ""  # ISO service dates compare as text
+        self._dates: set[str] = set()
         self._track_step_us = round(self.limits.track_step_s * US)
         self._track_keep_us = self.limits.track_minutes * 60 * US
         self._pos_order: OrderedDict[str, int] = OrderedDict()  # vehicle -> pos version
@@ -573,9 +575,40 @@ class Hub:
         elif v.stop_id == e.stop_id:
             self._vehicle_change(e.vehicle_id, woken, stop_id=None)
 
+    def _new_day(self, service_date: str) -> None:
+        """Keep the state of the newest two service dates only: a long-running service's
+        snapshots hold today (and yesterday, for the hours after midnight), not every day
+        since the start.  Versions of older days that still arrive go out as deltas."""
+        if service_date <= self._newest_date:
+            return
+        self._newest_date = service_date
+        self._dates.add(service_date)
+        while len(self._dates) > 2:
+            gone = min(self._dates)
+            self._dates.discard(gone)
+            keep = min(self._dates)
+            for sid in [k for k, st in self.stops.items() if st.service_date < keep]:
+                st = self.stops.pop(sid)
+                if self._site_stop.get(st.site_id) == sid:
+                    del self._site_stop[st.site_id]
+            for rid in [k for k, r in self.routes.items() if r.service_date < keep]:
+                del self.routes[rid]
+            for aid in [k for k in self.alerts if _alert_date(k) < keep]:
+                del self.alerts[aid]
+                self._finished.pop(aid, None)
+
     def _on_stop(self, r: StopChanged, woken: set[int]) -> None:
+        self._new_day(r.service_date)
+        if r.service_date < min(self._dates):  # a late record of a forgotten day
+            self._emit_stop(r, woken)
+            return
         self.stops[r.stop_id] = r
-        self._site_stop[r.site_id] = r.stop_id
+        cur = self._site_stop.get(r.site_id)
+        if cur is None or self.stops[cur].service_date <= r.service_date:
+            self._site_stop[r.site_id] = r.stop_id  # the site shows its newest day's stop
+        self._emit_stop(r, woken)
+
+    def _emit_stop(self, r: StopChanged, woken: set[int]) -> None:
         site = self.sites.get(r.site_id)
         self._emit(
             {"type": "stop", "stop": stop_json(r)},
@@ -585,7 +618,9 @@ class Hub:
         )
 
     def _on_route(self, r: RouteProgress, woken: set[int]) -> None:
-        self.routes[r.route_id] = r
+        self._new_day(r.service_date)
+        if r.service_date >= min(self._dates):
+            self.routes[r.route_id] = r
         v = self._veh(r.vehicle_id)
         if v.route_id != r.route_id:
             self._vehicle_change(r.vehicle_id, woken, route_id=r.route_id)
@@ -612,6 +647,16 @@ class Hub:
         old = self.alerts.get(a.id)
         if old is not None and old.version >= a.version:
             return  # a re-delivered or older version changes nothing
+        if self._dates and _alert_date(a.id) < min(self._dates):
+            vehicles, points = self._alert_subject(a)  # a forgotten day: news, not state
+            self._emit(
+                {"type": "alert", "alert": alert_json(a)},
+                woken,
+                vehicles=vehicles,
+                assignee=a.assignee,
+                points=points,
+            )
+            return
         self.alerts[a.id] = a
         if a.active:
             self._finished.pop(a.id, None)
@@ -841,6 +886,12 @@ class Hub:
 
 class HubFull(Exception):
     """``max_consoles`` reached: one more console is refused (the others keep working)."""
+
+
+def _alert_date(alert_id: str) -> str:
+    """The service date in an alert id (``stop/<date>/<site>``, ``vehicle/<date>/...``)."""
+    parts = alert_id.split("/")
+    return parts[1] if len(parts) > 1 else ""
 
 
 @functools.lru_cache(maxsize=65536)
