@@ -23,13 +23,19 @@ import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import psycopg
 
 from alerts.records import AlertVersion, ExceptionVersion
 from core.fixes import iso_utc
-from schedule.events import StopEnded, StopStarted, VisitCompleted, VisitStarted
+from schedule.events import (
+    DetectionEvent,
+    StopEnded,
+    StopStarted,
+    VisitCompleted,
+    VisitStarted,
+)
 from schedule.stop_events import (
     Acknowledge,
     AddComment,
@@ -344,7 +350,12 @@ async def write_records(
                 known.setdefault((kind, rid), set()).add(bytes(sha))
                 top[(kind, rid)] = max(top.get((kind, rid), 0), int(version))
         cols: tuple[list[str], list[str], list[int], list[str], list[bytes], list[int]] = (
-            [], [], [], [], [], []
+            [],
+            [],
+            [],
+            [],
+            [],
+            [],
         )
         kinds_written: set[RecordKind] = set()
         for rec, sha in zip(recs, hashes, strict=True):
@@ -433,3 +444,45 @@ async def load_commands_since(
         (since_us,),
     )
     return [(int(at), command_from_json(cmd)) for at, cmd in await cur.fetchall()]
+
+
+_DETECTION_TYPES: dict[str, type[Any]] = {
+    "VisitStarted": VisitStarted,
+    "VisitCompleted": VisitCompleted,
+    "StopStarted": StopStarted,
+    "StopEnded": StopEnded,
+}
+
+
+def detection_event_from_body(body: dict[str, Any]) -> DetectionEvent:
+    """A stored ``visit``/``stop`` body back as the detection event the engine published
+    (the inverse of :func:`record_of` for them; the engine's own version is restored)."""
+    cls = _DETECTION_TYPES.get(str(body.get("event")))
+    if cls is None:
+        raise OutboxError(f"not a stored detection event: event={body.get('event')!r}")
+    kwargs: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.name == "version":
+            kwargs["version"] = int(body.get("engine_version", 1))
+        elif f.name.endswith("_us"):
+            text = body.get(f.name[:-3])
+            kwargs[f.name] = None if text is None else _iso_us(text)
+        elif f.name in body:
+            value = body[f.name]
+            kwargs[f.name] = float("nan") if value is None and f.name == "median_hdop" else value
+    return cast(DetectionEvent, cls(**kwargs))
+
+
+async def load_detection_events(
+    conn: psycopg.AsyncConnection[Any], since_us: int
+) -> list[DetectionEvent]:
+    """The latest stored version of every visit and stop whose time is at or after *since_us*:
+    what a restarted engine adopts (``Engine.restore(..., previous=...)``) so that visits keep
+    their ids and stops served before the re-read fixes are not decided anew."""
+    cur = await conn.execute(
+        "SELECT DISTINCT ON (kind, id) body FROM record_versions "
+        "WHERE kind IN ('visit', 'stop') AND at >= 'epoch'::timestamptz + "
+        "%s * interval '1 microsecond' ORDER BY kind, id, version DESC",
+        (since_us,),
+    )
+    return [detection_event_from_body(body) for (body,) in await cur.fetchall()]

@@ -22,6 +22,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from core.fixes import DeadLetter, FixBatch
+from schedule.events import DetectionEvent
 from store import partitions
 from store.dead_letters import count_dead_letters_by_reason, insert_dead_letters
 from store.errors import StoreUnavailable, StoreWriteError
@@ -34,6 +35,7 @@ from store.fixes import (
     select_recent_fixes,
 )
 from store.migrate import Partitioning, apply_migrations
+from store.outbox import load_detection_events
 from store.units import UnitRow, select_units, upsert_units
 
 
@@ -358,6 +360,12 @@ class Store:
         with self._counting_errors("reading recent fixes"):
             async with self._connection() as conn:
                 return await select_recent_fixes(conn, start_us, end_us)
+
+    async def detection_events_since(self, since_us: int) -> list[DetectionEvent]:
+        """The latest published version of every visit and stop since *since_us* (restart)."""
+        with self._counting_errors("reading published detection events"):
+            async with self._connection() as conn:
+                return await load_detection_events(conn, since_us)
 
     async def dead_letter_counts(self) -> dict[str, int]:
         """Stored dead letters by reason code."""

@@ -6,6 +6,7 @@ hash is tested here against the engine's real re-derivation."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -147,3 +148,25 @@ async def test_a_real_engine_day_through_the_writer_ends_in_its_final_states(
             assert want, f"the day has {kind} records"
         cur = await conn.execute("SELECT count(*) FROM visits_current")
         assert await cur.fetchone() == (sum(1 for k, _ in last if k == "visit"),)
+
+
+def test_stored_detection_bodies_come_back_as_the_events_published(
+    scenario: Path,  # noqa: F811
+    decoded: FixBatch,  # noqa: F811
+) -> None:
+    """What a restart adopts is exactly what was published (ids, times, versions, NaN HDOP)."""
+    from schedule.events import latest
+    from store.outbox import detection_event_from_body, record_of
+
+    units = vehicles(scenario)
+    engine = engine_with_schedule(scenario, units, int(decoded.recv_us.min()))
+    out = engine.feed(decoded, int(decoded.recv_us.max())) + engine.finish(
+        int(decoded.recv_us.max()) + 86_400 * US_PER_S
+    )
+    events = list(latest([e for e in out if isinstance(e, DetectionEvent)]).values())
+    assert len(events) >= 20
+    for ev in events:
+        rec = record_of(ev)
+        assert rec is not None
+        back = detection_event_from_body(json.loads(json.dumps(rec.body)))
+        assert repr(back) == repr(ev)

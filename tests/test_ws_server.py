@@ -30,6 +30,7 @@ from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from alerts.desk import AlertDesk
+from core.fixes import Fix, FixBatch
 from fleetwatch.auth import Authenticator, mint
 from fleetwatch.console import register_console
 from fleetwatch.engine_metrics import EngineMetrics
@@ -117,9 +118,16 @@ async def world_of(
     async with asyncio.timeout(5):
         await web.wait_started()
     await live.call(lambda e, now: e.board.load_plan(PLAN, W.at(8)))  # type: ignore[union-attr]
-    await live.call(lambda e, now: e.tick(W.at(9.8)))
+    await live.call(lambda e, now: advance(e, W.at(9.8)))
     return World(server=server, live=live, port=web.port, tokens=tokens, tasks=tasks)
 
+
+
+def advance(engine: Engine, t_us: int) -> list[Any]:
+    """Move the engine's data clock to *t_us* and tick: one fix of a clock unit far from every
+    site (the engine takes no decision on time that no data has shown)."""
+    fix = Fix(unit_id="CLOCK", t_us=t_us, recv_us=t_us, lat=0.0, lon=0.0)
+    return engine.feed(FixBatch.from_fixes([fix]), t_us) + engine.tick(t_us)
 
 @contextlib.asynccontextmanager
 async def running(**kw: Any) -> AsyncIterator[World]:
@@ -250,7 +258,7 @@ async def test_hello_then_a_snapshot_of_the_day_then_deltas_with_increasing_seq(
         s1 = next(s for s in snap["sites"] if s["site_id"] == "S1")
         assert (s1["state"], s1["radius_m"]) == ("at_risk", 60.0)
         before = snap["seq"]
-        await w.live.call(lambda e, now: e.tick(W.at(10.6)))  # windows end: late
+        await w.live.call(lambda e, now: advance(e, W.at(10.6)))  # windows end: late
         m = await until(ws, view, lambda m: m["type"] == "alert" and m["alert"]["kind"] == "missed")
         assert m["seq"] > before
         assert view.stops[f"{DATE}/S1"] == "missed"
@@ -529,7 +537,7 @@ async def test_resume_after_reconnect_gets_every_alert_in_between() -> None:
         ws, view = await opened(w, "D01")
         last = view.last_seq
         await ws.close()
-        await w.live.call(lambda e, now: e.tick(W.at(10.6)))  # late alerts while away
+        await w.live.call(lambda e, now: advance(e, W.at(10.6)))  # late alerts while away
         changed = {
             a.id: a.version for a in w.server.hub.alerts.values() if a.version > 1 or a.change
         }
@@ -571,7 +579,7 @@ async def test_subscriptions_narrow_what_a_console_gets() -> None:
         snap = before[-1]
         assert [s["site_id"] for s in snap["sites"]] == ["S2"]
         assert {s["site_id"] for s in snap["stops"]} == {"S2"}
-        await w.live.call(lambda e, now: e.tick(W.at(11.5)))
+        await w.live.call(lambda e, now: advance(e, W.at(11.5)))
         m = await until(ws, view, lambda m: m["type"] == "stop")
         assert m["stop"]["site_id"] == "S2"
         await ws.close()
