@@ -196,6 +196,19 @@ class FeedPageModel(BaseModel):
     more: bool = Field(description="true when more versions were committed beyond `next`")
 
 
+class SummaryCount(BaseModel):
+    kind: str
+    status: str
+    count: int
+
+
+class FeedSummaryModel(BaseModel):
+    head: str = Field(description="the feed position these counts are as of (a cursor)")
+    current: list[SummaryCount] = Field(
+        description="latest version per exception id, counted by kind and status"
+    )
+
+
 class QualityModel(BaseModel):
     due: int = Field(description="planned stops in the range (cancelled ones included)")
     on_time: int = Field(description="visited early or within the window")
@@ -408,6 +421,22 @@ def crm_router(
             items=[ExceptionItem.model_validate(body) for _, body in page.items],
             next=encode_cursor(page.next_seq),
             more=page.more,
+        )
+
+    @router.get(
+        "/api/crm/v1/visit-exceptions/summary",
+        response_model=FeedSummaryModel,
+        dependencies=crm,
+        tags=["crm"],
+        summary="Counts of the current exceptions as of a feed position, to reconcile a copy",
+    )
+    async def visit_exceptions_summary() -> FeedSummaryModel:
+        s = await q.feed_summary(source, timeout_ms=timeout_ms)
+        return FeedSummaryModel(
+            head=encode_cursor(s.head_seq),
+            current=[
+                SummaryCount(kind=k, status=st, count=n) for (k, st), n in sorted(s.counts.items())
+            ],
         )
 
     async def quality_page(

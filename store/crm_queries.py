@@ -179,6 +179,30 @@ async def feed_page(
         return FeedPage(items=items, next_seq=next_seq, more=next_seq < head, head_seq=head)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FeedSummary:
+    """The current exceptions (latest version per id) counted by (kind, status), as of the
+    feed position ``head_seq``: a client that has applied the feed up to exactly ``head_seq``
+    must hold the same counts."""
+
+    head_seq: int
+    counts: dict[tuple[str, str], int]
+
+
+async def feed_summary(source: ConnectionSource, *, timeout_ms: int = 10_000) -> FeedSummary:
+    async with _reading(source, timeout_ms) as conn:
+        head_row = await (
+            await conn.execute(
+                "SELECT coalesce(max(seq), 0) FROM record_versions WHERE kind = 'exception'"
+            )
+        ).fetchone()
+        cur = await conn.execute(
+            "SELECT kind, status, count(*) FROM visit_exceptions_current GROUP BY 1, 2"
+        )
+        counts = {(str(k), str(s)): int(n) for k, s, n in await cur.fetchall()}
+    return FeedSummary(head_seq=int(head_row[0]) if head_row else 0, counts=counts)
+
+
 # --- service quality ---------------------------------------------------------------------------
 
 _QUALITY_COLUMNS = """
