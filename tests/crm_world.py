@@ -290,3 +290,54 @@ async def http_get(
     writer.close()
     await writer.wait_closed()
     return int(lines[0].split()[1]), headers, body
+
+
+async def publish_exceptions_batched(
+    conn: psycopg.AsyncConnection[Any], bodies: list[dict[str, Any]]
+) -> int:
+    """The outbox writer's way: one transaction, the lock, versions of the whole batch read in
+    one query, then pipelined multi-row inserts (psycopg executemany).  Returns the count."""
+    async with conn.transaction():
+        await conn.execute(LOCK_SQL)
+        ids = [b["id"] for b in bodies]
+        cur = await conn.execute(
+            "SELECT id, max(version) FROM record_versions WHERE kind = 'exception' "
+            "AND id = ANY(%s) GROUP BY id",
+            (ids,),
+        )
+        last = {str(i): int(v) for i, v in await cur.fetchall()}
+        rows, currents = [], []
+        for b in bodies:
+            version = last.get(b["id"], 0) + 1
+            last[b["id"]] = version
+            body = {**b, "version": version}
+            rows.append(("exception", b["id"], version, Jsonb(body), _sha(body), b["at"]))
+            currents.append({**body, "comments": Jsonb(b["comments"])})
+        async with conn.cursor() as c:
+            await c.executemany(
+                "INSERT INTO record_versions (kind, id, version, body, body_sha256, at) "
+                "VALUES (%s, %s, %s, %s, %s, %s) RETURNING seq",
+                rows,
+                returning=True,
+            )
+            seqs = []
+            while True:
+                row = await c.fetchone()
+                assert row is not None
+                seqs.append(int(row[0]))
+                if not c.nextset():
+                    break
+            for cur_row, seq in zip(currents, seqs, strict=True):
+                cur_row["seq"] = seq
+            await c.executemany(
+                "INSERT INTO visit_exceptions_current (id, version, seq, kind, status, site_id, "
+                "client_id, service_date, vehicle_id, window_start, window_end, arrival, "
+                "minutes_late, comments) VALUES (%(id)s, %(version)s, %(seq)s, %(kind)s, "
+                "%(status)s, %(site_id)s, %(client_id)s, %(service_date)s, %(vehicle_id)s, "
+                "%(window_start)s, %(window_end)s, %(arrival)s, %(minutes_late)s, %(comments)s) "
+                "ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, seq = EXCLUDED.seq, "
+                "status = EXCLUDED.status, comments = EXCLUDED.comments, "
+                "arrival = EXCLUDED.arrival, minutes_late = EXCLUDED.minutes_late",
+                currents,
+            )
+    return len(bodies)
