@@ -3,6 +3,7 @@ tables, written by tests/crm_world.py exactly as 0005 says writers must)."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import datetime as dt
 import io
@@ -435,3 +436,24 @@ async def test_openapi_is_generated_with_the_routes_and_bearer_auth(migrated: st
     limit = next(p for p in feed["parameters"] if p["name"] == "limit")
     assert limit["schema"]["maximum"] == 1000
     assert "ExceptionItem" in doc["components"]["schemas"]
+
+
+async def test_database_down_is_503_with_retry_after(private_pg_server: Any) -> None:
+    dsn = private_pg_server.dsn
+    store = await Store.open(dsn, partitioning="native")
+    await store.aclose()
+    async with serving_crm(dsn) as server:
+        feed = "/api/crm/v1/visit-exceptions"
+        assert (await http_get(server.port, feed, token=CRM_TOKEN))[0] == 200
+        private_pg_server.stop()
+        status, headers, body = await http_get(server.port, feed, token=CRM_TOKEN)
+        assert (status, headers.get("retry-after")) == (503, "5"), body
+        # auth is still answered without the database
+        assert (await http_get(server.port, feed, token=None))[0] == 401
+        private_pg_server.start()
+        for _ in range(50):  # the pool reconnects by itself
+            if (await http_get(server.port, feed, token=CRM_TOKEN))[0] == 200:
+                break
+            await asyncio.sleep(0.2)
+        else:
+            raise AssertionError("the API did not recover after the database came back")
