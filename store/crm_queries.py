@@ -91,14 +91,16 @@ class FeedFilter:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FeedPage:
-    """One page of the feed: the versions (``body`` with ``seq``) and where to go on from.
+    """One page of the feed: the versions (``seq`` and the ``body`` as JSON text: the API
+    validates and re-serialises it in one pass of pydantic-core, never as Python dicts) and
+    where to go on from.
 
     ``next_seq``: pass it back as the cursor.  ``more``: True when rows beyond ``next_seq``
     were already committed when the page was read (a page can be empty and still ``more`` when
     a filter matched nothing in the scanned stretch).
     """
 
-    items: list[tuple[int, dict[str, Any]]]
+    items: list[tuple[int, str]]
     next_seq: int
     more: bool
     head_seq: int
@@ -144,12 +146,12 @@ async def feed_page(
         head = int(head_row[0]) if head_row else 0
         if not conds:
             cur = await conn.execute(
-                "SELECT seq, body FROM record_versions WHERE kind = 'exception' AND seq > "
+                "SELECT seq, body::text FROM record_versions WHERE kind = 'exception' AND seq > "
                 "%(after)s ORDER BY seq LIMIT %(limit)s",
                 params,
             )
             rows = await cur.fetchall()
-            items = [(int(s), dict(b)) for s, b in rows]
+            items = [(int(s), str(b)) for s, b in rows]
             next_seq = items[-1][0] if items else after_seq
             return FeedPage(items=items, next_seq=next_seq, more=next_seq < head, head_seq=head)
         # filtered: scan a bounded stretch of the feed, keep the matches; the cursor moves to
@@ -158,13 +160,13 @@ async def feed_page(
         cur = await conn.execute(
             "WITH scanned AS (SELECT seq, body FROM record_versions WHERE kind = 'exception' "
             "AND seq > %(after)s ORDER BY seq LIMIT %(scan)s) "
-            "SELECT seq, body, (SELECT max(seq) FROM scanned) FROM scanned WHERE "
+            "SELECT seq, body::text FROM scanned WHERE "
             + " AND ".join(conds)
             + " ORDER BY seq LIMIT %(limit)s",
             params,
         )
         rows = await cur.fetchall()
-        items = [(int(s), dict(b)) for s, b, _ in rows]
+        items = [(int(s), str(b)) for s, b in rows]
         if len(items) == limit:
             next_seq = items[-1][0]
         else:
