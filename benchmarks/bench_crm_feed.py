@@ -128,6 +128,20 @@ async def drain_http(port: int, limit: int) -> tuple[int, float]:
             return n, time.perf_counter() - t0
 
 
+async def skip_to_head(port: int, cursor: str) -> str:
+    """Read (unmeasured) what the last writer left, so the next round's pages carry only its
+    own writer's rows."""
+    while True:
+        status, _, body = await http_get(
+            port, f"/api/crm/v1/visit-exceptions?after={cursor}&limit=1000", token=CRM_TOKEN
+        )
+        assert status == 200
+        page = json.loads(body)
+        cursor = page["next"]
+        if not page["more"]:
+            return str(cursor)
+
+
 async def drain_sql(pool: Any, limit: int) -> tuple[int, float]:
     after, n, t0 = 0, 0, time.perf_counter()
     while True:
@@ -170,7 +184,7 @@ def writer_process(dsn: str, seconds: float, batch: int, tag: str, out: Any) -> 
 
 
 async def api_latencies(port: int, stop: asyncio.Event, head: str) -> dict[str, list[Any]]:
-    out: dict[str, list[Any]] = {"feed": [], "quality": []}
+    out: dict[str, list[Any]] = {"feed": [], "quality": [], "items": []}
     cursor = head
     while not stop.is_set():
         t = time.perf_counter()
@@ -179,7 +193,9 @@ async def api_latencies(port: int, stop: asyncio.Event, head: str) -> dict[str, 
         )
         out["feed"].append(time.perf_counter() - t)
         assert status == 200
-        cursor = json.loads(body)["next"]
+        page = json.loads(body)
+        cursor = page["next"]
+        out["items"].append(len(page["items"]))
         t = time.perf_counter()
         status, _, _ = await http_get(
             port,
@@ -248,17 +264,22 @@ async def run(dsn: str, args: argparse.Namespace) -> dict[str, Any]:
                 lat = await reading
                 head = lat.pop("head")[0]
                 entry = res.setdefault(
-                    f"api_while_{name}", {"feed": [], "quality": [], "writer_rows_per_s": []}
+                    f"api_while_{name}",
+                    {"feed": [], "quality": [], "writer_rows_per_s": [], "items": []},
                 )
+                entry["items"] += lat["items"]
                 entry["feed"] += lat["feed"]
                 entry["quality"] += lat["quality"]
                 if proc is not None:
                     n, s = await asyncio.to_thread(box.get, True, 120)
                     await asyncio.to_thread(proc.join, 30)
                     entry["writer_rows_per_s"].append(round(n / s))
+                head = await skip_to_head(server.port, head)  # the next round starts level
         for name, _ in plan:
             e = res[f"api_while_{name}"]
             e["feed"] = pct(e["feed"])
+            # pages at the head carry what the writer added since the last one
+            e["feed"]["mean_items_per_page"] = round(float(np.mean(e.pop("items"))), 1)
             e["quality"] = pct(e["quality"])
             if not e["writer_rows_per_s"]:
                 del e["writer_rows_per_s"]
