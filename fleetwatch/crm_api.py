@@ -320,6 +320,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "missing or unknown bearer token"},
     403: {"model": ErrorBody, "description": "the token lacks the scope"},
     503: {"model": ErrorBody, "description": "database unavailable; retry later"},
+    # a "4XX" entry also keeps FastAPI from documenting its 422, which this API never sends
+    "4XX": {"model": ErrorBody, "description": "other client errors (404, 405)"},
 }
 _CSV_COLUMNS = (
     "client_id",
