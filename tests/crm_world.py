@@ -243,16 +243,22 @@ def authenticator() -> Any:
 
 
 @contextlib.asynccontextmanager
-async def serving_crm(dsn: str, *, sla_minutes: float = 10.0) -> AsyncIterator[Any]:
-    """The real web shell with the CRM router on a free port, over its own pool; yields the
-    :class:`fleetwatch.web.WebServer` (``.port``)."""
+async def serving_crm(
+    dsn: str, *, sla_minutes: float = 10.0, use_store: bool = False
+) -> AsyncIterator[Any]:
+    """The real web shell with the CRM router on a free port, over its own pool (or the
+    service's Store with ``use_store``); yields the :class:`fleetwatch.web.WebServer`."""
     import asyncio
 
     from fleetwatch.crm_api import crm_router, open_crm_pool
     from fleetwatch.web import WebShell, open_web_server
+    from store import open_store
 
     shell = WebShell()
-    async with open_crm_pool(dsn) as pool:
+    source_cm = (
+        open_store(dsn, partitioning="native", migrate=False) if use_store else open_crm_pool(dsn)
+    )
+    async with source_cm as pool:
         shell.include_router(
             crm_router(pool_or_store=pool, tokens=authenticator(), sla_minutes=sla_minutes)
         )

@@ -458,3 +458,13 @@ async def test_database_down_is_503_with_retry_after(private_pg_server: Any) -> 
             await asyncio.sleep(0.2)
         else:
             raise AssertionError("the API did not recover after the database came back")
+
+
+async def test_served_over_the_services_store_too(migrated: str) -> None:
+    async with await psycopg.AsyncConnection.connect(migrated, autocommit=True) as conn:
+        await publish_exceptions(
+            conn, [exception_body(service_date=D1, site_id="S1", kind="missed")]
+        )
+    async with serving_crm(migrated, use_store=True) as server:
+        items = await drain(server.port)
+    assert [(i["id"], i["version"]) for i in items] == [("2026-11-23/S1/missed", 1)]
