@@ -102,6 +102,8 @@ class Settings:
     outbox_journal_file: Path | None = None
     #: the console's background map tiles (a Leaflet URL template); None = no tiles (offline)
     map_tile_url: str | None = None
+    #: dispatcher KPIs: the service level, an alert acknowledged within this many minutes
+    crm_sla_minutes: float = 10.0
 
     # -- ops: start-up, health, broker watch, sites region (docs/configuration.md) ------------
     #: at start, wait up to this long for the database and the broker (retrying with
@@ -156,6 +158,8 @@ class Settings:
                 out.append(f"{env_name(name)} must be >= 0, got {getattr(self, name)}")
         if not self.detect_interval_ms > 0:
             out.append(f"{env_name('detect_interval_ms')} must be > 0")
+        if not self.crm_sla_minutes > 0:
+            out.append(f"{env_name('crm_sla_minutes')} must be > 0")
         if self.http_port is not None and not 0 <= self.http_port <= 65535:
             out.append(f"{env_name('http_port')} must be 0..65535 or 'off'")
         if self.log_level not in _LOG_LEVELS:
@@ -353,6 +357,7 @@ FIELDS: dict[str, Callable[[str], Any]] = {
     "tokens_file": _optional_path,
     "outbox_journal_file": _optional_path,
     "map_tile_url": _optional_str,
+    "crm_sla_minutes": _float,
     "detect_interval_ms": _float,
     # -- ops --
     "startup_wait_s": _float,

@@ -31,6 +31,7 @@ from fleetwatch.auth import Authenticator, load_tokens
 from fleetwatch.broker_watch import open_sys_watcher
 from fleetwatch.config import ConfigError, Settings
 from fleetwatch.console import register_console
+from fleetwatch.crm_api import crm_router, open_crm_pool
 from fleetwatch.engine_metrics import EngineMetrics
 from fleetwatch.engine_setup import Schedule, build_engine, load_schedule, load_sites
 from fleetwatch.health import Health, PostgresProbe, health_limits, reading_from
@@ -194,6 +195,15 @@ async def run_ingest(
             timeout_s=settings.database_timeout_s,
         )
         stack.push_async_callback(store.aclose)
+        tokens = load_console_tokens(settings)
+        # the CRM / ops pull API reads the store through a small pool of its own, so a slow
+        # report never takes a connection ingest needs
+        crm_pool = await stack.enter_async_context(
+            open_crm_pool(settings.database_url, max_size=4)
+        )
+        shell.include_router(
+            crm_router(pool_or_store=crm_pool, tokens=tokens, sla_minutes=settings.crm_sla_minutes)
+        )
         registry = await load_registry(settings, store)
         log.info("unit registry: %d units (accept unknown: %s)", len(registry),
                  registry.accept_unknown)  # fmt: skip
@@ -213,7 +223,7 @@ async def run_ingest(
         stages = build_live_engine(settings, registry, metrics)
         engine = stages.live if stages is not None else None
         writer = (
-            attach_consumers(stages, settings, shell, metrics.registry)
+            attach_consumers(stages, settings, shell, metrics.registry, tokens)
             if stages is not None
             else None
         )
@@ -383,7 +393,11 @@ def build_live_engine(
 
 
 def attach_consumers(
-    stages: LiveStages, settings: Settings, shell: WebShell, registry: CollectorRegistry
+    stages: LiveStages,
+    settings: Settings,
+    shell: WebShell,
+    registry: CollectorRegistry,
+    tokens: Authenticator,
 ) -> StoreWriter | None:
     """The engine's consumers, attached before anything is published: the store writer
     (outbox: what the CRM reads), the dispatcher console (websocket + page)."""
@@ -398,7 +412,6 @@ def attach_consumers(
         )
         live.add_publisher(writer.publish)
         live.add_command_hook(writer.record_command)
-    tokens = load_console_tokens(settings)
     roster = stages.schedule.roster if stages.schedule is not None else None
     register_console(shell, live, tokens=tokens, sites=stages.sites.sites, roster=roster)
     shell.include_router(page_router(tile_url=settings.map_tile_url))
