@@ -33,7 +33,18 @@ from simulators.publish import (
 )
 from simulators.scenario import ScenarioParams, write_scenario
 
-_RATES = ("skip", "late", "jam", "lunch", "driveby", "multipath", "dropout", "bad")
+_RATES = (
+    "skip",
+    "late",
+    "jam",
+    "lunch",
+    "driveby",
+    "multipath",
+    "dropout",
+    "bad",
+    "cancel",
+    "breakdown",
+)
 
 
 def _pair(text: str) -> tuple[float, float]:
@@ -81,6 +92,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         g.add_argument(f"--{name}-rate", type=float, default=default, help=f"default {default}")
     g.add_argument("--clock-off-units", type=int, default=d.clock_off_units)
     g.add_argument("--silent-units", type=int, default=d.silent_units)
+    g.add_argument(
+        "--coverage-gap-units",
+        type=int,
+        default=d.coverage_gap_units,
+        help="units out of coverage across a stop's window end, backlog after window end + 30 min",
+    )
     g.add_argument("--quiet", action="store_true", help="inject nothing (GPS noise stays)")
     p = parser.add_argument_group("live publishing")
     p.add_argument("--publish", metavar="URL", help="mqtt://[user:pass@]host:port")
@@ -123,6 +140,7 @@ def _params(args: argparse.Namespace, *, default_date: dt.date | None) -> Scenar
         noise_max_m=args.noise_m[1],
         clock_off_units=args.clock_off_units,
         silent_units=args.silent_units,
+        coverage_gap_units=args.coverage_gap_units,
         **kw,
     )
     return p.quiet() if args.quiet else p
@@ -232,6 +250,7 @@ def run(args: argparse.Namespace) -> int:
             "visits": len(truth.visits),
             "skipped": len(truth.skipped),
             "late": len(truth.late),
+            "cancelled": len(truth.cancelled),
             "seconds": round(secs, 2),
         }
         print(json.dumps(summary))

@@ -10,6 +10,7 @@ figures (schedule/evaluate_schedule.py) and the integration tests.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,9 @@ from schedule.board import ScheduleBoard
 from schedule.params import DetectionParams
 from schedule.plans import read_schedule_inputs
 from schedule.schedule_params import ScheduleParams
-from schedule.stop_events import ScheduleEvent, VehiclePosition
+from schedule.stop_events import CancelStop, ScheduleEvent, VehiclePosition
 from schedule.tracker import FleetTracker
-from simulators.formats import load_units, merged_payloads
+from simulators.formats import load_units, merged_payloads, parse_iso_us
 
 ADVANCE_EVERY_US = 60_000_000
 
@@ -48,6 +49,22 @@ def _tick_until(board: ScheduleBoard, now: int, out: list[ScheduleEvent]) -> int
         n += 1
 
 
+def truth_commands(scenario: Path) -> list[tuple[int, Any]]:
+    """The dispatcher's cancellations of the simulated day (truth.json ``cancelled``)."""
+    path = scenario / "truth.json"
+    if not path.is_file():
+        return []
+    truth = json.loads(path.read_text(encoding="utf-8"))
+    date = truth["scenario"]["date"]
+    return [
+        (
+            parse_iso_us(c["at"]),
+            CancelStop(stop_id=f"{date}/{c['site_id']}", reason=c["reason"], by="dispatcher"),
+        )
+        for c in truth.get("cancelled", [])
+    ]
+
+
 def run_day(
     scenario: Path,
     *,
@@ -69,7 +86,9 @@ def run_day(
         sites=inputs.sites, vehicles=inputs.vehicles, depots=inputs.depots, params=params
     )
     out: list[ScheduleEvent] = []
-    pending_cmds = sorted(commands or [], key=lambda c: c[0])
+    if commands is None:
+        commands = truth_commands(scenario)
+    pending_cmds = sorted(commands, key=lambda c: c[0])
     first = True
     ticks = 0
     step_us = int(step_s * 1e6)
@@ -136,4 +155,4 @@ def run_day(
     # the clock runs on to the end of every stop's grace
     horizon = max((s.grace_end_us for s in board._stops.values()), default=batch_end)
     ticks += _tick_until(board, max(horizon, batch_end) + 1, out)
-    return DayRun(board=board, events=out, inputs=inputs, ticks=ticks, commands=0)
+    return DayRun(board=board, events=out, inputs=inputs, ticks=ticks, commands=len(commands))
