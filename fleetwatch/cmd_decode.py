@@ -21,12 +21,15 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, TextIO
+from typing import TYPE_CHECKING, BinaryIO, TextIO
 
-import numpy as np
+if TYPE_CHECKING:  # imported where used: `fleetwatch decode --help` must not load numba
+    from ingest.nmea import DecodeOptions, DecodeResult
 
-from core.fixes import datetime_to_us, iso_utc
-from ingest.nmea import DecodeOptions, Decoder, DecodeResult
+#: DecodeOptions' defaults, for --help without importing the decoder (a test keeps them equal)
+DEFAULT_MAX_SPEED_KMH = 250.0
+DEFAULT_MAX_AGE_DAYS = 30.0
+DEFAULT_WEEK_ROLLOVER = "correct"
 
 #: Inputs larger than this are refused (read whole: ``auto`` needs two passes).
 MAX_INPUT_BYTES = 1 << 30
@@ -49,6 +52,8 @@ class Payload:
 
 def parse_iso(text: str) -> int:
     """ISO-8601 -> µs; a time without zone is refused (fleetwatch never guesses a zone)."""
+    from core.fixes import datetime_to_us
+
     try:
         t = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError as exc:
@@ -96,6 +101,10 @@ def split_payloads(data: bytes, chunk_bytes: int = CHUNK_BYTES) -> Iterator[Payl
 def decode_payloads(
     payloads: list[Payload], unit: str, default_recv_us: int, options: DecodeOptions
 ) -> Iterator[DecodeResult]:
+    import numpy as np
+
+    from ingest.nmea import Decoder
+
     decoder = Decoder(options)
     for i in range(0, len(payloads), BATCH_PAYLOADS):
         part = payloads[i : i + BATCH_PAYLOADS]
@@ -107,6 +116,8 @@ def decode_payloads(
 
 def latest_fix_time(payloads: list[Payload], unit: str, now_us: int) -> int | None:
     """``auto``: the latest fix time of the input, decoded with the time bounds opened."""
+    from ingest.nmea import DecodeOptions
+
     lenient = DecodeOptions(
         require_checksum=False, max_future_s=1e12, max_age_days=1e6, week_rollover="reject"
     )
@@ -118,8 +129,17 @@ def latest_fix_time(payloads: list[Payload], unit: str, now_us: int) -> int | No
     return latest
 
 
+EPILOG = """\
+examples:
+  fleetwatch decode track.nmea > fixes.jsonl
+  cat track.nmea | fleetwatch decode - --unit U0001 --recv-time now
+"""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", nargs="?", type=Path, help="NMEA text (default: stdin)")
+    parser.epilog = EPILOG
+    parser.add_argument("file", nargs="?", type=Path,
+                        help="NMEA text; '-' or none: stdin")  # fmt: skip
     parser.add_argument("--unit", help="unit id of the fixes (default: the file's stem)")
     parser.add_argument(
         "--recv-time",
@@ -132,18 +152,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="accept sentences without *hh (a receiver that sends none)",
     )
-    defaults = DecodeOptions()
-    parser.add_argument("--max-speed-kmh", type=float, default=defaults.max_speed_kmh)
-    parser.add_argument("--max-age-days", type=float, default=defaults.max_age_days)
     parser.add_argument(
-        "--week-rollover", choices=("correct", "reject"), default=defaults.week_rollover
-    )
+        "--max-speed-kmh", type=float, default=DEFAULT_MAX_SPEED_KMH, metavar="KMH",
+        help=f"a fix implying a faster move is refused (default {DEFAULT_MAX_SPEED_KMH:g})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-age-days", type=float, default=DEFAULT_MAX_AGE_DAYS, metavar="DAYS",
+        help="fixes older than this before the receive time are refused "
+        f"(default {DEFAULT_MAX_AGE_DAYS:g})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--week-rollover", choices=("correct", "reject"), default=DEFAULT_WEEK_ROLLOVER,
+        help="GPS week-rollover dates: correct them when plausible, or reject them "
+        f"(default {DEFAULT_WEEK_ROLLOVER})",
+    )  # fmt: skip
     parser.add_argument(
         "--show-rejects", action="store_true", help="also print each reject as JSON on stderr"
     )
 
 
+def _looks_like_gpx(data: bytes) -> bool:
+    head = data[:2048].lstrip().lower()
+    return head.startswith(b"<?xml") or b"<gpx" in head
+
+
 def _read(path: Path | None, stdin: BinaryIO) -> bytes:
+    if path is not None and str(path) == "-":
+        path = None
     try:
         if path is None:
             data = stdin.read(MAX_INPUT_BYTES + 1)
@@ -165,12 +200,21 @@ def run(
     stderr: TextIO | None = None,
     now_us: int | None = None,
 ) -> int:
+    from core.fixes import datetime_to_us, iso_utc
+    from ingest.nmea import DecodeOptions
+
     out = stdout or sys.stdout
     err = stderr or sys.stderr
+    from_file = args.file is not None and str(args.file) != "-"
     try:
         data = _read(args.file, stdin or sys.stdin.buffer)
+        if _looks_like_gpx(data):
+            raise InputError(
+                f"{args.file if from_file else 'stdin'} is GPX (XML), not NMEA 0183 text; "
+                "convert it first, e.g. gpsbabel -i gpx -f track.gpx -o nmea -F track.nmea"
+            )
         payloads = list(split_payloads(data))
-        unit = args.unit or (args.file.stem if args.file else "stdin")
+        unit = args.unit or (args.file.stem if from_file else "stdin")
         now = now_us if now_us is not None else datetime_to_us(dt.datetime.now(dt.UTC))
         source = "argument"
         if args.recv_time == "now":

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -163,13 +164,16 @@ async def publish_fleet(
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
 
-def scenario_for(base: Path, vehicles: int) -> Path:
-    """Yesterday's (UTC) simulated day for *vehicles*, generated once and then reused.
+def scenario_for(base: Path, vehicles: int, day: str | None = None) -> Path:
+    """The simulated day *day* (default yesterday, UTC) for *vehicles*, generated once, reused.
 
-    Yesterday, because the replay keeps the scenario's fix times: an accelerated replay of
-    today would run into the future, which the decoder rightly refuses.
+    A past day, because the replay keeps the scenario's fix times: an accelerated replay of
+    today would run into the future, which the decoder rightly refuses.  A second demo run
+    takes the day before the oldest one already stored (:func:`fresh_day`), so that its fixes
+    are new rows, not duplicates of the first run's keys.
     """
-    day = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 86_400))
+    if day is None:
+        day = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 86_400))
     out = base / f"scenario-{day}-{vehicles}v"
     if (out / "units.csv").exists():
         return out
@@ -192,6 +196,40 @@ def scenario_for(base: Path, vehicles: int) -> Path:
     return out
 
 
+#: the decoder refuses fixes older than this before their receive time (DecodeOptions)
+MAX_DEMO_DAYS_BACK = 29
+
+
+def fresh_day(database_url: str, units_csv: Path, yesterday: str) -> str:
+    """The newest past day with no stored fix of these units: yesterday, or the day before the
+    oldest demo day already in the database.  Raises ValueError past MAX_DEMO_DAYS_BACK."""
+    import datetime as dt
+
+    import psycopg
+
+    units = [line.split(",", 1)[0] for line in units_csv.read_text().splitlines()[1:] if line]
+    try:
+        with psycopg.connect(database_url, connect_timeout=10) as conn:
+            row = conn.execute(
+                "SELECT min(t) FROM fixes WHERE unit_id = ANY(%s)", (units,)
+            ).fetchone()
+    except psycopg.errors.UndefinedTable:
+        return yesterday  # a fresh database: nothing stored yet
+    oldest = row[0] if row else None
+    day = dt.date.fromisoformat(yesterday)
+    if oldest is not None and oldest.date() <= day:
+        day = oldest.date() - dt.timedelta(days=1)
+    today = dt.datetime.now(dt.UTC).date()
+    if (today - day).days > MAX_DEMO_DAYS_BACK:
+        raise ValueError(
+            f"the demo database already holds {MAX_DEMO_DAYS_BACK} simulated days of these "
+            "units (older fixes would be refused as too old); remove the demo's data "
+            "directory (FLEETWATCH_DATA_DIR/demo) or point FLEETWATCH_DATABASE_URL at a fresh "
+            "database"
+        )
+    return day.isoformat()
+
+
 async def publish_scenario(
     settings: Settings, scenario: Path, speed: float, counters: FleetCounters
 ) -> None:
@@ -207,19 +245,18 @@ async def publish_scenario(
         str(scenario),
         "--speed",
         f"{speed:g}",
-        # fresh fix times on every run: replaying the same day into the demo's persistent
-        # database would otherwise be (correctly) stored as duplicates only
-        "--retime",
+        # no --retime: each run replays a day of its own (fresh_day), with the day's own times
     ]
     env = {**os.environ, "FLEETWATCH_MQTT_URL": settings.mqtt_url or ""}
     proc = await asyncio.create_subprocess_exec(
         *cmd,
         stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=env,
     )
     assert proc.stderr is not None
+    assert proc.stdout is not None
     try:
         tail = b""
         while chunk := await proc.stderr.read(4096):
@@ -227,7 +264,11 @@ async def publish_scenario(
             found = re.findall(rb"published (\d+) payloads", tail)
             if found:
                 counters.published = int(found[-1])
+        report = await proc.stdout.read()  # one JSON line, written at the end
         rc = await proc.wait()
+        if rc == 0 and report.strip():
+            # the final count is the broker's: payloads it acknowledged to the publisher
+            counters.published = int(json.loads(report.splitlines()[-1])["acked"])
         if rc != 0:
             raise RuntimeError(
                 f"fleetwatch simulate --publish exited with {rc}: "
@@ -252,7 +293,7 @@ def _line(elapsed_s: float, fleet: FleetCounters, running: Running) -> str:
         else f"{s.last_receive_to_commit_us / 1000:.0f} ms"
     )
     db = "up" if s.store_up else "DOWN (holding, not acking)"
-    d = running.detector
+    d = running.engine
     visits = "" if d is None else f"  visits {d.visits_started}/{d.visits_completed}"
     return (
         f"t+{elapsed_s:5.0f}s  published {fleet.published:7d}  received {s.messages_received:7d}"
@@ -340,6 +381,15 @@ async def demo_main(settings: Settings, args: argparse.Namespace, out: TextIO) -
         if stored < good and final["messages_received"] >= fleet.published:
             print(f"fleetwatch demo: only {stored} of {good} good fixes stored", file=sys.stderr)
             return 1
+    elif final["fixes_accepted"] and final["fixes_inserted"] < 0.9 * final["fixes_accepted"]:
+        # a day replayed onto keys that are already stored: almost everything is a duplicate
+        print(
+            f"fleetwatch demo: only {final['fixes_inserted']} of {final['fixes_accepted']} "
+            f"decoded fixes were new rows ({final['fixes_duplicate']} duplicates): the database "
+            "already held this day's fixes (keys unit_id, t)",
+            file=sys.stderr,
+        )
+        return 1
     elif stored != final["fixes_inserted"] or final["messages_acked"] != final["messages_received"]:
         # the simulated day carries its own faults (bad sentences, outliers, duplicates, bursts
         # of several fixes per payload), so payloads and rows do not match one to one: check
@@ -380,6 +430,21 @@ async def _count_after(settings: Settings, baseline: int) -> int:
         return await store.count_fixes() - baseline
     finally:
         await store.aclose()
+
+
+async def _forget_session(settings: Settings) -> None:
+    """Remove the demo's session from the broker (logged, never fatal: the demo is over)."""
+    from fleetwatch.startup import DependencyUnavailable, forget_session
+
+    mqtt = parse_mqtt_url(settings.mqtt_url or "")
+    try:
+        await forget_session(
+            mqtt.host, mqtt.port, username=mqtt.username, password=mqtt.password,
+            client_id=settings.mqtt_client_id, version=settings.mqtt_version,
+        )  # fmt: skip
+    except DependencyUnavailable as exc:
+        log.warning("could not remove the demo's MQTT session %r (it expires in %d s): %s",
+                    settings.mqtt_client_id, settings.mqtt_session_expiry_s, exc)  # fmt: skip
 
 
 def _safe_url(url: str | None) -> str:
@@ -430,6 +495,9 @@ def run(args: argparse.Namespace) -> int:
         units_file=units_file,
         sites_file=sites_file,
         mqtt_client_id=settings.mqtt_client_id + "-demo",
+        # short-lived, and forgotten at exit (forget_session): a broker must not queue a
+        # fleet's data for days for a demo session nobody will resume
+        mqtt_session_expiry_s=600,
     )
     print(
         f"fleetwatch demo: starting private servers as needed (files in {base}) ...",
@@ -438,7 +506,22 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         with open_private_servers(settings, base) as servers:
-            return asyncio.run(demo_main(servers.settings, args, sys.stdout))
+            if args.scenario is not None:
+                yesterday = args.scenario.name[len("scenario-") :][:10]  # scenario-YYYY-MM-DD-Nv
+                day = fresh_day(
+                    servers.settings.database_url or "", args.scenario / "units.csv", yesterday
+                )
+                if day != yesterday:
+                    args.scenario = scenario_for(base, args.vehicles, day)
+                    print(f"fleetwatch demo: {yesterday} is already stored: replaying {day}",
+                          flush=True)  # fmt: skip
+            try:
+                return asyncio.run(demo_main(servers.settings, args, sys.stdout))
+            finally:
+                asyncio.run(_forget_session(servers.settings))
+    except ValueError as exc:
+        print(f"fleetwatch demo: {exc}", file=sys.stderr)
+        return 1
     except (EmbeddedBrokerError, StoreError) as exc:
         print(f"fleetwatch demo: {exc}", file=sys.stderr)
         return 1

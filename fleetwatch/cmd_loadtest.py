@@ -20,6 +20,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from simulators.loadtest import (
     LoadTestError,
@@ -57,9 +58,73 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="raw: batched publish-only MQTT 3.1.1 (fast, default); paho: paho-mqtt",
     )
     parser.add_argument("--drain", type=float, default=d.drain_s, help="seconds to wait for stores")
-    parser.add_argument("--unit-prefix", default=d.unit_prefix)
+    parser.add_argument("--unit-prefix", default=d.unit_prefix,
+                        help=f"unit ids are PREFIX000000... (default {d.unit_prefix})")  # fmt: skip
     parser.add_argument("--write-units", type=Path, help="write a units.csv for the units and exit")
     parser.add_argument("--no-database", action="store_true", help="publish only, count nothing")
+
+
+class OutageTolerantCounter(StoredCounter):
+    """Counts the load test's rows and rides through database outages.
+
+    The load test is the tool that proves fleetwatch's outage promise, so it must not die when
+    the database goes away: while the database is unavailable the last count is returned (the
+    counts pause; fleetwatch holds and the broker queues), the connection is reopened at the
+    next poll, and one line says when the database went away and one when it came back.
+    A database that never answers within ``connect_wait_s`` at start is an error.
+    """
+
+    def __init__(self, dsn: str, prefix: str, *, connect_wait_s: float = 30.0) -> None:
+        from fleetwatch.health import DependencyLog
+
+        self._dsn = dsn
+        self._sql = "SELECT count(*) FROM fixes WHERE unit_id LIKE %s"
+        self._arg = prefix.replace("_", r"\_").replace("%", r"\%") + "%"
+        self._conn: Any = None
+        self._last = 0
+        self.outages = 0
+        self.dep = DependencyLog("database", "--database-url / FLEETWATCH_DATABASE_URL")
+        deadline = time.monotonic() + connect_wait_s
+        while not self._try_count():
+            if time.monotonic() > deadline:
+                raise LoadTestError(
+                    f"the database did not answer within {connect_wait_s:g} s: check "
+                    "--database-url (or FLEETWATCH_DATABASE_URL)"
+                )
+            time.sleep(1.0)  # a CLI waiting for its database at start, not logic
+
+    def _try_count(self) -> bool:
+        import psycopg
+
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=3)
+            row = self._conn.execute(self._sql, (self._arg,)).fetchone()
+        except psycopg.errors.UndefinedTable as exc:
+            raise LoadTestError(
+                "the database has no fixes table: is this fleetwatch's database (run "
+                f"`fleetwatch run` against it once)? ({' '.join(str(exc).split())})"
+            ) from None
+        except psycopg.OperationalError as exc:
+            from fleetwatch.health import DepState
+
+            if self.dep.state is DepState.UP:
+                self.outages += 1
+            self.dep.failed("count stored fixes", str(exc), None)
+            self.close()
+            return False
+        self.dep.ok("count stored fixes")
+        self._last = int(row[0]) if row else 0
+        return True
+
+    def count(self) -> int:
+        self._try_count()
+        return self._last
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
 
 
 def _configured() -> tuple[str | None, str | None]:
@@ -97,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
         )
         check_target(target.host, target.port, allowed)
         dsn = None if args.no_database else (args.database_url or conf_db)
-        stored = StoredCounter(dsn, p.unit_prefix) if dsn else None
+        stored = OutageTolerantCounter(dsn, p.unit_prefix) if dsn else None
         probe = ProcessProbe(pid=args.pid) if args.pid else None
         pool_cls: type[RawPublisherPool] | type[PublisherPool] = (
             RawPublisherPool if args.client == "raw" else PublisherPool
@@ -114,6 +179,8 @@ def run(args: argparse.Namespace) -> int:
         pool.connect()
         try:
             report = run_load(p, pool, stored=stored, metrics_url=args.metrics_url, probe=probe)
+            if stored is not None:
+                report["database_outages_seen"] = stored.outages
         finally:
             pool.close()
             if stored:

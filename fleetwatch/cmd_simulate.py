@@ -77,21 +77,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"service date YYYY-MM-DD (default {d.date}; today when publishing on the fly)",
     )
     g.add_argument("--seed", type=int, default=d.seed, help=f"default {d.seed}")
-    g.add_argument("--centre", type=_pair, metavar="LAT,LON", default=(d.lat0, d.lon0))
+    g.add_argument("--centre", type=_pair, metavar="LAT,LON", default=(d.lat0, d.lon0),
+                   help=f"centre of the city (default {d.lat0},{d.lon0})")  # fmt: skip
     g.add_argument("--size-km", type=float, default=d.size_km, help="side of the city square")
     g.add_argument("--tz", default=d.tz, help=f"sites' local time zone (default {d.tz})")
     g.add_argument("--start-local", default=d.start_local, help="first departures (HH:MM)")
     g.add_argument("--rate-hz", type=float, default=d.rate_hz, help="fix rate of most units")
-    g.add_argument("--slow-unit-fraction", type=float, default=d.slow_unit_fraction)
-    g.add_argument("--slow-rate-hz", type=float, default=d.slow_rate_hz)
+    g.add_argument("--slow-unit-fraction", type=float, default=d.slow_unit_fraction,
+                   help=f"share of units reporting at --slow-rate-hz "
+                        f"(default {d.slow_unit_fraction})")  # fmt: skip
+    g.add_argument("--slow-rate-hz", type=float, default=d.slow_rate_hz,
+                   help=f"fix rate of the slow units (default {d.slow_rate_hz})")  # fmt: skip
     g.add_argument(
-        "--noise-m", type=_pair, metavar="MIN[,MAX]", default=(d.noise_min_m, d.noise_max_m)
+        "--noise-m", type=_pair, metavar="MIN[,MAX]", default=(d.noise_min_m, d.noise_max_m),
+        help=f"GPS noise in metres, per unit between MIN and MAX "
+        f"(default {d.noise_min_m:g},{d.noise_max_m:g})",
     )
     for name in _RATES:
         default = getattr(d, f"{name}_rate")
         g.add_argument(f"--{name}-rate", type=float, default=default, help=f"default {default}")
-    g.add_argument("--clock-off-units", type=int, default=d.clock_off_units)
-    g.add_argument("--silent-units", type=int, default=d.silent_units)
+    g.add_argument("--clock-off-units", type=int, default=d.clock_off_units,
+                   help=f"units whose clock is wrong (default {d.clock_off_units})")  # fmt: skip
+    g.add_argument("--silent-units", type=int, default=d.silent_units,
+                   help=f"units that never report (default {d.silent_units})")  # fmt: skip
     g.add_argument(
         "--coverage-gap-units",
         type=int,

@@ -2,7 +2,9 @@
 
 Everything runs in one task group on one event loop: the MQTT source's own task, the three
 pipeline stages (``ingest.service``), the HTTP endpoint, the shutdown watcher and, when a sites
-file is configured, the ``detect`` task (``fleetwatch.detect``) fed by the pipeline's commits.
+file is configured, the ``engine`` task (``fleetwatch.live_engine``), fed by the pipeline's
+decode stage *before* the database write (the store is a side branch: an outage of it never
+stops matching and alerting).
 SIGINT and SIGTERM set a stop event; the watcher then asks the pipeline to drain (write and
 acknowledge what it already took) and, after ``shutdown_timeout_s``, cancels it: batches still
 in flight are abandoned *unacknowledged*, and the broker redelivers them to the next run.
@@ -13,24 +15,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import signal
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+from fleetwatch.broker_watch import open_sys_watcher
 from fleetwatch.config import ConfigError, Settings
-from fleetwatch.detect import DetectionRound, LiveDetector, load_sites, vehicles_of
-from fleetwatch.detect_metrics import DetectMetrics
-from geofence import FenceIndex
+from fleetwatch.engine_metrics import EngineMetrics
+from fleetwatch.engine_setup import build_engine, load_sites
+from fleetwatch.health import Health, PostgresProbe, health_limits, reading_from
+from fleetwatch.live_engine import LiveEngine
+from fleetwatch.startup import wait_for_dependencies
+from fleetwatch.web import WebOptions, WebServer, WebShell, open_web_server
 from ingest.batcher import BatchLimits
-from ingest.metrics import IngestMetrics, SourceCounters, bound_port, open_http_server
+from ingest.metrics import IngestMetrics, SourceCounters
 from ingest.mqtt import MqttSettings, MqttSource, parse_mqtt_url, unit_id_from_topic
 from ingest.nmea import DecodeOptions, Decoder
 from ingest.nmea import warm_up as warm_up_decoder
 from ingest.registry import UnitEntry, UnitRegistry, read_units_csv
 from ingest.service import IngestOptions, IngestService, wall_clock_us
-from schedule.params import DetectionParams
+from schedule.engine import Engine, EngineParams
 from store import Store, StoreUnavailable, StoreWriteError, UnitRow
+from store.spool import SpoolingSink
+from store.spool_metrics import register_spool_metrics
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +52,10 @@ class Running:
     source: MqttSource
     store: Store
     http_port: int | None
-    #: None when no sites file is configured (detection off)
-    detector: LiveDetector | None = None
+    #: None when no sites file is configured (the engine is off)
+    engine: LiveEngine | None = None
+    #: None when no spool file is configured
+    spool: SpoolingSink | None = None
 
 
 def mqtt_settings(settings: Settings) -> MqttSettings:
@@ -144,7 +155,24 @@ async def run_ingest(
             "or --database-url)"
         )
     log.info("starting ingest with %s", settings.redacted())
+    # -- ops: the one web shell (fleetwatch/web.py); bound first so "port in use" fails fast --
+    shell = WebShell()
+    web: WebServer | None = None
+    if settings.http_port is not None:
+        web = open_web_server(
+            shell, host=settings.http_host, port=settings.http_port,
+            options=WebOptions(access_log=settings.http_access_log),
+        )  # fmt: skip
+    try:
+        await wait_for_dependencies(settings)  # the start-up rule: fleetwatch/startup.py
+    except BaseException:
+        if web is not None:
+            web.close()
+        raise
+    # -- end ops --
     async with contextlib.AsyncExitStack() as stack:
+        if web is not None:
+            stack.callback(web.close)
         store = await Store.open(
             settings.database_url,
             max_size=settings.database_pool_size,
@@ -154,8 +182,20 @@ async def run_ingest(
         registry = await load_registry(settings, store)
         log.info("unit registry: %d units (accept unknown: %s)", len(registry),
                  registry.accept_unknown)  # fmt: skip
-        metrics = IngestMetrics()
-        detector = build_detector(settings, registry, metrics)
+        metrics = IngestMetrics(shell.registry)
+        spool: SpoolingSink | None = None
+        if settings.spool_file is not None:
+            spool = await SpoolingSink.open(
+                settings.spool_file,
+                store,
+                max_bytes=settings.spool_max_bytes,
+                retry_max_s=max(settings.ingest_store_retry_max_s, 0.1),
+            )
+            stack.push_async_callback(spool.aclose)
+            register_spool_metrics(metrics.registry, spool.statistics)
+        else:
+            log.info("no spool (FLEETWATCH_SPOOL_FILE unset): a database outage stops acks")
+        engine = build_live_engine(settings, registry, metrics)
         # the decoder's kernel compiles (~4 s cold) in a worker thread, before any message
         await asyncio.to_thread(warm_up_decoder)
         source = MqttSource(
@@ -166,31 +206,38 @@ async def run_ingest(
         service = IngestService(
             source=source,
             decoder=Decoder(DecodeOptions()),
-            sink=store,
+            sink=spool if spool is not None else store,
             registry=registry,
             metrics=metrics,
             options=ingest_options(settings),
             unavailable=(StoreUnavailable,),
             refused=(StoreWriteError,),
             unit_id_from_topic=unit_id_from_topic,
-            on_commit=detector.on_commit if detector is not None else None,
+            on_decoded=engine.offer if engine is not None else None,
         )
-        if detector is not None:
-            live_service = service
-            detector.set_registry_source(lambda: live_service.registry)
+        # -- ops: health (fleetwatch/health.py) and the web shell's port --
+        probe = PostgresProbe(settings.database_url, connect_timeout_s=settings.database_timeout_s)
+        stack.push_async_callback(probe.aclose)
+        health = Health(
+            read=lambda: reading_from(
+                writer_store_up=service.statistics().store_up,
+                broker_connected=source.statistics().connected,
+                unacked_messages=service.statistics().unacked_messages,
+                last_commit_us=service.statistics().last_commit_us,
+                now_us=wall_clock_us(),
+                engine_lag_s=None if engine is None else engine.lag_s(),
+            ),
+            probe=probe,
+            registry=shell.registry,
+            limits=health_limits(settings),
+        )
+        shell.set_health(health)
         http_port: int | None = None
-        if settings.http_port is not None:
-
-            def healthy() -> bool:
-                return service.statistics().store_up and source.statistics().connected
-
-            server = await stack.enter_async_context(
-                open_http_server(
-                    metrics, host=settings.http_host, port=settings.http_port, healthy=healthy
-                )
-            )
-            http_port = bound_port(server)
+        if web is not None:
+            http_port = web.port
             log.info("metrics at http://%s:%d/metrics", settings.http_host, http_port)
+        if engine is not None:
+            await _restore_engine(engine, store)
         if on_ready is not None:
             on_ready(
                 Running(
@@ -198,20 +245,36 @@ async def run_ingest(
                     source=source,
                     store=store,
                     http_port=http_port,
-                    detector=detector,
+                    engine=engine,
+                    spool=spool,
                 )
             )
         async with asyncio.TaskGroup() as tg:
             pipeline = tg.create_task(service.run(), name="ingest-pipeline")
             helpers: list[asyncio.Task[None]] = []
+            # -- ops: health probe and web server; the server stops when the pipeline ends --
+            helpers.append(tg.create_task(health.run_probe(), name="health-probe"))
+            if settings.mqtt_watch_sys and settings.mqtt_url:
+                watcher = open_sys_watcher(
+                    mqtt_url=settings.mqtt_url, client_id=settings.mqtt_client_id,
+                    version=settings.mqtt_version, registry=shell.registry,
+                )  # fmt: skip
+                helpers.append(tg.create_task(watcher.run(), name="broker-sys-watch"))
+            if web is not None:
+                pipeline.add_done_callback(web.stop_after)
+                tg.create_task(web.serve(), name="web")
+            # -- end ops --
             if settings.units_reload_s > 0:
                 helpers.append(
                     tg.create_task(
-                        _reload_registry(settings, store, service), name="ingest-units-reload"
+                        _reload_registry(settings, store, service, engine),
+                        name="ingest-units-reload",
                     )
                 )
-            if detector is not None:
-                helpers.append(tg.create_task(detector.run(), name="detect"))
+            if engine is not None:
+                helpers.append(tg.create_task(engine.run(), name="engine"))
+            if spool is not None:
+                helpers.append(tg.create_task(spool.run_drain(), name="store-spool-drain"))
             tg.create_task(
                 _shutdown_when(stop, service, pipeline, settings.shutdown_timeout_s, helpers),
                 name="ingest-shutdown",
@@ -219,30 +282,53 @@ async def run_ingest(
         log.info("ingest stopped: %s", dataclasses.asdict(service.statistics()))
 
 
-def build_detector(
-    settings: Settings, registry: UnitRegistry, metrics: IngestMetrics
-) -> LiveDetector | None:
-    """The live detector of ``settings.sites_file``; None (logged) when none is configured.
+def _set_units(units: dict[str, str], engine: Engine, _now_us: int) -> None:
+    engine.set_units(units)
 
-    Raises :class:`fleetwatch.detect.SitesFileError` when the file as a whole is unusable."""
+
+def vehicles_of(registry: UnitRegistry) -> dict[str, str]:
+    return {unit: entry.vehicle_id for unit, entry in registry.items()}
+
+
+def build_live_engine(
+    settings: Settings, registry: UnitRegistry, metrics: IngestMetrics
+) -> LiveEngine | None:
+    """The live engine over ``settings.sites_file``; None (logged) when none is configured.
+
+    Raises :class:`fleetwatch.engine_setup.SitesFileError` when the file as a whole is
+    unusable."""
     if settings.sites_file is None:
-        log.info("live detection off: no sites file (set FLEETWATCH_SITES_FILE)")
+        log.info("engine off: no sites file (set FLEETWATCH_SITES_FILE)")
         return None
     load = load_sites(settings.sites_file)
-    dm = DetectMetrics(metrics.registry)
+    em = EngineMetrics(metrics.registry)
     for problem in load.problems:
-        dm.site_problems.labels("true" if problem.fatal else "false").inc()
-    params = DetectionParams()
-    index = FenceIndex.build(load.sites, margin_m=params.exit_margin_m)
-    log.info("live detection: %d sites from %s (%d problems), a round every %g ms",
+        em.site_problems.labels("true" if problem.fatal else "false").inc()
+    engine = build_engine(
+        load,
+        vehicles_of(registry),
+        params=EngineParams(round_interval_s=settings.detect_interval_ms / 1000),
+    )
+    log.info("engine: %d sites from %s (%d problems), a detection round every %g ms",
              len(load.sites), settings.sites_file, len(load.problems),
              settings.detect_interval_ms)  # fmt: skip
-    return LiveDetector(
-        DetectionRound(index, vehicles_of(registry), params),
-        dm,
-        interval_s=settings.detect_interval_ms / 1000,
-        clock_us=wall_clock_us,
-    )
+    return LiveEngine(engine, em, clock_us=wall_clock_us)
+
+
+async def _restore_engine(engine: LiveEngine, store: Store) -> None:
+    """Re-read the last ``horizon_s`` of stored fixes into the engine before ingest starts, so
+    visits in progress at a restart go on under their old ids (reliability: kill -9, restart)."""
+    now = wall_clock_us()
+    horizon_us = round(engine.engine.detection.horizon_s * 1e6)
+    try:
+        fixes = await store.recent_fixes(now - horizon_us, now + 300_000_000)
+    except StoreUnavailable as exc:
+        log.warning("engine starts empty: cannot read recent fixes (%s); visits in progress "
+                    "at the restart get new ids", exc)  # fmt: skip
+        return
+    engine.restore_now(fixes, now)
+    log.info("engine restored from %d stored fixes of the last %.0f h",
+             len(fixes), horizon_us / 3.6e9)  # fmt: skip
 
 
 async def _shutdown_when(
@@ -263,7 +349,9 @@ async def _shutdown_when(
             task.cancel()
 
 
-async def _reload_registry(settings: Settings, store: Store, service: IngestService) -> None:
+async def _reload_registry(
+    settings: Settings, store: Store, service: IngestService, engine: LiveEngine | None
+) -> None:
     """Every ``units_reload_s``: units added to the store are admitted without a restart."""
     while True:
         await asyncio.sleep(settings.units_reload_s)
@@ -275,6 +363,8 @@ async def _reload_registry(settings: Settings, store: Store, service: IngestServ
         if dict(registry) != dict(current):
             log.info("unit registry reloaded: %d units (was %d)", len(registry), len(current))
             service.set_registry(registry)
+            if engine is not None:
+                await engine.call(functools.partial(_set_units, vehicles_of(registry)))
 
 
 async def _drain_on(

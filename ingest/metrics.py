@@ -1,29 +1,24 @@
-"""Prometheus metrics of the ingest pipeline, and the asyncio HTTP endpoint that serves them.
+"""Prometheus metrics of the ingest pipeline, registered on a registry handed in.
 
 Counters are bumped once per *batch* (never once per message), and the latency histograms
 take whole numpy arrays (:class:`ArrayHistogram`), so metrics cost nothing per fix.
 
-The endpoint is websockets' asyncio server answering plain ``GET /metrics`` and
-``GET /healthz`` from ``process_request``: no thread (prometheus_client's
-``start_http_server`` runs one), one port shared with the dispatcher websocket server that the
-``ws`` stage adds later.  Every metric name is listed in docs/ingest.md.
+The process's registry and the HTTP server that serves it belong to the service layer
+(``fleetwatch.web``): the wiring hands its registry to :class:`IngestMetrics`, and ingest owns
+no server.  Every metric name is listed in docs/ingest.md.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
-from websockets.http11 import Request, Response
 
 #: Latency buckets (seconds) for receive→commit and fix→commit: 1 ms .. 15 min.
 LATENCY_BUCKETS_S: tuple[float, ...] = (
@@ -56,15 +51,6 @@ class ArrayHistogram(Collector):
         add = np.bincount(idx, minlength=len(self._counts))
         self._counts += add
         self._sum += float(values_s.sum())
-
-    def quantile(self, q: float) -> float:
-        """Upper bucket bound under which a fraction *q* of observations fall (for humans)."""
-        counts = self._counts
-        total = int(counts.sum())
-        if total == 0:
-            return float("nan")
-        k = int(np.searchsorted(np.cumsum(counts), q * total, side="left"))
-        return float(self._bounds[k]) if k < len(self._bounds) else float("inf")
 
     def collect(self) -> Iterable[HistogramMetricFamily]:
         cum = np.cumsum(self._counts)
@@ -248,67 +234,3 @@ class IngestMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
-
-
-HealthCheck = Callable[[], bool]
-ProcessRequest = Callable[[ServerConnection, Request], Awaitable[Response | None] | Response | None]
-
-
-def _response(status: int, reason: str, body: bytes, content_type: str) -> Response:
-    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body)))])
-    return Response(status, reason, headers, body)
-
-
-def metrics_request_handler(
-    metrics: IngestMetrics, healthy: HealthCheck
-) -> Callable[[ServerConnection, Request], Response | None]:
-    """A websockets ``process_request`` answering ``/metrics`` and ``/healthz``.
-
-    Any other path returns ``None`` so a websocket handshake on the same port goes on.
-    """
-
-    def process_request(_conn: ServerConnection, request: Request) -> Response | None:
-        path = request.path.split("?", 1)[0]
-        if path == "/metrics":
-            return _response(200, "OK", metrics.render(), CONTENT_TYPE_LATEST)
-        if path == "/healthz":
-            if healthy():
-                return _response(200, "OK", b"ok\n", "text/plain; charset=utf-8")
-            return _response(503, "Service Unavailable", b"unhealthy\n", "text/plain")
-        if request.headers.get("Upgrade", "").lower() != "websocket":
-            return _response(404, "Not Found", b"not found\n", "text/plain; charset=utf-8")
-        return None
-
-    return process_request
-
-
-async def _refuse_websocket(conn: ServerConnection) -> None:
-    await conn.close(code=1008, reason="no websocket endpoint here yet")
-
-
-def open_http_server(
-    metrics: IngestMetrics,
-    *,
-    host: str,
-    port: int,
-    healthy: HealthCheck = lambda: True,
-) -> AbstractAsyncContextManager[Server]:
-    """``async with open_http_server(...) as server:`` serves /metrics until the block ends.
-
-    ``port=0`` picks a free port (read it from ``server.sockets``).
-    """
-    return serve(
-        _refuse_websocket,
-        host,
-        port,
-        process_request=metrics_request_handler(metrics, healthy),
-        server_header=None,
-    )
-
-
-def bound_port(server: Server) -> int:
-    """The TCP port a server listens on (useful with ``port=0``)."""
-    for sock in server.sockets:
-        port: int = sock.getsockname()[1]
-        return port
-    raise RuntimeError("the HTTP server has no listening socket")

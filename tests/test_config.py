@@ -126,3 +126,68 @@ def test_every_setting_is_documented() -> None:
     documented = set(re.findall(r"`(FLEETWATCH_[A-Z0-9_]+)`", text))
     wanted = {env_name(name) for name in FIELDS} | {"FLEETWATCH_CONFIG"}
     assert wanted <= documented, f"undocumented: {sorted(wanted - documented)}"
+
+
+def test_every_problem_is_reported_at_once_one_line_each(tmp_path: Path) -> None:
+    cfg = tmp_path / "fw.toml"
+    cfg.write_text("[mqtt]\nbogus = 1\n[nope]\nx = 1\n")
+    env = {
+        "FLEETWATCH_CONFIG": str(cfg),
+        "FLEETWATCH_HTTP_PORT": "eighty",
+        "FLEETWATCH_INGEST_BATCH_MAX_MESSAGES": "0",
+        "FLEETWATCH_MQTT_URL": "http://u:hunter2@broker",
+        "FLEETWATCH_DATABASE_URL": "notadsn",
+        "FLEETWATCH_SITES_REGION": "1,2",
+    }
+    with pytest.raises(ConfigError) as info:
+        Settings.load(env=env)
+    problems = info.value.problems
+    named = [
+        "[mqtt] bogus", "[nope]", "FLEETWATCH_HTTP_PORT", "FLEETWATCH_INGEST_BATCH_MAX_MESSAGES",
+        "FLEETWATCH_MQTT_URL", "FLEETWATCH_DATABASE_URL", "FLEETWATCH_SITES_REGION",
+    ]  # fmt: skip
+    for name in named:
+        assert sum(name in p for p in problems) == 1, (name, problems)
+    assert len(problems) == len(named)
+    assert all("\n" not in p for p in problems)
+    assert "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("http://broker:1883", "scheme 'http' is not mqtt"),
+        ("mqtts://broker:8883", "TLS is not supported"),
+        ("mqtt://u:hunter2@host:notaport", "port is not a number"),
+        ("mqtt://host:70000", "port is not a number"),
+        ("mqtt://:1883", "no host"),
+    ],
+)
+def test_bad_mqtt_urls_are_one_line_naming_setting_value_and_fix(url: str, says: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings(mqtt_url=url)
+    (line,) = info.value.problems
+    assert line.startswith("FLEETWATCH_MQTT_URL=")
+    assert says in line
+    assert "use mqtt://" in line
+    assert "hunter2" not in line
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    ["notadsn", "mysql://h/db", "postgresql://u:hunter2@h:port/db", "host=h password hunter2"],
+)
+def test_bad_database_urls_are_one_line_without_the_password(dsn: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings(database_url=dsn)
+    (line,) = info.value.problems
+    assert line.startswith("FLEETWATCH_DATABASE_URL=")
+    assert "use postgresql://" in line
+    assert "hunter2" not in line
+
+
+def test_good_urls_and_regions_pass() -> None:
+    Settings(mqtt_url="mqtt://u:p@h:1883", database_url="postgresql://u:p@h:5432/db")
+    Settings(database_url="host=h dbname=db user=u password=p", sites_region="23.5,56.8,24.5,57.1")
+    with pytest.raises(ConfigError, match="longitude first"):
+        Settings(sites_region="56.8,23.5,57.1,124.5")

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from core.fixes import DeadLetter, Fix, FixBatch
 from ingest.batcher import BatchLimits
-from ingest.metrics import IngestMetrics, bound_port, open_http_server
+from ingest.metrics import IngestMetrics
 from ingest.registry import UnitEntry, UnitRegistry
 from ingest.service import IngestOptions, IngestService
 
@@ -396,38 +396,6 @@ async def test_redelivered_messages_are_stored_once() -> None:
     stats = rig.service.statistics()
     assert stats.fixes_inserted == 100
     assert stats.fixes_duplicate == 100
-
-
-async def test_metrics_and_health_are_served_over_http() -> None:
-    rig = make_rig(make_messages(20))
-    await run_until_drained(rig, expect_acked=20)
-    healthy = True
-    async with open_http_server(
-        rig.service.metrics, host="127.0.0.1", port=0, healthy=lambda: healthy
-    ) as server:
-        port = bound_port(server)
-
-        async def get(path: str) -> tuple[int, bytes]:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-            await writer.drain()
-            head = await reader.readuntil(b"\r\n\r\n")
-            lines = head.split(b"\r\n")
-            length = int(next(x for x in lines if x.lower().startswith(b"content-length"))[15:])
-            body = await reader.readexactly(length)
-            writer.close()
-            await writer.wait_closed()
-            return int(head.split()[1]), body
-
-        async with asyncio.timeout(10):
-            status, body = await get("/metrics")
-            assert status == 200
-            assert b"fleetwatch_ingest_fixes_inserted_total 20.0" in body
-            assert b"fleetwatch_ingest_receive_to_commit_seconds_count 20.0" in body
-            assert (await get("/healthz"))[0] == 200
-            healthy = False
-            assert (await get("/healthz"))[0] == 503
-            assert (await get("/nope"))[0] == 404
 
 
 class Refused(Exception):

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from store.errors import MigrationError
-from store.migrate import Migration, apply_migrations, load_migrations
+from store.migrate import EQUIVALENT_CHECKSUMS, Migration, apply_migrations, load_migrations
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -99,3 +99,26 @@ async def test_two_processes_starting_together_take_turns(pg_dsn: str) -> None:
     applied = sorted(v for t in tasks for v in t.result())
     assert applied == [m.version for m in shipped], "each migration applied by exactly one"
     assert recorded(pg_dsn) == [(m.version, m.name) for m in shipped]
+
+
+async def test_a_database_migrated_by_the_earlier_0001_text_is_accepted(pg_dsn: str) -> None:
+    """0001 changed for issue 13 without changing the schema it creates; a database that
+    recorded the earlier checksum starts normally (any other edit is still refused)."""
+    shipped = load_migrations()
+    (old,) = EQUIVALENT_CHECKSUMS[1]
+    async with await connect(pg_dsn) as conn:
+        await apply_migrations(conn, partitioning="native")
+        await conn.execute("UPDATE schema_migrations SET checksum = %s WHERE version = 1", (old,))
+        assert await apply_migrations(conn) == []
+        await conn.execute("UPDATE schema_migrations SET checksum = 'x' WHERE version = 1")
+        with pytest.raises(MigrationError, match="edited after it was applied"):
+            await apply_migrations(conn)
+    assert recorded(pg_dsn) == [(m.version, m.name) for m in shipped]
+
+
+async def test_0001_refuses_an_undecided_layout(pg_dsn: str) -> None:
+    """Run outside the runner (no decided layout), 0001 stops instead of probing TimescaleDB."""
+    (first,) = [m for m in load_migrations() if m.version == 1]
+    async with await connect(pg_dsn) as conn:
+        with pytest.raises(psycopg.errors.RaiseException, match="not native or timescaledb"):
+            await conn.execute(first.sql.encode())

@@ -143,3 +143,26 @@ async def test_one_vehicle_over_a_time_range_uses_an_index(pg_dsn: str) -> None:
     ), plan
     assert "fixes_default" not in plan, "the other partitions are pruned"
     assert partition_name(TODAY + 1) not in plan, plan
+
+
+async def test_retention_drops_whole_days_on_both_layouts(layout: str, layout_dsn: str) -> None:
+    """Native: day partitions detached and dropped; hypertable: drop_chunks.  Either way the
+    rows of days older than the retention go, by whole days, and newer rows stay."""
+    async with await Store.open(
+        layout_dsn,
+        partitioning=layout,  # type: ignore[arg-type]
+        clock=lambda: NOW_S,
+        partition_days_ahead=2,
+    ) as store:
+        assert store.layout == layout
+        days = [TODAY - 20, TODAY - 8, TODAY - 7, TODAY]
+        await store.write_batch(
+            FixBatch.from_fixes([fix_on(d, second=s) for d in days for s in (10, 80_000)])
+        )
+        gone = await store.detach_partitions_older_than(7, drop=True)
+        assert len(gone) == 2, gone
+        if layout == "native":
+            assert gone == [partition_name(TODAY - 20), partition_name(TODAY - 8)]
+        assert await store.count_fixes() == 4
+        left = await store.fixes_for_unit("u1", -(2**62), 2**62)
+        assert sorted({int(t) // DAY_US for t in left.t_us}) == [TODAY - 7, TODAY]

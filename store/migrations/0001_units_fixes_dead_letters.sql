@@ -1,7 +1,9 @@
 -- Units, raw fixes (time-partitioned) and dead letters.
--- The fixes table is a TimescaleDB hypertable when the extension can be created here, native
--- RANGE partitions by UTC day otherwise.  The migration runner may force the native layout with
--- SET LOCAL fleetwatch.partitioning = 'native' (Store.open(..., partitioning="native")).
+-- The fixes table is a TimescaleDB hypertable or native RANGE partitions by UTC day, as the
+-- migration runner decided (store/migrate.py -> store.partitions.decide_layout, from facts that
+-- cannot end the session) and passed as SET LOCAL fleetwatch.partitioning = 'native' or
+-- 'timescaledb'.  This file never probes TimescaleDB itself: CREATE EXTENSION on a server that
+-- does not preload the library ends the backend with FATAL, past any EXCEPTION block (issue 13).
 -- Identifiers use the "C" collation: byte order, the cheapest comparison for the btree indexes,
 -- and the same on every server whatever its locale.
 
@@ -33,37 +35,27 @@ CREATE INDEX fixes_vehicle_t ON fixes (vehicle_id, t);
 
 DO $$
 DECLARE
-    wanted text := coalesce(nullif(current_setting('fleetwatch.partitioning', true), ''), 'auto');
+    wanted text := coalesce(nullif(current_setting('fleetwatch.partitioning', true), ''), 'unset');
 BEGIN
-    IF wanted NOT IN ('auto', 'native', 'timescaledb') THEN
-        RAISE EXCEPTION 'fleetwatch.partitioning must be auto, native or timescaledb, not %', wanted;
+    IF wanted NOT IN ('native', 'timescaledb') THEN
+        RAISE EXCEPTION 'fleetwatch.partitioning is %, not native or timescaledb', wanted
+            USING HINT = 'apply the migrations with store.migrate.apply_migrations, which decides';
     END IF;
-    IF wanted <> 'native'
-       AND EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb') THEN
-        BEGIN
-            CREATE EXTENSION IF NOT EXISTS timescaledb;
-            -- A hypertable is a plain table: rebuild fixes unpartitioned, then convert it.
-            DROP TABLE fixes;
-            CREATE TABLE fixes (
-                unit_id text COLLATE "C" NOT NULL, vehicle_id text COLLATE "C",
-                t timestamptz NOT NULL,
-                recv_at timestamptz NOT NULL, lat double precision NOT NULL,
-                lon double precision NOT NULL, speed_kmh real, course real, quality smallint,
-                sats smallint, hdop real, alt_m real, talker text NOT NULL,
-                PRIMARY KEY (unit_id, t)
-            );
-            CREATE INDEX fixes_vehicle_t ON fixes (vehicle_id, t);
-            PERFORM create_hypertable('fixes', 't', chunk_time_interval => interval '1 day');
-            RETURN;
-        EXCEPTION WHEN OTHERS THEN
-            -- e.g. timescaledb installed but not in shared_preload_libraries
-            IF wanted = 'timescaledb' THEN
-                RAISE;
-            END IF;
-            RAISE NOTICE 'timescaledb unusable here (%), using native partitions', SQLERRM;
-        END;
-    ELSIF wanted = 'timescaledb' THEN
-        RAISE EXCEPTION 'fleetwatch.partitioning = timescaledb but the extension is not available';
+    IF wanted = 'timescaledb' THEN
+        CREATE EXTENSION IF NOT EXISTS timescaledb;
+        -- A hypertable is a plain table: rebuild fixes unpartitioned, then convert it.
+        DROP TABLE fixes;
+        CREATE TABLE fixes (
+            unit_id text COLLATE "C" NOT NULL, vehicle_id text COLLATE "C",
+            t timestamptz NOT NULL,
+            recv_at timestamptz NOT NULL, lat double precision NOT NULL,
+            lon double precision NOT NULL, speed_kmh real, course real, quality smallint,
+            sats smallint, hdop real, alt_m real, talker text NOT NULL,
+            PRIMARY KEY (unit_id, t)
+        );
+        CREATE INDEX fixes_vehicle_t ON fixes (vehicle_id, t);
+        PERFORM create_hypertable('fixes', 't', chunk_time_interval => interval '1 day');
+        RETURN;
     END IF;
     CREATE TABLE fixes_default PARTITION OF fixes DEFAULT;
     CREATE INDEX fixes_default_t ON fixes_default (t);

@@ -1,0 +1,536 @@
+"""The engine: fix batches, clock ticks and dispatcher commands in; events out.
+
+One object for live operation and for replay (design.md: "one object, live and replay").  It
+joins the logic stages in the order of the flow — fence matching, visit/stop detection
+(:class:`~schedule.tracker.FleetTracker`), the schedule board (stop states, ETA, vehicle
+conditions) and the downstream stages (the alert desk) — and owns the two clocks that drive
+them:
+
+* the **driver's clock** ``now_us``, given with every call: the wall clock in ``fleetwatch
+  run``, the receive time of the data in ``fleetwatch replay``.  The engine never reads a clock
+  itself (sans-I/O, as ``h11`` and ``websockets`` do): it says when it next wants to be called
+  (:meth:`Engine.next_deadline_us`), and the shell schedules a timer for that.
+* the **data clock** ``data_now = min(now_us, newest fix fed)``: what the fleet has shown so
+  far.  Every decision about lateness is taken on the data clock, so a fleet whose data stops
+  (an outage of ours, the broker, the network) cannot be turned into false "missed" alerts:
+  while no fix arrives for ``data_delayed_after_s`` the engine reports :class:`DataDelayed` and
+  the schedule waits.  When the data resumes — live, or a backlog released hours late — time
+  moves on from the fixes themselves, and decisions taken from data older than now are flagged
+  as late corrections by the stages.
+
+Detection runs in *rounds*: fixes accumulate in a bounded buffer and a round runs once
+``round_interval_s`` of driver time has passed (or the buffer is full), because the tracker
+pays a fixed cost per vehicle per call.  The same rule applies live and in replay, so replay is
+the live engine run offline; with the tracker's guarantee that any chunking and arrival order
+give the same folded events, both end in the same final states (tests/test_engine.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from core.fixes import FixBatch
+from schedule.events import DetectionEvent
+from schedule.params import DetectionParams
+from schedule.stop_events import (
+    AlertCommand,
+    CancelStop,
+    Command,
+    CommandRefused,
+    ReassignStop,
+    ReorderRoute,
+    ScheduleCommand,
+    ScheduleEvent,
+    VehiclePosition,
+)
+from schedule.tracker import FleetTracker, TrackerStats
+
+F64 = npt.NDArray[np.float64]
+#: (lon, lat, margin_m) -> (2, K) containment pairs (fix index, site index), like
+#: ``geofence.FenceIndex.query``
+Matcher = Callable[[F64, F64, float], npt.NDArray[np.integer[Any]]]
+
+DEFAULT_MAX_PENDING_FIXES = 500_000
+
+
+class _Index(Protocol):
+    def query(self, lon: F64, lat: F64, *, margin_m: float = ...) -> npt.NDArray[np.intp]: ...
+
+
+def fence_matcher(index: _Index) -> Matcher:
+    """A :data:`Matcher` over a fence index (``geofence.FenceIndex`` or anything shaped so)."""
+
+    def match(lon: F64, lat: F64, margin_m: float) -> npt.NDArray[np.integer[Any]]:
+        return index.query(lon, lat, margin_m=margin_m)
+
+    return match
+
+
+class InvalidEngineParams(ValueError):
+    """An engine setting that cannot work (a non-positive interval or bound)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngineParams:
+    """How often the engine works, in driver time; defaults documented in docs/engine.md."""
+
+    #: detection runs at most once per this much driver time (fixes wait in the buffer)
+    round_interval_s: float = 1.0
+    #: silent vehicles' open visits/stops are checked for closing this often
+    advance_interval_s: float = 10.0
+    #: no fix from any unit for this long -> :class:`DataDelayed` (decisions wait for data)
+    data_delayed_after_s: float = 120.0
+    #: fixes held for the next round; beyond it a round runs at once (never a drop)
+    max_pending_fixes: int = DEFAULT_MAX_PENDING_FIXES
+
+    def __post_init__(self) -> None:
+        for name in ("round_interval_s", "advance_interval_s", "data_delayed_after_s"):
+            value = getattr(self, name)
+            if not value > 0:
+                raise InvalidEngineParams(f"EngineParams.{name} must be > 0, got {value!r}")
+        if self.max_pending_fixes < 1:
+            raise InvalidEngineParams(
+                f"EngineParams.max_pending_fixes must be >= 1, got {self.max_pending_fixes}"
+            )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DataDelayed:
+    """No fix from any unit for a while (``active``), or data flows again (not ``active``).
+
+    While active, the schedule does not advance: nothing is declared late or missed on the
+    strength of silence that may be ours.
+    """
+
+    active: bool
+    newest_fix_us: int | None
+    at_us: int  # driver time
+
+    def to_json_dict(self) -> dict[str, Any]:
+        from core.fixes import iso_utc
+
+        return {
+            "event": "DataDelayed",
+            "active": self.active,
+            "newest_fix": None if self.newest_fix_us is None else iso_utc(self.newest_fix_us),
+            "at": iso_utc(self.at_us),
+        }
+
+
+class Board(Protocol):
+    """The schedule stage (schedule/board.py): stop states, ETA, vehicle conditions."""
+
+    def load_plan(self, plan: Any, now_us: int) -> Sequence[ScheduleEvent]: ...
+
+    def on_detection(
+        self, events: Sequence[DetectionEvent], now_us: int
+    ) -> Sequence[ScheduleEvent]: ...
+
+    def on_positions(
+        self, positions: Sequence[VehiclePosition], now_us: int
+    ) -> Sequence[ScheduleEvent]: ...
+
+    def tick(self, now_us: int) -> Sequence[ScheduleEvent]: ...
+
+    def command(self, cmd: ScheduleCommand, now_us: int) -> Sequence[ScheduleEvent]: ...
+
+    def next_deadline_us(self) -> int | None: ...
+
+
+class Stage(Protocol):
+    """A stage after the schedule (the alert desk): schedule events in, its records out."""
+
+    def consume(self, events: Sequence[ScheduleEvent], now_us: int) -> Sequence[Any]: ...
+
+    def tick(self, now_us: int) -> Sequence[Any]: ...
+
+    def command(self, cmd: AlertCommand, now_us: int) -> Sequence[Any]: ...
+
+    def next_deadline_us(self) -> int | None: ...
+
+
+@dataclass(slots=True)
+class EngineStats:
+    """Counters for metrics and the replay summary."""
+
+    batches_in: int = 0
+    fixes_in: int = 0
+    rounds: int = 0
+    fixes_matched: int = 0
+    ticks: int = 0
+    commands: int = 0
+    commands_refused: int = 0
+    detection_events: int = 0
+    schedule_events: int = 0
+    stage_records: int = 0
+    unknown_units: int = 0
+    tracker: TrackerStats = field(default_factory=TrackerStats)
+
+
+def newest_positions(fixes: FixBatch, unit_to_vehicle: Mapping[str, str]) -> list[VehiclePosition]:
+    """The newest fix of each vehicle in *fixes* (one vectorised pass, no per-fix Python)."""
+    n = len(fixes)
+    if n == 0:
+        return []
+    order = np.lexsort((fixes.t_us, fixes.unit_id))
+    units = fixes.unit_id[order]
+    last = np.flatnonzero(np.concatenate((units[1:] != units[:-1], [True])))
+    pick = order[last]
+    best: dict[str, VehiclePosition] = {}
+    for i, unit in zip(pick.tolist(), fixes.unit_id[pick].tolist(), strict=True):
+        vehicle = unit_to_vehicle.get(str(unit), str(unit))
+        pos = VehiclePosition(
+            vehicle_id=vehicle,
+            t_us=int(fixes.t_us[i]),
+            lon=float(fixes.lon[i]),
+            lat=float(fixes.lat[i]),
+            speed_kmh=float(fixes.speed_kmh[i]),
+        )
+        prev = best.get(vehicle)
+        if prev is None or pos.t_us > prev.t_us:
+            best[vehicle] = pos
+    return sorted(best.values(), key=lambda p: p.vehicle_id)
+
+
+class Engine:
+    """Matching, detection, schedule and the stages after it, as one sans-I/O object.
+
+    Call :meth:`feed` with every decoded batch, :meth:`tick` when :meth:`next_deadline_us` is
+    reached (or at any time: extra ticks change nothing), :meth:`command` for a dispatcher's
+    command.  Each returns the events it caused, in flow order: detection events, each
+    vehicle's newest position of the round (:class:`VehiclePosition`), schedule events, the
+    stages' records, then engine status (:class:`DataDelayed`).
+    """
+
+    def __init__(
+        self,
+        *,
+        matcher: Matcher,
+        site_ids: Sequence[str],
+        unit_to_vehicle: Mapping[str, str],
+        detection: DetectionParams | None = None,
+        params: EngineParams | None = None,
+        board: Board | None = None,
+        stages: Sequence[Stage] = (),
+    ) -> None:
+        self.params = params or EngineParams()
+        self.detection = detection or DetectionParams()
+        self._matcher = matcher
+        self.unit_to_vehicle = dict(unit_to_vehicle)
+        self.tracker = FleetTracker(site_ids, self.unit_to_vehicle, self.detection)
+        self.board = board
+        self.stages = tuple(stages)
+        self._pending: list[FixBatch] = []
+        self._pending_fixes = 0
+        self._next_round_us: int | None = None  # set when the first fix waits
+        self._next_advance_us: int | None = None
+        self.newest_fix_us: int | None = None
+        self.last_now_us: int | None = None
+        self.data_delayed = False
+        self.stats = EngineStats()
+
+    # -- inputs --------------------------------------------------------------------------------
+
+    def feed(self, fixes: FixBatch, now_us: int) -> list[Any]:
+        """Take one decoded batch; runs a round when one is due."""
+        now_us = self._clock(now_us)
+        n = len(fixes)
+        self.stats.batches_in += 1
+        self.stats.fixes_in += n
+        if n:
+            self._pending.append(fixes)
+            self._pending_fixes += n
+            newest = int(fixes.t_us.max())
+            # a unit whose clock runs ahead cannot move the data clock past the driver's
+            newest = min(newest, now_us)
+            if self.newest_fix_us is None or newest > self.newest_fix_us:
+                self.newest_fix_us = newest
+            if self._next_round_us is None:
+                self._next_round_us = now_us + round(self.params.round_interval_s * 1e6)
+        return self._work(now_us, force_round=self._pending_fixes >= self.params.max_pending_fixes)
+
+    def tick(self, now_us: int) -> list[Any]:
+        """The driver's clock moved to *now_us* (a timer fired); do what is due."""
+        now_us = self._clock(now_us)
+        self.stats.ticks += 1
+        return self._work(now_us, force_round=False)
+
+    def flush(self, now_us: int) -> list[Any]:
+        """Run a round now, whatever is due (end of a replay, graceful shutdown)."""
+        now_us = self._clock(now_us)
+        return self._work(now_us, force_round=True)
+
+    def finish(self, now_us: int) -> list[Any]:
+        """End of data (offline replay only): flush, close every open visit and stop, and let
+        the data clock catch up with *now_us* — no more data is coming, so silence from here on
+        is real, and the schedule may decide what is missed by then."""
+        out = self.flush(now_us)
+        now_us = self._clock(now_us)
+        det = self.tracker.finish()
+        if self.newest_fix_us is None or self.newest_fix_us < now_us:
+            self.newest_fix_us = now_us
+        self.data_delayed = False
+        out += self._downstream(det, [], self.data_now(now_us))
+        return out
+
+    def load_plan(self, plan: Any, now_us: int) -> list[Any]:
+        """Import (or replace, during the day) one date's plan; its events flow on as usual
+        (e.g. ``UnplannedDue`` for a site due today that no route holds)."""
+        now_us = self._clock(now_us)
+        if self.board is None:
+            raise CommandRefused("not_allowed", "the engine runs without a schedule board")
+        data_now = self.data_now(now_us)
+        sched = list(self.board.load_plan(plan, data_now))
+        self.stats.schedule_events += len(sched)
+        return [*sched, *self._to_stages(sched, data_now)]
+
+    def restore(self, fixes: FixBatch, now_us: int) -> list[Any]:
+        """Rebuild state after a restart from the stored fixes of the last ``horizon_s``.
+
+        The fixes go through the same path as live ones (one round); the events they re-derive
+        carry the same ids as before the restart (ids come from stable facts), so a consumer
+        that already has them (the store's outbox) recognises them and publishes nothing new.
+        Fixes the broker redelivers afterwards are duplicates the tracker drops.
+        """
+        fixes = self._from_idle(fixes)
+        out = self.feed(fixes, now_us)
+        return out + self.flush(now_us)
+
+    def _from_idle(self, fixes: FixBatch, *, settle_s: float = 60.0) -> FixBatch:
+        """Each unit's fixes from its first *settled* moment on: moving at crawl speed or more
+        and outside every fence (plus the exit margin) for *settle_s*.  Whatever the unit did
+        before it (a visit or stop in progress at the edge of the window) was published before
+        the restart and would be re-derived truncated, under a wrong id; from a settled moment
+        on, every visit and stop is re-derived whole, as it was."""
+        n = len(fixes)
+        if n == 0:
+            return fixes
+        p = self.detection
+        near = np.zeros(n, dtype=bool)
+        pairs = self._matcher(fixes.lon, fixes.lat, p.exit_margin_m)
+        near[np.asarray(pairs[0], dtype=np.intp)] = True
+        moving = (fixes.speed_kmh >= p.crawl_speed_kmh) & ~near
+        order = np.lexsort((fixes.t_us, fixes.unit_id))
+        units = fixes.unit_id[order]
+        bounds = np.flatnonzero(np.concatenate(([True], units[1:] != units[:-1], [True])))
+        keep: list[npt.NDArray[np.intp]] = []
+        settle_us = round(settle_s * 1e6)
+        for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+            idx = order[a:b]
+            t = fixes.t_us[idx]
+            mv = moving[idx]
+            # first i such that every fix in [t_i, t_i + settle] is moving and away
+            bad = np.flatnonzero(~mv)
+            for i in np.flatnonzero(mv).tolist():
+                j = int(np.searchsorted(t, t[i] + settle_us, side="right"))
+                k = int(np.searchsorted(bad, i))
+                if j - i >= 2 and (k == len(bad) or bad[k] >= j):
+                    keep.append(idx[i:])
+                    break
+        if not keep:
+            return FixBatch.empty()
+        sel = np.sort(np.concatenate(keep))
+        return fixes.take(sel)
+
+    def command(self, cmd: Command, now_us: int) -> list[Any]:
+        """A dispatcher's command; raises :class:`CommandRefused` with a specific code."""
+        now_us = self._clock(now_us)
+        self.stats.commands += 1
+        data_now = self.data_now(now_us)
+        out: list[Any] = []
+        try:
+            if isinstance(cmd, ReassignStop | ReorderRoute | CancelStop):
+                if self.board is None:
+                    raise CommandRefused("not_allowed", "no day plan is loaded: nothing to change")
+                sched = list(self.board.command(cmd, data_now))
+                out += sched
+                out += self._to_stages(sched, data_now)
+            else:
+                if not self.stages:
+                    raise CommandRefused("not_allowed", "no alert desk is running")
+                refused: CommandRefused | None = None
+                for stage in self.stages:
+                    try:
+                        out += list(stage.command(cmd, data_now))
+                        refused = None
+                        break
+                    except CommandRefused as exc:
+                        refused = exc
+                if refused is not None:
+                    raise refused
+        except CommandRefused:
+            self.stats.commands_refused += 1
+            raise
+        self.stats.stage_records += sum(1 for _ in out)
+        return out
+
+    # -- the index and the registry can change while running -------------------------------------
+
+    def set_units(self, unit_to_vehicle: Mapping[str, str]) -> None:
+        """The unit registry was reloaded: later rounds map units to vehicles with this."""
+        self.unit_to_vehicle = dict(unit_to_vehicle)
+        self.tracker.unit_to_vehicle = dict(unit_to_vehicle)
+
+    # -- time ------------------------------------------------------------------------------------
+
+    def data_now(self, now_us: int) -> int:
+        """``min(now_us, newest fix fed)``; ``now_us`` before the first fix."""
+        return now_us if self.newest_fix_us is None else min(now_us, self.newest_fix_us)
+
+    def next_deadline_us(self) -> int | None:
+        """The driver time at which the engine next wants :meth:`tick` (None: only on input)."""
+        cands: list[int] = []
+        if self._pending_fixes and self._next_round_us is not None:
+            cands.append(self._next_round_us)
+        if self._next_advance_us is not None:
+            cands.append(self._next_advance_us)
+        if self.newest_fix_us is not None and not self.data_delayed:
+            cands.append(self.newest_fix_us + round(self.params.data_delayed_after_s * 1e6))
+        # the schedule's deadlines are in data time: reachable now only up to the newest fix;
+        # beyond it, the next batch moves the data clock and runs them
+        horizon = self.newest_fix_us
+        for d in self._stage_deadlines():
+            if horizon is not None and d <= horizon:
+                cands.append(d)
+        return min(cands) if cands else None
+
+    def _stage_deadlines(self) -> list[int]:
+        out: list[int] = []
+        if self.board is not None:
+            d = self.board.next_deadline_us()
+            if d is not None:
+                out.append(d)
+        for stage in self.stages:
+            d = stage.next_deadline_us()
+            if d is not None:
+                out.append(d)
+        return out
+
+    def _clock(self, now_us: int) -> int:
+        if self.last_now_us is not None and now_us < self.last_now_us:
+            now_us = self.last_now_us  # a driver clock never runs backwards for the engine
+        self.last_now_us = now_us
+        return now_us
+
+    # -- the work --------------------------------------------------------------------------------
+
+    def _work(self, now_us: int, *, force_round: bool) -> list[Any]:
+        status = self._status(now_us)
+        det: list[DetectionEvent] = []
+        positions: list[VehiclePosition] = []
+        due_round = self._next_round_us is not None and now_us >= self._next_round_us
+        if self._pending_fixes and (force_round or due_round):
+            fixes = self._take()
+            det += self._detect(fixes)
+            positions = newest_positions(fixes, self.unit_to_vehicle)
+        data_now = self.data_now(now_us)
+        if self._next_advance_us is None and self.newest_fix_us is not None:
+            self._next_advance_us = now_us + round(self.params.advance_interval_s * 1e6)
+        elif self._next_advance_us is not None and now_us >= self._next_advance_us:
+            det += self.tracker.advance(data_now)
+            self._next_advance_us = now_us + round(self.params.advance_interval_s * 1e6)
+        out = self._downstream(det, positions, data_now)
+        return out + status
+
+    def _take(self) -> FixBatch:
+        fixes = FixBatch.concat(self._pending)
+        self._pending = []
+        self._pending_fixes = 0
+        self._next_round_us = None
+        return fixes
+
+    def _detect(self, fixes: FixBatch) -> list[DetectionEvent]:
+        self.stats.rounds += 1
+        self.stats.fixes_matched += len(fixes)
+        events = self.tracker.feed_matched(fixes, self._matcher)
+        self.stats.unknown_units = len(self.tracker.unknown_units)
+        return events
+
+    def _downstream(
+        self,
+        det: list[DetectionEvent],
+        positions: list[VehiclePosition],
+        data_now: int,
+    ) -> list[Any]:
+        out: list[Any] = list(det)
+        out += positions  # the console's moving trucks: newest fix per vehicle per round
+        self.stats.detection_events += len(det)
+        sched: list[ScheduleEvent] = []
+        if self.board is not None:
+            if det:
+                sched += self.board.on_detection(det, data_now)
+            if positions:
+                sched += self.board.on_positions(positions, data_now)
+            if not self.data_delayed:
+                sched += self.board.tick(data_now)
+        self.stats.schedule_events += len(sched)
+        out += sched
+        out += self._to_stages(sched, data_now, tick=not self.data_delayed)
+        return out
+
+    def _to_stages(
+        self, sched: Sequence[ScheduleEvent], data_now: int, *, tick: bool = False
+    ) -> list[Any]:
+        out: list[Any] = []
+        for stage in self.stages:
+            if sched:
+                out += stage.consume(sched, data_now)
+            if tick:
+                out += stage.tick(data_now)
+        self.stats.stage_records += len(out)
+        return out
+
+    def _status(self, now_us: int) -> list[Any]:
+        if self.newest_fix_us is None:
+            return []
+        silent = now_us - self.newest_fix_us >= self.params.data_delayed_after_s * 1e6
+        if silent == self.data_delayed:
+            return []
+        self.data_delayed = silent
+        return [DataDelayed(active=silent, newest_fix_us=self.newest_fix_us, at_us=now_us)]
+
+    # -- reading -------------------------------------------------------------------------------
+
+    @property
+    def pending_fixes(self) -> int:
+        return self._pending_fixes
+
+    def statistics(self) -> EngineStats:
+        self.stats.tracker = self.tracker.statistics()
+        return self.stats
+
+    def vehicles(self) -> Collection[str]:
+        return tuple(self.tracker.vehicles)
+
+
+def drive(
+    engine: Engine, batches: Sequence[tuple[int, FixBatch]] | Any, *, end_us: int | None = None
+) -> list[Any]:
+    """Run *engine* over ``(now_us, fixes)`` pairs in driver-time order, ticking at every
+    deadline in between — exactly what the live shell does with a real timer.  Used by replay
+    and by tests that compare live and offline runs."""
+    out: list[Any] = []
+    for now_us, fixes in batches:
+        out += tick_until(engine, now_us)
+        out += engine.feed(fixes, now_us)
+    if end_us is not None:
+        out += tick_until(engine, end_us)
+    return out
+
+
+def tick_until(engine: Engine, now_us: int) -> list[Any]:
+    """Tick at each deadline up to *now_us* (bounded: each tick must move the deadline)."""
+    out: list[Any] = []
+    last: int | None = None
+    while True:
+        d = engine.next_deadline_us()
+        if d is None or d > now_us or (last is not None and d <= last):
+            break
+        out += engine.tick(d)
+        last = d
+    return out
