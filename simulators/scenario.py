@@ -256,6 +256,20 @@ def write_scenario(params: ScenarioParams, out: Path) -> Truth:
     )
     _write_csv(out / "units.csv", ["unit_id", "vehicle_id", "driver"], outputs.unit_rows)
     (out / "truth.json").write_text(truth.dumps(), encoding="utf-8")
+    if truth.cancelled:  # the dispatcher's commands, for replay (absent without cancellations)
+        lines = [
+            json.dumps(
+                {
+                    "at": c["at"],
+                    "command": "cancel",
+                    "stop_id": f"{params.date.isoformat()}/{c['site_id']}",
+                    "reason": c["reason"],
+                    "by": "dispatcher",
+                }
+            )
+            for c in sorted(truth.cancelled, key=lambda c: (c["at"], c["site_id"]))
+        ]
+        (out / "commands.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return truth
 
 

@@ -50,7 +50,8 @@ def _tick_until(board: ScheduleBoard, now: int, out: list[ScheduleEvent]) -> int
 
 
 def truth_commands(scenario: Path) -> list[tuple[int, Any]]:
-    """The dispatcher's cancellations of the simulated day (truth.json ``cancelled``)."""
+    """The dispatcher's cancellations of the simulated day (truth.json ``cancelled``, the same
+    as the scenario's commands.jsonl)."""
     path = scenario / "truth.json"
     if not path.is_file():
         return []

@@ -4,6 +4,7 @@ breakdowns) and the schedule board end to end on such a day (decode â†’ match â†
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,11 @@ def test_cancelled_stops_are_not_driven_to(day: Day) -> None:
     assert cancelled
     visited = {v["site_id"] for v in truth["visits"]}
     skipped = {s["site_id"] for s in truth["skipped"]}
+    cmds = [json.loads(x) for x in (day[0] / "commands.jsonl").read_text().splitlines()]
+    assert sorted(c["stop_id"].split("/")[1] for c in cmds) == sorted(
+        c["site_id"] for c in cancelled
+    )
+    assert all(c["command"] == "cancel" for c in cmds)
     for c in cancelled:
         assert c["site_id"] not in visited
         assert c["site_id"] not in skipped
