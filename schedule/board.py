@@ -648,8 +648,7 @@ class ScheduleBoard:
         site = self.sites[site_id]
         for vid in sorted(self._site_visits.get(site_id, ())):
             v = self._visits[vid]
-            day = dt.datetime.fromtimestamp(v.arrival_us / 1e6, tz=dt.UTC)
-            local = _local_date(v.arrival_us, site.tz) if site.tz else day.date()
+            local = _local_date(v.arrival_us, site.tz or "UTC")
             prev = self._unplanned.get(vid)
             if local in held_days or self._has_stop(site_id, local):
                 if prev is not None and not prev.retracted:
