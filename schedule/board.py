@@ -225,8 +225,11 @@ class ScheduleBoard:
                 if stop is not None and stop.state not in TERMINAL:
                     before = stop.state
                     out += self._settle(stop, "tick")
-                    if stop.state != before:
-                        routes.add(route_id_of(stop.date.isoformat(), stop.vehicle_id))
+                    r = self._routes.get(route_id_of(stop.date.isoformat(), stop.vehicle_id))
+                    if stop.state != before and r is not None:
+                        # at the route's next slot: a minute at which 1,000 windows end must
+                        # not re-compute 1,000 routes in one tick
+                        self._schedule_refresh(r)
             elif kind == "route":
                 r = self._routes.get(key)
                 if r is not None and r.due_us == t:
