@@ -14,7 +14,7 @@ from schedule.evaluate_schedule import evaluate_schedule
 from schedule.stop_events import StopChanged
 from simulators.formats import load_truth, parse_iso_us
 from simulators.scenario import ScenarioParams, write_scenario
-from tests.schedule_harness import DayRun, run_day
+from tests.schedule_harness import DayRun, run_day, run_day_in_order
 
 Day = tuple[Path, dict[str, Any], DayRun]
 
@@ -104,3 +104,11 @@ def test_board_end_to_end_missed_retracted_by_the_backlog(day: Day) -> None:
     assert fig.cancelled_ok == fig.cancelled
     assert fig.late_classified == fig.late
     assert fig.late_decided_in_time == fig.late
+
+
+def test_final_states_equal_the_same_day_delivered_in_order(day: Day) -> None:
+    """The coverage gap's backlog (and every dropout's) released late vs. the same fixes fed in
+    fix-time order: the same final state for every stop."""
+    scenario, _, run = day
+    in_order = run_day_in_order(scenario)
+    assert in_order.board.states() == run.board.states()
