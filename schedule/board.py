@@ -225,8 +225,11 @@ class ScheduleBoard:
                 if stop is not None and stop.state not in TERMINAL:
                     before = stop.state
                     out += self._settle(stop, "tick")
-                    if stop.state != before:
-                        routes.add(route_id_of(stop.date.isoformat(), stop.vehicle_id))
+                    r = self._routes.get(route_id_of(stop.date.isoformat(), stop.vehicle_id))
+                    if stop.state != before and r is not None:
+                        # at the route's next slot: a minute at which 1,000 windows end must
+                        # not re-compute 1,000 routes in one tick
+                        self._schedule_refresh(r)
             elif kind == "route":
                 r = self._routes.get(key)
                 if r is not None and r.due_us == t:
@@ -600,6 +603,7 @@ class ScheduleBoard:
                             (ev.arrival_us - dep) / 1e6,
                             hour_of(dep),
                             self._planned_leg(ev.vehicle_id, a_site, ev.site_id),
+                            ev.vehicle_id,
                         )
                 veh.open_visit = (ev.visit_id, ev.site_id, ev.arrival_us)
         else:
@@ -647,8 +651,7 @@ class ScheduleBoard:
         site = self.sites[site_id]
         for vid in sorted(self._site_visits.get(site_id, ())):
             v = self._visits[vid]
-            day = dt.datetime.fromtimestamp(v.arrival_us / 1e6, tz=dt.UTC)
-            local = _local_date(v.arrival_us, site.tz) if site.tz else day.date()
+            local = _local_date(v.arrival_us, site.tz or "UTC")
             prev = self._unplanned.get(vid)
             if local in held_days or self._has_stop(site_id, local):
                 if prev is not None and not prev.retracted:
@@ -986,9 +989,30 @@ class ScheduleBoard:
         route.eta_at_us = now
         route.due_us = None
         stops = self._stops
-        remaining = [stops[s] for s in route.stop_ids if stops[s].state not in TERMINAL]
-        veh = self._vehicles[route.vehicle_id]
+        # stops before the last one this route's vehicle served were driven past (skipped):
+        # they are not on the way any more, so they neither delay the ETAs of the stops after
+        # it nor get one; they are at risk, and the clock will make them late and missed
+        last_served = -1
+        for k, sid_ in enumerate(route.stop_ids):
+            st_ = stops[sid_]
+            if (
+                st_.state == "visited"
+                and st_.visit is not None
+                and st_.visit.vehicle_id == route.vehicle_id
+            ):
+                last_served = k
         out: list[ScheduleEvent] = []
+        for sid_ in route.stop_ids[: max(last_served, 0)]:
+            st_ = stops[sid_]
+            if st_.state == "pending":
+                st_.eta_us = None
+                out += self._apply(
+                    st_, ["eta_late"], cause, reason="the vehicle went past it (served later stops)"
+                )
+        remaining = [
+            stops[s] for s in route.stop_ids[last_served + 1 :] if stops[s].state not in TERMINAL
+        ]
+        veh = self._vehicles[route.vehicle_id]
         etas = np.zeros(0, np.int64)
         ids: tuple[str, ...] = ()
         if remaining:
