@@ -110,8 +110,9 @@ class EngineParams:
 class DataDelayed:
     """No fix from any unit for a while (``active``), or data flows again (not ``active``).
 
-    While active, the schedule does not advance: nothing is declared late or missed on the
-    strength of silence that may be ours.
+    While active, the data clock does not advance (it is the newest fix), so nothing is
+    declared late or missed on the strength of silence that may be ours; consoles and
+    operators are told.
     """
 
     active: bool
@@ -491,11 +492,13 @@ class Engine:
                 sched += self.board.on_detection(det, data_now)
             if positions:
                 sched += self.board.on_positions(positions, data_now)
-            if not self.data_delayed:
-                sched += self.board.tick(data_now)
+            # no gate on "data delayed": the data clock itself stalls while nothing arrives,
+            # so silence cannot make anything late; old data that flows (a backlog, a replayed
+            # day) moves it, and its decisions are due
+            sched += self.board.tick(data_now)
         self.stats.schedule_events += len(sched)
         out += sched
-        out += self._to_stages(sched, data_now, tick=not self.data_delayed)
+        out += self._to_stages(sched, data_now, tick=True)
         return out
 
     def _to_stages(
