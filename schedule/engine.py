@@ -395,6 +395,18 @@ class Engine:
 
     # -- the index and the registry can change while running -------------------------------------
 
+    def set_sites(self, matcher: Matcher, site_ids: Sequence[str], now_us: int) -> list[Any]:
+        """Swap in a new fence index (a new day's site list, a site edited during the day).
+
+        Sites are known by id: a visit in progress at a site still listed goes on under its id,
+        whatever position the new index gives the site; one to a site no longer listed closes
+        (``closed_by="site_removed"``).  Fixes waiting for the next round are matched with the
+        new index, which is the current truth."""
+        now_us = self._clock(now_us)
+        self._matcher = matcher
+        det = self.tracker.use_sites(site_ids)
+        return self._downstream(det, [], self.data_now(now_us))
+
     def set_units(self, unit_to_vehicle: Mapping[str, str]) -> None:
         """The unit registry was reloaded: later rounds map units to vehicles with this."""
         self.unit_to_vehicle = dict(unit_to_vehicle)
