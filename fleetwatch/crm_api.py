@@ -8,7 +8,10 @@
 - ``GET /api/crm/v1/service-quality`` (JSON, or CSV with ``Accept: text/csv``) and
   ``GET /api/crm/v1/service-quality.csv``: per client and per site;
 - ``GET /api/crm/v1/overdue-sites``: sites with no visit within their contract period;
-- ``GET /api/ops/v1/dispatcher-kpis``: per dispatcher and overall.
+- ``GET /api/ops/v1/dispatcher-kpis``: per dispatcher and overall;
+- ``GET /api/ops/v1/route-analytics``: for route planning, per site the arrival against the
+  window and the typical service time, and the typical drive between consecutive stops by hour
+  of day (the views of migration 0007; the service also seeds its ETA model with them).
 
 Why the shape: the response models are pydantic classes, so ``/openapi.json`` is generated from
 the code that serves the answers.  Auth is a dependency that runs *before* any parameter is
@@ -25,9 +28,12 @@ import base64
 import binascii
 import contextlib
 import csv
+import dataclasses
 import datetime as dt
+import functools
 import io
 import re
+import zoneinfo
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Annotated, Any, Literal, Protocol
 
@@ -39,8 +45,9 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
-from store import Store
+from store import Store, analytics
 from store import crm_queries as q
+from store.crm_queries import _reading
 
 #: identifiers (client, site, dispatcher): what the engine's ids look like, bounded
 ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,64}$"
@@ -189,6 +196,45 @@ class ExceptionItem(BaseModel):
     comments: list[CommentModel]
     at: str
 
+
+
+class SiteArrivalsModel(BaseModel):
+    site_id: str
+    visits: int
+    early: int
+    on_time: int
+    late: int
+    mean_min_after_start: float | None
+    p50_min_after_start: float | None
+    p90_min_after_end: float | None
+
+
+class ServiceTimeModel(BaseModel):
+    site_id: str
+    visits: int
+    mean_min: float | None
+    p50_min: float | None
+    p90_min: float | None
+
+
+class TravelTimeModel(BaseModel):
+    hour_of_day: int
+    legs: int
+    mean_min: float | None
+    p50_min: float | None
+    p90_min: float | None
+
+
+class RouteAnalyticsModel(BaseModel):
+    tz: str
+    sites_arrivals: list[SiteArrivalsModel]
+    sites_service: list[ServiceTimeModel]
+    travel_by_hour: list[TravelTimeModel]
+
+
+@functools.cache
+def _zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
 
 class FeedPageModel(BaseModel):
     items: list[ExceptionItem] = Field(description="exception versions in commit order")
@@ -564,6 +610,36 @@ def crm_router(
                 for s in sites
             ],
             next=nxt,
+        )
+
+    @router.get(
+        "/api/ops/v1/route-analytics",
+        response_model=RouteAnalyticsModel,
+        dependencies=ops,
+        tags=["ops"],
+        summary="Route-planning figures: arrivals vs window and service time per site, "
+        "drive time between consecutive stops by hour of day",
+    )
+    async def route_analytics(
+        tz: Annotated[
+            str,
+            Query(
+                pattern=r"^[A-Za-z_]{1,32}(/[A-Za-z0-9_+\-]{1,32}){0,2}$",
+                description="IANA time zone for the hours of day (default Europe/Moscow)",
+            ),
+        ] = "Europe/Moscow",
+    ) -> RouteAnalyticsModel:
+        if tz not in _zones():
+            raise BadParameter("tz", f"{tz!r} is not an IANA time zone")
+        async with _reading(source, timeout_ms) as conn:
+            arrivals = await analytics.site_arrivals(conn)
+            service = await analytics.service_times(conn)
+            travel = await analytics.travel_times_by_hour(conn, tz=tz)
+        return RouteAnalyticsModel(
+            tz=tz,
+            sites_arrivals=[SiteArrivalsModel(**dataclasses.asdict(a)) for a in arrivals],
+            sites_service=[ServiceTimeModel(**dataclasses.asdict(x)) for x in service],
+            travel_by_hour=[TravelTimeModel(**dataclasses.asdict(t)) for t in travel],
         )
 
     @router.get(

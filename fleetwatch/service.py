@@ -439,6 +439,11 @@ async def _start_engine(
     recognises it and the CRM is told nothing twice."""
     live = stages.live
     if stages.schedule is not None:
+        try:  # analytics fed back into the ETA model: typical service time per site
+            learned = await store.learned_service_minutes()
+        except StoreUnavailable:
+            learned = {}
+        live.engine.learn_service_minutes(learned)
         for plan in stages.schedule.inputs.plans.values():
             live.apply_now(functools.partial(_load_plan, plan), wall_clock_us())
         log.info("schedule: %d plans from %s, %d problems (logged), roster of %d",

@@ -187,6 +187,9 @@ class ScheduleBoard:
         self._due: dict[str, UnplannedDue] = {}
         self._heap: list[tuple[int, str, str]] = []
         self.bad_input = 0  # detection events for unknown sites/vehicles (counted, ignored)
+        #: typical service minutes per site learned from past visits (the store's analytics):
+        #: used for ETAs instead of the plan's estimate where known
+        self.learned_service_min: dict[str, float] = {}
 
     # -- time --------------------------------------------------------------------------------
 
@@ -247,6 +250,16 @@ class ScheduleBoard:
 
     # -- plans -------------------------------------------------------------------------------
 
+    def learn_service_minutes(self, minutes: Mapping[str, float]) -> None:
+        """Typical service time per site from past visits (analytics fed back into the ETA
+        model); plans imported after this use it instead of their own estimate."""
+        self.learned_service_min = {
+            k: float(v) for k, v in minutes.items() if 0.0 < float(v) <= 24 * 60
+        }
+
+    def _service_min(self, site_id: str, planned: float) -> float:
+        return self.learned_service_min.get(site_id, planned)
+
     def load_plan(self, plan: DayPlan, now_us: int) -> list[ScheduleEvent]:
         """Import or replace one date's plan.  Stops already decided keep their state (and
         visits seen before the import count); stops dropped from the plan and still open are
@@ -289,7 +302,7 @@ class ScheduleBoard:
                         window_start_us=ps.window_start_us,
                         window_end_us=ps.window_end_us,
                         planned_arrival_us=ps.planned_arrival_us,
-                        service_s=ps.service_min * 60.0,
+                        service_s=self._service_min(ps.site_id, ps.service_min) * 60.0,
                         day_start_us=d0,
                         day_end_us=d1,
                         grace_end_us=grace,
@@ -301,7 +314,7 @@ class ScheduleBoard:
                     stop.window_start_us = ps.window_start_us
                     stop.window_end_us = ps.window_end_us
                     stop.planned_arrival_us = ps.planned_arrival_us
-                    stop.service_s = ps.service_min * 60.0
+                    stop.service_s = self._service_min(ps.site_id, ps.service_min) * 60.0
                     stop.grace_end_us = grace
                 else:
                     stop.vehicle_id = vid  # a served stop keeps its state and facts

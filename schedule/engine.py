@@ -135,6 +135,8 @@ class Board(Protocol):
 
     def load_plan(self, plan: Any, now_us: int) -> Sequence[ScheduleEvent]: ...
 
+    def learn_service_minutes(self, minutes: Mapping[str, float]) -> None: ...
+
     def on_detection(
         self, events: Sequence[DetectionEvent], now_us: int
     ) -> Sequence[ScheduleEvent]: ...
@@ -285,6 +287,11 @@ class Engine:
         self.data_delayed = False
         out += self._downstream(det, [], self.data_now(now_us))
         return out
+
+    def learn_service_minutes(self, minutes: Mapping[str, float]) -> None:
+        """Typical service minutes per site learned from the store (fed back into ETAs)."""
+        if self.board is not None:
+            self.board.learn_service_minutes(minutes)
 
     def load_plan(self, plan: Any, now_us: int) -> list[Any]:
         """Import (or replace, during the day) one date's plan; its events flow on as usual

@@ -43,3 +43,33 @@ async def test_arrivals_service_and_travel_times(pg_dsn: str) -> None:
         ]
         moscow = await travel_times_by_hour(conn, tz="Europe/Moscow")
         assert [t.hour_of_day for t in moscow] == [18]
+
+
+async def test_the_route_analytics_are_served_to_ops_and_refused_to_others(pg_dsn: str) -> None:
+    """``GET /api/ops/v1/route-analytics``: the same figures over real HTTP, for an ops token;
+    401 without a token, 403 for a CRM-only token, 400 naming ``tz`` for a zone that is not."""
+    import json
+
+    from tests.crm_world import CRM_TOKEN, OPS_TOKEN, http_get, serving_crm
+
+    store = await Store.open(pg_dsn, partitioning="native")
+    await store.aclose()
+    async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
+        await write_records(conn, records_from_events(
+            [ev for n in range(100) for ev in stop_life(n)]))  # fmt: skip
+    async with serving_crm(pg_dsn) as server:
+        path = "/api/ops/v1/route-analytics"
+        status, _, body = await http_get(server.port, path, token=OPS_TOKEN)
+        assert status == 200
+        doc = json.loads(body)
+        assert doc["tz"] == "Europe/Moscow"
+        assert len(doc["sites_arrivals"]) == 100
+        assert doc["sites_service"][7]["p50_min"] == 10.0
+        assert doc["travel_by_hour"] == [
+            {"hour_of_day": 18, "legs": 50, "mean_min": 40.0, "p50_min": 40.0, "p90_min": 40.0}
+        ]
+        assert (await http_get(server.port, path))[0] == 401
+        assert (await http_get(server.port, path, token=CRM_TOKEN))[0] == 403
+        status, _, body = await http_get(server.port, path + "?tz=Mars/Olympus", token=OPS_TOKEN)
+        assert status == 400
+        assert json.loads(body)["parameter"] == "tz"
