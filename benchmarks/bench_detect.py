@@ -1,13 +1,16 @@
 """Fixes/s through visit and stop detection for a simulated day, against a per-fix baseline.
 
 Usage: python benchmarks/bench_detect.py [--vehicles 20] [--sites 1500] [--repeats 3]
-       [--batch-fixes 20000] [--scenario DIR]
+       [--batch-fixes 20000] [--scenario DIR] [--compare-full]
 
 The scenario is simulated (or read from --scenario), decoded and matched against its fences
 once, untimed; then the same matched fixes, in receive order and cut into batches, go through
 
 * ``FleetTracker`` (schedule.tracker): per-vehicle numpy masks, run-length encoding, state
-  machines over runs, replay from the last checkpoint on every batch; and
+  machines over runs, replay from the last checkpoint on a batch that can change anything (a
+  batch that provably cannot only appends: ``TrackerStats.appended``);
+* with ``--compare-full``, also ``FleetTracker(incremental=False)`` (the re-run on every batch,
+  as before) in the same run, and a check that both report exactly the same events; and
 * the baseline: a naive per-fix Python state machine (per vehicle, per site: inside/outside with
   a dwell timer and an exit counter; a speed-based stop timer), the textbook implementation
   without the jitter, teleport or late-data rules.
@@ -30,7 +33,7 @@ import numpy.typing as npt
 from core.fixes import FixBatch
 from geofence import FenceIndex, load_sites_geojson
 from ingest.nmea import Decoder
-from schedule.events import VisitCompleted, latest
+from schedule.events import DetectionEvent, VisitCompleted, latest
 from schedule.params import DetectionParams
 from schedule.tracker import FleetTracker
 from simulators.formats import iter_payloads, load_units, unit_files
@@ -60,9 +63,12 @@ def run_tracker(
     units: dict[str, str],
     params: DetectionParams,
     batch_fixes: int,
+    *,
+    incremental: bool = True,
+    out: list[DetectionEvent] | None = None,
 ) -> int:
-    fleet = FleetTracker(site_ids, units, params)
-    events = []
+    fleet = FleetTracker(site_ids, units, params, incremental=incremental)
+    events: list[DetectionEvent] = [] if out is None else out
     n = len(batch)
     for a in range(0, n, batch_fixes):
         b = min(a + batch_fixes, n)
@@ -151,6 +157,11 @@ def main() -> None:
     ap.add_argument("--sites", type=int, default=1500)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch-fixes", type=int, default=20_000)
+    ap.add_argument(
+        "--compare-full",
+        action="store_true",
+        help="also time FleetTracker(incremental=False) and check both report the same events",
+    )
     args = ap.parse_args()
     params = DetectionParams()
     with tempfile.TemporaryDirectory() as tmp:
@@ -164,27 +175,69 @@ def main() -> None:
             f"scenario {scenario}: {len(batch):,} fixes, {len(site_ids)} sites, "
             f"{len(units)} units (decode+match, untimed: {time.perf_counter() - t0:.1f} s)"
         )
-        tracker_s, naive_s = [], []
+        tracker_s, naive_s, full_s = [], [], []
+        tracker_c, naive_c, full_c = [], [], []  # CPU seconds: steadier on a shared machine
         visits = naive_visits = 0
+        inc_events: list[DetectionEvent] = []
+        full_events: list[DetectionEvent] = []
+        bf = args.batch_fixes
         for _ in range(args.repeats):
-            a = time.perf_counter()
-            visits = run_tracker(batch, inside, near, site_ids, units, params, args.batch_fixes)
+            inc_events.clear()
+            a, c = time.perf_counter(), time.process_time()
+            visits = run_tracker(batch, inside, near, site_ids, units, params, bf, out=inc_events)
             tracker_s.append(time.perf_counter() - a)
-            a = time.perf_counter()
+            tracker_c.append(time.process_time() - c)
+            if args.compare_full:
+                full_events.clear()
+                a, c = time.perf_counter(), time.process_time()
+                run_tracker(
+                    batch, inside, near, site_ids, units, params, bf,
+                    incremental=False, out=full_events,
+                )  # fmt: skip
+                full_s.append(time.perf_counter() - a)
+                full_c.append(time.process_time() - c)
+            a, c = time.perf_counter(), time.process_time()
             naive_visits = run_naive(batch, inside, near, units, params)
             naive_s.append(time.perf_counter() - a)
+            naive_c.append(time.process_time() - c)
     n = len(batch)
     t_med, b_med = statistics.median(tracker_s), statistics.median(naive_s)
+    tc, bc = statistics.median(tracker_c), statistics.median(naive_c)
+    if args.compare_full:
+        f_med, fc = statistics.median(full_s), statistics.median(full_c)
+        same = _same_events(inc_events, full_events)
+        print(
+            f"FleetTracker(incremental=False), same run: median {f_med:.2f} s "
+            f"= {n / f_med:,.0f} fixes/s  runs {[round(x, 2) for x in full_s]}; "
+            f"CPU median {fc:.2f} s; incremental speed-up {f_med / t_med:.2f}x wall, "
+            f"{fc / tc:.2f}x CPU; identical events: {same}"
+        )
     print(
         f"FleetTracker (batches of {args.batch_fixes:,} fixes): median {t_med:.2f} s "
         f"= {n / t_med:,.0f} fixes/s ({visits} visits)  runs {[round(x, 2) for x in tracker_s]}"
+        f"; CPU median {tc:.2f} s = {n / tc:,.0f} fixes/CPU-s"
     )
     print(
         f"baseline per-fix Python state machine:  median {b_med:.2f} s "
         f"= {n / b_med:,.0f} fixes/s ({naive_visits} visits, no jitter/teleport/late rules)"
-        f"  runs {[round(x, 2) for x in naive_s]}"
+        f"  runs {[round(x, 2) for x in naive_s]}; "
+        f"CPU median {bc:.2f} s = {n / bc:,.0f} fixes/CPU-s"
     )
-    print(f"ratio tracker/baseline throughput: {b_med / t_med:.2f}x")
+    print(f"ratio tracker/baseline throughput: {b_med / t_med:.2f}x wall, {bc / tc:.2f}x CPU")
+
+
+def _same_events(a: list[DetectionEvent], b: list[DetectionEvent]) -> bool:
+    """Event for event, field by field (NaN equals NaN: HDOP-less units)."""
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b, strict=True):
+        if type(x) is not type(y):
+            return False
+        for name in x.__slots__:
+            u, v = getattr(x, name), getattr(y, name)
+            if not (u == v or (u != u and v != v)):
+                return False
+    return True
 
 
 if __name__ == "__main__":

@@ -93,6 +93,15 @@ def main() -> None:
     t = time.perf_counter()
     board.load_plan(plan, T0 + 6 * 3600 * S)
     load_s = time.perf_counter() - t
+    # baseline in the same run: a polling design re-computes every route on every tick
+    # (measured after the import, every stop still open)
+    naive: list[float] = []
+    for _ in range(5):
+        t = time.perf_counter()
+        for r in list(board._routes.values()):
+            board._refresh_route(r, "tick")
+        naive.append(time.perf_counter() - t)
+
     vids = list(plan.routes)
     ticks: list[float] = []
     batches: list[float] = []
@@ -174,6 +183,10 @@ def main() -> None:
                 "tick": q(ticks),
                 "positions_batch": q(batches),
                 "detection_batch": q(dets),
+                "naive_tick_all_routes": q(naive),
+                "tick_median_vs_naive": round(
+                    statistics.median(ticks) / statistics.median(naive), 4
+                ),
                 "events": events,
             },
             indent=1,

@@ -109,6 +109,33 @@ def synthetic_fix(unit_index: int, t_us: int) -> Fix:
     )
 
 
+def write_demo_tokens(base: Path) -> tuple[Path, dict[str, str]]:
+    """Fresh tokens for this demo run: the head dispatcher D00 and dispatcher D01 (the
+    generated roster's ids), a viewer, and a CRM/ops reader; hashed in ``base/tokens.toml``
+    (the clear tokens are printed once, and written beside it for the CRM example client)."""
+    from fleetwatch.auth import entry_toml, mint
+
+    base.mkdir(parents=True, exist_ok=True)
+    clear: dict[str, str] = {}
+    lines: list[str] = []
+    for user, scopes in (
+        ("D00", ["head_dispatcher"]),
+        ("D01", ["dispatcher"]),
+        ("viewer", ["console:view"]),
+        ("crm", ["crm:read", "ops:read"]),
+    ):
+        token, entry = mint(user, scopes)
+        clear[user] = token
+        lines.append(entry_toml(entry))
+    path = base / "tokens.toml"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    path.chmod(0o600)
+    secret = base / "demo-tokens.txt"
+    secret.write_text("".join(f"{u} {t}\n" for u, t in clear.items()), encoding="utf-8")
+    secret.chmod(0o600)
+    return path, clear
+
+
 def corrupt(payload: bytes) -> bytes:
     """Flip one character of the first sentence: its checksum no longer vouches for it."""
     i = payload.index(b",") + 3
@@ -354,6 +381,18 @@ async def demo_main(settings: Settings, args: argparse.Namespace, out: TextIO) -
                 file=out,
                 flush=True,
             )
+            if running.http_port is not None and running.engine is not None:
+                base_url = f"http://{settings.http_host}:{running.http_port}"
+                tokens = getattr(args, "console_tokens", {})
+                print(
+                    f"fleetwatch demo: dispatcher console {base_url}/?token="
+                    f"{tokens.get('D01', '')}  (viewer: {base_url}/?token="
+                    f"{tokens.get('viewer', '')}; CRM feed: {base_url}/api/crm/v1/"
+                    "visit-exceptions with 'Authorization: Bearer <crm token in "
+                    f"{settings.tokens_file}>')",
+                    file=out,
+                    flush=True,
+                )
             if args.fleet == "simulator":
                 fleet_run = publish_scenario(settings, args.scenario, args.speed, fleet)
             else:
@@ -490,10 +529,18 @@ def run(args: argparse.Namespace) -> int:
         units_file = args.units_file or write_units_csv(
             base / "units.csv", demo_units(args.vehicles)
         )
+    plans_dir = settings.plans_dir
+    if plans_dir is None and args.scenario is not None and (args.scenario / "plans.csv").is_file():
+        plans_dir = args.scenario  # the schedule, alerts and visit exceptions live
+    tokens_file, console_tokens = write_demo_tokens(base)
     settings = dataclasses.replace(
         settings,
         units_file=units_file,
         sites_file=sites_file,
+        plans_dir=plans_dir,
+        tokens_file=settings.tokens_file or tokens_file,
+        outbox_journal_file=settings.outbox_journal_file or base / "outbox-journal.sqlite",
+        spool_file=settings.spool_file or base / "spool.sqlite",
         mqtt_client_id=settings.mqtt_client_id + "-demo",
         # short-lived, and forgotten at exit (forget_session): a broker must not queue a
         # fleet's data for days for a demo session nobody will resume
@@ -516,6 +563,7 @@ def run(args: argparse.Namespace) -> int:
                     print(f"fleetwatch demo: {yesterday} is already stored: replaying {day}",
                           flush=True)  # fmt: skip
             try:
+                args.console_tokens = console_tokens
                 return asyncio.run(demo_main(servers.settings, args, sys.stdout))
             finally:
                 asyncio.run(_forget_session(servers.settings))

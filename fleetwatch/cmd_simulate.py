@@ -31,9 +31,20 @@ from simulators.publish import (
     last_receive_us,
     publish_scenario,
 )
-from simulators.scenario import ScenarioParams, write_scenario
+from simulators.scenario import NOISE_MODELS, ScenarioParams, write_scenario
 
-_RATES = ("skip", "late", "jam", "lunch", "driveby", "multipath", "dropout", "bad")
+_RATES = (
+    "skip",
+    "late",
+    "jam",
+    "lunch",
+    "driveby",
+    "multipath",
+    "dropout",
+    "bad",
+    "cancel",
+    "breakdown",
+)
 
 
 def _pair(text: str) -> tuple[float, float]:
@@ -82,6 +93,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"GPS noise in metres, per unit between MIN and MAX "
         f"(default {d.noise_min_m:g},{d.noise_max_m:g})",
     )
+    g.add_argument(
+        "--noise-model",
+        choices=NOISE_MODELS,
+        default=d.noise_model,
+        help="multipath: white noise (6 m parked, 3 m moving), 1%% of parked fixes 40-80 m "
+        "outliers, jams as stands with short creeps (issue 11's independent generator)",
+    )
     for name in _RATES:
         default = getattr(d, f"{name}_rate")
         g.add_argument(f"--{name}-rate", type=float, default=default, help=f"default {default}")
@@ -89,6 +107,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help=f"units whose clock is wrong (default {d.clock_off_units})")  # fmt: skip
     g.add_argument("--silent-units", type=int, default=d.silent_units,
                    help=f"units that never report (default {d.silent_units})")  # fmt: skip
+    g.add_argument(
+        "--coverage-gap-units",
+        type=int,
+        default=d.coverage_gap_units,
+        help="units out of coverage across a stop's window end, backlog after window end + 30 min",
+    )
     g.add_argument("--quiet", action="store_true", help="inject nothing (GPS noise stays)")
     p = parser.add_argument_group("live publishing")
     p.add_argument("--publish", metavar="URL", help="mqtt://[user:pass@]host:port")
@@ -129,8 +153,10 @@ def _params(args: argparse.Namespace, *, default_date: dt.date | None) -> Scenar
         slow_rate_hz=args.slow_rate_hz,
         noise_min_m=args.noise_m[0],
         noise_max_m=args.noise_m[1],
+        noise_model=args.noise_model,
         clock_off_units=args.clock_off_units,
         silent_units=args.silent_units,
+        coverage_gap_units=args.coverage_gap_units,
         **kw,
     )
     return p.quiet() if args.quiet else p
@@ -240,6 +266,7 @@ def run(args: argparse.Namespace) -> int:
             "visits": len(truth.visits),
             "skipped": len(truth.skipped),
             "late": len(truth.late),
+            "cancelled": len(truth.cancelled),
             "seconds": round(secs, 2),
         }
         print(json.dumps(summary))

@@ -96,6 +96,14 @@ class Settings:
     plans_dir: Path | None = None
     #: dispatchers, shifts and responsibilities (TOML/JSON); None = a generated roster
     roster_file: Path | None = None
+    #: hashed bearer tokens of the console and the APIs (python -m fleetwatch.auth mints them)
+    tokens_file: Path | None = None
+    #: fsynced local journal of engine records while the database is down; None = memory only
+    outbox_journal_file: Path | None = None
+    #: the console's background map tiles (a Leaflet URL template); None = no tiles (offline)
+    map_tile_url: str | None = None
+    #: dispatcher KPIs: the service level, an alert acknowledged within this many minutes
+    crm_sla_minutes: float = 10.0
 
     # -- ops: start-up, health, broker watch, sites region (docs/configuration.md) ------------
     #: at start, wait up to this long for the database and the broker (retrying with
@@ -150,6 +158,8 @@ class Settings:
                 out.append(f"{env_name(name)} must be >= 0, got {getattr(self, name)}")
         if not self.detect_interval_ms > 0:
             out.append(f"{env_name('detect_interval_ms')} must be > 0")
+        if not self.crm_sla_minutes > 0:
+            out.append(f"{env_name('crm_sla_minutes')} must be > 0")
         if self.http_port is not None and not 0 <= self.http_port <= 65535:
             out.append(f"{env_name('http_port')} must be 0..65535 or 'off'")
         if self.log_level not in _LOG_LEVELS:
@@ -344,6 +354,10 @@ FIELDS: dict[str, Callable[[str], Any]] = {
     "sites_file": _optional_path,
     "plans_dir": _optional_path,
     "roster_file": _optional_path,
+    "tokens_file": _optional_path,
+    "outbox_journal_file": _optional_path,
+    "map_tile_url": _optional_str,
+    "crm_sla_minutes": _float,
     "detect_interval_ms": _float,
     # -- ops --
     "startup_wait_s": _float,
@@ -491,7 +505,7 @@ def problems_for_run(settings: Settings) -> list[str]:
     if not settings.database_url:
         out.append(f"no database configured: set {env_name('database_url')} (or [database] url, "
                    "or --database-url)")  # fmt: skip
-    for name in ("units_file", "sites_file", "roster_file"):
+    for name in ("units_file", "sites_file", "roster_file", "tokens_file"):
         path: Path | None = getattr(settings, name)
         if path is not None and not path.is_file():
             out.append(f"{env_name(name)}={path}: no such file; give the path of an existing file")

@@ -26,7 +26,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from core.fixes import FixBatch
 from fleetwatch.engine_metrics import EngineMetrics
@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 #: Recent engine output kept for the demo and tests (the real consumers are the publishers).
 RECENT_EVENTS = 100_000
 Publisher = Callable[[Sequence[Any]], None]
+
+
+class CommandHook(Protocol):
+    def __call__(self, cmd: Command, *, at_us: int) -> Awaitable[Any]: ...
 
 
 @dataclass(slots=True)
@@ -68,6 +72,7 @@ class LiveEngine:
         self._clock_us = clock_us
         self._inbox: asyncio.Queue[FixBatch | _Call] = asyncio.Queue(queue_batches)
         self._publishers = list(publishers)
+        self._command_hooks: list[CommandHook] = []
         self.recent: collections.deque[Any] = collections.deque(maxlen=RECENT_EVENTS)
         self._idle_at = time.monotonic()  # last moment with nothing waiting
         self.offer_wait_s = 0.0
@@ -90,6 +95,11 @@ class LiveEngine:
             self._idle_at = time.monotonic()
             return 0.0
         return max(0.0, time.monotonic() - self._idle_at)
+
+    def add_command_hook(self, hook: CommandHook) -> None:
+        """Called (awaited) with every accepted command and its engine time, e.g. to journal
+        it durably for a restart; a hook that raises makes the submit raise."""
+        self._command_hooks.append(hook)
 
     def add_publisher(self, publisher: Publisher) -> None:
         self._publishers.append(publisher)
@@ -119,8 +129,18 @@ class LiveEngine:
             return await done
 
     async def submit(self, cmd: Command, *, timeout_s: float = 10.0) -> list[Any]:
-        """A dispatcher's command; raises ``CommandRefused`` as the engine does."""
-        result: list[Any] = await self.call(lambda e, now: e.command(cmd, now), timeout_s=timeout_s)
+        """A dispatcher's command; raises ``CommandRefused`` as the engine does.  An accepted
+        one is handed to the command hooks (journal) before this returns."""
+        at: list[int] = []
+
+        def run(e: Engine, now: int) -> list[Any]:
+            out = e.command(cmd, now)
+            at.append(now)
+            return out
+
+        result: list[Any] = await self.call(run, timeout_s=timeout_s)
+        for hook in self._command_hooks:
+            await hook(cmd, at_us=at[0])
         return result
 
     async def flush(self, *, timeout_s: float = 60.0) -> list[Any]:

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import gc
 import json
 import logging
 import signal
@@ -23,17 +24,24 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from alerts.records import AlertVersion, ExceptionVersion
 from core.fixes import FixBatch
+from fleetwatch.auth import Authenticator, load_tokens
 from fleetwatch.broker_watch import open_sys_watcher
 from fleetwatch.config import ConfigError, Settings
+from fleetwatch.console import register_console
+from fleetwatch.crm_api import crm_router, open_crm_pool
 from fleetwatch.engine_metrics import EngineMetrics
-from fleetwatch.engine_setup import build_engine, load_schedule, load_sites
+from fleetwatch.engine_setup import Schedule, build_engine, load_schedule, load_sites
 from fleetwatch.health import Health, PostgresProbe, health_limits, reading_from
 from fleetwatch.live_engine import LiveEngine
 from fleetwatch.regions import sites_for_run
 from fleetwatch.startup import wait_for_dependencies
+from fleetwatch.store_writer import StoreWriter
 from fleetwatch.web import WebOptions, WebServer, WebShell, open_web_server
+from geofence import SiteLoad
 from ingest.batcher import BatchLimits
 from ingest.metrics import IngestMetrics, SourceCounters
 from ingest.mqtt import MqttSettings, MqttSource, parse_mqtt_url, unit_id_from_topic
@@ -42,10 +50,13 @@ from ingest.nmea import warm_up as warm_up_decoder
 from ingest.registry import UnitEntry, UnitRegistry, read_units_csv
 from ingest.service import IngestOptions, IngestService, wall_clock_us
 from schedule.engine import Engine, EngineParams
+from schedule.events import DetectionEvent
 from schedule.plans import DayPlan
+from schedule.stop_events import Command, CommandRefused
 from store import Store, StoreUnavailable, StoreWriteError, UnitRow
 from store.spool import SpoolingSink
 from store.spool_metrics import register_spool_metrics
+from ws.pages import page_router
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +196,15 @@ async def run_ingest(
             timeout_s=settings.database_timeout_s,
         )
         stack.push_async_callback(store.aclose)
+        tokens = load_console_tokens(settings)
+        # the CRM / ops pull API reads the store through a small pool of its own, so a slow
+        # report never takes a connection ingest needs
+        crm_pool = await stack.enter_async_context(
+            open_crm_pool(settings.database_url, max_size=4)
+        )
+        shell.include_router(
+            crm_router(pool_or_store=crm_pool, tokens=tokens, sla_minutes=settings.crm_sla_minutes)
+        )
         registry = await load_registry(settings, store)
         log.info("unit registry: %d units (accept unknown: %s)", len(registry),
                  registry.accept_unknown)  # fmt: skip
@@ -201,7 +221,15 @@ async def run_ingest(
             register_spool_metrics(metrics.registry, spool.statistics)
         else:
             log.info("no spool (FLEETWATCH_SPOOL_FILE unset): a database outage stops acks")
-        engine = build_live_engine(settings, registry, metrics)
+        stages = build_live_engine(settings, registry, metrics)
+        engine = stages.live if stages is not None else None
+        writer = (
+            attach_consumers(stages, settings, shell, metrics.registry, tokens)
+            if stages is not None
+            else None
+        )
+        if writer is not None:
+            stack.push_async_callback(writer.aclose)
         # the decoder's kernel compiles (~4 s cold) in a worker thread, before any message
         await asyncio.to_thread(warm_up_decoder)
         source = MqttSource(
@@ -242,8 +270,8 @@ async def run_ingest(
         if web is not None:
             http_port = web.port
             log.info("metrics at http://%s:%d/metrics", settings.http_host, http_port)
-        if engine is not None:
-            await _restore_engine(engine, store)
+        if stages is not None:
+            await _start_engine(stages, store, writer, settings)
         if on_ready is not None:
             on_ready(
                 Running(
@@ -279,6 +307,8 @@ async def run_ingest(
                 )
             if engine is not None:
                 helpers.append(tg.create_task(engine.run(), name="engine"))
+            if writer is not None:
+                helpers.append(tg.create_task(writer.run(), name="store-writer"))
             if spool is not None:
                 helpers.append(tg.create_task(spool.run_drain(), name="store-spool-drain"))
             tg.create_task(
@@ -305,8 +335,10 @@ def _load_plan(plan: DayPlan, engine: Engine, now_us: int) -> list[Any]:
     return engine.load_plan(plan, now_us)
 
 
-def _restore(fixes: FixBatch, engine: Engine, now_us: int) -> list[Any]:
-    return engine.restore(fixes, now_us) if len(fixes) else []
+def _restore(
+    fixes: FixBatch, previous: Sequence[DetectionEvent], engine: Engine, now_us: int
+) -> list[Any]:
+    return engine.restore(fixes, now_us, previous)
 
 
 def _set_units(units: dict[str, str], engine: Engine, _now_us: int) -> None:
@@ -317,10 +349,20 @@ def vehicles_of(registry: UnitRegistry) -> dict[str, str]:
     return {unit: entry.vehicle_id for unit, entry in registry.items()}
 
 
+@dataclass(slots=True)
+class LiveStages:
+    """The engine and what the wiring attaches to it before ingest starts."""
+
+    live: LiveEngine
+    sites: SiteLoad
+    schedule: Schedule | None
+
+
 def build_live_engine(
     settings: Settings, registry: UnitRegistry, metrics: IngestMetrics
-) -> LiveEngine | None:
+) -> LiveStages | None:
     """The live engine over ``settings.sites_file``; None (logged) when none is configured.
+    Plans are imported later (:func:`_start_engine`), once every consumer is attached.
 
     Raises :class:`fleetwatch.engine_setup.SitesFileError` when the file as a whole is
     unusable."""
@@ -345,32 +387,105 @@ def build_live_engine(
     )
     live = LiveEngine(engine, em, clock_us=wall_clock_us)
     live.add_publisher(log_alert_records)
-    if schedule is not None:
-        for plan in schedule.inputs.plans.values():
-            live.apply_now(functools.partial(_load_plan, plan), wall_clock_us())
-        log.info("schedule: %d plans from %s, %d problems (logged), roster of %d",
-                 len(schedule.inputs.plans), settings.plans_dir, len(schedule.inputs.problems),
-                 len(schedule.roster.dispatchers))  # fmt: skip
     log.info("engine: %d sites from %s (%d problems), a detection round every %g ms",
              len(load.sites), settings.sites_file, len(load.problems),
              settings.detect_interval_ms)  # fmt: skip
-    return live
+    return LiveStages(live=live, sites=load, schedule=schedule)
 
 
-async def _restore_engine(engine: LiveEngine, store: Store) -> None:
-    """Re-read the last ``horizon_s`` of stored fixes into the engine before ingest starts, so
-    visits in progress at a restart go on under their old ids (reliability: kill -9, restart)."""
+def attach_consumers(
+    stages: LiveStages,
+    settings: Settings,
+    shell: WebShell,
+    registry: CollectorRegistry,
+    tokens: Authenticator,
+) -> StoreWriter | None:
+    """The engine's consumers, attached before anything is published: the store writer
+    (outbox: what the CRM reads), the dispatcher console (websocket + page)."""
+    live = stages.live
+    writer: StoreWriter | None = None
+    if settings.database_url:
+        writer = StoreWriter(
+            settings.database_url,
+            journal_path=settings.outbox_journal_file,
+            clock_us=wall_clock_us,
+            registry=registry,
+        )
+        live.add_publisher(writer.publish)
+        live.add_command_hook(writer.record_command)
+    roster = stages.schedule.roster if stages.schedule is not None else None
+    register_console(shell, live, tokens=tokens, sites=stages.sites.sites, roster=roster)
+    shell.include_router(page_router(tile_url=settings.map_tile_url))
+    return writer
+
+
+def load_console_tokens(settings: Settings) -> Authenticator:
+    """Who may use the console and the APIs: ``FLEETWATCH_TOKENS_FILE`` (hashed tokens), or
+    nobody (every connection refused with 4401 / 401, logged once)."""
+    if settings.tokens_file is None:
+        log.warning("no tokens file (FLEETWATCH_TOKENS_FILE): the console and the CRM API "
+                    "refuse everyone; mint tokens with `python -m fleetwatch.auth`")  # fmt: skip
+        return Authenticator([])
+    return load_tokens(settings.tokens_file)
+
+
+async def _start_engine(
+    stages: LiveStages, store: Store, writer: StoreWriter | None, settings: Settings
+) -> None:
+    """Before ingest starts: import the day plans, then rebuild the state a previous life had
+    (a restart after kill -9): the detection events it published (from the outbox), the last
+    ``horizon_s`` of stored fixes, and the dispatchers' accepted commands of the day (from the
+    commands journal).  What is re-derived carries the same ids and content, so the outbox
+    recognises it and the CRM is told nothing twice."""
+    live = stages.live
+    if stages.schedule is not None:
+        try:  # analytics fed back into the ETA model: typical service time per site
+            learned = await store.learned_service_minutes()
+        except StoreUnavailable:
+            learned = {}
+        live.engine.learn_service_minutes(learned)
+        for plan in stages.schedule.inputs.plans.values():
+            live.apply_now(functools.partial(_load_plan, plan), wall_clock_us())
+        log.info("schedule: %d plans from %s, %d problems (logged), roster of %d",
+                 len(stages.schedule.inputs.plans), settings.plans_dir,
+                 len(stages.schedule.inputs.problems),
+                 len(stages.schedule.roster.dispatchers))  # fmt: skip
     now = wall_clock_us()
-    horizon_us = round(engine.engine.detection.horizon_s * 1e6)
+    horizon_us = round(live.engine.detection.horizon_s * 1e6)
     try:
         fixes = await store.recent_fixes(now - horizon_us, now + 300_000_000)
+        previous = await store.detection_events_since(now - 2 * horizon_us)
     except StoreUnavailable as exc:
         log.warning("engine starts empty: cannot read recent fixes (%s); visits in progress "
                     "at the restart get new ids", exc)  # fmt: skip
         return
-    engine.apply_now(functools.partial(_restore, fixes), now)
-    log.info("engine restored from %d stored fixes of the last %.0f h",
-             len(fixes), horizon_us / 3.6e9)  # fmt: skip
+    if len(fixes) or previous:
+        live.apply_now(functools.partial(_restore, fixes, previous), now)
+        log.info("engine restored from %d stored fixes of the last %.0f h and %d published "
+                 "detection events", len(fixes), horizon_us / 3.6e9, len(previous))  # fmt: skip
+    # what was built so far lives all day: keep it out of the cyclic collector's full passes
+    # (each took 0.3–0.5 s at 30,000 stops, a tick that long stalls the engine)
+    gc.freeze()
+    if writer is None:
+        return
+    day_start = now - 86_400 * 1_000_000
+    try:
+        commands = await writer.commands_since(day_start)
+    except StoreUnavailable as exc:
+        log.warning("dispatcher commands of today not re-applied (%s)", exc)
+        return
+    for at_us, cmd in commands:
+        live.apply_now(functools.partial(_reapply, cmd, at_us), now)
+    if commands:
+        log.info("re-applied %d dispatcher commands from the journal", len(commands))
+
+
+def _reapply(cmd: Command, at_us: int, engine: Engine, _now_us: int) -> list[Any]:
+    try:
+        return engine.command(cmd, at_us)
+    except CommandRefused as exc:  # e.g. an acknowledged alert that no longer exists
+        log.info("journaled command %s not re-applied: %s", type(cmd).__name__, exc)
+        return []
 
 
 async def _shutdown_when(

@@ -187,6 +187,9 @@ class ScheduleBoard:
         self._due: dict[str, UnplannedDue] = {}
         self._heap: list[tuple[int, str, str]] = []
         self.bad_input = 0  # detection events for unknown sites/vehicles (counted, ignored)
+        #: typical service minutes per site learned from past visits (the store's analytics):
+        #: used for ETAs instead of the plan's estimate where known
+        self.learned_service_min: dict[str, float] = {}
 
     # -- time --------------------------------------------------------------------------------
 
@@ -225,8 +228,11 @@ class ScheduleBoard:
                 if stop is not None and stop.state not in TERMINAL:
                     before = stop.state
                     out += self._settle(stop, "tick")
-                    if stop.state != before:
-                        routes.add(route_id_of(stop.date.isoformat(), stop.vehicle_id))
+                    r = self._routes.get(route_id_of(stop.date.isoformat(), stop.vehicle_id))
+                    if stop.state != before and r is not None:
+                        # at the route's next slot: a minute at which 1,000 windows end must
+                        # not re-compute 1,000 routes in one tick
+                        self._schedule_refresh(r)
             elif kind == "route":
                 r = self._routes.get(key)
                 if r is not None and r.due_us == t:
@@ -243,6 +249,16 @@ class ScheduleBoard:
         return out
 
     # -- plans -------------------------------------------------------------------------------
+
+    def learn_service_minutes(self, minutes: Mapping[str, float]) -> None:
+        """Typical service time per site from past visits (analytics fed back into the ETA
+        model); plans imported after this use it instead of their own estimate."""
+        self.learned_service_min = {
+            k: float(v) for k, v in minutes.items() if 0.0 < float(v) <= 24 * 60
+        }
+
+    def _service_min(self, site_id: str, planned: float) -> float:
+        return self.learned_service_min.get(site_id, planned)
 
     def load_plan(self, plan: DayPlan, now_us: int) -> list[ScheduleEvent]:
         """Import or replace one date's plan.  Stops already decided keep their state (and
@@ -286,7 +302,7 @@ class ScheduleBoard:
                         window_start_us=ps.window_start_us,
                         window_end_us=ps.window_end_us,
                         planned_arrival_us=ps.planned_arrival_us,
-                        service_s=ps.service_min * 60.0,
+                        service_s=self._service_min(ps.site_id, ps.service_min) * 60.0,
                         day_start_us=d0,
                         day_end_us=d1,
                         grace_end_us=grace,
@@ -298,7 +314,7 @@ class ScheduleBoard:
                     stop.window_start_us = ps.window_start_us
                     stop.window_end_us = ps.window_end_us
                     stop.planned_arrival_us = ps.planned_arrival_us
-                    stop.service_s = ps.service_min * 60.0
+                    stop.service_s = self._service_min(ps.site_id, ps.service_min) * 60.0
                     stop.grace_end_us = grace
                 else:
                     stop.vehicle_id = vid  # a served stop keeps its state and facts
@@ -600,6 +616,7 @@ class ScheduleBoard:
                             (ev.arrival_us - dep) / 1e6,
                             hour_of(dep),
                             self._planned_leg(ev.vehicle_id, a_site, ev.site_id),
+                            ev.vehicle_id,
                         )
                 veh.open_visit = (ev.visit_id, ev.site_id, ev.arrival_us)
         else:
@@ -647,8 +664,7 @@ class ScheduleBoard:
         site = self.sites[site_id]
         for vid in sorted(self._site_visits.get(site_id, ())):
             v = self._visits[vid]
-            day = dt.datetime.fromtimestamp(v.arrival_us / 1e6, tz=dt.UTC)
-            local = _local_date(v.arrival_us, site.tz) if site.tz else day.date()
+            local = _local_date(v.arrival_us, site.tz or "UTC")
             prev = self._unplanned.get(vid)
             if local in held_days or self._has_stop(site_id, local):
                 if prev is not None and not prev.retracted:
@@ -986,9 +1002,30 @@ class ScheduleBoard:
         route.eta_at_us = now
         route.due_us = None
         stops = self._stops
-        remaining = [stops[s] for s in route.stop_ids if stops[s].state not in TERMINAL]
-        veh = self._vehicles[route.vehicle_id]
+        # stops before the last one this route's vehicle served were driven past (skipped):
+        # they are not on the way any more, so they neither delay the ETAs of the stops after
+        # it nor get one; they are at risk, and the clock will make them late and missed
+        last_served = -1
+        for k, sid_ in enumerate(route.stop_ids):
+            st_ = stops[sid_]
+            if (
+                st_.state == "visited"
+                and st_.visit is not None
+                and st_.visit.vehicle_id == route.vehicle_id
+            ):
+                last_served = k
         out: list[ScheduleEvent] = []
+        for sid_ in route.stop_ids[: max(last_served, 0)]:
+            st_ = stops[sid_]
+            if st_.state == "pending":
+                st_.eta_us = None
+                out += self._apply(
+                    st_, ["eta_late"], cause, reason="the vehicle went past it (served later stops)"
+                )
+        remaining = [
+            stops[s] for s in route.stop_ids[last_served + 1 :] if stops[s].state not in TERMINAL
+        ]
+        veh = self._vehicles[route.vehicle_id]
         etas = np.zeros(0, np.int64)
         ids: tuple[str, ...] = ()
         if remaining:

@@ -35,7 +35,14 @@ import numpy as np
 import numpy.typing as npt
 
 from core.fixes import FixBatch
-from schedule.events import DetectionEvent
+from schedule.events import (
+    DetectionEvent,
+    StopEnded,
+    StopStarted,
+    VisitCompleted,
+    VisitStarted,
+    latest,
+)
 from schedule.params import DetectionParams
 from schedule.stop_events import (
     AlertCommand,
@@ -103,8 +110,9 @@ class EngineParams:
 class DataDelayed:
     """No fix from any unit for a while (``active``), or data flows again (not ``active``).
 
-    While active, the schedule does not advance: nothing is declared late or missed on the
-    strength of silence that may be ours.
+    While active, the data clock does not advance (it is the newest fix), so nothing is
+    declared late or missed on the strength of silence that may be ours; consoles and
+    operators are told.
     """
 
     active: bool
@@ -126,6 +134,8 @@ class Board(Protocol):
     """The schedule stage (schedule/board.py): stop states, ETA, vehicle conditions."""
 
     def load_plan(self, plan: Any, now_us: int) -> Sequence[ScheduleEvent]: ...
+
+    def learn_service_minutes(self, minutes: Mapping[str, float]) -> None: ...
 
     def on_detection(
         self, events: Sequence[DetectionEvent], now_us: int
@@ -278,6 +288,11 @@ class Engine:
         out += self._downstream(det, [], self.data_now(now_us))
         return out
 
+    def learn_service_minutes(self, minutes: Mapping[str, float]) -> None:
+        """Typical service minutes per site learned from the store (fed back into ETAs)."""
+        if self.board is not None:
+            self.board.learn_service_minutes(minutes)
+
     def load_plan(self, plan: Any, now_us: int) -> list[Any]:
         """Import (or replace, during the day) one date's plan; its events flow on as usual
         (e.g. ``UnplannedDue`` for a site due today that no route holds)."""
@@ -289,16 +304,32 @@ class Engine:
         self.stats.schedule_events += len(sched)
         return [*sched, *self._to_stages(sched, data_now)]
 
-    def restore(self, fixes: FixBatch, now_us: int) -> list[Any]:
+    def restore(
+        self, fixes: FixBatch, now_us: int, previous: Sequence[DetectionEvent] = ()
+    ) -> list[Any]:
         """Rebuild state after a restart from the stored fixes of the last ``horizon_s``.
 
-        The fixes go through the same path as live ones (one round); the events they re-derive
-        carry the same ids as before the restart (ids come from stable facts), so a consumer
-        that already has them (the store's outbox) recognises them and publishes nothing new.
-        Fixes the broker redelivers afterwards are duplicates the tracker drops.
+        *previous*: the detection events published before the restart (the latest version of
+        each, from the store).  The tracker adopts them, so re-derived visits keep their ids
+        and an unchanged one emits nothing, and visits that began before the re-read fixes
+        stand as they were; the board learns from them which stops were already served, so a
+        stop visited before the re-read window is not decided "missed" anew.  Without
+        *previous*, each unit's fixes are taken from its first settled moment only (a visit in
+        progress at the edge of the window would otherwise be re-derived truncated, under a
+        new id).  The re-read fixes then go through the same path as live ones (one round).
         """
-        fixes = self._from_idle(fixes)
-        out = self.feed(fixes, now_us)
+        out: list[Any] = []
+        prev = [e for e in latest(list(previous)).values() if not e.retracted]
+        if prev:
+            self.tracker.restore(prev)
+            if self.board is not None:
+                t = max(_event_time(e) for e in prev)
+                sched = list(self.board.on_detection(prev, t))
+                self.stats.schedule_events += len(sched)
+                out += [*sched, *self._to_stages(sched, t)]
+        else:
+            fixes = self._from_idle(fixes)
+        out += self.feed(fixes, now_us)
         return out + self.flush(now_us)
 
     def _from_idle(self, fixes: FixBatch, *, settle_s: float = 60.0) -> FixBatch:
@@ -370,6 +401,18 @@ class Engine:
         return out
 
     # -- the index and the registry can change while running -------------------------------------
+
+    def set_sites(self, matcher: Matcher, site_ids: Sequence[str], now_us: int) -> list[Any]:
+        """Swap in a new fence index (a new day's site list, a site edited during the day).
+
+        Sites are known by id: a visit in progress at a site still listed goes on under its id,
+        whatever position the new index gives the site; one to a site no longer listed closes
+        (``closed_by="site_removed"``).  Fixes waiting for the next round are matched with the
+        new index, which is the current truth."""
+        now_us = self._clock(now_us)
+        self._matcher = matcher
+        det = self.tracker.use_sites(site_ids)
+        return self._downstream(det, [], self.data_now(now_us))
 
     def set_units(self, unit_to_vehicle: Mapping[str, str]) -> None:
         """The unit registry was reloaded: later rounds map units to vehicles with this."""
@@ -468,11 +511,13 @@ class Engine:
                 sched += self.board.on_detection(det, data_now)
             if positions:
                 sched += self.board.on_positions(positions, data_now)
-            if not self.data_delayed:
-                sched += self.board.tick(data_now)
+            # no gate on "data delayed": the data clock itself stalls while nothing arrives,
+            # so silence cannot make anything late; old data that flows (a backlog, a replayed
+            # day) moves it, and its decisions are due
+            sched += self.board.tick(data_now)
         self.stats.schedule_events += len(sched)
         out += sched
-        out += self._to_stages(sched, data_now, tick=not self.data_delayed)
+        out += self._to_stages(sched, data_now, tick=True)
         return out
 
     def _to_stages(
@@ -508,6 +553,17 @@ class Engine:
 
     def vehicles(self) -> Collection[str]:
         return tuple(self.tracker.vehicles)
+
+
+def _event_time(ev: DetectionEvent) -> int:
+    if isinstance(ev, VisitCompleted):
+        return ev.departure_us
+    if isinstance(ev, StopEnded):
+        return ev.end_us
+    if isinstance(ev, VisitStarted):
+        return ev.confirmed_us
+    assert isinstance(ev, StopStarted)
+    return ev.start_us
 
 
 def drive(

@@ -36,6 +36,8 @@ F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
 _M_PER_DEG_LAT = 110_574.0
+#: legs of a vehicle's own that make its actual / planned ratio (the median of the last ones)
+OWN_LEGS = 3
 _M_PER_DEG_LON_EQ = 111_320.0
 
 
@@ -61,10 +63,16 @@ class TravelModel:
             deque(maxlen=max(1, params.learned_legs_per_hour)) for _ in range(24)
         ]
         self._ratio: list[float] = [1.0] * 24
+        self._own: dict[str, deque[float]] = {}
         self.legs_learned = 0
 
     def learn(
-        self, dist_m: float, duration_s: float, hour: int, planned_s: float | None = None
+        self,
+        dist_m: float,
+        duration_s: float,
+        hour: int,
+        planned_s: float | None = None,
+        vehicle_id: str | None = None,
     ) -> bool:
         """Add one leg (and its planned drive time when the plan holds it); False (ignored)
         when it is not a plausible drive."""
@@ -75,7 +83,11 @@ class TravelModel:
         used = False
         if planned_s is not None and planned_s >= 60.0:
             ratios = self._ratios[h]
-            ratios.append(min(max(duration_s / planned_s, 0.25), 6.0))
+            r = min(max(duration_s / planned_s, 0.25), 6.0)
+            ratios.append(r)
+            if vehicle_id is not None:
+                own = self._own.setdefault(vehicle_id, deque(maxlen=OWN_LEGS))
+                own.append(r)
             if len(ratios) >= p.min_learned_legs:
                 self._ratio[h] = float(np.median(np.fromiter(ratios, np.float64)))
             used = True
@@ -92,8 +104,14 @@ class TravelModel:
     def speed_mps(self, hour: int) -> float:
         return self._speed[hour % 24]
 
-    def ratio(self, hour: int) -> float:
-        """Recent actual / planned drive time (1.0 until learned)."""
+    def ratio(self, hour: int, vehicle_id: str | None = None) -> float:
+        """Recent actual / planned drive time: the vehicle's own last legs once it has
+        ``OWN_LEGS`` of them (a congested truck stays congested, an uncongested one is not
+        slowed by the others' jams), else the fleet's for the hour (1.0 until learned)."""
+        if vehicle_id is not None:
+            own = self._own.get(vehicle_id)
+            if own is not None and len(own) >= OWN_LEGS:
+                return float(np.median(np.fromiter(own, np.float64)))
         return self._ratio[hour % 24]
 
 

@@ -11,8 +11,9 @@ The figures are issue 8's (docs/schedule.md):
   that began at least ``foresee_min`` before their window end (recall), and "false at risk":
   stops flagged at risk that then kept their window, as a share of all stops.
 
-Visits the data cannot show (``observed: false`` in truth: a silent unit) are excluded and
-counted.  Truth times are ISO-8601 UTC strings as ``truth.json`` writes them.
+Visits the data cannot show (``observed: false`` in truth, or a unit that went silent before
+the visit's first ``min_dwell_s``) are excluded and counted.  Truth times are ISO-8601 UTC
+strings as ``truth.json`` writes them.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ def evaluate_schedule(
     late_within_s: float = 60.0,
     delay_min: float = 30.0,
     foresee_min: float = 60.0,
+    min_dwell_s: float = 120.0,
 ) -> ScheduleFigures:
     date = str(truth["scenario"]["date"])
     history: dict[str, list[StopChanged]] = {}
@@ -86,10 +88,18 @@ def evaluate_schedule(
 
     skipped = {stop_id_of(date, s["site_id"]) for s in truth.get("skipped", [])}
     cancelled = {stop_id_of(date, s["site_id"]) for s in truth.get("cancelled", [])}
-    observed = {stop_id_of(date, v["site_id"]) for v in truth["visits"] if v.get("observed", True)}
-    unobserved = {
-        stop_id_of(date, v["site_id"]) for v in truth["visits"] if not v.get("observed", True)
-    }
+    silent_from = {u["unit_id"]: _us(u["from"]) for u in truth.get("silent_units", [])}
+
+    def observable(v: Mapping[str, Any]) -> bool:
+        # truth's "observed" means some fix of the visit was sent; detection needs the
+        # visit's first min_dwell_s of fixes, so a unit going silent before that hides it
+        if not v.get("observed", True):
+            return False
+        cut = silent_from.get(v.get("unit_id", ""))
+        return cut is None or cut >= _us(v["arrival"]) + min_dwell_s * 1e6
+
+    observed = {stop_id_of(date, v["site_id"]) for v in truth["visits"] if observable(v)}
+    unobserved = {stop_id_of(date, v["site_id"]) for v in truth["visits"] if not observable(v)}
     skipped_once = sum(
         1 for s in skipped if s in final and final[s].state == "missed" and missed_decisions(s) == 1
     )

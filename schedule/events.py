@@ -16,8 +16,10 @@ from typing import Any, Literal
 from core.fixes import iso_utc
 
 #: Why a visit or stop ended: the vehicle left (confirmed by hysteresis), no fixes for longer
-#: than ``max_gap_s`` (or a gap after which the vehicle was elsewhere), or a bad-fix jump.
-ClosedBy = Literal["exit", "gap", "teleport"]
+#: than ``max_gap_s`` (or a gap after which the vehicle was elsewhere), a bad-fix jump, or
+#: (visits only) the site was removed from the day's site list while the visit was open: it is
+#: closed at its last fix inside the fence, and fixes after the removal are not matched to it.
+ClosedBy = Literal["exit", "gap", "teleport", "site_removed"]
 
 
 class InvalidEvent(ValueError):

@@ -8,6 +8,7 @@ the same fix gets the same features whichever batch it arrived in (the tracker r
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -106,6 +107,9 @@ class Motion:
     gap: BoolA  # step (i-1 -> i) lasts longer than max_gap_s
     dropped_outliers: int
     dropped_frozen: int
+    # the unit's own speed (NaN where it reports none): a stop starts and ends where this says
+    # standstill.  Optional so that a Motion built elsewhere stays valid (NaN: unknown).
+    reported_kmh: F64 | None = None
 
 
 def _step_implausible(t_s: F64, x: F64, y: F64, v_kmh: F64, p: DetectionParams) -> BoolA:
@@ -157,11 +161,143 @@ def _trailing_displacement_m(t_s: F64, x: F64, y: F64, window_s: float) -> F64:
     return np.where(j >= 0, d, np.inf)
 
 
+BURST_FIXES = 5
+"""The longest multipath burst :func:`motion` drops (fixes); also how many fixes after a jump
+a detector must see before it may trust that jump (the tracker's checkpoint lead)."""
+
+
+def _jumped(t_s: F64, x: F64, y: F64, v: F64, p: DetectionParams, a: int, b: int) -> bool:
+    """Fix a -> fix b is a jump: :func:`_step_implausible` for one (not necessarily adjacent)
+    pair of fixes."""
+    dt = max(float(t_s[b] - t_s[a]), 1e-3)
+    d = float(np.hypot(x[b] - x[a], y[b] - y[a]))
+    if d / dt * _KMH > p.max_speed_kmh and d > p.teleport_slack_m:
+        return True
+    vmax = float(np.fmax(v[a], v[b]))
+    if np.isnan(vmax) or dt > p.teleport_check_s:
+        return False
+    return d > p.teleport_slack_m + 1.5 * vmax / _KMH * dt
+
+
+class _Window:
+    """The fixes around one jump as Python floats (track index j is item ``j - lo``): the
+    burst rule compares a few dozen pairs per jump, and a numpy scalar operation per
+    comparison cost three times the whole detector."""
+
+    __slots__ = ("hi", "lo", "mx", "my", "p", "t", "v", "x", "y")
+
+    def __init__(
+        self, t_s: F64, x: F64, y: F64, v: F64, keep: BoolA, p: DetectionParams, *, lo: int, hi: int
+    ) -> None:
+        self.lo, self.hi, self.p = lo, hi, p
+        self.t, self.x, self.y = t_s[lo:hi].tolist(), x[lo:hi].tolist(), y[lo:hi].tolist()
+        self.v = v[lo:hi].tolist()
+        # where the vehicle mostly is around here (robust to a burst of up to 5 in 12 fixes)
+        kept = [j - lo for j in range(lo, hi) if keep[j]]
+        sx, sy = sorted(self.x[j] for j in kept), sorted(self.y[j] for j in kept)
+        self.mx, self.my = sx[len(sx) // 2], sy[len(sy) // 2]
+
+    def back(self, a: int, b: int) -> bool:
+        """Fix b is back where fix a was: within the jump slack, plus 1.5 x the larger reported
+        speed over the span (nothing extra when no speed is known)."""
+        a, b = a - self.lo, b - self.lo
+        span = max(self.t[b] - self.t[a], 1e-3)
+        va, vb = self.v[a], self.v[b]
+        vm = va if vb != vb else (vb if va != va else max(va, vb))  # NaN-aware max
+        lim = self.p.teleport_slack_m + (0.0 if vm != vm else 1.5 * vm / _KMH * span)
+        return math.hypot(self.x[b] - self.x[a], self.y[b] - self.y[a]) <= lim
+
+    def score(self, burst: list[int], a: int, b: int) -> float:
+        """Smallest distance of a burst fix from the path a -> b and from the median."""
+        ax, ay = self.x[a - self.lo], self.y[a - self.lo]
+        ex, ey = self.x[b - self.lo] - ax, self.y[b - self.lo] - ay
+        ll = ex * ex + ey * ey
+        out = math.inf
+        for d in burst:
+            dx, dy = self.x[d - self.lo], self.y[d - self.lo]
+            px, py = dx - ax, dy - ay
+            u = 0.0 if ll == 0.0 else min(max((px * ex + py * ey) / ll, 0.0), 1.0)
+            off = math.hypot(px - u * ex, py - u * ey)
+            out = min(out, off, math.hypot(dx - self.mx, dy - self.my))
+        return out
+
+
+def _drop_outlier_bursts(
+    t_s: F64, x: F64, y: F64, v: F64, p: DetectionParams, bad: BoolA, keep: BoolA
+) -> int:
+    """Clear ``keep`` for multipath bursts; return how many fixes were dropped.
+
+    Runs once per raw jump (``bad``), never per fix.  Every comparison starts from the last
+    KEPT fix (``base``), not from fix i-1: a dropped outlier must not make the genuine fixes
+    after it look like a jump (issue 11 #10: a departing truck lost 2-3 fixes that way).  At a
+    jump base -> i there are two kinds of reading:
+
+    * forward: a fix j among the next ``BURST_FIXES`` is back where ``base`` was, so i..j-1
+      were the burst (the jump away exceeded the slack);
+    * backward: i is back where a kept fix k among the ``BURST_FIXES`` before it was, so the
+      kept fixes after k were the burst, entered by a step *under* the slack and left by this
+      jump (issue 11 #9: such a lone outlier used to survive and cut the stop).
+
+    A reading counts only if every fix it drops lies more than half the slack both off the path
+    of the two fixes kept around it and from where the vehicle mostly is (the median of the
+    kept fixes around i); its score is the smallest of those distances, and the highest score
+    wins (then the fewest fixes).  A genuine fix is near the path (moving) or near the median
+    (standing), so a reading that would drop one loses: with σ 6 m noise beside a 38 m
+    outlier, the outlier goes, never the noisy fix after it.  When no reading is that clear
+    (very noisy white noise stepping out and straight back), the first forward reading is
+    taken, as before.  With no reading at all the jump is real (a receiver that re-acquired
+    elsewhere) and stays.
+    """
+    n = len(t_s)
+    dropped = 0
+    for i in np.flatnonzero(bad).tolist():
+        if not keep[i] or i == 0:
+            continue
+        base = i - 1
+        while base >= 0 and not keep[base]:
+            base -= 1
+        if base < 0 or not _jumped(t_s, x, y, v, p, base, i):
+            continue  # fine from the last kept fix: the jump was only from a dropped outlier
+        w = _Window(
+            t_s,
+            x,
+            y,
+            v,
+            keep,
+            p,
+            lo=max(0, min(base, i - BURST_FIXES - 1) - 1),
+            hi=min(n, i + BURST_FIXES + 1),
+        )
+        # (-score, fixes dropped, the burst): farthest off first, then the fewest fixes
+        readings: list[tuple[float, int, list[int]]] = []
+        for j in range(i + 1, w.hi):
+            if w.back(base, j):
+                cand = list(range(i, j))
+                readings.append((-w.score(cand, base, j), len(cand), cand))
+        for k in range(base - 1, max(i - BURST_FIXES - 2, -1), -1):
+            if keep[k] and w.back(k, i):
+                cand = [d for d in range(k + 1, i) if keep[d]]
+                if cand:
+                    readings.append((-w.score(cand, k, i), len(cand), cand))
+        valid = [r for r in readings if -r[0] > p.teleport_slack_m / 2]
+        if valid:
+            burst = min(valid, key=lambda r: (r[0], r[1]))[2]
+        else:
+            # no clear outlier: white noise of σ 10 m steps over the slack now and then, there
+            # and straight back; the fix that stepped out goes (it is 40 m off its neighbours
+            # either way), so that no "jump" is left to split a stop
+            burst = next((c for _, _, c in readings if c[0] == i), [])
+        if burst:
+            keep[burst] = False
+            dropped += len(burst)
+    return dropped
+
+
 def motion(track: Track, p: DetectionParams) -> Motion:
     """Drop multipath outliers and frozen-then-jump fixes, estimate speeds, flag jumps/gaps.
 
-    * An *outlier burst* is a jump away followed, within 5 fixes, by a jump back to where the
-      vehicle was: those fixes are dropped.
+    * An *outlier burst* (multipath: 1-5 fixes away from where the vehicle is) is dropped
+      when either of its two steps is a jump (:func:`_drop_outlier_bursts`).
     * A *frozen* run (exactly repeated positions) that ends in a jump was a stale receiver, not
       a vehicle standing still: dropped too (reliability.md #13).
     * Remaining jumps split stops (``jump``); so do steps longer than ``max_gap_s`` and moves
@@ -173,21 +309,7 @@ def motion(track: Track, p: DetectionParams) -> Motion:
     v0 = np.where(np.isnan(track.speed_kmh), np.nan, track.speed_kmh)
     keep = np.ones(n, dtype=bool)
     bad = _step_implausible(t_s, x, y, v0, p)
-    dropped_outliers = 0
-    if bad.any():
-        for i in np.flatnonzero(bad).tolist():
-            if not keep[i] or i == 0:
-                continue
-            base = i - 1
-            for j in range(i + 1, min(i + 6, n)):
-                span = max(float(t_s[j] - t_s[base]), 1e-3)
-                dist = float(np.hypot(x[j] - x[base], y[j] - y[base]))
-                vb = float(np.fmax(v0[base], v0[j]))
-                lim = p.teleport_slack_m + (0.0 if np.isnan(vb) else 1.5 * vb / _KMH * span)
-                if dist <= lim:  # back where it was: i..j-1 were an outlier burst
-                    keep[i:j] = False
-                    dropped_outliers += j - i
-                    break
+    dropped_outliers = _drop_outlier_bursts(t_s, x, y, v0, p, bad, keep) if bad.any() else 0
     # frozen runs ending in a jump
     dropped_frozen = 0
     if n > 2:
@@ -204,8 +326,11 @@ def motion(track: Track, p: DetectionParams) -> Motion:
     v_k = _estimate_speed(t_k, x_k, y_k, v0[kept], p.speed_window_s)
     jump = _step_implausible(t_k, x_k, y_k, np.where(np.isinf(v_k), np.nan, v_k), p)
     reported = v0[kept]
+    # the displacement rule never overrides a unit that reports driving speed (issue 11 #12):
+    # drift reported as a few km/h is standing, >= crawl_speed_kmh is not
     still = (reported < p.stop_speed_kmh) | (
-        _trailing_displacement_m(t_k, x_k, y_k, p.speed_window_s) <= p.stop_radius_m
+        (_trailing_displacement_m(t_k, x_k, y_k, p.speed_window_s) <= p.stop_radius_m)
+        & ~(reported >= p.crawl_speed_kmh)
     )
     gap = np.zeros(len(kept), dtype=bool)
     if len(kept) > 1:
@@ -224,6 +349,7 @@ def motion(track: Track, p: DetectionParams) -> Motion:
         gap=gap,
         dropped_outliers=dropped_outliers,
         dropped_frozen=dropped_frozen,
+        reported_kmh=reported,
     )
 
 

@@ -19,7 +19,9 @@ class DetectionParams:
 
     Defaults are the issue's: a visit needs 2 min inside, leaving needs 15 m beyond the fence,
     a stop is < 3 km/h for 3 min.  The rest are chosen so that σ = 10 m jitter and 30-150 m
-    multipath outliers cannot end a visit or a stop (see docs/detection.md).
+    multipath outliers cannot end a visit or a stop (see docs/detection.md).  A stop's size is
+    bounded (``stop_extent_m``: a queue crawling faster than 2 km/h is slow, not stopped), and
+    stops back to back at one place (``stop_merge_gap_s``, ``stop_merge_m``) are one stop.
     """
 
     # visits
@@ -39,6 +41,9 @@ class DetectionParams:
     move_confirm_s: float = 20.0
     move_confirm_fixes: int = 3
     speed_window_s: float = 20.0
+    stop_extent_m: float = 100.0  # a stop's fixes (5-fix majority) stay this close to its head
+    stop_merge_gap_s: float = 120.0  # back-to-back stops this close in time...
+    stop_merge_m: float = 50.0  # ...and place (medians, and every fix between) are one stop
     # gaps and bad fixes
     max_gap_s: float = 300.0
     gap_rejoin_m: float = 100.0
@@ -53,7 +58,14 @@ class DetectionParams:
             value = getattr(self, f.name)
             if not value >= 0:  # also catches NaN
                 raise InvalidDetectionParams(f"{f.name}={value!r}: must be a number >= 0")
-        for name in ("min_dwell_s", "stop_min_s", "stop_radius_m", "max_gap_s", "horizon_s"):
+        for name in (
+            "min_dwell_s",
+            "stop_min_s",
+            "stop_radius_m",
+            "stop_extent_m",
+            "max_gap_s",
+            "horizon_s",
+        ):
             if getattr(self, name) <= 0:
                 raise InvalidDetectionParams(f"{name} must be > 0, got {getattr(self, name)!r}")
         if self.exit_confirm_fixes < 1 or self.move_confirm_fixes < 1:
@@ -64,4 +76,9 @@ class DetectionParams:
         if self.horizon_s < 2 * self.max_gap_s:
             raise InvalidDetectionParams(
                 f"horizon_s={self.horizon_s} must be at least 2 * max_gap_s={self.max_gap_s}"
+            )
+        if self.stop_extent_m < self.stop_radius_m:
+            raise InvalidDetectionParams(
+                f"stop_extent_m={self.stop_extent_m} must be at least "
+                f"stop_radius_m={self.stop_radius_m} (a stop may drift that far between runs)"
             )

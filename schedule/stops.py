@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from schedule.events import ClosedBy
-from schedule.motion import Motion, cut_runs
+from schedule.motion import BURST_FIXES, Motion, cut_runs
 from schedule.params import DetectionParams
 
 
@@ -77,7 +77,6 @@ class StopRecord:
 
 
 _ANCHOR_FIXES = 10
-_BURST_FIXES = 5  # the longest outlier burst schedule.motion drops
 
 
 def _median(a: npt.NDArray[np.float64]) -> float:
@@ -97,23 +96,69 @@ def _head(m: Motion, first: int, end: int) -> tuple[float, float]:
     return _median(m.x[first:hi]), _median(m.y[first:hi])
 
 
-def _backdate(m: Motion, p: DetectionParams, s: int, e: int, floor: int) -> int:
+def _reported(m: Motion) -> npt.NDArray[np.float64]:
+    """The unit's own speeds over the kept fixes (NaN: not reported or not known)."""
+    if m.reported_kmh is not None:
+        return m.reported_kmh
+    return np.full(len(m.t_s), np.nan)
+
+
+def _backdate(
+    m: Motion, p: DetectionParams, s: int, e: int, floor: int, rep: npt.NDArray[np.float64]
+) -> int:
     """Earliest fix before slow run [s, e) that already stood where the run stands.
 
     The displacement rule needs ``speed_window_s`` of standing before it says "still", so the
     run starts late on tracks without reported speed; fixes within that window, slower than
-    ``crawl_speed_kmh`` and within ``stop_radius_m`` of the run's head belong to the stop.
+    ``crawl_speed_kmh`` (estimated) or ``stop_speed_kmh`` (reported) and within
+    ``stop_radius_m`` of the run's head belong to the stop.  A fix the unit itself reports at
+    walking pace or more is still moving: the stop never starts on it (issue 11 #13).
     """
     lo = max(floor, int(np.searchsorted(m.t_s, m.t_s[s] - p.speed_window_s)))
     if lo >= s:
         return s
     hx, hy = _head(m, s, e)
-    ok = (np.hypot(m.x[lo:s] - hx, m.y[lo:s] - hy) <= p.stop_radius_m) & (
-        m.speed_kmh[lo:s] < p.crawl_speed_kmh
-    )
+    r = rep[lo:s]
+    slow = np.where(np.isnan(r), m.speed_kmh[lo:s] < p.crawl_speed_kmh, r < p.stop_speed_kmh)
+    ok = (np.hypot(m.x[lo:s] - hx, m.y[lo:s] - hy) <= p.stop_radius_m) & slow
     ok &= ~(m.jump[lo + 1 : s + 1] | m.gap[lo + 1 : s + 1])  # nothing joins across a split
     bad = np.flatnonzero(~ok)
     return lo + (int(bad[-1]) + 1 if len(bad) else 0)
+
+
+def _standing_from(p: DetectionParams, rep: npt.NDArray[np.float64], s: int, e: int) -> int:
+    """First fix of [s, e) the unit does not report moving (>= ``stop_speed_kmh``); ``s`` when
+    every fix does (drift reported as speed: the displacement rule decides alone)."""
+    r = rep[s:e]
+    standing = np.flatnonzero(~(r >= p.stop_speed_kmh))
+    return s + int(standing[0]) if len(standing) else s
+
+
+def _extent_cut(
+    m: Motion, p: DetectionParams, first: int, s: int, e: int, head: tuple[float, float]
+) -> int:
+    """First fix of [s, e) at which the chain that started at ``first`` has left its place:
+    most fixes of a trailing window of :data:`BURST_FIXES` (so a lone outlier never cuts)
+    lie farther than ``stop_extent_m`` from the chain's head; ``e`` when none does.
+
+    That bounds a stop's size (issue 11 #12): a queue crawling at 2-8 km/h crosses
+    ``stop_extent_m`` in 35-135 s, shorter than ``stop_min_s``, so it makes no stop at all.
+    """
+    lo = max(first, s - BURST_FIXES + 1)
+    beyond = np.hypot(m.x[lo:e] - head[0], m.y[lo:e] - head[1]) > p.stop_extent_m
+    if not beyond.any():
+        return e
+    cnt = np.concatenate(([0], np.cumsum(beyond)))
+    idx = np.arange(len(beyond))
+    w0 = np.maximum(idx - BURST_FIXES + 1, 0)
+    wlen = idx - w0 + 1
+    major = (cnt[idx + 1] - cnt[w0]) * 2 > wlen
+    major[: s - lo] = False  # fixes before s were judged with the previous piece
+    hits = np.flatnonzero(major)
+    if not len(hits):
+        return e
+    i = int(hits[0])
+    return lo + int(w0[i]) + int(np.flatnonzero(beyond[w0[i] : i + 1])[0])
 
 
 def _between_is_jitter(
@@ -128,6 +173,12 @@ def _between_is_jitter(
     return bool(np.all(np.hypot(bx - anchor[0], by - anchor[1]) <= p.drift_radius_m))
 
 
+def _split_reason(m: Motion, p: DetectionParams, k: int) -> ClosedBy:
+    """What the split at step k is: a gap in the data (also a move across a step longer than
+    ``teleport_check_s``), else a jump."""
+    return "gap" if m.gap[k] or m.t_s[k] - m.t_s[k - 1] > p.teleport_check_s else "teleport"
+
+
 def detect_stops(
     m: Motion,
     p: DetectionParams,
@@ -140,84 +191,169 @@ def detect_stops(
 
     ``t0_us`` is the fix time ``m.t_s`` is relative to.  ``now_us`` (the caller's clock) closes
     a chain whose last fix is more than ``max_gap_s`` old; None leaves it open.
+
+    ``closed_by`` says how the stop really ended (issue 11 #14): ``"teleport"`` or ``"gap"``
+    only when that split is AT its end (only jitter between its last still fix and the split),
+    ``"exit"`` when the vehicle moved on (a confirmed move, or it left the stop's extent).
     """
     n = len(m.t_s)
     if n == 0:
         return []
+    rep = _reported(m)
     slow = m.still.copy()
     slow[:active_from] = False
     split = m.jump | m.gap
     pieces = cut_runs(slow, split)
-    # prefix counts: "any split/jump/gap in [a, b)" without a numpy call per still run
+    # prefix counts: "any split in [a, b)" without a numpy call per still run
     zero = np.zeros(1, dtype=np.int64)
-    n_split = np.concatenate((zero, np.cumsum(split)))
-    n_jump = np.concatenate((zero, np.cumsum(m.jump)))
+    n_split = np.concatenate((zero, np.cumsum(split))).astype(np.int64)
+    split_at = np.flatnonzero(split)
+
+    def first_split_after(i: int) -> int:
+        """Index of the first split step after fix i, or n."""
+        k = int(np.searchsorted(split_at, i, side="right"))
+        return int(split_at[k]) if k < len(split_at) else n
 
     out: list[StopRecord] = []
     state = StopState.IDLE
     first = last = prev_last = -1
+    head = (0.0, 0.0)
 
     def close(reason: ClosedBy | None) -> None:
         if state is StopState.STOPPED:
-            sel = slice(first, last + 1)
-            ax, ay = _median(m.x[sel]), _median(m.y[sel])
-            out.append(
-                StopRecord(
-                    first=first,
-                    last=last,
-                    confirm=first
-                    + int(np.searchsorted(m.t_s[first : last + 1] - m.t_s[first], p.stop_min_s)),
-                    start_us=t0_us + round(m.t_s[first] * 1e6),
-                    end_us=t0_us + round(m.t_s[last] * 1e6),
-                    x=ax,
-                    y=ay,
-                    fix_count=last - first + 1,
-                    closed_by=reason,
-                )
-            )
+            end = last
+            # the stop ends where the unit last reported standstill (if that keeps it a stop)
+            standing = np.flatnonzero(~(rep[first : last + 1] >= p.stop_speed_kmh))
+            if len(standing):
+                cand = first + int(standing[-1])
+                if m.t_s[cand] - m.t_s[first] >= p.stop_min_s:
+                    end = cand
+            out.append(_record(m, p, t0_us, first, end, reason))
 
-    for s, e in pieces:
+    def long_enough(st: StopState) -> StopState:
+        if st is StopState.PENDING and m.t_s[last] - m.t_s[first] >= p.stop_min_s:
+            return step(st, StopInput.LONG_ENOUGH)
+        return st
+
+    def why_ended(nxt: int) -> ClosedBy:
+        """The chain [first, last] is over; ``nxt`` is the next standing fix (or n)."""
+        k = first_split_after(last)
+        if k <= nxt and k < n and _between_is_jitter(m, p, last, k, _anchor(m, first, last)):
+            return _split_reason(m, p, k)
+        return "exit"
+
+    todo = list(reversed(pieces))
+    while todo:
+        s, e = todo.pop()
         if state is not StopState.IDLE:
             joined = False
             if n_split[s + 1] == n_split[last + 1]:
                 anchor = _anchor(m, first, last)
-                head = _head(m, s, e)
-                joined = math.hypot(
-                    head[0] - anchor[0], head[1] - anchor[1]
-                ) <= p.stop_radius_m and _between_is_jitter(m, p, last, s, anchor)
+                hx, hy = _head(m, s, e)
+                joined = math.hypot(hx - anchor[0], hy - anchor[1]) <= p.stop_radius_m
+                joined = joined and _between_is_jitter(m, p, last, s, anchor)
             if joined:
-                state = step(state, StopInput.JOIN)
-                last = e - 1
+                cut = _extent_cut(m, p, first, s, e, head)
+                if cut > s:
+                    state = step(state, StopInput.JOIN)
+                    last = cut - 1
+                    state = long_enough(state)
+                if cut < e:  # it has crept out of its place: moved on
+                    close("exit")
+                    state = step(state, StopInput.BREAK)
+                    prev_last = last
+                    todo.append((cut, e))
+                    continue
             else:
-                reason: ClosedBy = (
-                    "teleport"
-                    if n_jump[s + 1] > n_jump[last + 1]
-                    else ("gap" if n_split[s + 1] > n_split[last + 1] else "exit")
-                )
-                close(reason)
+                close(why_ended(s))
                 state = step(state, StopInput.BREAK)
         if state is StopState.IDLE:
-            state = step(state, StopInput.SLOW)
             floor = max(active_from, out[-1].last + 1 if out else 0, prev_last + 1)
-            first, last = _backdate(m, p, s, e, floor), e - 1
+            first = _backdate(m, p, s, e, floor, rep)
+            if first == s:
+                first = _standing_from(p, rep, s, e)
+            head = _head(m, first, e)
+            cut = _extent_cut(m, p, first, first, e, head)
+            state = step(state, StopInput.SLOW)
+            last = max(cut - 1, first)
+            if cut < e:  # stood, then crept out of its place within one still run
+                state = long_enough(state)
+                close("exit")
+                state = step(state, StopInput.BREAK)
+                prev_last = last
+                if max(cut, first + 1) < e:
+                    todo.append((max(cut, first + 1), e))
+                continue
         prev_last = e - 1
-        if state is StopState.PENDING and m.t_s[last] - m.t_s[first] >= p.stop_min_s:
-            state = step(state, StopInput.LONG_ENOUGH)
-    if state is StopState.IDLE:
-        return out
-    # the last chain: closed if followed by a confirmed move, a jump or a gap, else open
-    tail: ClosedBy | None = None
-    jumps = np.flatnonzero(m.jump[last + 1 :])
-    if len(jumps) and last + 1 + int(jumps[0]) + _BURST_FIXES < n:
-        # a jump only ends the stop once enough fixes follow it to rule out an outlier burst
-        tail = "teleport"
-    elif m.gap[last + 1 :].any():
-        tail = "gap"
-    elif not _between_is_jitter(m, p, last, n, _anchor(m, first, last)):
-        tail = "exit"
-    elif now_us is not None and now_us - (t0_us + m.t_s[-1] * 1e6) > p.max_gap_s * 1e6:
-        tail = "teleport" if len(jumps) else "gap"
-    close(tail)
+        state = long_enough(state)
+    if state is not StopState.IDLE:
+        # the last chain: closed if followed by a confirmed move, a jump or a gap, else open
+        tail: ClosedBy | None = None
+        k = first_split_after(last)
+        anchor = _anchor(m, first, last)
+        if k < n and _between_is_jitter(m, p, last, k, anchor):
+            # a split at its end; a jump only once enough fixes follow to rule out a burst
+            if _split_reason(m, p, k) == "gap" or k + BURST_FIXES < n:
+                tail = _split_reason(m, p, k)
+        elif not _between_is_jitter(m, p, last, n, anchor):
+            tail = "exit"
+        if (
+            tail is None
+            and now_us is not None
+            and now_us - (t0_us + m.t_s[-1] * 1e6) > p.max_gap_s * 1e6
+        ):
+            tail = "teleport" if k < n and _split_reason(m, p, k) == "teleport" else "gap"
+        close(tail)
+    return _merge_back_to_back(m, p, t0_us, out, n_split)
+
+
+def _record(
+    m: Motion, p: DetectionParams, t0_us: int, first: int, last: int, reason: ClosedBy | None
+) -> StopRecord:
+    sel = slice(first, last + 1)
+    return StopRecord(
+        first=first,
+        last=last,
+        confirm=first + int(np.searchsorted(m.t_s[sel] - m.t_s[first], p.stop_min_s)),
+        start_us=t0_us + round(m.t_s[first] * 1e6),
+        end_us=t0_us + round(m.t_s[last] * 1e6),
+        x=_median(m.x[sel]),
+        y=_median(m.y[sel]),
+        fix_count=last - first + 1,
+        closed_by=reason,
+    )
+
+
+def _merge_back_to_back(
+    m: Motion,
+    p: DetectionParams,
+    t0_us: int,
+    stops: list[StopRecord],
+    n_split: npt.NDArray[np.int64],
+) -> list[StopRecord]:
+    """One stop from back-to-back stops at one place (issue 11 #13): the next starts within
+    ``stop_merge_gap_s`` of the previous one's end, nothing splits them (jump, gap), its place
+    lies within ``stop_merge_m`` of the previous one's, every fix between stays within
+    ``stop_merge_m`` of it (a truck re-parking at the dock, not one that drove round the
+    block), and the merged stop keeps the extent bound (:func:`_extent_cut`).
+    """
+    out: list[StopRecord] = []
+    for r in stops:
+        if out:
+            a = out[-1]
+            bx, by = m.x[a.last + 1 : r.first], m.y[a.last + 1 : r.first]
+            hx, hy = _head(m, a.first, a.last + 1)
+            if (
+                a.closed_by == "exit"
+                and m.t_s[r.first] - m.t_s[a.last] <= p.stop_merge_gap_s
+                and n_split[r.first + 1] == n_split[a.last + 1]
+                and math.hypot(r.x - a.x, r.y - a.y) <= p.stop_merge_m
+                and bool(np.all(np.hypot(bx - a.x, by - a.y) <= p.stop_merge_m))
+                and _extent_cut(m, p, a.first, a.last + 1, r.last + 1, (hx, hy)) > r.last
+            ):
+                out[-1] = _record(m, p, t0_us, a.first, r.last, r.closed_by)
+                continue
+        out.append(r)
     return out
 
 

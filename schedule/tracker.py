@@ -21,9 +21,9 @@ remedy).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -36,20 +36,24 @@ from schedule.events import (
     StopStarted,
     VisitCompleted,
     VisitStarted,
+    latest,
 )
-from schedule.motion import Motion, Track, motion, runs
+from schedule.motion import Motion, Track, local_xy, motion, runs
 from schedule.params import DetectionParams
 from schedule.stops import StopRecord, _median, detect_stops, stop_site
 from schedule.visits import VisitRecord, detect_visits_for_site, drop_dominated
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
+BoolA = npt.NDArray[np.bool_]
+IntpA = npt.NDArray[np.intp]
 Pairs = npt.NDArray[np.int64]  # (2, K): row 0 fix index, row 1 site index
 
 #: (lon, lat, margin_m) -> (2, K) containment pairs, like geofence.FenceIndex.query
 Matcher = Callable[[F64, F64, float], npt.NDArray[np.integer]]
 
 _CHECKPOINT_LEAD_FIXES = 6  # an outlier burst can drop up to 5 fixes after a jump
+_DRIVE_CHECKPOINT_S = 60.0  # while only appending a drive, look for a checkpoint this often
 
 
 @dataclass(slots=True)
@@ -62,6 +66,7 @@ class TrackerStats:
     beyond_horizon: int = 0  # arrived older than everything kept: dropped, counted
     reruns: int = 0
     fixes_rerun: int = 0
+    appended: int = 0  # rounds that only appended: no re-run could have reported anything
     corrections: int = 0
     retractions: int = 0
 
@@ -81,6 +86,12 @@ class _Reported:
     started: VisitStarted | StopStarted
     completed: VisitCompleted | StopEnded | None = None
     matched: bool = field(default=False)
+    #: never re-derived again: its site was removed from the index, or it was restored from
+    #: storage and starts before the fixes re-fed after a restart (see :meth:`restore`)
+    frozen: bool = field(default=False)
+    #: the detector's last record (an open visit closed by a site removal needs its figures)
+    record: VisitRecord | None = None
+    confirm_us: int = 0  # the fix at which it became a visit / stop (its started event's)
 
 
 def _empty_pairs() -> tuple[I64, npt.NDArray[np.int32]]:
@@ -91,10 +102,18 @@ class VehicleTracker:
     """Visits and stops of one vehicle (sans-I/O: arrays in, events out)."""
 
     def __init__(
-        self, vehicle_id: str, site_ids: Sequence[str], params: DetectionParams | None = None
+        self,
+        vehicle_id: str,
+        site_ids: Sequence[str],
+        params: DetectionParams | None = None,
+        *,
+        incremental: bool = True,
     ) -> None:
+        """``site_ids[k]`` names site code ``k`` of the pairs fed in.  A list is kept by
+        reference (the :class:`FleetTracker` shares its append-only site registry, so a code,
+        once given, names the same site for ever); any other sequence is copied."""
         self.vehicle_id = vehicle_id
-        self.site_ids = tuple(site_ids)
+        self.site_ids: Sequence[str] = site_ids if isinstance(site_ids, list) else tuple(site_ids)
         self.params = params or DetectionParams()
         self._t: I64 = np.empty(0, np.int64)
         self._lon: F64 = np.empty(0)
@@ -109,6 +128,11 @@ class VehicleTracker:
         self._stops: list[_Reported] = []
         self._used_ids: set[str] = set()
         self.stats = TrackerStats()
+        #: skip the re-run of a round that provably cannot report anything (see _append_only)
+        self.incremental = incremental
+        self._stale = False  # open records not refreshed since rounds were only appended
+        self._restored = False  # restore() ran and no fix came yet
+        self._clock_closed = False  # the last re-run closed something because of now_us
 
     # -- input -------------------------------------------------------------------------
 
@@ -168,11 +192,22 @@ class VehicleTracker:
 
         it, isite = pairs_t(ins)
         nt, nsite = pairs_t(nrs)
+        new_lon = np.asarray(lon, np.float64)[src]
+        new_lat = np.asarray(lat, np.float64)[src]
+        new_speed = np.asarray(speed_kmh, np.float64)[src]
+        new_hdop = np.asarray(hdop, np.float64)[src]
+        kept_last = (
+            self._append_only(
+                new_t, new_lon, new_lat, new_speed, new_hdop, it, isite, nt, nsite, now_us
+            )
+            if self.incremental
+            else None
+        )
         self._t = np.concatenate((self._t, new_t))
-        self._lon = np.concatenate((self._lon, np.asarray(lon, np.float64)[src]))
-        self._lat = np.concatenate((self._lat, np.asarray(lat, np.float64)[src]))
-        self._speed = np.concatenate((self._speed, np.asarray(speed_kmh, np.float64)[src]))
-        self._hdop = np.concatenate((self._hdop, np.asarray(hdop, np.float64)[src]))
+        self._lon = np.concatenate((self._lon, new_lon))
+        self._lat = np.concatenate((self._lat, new_lat))
+        self._speed = np.concatenate((self._speed, new_speed))
+        self._hdop = np.concatenate((self._hdop, new_hdop))
         if len(self._t) > len(new_t) and new_t[0] < self._t[len(self._t) - len(new_t) - 1]:
             o = np.argsort(self._t, kind="stable")
             self._t, self._lon, self._lat = self._t[o], self._lon[o], self._lat[o]
@@ -182,12 +217,174 @@ class VehicleTracker:
         self._near_t = np.concatenate((self._near_t, nt))
         self._near_site = np.concatenate((self._near_site, nsite))
         dirty = int(new_t[0])
+        if self._restored:
+            self._freeze_unreachable()
         if not self._checkpoints or (dirty < self._checkpoints[0] and not self._trimmed):
             self._checkpoints = [int(self._t[0])]  # before any fix the vehicle is idle
             self._trimmed = False
+        if kept_last is not None:
+            self.stats.appended += 1
+            self._stale = True
+            last = kept_last
+            parked = False
+            for r in (*self._visits, *self._stops):
+                if _is_open(r):  # the open visit/stop now reaches the newest fix
+                    r.end_us = last
+                    parked = True
+            if not parked:
+                self._checkpoint_while_driving()
+            self._trim()
+            return []
         events = self._rerun(dirty, now_us)
         self._trim()
         return events
+
+    def _append_only(
+        self,
+        new_t: I64,
+        lon: F64,
+        lat: F64,
+        speed: F64,
+        hdop: F64,
+        it: I64,
+        isite: npt.NDArray[np.int32],
+        nt: I64,
+        nsite: npt.NDArray[np.int32],
+        now_us: int | None,
+    ) -> int | None:
+        """The newest fix a re-run would keep, when a re-run over these new fixes could not
+        report anything (the round then only appends them: the next re-run, from the same
+        checkpoint, covers them as always); None when the round must re-run.
+
+        This is what makes a round's cost follow the new fixes instead of the vehicle's
+        history in the two states a vehicle spends most of its time in.  The motion features
+        (:func:`schedule.motion.motion`, the very code a re-run uses) are computed over a short
+        window: the new fixes and the old ones a re-run would look at for them (the trailing
+        ``speed_window_s`` and an outlier burst's 5 fixes before it); then, conservatively:
+
+        * **parked**: an open, reported stop reaching the newest fix, and every kept fix from
+          there on *still* (it extends the stop's last still run); either no open visit and no
+          fence pair at all, or one open reported visit reaching the newest fix with every
+          kept new fix inside its site and no pair of another site (it extends the visit's
+          last inside run) and no other visit overlapping it (``drop_dominated`` cannot
+          change).  An outlier burst may be dropped, but only among fixes after every open
+          record's confirming fix (so neither started event can change).  An open stop or
+          visit emits nothing while it goes on.
+        * **driving**: nothing open, no fence pair, nothing dropped, and no new fix *still*:
+          no stop run, no visit run, no transition; closed visits and stops stay closed (an
+          exit only gains confirming fixes).
+
+        Both need the new fixes in order after the newest one, no jump, gap or frozen run in
+        the window, and no record closed by the clock in the last re-run.
+        ``tests/test_tracker_incremental.py`` checks, round by round, that the events equal
+        those of a tracker that re-runs every round.
+        """
+        p = self.params
+        n_old = len(self._t)
+        if n_old < 2 or self._clock_closed or new_t[0] <= self._t[-1]:
+            return None
+        if now_us is not None and now_us - int(new_t[-1]) > p.max_gap_s * 1e6:
+            return None
+        last_t = int(self._t[-1])
+        open_v = [r for r in self._visits if _is_open(r)]
+        open_s = [r for r in self._stops if _is_open(r)]
+        if len(open_s) > 1 or len(open_v) > 1:
+            return None
+        parked = bool(open_s)
+        if parked:
+            if open_s[0].end_us != last_t or (open_v and open_v[0].end_us != last_t):
+                return None
+            if not open_v and (len(isite) or len(nt)):
+                return None
+        elif open_v or len(isite) or len(nt):
+            return None
+        window_us = round(p.speed_window_s * 1e6)
+        k0 = int(np.searchsorted(self._t, new_t[0] - window_us, side="right")) - 8
+        if k0 <= 0:
+            return None
+        t_w = np.concatenate((self._t[k0:], new_t))
+        lon_w = np.concatenate((self._lon[k0:], lon))
+        lat_w = np.concatenate((self._lat[k0:], lat))
+        speed_w = np.concatenate((self._speed[k0:], speed))
+        n_all = len(t_w)
+        first_new = n_all - len(new_t)
+        plain = _plain_still(t_w, lon_w, lat_w, speed_w, first_new - 1, p)
+        if plain is not None:  # nothing to drop or cut: motion() would keep every fix
+            keep: IntpA = np.arange(n_all)
+            a = first_new - 1
+            still = plain
+        else:
+            track = Track(t_w, lon_w, lat_w, speed_w, np.concatenate((self._hdop[k0:], hdop)))
+            m = motion(track, p)
+            if m.dropped_frozen or m.jump[1:].any() or m.gap[1:].any():
+                return None
+            keep = m.keep
+            if len(keep) < n_all:  # an outlier burst at the end of the window
+                if not parked:
+                    return None
+                kept = np.zeros(n_all, dtype=bool)
+                kept[keep] = True
+                first_drop = int(np.argmin(kept))
+                if first_drop < first_new - 5:
+                    return None
+                t_drop = int(t_w[first_drop])
+                if any(r.confirm_us >= t_drop for r in (*open_v, *open_s)):
+                    return None
+            # kept fixes from the newest old one on (a re-run sees the same features for
+            # them: nothing before the window can drop or cut anything this late)
+            a = int(np.searchsorted(keep, first_new - 1))
+            if a >= len(keep) or int(keep[a]) != first_new - 1:
+                return None  # the newest old fix itself would be dropped
+            still = m.still[a:]
+        if not parked:
+            return None if bool(still[1:].any()) else int(t_w[keep[-1]])
+        if not bool(still.all()):
+            return None
+        if open_v:
+            v = open_v[0]
+            kept_new_t = t_w[keep[a + 1 :]]
+            ins = np.isin(kept_new_t, it[isite == v.site])
+            others = np.isin(kept_new_t, it[isite != v.site]) | np.isin(
+                kept_new_t, nt[nsite != v.site]
+            )
+            if not bool(ins.all()) or bool(others.any()):
+                return None
+            if any(
+                r is not v and not r.started.retracted and r.end_us >= v.start_us
+                for r in self._visits
+            ):
+                return None
+        return int(t_w[keep[-1]])
+
+    def _checkpoint_while_driving(self) -> None:
+        """Find checkpoints in the recent drive without a re-run of the detectors.
+
+        Rounds that only append create no checkpoint, so a long drive would leave the latest
+        one behind the previous visit and the next re-run would start there.  This runs the
+        motion features and the checkpoint rule (the very code a re-run uses) over the last
+        couple of minutes only, at most once per ``_DRIVE_CHECKPOINT_S`` of fix time.
+        """
+        p = self.params
+        t_end = int(self._t[-1])
+        last_cp = self._checkpoints[-1]
+        if last_cp >= t_end - round(_DRIVE_CHECKPOINT_S * 1e6):
+            return
+        span_s = 2 * max(p.exit_confirm_s, p.move_confirm_s) + _DRIVE_CHECKPOINT_S
+        k = int(np.searchsorted(self._t, max(last_cp, t_end - round(span_s * 1e6))))
+        t_ctx = int(self._t[k]) - round(p.speed_window_s * 1e6)
+        kc = max(int(np.searchsorted(self._t, t_ctx, side="right")) - 2, 0)
+        track = Track(
+            self._t[kc:], self._lon[kc:], self._lat[kc:], self._speed[kc:], self._hdop[kc:]
+        )
+        m = motion(track, p)
+        active = int(np.searchsorted(m.keep, k - kc))
+        kept_t = track.t_us[m.keep]
+        near_any = np.zeros(len(kept_t), dtype=bool)
+        near_any[self._kept_pairs(kept_t, self._in_t, self._in_site)[0]] = True
+        near_any[self._kept_pairs(kept_t, self._near_t, self._near_site)[0]] = True
+        self._checkpoints += [
+            c for c in self._checkpoints_in(m, near_any, kept_t, active) if c > last_cp
+        ]
 
     def advance(self, now_us: int) -> list[DetectionEvent]:
         """Close visits and stops whose vehicle has been silent for more than ``max_gap_s``."""
@@ -211,6 +408,8 @@ class VehicleTracker:
 
     def _rerun(self, dirty_us: int, now_us: int | None) -> list[DetectionEvent]:
         p = self.params
+        self._stale = False
+        self._clock_closed = now_us is not None and now_us - int(self._t[-1]) > p.max_gap_s * 1e6
         cp_i = int(np.searchsorted(np.asarray(self._checkpoints), dirty_us, side="right")) - 1
         cp_i = max(cp_i, 0)
         cp_t = self._checkpoints[cp_i]
@@ -311,10 +510,10 @@ class VehicleTracker:
         self, records: list[VisitRecord], cp_t: int, m: Motion, track: Track
     ) -> list[DetectionEvent]:
         events: list[DetectionEvent] = []
-        old = [r for r in self._visits if r.start_us >= cp_t]
+        old = [r for r in self._visits if r.start_us >= cp_t and not r.frozen]
         for r in old:
             r.matched = False
-        keep = [r for r in self._visits if r.start_us < cp_t]
+        keep = [r for r in self._visits if r.start_us < cp_t or r.frozen]
         for rec in records:
             site_id = self.site_ids[rec.site]
             rep = next(
@@ -348,10 +547,14 @@ class VehicleTracker:
                     median_hdop=rec.median_hdop,
                     closed_by=rec.closed_by,
                 )
+            if rep is None and _overlaps_frozen(keep, rec.site, rec.arrival_us, rec.departure_us):
+                continue  # restored from before the re-fed fixes: that one stands
             events += self._report(
                 rep, keep, f"{self.vehicle_id}-{site_id}-{rec.arrival_us}", rec.site,
                 rec.arrival_us, rec.departure_us, started, completed,
             )  # fmt: skip
+            keep[-1].record = rec
+            keep[-1].confirm_us = rec.confirmed_us
         events += self._retract_unmatched(old, keep)
         self._visits = keep
         return events
@@ -365,10 +568,10 @@ class VehicleTracker:
         kin: npt.NDArray[np.int64],
     ) -> list[DetectionEvent]:
         events: list[DetectionEvent] = []
-        old = [r for r in self._stops if r.start_us >= cp_t]
+        old = [r for r in self._stops if r.start_us >= cp_t and not r.frozen]
         for r in old:
             r.matched = False
-        keep = [r for r in self._stops if r.start_us < cp_t]
+        keep = [r for r in self._stops if r.start_us < cp_t or r.frozen]
         lon_k, lat_k = track.lon[m.keep], track.lat[m.keep]
         for rec in records:
             site = stop_site(rec, kin)
@@ -404,10 +607,13 @@ class VehicleTracker:
                 ),
                 None,
             )
+            if rep is None and _overlaps_frozen(keep, None, rec.start_us, rec.end_us):
+                continue  # restored from before the re-fed fixes: that one stands
             events += self._report(
                 rep, keep, f"{self.vehicle_id}-stop-{rec.start_us}", site,
                 rec.start_us, rec.end_us, started, completed,
             )  # fmt: skip
+            keep[-1].confirm_us = int(track.t_us[m.keep[rec.confirm]])
         events += self._retract_unmatched(old, keep)
         self._stops = keep
         return events
@@ -482,6 +688,113 @@ class VehicleTracker:
         self._used_ids = {r.key for r in (*self._visits, *self._stops)}
         self._trimmed = True
 
+    # -- restart -------------------------------------------------------------------------
+
+    def restore(self, latest: Sequence[DetectionEvent], site_code: Callable[[str], int]) -> None:
+        """Adopt what a previous life of this tracker reported (the latest version of each
+        event of this vehicle, e.g. from the store) before re-feeding the stored fixes.
+
+        The identity rule (durable ids): a visit's id is ``{vehicle}-{site}-{arrival_us}`` and
+        a stop's ``{vehicle}-stop-{start_us}`` as first reported, kept through corrections.
+        A re-run over the same fixes derives the same ids without any restore, for every
+        record whose arrival/start was not later corrected by late data.  ``restore`` makes
+        the rule hold for those too: a re-derived visit (same site) or stop overlapping a
+        restored one takes its id and continues its versions, so an unchanged one emits
+        nothing (recognised as already published) and a changed one a correction.  Restored
+        records that start before the first re-fed fix cannot be re-derived: they stay as
+        restored (frozen) and a truncated re-derivation overlapping them is not reported.
+        Re-feed the stored fixes in **one** :meth:`feed` (a partial re-feed would retract
+        what its fixes do not reach yet), from at least the start of every open restored
+        record (:attr:`refeed_from_us`); then live data as usual.
+        """
+        if len(self._t):
+            raise RuntimeError("restore() must come before the first feed()")
+        started: dict[str, VisitStarted | StopStarted] = {}
+        completed: dict[str, VisitCompleted | StopEnded] = {}
+        for ev in latest:
+            if ev.vehicle_id != self.vehicle_id:
+                continue
+            key = ev.visit_id if isinstance(ev, VisitStarted | VisitCompleted) else ev.stop_id
+            if isinstance(ev, VisitStarted | StopStarted):
+                started[key] = ev
+            else:
+                completed[key] = ev
+        for key, st in started.items():
+            done = completed.get(key)
+            is_open = done is None or done.retracted
+            end = _FAR_FUTURE_US if is_open or done is None else _end_of(done)
+            if isinstance(st, VisitStarted):
+                site, start, confirm = site_code(st.site_id), st.arrival_us, st.confirmed_us
+            else:
+                site = -1 if st.site_id is None else site_code(st.site_id)
+                start, confirm = st.start_us, _FAR_FUTURE_US
+            rep = _Reported(
+                key=key, site=site, start_us=start, end_us=end, started=st, completed=done
+            )
+            rep.confirm_us = confirm
+            (self._visits if isinstance(st, VisitStarted) else self._stops).append(rep)
+            self._used_ids.add(key)
+        self._visits.sort(key=lambda r: r.start_us)
+        self._stops.sort(key=lambda r: r.start_us)
+        self._restored = True
+
+    @property
+    def refeed_from_us(self) -> int | None:
+        """The earliest start of an open restored record (re-feed fixes from there at least)."""
+        starts = [r.start_us for r in (*self._visits, *self._stops) if _is_open(r)]
+        return min(starts) if starts else None
+
+    def _freeze_unreachable(self) -> None:
+        """After a restore, at the first feed: records starting before the first fix stand."""
+        self._restored = False
+        first = int(self._t[0])
+        for r in (*self._visits, *self._stops):
+            if r.start_us < first:
+                r.frozen = True
+
+    # -- site list changes ---------------------------------------------------------------
+
+    def retire_sites(self, codes: set[int]) -> list[DetectionEvent]:
+        """Sites ``codes`` left the index: forget their fence pairs, freeze their visits.
+
+        A visit still open closes now, at its last fix inside the fence, with ``closed_by =
+        "site_removed"``; a visit already closed stays as reported.  Neither is re-derived again
+        (late fixes cannot reopen or correct them: the fence they were measured against is
+        gone).  Stops keep the site they were attributed to.
+        """
+        if not codes:
+            return []
+        events: list[DetectionEvent] = []
+        if self._stale:  # bring the open visits' figures up to the newest fix first
+            events += self._rerun(int(self._t[-1]), None)
+        gone = np.fromiter(codes, dtype=np.int32, count=len(codes))
+        s = ~np.isin(self._in_site, gone)
+        self._in_t, self._in_site = self._in_t[s], self._in_site[s]
+        s = ~np.isin(self._near_site, gone)
+        self._near_t, self._near_site = self._near_t[s], self._near_site[s]
+        for rep in self._visits:
+            if rep.site not in codes or rep.frozen:
+                continue
+            rep.frozen = True
+            rec = rep.record
+            is_open = rep.completed is None or rep.completed.retracted
+            if rec is None or rep.started.retracted or not is_open:
+                continue
+            completed = VisitCompleted(
+                visit_id="",
+                vehicle_id=self.vehicle_id,
+                site_id=self.site_ids[rep.site],
+                arrival_us=rec.arrival_us,
+                departure_us=rec.departure_us,
+                fix_count=rec.fix_count,
+                inside_share=round(rec.inside_share, 4),
+                median_hdop=rec.median_hdop,
+                closed_by="site_removed",
+            )
+            rep.completed = _versioned(completed, rep.key, rep.completed)
+            events.append(rep.completed)
+        return events
+
     # -- introspection -------------------------------------------------------------------
 
     @property
@@ -494,6 +807,61 @@ class VehicleTracker:
 
 
 AnyEvent = VisitStarted | StopStarted | VisitCompleted | StopEnded
+
+_FAR_FUTURE_US = 2**62  # the end of a restored record still open
+
+
+def _end_of(ev: VisitCompleted | StopEnded) -> int:
+    return ev.departure_us if isinstance(ev, VisitCompleted) else ev.end_us
+
+
+def _plain_still(
+    t_us: I64, lon: F64, lat: F64, speed: F64, first: int, p: DetectionParams
+) -> BoolA | None:
+    """``schedule.motion``'s *still* for fixes ``first:`` of a short window, computed without
+    it when no step is implausible, none is longer than ``teleport_check_s`` and every speed
+    is known (then motion() keeps every fix and cuts nothing, and *still* is: reported speed
+    below ``stop_speed_kmh``, or moved at most ``stop_radius_m`` over ``speed_window_s``);
+    None when motion() itself must judge, or the window is too short to say."""
+    if not bool(np.isfinite(speed).all()):
+        return None
+    t_s = (t_us - t_us[0]).astype(np.float64) / 1e6
+    dt = np.diff(t_s)
+    if float(dt.max()) > min(p.max_gap_s, p.teleport_check_s):
+        return None
+    x, y = local_xy(lon, lat)
+    d = np.hypot(np.diff(x), np.diff(y))
+    dtc = np.maximum(dt, 1e-3)
+    allowed = p.teleport_slack_m + 1.5 * np.fmax(speed[:-1], speed[1:]) / 3.6 * dtc
+    too_fast = (d / dtc * 3.6 > p.max_speed_kmh) & (d > p.teleport_slack_m)
+    if bool((too_fast | (d > allowed)).any()):
+        return None
+    i = np.arange(first, len(t_s))
+    j = np.searchsorted(t_s, t_s[i] - p.speed_window_s, side="right") - 1
+    j = np.where(j >= i, i - 1, j)
+    if int(j.min()) < 0:
+        return None
+    moved = np.hypot(x[i] - x[j], y[i] - y[j])
+    out: BoolA = (speed[i] < p.stop_speed_kmh) | (moved <= p.stop_radius_m)
+    return out
+
+
+def _overlaps_frozen(keep: list[_Reported], site: int | None, start_us: int, end_us: int) -> bool:
+    """A frozen record (of ``site``; any site for stops: None) overlapping [start, end]."""
+    return any(
+        o.frozen
+        and (site is None or o.site == site)
+        and o.start_us <= end_us
+        and start_us <= o.end_us
+        for o in keep
+    )
+
+
+def _is_open(r: _Reported) -> bool:
+    """Announced, not retracted, not (or no longer) completed, and still re-derivable."""
+    return (
+        not r.frozen and not r.started.retracted and (r.completed is None or r.completed.retracted)
+    )
 
 
 def _with_id(ev: AnyEvent, key: str, version: int, supersedes: int | None, retracted: bool) -> Any:
@@ -569,20 +937,69 @@ def _retract(rep: _Reported, stats: TrackerStats) -> list[DetectionEvent]:
     return events
 
 
+class SiteListMismatch(ValueError):
+    """Fence pairs name a site position the tracker's current site list does not have: the
+    caller swapped its FenceIndex without telling the tracker (call ``use_sites``)."""
+
+
+class SiteIndex(Protocol):
+    """What :meth:`FleetTracker.feed_index` needs of a ``geofence.FenceIndex``."""
+
+    @property
+    def site_ids(self) -> Sequence[str]: ...
+
+    def query(
+        self, lon: npt.ArrayLike, lat: npt.ArrayLike, *, margin_m: float = 0.0
+    ) -> npt.NDArray[np.integer]: ...
+
+
 class FleetTracker:
-    """One :class:`VehicleTracker` per vehicle, fed whole :class:`FixBatch` es."""
+    """One :class:`VehicleTracker` per vehicle, fed whole :class:`FixBatch` es.
+
+    Sites are known by id, not by position: the fence pairs fed in name positions in the
+    *current* site list (``site_ids``, as the current ``FenceIndex`` numbers them), and the
+    tracker translates each position to a code of its own registry, which only grows, so a
+    code names the same site id for the tracker's whole life.  :meth:`use_sites` swaps in a
+    new list (a new day's sites, a site edited or removed during the day) without losing any
+    visit in progress: a visit to a site still listed goes on; one to a removed site closes
+    with ``closed_by="site_removed"``.
+    """
 
     def __init__(
         self,
         site_ids: Sequence[str],
         unit_to_vehicle: Mapping[str, str] | None = None,
         params: DetectionParams | None = None,
+        *,
+        incremental: bool = True,
     ) -> None:
-        self.site_ids = tuple(site_ids)
         self.unit_to_vehicle = dict(unit_to_vehicle or {})
+        self.incremental = incremental  # see VehicleTracker._append_only
         self.params = params or DetectionParams()
         self.vehicles: dict[str, VehicleTracker] = {}
         self.unknown_units: set[str] = set()
+        self._site_names: list[str] = []  # code -> site id, append-only
+        self._site_code: dict[str, int] = {}
+        self.site_ids: tuple[str, ...] = ()
+        self._index_codes: I64 = np.empty(0, np.int64)  # current position -> code
+        self.use_sites(site_ids)
+
+    def use_sites(self, site_ids: Sequence[str]) -> list[DetectionEvent]:
+        """Make ``site_ids`` the current site list (pairs fed from now on index into it).
+
+        Returns the events of visits closed because their site is no longer listed.  Call it
+        when the ``FenceIndex`` is swapped, before feeding pairs computed with the new one
+        (:meth:`feed_index` does it for you).
+        """
+        ids = tuple(site_ids)
+        codes = np.fromiter((self._register_site(sid) for sid in ids), np.int64, len(ids))
+        removed = set(self._index_codes.tolist()) - set(codes.tolist())
+        self.site_ids, self._index_codes = ids, codes
+        events: list[DetectionEvent] = []
+        if removed:
+            for tr in self.vehicles.values():
+                events += tr.retire_sites(removed)
+        return events
 
     def _tracker(self, unit_id: str) -> VehicleTracker:
         vehicle = self.unit_to_vehicle.get(unit_id)
@@ -591,7 +1008,9 @@ class FleetTracker:
             vehicle = unit_id
         tr = self.vehicles.get(vehicle)
         if tr is None:
-            tr = self.vehicles[vehicle] = VehicleTracker(vehicle, self.site_ids, self.params)
+            tr = self.vehicles[vehicle] = VehicleTracker(
+                vehicle, self._site_names, self.params, incremental=self.incremental
+            )
         return tr
 
     def feed(
@@ -606,8 +1025,8 @@ class FleetTracker:
         n = len(fixes)
         if n == 0:
             return []
-        ins = np.asarray(inside, dtype=np.int64).reshape(2, -1)
-        nrs = np.asarray(near, dtype=np.int64).reshape(2, -1)
+        ins = self._to_codes(np.asarray(inside, dtype=np.int64).reshape(2, -1))
+        nrs = self._to_codes(np.asarray(near, dtype=np.int64).reshape(2, -1))
         order = np.argsort(fixes.unit_id, kind="stable")
         units = fixes.unit_id[order]
         bounds = np.flatnonzero(np.concatenate(([True], units[1:] != units[:-1], [True])))
@@ -639,13 +1058,72 @@ class FleetTracker:
             )
         return events
 
+    def restore(self, events: Iterable[DetectionEvent]) -> None:
+        """Adopt the events a previous life reported (any order, any versions: the latest of
+        each is used) before re-feeding the stored fixes; see :meth:`VehicleTracker.restore`.
+        A site no longer listed keeps its code; its restored visits stand as they were."""
+        folded = latest(list(events))
+        by_vehicle: dict[str, list[DetectionEvent]] = {}
+        for ev in folded.values():
+            by_vehicle.setdefault(ev.vehicle_id, []).append(ev)
+        for vehicle, evs in by_vehicle.items():
+            tr = self.vehicles.get(vehicle)
+            if tr is None:
+                tr = self.vehicles[vehicle] = VehicleTracker(
+                    vehicle, self._site_names, self.params, incremental=self.incremental
+                )
+            tr.restore(evs, self._register_site)
+
+    def refeed_from_us(self) -> int | None:
+        """Re-feed stored fixes from ``min(newest - horizon_s, this)`` after a restore."""
+        starts = [s for tr in self.vehicles.values() if (s := tr.refeed_from_us) is not None]
+        return min(starts) if starts else None
+
+    def _register_site(self, site_id: str) -> int:
+        code = self._site_code.get(site_id)
+        if code is None:
+            code = self._site_code[site_id] = len(self._site_names)
+            self._site_names.append(site_id)
+        return code
+
+    @property
+    def known_site_ids(self) -> tuple[str, ...]:
+        """Every site id ever listed, in the order first seen (position = the tracker's code)."""
+        return tuple(self._site_names)
+
+    def _to_codes(self, pairs: Pairs) -> Pairs:
+        """(fix, position in the current site list) -> (fix, registry code)."""
+        if pairs.shape[1] == 0:
+            return pairs
+        pos = pairs[1]
+        n = len(self._index_codes)
+        if int(pos.max()) >= n or int(pos.min()) < 0:
+            raise SiteListMismatch(
+                f"fence pairs name site position {int(pos.max())} but the current site list has "
+                f"{n} sites: call use_sites(index.site_ids) when swapping the FenceIndex"
+            )
+        return np.stack((pairs[0], self._index_codes[pos]))
+
     def feed_matched(
         self, fixes: FixBatch, matcher: Matcher, *, now_us: int | None = None
     ) -> list[DetectionEvent]:
-        """Match the batch with ``matcher`` (e.g. ``FenceIndex.query``) and feed it."""
+        """Match the batch with ``matcher`` (positions in ``site_ids``) and feed it."""
         inside = matcher(fixes.lon, fixes.lat, 0.0)
         near = matcher(fixes.lon, fixes.lat, self.params.exit_margin_m)
         return self.feed(fixes, inside, near, now_us=now_us)
+
+    def feed_index(
+        self, fixes: FixBatch, index: SiteIndex, *, now_us: int | None = None
+    ) -> list[DetectionEvent]:
+        """Match the batch against ``index`` (e.g. ``FenceIndexHolder.current``) and feed it;
+        if the index lists other sites than the current list, swap it in first (the events of
+        visits closed by a removal come first in the result)."""
+        events: list[DetectionEvent] = []
+        if index.site_ids is not self.site_ids and tuple(index.site_ids) != self.site_ids:
+            events += self.use_sites(index.site_ids)
+        inside = index.query(fixes.lon, fixes.lat, margin_m=0.0)
+        near = index.query(fixes.lon, fixes.lat, margin_m=self.params.exit_margin_m)
+        return events + self.feed(fixes, inside, near, now_us=now_us)
 
     def advance(self, now_us: int) -> list[DetectionEvent]:
         events: list[DetectionEvent] = []
@@ -670,6 +1148,8 @@ __all__ = [
     "ClosedBy",
     "FleetTracker",
     "Matcher",
+    "SiteIndex",
+    "SiteListMismatch",
     "TrackerStats",
     "VehicleTracker",
 ]

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Prepares a fresh Linux machine for fleetwatch: a virtualenv with the pinned dependencies,
 # and the external programs the tests and the demo start privately (mosquitto, PostgreSQL).
-# No browser is needed: there are no browser tests yet.  Sourced by scripts/test.sh and
-# scripts/demo.sh; safe to run again (idempotent).
+# and Debian's Chromium for the console page's browser tests.  Sourced by scripts/test.sh
+# and scripts/demo.sh; safe to run again (idempotent).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -75,6 +75,22 @@ elif [ "${FLEETWATCH_SKIP_TIMESCALEDB:-}" = 1 ]; then
 else
   echo "bootstrap: !!! TimescaleDB unavailable: its tests will FAIL (FLEETWATCH_SKIP_TIMESCALEDB=1 skips them)" >&2
 fi
+# --- Browser (console page tests, tests/test_page_*.py) ------------------------------------
+# Debian's Chromium at /usr/bin/chromium, driven by the dev dependency playwright (pip) through
+# executable_path.  Never `playwright install`: it downloads a browser build of its own, which a
+# machine without internet cannot do.  Fonts: DejaVu covers the Russian UI text.  Without root
+# and without a Chromium the page tests FAIL naming this step (FLEETWATCH_CHROMIUM may name
+# another Chromium binary).
+if [ -z "${FLEETWATCH_CHROMIUM:-}" ] && [ ! -x /usr/bin/chromium ]; then
+  echo "bootstrap: no /usr/bin/chromium; installing chromium with apt-get" >&2
+  apt_install chromium fonts-dejavu-core || true
+fi
+if [ -n "${FLEETWATCH_CHROMIUM:-}" ] || [ -x /usr/bin/chromium ]; then
+  echo "bootstrap: browser for the page tests: ${FLEETWATCH_CHROMIUM:-/usr/bin/chromium}" >&2
+else
+  echo "bootstrap: !!! no Chromium (not root?): the console page tests will FAIL" >&2
+fi
+# --- end of the browser section -------------------------------------------------------------
 # --- Python environment.
 VENV="${FLEETWATCH_VENV:-$ROOT/.venv}"
 if [ ! -x "$VENV/bin/python" ]; then

@@ -36,7 +36,7 @@ from simulators.drive import (
     move_phase,
     street_phases,
 )
-from simulators.gps import Dropout, observe, transmit
+from simulators.gps import Dropout, MultipathNoise, observe, stand_and_creep, transmit
 from simulators.nmea_writer import FixColumns, epoch_bytes
 from simulators.plans import (
     RouteAssignment,
@@ -55,6 +55,9 @@ _GARBAGE_BYTES = np.array([b for b in range(256) if b not in (0x0A, 0x0D, 0x23, 
 
 #: the latest window end a plan may need after its last stop (plans.window_around's slack)
 WINDOW_SLACK_MIN = 180
+
+
+NOISE_MODELS = ("default", "multipath")
 
 
 class ScenarioError(ValueError):
@@ -87,10 +90,18 @@ class ScenarioParams:
     lunch_rate: float = 0.5  # per vehicle: a 20–45 min lunch stop
     driveby_rate: float = 0.03  # per leg: a detour through a fence without stopping
     multipath_rate: float = 0.002  # per epoch near buildings
+    # "multipath": issue 11's independent noise (simulators.gps.MultipathNoise) and jams as
+    # stands with short creeps (simulators.gps.stand_and_creep) instead of the default model
+    noise_model: str = "default"
     dropout_rate: float = 0.3  # expected coverage dropouts per unit per day
     bad_rate: float = 0.0005  # per sentence
     clock_off_units: int = 1
     silent_units: int = 1
+    # issue 8 (schedule): all off by default, and drawn from a separate random stream per
+    # vehicle, so a scenario without them stays byte-identical for the same seed
+    cancel_rate: float = 0.0  # per planned stop: the dispatcher cancels it (client closed)
+    coverage_gap_units: int = 0  # units out of coverage across a stop's window end
+    breakdown_rate: float = 0.0  # per vehicle: a 30–60 min standstill on a leg (foreseeable)
 
     def __post_init__(self) -> None:
         if self.sites < 1 or self.vehicles < 1:
@@ -110,11 +121,17 @@ class ScenarioParams:
             "driveby_rate",
             "multipath_rate",
             "bad_rate",
+            "cancel_rate",
+            "breakdown_rate",
         ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1]")
+        if self.noise_model not in NOISE_MODELS:
+            raise ValueError(f"noise_model={self.noise_model!r}: choose one of {NOISE_MODELS}")
         if self.clock_off_units + self.silent_units > self.vehicles:
             raise ValueError("more clock-off and silent units than vehicles")
+        if not 0 <= self.coverage_gap_units <= self.vehicles:
+            raise ValueError("coverage_gap_units must be between 0 and the number of vehicles")
 
     def quiet(self) -> ScenarioParams:
         """The same day with nothing injected (GPS noise stays: it is not an event)."""
@@ -130,11 +147,17 @@ class ScenarioParams:
             bad_rate=0.0,
             clock_off_units=0,
             silent_units=0,
+            cancel_rate=0.0,
+            coverage_gap_units=0,
+            breakdown_rate=0.0,
         )
 
     def to_json_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["date"] = self.date.isoformat()
+        for name in ("cancel_rate", "coverage_gap_units", "breakdown_rate"):
+            if not d[name]:  # unchanged truth.json for scenarios without them
+                del d[name]
         return d
 
 
@@ -189,12 +212,19 @@ def write_scenario(params: ScenarioParams, out: Path) -> Truth:
         special[params.clock_off_units : params.clock_off_units + params.silent_units].tolist()
     )
     slow = rng.random(params.vehicles) < params.slow_unit_fraction
+    gap_units: set[int] = set()
+    if params.coverage_gap_units:
+        grng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([params.seed, 0, 8])))
+        gap_units = (
+            set(grng.permutation(params.vehicles)[: params.coverage_gap_units].tolist()) - silent
+        )
     truth = Truth(scenario=params.to_json_dict())
     outputs = _Outputs()
     sites = list(city.sites)
     ctx = _Context(params=params, city=city, grid=StreetGrid())
     for k, assignment in enumerate(routes):
         vrng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([params.seed, k + 1])))
+        xrng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([params.seed, k + 1, 8])))
         _vehicle_day(
             ctx,
             vrng,
@@ -206,6 +236,8 @@ def write_scenario(params: ScenarioParams, out: Path) -> Truth:
             out,
             clock_off=k in clock_off,
             silent=k in silent,
+            xrng=xrng,
+            coverage_gap=k in gap_units,
             rate_hz=params.slow_rate_hz if slow[k] else params.rate_hz,
         )
     city = dataclasses.replace(city, sites=tuple(sites))
@@ -232,6 +264,20 @@ def write_scenario(params: ScenarioParams, out: Path) -> Truth:
     )
     _write_csv(out / "units.csv", ["unit_id", "vehicle_id", "driver"], outputs.unit_rows)
     (out / "truth.json").write_text(truth.dumps(), encoding="utf-8")
+    if truth.cancelled:  # the dispatcher's commands, for replay (absent without cancellations)
+        lines = [
+            json.dumps(
+                {
+                    "at": c["at"],
+                    "command": "cancel",
+                    "stop_id": f"{params.date.isoformat()}/{c['site_id']}",
+                    "reason": c["reason"],
+                    "by": "dispatcher",
+                }
+            )
+            for c in sorted(truth.cancelled, key=lambda c: (c["at"], c["site_id"]))
+        ]
+        (out / "commands.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return truth
 
 
@@ -322,12 +368,14 @@ def _insert_stop(ctx: _Context, rng: np.random.Generator, leg: _Leg, kind: str) 
         i = candidates[int(rng.integers(0, len(candidates)))]
         p = leg.phases[i][0]
         d1 = float(rng.uniform(100.0, p.length_m - 150.0))
-        length = 0.0 if kind == "lunch" else float(rng.uniform(15.0, 50.0))
+        length = 0.0 if kind in ("lunch", "breakdown") else float(rng.uniform(15.0, 50.0))
         x, y = _point_at(leg.route, float(offsets[i]) + d1 + length / 2)
         if not ctx.clear_of_fences(x, y, 60.0):
             continue
         if kind == "lunch":
             mid = dwell_phase(float(rng.uniform(20 * 60, 45 * 60)))
+        elif kind == "breakdown":
+            mid = dwell_phase(float(rng.uniform(30 * 60, 60 * 60)))
         else:
             mid = crawl_phase(length, float(rng.uniform(180.0, 720.0)), period_s=120.0)
         new = [
@@ -387,11 +435,13 @@ def _vehicle_day(
     clock_off: bool,
     silent: bool,
     rate_hz: float,
+    xrng: np.random.Generator,
+    coverage_gap: bool,
 ) -> None:
     """Plan, drive, observe and write one vehicle's day (the order of random draws is fixed:
-    changing it changes every scenario)."""
+    changing it changes every scenario; issue 8's options draw from ``xrng`` only)."""
     plan = _plan_day(ctx, rng, k, a, sites, outputs)
-    driven = _drive_day(ctx, rng, a, plan, truth)
+    driven = _drive_day(ctx, rng, a, plan, truth, xrng)
     _observe_and_write(
         ctx,
         rng,
@@ -404,6 +454,8 @@ def _vehicle_day(
         clock_off=clock_off,
         silent=silent,
         rate_hz=rate_hz,
+        xrng=xrng,
+        coverage_gap=coverage_gap,
     )
 
 
@@ -477,9 +529,15 @@ def _plan_day(
 
 
 def _drive_day(
-    ctx: _Context, rng: np.random.Generator, a: RouteAssignment, plan: _DayPlan, truth: Truth
+    ctx: _Context,
+    rng: np.random.Generator,
+    a: RouteAssignment,
+    plan: _DayPlan,
+    truth: Truth,
+    xrng: np.random.Generator,
 ) -> _Driven:
-    """The real day: the plan's legs with skips, detours, jams, lunch and congestion."""
+    """The real day: the plan's legs with skips, detours, jams, lunch and congestion (and with
+    issue 8's options: dispatcher cancellations, a breakdown)."""
     p = ctx.params
     city = ctx.city
     depot = city.depots[a.depot_index]
@@ -510,7 +568,25 @@ def _drive_day(
     lost_total = 0.0
     congestion_start: float | None = None
     lunch_done = False
-    targets = [j for j in range(n) if not skipped[j]] + [n]
+    cancelled = np.zeros(n, dtype=bool)
+    if p.cancel_rate > 0:
+        cancelled = (xrng.random(n) < p.cancel_rate) & ~skipped
+        for j in np.flatnonzero(cancelled).tolist():
+            at = max(depart - 3600.0, windows[j][0] - float(xrng.uniform(0, 3600)))
+            truth.cancelled.append(
+                {
+                    "vehicle_id": a.vehicle_id,
+                    "site_id": city.sites[a.stops[j]].site_id,
+                    "seq": j + 1,
+                    "at": iso_s(at),
+                    "reason": "client closed",
+                }
+            )
+    breakdown_leg = -1
+    if p.breakdown_rate > 0 and n >= 2 and xrng.random() < p.breakdown_rate:
+        breakdown_leg = int(xrng.integers(1, n))
+    breakdown_start: float | None = None
+    targets = [j for j in range(n) if not skipped[j] and not cancelled[j]] + [n]
     for j in range(n):
         if skipped[j]:
             truth.skipped.append(
@@ -539,6 +615,13 @@ def _drive_day(
             _insert_stop(ctx, rng, leg, "traffic")
         if 0 <= lunch_leg <= j and not lunch_done:
             lunch_done = _insert_stop(ctx, rng, leg, "lunch")
+        if (
+            breakdown_leg >= 0
+            and j >= breakdown_leg
+            and breakdown_start is None
+            and _insert_stop(ctx, xrng, leg, "breakdown")
+        ):
+            breakdown_start = -1.0  # set to its time when the leg is driven
         if congest_leg >= 0 and j >= congest_leg and lost_total < to_lose:
             lost_total += _congest(leg, rng, to_lose - lost_total)
         leg_dur = sum(ph.duration_s for ph, _ in leg.phases)
@@ -558,6 +641,16 @@ def _drive_day(
                     congestion_start = t_a
             elif tag is not None:
                 events.append((tag, t_a, tl.now, None))
+                if tag == "breakdown":
+                    breakdown_start = t_a
+                    truth.traffic_delays.append(
+                        {
+                            "vehicle_id": a.vehicle_id,
+                            "start": iso_s(t_a),
+                            "delay_s": round(tl.now - t_a),
+                            "kind": "breakdown",
+                        }
+                    )
         if via is not None:
             events.append(("driveby", leg_start, tl.now, via))
         cur = dest
@@ -594,6 +687,8 @@ def _observe_and_write(
     clock_off: bool,
     silent: bool,
     rate_hz: float,
+    xrng: np.random.Generator,
+    coverage_gap: bool,
 ) -> None:
     """Sample the day at the unit's rate, pass it through the GPS model and the network,
     record the truth, write the unit's NMEA file."""
@@ -605,6 +700,10 @@ def _observe_and_write(
     n_ep = int((tl.now - unit_on) // step) + 1
     t_ep: FloatArray = unit_on + np.arange(n_ep, dtype=np.float64) * step
     kin = tl.sample(t_ep)
+    noise = MultipathNoise() if p.noise_model == "multipath" else None
+    if noise is not None:
+        jams = [(t_a, t_b) for kind, t_a, t_b, _ in events if kind == "traffic"]
+        kin = stand_and_creep(kin, jams, rng)
     near = np.hypot(kin.x, kin.y) < 3000.0
     for _, site_i, park, leave in visits_raw:
         if not city.sites[site_i].is_circle:
@@ -617,6 +716,7 @@ def _observe_and_write(
         rate_hz=rate_hz,
         near_buildings=near,
         multipath_rate=p.multipath_rate,
+        noise=noise,
     )
     truth.multipath_outliers += int(obs.multipath.sum())
     dropouts: list[Dropout] = []
@@ -632,6 +732,8 @@ def _observe_and_write(
         if not kept or d.start_s >= kept[-1].released_s + 60:
             kept.append(d)
     dropouts = kept
+    if coverage_gap:
+        dropouts = _coverage_gap(ctx, xrng, a, plan, visits_raw, dropouts, truth)
     silent_from = (
         float(round(rng.uniform(t_ep[0] + 0.3 * span, t_ep[0] + 0.8 * span))) if silent else None
     )
@@ -731,7 +833,7 @@ def _observe_and_write(
                     lon=float(lon[0]),
                     start=t_a,
                     end=t_b,
-                    kind="lunch" if kind == "lunch" else "traffic",
+                    kind=kind if kind in ("lunch", "breakdown") else "traffic",
                 )
             )
 
@@ -756,6 +858,48 @@ def _observe_and_write(
         _payload_file(epochs, tx.order, tx.bounds, tx.recv_s)
     )
     outputs.fixes += int(sent.sum())
+
+
+def _coverage_gap(
+    ctx: _Context,
+    xrng: np.random.Generator,
+    a: RouteAssignment,
+    plan: _DayPlan,
+    visits_raw: list[tuple[int, int, float, float]],
+    dropouts: list[Dropout],
+    truth: Truth,
+) -> list[Dropout]:
+    """The unit loses coverage a few minutes before one of its visits and gets it back after
+    that stop's window end; the held fixes (which show the visit) arrive in a burst only after
+    window end + 30 min (a schedule's default grace), so a live engine first calls the stop
+    missed and must then retract.  Other dropouts overlapping it are dropped."""
+    fits = [
+        (seq, site_i, park, leave)
+        for seq, site_i, park, leave in visits_raw
+        if park < plan.windows[seq - 1][1] - 600
+    ]
+    if not fits:
+        return dropouts
+    seq, site_i, park, leave = fits[int(xrng.integers(len(fits) // 3, max(1, len(fits))))]
+    we = plan.windows[seq - 1][1]
+    start = float(round(park - xrng.uniform(180, 600)))
+    end = float(round(max(leave + 60.0, we + xrng.uniform(60, 600))))
+    released = we + 1800.0 + float(xrng.uniform(300, 1200))
+    gap = Dropout(start_s=start, end_s=end, released_s=released)
+    kept = [d for d in dropouts if d.released_s + 60 < start or d.start_s > released + 60]
+    truth.coverage_gaps.append(
+        {
+            "unit_id": plan.unit_id,
+            "vehicle_id": a.vehicle_id,
+            "site_id": ctx.city.sites[site_i].site_id,
+            "seq": seq,
+            "window_end": iso_s(we),
+            "start": iso_s(start),
+            "end": iso_s(end),
+            "released_at": iso_s(released),
+        }
+    )
+    return sorted([*kept, gap], key=lambda d: d.start_s)
 
 
 def _corrupt(

@@ -54,6 +54,8 @@ class Truth:
     dropouts: list[dict[str, Any]] = field(default_factory=list)
     clock_offsets: list[dict[str, Any]] = field(default_factory=list)
     silent_units: list[dict[str, Any]] = field(default_factory=list)
+    cancelled: list[dict[str, Any]] = field(default_factory=list)  # issue 8 (optional)
+    coverage_gaps: list[dict[str, Any]] = field(default_factory=list)  # issue 8 (optional)
     multipath_outliers: int = 0
     bad_sentences: dict[str, int] = field(
         default_factory=lambda: {"checksum": 0, "truncated": 0, "garbage": 0}
@@ -96,6 +98,10 @@ class Truth:
             "silent_units": self.silent_units,
             "multipath_outliers": self.multipath_outliers,
             "bad_sentences": self.bad_sentences,
+        } | {  # written only when used, so older scenarios' truth stays byte-identical
+            k: v
+            for k, v in (("cancelled", self.cancelled), ("coverage_gaps", self.coverage_gaps))
+            if v
         }
 
     def dumps(self) -> str:

@@ -22,7 +22,9 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from core.fixes import DeadLetter, FixBatch
+from schedule.events import DetectionEvent
 from store import partitions
+from store.analytics import service_times
 from store.dead_letters import count_dead_letters_by_reason, insert_dead_letters
 from store.errors import StoreUnavailable, StoreWriteError
 from store.fixes import (
@@ -34,6 +36,7 @@ from store.fixes import (
     select_recent_fixes,
 )
 from store.migrate import Partitioning, apply_migrations
+from store.outbox import load_detection_events
 from store.units import UnitRow, select_units, upsert_units
 
 
@@ -358,6 +361,20 @@ class Store:
         with self._counting_errors("reading recent fixes"):
             async with self._connection() as conn:
                 return await select_recent_fixes(conn, start_us, end_us)
+
+    async def detection_events_since(self, since_us: int) -> list[DetectionEvent]:
+        """The latest published version of every visit and stop since *since_us* (restart)."""
+        with self._counting_errors("reading published detection events"):
+            async with self._connection() as conn:
+                return await load_detection_events(conn, since_us)
+
+    async def learned_service_minutes(self, *, min_visits: int = 5) -> dict[str, float]:
+        """Median service minutes per site over its completed visits (analytics view of
+        migration 0007), for sites with at least *min_visits*: what the ETAs start from."""
+        with self._counting_errors("reading service times"):
+            async with self._connection() as conn:
+                rows = await service_times(conn)
+        return {r.site_id: r.p50_min for r in rows if r.visits >= min_visits}
 
     async def dead_letter_counts(self) -> dict[str, int]:
         """Stored dead letters by reason code."""

@@ -10,6 +10,7 @@ figures (schedule/evaluate_schedule.py) and the integration tests.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,9 @@ from schedule.board import ScheduleBoard
 from schedule.params import DetectionParams
 from schedule.plans import read_schedule_inputs
 from schedule.schedule_params import ScheduleParams
-from schedule.stop_events import ScheduleEvent, VehiclePosition
+from schedule.stop_events import CancelStop, ScheduleEvent, VehiclePosition
 from schedule.tracker import FleetTracker
-from simulators.formats import load_units, merged_payloads
+from simulators.formats import load_units, merged_payloads, parse_iso_us
 
 ADVANCE_EVERY_US = 60_000_000
 
@@ -48,6 +49,23 @@ def _tick_until(board: ScheduleBoard, now: int, out: list[ScheduleEvent]) -> int
         n += 1
 
 
+def truth_commands(scenario: Path) -> list[tuple[int, Any]]:
+    """The dispatcher's cancellations of the simulated day (truth.json ``cancelled``, the same
+    as the scenario's commands.jsonl)."""
+    path = scenario / "truth.json"
+    if not path.is_file():
+        return []
+    truth = json.loads(path.read_text(encoding="utf-8"))
+    date = truth["scenario"]["date"]
+    return [
+        (
+            parse_iso_us(c["at"]),
+            CancelStop(stop_id=f"{date}/{c['site_id']}", reason=c["reason"], by="dispatcher"),
+        )
+        for c in truth.get("cancelled", [])
+    ]
+
+
 def run_day(
     scenario: Path,
     *,
@@ -69,7 +87,9 @@ def run_day(
         sites=inputs.sites, vehicles=inputs.vehicles, depots=inputs.depots, params=params
     )
     out: list[ScheduleEvent] = []
-    pending_cmds = sorted(commands or [], key=lambda c: c[0])
+    if commands is None:
+        commands = truth_commands(scenario)
+    pending_cmds = sorted(commands, key=lambda c: c[0])
     first = True
     ticks = 0
     step_us = int(step_s * 1e6)
@@ -136,4 +156,82 @@ def run_day(
     # the clock runs on to the end of every stop's grace
     horizon = max((s.grace_end_us for s in board._stops.values()), default=batch_end)
     ticks += _tick_until(board, max(horizon, batch_end) + 1, out)
+    return DayRun(board=board, events=out, inputs=inputs, ticks=ticks, commands=len(commands))
+
+
+def run_day_in_order(
+    scenario: Path,
+    *,
+    step_s: float = 30.0,
+    params: ScheduleParams | None = None,
+    detection: DetectionParams | None = None,
+) -> DayRun:
+    """The same day delivered in fix-time order (no backlog, no bursts): every payload decoded
+    first, then fed by fix time with "now" = the step's end.  Final states must equal those of
+    :func:`run_day` (decisions never depend on arrival order)."""
+    params = params or ScheduleParams()
+    det = detection or DetectionParams()
+    inputs = read_schedule_inputs(scenario)
+    load = load_sites_geojson(scenario / "sites.geojson")
+    index = FenceIndex.build(load.sites, margin_m=det.exit_margin_m)
+    units = {u.unit_id: u.vehicle_id for u in load_units(scenario / "units.csv")}
+    fleet = FleetTracker(index.site_ids, units, det)
+    board = ScheduleBoard(
+        sites=inputs.sites, vehicles=inputs.vehicles, depots=inputs.depots, params=params
+    )
+    decoder = Decoder(DecodeOptions())
+    parts: list[FixBatch] = []
+    us: list[str] = []
+    ps: list[bytes] = []
+    rs: list[int] = []
+    for recv, unit, payload in merged_payloads(scenario):
+        us.append(unit)
+        ps.append(payload)
+        rs.append(recv)
+    parts.append(decoder.decode(us, ps, np.asarray(rs, np.int64)).fixes)
+    fixes = FixBatch.concat(parts)
+    fixes = fixes.take(np.argsort(fixes.t_us, kind="stable"))
+    commands = sorted(truth_commands(scenario), key=lambda c: c[0])
+    out: list[ScheduleEvent] = []
+    step_us = int(step_s * 1e6)
+    t = fixes.t_us
+    start = int(t[0])
+    for day in sorted(inputs.plans):
+        out.extend(board.load_plan(inputs.plans[day], start))
+    ticks = 0
+    next_advance = 0
+
+    def matcher(lon: Any, lat: Any, margin_m: float) -> Any:
+        return index.query(lon, lat, margin_m=margin_m)
+
+    lo = 0
+    end = start
+    while lo < len(t):
+        end = (int(t[lo]) // step_us + 1) * step_us
+        hi = int(np.searchsorted(t, end, side="left"))
+        ticks += _tick_until(board, end, out)
+        while commands and commands[0][0] <= end:
+            at, cmd = commands.pop(0)
+            out.extend(board.command(cmd, at))
+        chunk = fixes.take(np.arange(lo, hi))
+        evs = fleet.feed_matched(chunk, matcher)
+        if end >= next_advance:
+            evs += fleet.advance(end)
+            next_advance = end + ADVANCE_EVERY_US
+        out.extend(board.on_detection(evs, end))
+        last: dict[str, VehiclePosition] = {}
+        for i in range(len(chunk)):
+            vid = units.get(str(chunk.unit_id[i]), str(chunk.unit_id[i]))
+            last[vid] = VehiclePosition(
+                vehicle_id=vid,
+                t_us=int(chunk.t_us[i]),
+                lon=float(chunk.lon[i]),
+                lat=float(chunk.lat[i]),
+                speed_kmh=float(chunk.speed_kmh[i]),
+            )
+        out.extend(board.on_positions(list(last.values()), end))
+        lo = hi
+    out.extend(board.on_detection(fleet.finish(), end))
+    horizon = max((s.grace_end_us for s in board._stops.values()), default=end)
+    ticks += _tick_until(board, max(horizon, end) + 1, out)
     return DayRun(board=board, events=out, inputs=inputs, ticks=ticks, commands=0)

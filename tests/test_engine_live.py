@@ -465,3 +465,31 @@ async def test_live_service_with_plans_ends_in_replays_stop_states_and_exception
     assert final_states(live) == expected
     assert sum(1 for s in expected.values() if s[0] == "missed") >= 1
     assert exceptions(live) == exceptions(end)
+
+
+def test_a_new_site_list_swaps_in_mid_day_without_losing_visits(
+    scenario: Path, decoded: FixBatch, index: FenceIndex
+) -> None:
+    """The same sites in another order (a rebuilt index) swapped in halfway: the day's
+    completed visits are exactly those of a run that never swapped."""
+    units = vehicles(scenario)
+    expected = offline_visits(decoded, index, units)
+    load = load_sites(scenario / "sites.geojson")
+    shuffled = FenceIndex.build(
+        list(reversed(load.sites)), margin_m=DetectionParams().exit_margin_m
+    )
+    assert shuffled.site_ids != index.site_ids
+    engine = new_engine(index, units, round_interval_s=5.0)
+    got: list[object] = []
+    half = len(decoded) // 2
+    now = 0
+    for start in range(0, len(decoded), 200):
+        if start >= half and engine.tracker.site_ids == index.site_ids:
+            got += engine.set_sites(fence_matcher(shuffled), shuffled.site_ids, now)
+        batch = decoded.take(np.arange(start, min(start + 200, len(decoded))))
+        now = int(batch.recv_us.max())
+        got += tick_until(engine, now)
+        got += engine.feed(batch, now)
+    got += engine.finish(now + 86_400 * US_PER_S)
+    assert engine.tracker.site_ids == shuffled.site_ids
+    assert completed_visits(got) == expected
