@@ -42,6 +42,7 @@ from fleetwatch.startup import wait_for_dependencies
 from fleetwatch.store_writer import StoreWriter
 from fleetwatch.web import WebOptions, WebServer, WebShell, open_web_server
 from geofence import SiteLoad
+from geofence import warm_up as warm_up_fences
 from ingest.batcher import BatchLimits
 from ingest.metrics import IngestMetrics, SourceCounters
 from ingest.mqtt import MqttSettings, MqttSource, parse_mqtt_url, unit_id_from_topic
@@ -232,6 +233,8 @@ async def run_ingest(
             stack.push_async_callback(writer.aclose)
         # the decoder's kernel compiles (~4 s cold) in a worker thread, before any message
         await asyncio.to_thread(warm_up_decoder)
+        if engine is not None:  # the fence query's compiled pass, before the first round
+            await asyncio.to_thread(warm_up_fences)
         source = MqttSource(
             mqtt_settings(settings), max_buffered_messages=settings.mqtt_max_buffered_messages
         )
