@@ -426,8 +426,9 @@ def load_console_tokens(settings: Settings) -> Authenticator:
     """Who may use the console and the APIs: ``FLEETWATCH_TOKENS_FILE`` (hashed tokens), or
     nobody (every connection refused with 4401 / 401, logged once)."""
     if settings.tokens_file is None:
-        log.warning("no tokens file (FLEETWATCH_TOKENS_FILE): the console and the CRM API "
-                    "refuse everyone; mint tokens with `python -m fleetwatch.auth`")  # fmt: skip
+        # INFO, not WARNING: a pure ingest deployment without the console or the API is valid
+        log.info("no tokens file (FLEETWATCH_TOKENS_FILE): the console and the CRM API are "
+                 "closed (every request refused); mint tokens with `python -m fleetwatch.auth`")  # fmt: skip
         return Authenticator([])
     return load_tokens(settings.tokens_file)
 
