@@ -427,8 +427,10 @@ def load_console_tokens(settings: Settings) -> Authenticator:
     nobody (every connection refused with 4401 / 401, logged once)."""
     if settings.tokens_file is None:
         # INFO, not WARNING: a pure ingest deployment without the console or the API is valid
-        log.info("no tokens file (FLEETWATCH_TOKENS_FILE): the console and the CRM API are "
-                 "closed (every request refused); mint tokens with `python -m fleetwatch.auth`")  # fmt: skip
+        log.info(
+            "no tokens file (FLEETWATCH_TOKENS_FILE): the console and the CRM API are closed "
+            "(every request refused); mint tokens with `python -m fleetwatch.auth`"
+        )
         return Authenticator([])
     return load_tokens(settings.tokens_file)
 
