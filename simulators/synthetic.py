@@ -159,6 +159,7 @@ def publish_at_rate(
     *,
     rate_per_s: float,
     duration_s: float,
+    max_messages: int | None = None,
     unit_indices: IntArray | None = None,
     bad_every: int = 0,
     tick_s: float = 0.005,
@@ -170,8 +171,9 @@ def publish_at_rate(
     wall_us: Callable[[], int] = lambda: time.time_ns() // 1000,
 ) -> PublishRun:
     """Publish round-robin over ``unit_indices`` (default: every unit) at ``rate_per_s``
-    messages/s in total for ``duration_s``, never more than the pool's in-flight window
-    outstanding; returns without draining (the caller decides how long to wait for acks).
+    messages/s in total for ``duration_s`` (or until ``max_messages`` are sent), never more
+    than the pool's in-flight window outstanding; returns without draining (the caller decides
+    how long to wait for acks).
 
     ``pub_times[k]`` gets the clock time of message *k* (as many as fit); ``poll(now)`` is
     called every ``poll_interval_s`` (the load tester counts stored rows there).
@@ -187,9 +189,9 @@ def publish_at_rate(
     cap = 0 if pub_times is None else len(pub_times)
     while True:
         now = clock()
-        if now >= end:
+        if now >= end or run.sent == max_messages:
             break
-        due = int((now - run.start) * rate_per_s)
+        due = int(min((now - run.start) * rate_per_s, max_messages or math.inf))
         k = min(due - run.sent, max(0, window - pool.outstanding), max_step)
         if k > 0:
             idx = units[(cursor + np.arange(k, dtype=np.int64)) % n_units]
