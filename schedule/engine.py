@@ -35,7 +35,14 @@ import numpy as np
 import numpy.typing as npt
 
 from core.fixes import FixBatch
-from schedule.events import DetectionEvent
+from schedule.events import (
+    DetectionEvent,
+    StopEnded,
+    StopStarted,
+    VisitCompleted,
+    VisitStarted,
+    latest,
+)
 from schedule.params import DetectionParams
 from schedule.stop_events import (
     AlertCommand,
@@ -289,16 +296,32 @@ class Engine:
         self.stats.schedule_events += len(sched)
         return [*sched, *self._to_stages(sched, data_now)]
 
-    def restore(self, fixes: FixBatch, now_us: int) -> list[Any]:
+    def restore(
+        self, fixes: FixBatch, now_us: int, previous: Sequence[DetectionEvent] = ()
+    ) -> list[Any]:
         """Rebuild state after a restart from the stored fixes of the last ``horizon_s``.
 
-        The fixes go through the same path as live ones (one round); the events they re-derive
-        carry the same ids as before the restart (ids come from stable facts), so a consumer
-        that already has them (the store's outbox) recognises them and publishes nothing new.
-        Fixes the broker redelivers afterwards are duplicates the tracker drops.
+        *previous*: the detection events published before the restart (the latest version of
+        each, from the store).  The tracker adopts them, so re-derived visits keep their ids
+        and an unchanged one emits nothing, and visits that began before the re-read fixes
+        stand as they were; the board learns from them which stops were already served, so a
+        stop visited before the re-read window is not decided "missed" anew.  Without
+        *previous*, each unit's fixes are taken from its first settled moment only (a visit in
+        progress at the edge of the window would otherwise be re-derived truncated, under a
+        new id).  The re-read fixes then go through the same path as live ones (one round).
         """
-        fixes = self._from_idle(fixes)
-        out = self.feed(fixes, now_us)
+        out: list[Any] = []
+        prev = [e for e in latest(list(previous)).values() if not e.retracted]
+        if prev:
+            self.tracker.restore(prev)
+            if self.board is not None:
+                t = max(_event_time(e) for e in prev)
+                sched = list(self.board.on_detection(prev, t))
+                self.stats.schedule_events += len(sched)
+                out += [*sched, *self._to_stages(sched, t)]
+        else:
+            fixes = self._from_idle(fixes)
+        out += self.feed(fixes, now_us)
         return out + self.flush(now_us)
 
     def _from_idle(self, fixes: FixBatch, *, settle_s: float = 60.0) -> FixBatch:
@@ -508,6 +531,17 @@ class Engine:
 
     def vehicles(self) -> Collection[str]:
         return tuple(self.tracker.vehicles)
+
+
+def _event_time(ev: DetectionEvent) -> int:
+    if isinstance(ev, VisitCompleted):
+        return ev.departure_us
+    if isinstance(ev, StopEnded):
+        return ev.end_us
+    if isinstance(ev, VisitStarted):
+        return ev.confirmed_us
+    assert isinstance(ev, StopStarted)
+    return ev.start_us
 
 
 def drive(

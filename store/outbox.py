@@ -1,0 +1,435 @@
+"""The transactional outbox: every version of every record the engine publishes, numbered by
+the store (migration 0005 holds the tables; docs/outbox.md explains the rules).
+
+Why the store numbers versions and not the engine: the engine's counters live in memory and
+restart at 1 after a crash, and a restarted engine re-derives (re-publishes) the day's records
+from the stored fixes.  Here each record is compared with what is already stored for its
+``(kind, id)``: the same content (a SHA-256 of its JSON body *without* the fields that do not
+change what it says: version numbers, decision time, cause) is skipped — it was announced
+already — and new content gets ``version = max + 1``.  The CRM feed reads ``record_versions`` in
+``seq`` order; since every writer holds ``pg_advisory_xact_lock(hashtext('fleetwatch.outbox'))``
+until its COMMIT, ``seq`` order is commit order and a cursor never skips a late commit.
+
+The conversion from engine events to :class:`OutboxRecord` is pure (:func:`records_from_events`);
+:func:`write_records` is one transaction over one connection, batched with arrays (one round
+trip per statement whatever the batch size).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, Literal
+
+import psycopg
+
+from alerts.records import AlertVersion, ExceptionVersion
+from core.fixes import iso_utc
+from schedule.events import StopEnded, StopStarted, VisitCompleted, VisitStarted
+from schedule.stop_events import (
+    Acknowledge,
+    AddComment,
+    CancelStop,
+    Command,
+    ReassignStop,
+    ReorderRoute,
+    StopChanged,
+)
+
+RecordKind = Literal["exception", "alert", "stop_state", "visit", "stop"]
+KINDS: tuple[RecordKind, ...] = ("exception", "alert", "stop_state", "visit", "stop")
+#: the advisory lock every outbox writer holds until COMMIT (seq order = commit order)
+OUTBOX_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('fleetwatch.outbox'))"
+
+#: Body keys left out of the content hash: they number or date a decision without changing
+#: what it says.  A re-derived record after a restart is decided at another tick (``at``),
+#: possibly from a fix instead of a tick (``cause``, ``reason``), with another ETA; a
+#: restarted engine's board learns a visit from the store, not as it happened, so the state
+#: it came from (``previous``) and whether it was learned late (``detected_late``) describe
+#: the path to the decision, not the decision.
+_VOLATILE: dict[RecordKind, frozenset[str]] = {
+    "exception": frozenset({"version", "engine_version", "at"}),
+    "alert": frozenset({"version", "engine_version", "at"}),
+    "stop_state": frozenset(
+        {"version", "engine_version", "at", "cause", "reason", "eta", "previous", "detected_late"}
+    ),
+    "visit": frozenset({"version", "engine_version", "supersedes"}),
+    "stop": frozenset({"version", "engine_version", "supersedes"}),
+}
+
+
+class OutboxError(ValueError):
+    """A record that cannot go into the outbox (a bug of the caller, not of the data)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutboxRecord:
+    """One engine record on its way to ``record_versions``: its identity, data time and JSON
+    body (``version`` in the body is replaced by the store's)."""
+
+    kind: RecordKind
+    id: str
+    at_us: int
+    body: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise OutboxError(f"unknown record kind {self.kind!r}; one of {KINDS}")
+        if not self.id:
+            raise OutboxError(f"a {self.kind} record needs an id")
+
+    def content_sha256(self) -> bytes:
+        """SHA-256 of the canonical JSON of the body without its volatile keys."""
+        volatile = _VOLATILE[self.kind]
+        content = {k: v for k, v in self.body.items() if k not in volatile}
+        return hashlib.sha256(canonical_json(content).encode()).digest()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JournaledCommand:
+    """An accepted (or refused) dispatcher command for ``commands_journal``: what a restarted
+    engine cannot re-derive from fixes, re-applied after :meth:`Engine.restore`."""
+
+    at_us: int
+    command: Command
+    accepted: bool = True
+    refusal: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutboxResult:
+    """What one :func:`write_records` call did."""
+
+    inserted: int  # new versions in record_versions
+    unchanged: int  # records whose content was already stored (re-derived, redelivered)
+    commands: int  # rows added to commands_journal
+    last_seq: int | None  # highest seq written (None if nothing new)
+
+
+def canonical_json(value: Any) -> str:
+    """Sorted keys, no spaces, NaN/inf as null: one text per content."""
+    return json.dumps(_finite(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _dataclass_json(obj: Any) -> dict[str, Any]:
+    """A frozen event as JSON: ``*_us`` fields as ISO-8601 UTC under the name without suffix."""
+    out: dict[str, Any] = {"event": type(obj).__name__}
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        if f.name.endswith("_us"):
+            out[f.name[:-3]] = None if v is None else iso_utc(v)
+        elif isinstance(v, tuple):
+            out[f.name] = list(v)
+        else:
+            out[f.name] = _finite(v)
+    return out
+
+
+def record_of(ev: object) -> OutboxRecord | None:
+    """The outbox record of one engine output, or None for outputs that are not stored
+    (positions, route progress, vehicle conditions, DataDelayed: console material)."""
+    body: dict[str, Any]
+    if isinstance(ev, ExceptionVersion):
+        body = ev.to_json_dict()
+        body["engine_version"] = body.pop("version")
+        return OutboxRecord(kind="exception", id=ev.id, at_us=ev.at_us, body=body)
+    if isinstance(ev, AlertVersion):
+        body = ev.to_json_dict()
+        body["engine_version"] = body.pop("version")
+        return OutboxRecord(kind="alert", id=ev.id, at_us=ev.at_us, body=body)
+    if isinstance(ev, StopChanged):
+        body = _dataclass_json(ev)
+        return OutboxRecord(kind="stop_state", id=ev.stop_id, at_us=ev.at_us, body=body)
+    if isinstance(ev, VisitStarted | VisitCompleted):
+        body = ev.to_json_dict()
+        body["engine_version"] = body.pop("version")
+        at = ev.departure_us if isinstance(ev, VisitCompleted) else ev.confirmed_us
+        return OutboxRecord(kind="visit", id=ev.visit_id, at_us=at, body=_finite(body))
+    if isinstance(ev, StopStarted | StopEnded):
+        body = ev.to_json_dict()
+        body["engine_version"] = body.pop("version")
+        at = ev.end_us if isinstance(ev, StopEnded) else ev.start_us
+        return OutboxRecord(kind="stop", id=ev.stop_id, at_us=at, body=_finite(body))
+    return None
+
+
+def records_from_events(events: Iterable[object]) -> list[OutboxRecord]:
+    """The stored records among the engine's outputs, in output order."""
+    out: list[OutboxRecord] = []
+    for ev in events:
+        rec = record_of(ev)
+        if rec is not None:
+            out.append(rec)
+    return out
+
+
+# -- commands -------------------------------------------------------------------------------------
+
+_COMMAND_TYPES: dict[str, type[Any]] = {
+    "reassign": ReassignStop,
+    "reorder": ReorderRoute,
+    "cancel": CancelStop,
+    "acknowledge": Acknowledge,
+    "comment": AddComment,
+}
+_COMMAND_NAMES = {cls: name for name, cls in _COMMAND_TYPES.items()}
+
+
+def command_to_json(cmd: Command) -> dict[str, Any]:
+    """``{"type": "acknowledge", "alert_id": ..., "version": ..., "by": ...}``."""
+    out: dict[str, Any] = {"type": _COMMAND_NAMES[type(cmd)]}
+    for f in fields(cmd):
+        v = getattr(cmd, f.name)
+        out[f.name] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def command_from_json(d: dict[str, Any]) -> Command:
+    """The inverse of :func:`command_to_json`; raises :class:`OutboxError` on a malformed one."""
+    try:
+        cls = _COMMAND_TYPES[d["type"]]
+        kwargs = {f.name: d[f.name] for f in fields(cls)}
+    except KeyError as e:
+        raise OutboxError(f"journaled command {d!r} lacks {e}") from e
+    if cls is ReorderRoute:
+        kwargs["stop_ids"] = tuple(kwargs["stop_ids"])
+    cmd: Command = cls(**kwargs)
+    return cmd
+
+
+# -- the transaction ------------------------------------------------------------------------------
+
+_INSERT_VERSIONS = """
+INSERT INTO record_versions (kind, id, version, body, body_sha256, at)
+SELECT k, i, v, b::jsonb, h, 'epoch'::timestamptz + a * interval '1 microsecond'
+FROM unnest(%b::text[], %b::text[], %b::int[], %b::text[], %b::bytea[], %b::bigint[])
+     WITH ORDINALITY AS t(k, i, v, b, h, a, n)
+ORDER BY n
+RETURNING seq
+"""
+
+_STORED = """
+SELECT r.kind, r.id, r.version, r.body_sha256
+FROM record_versions r
+JOIN unnest(%s::text[], %s::text[]) AS q(kind, id)
+  ON r.kind = q.kind COLLATE "C" AND r.id = q.id COLLATE "C"
+"""
+
+# Each *_current row is derived from the stored body in SQL, in the same transaction: the
+# current tables cannot disagree with the feed.  A row is replaced only by a higher version.
+_CURRENT: dict[RecordKind, str] = {
+    "exception": """
+INSERT INTO visit_exceptions_current AS c (id, version, seq, kind, status, site_id, client_id,
+    service_date, vehicle_id, window_start, window_end, arrival, minutes_late, comments)
+SELECT DISTINCT ON (r.id) r.id, r.version, r.seq, b->>'kind', b->>'status', b->>'site_id',
+    b->>'client_id', (b->>'service_date')::date, b->>'vehicle_id',
+    (b->>'window_start')::timestamptz, (b->>'window_end')::timestamptz,
+    (b->>'arrival')::timestamptz, (b->>'minutes_late')::float8, coalesce(b->'comments', '[]')
+FROM record_versions r CROSS JOIN LATERAL (SELECT r.body AS b) AS x
+WHERE r.seq = ANY(%s::bigint[]) AND r.kind = %s ORDER BY r.id, r.version DESC
+ON CONFLICT (id) DO UPDATE SET version = excluded.version, seq = excluded.seq,
+    kind = excluded.kind, status = excluded.status, site_id = excluded.site_id,
+    client_id = excluded.client_id, service_date = excluded.service_date,
+    vehicle_id = excluded.vehicle_id, window_start = excluded.window_start,
+    window_end = excluded.window_end, arrival = excluded.arrival,
+    minutes_late = excluded.minutes_late, comments = excluded.comments
+WHERE c.version < excluded.version
+""",
+    "alert": """
+INSERT INTO alerts_current AS c (id, version, seq, kind, severity, status, assignee,
+    escalation_level, opened_at, acknowledged_at, acknowledged_by, closed_at, detected_late, body)
+SELECT DISTINCT ON (r.id) r.id, r.version, r.seq, b->>'kind', b->>'severity', b->>'status',
+    b->>'assignee', coalesce((b->>'escalation_level')::int, 0), (b->>'opened_at')::timestamptz,
+    (b->>'acknowledged_at')::timestamptz, b->>'acknowledged_by',
+    CASE WHEN b->>'status' IN ('resolved', 'retracted') THEN r.at END,
+    coalesce((b->>'detected_late')::boolean, false), b
+FROM record_versions r CROSS JOIN LATERAL (SELECT r.body AS b) AS x
+WHERE r.seq = ANY(%s::bigint[]) AND r.kind = %s ORDER BY r.id, r.version DESC
+ON CONFLICT (id) DO UPDATE SET version = excluded.version, seq = excluded.seq,
+    kind = excluded.kind, severity = excluded.severity, status = excluded.status,
+    assignee = excluded.assignee, escalation_level = excluded.escalation_level,
+    opened_at = excluded.opened_at, acknowledged_at = excluded.acknowledged_at,
+    acknowledged_by = excluded.acknowledged_by,
+    closed_at = CASE WHEN excluded.closed_at IS NULL THEN NULL
+                     ELSE coalesce(c.closed_at, excluded.closed_at) END,
+    detected_late = excluded.detected_late, body = excluded.body
+WHERE c.version < excluded.version
+""",
+    "stop_state": """
+INSERT INTO stop_states_current AS c (stop_id, version, seq, site_id, client_id, service_date,
+    vehicle_id, state, outcome, minutes_late, window_start, window_end, planned_arrival,
+    arrival, departure, visited_by, body)
+SELECT DISTINCT ON (r.id) r.id, r.version, r.seq, b->>'site_id', b->>'client_id',
+    (b->>'service_date')::date, b->>'vehicle_id', b->>'state', b->>'outcome',
+    (b->>'minutes_late')::float8, (b->>'window_start')::timestamptz,
+    (b->>'window_end')::timestamptz, (b->>'planned_arrival')::timestamptz,
+    (b->>'arrival')::timestamptz, (b->>'departure')::timestamptz, b->>'visited_by', b
+FROM record_versions r CROSS JOIN LATERAL (SELECT r.body AS b) AS x
+WHERE r.seq = ANY(%s::bigint[]) AND r.kind = %s ORDER BY r.id, r.version DESC
+ON CONFLICT (stop_id) DO UPDATE SET version = excluded.version, seq = excluded.seq,
+    site_id = excluded.site_id, client_id = excluded.client_id,
+    service_date = excluded.service_date, vehicle_id = excluded.vehicle_id,
+    state = excluded.state, outcome = excluded.outcome, minutes_late = excluded.minutes_late,
+    window_start = excluded.window_start, window_end = excluded.window_end,
+    planned_arrival = excluded.planned_arrival, arrival = excluded.arrival,
+    departure = excluded.departure, visited_by = excluded.visited_by, body = excluded.body
+WHERE c.version < excluded.version
+""",
+    # A VisitStarted correction stored after the VisitCompleted keeps the known departure.
+    "visit": """
+INSERT INTO visits_current AS c (visit_id, version, seq, vehicle_id, site_id, arrival,
+    departure, retracted, body)
+SELECT DISTINCT ON (r.id) r.id, r.version, r.seq, b->>'vehicle_id', b->>'site_id',
+    (b->>'arrival')::timestamptz, (b->>'departure')::timestamptz,
+    coalesce((b->>'retracted')::boolean, false), b
+FROM record_versions r CROSS JOIN LATERAL (SELECT r.body AS b) AS x
+WHERE r.seq = ANY(%s::bigint[]) AND r.kind = %s ORDER BY r.id, r.version DESC
+ON CONFLICT (visit_id) DO UPDATE SET version = excluded.version, seq = excluded.seq,
+    vehicle_id = excluded.vehicle_id, site_id = excluded.site_id, arrival = excluded.arrival,
+    departure = CASE WHEN excluded.departure IS NULL AND NOT excluded.retracted
+                     THEN c.departure ELSE excluded.departure END,
+    retracted = excluded.retracted, body = excluded.body
+WHERE c.version < excluded.version
+""",
+}
+
+_INSERT_COMMANDS = """
+INSERT INTO commands_journal (at, by_user, command, accepted, refusal)
+SELECT 'epoch'::timestamptz + a * interval '1 microsecond', u, c::jsonb, ok, r
+FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::boolean[], %s::text[])
+     WITH ORDINALITY AS t(a, u, c, ok, r, n)
+ORDER BY n
+"""
+
+
+async def write_records(
+    conn: psycopg.AsyncConnection[Any],
+    records: Sequence[OutboxRecord | JournaledCommand],
+) -> OutboxResult:
+    """Store *records* in one transaction (commits before returning).
+
+    For each record in order: content already stored for its ``(kind, id)`` (any version) →
+    skipped; otherwise ``version = max + 1`` into ``record_versions`` and the ``*_current`` row
+    replaced.  Commands go to ``commands_journal`` in the same transaction.  Raises psycopg's
+    errors (``OperationalError``: the database is unavailable, retry the same records — a retry
+    after a lost COMMIT stores nothing twice, by the content check).
+    """
+    recs = [r for r in records if isinstance(r, OutboxRecord)]
+    cmds = [r for r in records if isinstance(r, JournaledCommand)]
+    hashes = [r.content_sha256() for r in recs]
+    async with conn.transaction():
+        await conn.execute(OUTBOX_LOCK_SQL)
+        known: dict[tuple[str, str], set[bytes]] = {}
+        top: dict[tuple[str, str], int] = {}
+        if recs:
+            keys = sorted({(r.kind, r.id) for r in recs})
+            cur = await conn.execute(
+                _STORED, ([k for k, _ in keys], [i for _, i in keys]), prepare=True
+            )
+            for kind, rid, version, sha in await cur.fetchall():
+                known.setdefault((kind, rid), set()).add(bytes(sha))
+                top[(kind, rid)] = max(top.get((kind, rid), 0), int(version))
+        cols: tuple[list[str], list[str], list[int], list[str], list[bytes], list[int]] = (
+            [], [], [], [], [], []
+        )
+        kinds_written: set[RecordKind] = set()
+        for rec, sha in zip(recs, hashes, strict=True):
+            key = (rec.kind, rec.id)
+            seen = known.setdefault(key, set())
+            if sha in seen:
+                continue
+            seen.add(sha)
+            version = top.get(key, 0) + 1
+            top[key] = version
+            body = dict(rec.body)
+            body["version"] = version
+            kinds_written.add(rec.kind)
+            for col, value in zip(
+                cols, (rec.kind, rec.id, version, canonical_json(body), sha, rec.at_us), strict=True
+            ):
+                col.append(value)  # type: ignore[attr-defined]
+        seqs: list[int] = []
+        if cols[0]:
+            cur = await conn.execute(_INSERT_VERSIONS, cols, prepare=True)
+            seqs = [int(row[0]) for row in await cur.fetchall()]
+            for kind in KINDS:
+                if kind in kinds_written and kind in _CURRENT:
+                    await conn.execute(_CURRENT[kind], (seqs, kind), prepare=True)
+        if cmds:
+            await conn.execute(
+                _INSERT_COMMANDS,
+                (
+                    [c.at_us for c in cmds],
+                    [c.command.by for c in cmds],
+                    [canonical_json(command_to_json(c.command)) for c in cmds],
+                    [c.accepted for c in cmds],
+                    [c.refusal for c in cmds],
+                ),
+                prepare=True,
+            )
+    return OutboxResult(
+        inserted=len(seqs),
+        unchanged=len(recs) - len(seqs),
+        commands=len(cmds),
+        last_seq=max(seqs) if seqs else None,
+    )
+
+
+def stop_changed_from_body(body: dict[str, Any]) -> StopChanged:
+    """A stored ``stop_state`` body back as the :class:`StopChanged` the engine published
+    (the inverse of :func:`record_of` for stop states; ``version``/``event`` are dropped)."""
+    kwargs: dict[str, Any] = {}
+    for f in fields(StopChanged):
+        if f.name.endswith("_us"):
+            text = body.get(f.name[:-3])
+            kwargs[f.name] = None if text is None else _iso_us(text)
+        elif f.name in body:
+            kwargs[f.name] = body[f.name]
+    return StopChanged(**kwargs)
+
+
+def _iso_us(text: str) -> int:
+    t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    delta = t - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+async def load_stop_states(
+    conn: psycopg.AsyncConnection[Any], service_date: dt.date
+) -> list[StopChanged]:
+    """The stored state of every stop of *service_date* (its latest version), by stop id: what
+    a restarted engine's board can start from, so that stops visited before the fixes it
+    re-reads are not decided anew (docs/outbox.md, "Restart")."""
+    cur = await conn.execute(
+        "SELECT body FROM stop_states_current WHERE service_date = %s ORDER BY stop_id",
+        (service_date,),
+    )
+    return [stop_changed_from_body(body) for (body,) in await cur.fetchall()]
+
+
+async def load_commands_since(
+    conn: psycopg.AsyncConnection[Any], since_us: int
+) -> list[tuple[int, Command]]:
+    """Accepted commands journaled at or after *since_us* (e.g. the start of the service day),
+    oldest first, as ``(at_us, command)``: what the lead re-applies after ``Engine.restore``."""
+    cur = await conn.execute(
+        "SELECT (extract(epoch FROM at) * 1000000)::bigint, command "
+        "FROM commands_journal WHERE accepted AND at >= 'epoch'::timestamptz + "
+        "%s * interval '1 microsecond' ORDER BY seq",
+        (since_us,),
+    )
+    return [(int(at), command_from_json(cmd)) for at, cmd in await cur.fetchall()]

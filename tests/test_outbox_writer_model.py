@@ -1,0 +1,104 @@
+"""The writer's ordering and exactly-once logic under any interleaving of publishes, outages and
+commits whose outcome was lost, against an in-memory model of the outbox (the content rule that
+tests/test_outbox.py checks in PostgreSQL).  No database: the interleavings are Hypothesis'."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import psycopg
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fleetwatch.store_writer import StoreWriter
+from store.outbox import OutboxRecord, OutboxResult, records_from_events
+from store.outbox_journal import Item
+from tests.outbox_world import stop_life
+
+Outcome = Literal["ok", "down", "lost"]  # lost: committed, but the answer never came back
+
+
+class ModelOutbox:
+    """Rows as write_records stores them: content new to its (kind, id) gets the next version."""
+
+    def __init__(self, outcomes: list[Outcome]) -> None:
+        self.outcomes = outcomes
+        self.rows: list[tuple[str, str, bytes]] = []
+        self.calls = 0
+
+    async def write(self, conn: Any, items: Sequence[Item]) -> OutboxResult:
+        outcome = self.outcomes[self.calls] if self.calls < len(self.outcomes) else "ok"
+        self.calls += 1
+        if outcome == "down":
+            raise psycopg.OperationalError("model: database down")
+        stored = set(self.rows)
+        inserted = 0
+        for it in items:
+            assert isinstance(it, OutboxRecord)
+            key = (it.kind, it.id, it.content_sha256())
+            if key not in stored:
+                stored.add(key)
+                self.rows.append(key)
+                inserted += 1
+        if outcome == "lost":
+            raise psycopg.OperationalError("model: connection lost during COMMIT")
+        return OutboxResult(inserted=inserted, unchanged=len(items) - inserted, commands=0,
+                            last_seq=None)  # fmt: skip
+
+
+class FakeConn:
+    closed = False
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+async def fake_connect() -> Any:
+    return FakeConn()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    publishes=st.lists(st.integers(0, 3), min_size=1, max_size=12),
+    outcomes=st.lists(st.sampled_from(["ok", "down", "lost"]), max_size=20),
+    batch=st.integers(1, 40),
+    journal=st.booleans(),
+)
+def test_any_interleaving_stores_each_content_once_in_published_order(
+    publishes: list[int], outcomes: list[Outcome], batch: int, journal: bool
+) -> None:
+    model = ModelOutbox(outcomes)
+    lives = [stop_life(n) for n in range(sum(publishes))]
+    expected: list[tuple[str, str, bytes]] = []
+    for life in lives:
+        for r in records_from_events(life):
+            key = (r.kind, r.id, r.content_sha256())
+            if key not in expected:
+                expected.append(key)
+
+    async def main(directory: Path) -> None:
+        writer = StoreWriter(
+            "unused", journal_path=directory / "outbox.db" if journal else None,
+            clock_us=lambda: 0, batch_records=batch, retry_initial_s=0.0, retry_max_s=0.0,
+            write=model.write, connect=fake_connect,
+        )  # fmt: skip
+        task = asyncio.create_task(writer.run(), name="store-writer")
+        it = iter(lives)
+        for k in publishes:
+            for _ in range(k):
+                writer.publish(next(it))
+            await asyncio.sleep(0)  # let the writer interleave with the publishes
+        async with asyncio.timeout(30):
+            await writer.wait_idle()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert writer.statistics().dropped_records == 0
+        await writer.aclose()
+
+    with tempfile.TemporaryDirectory() as d:
+        asyncio.run(main(Path(d)))
+    assert model.rows == expected
