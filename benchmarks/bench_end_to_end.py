@@ -200,6 +200,7 @@ class EngineWatch:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FwRun:
     stored: Stored
+    publish_acked_msg_s: float  # what the publishers achieved (acked / publishing time)
     peak_rss_mb: float
     cpu_s: float  # fleetwatch's CPU from the first publish until everything was stored
     engine_peak_pending_fixes: float
@@ -279,8 +280,8 @@ def run_fleetwatch(
         sampler = threading.Thread(target=watch.run, name="engine-watch", daemon=True)
         sampler.start()
         cpu0 = _cpu_s(proc.pid)
-        _sent, acked, _t0, _t1 = flood(host, port, shape, args.rate, args.duration, args.publishers)
-        stored = wait_stored(dsn, "fixes", acked)
+        _sent, acked, t0, t1 = flood(host, port, shape, args.rate, args.duration, args.publishers)
+        stored = wait_stored(dsn, "fixes", acked, patience_s=args.patience)
         watch.stop()
         sampler.join(timeout=5)
         m1 = read_metrics(url)
@@ -304,6 +305,7 @@ def run_fleetwatch(
     }
     return FwRun(
         stored=stored,
+        publish_acked_msg_s=acked / (t1 - t0),
         peak_rss_mb=rss,
         cpu_s=cpu,
         engine_peak_pending_fixes=watch.peak_pending,
@@ -363,8 +365,8 @@ def run_mosquitto_sub(host: str, port: int, shape: FleetShape, args: argparse.Na
     sub.wait(timeout=10)
     reader.join(timeout=5)
     n, t_last = int(got[0]), float(got[1])
-    if n < acked:
-        print(f"mosquitto_sub received {n} of {acked}", flush=True)
+    print(f"mosquitto_sub received {n} of {acked} acked in {t_last - t0:.1f} s "
+          f"(publishers acked {acked / (_t1 - t0):,.0f} msg/s)", flush=True)  # fmt: skip
     return n / (t_last - t0)
 
 
@@ -579,6 +581,10 @@ def main() -> int:
         help="seconds of offered load for the careful naive (it then drains the backlog)",
     )  # fmt: skip
     ap.add_argument("--publishers", type=int, default=2)
+    ap.add_argument(
+        "--patience", type=float, default=30.0,
+        help="stop waiting for fleetwatch to store everything after this long without progress",
+    )  # fmt: skip
     ap.add_argument("--no-detection", action="store_true", help="no sites file (engine off)")
     ap.add_argument("--skip", default="", help="comma list of: sub,careful,naive")
     ap.add_argument("--profile", type=Path, help="pyinstrument profile of fleetwatch, repeat 1")
