@@ -258,6 +258,8 @@ def run_fleetwatch(
     )
     if not args.no_detection:
         env["FLEETWATCH_SITES_FILE"] = str(files["sites"])
+    if args.detect_interval_ms is not None:  # a diagnosis: the headline runs at the default
+        env["FLEETWATCH_DETECT_INTERVAL_MS"] = str(args.detect_interval_ms)
     cmd = [sys.executable, "-m", "fleetwatch", "run"]
     if args.profile and repeat == 0:  # pyinstrument samples the main thread (the event loop)
         renderer = "html" if args.profile.suffix == ".html" else "text"
@@ -586,6 +588,10 @@ def main() -> int:
         help="stop waiting for fleetwatch to store everything after this long without progress",
     )  # fmt: skip
     ap.add_argument("--no-detection", action="store_true", help="no sites file (engine off)")
+    ap.add_argument(
+        "--detect-interval-ms", type=float, default=None,
+        help="the engine's round interval (default: fleetwatch's own default, 1000 ms)",
+    )  # fmt: skip
     ap.add_argument("--skip", default="", help="comma list of: sub,careful,naive")
     ap.add_argument("--profile", type=Path, help="pyinstrument profile of fleetwatch, repeat 1")
     ap.add_argument("--json", type=Path, help="write the results as JSON here")
