@@ -30,6 +30,8 @@ for ``--naive-duration`` s.  Medians over ``--repeats``.
 Run:  python benchmarks/bench_end_to_end.py [--duration 60] [--rate 25000] [--repeats 3]
           [--units 30000] [--sites 1500] [--naive-duration 20] [--publishers 2]
           [--careful-duration 20] [--profile out.html]
+      python benchmarks/bench_end_to_end.py --engine-offline --units 30000 --rate 30000 \\
+          --duration 10   # the engine alone, same fleet and sites
 """
 
 from __future__ import annotations
@@ -544,6 +546,53 @@ def run_per_fix(
     return float(n) / float(args.naive_duration)
 
 
+# ------------------------------------------------------------------------------- engine alone
+
+
+def engine_offline(args: argparse.Namespace, work: Path) -> int:
+    """The engine alone over the same fleet and sites, fed as ``fleetwatch run`` feeds it
+    (decoded 2,000-message batches, the receive time as the clock, rounds at the interval):
+    CPU per second of data, without broker, database or GIL sharing (``--engine-offline``;
+    wrap it in ``python -m pyinstrument`` for the profile)."""
+    from fleetwatch.engine_setup import build_engine, load_sites
+    from ingest.nmea import DecodeOptions, Decoder
+    from schedule.engine import EngineParams
+
+    files, centres = write_inputs(args, work)
+    shape = fleet_shape(args, "fleet", centres)
+    fleet = SyntheticFleet(shape)
+    names = [shape.unit_id(i) for i in range(args.units)]
+    interval_s = (args.detect_interval_ms or 1000.0) / 1000
+    engine = build_engine(
+        load_sites(files["sites"]),
+        {u: f"V{u}" for u in names},
+        params=EngineParams(round_interval_s=interval_s),
+    )
+    decoder = Decoder(DecodeOptions())
+    everyone = np.arange(args.units, dtype=np.int64)
+    hz = args.rate / args.units
+    t0 = time.time_ns() // 1000
+    cpu = 0.0
+    steps = round(args.duration * hz)
+    for s in range(steps):
+        t = t0 + round(s * 1e6 / hz)
+        payloads = fleet.payloads(everyone, t)
+        for i in range(0, args.units, 2000):
+            now = t + round(1e6 / hz * i / args.units) + 10_000
+            part = payloads[i : i + 2000]
+            fixes = decoder.decode(names[i : i + 2000], part, np.full(len(part), now)).fixes
+            c = time.process_time()
+            engine.feed(fixes, now)
+            cpu += time.process_time() - c
+    n = steps * args.units
+    print(
+        f"engine alone: {args.units} units at {hz:g} Hz, {args.duration:g} s of data, rounds "
+        f"every {interval_s:g} s: {cpu:.1f} CPU-s ({cpu / args.duration:.2f} per second of "
+        f"data), {1e6 * cpu / n:.1f} us per fix, {n / cpu:,.0f} fixes per CPU-second"
+    )
+    return 0
+
+
 # ------------------------------------------------------------------------------- main
 
 
@@ -593,6 +642,10 @@ def main() -> int:
         help="the engine's round interval (default: fleetwatch's own default, 1000 ms)",
     )  # fmt: skip
     ap.add_argument("--skip", default="", help="comma list of: sub,careful,naive")
+    ap.add_argument(
+        "--engine-offline", action="store_true",
+        help="measure the engine alone over the same fleet and sites (no broker, no database)",
+    )  # fmt: skip
     ap.add_argument("--profile", type=Path, help="pyinstrument profile of fleetwatch, repeat 1")
     ap.add_argument("--json", type=Path, help="write the results as JSON here")
     args = ap.parse_args()
@@ -600,6 +653,8 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="fleetwatch-bench-e2e-"))
     work.chmod(0o755)
+    if args.engine_offline:
+        return engine_offline(args, work)
     files, centres = write_inputs(args, work)
     pg_settings = {
         "track_commit_timestamp": "on",
