@@ -5,6 +5,7 @@ publishing loop keeps its rate, window and message limit (fake pool, fake clock)
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -221,3 +222,32 @@ def _checksum_broken(payload: bytes) -> bool:
     line = payload.split(b"\r\n", 1)[0]
     body, _, cs = line[1:].rpartition(b"*")
     return cs != b"%02X" % checksum(body)
+
+
+def test_loadtest_sites_option_puts_every_unit_through_a_site_of_the_file(tmp_path: Path) -> None:
+    import json
+
+    from fleetwatch.cmd_loadtest import site_centres
+    from simulators.loadtest import LoadTestError, LoadTestParams
+
+    feats = [
+        {"type": "Feature", "geometry": {"type": "Point", "coordinates": [37.6 + k / 100, 55.75]},
+         "properties": {"site_id": f"S{k}", "client_id": "C1", "name": f"s{k}", "radius_m": 40}}
+        for k in range(3)
+    ]  # fmt: skip
+    path = tmp_path / "sites.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
+    centres = site_centres(path)
+    np.testing.assert_allclose(centres, [[37.60, 55.75], [37.61, 55.75], [37.62, 55.75]])
+    p = LoadTestParams(units=6, sites_lonlat=centres, dwell_s=60.0)
+    fleet = SyntheticFleet(p)
+    idx = np.arange(6, dtype=np.int64)
+    at_site = np.zeros(6, dtype=bool)
+    for s in range(0, int((60 + 2 * np.pi / fleet.omega).max()) + 2, 5):
+        c = fleet.columns(idx, T0_US + s * 1_000_000)
+        own = centres[idx % 3]
+        at_site |= _metres(c.lat, c.lon, own[:, 1], own[:, 0]) < 1.0
+    assert at_site.all()
+    (tmp_path / "empty.geojson").write_text('{"type": "FeatureCollection", "features": []}')
+    with pytest.raises(LoadTestError):
+        site_centres(tmp_path / "empty.geojson")
