@@ -35,31 +35,25 @@ import numpy as np
 import numpy.typing as npt
 import pynmea2
 
-from core.fixes import Fix, datetime_to_us
+from core.fixes import datetime_to_us
 from ingest.nmea import DecodeOptions, Decoder, decode_reference
-from ingest.nmea_encode import encode_gga, encode_rmc
+from simulators.synthetic import FleetShape, SyntheticFleet
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-tracks"
 Batch = tuple[list[str], list[bytes], npt.NDArray[np.int64]]
 
 
 def synthetic(n_units: int, seconds: int, batch: int) -> tuple[list[Batch], int]:
-    rng = np.random.default_rng(7)
+    """The project's synthetic fleet (simulators.synthetic): every unit once a second."""
+    fleet = SyntheticFleet(FleetShape(units=n_units, unit_prefix="u", seed=7))
+    everyone = np.arange(n_units, dtype=np.int64)
+    names = [fleet.shape.unit_id(u) for u in range(n_units)]
     t0 = datetime_to_us(dt.datetime(2026, 11, 23, 8, 0, tzinfo=dt.UTC))
-    lat0 = 48.0 + rng.random(n_units)
-    lon0 = 11.0 + rng.random(n_units)
     units, payloads, recv = [], [], []
     for s in range(seconds):
-        for u in range(n_units):
-            fix = Fix(
-                unit_id=f"u{u}", t_us=t0 + s * 1_000_000, recv_us=0,
-                lat=float(lat0[u] + s * 1e-4), lon=float(lon0[u] + s * 1e-4),
-                speed_kmh=float(30 + u % 50), course=float(u % 360), quality=1,
-                sats=8, hdop=0.9, alt_m=512.0,
-            )  # fmt: skip
-            units.append(fix.unit_id)
-            payloads.append(encode_rmc(fix) + encode_gga(fix))
-            recv.append(t0 + s * 1_000_000 + 400_000)
+        units += names
+        payloads += fleet.payloads(everyone, t0 + s * 1_000_000)
+        recv += [t0 + s * 1_000_000 + 400_000] * n_units
     batches = [
         (units[i : i + batch], payloads[i : i + batch], np.array(recv[i : i + batch]))
         for i in range(0, len(units), batch)

@@ -21,8 +21,9 @@ Run:  python benchmarks/bench_mqtt_receive.py [--n 200000] [--repeats 3]
       [--receivers mosquitto_sub,fleetwatch,...] [--mode backlog|live|both]
       [--aiomqtt3-python /tmp/aiomqtt3/bin/python]
 ``--mode live`` measures a live flood instead: the receiver connects first, then two
-paho publisher processes publish N messages; the figure is N / (time from the start of
-publishing to the receiver's N-th message), so it includes the broker's work on the inbound side.
+publisher processes (the synthetic fleet, simulators.synthetic) publish N messages; the figure
+is N / (time from the start of publishing to the receiver's N-th message), so it includes the
+broker's work on the inbound side.
 """
 
 from __future__ import annotations
@@ -47,21 +48,6 @@ TOPIC_FILTER = "fleet/+/nmea"
 ALL = ["mosquitto_sub", "fleetwatch", "paho", "aiomqtt", "gmqtt", "aiomqtt3"]
 # + "gmqtt-manual" on request
 FOREIGN = {"aiomqtt3"}  # receivers that run under another interpreter (--aiomqtt3-python)
-
-
-def payloads(n_unique: int = 5000) -> list[bytes]:
-    # imported here: the aiomqtt3 receiver child runs in a venv without numpy
-    from core.fixes import Fix
-    from ingest.nmea_encode import encode_gga, encode_rmc
-
-    t0 = 1_780_000_000_000_000
-    out = []
-    for i in range(n_unique):
-        f = Fix(unit_id="u", t_us=t0 + i * 1_000_000, recv_us=t0, lat=48.85 + i * 1e-5,
-                lon=2.35 + i * 1e-5, speed_kmh=42.5, course=87.3, quality=1, sats=9, hdop=0.9,
-                alt_m=35.2)
-        out.append(encode_rmc(f) + encode_gga(f))
-    return out
 
 
 # ---------------------------------------------------------------- receivers (child processes)
@@ -220,30 +206,22 @@ def _publish(port: int, n: int, procs: int = 2) -> float:
 
 
 def publisher(port: int, n: int, idx: int) -> None:
-    """paho at QoS 1 with 1000 messages in flight.  (``mosquitto_pub -l`` 2.0.11 is faster but
-    lost messages at EOF under load: the receivers then waited for messages never queued.)"""
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
+    """The project's synthetic fleet (simulators.synthetic: 200 units per publisher, RMC+GGA
+    per message) over its raw QoS 1 publisher, 1,000 messages in flight, as fast as acked."""
+    import numpy as np  # here: the aiomqtt3 receiver child runs in a venv without numpy
 
-    pl = payloads()
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{idx}-{os.getpid()}")
-    c.max_inflight_messages_set(1000)
-    c.max_queued_messages_set(0)
-    c.connect("127.0.0.1", port)
-    c.loop_start()
-    info = None
-    for i in range(n):
-        info = c.publish(f"fleet/unit{idx}-{i % 200:03d}/nmea", pl[i % len(pl)], qos=1)
-        if info.rc != mqtt.MQTT_ERR_SUCCESS:
-            raise SystemExit(f"publish failed: {mqtt.error_string(info.rc)}")
-        if i % 10_000 == 9_999:  # bound paho's outgoing queue
-            info.wait_for_publish(120)
-    if info is not None:
-        info.wait_for_publish(300)
-        if not info.is_published():
-            raise SystemExit("publisher: broker did not acknowledge everything")
-    c.disconnect()
-    c.loop_stop()
+    from simulators.mqtt_wire import RawPublisherPool
+    from simulators.synthetic import FleetShape, SyntheticFleet, publish_at_rate
+
+    fleet = SyntheticFleet(FleetShape(units=200, unit_prefix=f"unit{idx}-", seed=idx))
+    pool = RawPublisherPool("127.0.0.1", port, connections=1,
+                            client_id_prefix=f"bench-pub-{idx}-{os.getpid()}", max_inflight=1000)
+    pool.connect()
+    publish_at_rate(fleet, pool, rate_per_s=1e9, duration_s=900.0, max_messages=n,
+                    unit_indices=np.arange(200, dtype=np.int64))
+    if not pool.drain(timeout_s=300):
+        raise SystemExit("publisher: broker did not acknowledge everything")
+    pool.close()
 
 
 def _python_for(name: str, foreign_python: dict[str, str]) -> str:

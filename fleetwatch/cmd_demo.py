@@ -13,7 +13,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import math
 import os
 import re
 import subprocess
@@ -24,14 +23,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import aiomqtt
+import numpy as np
 
-from core.fixes import US_PER_S, Fix
 from fleetwatch.cmd_run import add_common_arguments, setup_logging
 from fleetwatch.config import ConfigError, Settings, env_name
 from fleetwatch.embedded import EmbeddedBrokerError, open_private_servers
 from fleetwatch.service import Running, run_ingest, stop_on_signals
 from ingest.mqtt import parse_mqtt_url
-from ingest.nmea_encode import encode_gga, encode_rmc
+from simulators.synthetic import FleetShape, SyntheticFleet, inject_bad
 from store import StoreError
 
 log = logging.getLogger("fleetwatch.demo")
@@ -86,29 +85,6 @@ def write_units_csv(path: Path, units: list[str]) -> Path:
     return path
 
 
-def synthetic_fix(unit_index: int, t_us: int) -> Fix:
-    """A truck driving a 1-3 km circle around the centre at ~30 km/h (deterministic)."""
-    radius_m = 1000.0 + 40.0 * (unit_index % 50)
-    speed_ms = 8.0
-    phase = unit_index * 0.7 + (t_us / US_PER_S) * speed_ms / radius_m
-    dlat = radius_m * math.sin(phase) / 111_320.0
-    dlon = radius_m * math.cos(phase) / (111_320.0 * math.cos(math.radians(CENTRE_LAT)))
-    course = (math.degrees(-phase) + 360.0) % 360.0
-    return Fix(
-        unit_id="",
-        t_us=t_us,
-        recv_us=t_us,
-        lat=CENTRE_LAT + dlat,
-        lon=CENTRE_LON + dlon,
-        speed_kmh=speed_ms * 3.6,
-        course=course,
-        quality=1,
-        sats=9,
-        hdop=0.9,
-        alt_m=150.0,
-    )
-
-
 def write_demo_tokens(base: Path) -> tuple[Path, dict[str, str]]:
     """Fresh tokens for this demo run: the head dispatcher D00 and dispatcher D01 (the
     generated roster's ids), a viewer, and a CRM/ops reader; hashed in ``base/tokens.toml``
@@ -136,12 +112,6 @@ def write_demo_tokens(base: Path) -> tuple[Path, dict[str, str]]:
     return path, clear
 
 
-def corrupt(payload: bytes) -> bytes:
-    """Flip one character of the first sentence: its checksum no longer vouches for it."""
-    i = payload.index(b",") + 3
-    return payload[:i] + (b"7" if payload[i : i + 1] != b"7" else b"8") + payload[i + 1 :]
-
-
 async def publish_fleet(
     settings: Settings, units: list[str], rate_hz: float, bad_every: int, counters: FleetCounters
 ) -> None:
@@ -163,6 +133,11 @@ async def publish_fleet(
         max_inflight_messages=1000,
         logger=quiet,
     ) as client:
+        fleet = SyntheticFleet(
+            FleetShape(units=len(units) + 1, centre_lat=CENTRE_LAT, centre_lon=CENTRE_LON)
+        )
+        everyone = np.arange(len(units), dtype=np.int64)
+        stranger = np.array([len(units)], dtype=np.int64)
         tick = 0
         next_at = time.monotonic()
         start_us = time.time_ns() // 1000 // 10_000 * 10_000  # centiseconds, as NMEA carries
@@ -172,17 +147,15 @@ async def publish_fleet(
             # stall the fleet catches up with distinct epochs, as a unit's buffer would, instead
             # of stamping two ticks with one centisecond (which ingest rightly calls duplicates).
             t_us = start_us + tick * period_us
-            sends = []
-            for i, unit in enumerate(units):
-                fix = dataclasses.replace(synthetic_fix(i, t_us), unit_id=unit)
-                payload = encode_rmc(fix) + encode_gga(fix)
-                if bad_every and (tick * len(units) + i) % bad_every == bad_every - 1:
-                    payload = corrupt(payload)
-                    counters.bad += 1
-                sends.append(client.publish(f"fleet/{unit}/nmea", payload, qos=1))
+            payloads = fleet.payloads(everyone, t_us)
+            counters.bad += inject_bad(payloads, first_seq=tick * len(units), bad_every=bad_every)
+            sends = [
+                client.publish(f"fleet/{unit}/nmea", payload, qos=1)
+                for unit, payload in zip(units, payloads, strict=True)
+            ]
             if tick % max(1, round(10 * rate_hz)) == 0:  # an unregistered unit, every ~10 s
-                fix = dataclasses.replace(synthetic_fix(999, t_us), unit_id="STRANGER")
-                sends.append(client.publish("fleet/STRANGER/nmea", encode_rmc(fix), qos=1))
+                rmc = fleet.payloads(stranger, t_us)[0].split(b"\r\n", 1)[0] + b"\r\n"
+                sends.append(client.publish("fleet/STRANGER/nmea", rmc, qos=1))
                 counters.strangers += 1
             await asyncio.gather(*sends)
             counters.published += len(sends)

@@ -22,6 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from simulators.loadtest import (
     LoadTestError,
     LoadTestParams,
@@ -62,6 +65,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"unit ids are PREFIX000000... (default {d.unit_prefix})")  # fmt: skip
     parser.add_argument("--write-units", type=Path, help="write a units.csv for the units and exit")
     parser.add_argument("--no-database", action="store_true", help="publish only, count nothing")
+    parser.add_argument(
+        "--sites", type=Path,
+        help="a sites file (GeoJSON or CSV, as FLEETWATCH_SITES_FILE): each unit drives a circle "
+        "through one of its sites and stands there --dwell s a lap, so detection has work",
+    )  # fmt: skip
+    parser.add_argument(
+        "--dwell", type=float, default=d.dwell_s,
+        help=f"seconds at the site per lap, with --sites (default {d.dwell_s:g})",
+    )  # fmt: skip
+
+
+def site_centres(path: Path) -> npt.NDArray[np.float64]:
+    """(lon, lat) of every site's centre in a sites file (the engine's own loader)."""
+    from fleetwatch.engine_setup import SitesFileError, load_sites
+
+    try:
+        load = load_sites(path)
+    except SitesFileError as exc:
+        raise LoadTestError(str(exc)) from None
+    if not load.sites:
+        raise LoadTestError(f"{path}: no usable site")
+    return np.array([(s.geometry.centroid.x, s.geometry.centroid.y) for s in load.sites])
 
 
 class OutageTolerantCounter(StoredCounter):
@@ -144,6 +169,8 @@ def run(args: argparse.Namespace) -> int:
             duration_s=args.duration,
             unit_prefix=args.unit_prefix,
             drain_s=args.drain,
+            sites_lonlat=site_centres(args.sites) if args.sites else None,
+            dwell_s=args.dwell,
         )
         if args.write_units:
             with args.write_units.open("w", newline="", encoding="utf-8") as f:

@@ -35,10 +35,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from simulators.nmea_writer import FixColumns, epoch_bytes
 from simulators.publish import Pool
+from simulators.synthetic import FleetShape, SyntheticFleet, publish_at_rate
 
-EARTH_M_PER_DEG = 111_195.0
+__all__ = ["LoadTestParams", "SyntheticFleet", "run_load"]
+
 METRICS_TIMEOUT_S = 5.0
 #: publish times kept for the database latency estimate (8 bytes each: 160 MB at most)
 MAX_TIMED = 20_000_000
@@ -49,17 +50,14 @@ class LoadTestError(RuntimeError):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class LoadTestParams:
-    units: int = 10_000
+class LoadTestParams(FleetShape):
+    """The fleet (:class:`simulators.synthetic.FleetShape`) plus the run's rate and timing."""
+
     rate_hz: float = 1.0  # per unit
     duration_s: float = 30.0
-    unit_prefix: str = "lt-"
-    centre_lat: float = 55.7558
-    centre_lon: float = 37.6173
     tick_s: float = 0.005
     drain_s: float = 60.0  # how long to wait for fleetwatch to store everything
     poll_interval_s: float = 0.25
-    seed: int = 1
 
     def __post_init__(self) -> None:
         if self.units < 1 or self.units > 1_000_000:
@@ -72,51 +70,6 @@ class LoadTestParams:
     @property
     def target_rate(self) -> float:
         return self.units * self.rate_hz
-
-    def unit_id(self, i: int) -> str:
-        return f"{self.unit_prefix}{i:06d}"
-
-
-class SyntheticFleet:
-    """Positions of every unit as a function of time: circles of 200–800 m at 10–50 km/h."""
-
-    def __init__(self, p: LoadTestParams) -> None:
-        rng = np.random.Generator(np.random.PCG64(p.seed))
-        n = p.units
-        self.p = p
-        cos0 = math.cos(math.radians(p.centre_lat))
-        self.lat0 = p.centre_lat + rng.uniform(-0.15, 0.15, n)
-        self.lon0 = p.centre_lon + rng.uniform(-0.15, 0.15, n) / cos0
-        self.radius_m = rng.uniform(200, 800, n)
-        self.omega = rng.uniform(10, 50, n) / 3.6 / self.radius_m  # rad/s
-        self.phase = rng.uniform(0, 2 * math.pi, n)
-        self.cos0 = cos0
-        self.topics = [f"fleet/{p.unit_id(i)}/nmea" for i in range(n)]
-        self.sats = rng.integers(6, 14, n)
-
-    def payloads(self, idx: npt.NDArray[np.int64], t_us: int) -> list[bytes]:
-        """One RMC+GGA payload per unit in ``idx``, all with fix time ``t_us``."""
-        t = t_us / 1e6
-        a = self.omega[idx] * t + self.phase[idx]
-        r = self.radius_m[idx]
-        lat = self.lat0[idx] + r * np.sin(a) / EARTH_M_PER_DEG
-        lon = self.lon0[idx] + r * np.cos(a) / (EARTH_M_PER_DEG * self.cos0)
-        course = (np.degrees(-a) % 360.0 + 360.0) % 360.0
-        k = len(idx)
-        cols = FixColumns(
-            t_us=np.full(k, t_us - t_us % 10_000, dtype=np.int64),
-            lat=lat,
-            lon=lon,
-            speed_kmh=self.omega[idx] * r * 3.6,
-            course=course,
-            quality=np.ones(k, dtype=np.int64),
-            sats=self.sats[idx].astype(np.int64),
-            hdop=np.full(k, 0.9),
-            alt_m=np.full(k, 150.0),
-        )
-        buf, off = epoch_bytes(cols, talker="GP")
-        o = off.tolist()
-        return [buf[o[2 * i] : o[2 * i + 2]] for i in range(k)]
 
 
 # -- what fleetwatch stored --------------------------------------------------------------------
@@ -280,31 +233,20 @@ def run_load(
     if probe:
         probe.start()
     polls = _Polls()
-    window = pool.max_inflight * n_conn
     start = clock()
-    end = start + p.duration_s
-    sent = 0
-    cursor = 0
-    next_poll = start + p.poll_interval_s
-    while True:
-        now = clock()
-        if now >= end:
-            break
-        due = int((now - start) * p.target_rate)
-        k = min(due - sent, max(0, window - pool.outstanding))
-        if k > 0:
-            idx = (cursor + np.arange(k, dtype=np.int64)) % p.units
-            cursor = int((cursor + k) % p.units)
-            payloads = fleet.payloads(idx, wall_us())
-            t_pub = clock()
-            for u, payload in zip(idx.tolist(), payloads, strict=True):
-                pool.publish(u % n_conn, fleet.topics[u], payload)
-            pub_t[min(sent, capacity) : min(sent + k, capacity)] = t_pub
-            sent += k
-        pool.pump(0.0 if k > 0 else p.tick_s)
-        if now >= next_poll:
-            next_poll = now + p.poll_interval_s
-            _poll(stored, base, polls, clock, probe)
+    run = publish_at_rate(
+        fleet,
+        pool,
+        rate_per_s=p.target_rate,
+        duration_s=p.duration_s,
+        tick_s=p.tick_s,
+        pub_times=pub_t,
+        poll=lambda _now: _poll(stored, base, polls, clock, probe),
+        poll_interval_s=p.poll_interval_s,
+        clock=clock,
+        wall_us=wall_us,
+    )
+    sent = run.sent
     publish_s = clock() - start
     if not pool.drain(timeout_s=p.drain_s):
         raise LoadTestError(f"the broker did not acknowledge {pool.outstanding} messages")
