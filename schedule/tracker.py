@@ -38,7 +38,7 @@ from schedule.events import (
     VisitStarted,
     latest,
 )
-from schedule.motion import Motion, Track, local_xy, motion, runs
+from schedule.motion import Motion, Track, diff_1d, local_xy, motion, nonzero_1d, runs
 from schedule.params import DetectionParams
 from schedule.stops import StopRecord, _median, detect_stops, stop_site
 from schedule.visits import VisitRecord, detect_visits_for_site, drop_dominated
@@ -163,7 +163,7 @@ class VehicleTracker:
         order = np.argsort(t, kind="stable")
         t = t[order]
         first_of_t = np.concatenate(([True], t[1:] != t[:-1]))
-        at = np.searchsorted(self._t, t)
+        at = self._t.searchsorted(t)
         seen = np.zeros(n_in, dtype=bool)
         inb = at < len(self._t)
         seen[inb] = self._t[at[inb]] == t[inb]
@@ -299,7 +299,7 @@ class VehicleTracker:
         elif open_v or len(isite) or len(nt):
             return None
         window_us = round(p.speed_window_s * 1e6)
-        k0 = int(np.searchsorted(self._t, new_t[0] - window_us, side="right")) - 8
+        k0 = int(self._t.searchsorted(new_t[0] - window_us, side="right")) - 8
         if k0 <= 0:
             return None
         t_w = np.concatenate((self._t[k0:], new_t))
@@ -332,7 +332,7 @@ class VehicleTracker:
                     return None
             # kept fixes from the newest old one on (a re-run sees the same features for
             # them: nothing before the window can drop or cut anything this late)
-            a = int(np.searchsorted(keep, first_new - 1))
+            a = int(keep.searchsorted(first_new - 1))
             if a >= len(keep) or int(keep[a]) != first_new - 1:
                 return None  # the newest old fix itself would be dropped
             still = m.still[a:]
@@ -342,12 +342,12 @@ class VehicleTracker:
             return None
         if open_v:
             v = open_v[0]
-            kept_new_t = t_w[keep[a + 1 :]]
-            ins = np.isin(kept_new_t, it[isite == v.site])
-            others = np.isin(kept_new_t, it[isite != v.site]) | np.isin(
-                kept_new_t, nt[nsite != v.site]
-            )
-            if not bool(ins.all()) or bool(others.any()):
+            # set membership of a few dozen fix times: np.isin hashes (~40 µs a call)
+            kept_new_t = t_w[keep[a + 1 :]].tolist()
+            own = set(it[isite == v.site].tolist())
+            others = set(it[isite != v.site].tolist())
+            others.update(nt[nsite != v.site].tolist())
+            if not own.issuperset(kept_new_t) or not others.isdisjoint(kept_new_t):
                 return None
             if any(
                 r is not v and not r.started.retracted and r.end_us >= v.start_us
@@ -370,14 +370,14 @@ class VehicleTracker:
         if last_cp >= t_end - round(_DRIVE_CHECKPOINT_S * 1e6):
             return
         span_s = 2 * max(p.exit_confirm_s, p.move_confirm_s) + _DRIVE_CHECKPOINT_S
-        k = int(np.searchsorted(self._t, max(last_cp, t_end - round(span_s * 1e6))))
+        k = int(self._t.searchsorted(max(last_cp, t_end - round(span_s * 1e6))))
         t_ctx = int(self._t[k]) - round(p.speed_window_s * 1e6)
-        kc = max(int(np.searchsorted(self._t, t_ctx, side="right")) - 2, 0)
+        kc = max(int(self._t.searchsorted(t_ctx, side="right")) - 2, 0)
         track = Track(
             self._t[kc:], self._lon[kc:], self._lat[kc:], self._speed[kc:], self._hdop[kc:]
         )
         m = motion(track, p)
-        active = int(np.searchsorted(m.keep, k - kc))
+        active = int(m.keep.searchsorted(k - kc))
         kept_t = track.t_us[m.keep]
         near_any = np.zeros(len(kept_t), dtype=bool)
         near_any[self._kept_pairs(kept_t, self._in_t, self._in_site)[0]] = True
@@ -410,12 +410,12 @@ class VehicleTracker:
         p = self.params
         self._stale = False
         self._clock_closed = now_us is not None and now_us - int(self._t[-1]) > p.max_gap_s * 1e6
-        cp_i = int(np.searchsorted(np.asarray(self._checkpoints), dirty_us, side="right")) - 1
+        cp_i = int(np.asarray(self._checkpoints).searchsorted(dirty_us, side="right")) - 1
         cp_i = max(cp_i, 0)
         cp_t = self._checkpoints[cp_i]
-        k = int(np.searchsorted(self._t, cp_t))
+        k = int(self._t.searchsorted(cp_t))
         t_ctx = int(self._t[k]) - round(p.speed_window_s * 1e6)
-        kc = max(int(np.searchsorted(self._t, t_ctx, side="right")) - 2, 0)
+        kc = max(int(self._t.searchsorted(t_ctx, side="right")) - 2, 0)
         track = Track(
             self._t[kc:], self._lon[kc:], self._lat[kc:], self._speed[kc:], self._hdop[kc:]
         )
@@ -423,14 +423,15 @@ class VehicleTracker:
         self.stats.fixes_rerun += len(track)
         m = motion(track, p)
         t0 = int(track.t_us[0])
-        active = int(np.searchsorted(m.keep, k - kc))
+        active = int(m.keep.searchsorted(k - kc))
         kept_t = track.t_us[m.keep]
         kin = self._kept_pairs(kept_t, self._in_t, self._in_site)
         knear = self._kept_pairs(kept_t, self._near_t, self._near_site)
         visits: list[VisitRecord] = []
         nk = len(kept_t)
         hdop_k = track.hdop[m.keep]
-        for site in np.unique(kin[1][kin[0] >= active]).tolist():
+        # sorted(set()) of a few hundred codes: np.unique's hash path costs ~100 µs a call
+        for site in sorted(set(kin[1][kin[0] >= active].tolist())):
             inside = np.zeros(nk, dtype=bool)
             inside[kin[0][kin[1] == site]] = True
             near = np.zeros(nk, dtype=bool)
@@ -461,7 +462,7 @@ class VehicleTracker:
             return np.empty((2, 0), np.int64)
         sel = pair_t >= kept_t[0]
         pt, ps = pair_t[sel], pair_site[sel]
-        idx = np.searchsorted(kept_t, pt)
+        idx = kept_t.searchsorted(pt)
         ok = idx < len(kept_t)
         ok[ok] = kept_t[idx[ok]] == pt[ok]
         return np.stack((idx[ok].astype(np.int64), ps[ok].astype(np.int64)))
@@ -475,7 +476,7 @@ class VehicleTracker:
         if n == 0:
             return []
         zero = np.zeros(n, dtype=bool)
-        zero[1:] = (np.diff(m.x) == 0) & (np.diff(m.y) == 0)
+        zero[1:] = (diff_1d(m.x) == 0) & (diff_1d(m.y) == 0)
         cond = ~near_any & ~m.still & np.isfinite(m.speed_kmh) & ~m.jump & ~m.gap & ~zero
         cond &= m.speed_kmh >= p.crawl_speed_kmh  # a stop's start is never backdated past it
         cond[:active] = False
@@ -491,7 +492,7 @@ class VehicleTracker:
             d = np.hypot(m.x[b:e] - m.x[b], m.y[b:e] - m.y[b])
             moved = np.maximum.accumulate(d) > 2 * p.drift_radius_m
             ok = moved & (np.arange(e - b) >= need_fixes) & (m.t_s[b:e] - m.t_s[b] >= need_s)
-            hits = np.flatnonzero(ok)
+            hits = nonzero_1d(ok)
             if len(hits):
                 out.append(int(kept_t[b + int(hits[0])]))
         return out
@@ -665,13 +666,13 @@ class VehicleTracker:
             return
         limit = int(self._t[-1]) - round(self.params.horizon_s * 1e6)
         cps = self._checkpoints
-        i = int(np.searchsorted(np.asarray(cps), limit, side="right")) - 1
+        i = int(np.asarray(cps).searchsorted(limit, side="right")) - 1
         if i <= 0:
             return
         cut_t = cps[i]
         # keep context fixes before the checkpoint for the speed estimate and jump rules
         t_ctx = cut_t - round(self.params.speed_window_s * 1e6)
-        k = max(int(np.searchsorted(self._t, t_ctx, side="right")) - 2, 0)
+        k = max(int(self._t.searchsorted(t_ctx, side="right")) - 2, 0)
         if k == 0:
             return
         self._checkpoints = cps[i:]
@@ -826,18 +827,18 @@ def _plain_still(
     if not bool(np.isfinite(speed).all()):
         return None
     t_s = (t_us - t_us[0]).astype(np.float64) / 1e6
-    dt = np.diff(t_s)
+    dt = diff_1d(t_s)
     if float(dt.max()) > min(p.max_gap_s, p.teleport_check_s):
         return None
     x, y = local_xy(lon, lat)
-    d = np.hypot(np.diff(x), np.diff(y))
+    d = np.hypot(diff_1d(x), diff_1d(y))
     dtc = np.maximum(dt, 1e-3)
     allowed = p.teleport_slack_m + 1.5 * np.fmax(speed[:-1], speed[1:]) / 3.6 * dtc
     too_fast = (d / dtc * 3.6 > p.max_speed_kmh) & (d > p.teleport_slack_m)
     if bool((too_fast | (d > allowed)).any()):
         return None
     i = np.arange(first, len(t_s))
-    j = np.searchsorted(t_s, t_s[i] - p.speed_window_s, side="right") - 1
+    j = t_s.searchsorted(t_s[i] - p.speed_window_s, side="right") - 1
     j = np.where(j >= i, i - 1, j)
     if int(j.min()) < 0:
         return None
@@ -1029,7 +1030,7 @@ class FleetTracker:
         nrs = self._to_codes(np.asarray(near, dtype=np.int64).reshape(2, -1))
         order = np.argsort(fixes.unit_id, kind="stable")
         units = fixes.unit_id[order]
-        bounds = np.flatnonzero(np.concatenate(([True], units[1:] != units[:-1], [True])))
+        bounds = nonzero_1d(np.concatenate(([True], units[1:] != units[:-1], [True])))
         rank = np.empty(n, dtype=np.int64)
         rank[order] = np.arange(n)
         in_r = rank[ins[0]]
@@ -1043,8 +1044,8 @@ class FleetTracker:
         hdop = fixes.hdop.astype(np.float64)
         for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
             idx = order[a:b]
-            ia, ib = np.searchsorted(in_r, [a, b])
-            na, nb = np.searchsorted(nr_r, [a, b])
+            ia, ib = in_r.searchsorted([a, b])
+            na, nb = nr_r.searchsorted([a, b])
             tr = self._tracker(str(units[a]))
             events += tr.feed(
                 fixes.t_us[idx],

@@ -34,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from schedule.events import ClosedBy
-from schedule.motion import Motion, cut_runs, runs
+from schedule.motion import Motion, cut_runs, diff_1d, nonzero_1d, runs
 from schedule.params import DetectionParams
 from schedule.stops import IllegalTransition, _median
 
@@ -94,7 +94,7 @@ def _confirm_index(
     if t[-1] - t[0] < p.min_dwell_s:
         return -1
     c = crawl[first : last + 1]
-    dt = np.diff(t)
+    dt = diff_1d(t)
     slow_dt = np.where(c[1:] & c[:-1], dt, 0.0)
     slow_cum = np.concatenate(([0.0], np.cumsum(slow_dt)))
     span = t - t[0]
@@ -102,11 +102,11 @@ def _confirm_index(
     # ...and somewhere in it the vehicle stood still for min_still_s without a break
     still_ok = np.zeros(len(t), dtype=bool)
     for s, e in zip(*runs(still[first : last + 1]), strict=True):
-        long = np.flatnonzero(t[s:e] - t[s] >= p.min_still_s)
+        long = nonzero_1d(t[s:e] - t[s] >= p.min_still_s)
         if len(long):
             still_ok[s + int(long[0]) :] = True
             break
-    hits = np.flatnonzero(ok & still_ok)
+    hits = nonzero_1d(ok & still_ok)
     return first + int(hits[0]) if len(hits) else -1
 
 
