@@ -89,7 +89,8 @@ def _median(a: npt.NDArray[np.float64]) -> float:
     """
     if 0 < len(a) <= 32:
         vals = a.tolist()
-        if not any(v != v for v in vals):
+        total = sum(vals)  # NaN iff a NaN (or +inf and -inf) is among them: numpy's path
+        if total == total:
             vals.sort()
             h = len(vals) // 2
             return float(vals[h]) if len(vals) % 2 else 0.5 * (vals[h - 1] + vals[h])
