@@ -41,7 +41,7 @@ from schedule.events import (
 from schedule.motion import Motion, Track, diff_1d, local_xy, motion, nonzero_1d, runs
 from schedule.params import DetectionParams
 from schedule.stops import StopRecord, _median, detect_stops, stop_site
-from schedule.visits import VisitRecord, detect_visits_for_site, drop_dominated
+from schedule.visits import VisitRecord, detect_visits_for_site, drop_dominated, motion_counts
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -457,14 +457,25 @@ class VehicleTracker:
         nk = len(kept_t)
         hdop_k = track.hdop[m.keep]
         # sorted(set()) of a few hundred codes: np.unique's hash path costs ~100 µs a call
-        for site in sorted(set(kin[1][kin[0] >= active].tolist())):
+        sites = sorted(set(kin[1][kin[0] >= active].tolist()))
+        common = motion_counts(m, p) if sites else None
+        for site in sites:
             inside = np.zeros(nk, dtype=bool)
             inside[kin[0][kin[1] == site]] = True
             near = np.zeros(nk, dtype=bool)
             near[knear[0][knear[1] == site]] = True
             visits.extend(
                 detect_visits_for_site(
-                    m, p, t0, site, inside, near, hdop_k, active_from=active, now_us=now_us
+                    m,
+                    p,
+                    t0,
+                    site,
+                    inside,
+                    near,
+                    hdop_k,
+                    active_from=active,
+                    now_us=now_us,
+                    common=common,
                 )
             )
         visits = drop_dominated(visits)
