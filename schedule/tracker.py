@@ -40,7 +40,7 @@ from schedule.events import (
 )
 from schedule.motion import Motion, Track, diff_1d, local_xy, motion, nonzero_1d, runs
 from schedule.params import DetectionParams
-from schedule.stops import StopRecord, _median, detect_stops, stop_site
+from schedule.stops import _ANCHOR_FIXES, StopRecord, _median, detect_stops, stop_site
 from schedule.visits import VisitRecord, detect_visits_for_site, drop_dominated, motion_counts
 
 I64 = npt.NDArray[np.int64]
@@ -92,6 +92,9 @@ class _Reported:
     #: the detector's last record (an open visit closed by a site removal needs its figures)
     record: VisitRecord | None = None
     confirm_us: int = 0  # the fix at which it became a visit / stop (its started event's)
+    #: a stop's head (the median of its first fixes, which its extent is measured from) lies
+    #: in this lon/lat box (min lon, max lon, min lat, max lat) of its first kept fixes
+    head_box: tuple[float, float, float, float] | None = None
 
 
 def _empty_pairs() -> tuple[I64, npt.NDArray[np.int32]]:
@@ -366,6 +369,8 @@ class VehicleTracker:
             return None if bool(still[1:].any()) else int(t_w[keep[-1]])
         if not bool(still.all()):
             return None
+        if not self._within_extent(open_s[0], lon_w[keep[a + 1 :]], lat_w[keep[a + 1 :]]):
+            return None
         if open_v:
             v = open_v[0]
             # set membership of a few dozen fix times: np.isin hashes (~40 µs a call)
@@ -381,6 +386,26 @@ class VehicleTracker:
             ):
                 return None
         return int(t_w[keep[-1]])
+
+    def _within_extent(self, stop: _Reported, lon: F64, lat: F64) -> bool:
+        """Every one of these fixes lies certainly within ``stop_extent_m`` of the stop's head.
+
+        Still fixes alone do not extend a stop: the chain ends where 3 of 5 fixes lie beyond
+        the extent from its head (:func:`schedule.stops._extent_cut`), so a vehicle creeping
+        below the still speed leaves its stop.  The head is a median of the stop's first kept
+        fixes, so it lies in their box; a fix no farther than ``stop_extent_m - 1`` from the
+        box's farthest corner is within the extent in any re-run's local frame (frames differ
+        by far less than 1 m over 100 m).  If no new fix is beyond, no window of 5 ending at a
+        new fix holds more beyond fixes than the window ending at the stop's last fix did, and
+        that one had no majority (the stop is open), so the chain goes on.
+        """
+        box = stop.head_box
+        if box is None:
+            return False
+        x, y = local_xy(np.concatenate((box[:2], lon)), np.concatenate((box[2:], lat)))
+        dx = np.maximum(np.abs(x[2:] - x[0]), np.abs(x[2:] - x[1]))
+        dy = np.maximum(np.abs(y[2:] - y[0]), np.abs(y[2:] - y[1]))
+        return not bool((np.hypot(dx, dy) > self.params.stop_extent_m - 1.0).any())
 
     def _checkpoint_while_driving(self) -> None:
         """Find checkpoints in the recent drive without a re-run of the detectors.
@@ -652,6 +677,13 @@ class VehicleTracker:
                 rec.start_us, rec.end_us, started, completed,
             )  # fmt: skip
             keep[-1].confirm_us = int(track.t_us[m.keep[rec.confirm]])
+            h = slice(rec.first, rec.first + _ANCHOR_FIXES)  # a superset of the head's fixes
+            keep[-1].head_box = (
+                float(lon_k[h].min()),
+                float(lon_k[h].max()),
+                float(lat_k[h].min()),
+                float(lat_k[h].max()),
+            )
         events += self._retract_unmatched(old, keep)
         self._stops = keep
         return events
