@@ -40,7 +40,7 @@ from schedule.events import (
 )
 from schedule.motion import Motion, Track, diff_1d, local_xy, motion, nonzero_1d, runs
 from schedule.params import DetectionParams
-from schedule.stops import _ANCHOR_FIXES, StopRecord, _median, detect_stops, stop_site
+from schedule.stops import StopRecord, _median, detect_stops, stop_site
 from schedule.visits import VisitRecord, detect_visits_for_site, drop_dominated, motion_counts
 
 I64 = npt.NDArray[np.int64]
@@ -92,8 +92,9 @@ class _Reported:
     #: the detector's last record (an open visit closed by a site removal needs its figures)
     record: VisitRecord | None = None
     confirm_us: int = 0  # the fix at which it became a visit / stop (its started event's)
-    #: a stop's head (the median of its first fixes, which its extent is measured from) lies
-    #: in this lon/lat box (min lon, max lon, min lat, max lat) of its first kept fixes
+    #: a stop's head (the median of its chain's first fixes, which its extent is measured
+    #: from) lies in this lon/lat box (min lon, max lon, min lat, max lat) of its kept fixes
+    #: from its start to the newest fix of the re-run that reported it
     head_box: tuple[float, float, float, float] | None = None
 
 
@@ -392,12 +393,13 @@ class VehicleTracker:
 
         Still fixes alone do not extend a stop: the chain ends where 3 of 5 fixes lie beyond
         the extent from its head (:func:`schedule.stops._extent_cut`), so a vehicle creeping
-        below the still speed leaves its stop.  The head is a median of the stop's first kept
-        fixes, so it lies in their box; a fix no farther than ``stop_extent_m - 1`` from the
-        box's farthest corner is within the extent in any re-run's local frame (frames differ
-        by far less than 1 m over 100 m).  If no new fix is beyond, no window of 5 ending at a
-        new fix holds more beyond fixes than the window ending at the stop's last fix did, and
-        that one had no majority (the stop is open), so the chain goes on.
+        below the still speed leaves its stop.  The head is a median of some of the stop's
+        kept fixes, so it lies in their box (``_Reported.head_box``); a fix no farther than
+        ``stop_extent_m - 1`` from the box's farthest corner is within the extent in any
+        re-run's local frame (frames differ by far less than 1 m over 100 m).  If no new fix
+        is beyond, no window of 5 ending at a new fix holds more beyond fixes than the window
+        ending at the stop's last fix did, and that one had no majority (the stop is open),
+        so the chain goes on.
         """
         box = stop.head_box
         if box is None:
@@ -677,7 +679,10 @@ class VehicleTracker:
                 rec.start_us, rec.end_us, started, completed,
             )  # fmt: skip
             keep[-1].confirm_us = int(track.t_us[m.keep[rec.confirm]])
-            h = slice(rec.first, rec.first + _ANCHOR_FIXES)  # a superset of the head's fixes
+            # the fixes the head of the chain in progress is a median of lie among these
+            # (a stop merged from back-to-back chains measures its extent from the last
+            # chain's head, not from rec.first's)
+            h = slice(rec.first, None)
             keep[-1].head_box = (
                 float(lon_k[h].min()),
                 float(lon_k[h].max()),
