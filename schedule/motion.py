@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -24,6 +25,23 @@ IntpA = npt.NDArray[np.intp]
 _EARTH_R_M = 6_371_008.8
 _DEG = np.pi / 180.0
 _KMH = 3.6  # m/s -> km/h
+
+
+def diff_1d(a: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """``np.diff`` of a 1-D numeric array (the same subtraction, element for element).
+
+    ``np.diff``'s generality (any axis, any order, prepend/append) costs ~12 µs a call; the
+    detectors make ~20 such calls per vehicle-round on arrays of a few hundred fixes, where
+    that overhead, not the arithmetic, is the cost (docs/bench/detect.md).
+    """
+    out: npt.NDArray[Any] = a[1:] - a[:-1]
+    return out
+
+
+def nonzero_1d(a: BoolA) -> IntpA:
+    """``np.flatnonzero`` of a 1-D array, without its ravel and dispatch overhead (same
+    indices, same dtype): called ~25 times per vehicle-round."""
+    return a.nonzero()[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +63,7 @@ class Track:
         for name in ("lon", "lat", "speed_kmh", "hdop"):
             if len(getattr(self, name)) != n:
                 raise ValueError(f"Track column {name!r} has the wrong length")
-        if n > 1 and not bool(np.all(np.diff(self.t_us) > 0)):
+        if n > 1 and not bool(np.all(diff_1d(self.t_us) > 0)):
             raise ValueError("Track fix times must be strictly increasing (sort and dedupe first)")
 
     def __len__(self) -> int:
@@ -88,7 +106,7 @@ def local_xy(lon: F64, lat: F64) -> tuple[F64, F64]:
 def runs(mask: BoolA) -> tuple[IntpA, IntpA]:
     """Half-open [start, end) index ranges of the True runs of ``mask``."""
     m = np.concatenate(([False], mask.astype(bool), [False]))
-    edges = np.flatnonzero(m[1:] != m[:-1])
+    edges = nonzero_1d(m[1:] != m[:-1])
     return edges[0::2], edges[1::2]
 
 
@@ -118,8 +136,8 @@ def _step_implausible(t_s: F64, x: F64, y: F64, v_kmh: F64, p: DetectionParams) 
     out = np.zeros(n, dtype=bool)
     if n < 2:
         return out
-    dt = np.maximum(np.diff(t_s), 1e-3)
-    d = np.hypot(np.diff(x), np.diff(y))
+    dt = np.maximum(diff_1d(t_s), 1e-3)
+    d = np.hypot(diff_1d(x), diff_1d(y))
     vmax = np.fmax(v_kmh[:-1], v_kmh[1:])  # NaN only when both unknown
     # rows where vmax is NaN take the inf branch, so no nan_to_num pass is needed
     allowed = np.where(np.isnan(vmax), np.inf, p.teleport_slack_m + 1.5 * vmax / _KMH * dt)
@@ -136,11 +154,11 @@ def _estimate_speed(t_s: F64, x: F64, y: F64, reported: F64, window_s: float) ->
     missing = np.isnan(v)
     if not missing.any():
         return v
-    idx = np.flatnonzero(missing)
-    j = np.searchsorted(t_s, t_s[idx] - window_s, side="right") - 1
+    idx = nonzero_1d(missing)
+    j = t_s.searchsorted(t_s[idx] - window_s, side="right") - 1
     j = np.where(j >= idx, idx - 1, j)  # sparse tracks: at least the previous fix
     ok = j >= 0
-    jj = np.clip(j, 0, None)
+    jj = np.maximum(j, 0)  # np.clip(j, 0, None) without its dispatch (~10 µs a call)
     dt = np.maximum(t_s[idx] - t_s[jj], 1e-3)
     est = np.hypot(x[idx] - x[jj], y[idx] - y[jj]) / dt * _KMH
     v[idx] = np.where(ok, est, np.inf)  # the first fix of an unknown-speed track: not slow
@@ -154,9 +172,9 @@ def _trailing_displacement_m(t_s: F64, x: F64, y: F64, window_s: float) -> F64:
     if n == 0:
         return np.empty(0)
     i = np.arange(n)
-    j = np.searchsorted(t_s, t_s - window_s, side="right") - 1
+    j = t_s.searchsorted(t_s - window_s, side="right") - 1
     j = np.where(j >= i, i - 1, j)
-    jj = np.clip(j, 0, None)
+    jj = np.maximum(j, 0)  # np.clip(j, 0, None) without its dispatch (~10 µs a call)
     d = np.hypot(x - x[jj], y - y[jj])
     return np.where(j >= 0, d, np.inf)
 
@@ -250,7 +268,7 @@ def _drop_outlier_bursts(
     """
     n = len(t_s)
     dropped = 0
-    for i in np.flatnonzero(bad).tolist():
+    for i in nonzero_1d(bad).tolist():
         if not keep[i] or i == 0:
             continue
         base = i - 1
@@ -314,14 +332,14 @@ def motion(track: Track, p: DetectionParams) -> Motion:
     dropped_frozen = 0
     if n > 2:
         same = np.zeros(n, dtype=bool)
-        same[1:] = (np.diff(x) == 0.0) & (np.diff(y) == 0.0)
+        same[1:] = (diff_1d(x) == 0.0) & (diff_1d(y) == 0.0)
         starts, ends = runs(same)
         for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
             if e < n and bad[e] and keep[e]:
                 lo = max(s - 1, 0)
                 dropped_frozen += int(keep[lo:e].sum())
                 keep[lo:e] = False
-    kept = np.flatnonzero(keep)
+    kept = nonzero_1d(keep)
     t_k, x_k, y_k = t_s[kept], x[kept], y[kept]
     v_k = _estimate_speed(t_k, x_k, y_k, v0[kept], p.speed_window_s)
     jump = _step_implausible(t_k, x_k, y_k, np.where(np.isinf(v_k), np.nan, v_k), p)
@@ -334,8 +352,8 @@ def motion(track: Track, p: DetectionParams) -> Motion:
     )
     gap = np.zeros(len(kept), dtype=bool)
     if len(kept) > 1:
-        dt = np.diff(t_k)
-        d = np.hypot(np.diff(x_k), np.diff(y_k))
+        dt = diff_1d(t_k)
+        d = np.hypot(diff_1d(x_k), diff_1d(y_k))
         gap[1:] = dt > p.max_gap_s
         jump[1:] |= (dt > p.teleport_check_s) & (d > p.gap_rejoin_m)
     return Motion(
@@ -367,6 +385,6 @@ def cut_runs(mask: BoolA, cut: BoolA) -> list[tuple[int, int]]:
     start[1:] &= ~m[:-1] | cut[1:]
     end = m.copy()  # end[i]: a piece ends after fix i
     end[:-1] &= ~m[1:] | cut[1:]
-    starts = np.flatnonzero(start)
-    ends = np.flatnonzero(end) + 1
+    starts = nonzero_1d(start)
+    ends = nonzero_1d(end) + 1
     return list(zip(starts.tolist(), ends.tolist(), strict=True))

@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from schedule.events import ClosedBy
-from schedule.motion import BURST_FIXES, Motion, cut_runs
+from schedule.motion import BURST_FIXES, Motion, cut_runs, nonzero_1d
 from schedule.params import DetectionParams
 
 
@@ -80,7 +80,20 @@ _ANCHOR_FIXES = 10
 
 
 def _median(a: npt.NDArray[np.float64]) -> float:
-    """Median of a short slice (np.median's generality costs 30 µs a call here)."""
+    """Median of a short slice (np.median's generality costs 30 µs a call here).
+
+    Slices of up to 32 values (the 10-fix anchors and heads, ~40 calls per vehicle-round) are
+    sorted as Python floats: the same order and the same ``0.5 * (a + b)`` in IEEE doubles,
+    without numpy's per-call overhead.  NaN (which Python's sort does not order as numpy's
+    does) and longer slices take the numpy path.
+    """
+    if 0 < len(a) <= 32:
+        vals = a.tolist()
+        total = sum(vals)  # NaN iff a NaN (or +inf and -inf) is among them: numpy's path
+        if total == total:
+            vals.sort()
+            h = len(vals) // 2
+            return float(vals[h]) if len(vals) % 2 else 0.5 * (vals[h - 1] + vals[h])
     srt = np.sort(a)
     k = len(srt) // 2
     return float(srt[k]) if len(srt) % 2 else float(0.5 * (srt[k - 1] + srt[k]))
@@ -114,7 +127,7 @@ def _backdate(
     ``stop_radius_m`` of the run's head belong to the stop.  A fix the unit itself reports at
     walking pace or more is still moving: the stop never starts on it (issue 11 #13).
     """
-    lo = max(floor, int(np.searchsorted(m.t_s, m.t_s[s] - p.speed_window_s)))
+    lo = max(floor, int(m.t_s.searchsorted(m.t_s[s] - p.speed_window_s)))
     if lo >= s:
         return s
     hx, hy = _head(m, s, e)
@@ -122,7 +135,7 @@ def _backdate(
     slow = np.where(np.isnan(r), m.speed_kmh[lo:s] < p.crawl_speed_kmh, r < p.stop_speed_kmh)
     ok = (np.hypot(m.x[lo:s] - hx, m.y[lo:s] - hy) <= p.stop_radius_m) & slow
     ok &= ~(m.jump[lo + 1 : s + 1] | m.gap[lo + 1 : s + 1])  # nothing joins across a split
-    bad = np.flatnonzero(~ok)
+    bad = nonzero_1d(~ok)
     return lo + (int(bad[-1]) + 1 if len(bad) else 0)
 
 
@@ -130,7 +143,7 @@ def _standing_from(p: DetectionParams, rep: npt.NDArray[np.float64], s: int, e: 
     """First fix of [s, e) the unit does not report moving (>= ``stop_speed_kmh``); ``s`` when
     every fix does (drift reported as speed: the displacement rule decides alone)."""
     r = rep[s:e]
-    standing = np.flatnonzero(~(r >= p.stop_speed_kmh))
+    standing = nonzero_1d(~(r >= p.stop_speed_kmh))
     return s + int(standing[0]) if len(standing) else s
 
 
@@ -154,11 +167,11 @@ def _extent_cut(
     wlen = idx - w0 + 1
     major = (cnt[idx + 1] - cnt[w0]) * 2 > wlen
     major[: s - lo] = False  # fixes before s were judged with the previous piece
-    hits = np.flatnonzero(major)
+    hits = nonzero_1d(major)
     if not len(hits):
         return e
     i = int(hits[0])
-    return lo + int(w0[i]) + int(np.flatnonzero(beyond[w0[i] : i + 1])[0])
+    return lo + int(w0[i]) + int(nonzero_1d(beyond[w0[i] : i + 1])[0])
 
 
 def _between_is_jitter(
@@ -207,11 +220,11 @@ def detect_stops(
     # prefix counts: "any split in [a, b)" without a numpy call per still run
     zero = np.zeros(1, dtype=np.int64)
     n_split = np.concatenate((zero, np.cumsum(split))).astype(np.int64)
-    split_at = np.flatnonzero(split)
+    split_at = nonzero_1d(split)
 
     def first_split_after(i: int) -> int:
         """Index of the first split step after fix i, or n."""
-        k = int(np.searchsorted(split_at, i, side="right"))
+        k = int(split_at.searchsorted(i, side="right"))
         return int(split_at[k]) if k < len(split_at) else n
 
     out: list[StopRecord] = []
@@ -223,7 +236,7 @@ def detect_stops(
         if state is StopState.STOPPED:
             end = last
             # the stop ends where the unit last reported standstill (if that keeps it a stop)
-            standing = np.flatnonzero(~(rep[first : last + 1] >= p.stop_speed_kmh))
+            standing = nonzero_1d(~(rep[first : last + 1] >= p.stop_speed_kmh))
             if len(standing):
                 cand = first + int(standing[-1])
                 if m.t_s[cand] - m.t_s[first] >= p.stop_min_s:
@@ -314,7 +327,7 @@ def _record(
     return StopRecord(
         first=first,
         last=last,
-        confirm=first + int(np.searchsorted(m.t_s[sel] - m.t_s[first], p.stop_min_s)),
+        confirm=first + int((m.t_s[sel] - m.t_s[first]).searchsorted(p.stop_min_s)),
         start_us=t0_us + round(m.t_s[first] * 1e6),
         end_us=t0_us + round(m.t_s[last] * 1e6),
         x=_median(m.x[sel]),

@@ -38,10 +38,10 @@ from schedule.events import (
     VisitStarted,
     latest,
 )
-from schedule.motion import Motion, Track, local_xy, motion, runs
+from schedule.motion import Motion, Track, diff_1d, local_xy, motion, nonzero_1d, runs
 from schedule.params import DetectionParams
 from schedule.stops import StopRecord, _median, detect_stops, stop_site
-from schedule.visits import VisitRecord, detect_visits_for_site, drop_dominated
+from schedule.visits import VisitRecord, detect_visits_for_site, drop_dominated, motion_counts
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -92,6 +92,10 @@ class _Reported:
     #: the detector's last record (an open visit closed by a site removal needs its figures)
     record: VisitRecord | None = None
     confirm_us: int = 0  # the fix at which it became a visit / stop (its started event's)
+    #: a stop's head (the median of its chain's first fixes, which its extent is measured
+    #: from) lies in this lon/lat box (min lon, max lon, min lat, max lat) of its kept fixes
+    #: from its start to the newest fix of the re-run that reported it
+    head_box: tuple[float, float, float, float] | None = None
 
 
 def _empty_pairs() -> tuple[I64, npt.NDArray[np.int32]]:
@@ -122,6 +126,8 @@ class VehicleTracker:
         self._hdop: F64 = np.empty(0)
         self._in_t, self._in_site = _empty_pairs()
         self._near_t, self._near_site = _empty_pairs()
+        #: column name -> (buffer, the column's view of it): see _append
+        self._buffers: dict[str, tuple[npt.NDArray[Any], npt.NDArray[Any]]] = {}
         self._checkpoints: list[int] = []  # fix times, ascending; [0] is the buffer start
         self._trimmed = False
         self._visits: list[_Reported] = []
@@ -163,7 +169,7 @@ class VehicleTracker:
         order = np.argsort(t, kind="stable")
         t = t[order]
         first_of_t = np.concatenate(([True], t[1:] != t[:-1]))
-        at = np.searchsorted(self._t, t)
+        at = self._t.searchsorted(t)
         seen = np.zeros(n_in, dtype=bool)
         inb = at < len(self._t)
         seen[inb] = self._t[at[inb]] == t[inb]
@@ -203,19 +209,19 @@ class VehicleTracker:
             if self.incremental
             else None
         )
-        self._t = np.concatenate((self._t, new_t))
-        self._lon = np.concatenate((self._lon, new_lon))
-        self._lat = np.concatenate((self._lat, new_lat))
-        self._speed = np.concatenate((self._speed, new_speed))
-        self._hdop = np.concatenate((self._hdop, new_hdop))
+        self._append("_t", new_t)
+        self._append("_lon", new_lon)
+        self._append("_lat", new_lat)
+        self._append("_speed", new_speed)
+        self._append("_hdop", new_hdop)
         if len(self._t) > len(new_t) and new_t[0] < self._t[len(self._t) - len(new_t) - 1]:
             o = np.argsort(self._t, kind="stable")
             self._t, self._lon, self._lat = self._t[o], self._lon[o], self._lat[o]
             self._speed, self._hdop = self._speed[o], self._hdop[o]
-        self._in_t = np.concatenate((self._in_t, it))
-        self._in_site = np.concatenate((self._in_site, isite))
-        self._near_t = np.concatenate((self._near_t, nt))
-        self._near_site = np.concatenate((self._near_site, nsite))
+        self._append("_in_t", it)
+        self._append("_in_site", isite)
+        self._append("_near_t", nt)
+        self._append("_near_site", nsite)
         dirty = int(new_t[0])
         if self._restored:
             self._freeze_unreachable()
@@ -238,6 +244,30 @@ class VehicleTracker:
         events = self._rerun(dirty, now_us)
         self._trim()
         return events
+
+    def _append(self, name: str, new: npt.NDArray[Any]) -> None:
+        """``self.<name> = np.concatenate((self.<name>, new))`` in amortised O(len(new)).
+
+        A vehicle keeps up to ``horizon_s`` of fixes (~8,000 on the simulated day) and a live
+        round brings ~40: concatenating nine such columns copied ~600 kB per vehicle-round,
+        ~14 % of a round at 2,000-fix batches.  Each column is a view of a buffer with spare
+        room after it; new values are written into that room, which no earlier view covers,
+        so arrays handed out before (a re-run's ``Track``) never change.  Any other
+        assignment of the column (trim, re-sort, site removal) is noticed (the view is no
+        longer the one recorded) and the next append starts a fresh buffer.
+        """
+        cur: npt.NDArray[Any] = getattr(self, name)
+        n, k = len(cur), len(new)
+        ent = self._buffers.get(name)
+        if ent is not None and ent[1] is cur and n + k <= len(ent[0]):
+            buf = ent[0]
+        else:
+            buf = np.empty(max(2 * (n + k), 64), dtype=np.result_type(cur, new))
+            buf[:n] = cur
+        buf[n : n + k] = new
+        view = buf[: n + k]
+        self._buffers[name] = (buf, view)
+        setattr(self, name, view)
 
     def _append_only(
         self,
@@ -299,7 +329,7 @@ class VehicleTracker:
         elif open_v or len(isite) or len(nt):
             return None
         window_us = round(p.speed_window_s * 1e6)
-        k0 = int(np.searchsorted(self._t, new_t[0] - window_us, side="right")) - 8
+        k0 = int(self._t.searchsorted(new_t[0] - window_us, side="right")) - 8
         if k0 <= 0:
             return None
         t_w = np.concatenate((self._t[k0:], new_t))
@@ -332,7 +362,7 @@ class VehicleTracker:
                     return None
             # kept fixes from the newest old one on (a re-run sees the same features for
             # them: nothing before the window can drop or cut anything this late)
-            a = int(np.searchsorted(keep, first_new - 1))
+            a = int(keep.searchsorted(first_new - 1))
             if a >= len(keep) or int(keep[a]) != first_new - 1:
                 return None  # the newest old fix itself would be dropped
             still = m.still[a:]
@@ -340,14 +370,16 @@ class VehicleTracker:
             return None if bool(still[1:].any()) else int(t_w[keep[-1]])
         if not bool(still.all()):
             return None
+        if not self._within_extent(open_s[0], lon_w[keep[a + 1 :]], lat_w[keep[a + 1 :]]):
+            return None
         if open_v:
             v = open_v[0]
-            kept_new_t = t_w[keep[a + 1 :]]
-            ins = np.isin(kept_new_t, it[isite == v.site])
-            others = np.isin(kept_new_t, it[isite != v.site]) | np.isin(
-                kept_new_t, nt[nsite != v.site]
-            )
-            if not bool(ins.all()) or bool(others.any()):
+            # set membership of a few dozen fix times: np.isin hashes (~40 µs a call)
+            kept_new_t = t_w[keep[a + 1 :]].tolist()
+            own = set(it[isite == v.site].tolist())
+            others = set(it[isite != v.site].tolist())
+            others.update(nt[nsite != v.site].tolist())
+            if not own.issuperset(kept_new_t) or not others.isdisjoint(kept_new_t):
                 return None
             if any(
                 r is not v and not r.started.retracted and r.end_us >= v.start_us
@@ -355,6 +387,27 @@ class VehicleTracker:
             ):
                 return None
         return int(t_w[keep[-1]])
+
+    def _within_extent(self, stop: _Reported, lon: F64, lat: F64) -> bool:
+        """Every one of these fixes lies certainly within ``stop_extent_m`` of the stop's head.
+
+        Still fixes alone do not extend a stop: the chain ends where 3 of 5 fixes lie beyond
+        the extent from its head (:func:`schedule.stops._extent_cut`), so a vehicle creeping
+        below the still speed leaves its stop.  The head is a median of some of the stop's
+        kept fixes, so it lies in their box (``_Reported.head_box``); a fix no farther than
+        ``stop_extent_m - 1`` from the box's farthest corner is within the extent in any
+        re-run's local frame (frames differ by far less than 1 m over 100 m).  If no new fix
+        is beyond, no window of 5 ending at a new fix holds more beyond fixes than the window
+        ending at the stop's last fix did, and that one had no majority (the stop is open),
+        so the chain goes on.
+        """
+        box = stop.head_box
+        if box is None:
+            return False
+        x, y = local_xy(np.concatenate((box[:2], lon)), np.concatenate((box[2:], lat)))
+        dx = np.maximum(np.abs(x[2:] - x[0]), np.abs(x[2:] - x[1]))
+        dy = np.maximum(np.abs(y[2:] - y[0]), np.abs(y[2:] - y[1]))
+        return not bool((np.hypot(dx, dy) > self.params.stop_extent_m - 1.0).any())
 
     def _checkpoint_while_driving(self) -> None:
         """Find checkpoints in the recent drive without a re-run of the detectors.
@@ -370,14 +423,14 @@ class VehicleTracker:
         if last_cp >= t_end - round(_DRIVE_CHECKPOINT_S * 1e6):
             return
         span_s = 2 * max(p.exit_confirm_s, p.move_confirm_s) + _DRIVE_CHECKPOINT_S
-        k = int(np.searchsorted(self._t, max(last_cp, t_end - round(span_s * 1e6))))
+        k = int(self._t.searchsorted(max(last_cp, t_end - round(span_s * 1e6))))
         t_ctx = int(self._t[k]) - round(p.speed_window_s * 1e6)
-        kc = max(int(np.searchsorted(self._t, t_ctx, side="right")) - 2, 0)
+        kc = max(int(self._t.searchsorted(t_ctx, side="right")) - 2, 0)
         track = Track(
             self._t[kc:], self._lon[kc:], self._lat[kc:], self._speed[kc:], self._hdop[kc:]
         )
         m = motion(track, p)
-        active = int(np.searchsorted(m.keep, k - kc))
+        active = int(m.keep.searchsorted(k - kc))
         kept_t = track.t_us[m.keep]
         near_any = np.zeros(len(kept_t), dtype=bool)
         near_any[self._kept_pairs(kept_t, self._in_t, self._in_site)[0]] = True
@@ -410,12 +463,12 @@ class VehicleTracker:
         p = self.params
         self._stale = False
         self._clock_closed = now_us is not None and now_us - int(self._t[-1]) > p.max_gap_s * 1e6
-        cp_i = int(np.searchsorted(np.asarray(self._checkpoints), dirty_us, side="right")) - 1
+        cp_i = int(np.asarray(self._checkpoints).searchsorted(dirty_us, side="right")) - 1
         cp_i = max(cp_i, 0)
         cp_t = self._checkpoints[cp_i]
-        k = int(np.searchsorted(self._t, cp_t))
+        k = int(self._t.searchsorted(cp_t))
         t_ctx = int(self._t[k]) - round(p.speed_window_s * 1e6)
-        kc = max(int(np.searchsorted(self._t, t_ctx, side="right")) - 2, 0)
+        kc = max(int(self._t.searchsorted(t_ctx, side="right")) - 2, 0)
         track = Track(
             self._t[kc:], self._lon[kc:], self._lat[kc:], self._speed[kc:], self._hdop[kc:]
         )
@@ -423,21 +476,33 @@ class VehicleTracker:
         self.stats.fixes_rerun += len(track)
         m = motion(track, p)
         t0 = int(track.t_us[0])
-        active = int(np.searchsorted(m.keep, k - kc))
+        active = int(m.keep.searchsorted(k - kc))
         kept_t = track.t_us[m.keep]
         kin = self._kept_pairs(kept_t, self._in_t, self._in_site)
         knear = self._kept_pairs(kept_t, self._near_t, self._near_site)
         visits: list[VisitRecord] = []
         nk = len(kept_t)
         hdop_k = track.hdop[m.keep]
-        for site in np.unique(kin[1][kin[0] >= active]).tolist():
+        # sorted(set()) of a few hundred codes: np.unique's hash path costs ~100 µs a call
+        sites = sorted(set(kin[1][kin[0] >= active].tolist()))
+        common = motion_counts(m, p) if sites else None
+        for site in sites:
             inside = np.zeros(nk, dtype=bool)
             inside[kin[0][kin[1] == site]] = True
             near = np.zeros(nk, dtype=bool)
             near[knear[0][knear[1] == site]] = True
             visits.extend(
                 detect_visits_for_site(
-                    m, p, t0, site, inside, near, hdop_k, active_from=active, now_us=now_us
+                    m,
+                    p,
+                    t0,
+                    site,
+                    inside,
+                    near,
+                    hdop_k,
+                    active_from=active,
+                    now_us=now_us,
+                    common=common,
                 )
             )
         visits = drop_dominated(visits)
@@ -461,7 +526,7 @@ class VehicleTracker:
             return np.empty((2, 0), np.int64)
         sel = pair_t >= kept_t[0]
         pt, ps = pair_t[sel], pair_site[sel]
-        idx = np.searchsorted(kept_t, pt)
+        idx = kept_t.searchsorted(pt)
         ok = idx < len(kept_t)
         ok[ok] = kept_t[idx[ok]] == pt[ok]
         return np.stack((idx[ok].astype(np.int64), ps[ok].astype(np.int64)))
@@ -475,7 +540,7 @@ class VehicleTracker:
         if n == 0:
             return []
         zero = np.zeros(n, dtype=bool)
-        zero[1:] = (np.diff(m.x) == 0) & (np.diff(m.y) == 0)
+        zero[1:] = (diff_1d(m.x) == 0) & (diff_1d(m.y) == 0)
         cond = ~near_any & ~m.still & np.isfinite(m.speed_kmh) & ~m.jump & ~m.gap & ~zero
         cond &= m.speed_kmh >= p.crawl_speed_kmh  # a stop's start is never backdated past it
         cond[:active] = False
@@ -491,7 +556,7 @@ class VehicleTracker:
             d = np.hypot(m.x[b:e] - m.x[b], m.y[b:e] - m.y[b])
             moved = np.maximum.accumulate(d) > 2 * p.drift_radius_m
             ok = moved & (np.arange(e - b) >= need_fixes) & (m.t_s[b:e] - m.t_s[b] >= need_s)
-            hits = np.flatnonzero(ok)
+            hits = nonzero_1d(ok)
             if len(hits):
                 out.append(int(kept_t[b + int(hits[0])]))
         return out
@@ -614,6 +679,16 @@ class VehicleTracker:
                 rec.start_us, rec.end_us, started, completed,
             )  # fmt: skip
             keep[-1].confirm_us = int(track.t_us[m.keep[rec.confirm]])
+            # the fixes the head of the chain in progress is a median of lie among these
+            # (a stop merged from back-to-back chains measures its extent from the last
+            # chain's head, not from rec.first's)
+            h = slice(rec.first, None)
+            keep[-1].head_box = (
+                float(lon_k[h].min()),
+                float(lon_k[h].max()),
+                float(lat_k[h].min()),
+                float(lat_k[h].max()),
+            )
         events += self._retract_unmatched(old, keep)
         self._stops = keep
         return events
@@ -665,13 +740,13 @@ class VehicleTracker:
             return
         limit = int(self._t[-1]) - round(self.params.horizon_s * 1e6)
         cps = self._checkpoints
-        i = int(np.searchsorted(np.asarray(cps), limit, side="right")) - 1
+        i = int(np.asarray(cps).searchsorted(limit, side="right")) - 1
         if i <= 0:
             return
         cut_t = cps[i]
         # keep context fixes before the checkpoint for the speed estimate and jump rules
         t_ctx = cut_t - round(self.params.speed_window_s * 1e6)
-        k = max(int(np.searchsorted(self._t, t_ctx, side="right")) - 2, 0)
+        k = max(int(self._t.searchsorted(t_ctx, side="right")) - 2, 0)
         if k == 0:
             return
         self._checkpoints = cps[i:]
@@ -826,23 +901,32 @@ def _plain_still(
     if not bool(np.isfinite(speed).all()):
         return None
     t_s = (t_us - t_us[0]).astype(np.float64) / 1e6
-    dt = np.diff(t_s)
+    dt = diff_1d(t_s)
     if float(dt.max()) > min(p.max_gap_s, p.teleport_check_s):
         return None
     x, y = local_xy(lon, lat)
-    d = np.hypot(np.diff(x), np.diff(y))
+    d = np.hypot(diff_1d(x), diff_1d(y))
     dtc = np.maximum(dt, 1e-3)
     allowed = p.teleport_slack_m + 1.5 * np.fmax(speed[:-1], speed[1:]) / 3.6 * dtc
     too_fast = (d / dtc * 3.6 > p.max_speed_kmh) & (d > p.teleport_slack_m)
     if bool((too_fast | (d > allowed)).any()):
         return None
     i = np.arange(first, len(t_s))
-    j = np.searchsorted(t_s, t_s[i] - p.speed_window_s, side="right") - 1
+    j = t_s.searchsorted(t_s[i] - p.speed_window_s, side="right") - 1
     j = np.where(j >= i, i - 1, j)
     if int(j.min()) < 0:
         return None
     moved = np.hypot(x[i] - x[j], y[i] - y[j])
     out: BoolA = (speed[i] < p.stop_speed_kmh) | (moved <= p.stop_radius_m)
+    return out
+
+
+def _pair_rows(fix: npt.NDArray[np.int64], site: npt.NDArray[np.int64]) -> Pairs:
+    """``np.stack((fix, site))`` for two int64 rows: np.stack's generality costs ~25 µs a
+    call, and :meth:`FleetTracker.feed` makes two per vehicle per batch."""
+    out = np.empty((2, len(fix)), dtype=np.int64)
+    out[0] = fix
+    out[1] = site
     return out
 
 
@@ -1029,7 +1113,7 @@ class FleetTracker:
         nrs = self._to_codes(np.asarray(near, dtype=np.int64).reshape(2, -1))
         order = np.argsort(fixes.unit_id, kind="stable")
         units = fixes.unit_id[order]
-        bounds = np.flatnonzero(np.concatenate(([True], units[1:] != units[:-1], [True])))
+        bounds = nonzero_1d(np.concatenate(([True], units[1:] != units[:-1], [True])))
         rank = np.empty(n, dtype=np.int64)
         rank[order] = np.arange(n)
         in_r = rank[ins[0]]
@@ -1043,8 +1127,8 @@ class FleetTracker:
         hdop = fixes.hdop.astype(np.float64)
         for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
             idx = order[a:b]
-            ia, ib = np.searchsorted(in_r, [a, b])
-            na, nb = np.searchsorted(nr_r, [a, b])
+            ia, ib = in_r.searchsorted([a, b])
+            na, nb = nr_r.searchsorted([a, b])
             tr = self._tracker(str(units[a]))
             events += tr.feed(
                 fixes.t_us[idx],
@@ -1052,8 +1136,8 @@ class FleetTracker:
                 fixes.lat[idx],
                 speed[idx],
                 hdop[idx],
-                np.stack((in_r[ia:ib] - a, in_s[ia:ib])),
-                np.stack((nr_r[na:nb] - a, nr_s[na:nb])),
+                _pair_rows(in_r[ia:ib] - a, in_s[ia:ib]),
+                _pair_rows(nr_r[na:nb] - a, nr_s[na:nb]),
                 now_us=now_us,
             )
         return events

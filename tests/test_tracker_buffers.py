@@ -1,0 +1,113 @@
+"""The tracker's amortised column appends (``VehicleTracker._append``) are plain concatenation.
+
+A vehicle's columns (fix times, positions, speeds, HDOP, fence pairs) are views of buffers with
+spare room, so a round of ~40 fixes no longer copies ~8,000 kept ones.  Two things must hold:
+the columns always equal what ``np.concatenate`` (with the trims, re-sorts and site removals in
+between) would give, and an array handed out before an append (a re-run's ``Track``) never
+changes.  Then the events cannot change either; the second property checks that end to end,
+round by round, against a tracker that concatenates, on random chunkings with late chunks,
+duplicates and clock advances.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from hypothesis import given, note, settings
+from hypothesis import strategies as st
+
+from schedule.tracker import VehicleTracker
+from tests.test_tracker_incremental import rounds
+from tests.test_visits_properties import FENCES, PARAMS, build, leg
+
+_COLUMNS = ("_t", "_lon", "_lat", "_speed", "_hdop", "_in_t", "_in_site", "_near_t", "_near_site")
+
+
+class _Concatenating(VehicleTracker):
+    """The reference: every append copies the whole column, as before the buffers."""
+
+    def _append(self, name: str, new: npt.NDArray[Any]) -> None:
+        setattr(self, name, np.concatenate((getattr(self, name), new)))
+
+
+# an operation on one column: ("append", n) | ("trim", k) | ("resort", seed)
+_op = st.one_of(
+    st.tuples(st.just("append"), st.integers(0, 70)),
+    st.tuples(st.just("trim"), st.integers(0, 50)),
+    st.tuples(st.just("resort"), st.integers(0, 2**16)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    ops=st.lists(_op, max_size=40),
+    dtype=st.sampled_from([np.int64, np.float64, np.int32]),
+    seed=st.integers(0, 2**16),
+)
+def test_append_equals_concatenate_and_never_changes_a_handed_out_view(
+    ops: list[tuple[str, int]], dtype: type, seed: int
+) -> None:
+    tr = VehicleTracker("V", ("a",), PARAMS)
+    tr._speed = np.empty(0, dtype=dtype)
+    model = np.empty(0, dtype=dtype)
+    rng = np.random.default_rng(seed)
+    handed_out: list[tuple[npt.NDArray[Any], npt.NDArray[Any]]] = []
+    for kind, arg in ops:
+        if kind == "append":
+            new = rng.integers(-(10**6), 10**6, arg).astype(dtype)
+            tr._append("_speed", new)
+            model = np.concatenate((model, new))
+        elif kind == "trim":  # as _trim does: a view of the tail
+            tr._speed = tr._speed[arg:]
+            model = model[arg:]
+        else:  # as the out-of-order path does: a fancy-indexed copy
+            o = np.random.default_rng(arg).permutation(len(model))
+            tr._speed, model = tr._speed[o], model[o]
+        assert tr._speed.dtype == model.dtype
+        np.testing.assert_array_equal(tr._speed, model)
+        handed_out.append((tr._speed, tr._speed.copy()))
+        for view, then in handed_out:
+            np.testing.assert_array_equal(view, then)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    legs=st.lists(leg, min_size=1, max_size=8),
+    seed=st.integers(0, 2**16),
+    data=st.data(),
+)
+def test_buffered_tracker_reports_what_a_concatenating_one_reports(
+    legs: list[tuple[str, int, object]], seed: int, data: st.DataObject
+) -> None:
+    arrays = build(legs, seed).arrays()
+    n = len(arrays["t_us"])
+    step = data.draw(st.integers(1, 120), label="chunk size")
+    cuts = sorted(set(range(step, n, step)))
+    chunks = [np.arange(a, b) for a, b in zip([0, *cuts], [*cuts, n], strict=True) if b > a]
+    order = list(range(len(chunks)))
+    if data.draw(st.booleans(), label="some chunks late"):
+        order = data.draw(st.permutations(order), label="order")
+    chunked = [chunks[i] for i in order]
+    if data.draw(st.booleans(), label="duplicates"):
+        chunked.insert(len(chunked) // 2, chunked[0])
+    clock = data.draw(
+        st.lists(
+            st.one_of(st.none(), st.sampled_from([1, 400])),
+            min_size=len(chunked),
+            max_size=len(chunked),
+        ),
+        label="clock advances",
+    )
+    note(f"{n} fixes, {len(chunked)} rounds, order {order}")
+    for incremental in (True, False):
+        fast = VehicleTracker("V", FENCES.ids, PARAMS, incremental=incremental)
+        ref = _Concatenating("V", FENCES.ids, PARAMS, incremental=incremental)
+        got = rounds(fast, arrays, FENCES, chunked, clock)
+        want = rounds(ref, arrays, FENCES, chunked, clock)
+        for k, (g, w) in enumerate(zip(got, want, strict=True)):
+            assert g == w, f"round {k} differs (incremental={incremental})"
+        for name in _COLUMNS:
+            np.testing.assert_array_equal(getattr(fast, name), getattr(ref, name), err_msg=name)
+            assert getattr(fast, name).dtype == getattr(ref, name).dtype, name
