@@ -88,10 +88,6 @@ class Track:
             hdop=nan.copy() if hdop is None else np.asarray(hdop, dtype=np.float64),
         )
 
-    def slice(self, start: int, stop: int | None = None) -> Track:
-        s = slice(start, stop)
-        return Track(self.t_us[s], self.lon[s], self.lat[s], self.speed_kmh[s], self.hdop[s])
-
 
 def local_xy(lon: F64, lat: F64) -> tuple[F64, F64]:
     """East/north metres around the track's first fix (equirectangular; exact enough for the
