@@ -122,12 +122,22 @@ def world_with_alerts() -> World:
 
 
 async def pixel(page: ConsolePage, renderer: str, lat: float, lon: float) -> list[int]:
-    """The RGBA the page drew at (lat, lon) on one of its canvases, after drawing settled."""
-    await page.wait_frame()
-    px = await page.page.evaluate(
-        "([r, lat, lon]) => window.fleetwatch.map.pixelAt(r, lat, lon)", [renderer, lat, lon]
-    )
-    return [int(x) for x in px]
+    """The RGBA the page drew at (lat, lon) on one of its canvases, after drawing settled:
+    read frame after frame until two reads agree on a painted pixel (a loaded machine may
+    need more than two frames to redraw after a view change), or ~3 s pass (then the last
+    read, e.g. a transparent pixel where nothing should be)."""
+    last: list[int] | None = None
+    for _ in range(90):
+        await page.wait_frame()
+        px = await page.page.evaluate(
+            "([r, lat, lon]) => window.fleetwatch.map.pixelAt(r, lat, lon)", [renderer, lat, lon]
+        )
+        now = [int(x) for x in px]
+        if now[3] > 0 and now == last:
+            return now
+        last = now
+    assert last is not None
+    return last
 
 
 def rgb(hex_colour: str) -> list[int]:
@@ -642,7 +652,7 @@ async def test_clicking_a_truck_or_an_alert_selects_the_vehicle() -> None:
     async with console(world) as (_fake, page):
         v = world.vehicles["V04"]
         await center(page, v["lat"], v["lon"], 16)
-        await page.wait_frame()
+        assert (await pixel(page, "vehicles", v["lat"], v["lon"]))[3] > 0  # drawn: clickable
         x, y = await page.page.evaluate(
             "([lat, lon]) => { const m = window.fleetwatch.map.map;"
             " const p = m.latLngToContainerPoint([lat, lon]);"
