@@ -219,8 +219,9 @@ class LiveEngine:
             if isinstance(ev, DataDelayed):
                 if ev.active:
                     log.warning(
-                        "no fix from any unit for %.0f s: data delayed; lateness decisions "
-                        "wait for data",
+                        "the newest fix is more than %.0f s old: data delayed (an outage, or "
+                        "a backlog or replayed day catching up); lateness is decided on the "
+                        "fixes' own clock, never on the silence",
                         self.engine.params.data_delayed_after_s,
                     )
                 else:
