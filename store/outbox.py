@@ -28,7 +28,7 @@ from typing import Any, Literal, cast
 import psycopg
 
 from alerts.records import AlertVersion, ExceptionVersion
-from core.fixes import iso_utc
+from core.fixes import datetime_to_us, iso_utc
 from schedule.events import (
     DetectionEvent,
     StopEnded,
@@ -414,9 +414,7 @@ def stop_changed_from_body(body: dict[str, Any]) -> StopChanged:
 
 
 def _iso_us(text: str) -> int:
-    t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    delta = t - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return datetime_to_us(dt.datetime.fromisoformat(text.replace("Z", "+00:00")))
 
 
 async def load_stop_states(
