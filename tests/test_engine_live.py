@@ -100,8 +100,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def decoded(scenario: Path) -> FixBatch:
+def decode_scenario(scenario: Path) -> FixBatch:
     """Every fix of the scenario in receive order, with the scenario's receive times."""
     recv, units, payloads = [], [], []
     for r, u, p in merged_payloads(scenario):
@@ -111,10 +110,19 @@ def decoded(scenario: Path) -> FixBatch:
     return Decoder(DecodeOptions()).decode(units, payloads, np.asarray(recv, np.int64)).fixes
 
 
-@pytest.fixture(scope="module")
-def index(scenario: Path) -> FenceIndex:
+def scenario_index(scenario: Path) -> FenceIndex:
     load = load_sites(scenario / "sites.geojson")
     return FenceIndex.build(load.sites, margin_m=DetectionParams().exit_margin_m)
+
+
+@pytest.fixture(scope="module")
+def decoded(scenario: Path) -> FixBatch:
+    return decode_scenario(scenario)
+
+
+@pytest.fixture(scope="module")
+def index(scenario: Path) -> FenceIndex:
+    return scenario_index(scenario)
 
 
 def vehicles(scenario: Path) -> dict[str, str]:

@@ -12,15 +12,18 @@ import numpy as np
 import pytest
 
 from core.fixes import US_PER_S, FixBatch
-from fleetwatch.engine_setup import load_sites
 from geofence import FenceIndex
-from ingest.nmea import DecodeOptions, Decoder
 from schedule.engine import Engine, EngineParams, fence_matcher, tick_until
 from schedule.events import latest
 from schedule.params import DetectionParams
-from simulators.formats import merged_payloads
 from simulators.scenario import write_scenario
-from tests.test_engine_live import detection, small_params, vehicles
+from tests.test_engine_live import (
+    decode_scenario,
+    detection,
+    scenario_index,
+    small_params,
+    vehicles,
+)
 
 
 @pytest.fixture(scope="module")
@@ -32,18 +35,12 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def decoded(scenario: Path) -> FixBatch:
-    recv, units, payloads = [], [], []
-    for r, u, p in merged_payloads(scenario):
-        recv.append(r)
-        units.append(u)
-        payloads.append(p)
-    return Decoder(DecodeOptions()).decode(units, payloads, np.asarray(recv, np.int64)).fixes
+    return decode_scenario(scenario)
 
 
 @pytest.fixture(scope="module")
 def index(scenario: Path) -> FenceIndex:
-    load = load_sites(scenario / "sites.geojson")
-    return FenceIndex.build(load.sites, margin_m=DetectionParams().exit_margin_m)
+    return scenario_index(scenario)
 
 
 def engine_for(index: FenceIndex, units: dict[str, str]) -> Engine:
