@@ -344,7 +344,8 @@ async def demo_main(settings: Settings, args: argparse.Namespace, out: TextIO) -
                 else ""
             )
             what = (
-                f"the simulated day of {args.vehicles} vehicles (yesterday) at ×{args.speed:g}"
+                f"the simulated day of {args.vehicles} vehicles "
+                f"({args.scenario.name[len('scenario-') :][:10]}) at ×{args.speed:g}"
                 if args.fleet == "simulator"
                 else f"{len(units)} synthetic units at {args.rate:g} Hz"
             )
