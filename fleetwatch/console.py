@@ -19,9 +19,12 @@ from fleetwatch.auth import Authenticator
 from fleetwatch.live_engine import LiveEngine
 from fleetwatch.web import WebShell
 from geofence.sites import Site
+from store.errors import StoreError
+from store.tracks import ConnectionSource, StoredTrack, load_track
 from ws.hub import Hub, HubLimits
 from ws.protocol import SiteInfo
 from ws.server import ConsoleServer, ServerOptions
+from ws.track import TrackLoader, TrackOptions, Tracks, TrackStoreError
 
 CONSOLE_PATH = "/ws/console"
 
@@ -41,12 +44,16 @@ def register_console(
     limits: HubLimits | None = None,
     options: ServerOptions | None = None,
     lang_default: str = "ru",
+    track_source: ConnectionSource | None = None,
+    track_options: TrackOptions | None = None,
 ) -> ConsoleServer:
     """Serve the console websocket at ``/ws/console`` on *shell*, fed by *live_engine*.
 
     ``tokens``: who may connect (``fleetwatch.auth.load_tokens(FLEETWATCH_TOKENS_FILE)``);
     token user names are the roster's dispatcher ids (the desk records them as ``by``).
     ``roster``: which vehicles are whose (the ``mine`` subscription).
+    ``track_source``: a pool on the store for the ``track`` request (ws/track.py); None: the
+    hub's memory track only (answers say ``unavailable``).
     """
     by_user: dict[str, frozenset[str]] = {}
     if roster is not None:
@@ -57,17 +64,42 @@ def register_console(
         vehicles_of=lambda user: by_user.get(user, frozenset()),
         lang_default=lang_default,
     )
+    tracks = Tracks(
+        hub,
+        load=None if track_source is None else store_track_loader(track_source),
+        clock_us=clock_us,
+        options=track_options,
+    )
     server = ConsoleServer(
         hub,
         authenticate=tokens.verify,
         submit=live_engine.submit,
         clock_us=clock_us,
         options=options,
+        tracks=tracks,
     )
     live_engine.add_publisher(server.publish)
     shell.add_websocket_route(CONSOLE_PATH, server.endpoint)
     shell.registry.register(ConsoleCollector(server))
     return server
+
+
+def store_track_loader(source: ConnectionSource, *, timeout_ms: int = 3000) -> TrackLoader:
+    """The ``track`` request's loader over the store (store/tracks.py): the store's errors
+    become :class:`TrackStoreError`, which the console answers from memory."""
+
+    async def load(
+        vehicle_id: str, *, until_us: int, minutes: int, max_points: int
+    ) -> StoredTrack | None:
+        try:
+            return await load_track(
+                source, vehicle_id, until_us=until_us, minutes=minutes,
+                max_points=max_points, timeout_ms=timeout_ms,
+            )  # fmt: skip
+        except StoreError as exc:
+            raise TrackStoreError(str(exc)) from exc
+
+    return load
 
 
 class ConsoleCollector(Collector):
@@ -106,6 +138,18 @@ class ConsoleCollector(Collector):
             ("too_slow", "Consoles closed with 4408 (ignored resync)", c.too_slow),
         ):
             yield CounterMetricFamily(f"fleetwatch_console_{name}", doc, value=value)
+        tracks = CounterMetricFamily(
+            "fleetwatch_console_track_answers",
+            "track requests answered, by source (store / memory) and error "
+            "(none / store_error / unavailable)",
+            labels=["source", "error"],
+        )
+        tc = self.server.tracks.counts
+        tracks.add_metric(["store", "none"], tc.store)
+        tracks.add_metric(["memory", "none"], tc.memory - sum(tc.by_error.values()))
+        for err, n in sorted(tc.by_error.items()):
+            tracks.add_metric(["memory", err], n)
+        yield tracks
         refused = CounterMetricFamily(
             "fleetwatch_console_refused_connections",
             "Connections refused, by reason",

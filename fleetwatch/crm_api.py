@@ -728,8 +728,11 @@ def _csv(page: QualityPageModel) -> Response:
 
 
 @contextlib.asynccontextmanager
-async def open_crm_pool(dsn: str, *, max_size: int = 4) -> AsyncIterator[Any]:
-    """A pool of its own for the API's reads (autocommit connections), closed on exit."""
+async def open_crm_pool(
+    dsn: str, *, max_size: int = 4, name: str = "fleetwatch-crm"
+) -> AsyncIterator[Any]:
+    """A pool of its own for the API's reads (autocommit connections), closed on exit (the
+    console's ``track`` reads use one too, named ``fleetwatch-console``)."""
     from psycopg_pool import AsyncConnectionPool
 
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
@@ -739,7 +742,7 @@ async def open_crm_pool(dsn: str, *, max_size: int = 4) -> AsyncIterator[Any]:
         open=False,
         kwargs={"autocommit": True},
         timeout=10.0,
-        name="fleetwatch-crm",
+        name=name,
     )
     await pool.open(wait=True, timeout=10.0)
     try:

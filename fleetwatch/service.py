@@ -57,6 +57,7 @@ from schedule.stop_events import Command, CommandRefused
 from store import Store, StoreUnavailable, StoreWriteError, UnitRow
 from store.spool import SpoolingSink
 from store.spool_metrics import register_spool_metrics
+from store.tracks import ConnectionSource
 from ws.pages import page_router
 
 log = logging.getLogger(__name__)
@@ -206,6 +207,11 @@ async def run_ingest(
         shell.include_router(
             crm_router(pool_or_store=crm_pool, tokens=tokens, sla_minutes=settings.crm_sla_minutes)
         )
+        # the console's "last hour's track" reads fixes through two connections of its own:
+        # a dispatcher's click never waits behind ingest or a CRM report
+        console_pool = await stack.enter_async_context(
+            open_crm_pool(settings.database_url, max_size=2, name="fleetwatch-console")
+        )
         registry = await load_registry(settings, store)
         log.info("unit registry: %d units (accept unknown: %s)", len(registry),
                  registry.accept_unknown)  # fmt: skip
@@ -225,7 +231,9 @@ async def run_ingest(
         stages = build_live_engine(settings, registry, metrics)
         engine = stages.live if stages is not None else None
         writer = (
-            attach_consumers(stages, settings, shell, metrics.registry, tokens)
+            attach_consumers(
+                stages, settings, shell, metrics.registry, tokens, track_source=console_pool
+            )
             if stages is not None
             else None
         )
@@ -402,6 +410,8 @@ def attach_consumers(
     shell: WebShell,
     registry: CollectorRegistry,
     tokens: Authenticator,
+    *,
+    track_source: ConnectionSource | None = None,
 ) -> StoreWriter | None:
     """The engine's consumers, attached before anything is published: the store writer
     (outbox: what the CRM reads), the dispatcher console (websocket + page)."""
@@ -417,7 +427,10 @@ def attach_consumers(
         live.add_publisher(writer.publish)
         live.add_command_hook(writer.record_command)
     roster = stages.schedule.roster if stages.schedule is not None else None
-    register_console(shell, live, tokens=tokens, sites=stages.sites.sites, roster=roster)
+    register_console(
+        shell, live, tokens=tokens, sites=stages.sites.sites, roster=roster,
+        track_source=track_source,
+    )  # fmt: skip
     shell.include_router(page_router(tile_url=settings.map_tile_url))
     return writer
 

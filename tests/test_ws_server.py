@@ -72,8 +72,14 @@ class World:
 
 
 async def world_of(
-    tg: asyncio.TaskGroup, *, limits: HubLimits | None = None, options: ServerOptions | None = None
+    tg: asyncio.TaskGroup,
+    *,
+    limits: HubLimits | None = None,
+    options: ServerOptions | None = None,
+    **console: Any,
 ) -> World:
+    """The world; *console*: more arguments of :func:`register_console` (tests/test_ws_track.py
+    gives it a store and a clock)."""
     sites = W.sites()
     engine = Engine(
         matcher=lambda lon, lat, m: np.empty((2, 0), np.intp),
@@ -112,6 +118,7 @@ async def world_of(
         roster=roster(),
         limits=limits,
         options=options,
+        **console,
     )
     web = open_web_server(shell, host="127.0.0.1", port=0)
     tasks = [tg.create_task(live.run(), name="engine"), tg.create_task(web.serve(), name="web")]

@@ -33,6 +33,12 @@ MAX_COMMENT_CHARS = 2000
 MAX_REASON_CHARS = 500
 MAX_REORDER_STOPS = 500
 MAX_SUBSCRIBED_VEHICLES = 5000
+#: ``track``: minutes back from the vehicle's newest fix, and points at most (thinned)
+MAX_TRACK_MINUTES = 240
+DEFAULT_TRACK_MINUTES = 60
+MIN_TRACK_POINTS = 2
+MAX_TRACK_POINTS = 2000
+DEFAULT_TRACK_POINTS = 500
 CommandId = str | int
 
 
@@ -132,7 +138,8 @@ class SubscribeCmd:
 class TrackCmd:
     id: CommandId
     vehicle_id: str
-    minutes: int
+    minutes: int = DEFAULT_TRACK_MINUTES
+    max_points: int = DEFAULT_TRACK_POINTS
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -151,7 +158,7 @@ _FIELDS: dict[str, frozenset[str]] = {
     "reorder": frozenset({"type", "id", "route_id", "stop_ids"}),
     "cancel": frozenset({"type", "id", "stop_id", "reason"}),
     "subscribe": frozenset({"type", "id", "scope"}),
-    "track": frozenset({"type", "id", "vehicle_id", "minutes"}),
+    "track": frozenset({"type", "id", "vehicle_id", "minutes", "max_points"}),
     "ping": frozenset({"type", "id"}),
 }
 
@@ -205,8 +212,16 @@ def parse_command(frame: str | bytes) -> ConsoleCommand:
     if kind == "subscribe":
         return SubscribeCmd(id=cid, scope=f.scope("scope"))
     if kind == "track":
-        minutes = f.int_("minutes", 1, 240) if "minutes" in msg else 60
-        return TrackCmd(id=cid, vehicle_id=f.key("vehicle_id"), minutes=minutes)
+        vehicle_id = f.key("vehicle_id")
+        minutes = (
+            f.int_("minutes", 1, MAX_TRACK_MINUTES) if "minutes" in msg else DEFAULT_TRACK_MINUTES
+        )
+        points = (
+            f.int_("max_points", MIN_TRACK_POINTS, MAX_TRACK_POINTS)
+            if "max_points" in msg
+            else DEFAULT_TRACK_POINTS
+        )
+        return TrackCmd(id=cid, vehicle_id=vehicle_id, minutes=minutes, max_points=points)
     return PingCmd(id=cid)
 
 

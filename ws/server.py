@@ -59,12 +59,12 @@ from ws.protocol import (
     SubscribeCmd,
     TrackCmd,
     alert_json,
-    dumps,
     error_frame,
     parse_command,
     reply_error,
     reply_ok,
 )
+from ws.track import Tracks
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +129,11 @@ class ConsoleServer:
         submit: Submit,
         clock_us: Callable[[], int],
         options: ServerOptions | None = None,
+        tracks: Tracks | None = None,
     ) -> None:
         self.hub = hub
+        #: ``track`` answers: from the store when the wiring gives a loader, else memory only
+        self.tracks = tracks or Tracks(hub, load=None, clock_us=clock_us)
         self._authenticate = authenticate
         self._submit = submit
         self._clock_us = clock_us
@@ -281,15 +284,11 @@ class ConsoleServer:
             self._answer(sid, reply_ok(cmd.id, {"subscribed": True}))
             return
         if isinstance(cmd, TrackCmd):
-            track = self.hub.track_json(cmd.vehicle_id, cmd.minutes, cmd.id)
-            if track is None:
-                self.counts.refusals["unknown_id"] += 1
-                self._answer(
-                    sid, reply_error(cmd.id, "unknown_id", f"no vehicle {cmd.vehicle_id!r}")
-                )
-                return
-            self._answer(sid, dumps(track))
-            self._answer(sid, reply_ok(cmd.id, {"points": len(track["points"])}))
+            answer = await self.tracks.answer(cmd)
+            if answer.refusal is not None:
+                self.counts.refusals[answer.refusal] += 1
+            for text in answer.frames:
+                self._answer(sid, text)
             return
         assert isinstance(cmd, ACTING)
         if role == "viewer":
