@@ -591,7 +591,10 @@ async def test_track_of_the_selected_truck_is_drawn_with_its_stops() -> None:
         await page.select_vehicle("V04")
         await page.page.locator("#track-btn").click()
         track = await fake.wait_for_command(1)
-        assert track == {"type": "track", "id": track["id"], "vehicle_id": "V04", "minutes": 60}
+        assert track == {
+            "type": "track", "id": track["id"], "vehicle_id": "V04", "minutes": 60,
+            "max_points": 500,
+        }  # fmt: skip
         await page.wait_for("() => window.fleetwatch.map.trackShown")
         layers = await page.page.evaluate(
             "() => window.fleetwatch.map.trackLayer.getLayers().length"
@@ -605,9 +608,20 @@ async def test_track_of_the_selected_truck_is_drawn_with_its_stops() -> None:
         assert (await pixel(page, "track", stop_lat, stop_lon))[3] > 0
         assert abs(stop_lat - v["lat"]) < 0.05
         assert "Скрыть" in await text(page, "#track-btn")
-        # another vehicle: the old track goes
+        info = page.page.locator("#track-info")
+        assert await info.get_attribute("data-source") == "store"
+        assert await text(page, "#track-info") == "трек из базы данных"
+        # another vehicle: the old track goes, and the note with it
         await page.select_vehicle("V01")
         assert not await page.page.evaluate("() => window.fleetwatch.map.trackShown")
+        assert not await info.is_visible()
+        # the store failed: the memory's track is drawn, and the dispatcher is told
+        fake.track_error = "store_error"
+        await page.page.locator("#track-btn").click()
+        await page.wait_for("() => window.fleetwatch.map.trackShown")
+        assert await info.get_attribute("data-error") == "store_error"
+        assert "недоступна" in await text(page, "#track-info")
+        await page.page.locator(".toast-error", has_text="connection refused").wait_for()
 
 
 async def test_reorder_moves_a_remaining_stop_and_sends_the_new_order() -> None:

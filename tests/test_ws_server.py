@@ -43,6 +43,7 @@ from tests.alerts_helpers import roster
 from tests.test_web import http_get
 from tests.ws_helpers import ConsoleView, alert, pos
 from ws.hub import HubLimits
+from ws.pages import page_router
 from ws.server import ConsoleServer, ServerOptions
 
 pytestmark = pytest.mark.anyio
@@ -76,10 +77,12 @@ async def world_of(
     *,
     limits: HubLimits | None = None,
     options: ServerOptions | None = None,
+    page: bool = False,
     **console: Any,
 ) -> World:
-    """The world; *console*: more arguments of :func:`register_console` (tests/test_ws_track.py
-    gives it a store and a clock)."""
+    """The world; *page*: serve the console page at ``/`` too (tests/test_page_scope.py);
+    *console*: more arguments of :func:`register_console` (tests/test_ws_track.py gives it a
+    store and a clock)."""
     sites = W.sites()
     engine = Engine(
         matcher=lambda lon, lat, m: np.empty((2, 0), np.intp),
@@ -120,6 +123,8 @@ async def world_of(
         options=options,
         **console,
     )
+    if page:
+        shell.include_router(page_router())
     web = open_web_server(shell, host="127.0.0.1", port=0)
     tasks = [tg.create_task(live.run(), name="engine"), tg.create_task(web.serve(), name="web")]
     async with asyncio.timeout(5):

@@ -242,6 +242,8 @@ class FakeConsoleServer:
         self.accept_commands = True
         self.broadcast_accepted = True  # False: an accepted change reaches only the reply
         self.mine: dict[str, set[str]] = {"ivanova": {"V01", "V02"}}  # the roster's "mine"
+        #: None: ``track`` answers from the store; "store_error" / "unavailable": from memory
+        self.track_error: str | None = None
         self.changed = asyncio.Event()
         self._server: Server | None = None
         self.port = 0
@@ -479,17 +481,28 @@ class FakeConsoleServer:
                     "lon": mid["lon"],
                 }
             ]
+            source = "store" if self.track_error is None else "memory"
             await conn.ws.send(
                 json.dumps(
                     {
                         "type": "track",
                         "id": cid,
                         "vehicle_id": v["vehicle_id"],
+                        "minutes": msg.get("minutes", 60),
+                        "source": source,
+                        "error": self.track_error,
+                        "message": None if self.track_error is None else "connection refused",
+                        "since": points[0]["t"],
+                        "until": points[-1]["t"],
+                        "fixes": len(points),
                         "points": points,
                         "stops": stops,
+                        "visits": [],
                     }
                 )
             )
-            await self._reply(conn, cid, {"points": len(points)})  # as ws/server.py does
+            await self._reply(  # as ws/track.py does
+                conn, cid, {"points": len(points), "source": source, "error": self.track_error}
+            )
         else:
             await self._reply(conn, cid, error={"code": "invalid", "message": f"type {kind}"})

@@ -18,6 +18,12 @@ const ACTING_ROLES = new Set(["dispatcher", "head_dispatcher"]);
 const MAX_COMMENT = 2000;
 const MAX_REASON = 500;
 const TRACK_MINUTES = 60;
+const TRACK_POINTS = 500;
+const SCOPE_KEY = "fleetwatch.scope";
+const SCOPES = ["all", "mine", "region"];
+/** "map view": the region is re-sent this long after the map stops moving (a drag or a
+ *  zoom fires many moves; each subscribe costs the server a fresh snapshot). */
+const REGION_DEBOUNCE_MS = 400;
 const METRICS_KEEP = 20;
 
 const $ = (id) => document.getElementById(id);
@@ -57,7 +63,9 @@ class App {
     this.metrics = { positions: [], snapshot: null, messages: 0 };
     this.fmtCache = new Map();
     this.knownIds = new Set();
-    this.scope = "all";
+    this.scope = loadScope(); // "all" | "mine" | "region" (the map's bounds), kept across reloads
+    this.sentRegion = null; // the region last subscribed to on this connection
+    this.regionTimer = null;
     this.fresh = new Set(); // alert ids whose card should flash when next drawn
   }
 
@@ -72,6 +80,7 @@ class App {
       onVehicleClick: (id) => this.select(id, { pan: false }),
       siteInfo: (q) => this.siteTooltip(q),
       vehicleInfo: (id) => this.vehicleTooltip(id),
+      onMoveEnd: () => this.onMapMoved(),
     });
     this.bindStaticUi();
     this.setConnState("idle", {});
@@ -102,7 +111,8 @@ class App {
       if (this.state.vehicles.has(id)) this.select(id, { pan: true });
     });
     $("track-btn").addEventListener("click", () => this.toggleTrack());
-    $("scope").addEventListener("change", (ev) => this.subscribe(ev.target.value));
+    $("scope").value = this.scope;
+    $("scope").addEventListener("change", (ev) => this.setScope(ev.target.value));
     $("dlg-close").addEventListener("click", () => $("dlg").close());
   }
 
@@ -219,17 +229,44 @@ class App {
     }
   }
 
-  /** Watch everything or only this dispatcher's vehicles; the server answers with a fresh
-   *  snapshot under the new scope.  A new connection starts at "all", so it is said again
-   *  after every hello. */
-  async subscribe(scope) {
-    this.scope = scope;
+  /** The "Show:" choice: everything, this dispatcher's vehicles, or what the map shows.
+   *  Remembered across reloads (localStorage). */
+  setScope(scope) {
+    this.scope = SCOPES.includes(scope) ? scope : "all";
+    saveScope(this.scope);
+    clearTimeout(this.regionTimer);
+    this.subscribe();
+  }
+
+  /** Say the scope to the server; it answers with a fresh snapshot under it.  A new
+   *  connection starts at "all", so a narrower scope is said again after every hello. */
+  async subscribe() {
+    let scope = this.scope;
+    if (scope === "region") {
+      scope = { region: this.mapView.regionBounds() };
+      this.sentRegion = scope.region.join(",");
+    } else {
+      this.sentRegion = null;
+    }
     const reply = await this.command({ type: "subscribe", scope });
     if (!reply.ok) this.toast(this.errorText(reply.error), "error");
   }
 
+  /** The map moved: under "map view", the new bounds become the region, once the map has
+   *  been still for REGION_DEBOUNCE_MS. */
+  onMapMoved() {
+    if (this.scope !== "region") return;
+    clearTimeout(this.regionTimer);
+    this.regionTimer = setTimeout(() => {
+      if (this.scope !== "region" || !this.conn || !this.conn.isOpen) return;
+      if (this.mapView.regionBounds().join(",") === this.sentRegion) return;
+      this.subscribe();
+    }, REGION_DEBOUNCE_MS);
+  }
+
   onHello(hello) {
-    if (this.scope && this.scope !== "all") queueMicrotask(() => this.subscribe(this.scope));
+    this.sentRegion = null;
+    if (this.scope && this.scope !== "all") queueMicrotask(() => this.subscribe());
     this.role = hello.role;
     this.user = hello.user;
     this.clockOffsetMs = Date.parse(hello.server_time) - Date.now() || 0;
@@ -736,14 +773,16 @@ class App {
     }
     const vehicleId = this.selected;
     if (!vehicleId) return;
-    const msg = await this.command({ type: "track", vehicle_id: vehicleId, minutes: TRACK_MINUTES });
+    const msg = await this.command({ type: "track", vehicle_id: vehicleId, minutes: TRACK_MINUTES, max_points: TRACK_POINTS });
     if (msg.type !== "track") {
       this.toast(this.errorText(msg.error), "error");
       return;
     }
     if (this.selected !== vehicleId) return; // the dispatcher moved on meanwhile
+    this.renderTrackInfo(msg);
+    if (msg.error === "store_error") this.toast(t("track.store_error", { message: msg.message || "" }), "error");
     if (!msg.points || msg.points.length === 0) {
-      this.toast(t("route.track_empty"), "info");
+      if (msg.error !== "store_error") this.toast(t("route.track_empty"), "info");
       return;
     }
     this.mapView.showTrack(msg, (s) => {
@@ -766,6 +805,28 @@ class App {
     const b = $("track-btn");
     b.disabled = !this.selected;
     b.textContent = this.trackFor ? t("route.track_hide") : t("route.track");
+    if (!this.trackFor) this.renderTrackInfo(null);
+  }
+
+  /** Where the shown track came from (the store, or the server's memory and why): a
+   *  dispatcher must know when an hour's track may be incomplete. */
+  renderTrackInfo(msg) {
+    const el = $("track-info");
+    if (!msg) {
+      el.hidden = true;
+      el.textContent = "";
+      delete el.dataset.source;
+      delete el.dataset.error;
+      return;
+    }
+    const source = msg.source || "memory";
+    const key = msg.error ? `track.${msg.error}_short` : `track.from_${source}`;
+    el.textContent = t(key);
+    el.title = msg.message || "";
+    el.dataset.source = source;
+    el.dataset.error = msg.error || "";
+    el.className = msg.error ? "track-info track-warn" : "track-info muted";
+    el.hidden = false;
   }
 
   // tooltips -------------------------------------------------------------------------------
@@ -823,6 +884,24 @@ function escapeHtml(s) {
 
 function naturalCompare(a, b) {
   return a.localeCompare(b, undefined, { numeric: true });
+}
+
+function loadScope() {
+  try {
+    const saved = localStorage.getItem(SCOPE_KEY);
+    if (SCOPES.includes(saved)) return saved;
+  } catch (_) {
+    // storage blocked: everything
+  }
+  return "all";
+}
+
+function saveScope(scope) {
+  try {
+    localStorage.setItem(SCOPE_KEY, scope);
+  } catch (_) {
+    // not remembered: the next load shows everything
+  }
 }
 
 function localStorageHas(key) {

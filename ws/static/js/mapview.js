@@ -38,8 +38,9 @@ export class MapView {
    * @param {(vehicleId: string) => void} o.onVehicleClick
    * @param {(siteId: string) => object} o.siteInfo    text for a site's tooltip
    * @param {(vehicle: object) => string} o.vehicleInfo
+   * @param {() => void} [o.onMoveEnd]  the view changed (pan, zoom, fit): "map view" follows it
    */
-  constructor(el, { tileUrl, tileAttribution, onVehicleClick, siteInfo, vehicleInfo }) {
+  constructor(el, { tileUrl, tileAttribution, onVehicleClick, siteInfo, vehicleInfo, onMoveEnd }) {
     // fractional zoom: fitting the city to the screen leaves no wide empty margins
     this.map = L.map(el, { preferCanvas: true, zoomControl: true, zoomSnap: 0.25, zoomDelta: 0.5 });
     this.map.setView(MOSCOW, 11);
@@ -66,6 +67,7 @@ export class MapView {
     this.selected = null;
     this.fitted = false;
     this.map.on("zoomend", () => this.showSiteLayerForZoom());
+    if (onMoveEnd) this.map.on("moveend", onMoveEnd);
     this.showSiteLayerForZoom();
   }
 
@@ -235,6 +237,20 @@ export class MapView {
 
   get trackShown() {
     return this.trackLayer.getLayers().length > 0;
+  }
+
+  /** The visible area as the protocol's region, [min_lon, min_lat, max_lon, max_lat], clamped
+   *  to the world (a zoomed-out map reaches past it) and rounded to ~1 m. */
+  regionBounds() {
+    const b = this.map.getBounds();
+    const r = (x) => Math.round(x * 1e5) / 1e5;
+    const clamp = (x, lo, hi) => Math.min(hi, Math.max(lo, x));
+    return [
+      r(clamp(b.getWest(), -180, 180)),
+      r(clamp(b.getSouth(), -90, 90)),
+      r(clamp(b.getEast(), -180, 180)),
+      r(clamp(b.getNorth(), -90, 90)),
+    ];
   }
 
   // -- for tests and operators (window.fleetwatch.debug) --------------------------------------
