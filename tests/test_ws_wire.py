@@ -3,6 +3,7 @@ exactly as what the socket's own send path writes, with and without permessage-d
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from collections.abc import Generator
@@ -11,15 +12,31 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from uvicorn.config import Config
+from uvicorn.server import ServerState
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed
-from websockets.extensions.permessage_deflate import PerMessageDeflate
+from websockets.extensions.permessage_deflate import (
+    ClientPerMessageDeflateFactory,
+    PerMessageDeflate,
+)
 from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+from websockets.uri import parse_uri
 
 from tests.test_ws_server import World, recv, running
 from tests.ws_helpers import alert, pos
-from ws.server import ServerOptions
-from ws.wire import PLAIN, Deflate, Encoding, FrameCache, frame_bytes
+from ws.wire import (
+    PLAIN,
+    WIRE_SCOPE_KEY,
+    Deflate,
+    Encoding,
+    FrameCache,
+    WireClosed,
+    WireProtocol,
+    frame_bytes,
+)
 
 # -- the frame bytes ------------------------------------------------------------------------------
 
@@ -176,20 +193,135 @@ async def test_every_path_delivers_the_same_texts_and_the_library_frames_still_d
             assert (ws.close_code, ws.close_reason[:8]) == (1007, "not JSON"), name
 
 
+# -- the protocol's states, at the byte boundary -------------------------------------------------
+
+
+class Transport(asyncio.Transport):
+    """Collects what the protocol writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.out = bytearray()
+        self.closing = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.out += data
+
+    def take(self) -> bytes:
+        data = bytes(self.out)
+        self.out.clear()
+        return data
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8000)}.get(
+            name, default
+        )
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+@dataclasses.dataclass
+class Wired:
+    proto: WireProtocol
+    transport: Transport
+    client: ClientProtocol
+    send: Any  # the app's ASGI send
+
+    def client_texts(self) -> list[str]:
+        self.client.receive_data(self.transport.take())
+        return [
+            bytes(e.data).decode()
+            for e in self.client.events_received()
+            if isinstance(e, Frame) and e.opcode is Opcode.TEXT
+        ]
+
+
+async def wired(*, offer_deflate: bool, server_deflate: bool = True) -> Wired:
+    """A WireProtocol on a fake transport, a sans-I/O client, an app that accepts."""
+    accepted = asyncio.Event()
+    sends: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        assert (await receive())["type"] == "websocket.connect"
+        assert isinstance(scope[WIRE_SCOPE_KEY], WireProtocol)
+        sends.append(send)
+        await send({"type": "websocket.accept"})
+        accepted.set()
+        await asyncio.Event().wait()  # hold the connection (cancelled with the loop)
+
+    config = Config(
+        app,
+        ws=WireProtocol,
+        lifespan="off",
+        log_config=None,
+        ws_per_message_deflate=server_deflate,
+    )
+    config.load()
+    proto = WireProtocol(config, ServerState(), {})
+    transport = Transport()
+    proto.connection_made(transport)
+    exts = [ClientPerMessageDeflateFactory()] if offer_deflate else None
+    client = ClientProtocol(parse_uri("ws://127.0.0.1:8000/ws"), extensions=exts)
+    client.send_request(client.connect())
+    assert proto.encoding() is None  # no handshake yet
+    proto.data_received(b"".join(client.data_to_send()))
+    async with asyncio.timeout(5):
+        await accepted.wait()
+    client.receive_data(transport.take())
+    assert client.state is State.OPEN
+    return Wired(proto, transport, client, sends[0])
+
+
 @pytest.mark.anyio
-async def test_a_closing_connection_falls_back_and_the_writer_ends() -> None:
-    """A console that leaves while frames are on their way: the writer finds no prepared
-    encoding (or a closed transport) and the endpoint ends without an error."""
-    async with running(options=ServerOptions(send_timeout_s=2.0)) as w:
-        ws, _ = await open_console(w, deflate=True)
-        await ws.close()
-        for v in range(1, 30):
-            w.server.publish([alert(n, v) for n in range(1, 20)])
-            await w.live.call(lambda e, now: [])
-            if not w.server.hub.consoles:
-                break
-        for _ in range(100):
-            if not w.server.hub.consoles:
-                break
-            await w.live.call(lambda e, now: [])
-        assert w.server.hub.consoles == 0
+@pytest.mark.parametrize(
+    ("offer", "server", "expected"),
+    [(True, True, Deflate(15)), (False, True, PLAIN), (True, False, PLAIN)],
+)
+async def test_the_encoding_follows_the_negotiation(
+    offer: bool, server: bool, expected: Encoding
+) -> None:
+    w = await wired(offer_deflate=offer, server_deflate=server)
+    assert w.proto.encoding() == expected
+    if isinstance(expected, Deflate):
+        assert w.client.extensions[0].remote_no_context_takeover is True  # type: ignore[attr-defined]
+    enc = expected
+    assert await w.proto.write_prepared([frame_bytes("a", enc), frame_bytes("bb", enc)], enc)
+    await w.send({"type": "websocket.send", "text": "via the library"})
+    assert await w.proto.write_prepared([frame_bytes("c" * 500, enc)], enc)
+    assert w.client_texts() == ["a", "bb", "via the library", "c" * 500]
+
+
+@pytest.mark.anyio
+async def test_no_prepared_write_while_paused_closing_or_gone() -> None:
+    """The transport's flow control holds a prepared write as it holds ``send``; after the
+    app's close nothing is prepared (the caller's fallback raises as ``send`` does); a lost
+    connection raises :class:`WireClosed`."""
+    w = await wired(offer_deflate=True)
+    enc = w.proto.encoding()
+    assert enc == Deflate(15)
+    w.proto.pause_writing()
+    write = asyncio.ensure_future(w.proto.write_prepared([frame_bytes("held", enc)], enc))
+    for _ in range(5):
+        await asyncio.sleep(0)  # (yield to the loop: no wall-clock wait)
+    assert not write.done()
+    assert w.transport.out == b""
+    w.proto.resume_writing()
+    assert await write is True
+    assert w.client_texts() == ["held"]
+    await w.send({"type": "websocket.close", "code": 1000})
+    assert w.proto.encoding() is None
+    assert await w.proto.write_prepared([frame_bytes("late", enc)], enc) is False
+    w.proto.connection_lost(None)
+    with pytest.raises(WireClosed):
+        await w.proto.write_prepared([frame_bytes("gone", enc)], enc)
+    assert "late" not in w.client_texts()
