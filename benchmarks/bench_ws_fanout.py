@@ -28,10 +28,12 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -74,14 +76,14 @@ def _alert(n: int, version: int, now_us: int) -> Any:
     )
 
 
-async def serve(args: argparse.Namespace) -> None:
+async def serve(args: argparse.Namespace) -> str | None:
     from starlette.websockets import WebSocketDisconnect
 
     from fleetwatch.web import WebOptions, WebShell, open_web_server
     from schedule.stop_events import VehiclePosition
     from ws.hub import Hub, HubLimits
     from ws.protocol import alert_json, dumps
-    from ws.server import ConsoleServer
+    from ws.server import ConsoleServer, ServerOptions
 
     @dataclasses.dataclass
     class P:
@@ -98,6 +100,7 @@ async def serve(args: argparse.Namespace) -> None:
         authenticate=lambda tok: P() if tok == TOKEN else None,
         submit=lambda cmd: asyncio.sleep(0, []),  # type: ignore[arg-type,return-value]
         clock_us=now_us,
+        options=ServerOptions(prepared_frames=args.mode != "hub-plain"),
     )
     naive: list[WebSocket] = []
 
@@ -175,13 +178,26 @@ async def serve(args: argparse.Namespace) -> None:
                 for a in alerts:
                     naive_queue.put_nowait(dumps({"type": "alert", "alert": alert_json(a)}))
 
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    profiler = None
+    if args.profile:
+        from pyinstrument import Profiler
+
+        profiler = Profiler(interval=0.001, async_mode="disabled")
+        profiler.start()
     async with asyncio.TaskGroup() as tg:
-        tg.create_task(web.serve(), name="web")
-        tg.create_task(drive(), name="drive")
-        tg.create_task(naive_pump(), name="naive")
-        while True:  # report the hub's counters now and then (the orchestrator reads them)
-            await asyncio.sleep(1.0)
+        tasks = [
+            tg.create_task(web.serve(), name="web"),
+            tg.create_task(drive(), name="drive"),
+            tg.create_task(naive_pump(), name="naive"),
+        ]
+        while not stop.is_set():  # report the counters now and then (the orchestrator reads them)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await stop.wait()
             st = hub.statistics()
+            c = server.counts
             print(
                 json.dumps(
                     {
@@ -190,10 +206,20 @@ async def serve(args: argparse.Namespace) -> None:
                         "shared": st.position_frames_shared,
                         "built": st.position_frames_built,
                         "naive_backlog": naive_queue.qsize(),
+                        "frames_sent": c.frames_sent,
+                        "frames_prepared": c.frames_prepared,
+                        "prepared_bytes": c.prepared_bytes,
+                        "frame_cache_built": server.frames.stats.built,
                     }
                 ),
                 flush=True,
             )
+        for t in tasks:
+            t.cancel()
+    if profiler is not None:
+        profiler.stop()
+        return profiler.output_text(unicode=False, color=False, show_all=True)
+    return None
 
 
 def _iso(t_us: int) -> str:
@@ -225,10 +251,14 @@ class LeanConsole(asyncio.Protocol):
     clients).  It answers pings (uvicorn closes a console that does not) and reads the
     timestamp from each frame's head."""
 
-    def __init__(self, path: str, port: int, sink: Any) -> None:
+    def __init__(self, path: str, port: int, sink: Any, *, deflate: bool) -> None:
         self.path, self.port, self.sink = path, port, sink
+        self.deflate = deflate
         self.buf = bytearray()
         self.open = False
+        #: a persistent decompressor when the server keeps its context (None: per message)
+        self.inflater: Any = None
+        self.negotiated = False
         self.transport: asyncio.Transport | None = None
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -241,7 +271,7 @@ class LeanConsole(asyncio.Protocol):
                 f"GET {self.path}{'&' if '?' in self.path else '?'}token={TOKEN} HTTP/1.1\r\n"
                 "Host: 127.0.0.1\r\n"
                 f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                "Sec-WebSocket-Version: 13\r\n\r\n"
+                f"Sec-WebSocket-Version: 13\r\n{_offer(self.deflate)}\r\n"
             ).encode()
         )
 
@@ -257,7 +287,12 @@ class LeanConsole(asyncio.Protocol):
             end = buf.find(b"\r\n\r\n")
             if end < 0:
                 return
-            assert b" 101 " in bytes(buf[:20]), bytes(buf[:200])
+            head = bytes(buf[:end]).lower()
+            assert b" 101 " in head[:20], bytes(buf[:200])
+            self.negotiated = b"permessage-deflate" in head
+            assert self.negotiated == self.deflate, head
+            if self.negotiated and b"server_no_context_takeover" not in head:
+                self.inflater = zlib.decompressobj(-15)
             del buf[: end + 4]
             self.open = True
         pos = 0
@@ -285,8 +320,13 @@ class LeanConsole(asyncio.Protocol):
                 assert self.transport is not None
                 self.transport.write(bytes([0x8A, 0x80 | len(payload)]) + mask + masked)
             elif opcode == 0x1:
-                whole = buf[start + 9 : start + 14] == b"batch"
-                self.sink(bytes(buf[start : start + (n if whole else min(n, 4096))]), now)
+                data = bytes(buf[start : start + n])
+                if buf[pos] & 0x40:  # RSV1: compressed (inflated whole, as a browser does)
+                    d = self.inflater or zlib.decompressobj(-15)
+                    data = d.decompress(data + b"\x00\x00\xff\xff")
+                    now = time.time()
+                whole = data[9:14] == b"batch"
+                self.sink(data if whole else data[:4096], now)
             elif opcode == 0x8 and self.transport is not None:
                 self.transport.close()
             pos = start + n
@@ -294,8 +334,19 @@ class LeanConsole(asyncio.Protocol):
             del buf[:pos]
 
 
+def _offer(deflate: bool) -> str:
+    """The client's extension offer: what a browser sends when *deflate*."""
+    if not deflate:
+        return ""
+    return "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+
+
 async def clients(args: argparse.Namespace) -> None:
-    path = {"hub": "/ws/console", "hub-batch": "/ws/console?batch=1"}.get(args.mode, "/ws/naive")
+    path = {
+        "hub": "/ws/console",
+        "hub-plain": "/ws/console",
+        "hub-batch": "/ws/console?batch=1",
+    }.get(args.mode, "/ws/naive")
     lat: dict[str, list[float]] = {"positions": [], "alert": []}
     counts = {"positions": 0, "alert": 0, "resync": 0, "snapshot": 0}
     measure_from = time.time() + WARMUP_S
@@ -330,7 +381,9 @@ async def clients(args: argparse.Namespace) -> None:
     consoles = []
     for _ in range(args.count):
         _, proto = await loop.create_connection(
-            lambda: LeanConsole(path, args.port, sink), "127.0.0.1", args.port
+            lambda: LeanConsole(path, args.port, sink, deflate=args.deflate),
+            "127.0.0.1",
+            args.port,
         )
         consoles.append(proto)
     await asyncio.sleep(max(0.0, measure_to - time.time()) + 0.5)
@@ -343,7 +396,7 @@ async def clients(args: argparse.Namespace) -> None:
 # -- the slow console ---------------------------------------------------------------------------
 
 
-def slow_console(port: int, path: str) -> socket.socket:
+def slow_console(port: int, path: str, *, deflate: bool) -> socket.socket:
     """Handshake, then never read: a 4 KiB receive buffer fills at once."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -352,7 +405,8 @@ def slow_console(port: int, path: str) -> socket.socket:
     sock.sendall(
         (
             f"GET {path}?token={TOKEN} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            f"{_offer(deflate)}\r\n"
         ).encode()
     )
     head = b""
@@ -372,8 +426,11 @@ def run_case(args: argparse.Namespace, mode: str, slow: bool) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     common = ["--vehicles", str(args.vehicles), "--consoles", str(args.consoles)]
     common += ["--burst", str(args.burst), "--burst-every", str(args.burst_every)]
+    prof = []
+    if args.profile:
+        prof = ["--profile", f"{args.profile}.{mode}{'+slow' if slow else ''}.txt"]
     server = subprocess.Popen(
-        [py, __file__, "--role", "server", "--mode", mode, *common],
+        [py, __file__, "--role", "server", "--mode", mode, *common, *prof],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,  # asyncio's "socket.send() raised" as clients leave
         text=True,
@@ -384,7 +441,11 @@ def run_case(args: argparse.Namespace, mode: str, slow: bool) -> dict[str, Any]:
         port = json.loads(server.stdout.readline())["port"]
         proc = psutil.Process(server.pid)
         holder = (
-            slow_console(port, "/ws/naive" if mode == "naive" else "/ws/console") if slow else None
+            slow_console(
+                port, "/ws/naive" if mode == "naive" else "/ws/console", deflate=args.deflate
+            )
+            if slow
+            else None
         )
         per = args.consoles // 2
         cl = [
@@ -402,6 +463,7 @@ def run_case(args: argparse.Namespace, mode: str, slow: bool) -> dict[str, Any]:
                     str(per),
                     "--seconds",
                     str(args.seconds),
+                    "--deflate" if args.deflate else "--no-deflate",
                 ],
                 stdout=subprocess.PIPE,
                 text=True,
@@ -429,7 +491,10 @@ def run_case(args: argparse.Namespace, mode: str, slow: bool) -> dict[str, Any]:
     finally:
         server.terminate()
         rest, _ = server.communicate(timeout=10)
-    stats = json.loads(rest.strip().splitlines()[-1]) if rest.strip() else {}
+    lines = [json.loads(x) for x in rest.strip().splitlines()]
+    stats = lines[-1] if lines else {}
+    for k in ("consoles", "naive_backlog"):  # at their worst (the clients left before the end)
+        stats[k] = max((x[k] for x in lines), default=0)
     lat = {
         k: np.concatenate([np.asarray(r["latencies"][k]) for r in results])
         for k in ("positions", "alert")
@@ -472,7 +537,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--role", choices=["orchestrate", "server", "clients"], default="orchestrate")
-    ap.add_argument("--mode", choices=["hub", "hub-batch", "naive"], default="hub")
+    ap.add_argument("--mode", choices=["hub", "hub-plain", "hub-batch", "naive"], default="hub")
     ap.add_argument("--consoles", type=int, default=200)
     ap.add_argument("--vehicles", type=int, default=2000)
     ap.add_argument("--seconds", type=float, default=20.0)
@@ -480,20 +545,73 @@ def main() -> None:
     ap.add_argument("--burst-every", type=int, default=5, help="seconds between bursts")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--count", type=int, default=0)
-    ap.add_argument("--cases", default="hub,hub-batch,naive,hub+slow,hub-batch+slow,naive+slow")
+    ap.add_argument(
+        "--deflate",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="consoles offer permessage-deflate, as browsers do (default: yes)",
+    )
+    ap.add_argument(
+        "--cases",
+        default="hub,hub-plain,naive,hub+slow,naive+slow",
+        help="MODE[+slow],...: hub (prepared frames), hub-plain (the hub, one send_text per "
+        "console per message), hub-batch (?batch=1), naive (the baseline)",
+    )
+    ap.add_argument("--profile", default="", help="server profiles (pyinstrument) to PREFIX.*")
     args = ap.parse_args()
     if args.role == "server":
-        asyncio.run(serve(args))
+        profile = asyncio.run(serve(args))
+        if profile is not None:
+            Path(args.profile).write_text(profile)
         return
     if args.role == "clients":
         asyncio.run(clients(args))
         return
     out = []
+    started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")
     for case in args.cases.split(","):
         mode, _, slow = case.partition("+")
         r = run_case(args, mode, slow == "slow")
         print(json.dumps(r), flush=True)
         out.append(r)
+    ended = dt.datetime.now(dt.UTC).strftime("%H:%M")
+    print(
+        f"\n{started}–{ended} UTC, deflate {'on' if args.deflate else 'off'}, "
+        f"{args.consoles} consoles, {args.vehicles} vehicles, {args.seconds:g} s per case"
+    )
+    print(_table(out))
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    """The cases as a markdown table; the naive broadcast is the named baseline."""
+    names = {
+        "hub": "hub, prepared frames",
+        "hub-plain": "hub, one `send_text` per console",
+        "hub-batch": "hub, `batch=1`",
+        "naive": "**baseline**: naive broadcast",
+    }
+
+    def ms(d: dict[str, float | None]) -> str:
+        return " / ".join("—" if d[k] is None else f"{d[k]:,.0f}" for k in ("p50", "p99", "max"))
+
+    lines = [
+        "| case | positions p50 / p99 / max (ms) | alerts p50 / p99 / max (ms) "
+        "| delivered (positions / alerts) | server CPU | server RSS | clients CPU | load 1 min |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        name = names.get(r["mode"], r["mode"]) + (" + 1 slow console" if r["slow_console"] else "")
+        backlog = r["server"].get("naive_backlog", 0) if r["mode"] == "naive" else 0
+        delivered = (
+            f"{100 * r['delivered_positions']:.1f} % / {100 * r['delivered_alerts']:.1f} %"
+            + (f", backlog {backlog}" if backlog else "")
+        )
+        lines.append(
+            f"| {name} | {ms(r['positions_ms'])} | {ms(r['alerts_ms'])} | {delivered} "
+            f"| {r['server_cpu_pct']} % | {r['server_rss_mb']:.0f} MB "
+            f"| {r['clients_cpu_pct']} % | {r['load_avg_1m']} |"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

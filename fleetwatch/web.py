@@ -13,7 +13,9 @@ no thread, no process of its own, and none of its signal handlers (the service o
 SIGTERM and calls :meth:`WebServer.request_stop`).  The listening socket is bound before the
 server starts (:func:`open_web_server`), so "port in use" is a one-line :class:`HttpPortInUse`
 naming the setting instead of uvicorn's ``sys.exit`` deep inside a task group.  Websockets use
-uvicorn's implementation over the ``websockets`` library's sans-I/O protocol; plain HTTP uses h11.
+uvicorn's implementation over the ``websockets`` library's sans-I/O protocol, as
+:class:`ws.wire.WireProtocol`: permessage-deflate without server context takeover, so the
+console server can compress a message once for every console; plain HTTP uses h11.
 Access logs are off by default (every scrape would log a line).
 """
 
@@ -36,6 +38,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from fleetwatch.health import Health, HealthReport
+from ws.wire import WireProtocol
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +217,7 @@ class WebServer:
         config = uvicorn.Config(
             shell.app,
             http="h11",
-            ws="websockets-sansio",
+            ws=WireProtocol,
             lifespan="off",
             log_config=None,
             log_level="info" if options.access_log else "warning",

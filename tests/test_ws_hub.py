@@ -322,3 +322,32 @@ def test_only_the_newest_two_service_days_stay_in_snapshots() -> None:
     snap = json.loads(h.take(sid, T0)[0])
     assert {s["service_date"] for s in snap["stops"]} == set(days[1:])
     assert snap["sites"][0]["state"] == "at_risk"  # the newest day's stop of the site
+
+
+def test_positions_go_last_even_when_the_shared_frame_is_older_than_a_queued_alert() -> None:
+    """Console a takes the round's positions frame; alerts come; console b (in step with a)
+    takes: b's alerts come first and its positions after them, under a seq above theirs (the
+    shared frame, older than the alerts, is not reused: that would put the 300 KB frame in
+    front of the alerts or break the seq order)."""
+    h = hub()
+    a, b = (h.open_session(user=u, role="viewer", after=None, now_us=T0) for u in ("a", "b"))
+    va, vb = ConsoleView(), ConsoleView()
+    read(h, a, va, T0)
+    read(h, b, vb, T0)
+    h.publish([pos(f"V{k:03d}", 1) for k in range(20)], T0 + S)
+    got_a = read(h, a, va, T0 + S)
+    assert [m["type"] for m in got_a] == ["positions"]
+    h.publish([alert(n) for n in range(1, 4)], T0 + S)
+    got_b = read(h, b, vb, T0 + S)  # ConsoleView asserts the seq order
+    assert [m["type"] for m in got_b] == ["alert", "alert", "alert", "positions"]
+    assert got_b[-1]["vehicles"] == got_a[0]["vehicles"]
+    assert got_b[-1]["seq"] > got_a[0]["seq"]  # type: ignore[operator]
+    # a third console in b's state shares b's frame, not a's
+    c = h.open_session(user="c", role="viewer", after=None, now_us=T0)
+    h.take(c, T0)  # (its snapshot: its cursor is now the newest; no positions due)
+    assert h.counts["position_frames_built"] == 2
+    # with replies queued (no seq) the positions still come last
+    h.publish([pos("V001", 2)], T0 + 2 * S)
+    h.reply(b, '{"type":"reply","id":1,"ok":true,"result":{}}')
+    h.publish([alert(9)], T0 + 2 * S)
+    assert [m["type"] for m in read(h, b, vb, T0 + 2 * S)] == ["reply", "alert", "positions"]

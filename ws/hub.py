@@ -26,8 +26,10 @@ Why it looks like this:
   ``resync`` + ``snapshot`` when SEQ is older than the buffer or not of this process.
 
 Ordering: a console's frames have strictly increasing ``seq``.  A ``positions`` frame gets a
-``seq`` of its own when it is built (positions are "the newest as of this seq"), and is sent
-after every queued message with a smaller ``seq``.
+``seq`` of its own when it is built (positions are "the newest as of this seq"), and goes
+**last** in a take: after every queued alert/stop/route/vehicle/status message and reply (a
+shared frame older than one of them is rebuilt under a new ``seq``), so the bulk never sits in
+front of an alert on the wire.
 """
 
 from __future__ import annotations
@@ -401,20 +403,16 @@ class Hub:
             out.extend(replies)
         pos: tuple[int, str] | None = None
         if self._pos_version > s.pos_cursor and now_us >= s.pos_due_us:
-            pos = self._positions_frame(s)
+            pos = self._positions_frame(s, after=max(s.last_seq, _newest_seq(s.queue)))
             s.pos_cursor = self._pos_version
             s.pos_due_us = self._pos_published_us + self._interval_us()
         while s.queue:
             q, text = s.queue.popleft()
             if q is not None:
                 s.queued_messages -= 1
-                if pos is not None and pos[0] < q:
-                    out.append(pos[1])
-                    s.last_seq = pos[0]
-                    pos = None
                 s.last_seq = q
             out.append(text)
-        if pos is not None:
+        if pos is not None:  # last: its seq is above every queued message's (see _positions_frame)
             out.append(pos[1])
             s.last_seq = pos[0]
         s.sent_frames += len(out)
@@ -716,11 +714,17 @@ class Hub:
     def _scope_key(self, s: _Session) -> Any:
         return (s.scope, s.mine if isinstance(s.scope, ScopeMine) else None)
 
-    def _positions_frame(self, s: _Session) -> tuple[int, str]:
-        """The positions changed since the console's cursor: shared by consoles in step."""
+    def _positions_frame(self, s: _Session, *, after: int) -> tuple[int, str]:
+        """The positions changed since the console's cursor: shared by consoles in step.
+
+        The frame's seq is above *after* (the newest seq the console has or is about to get),
+        so the positions go out **after** every queued alert/stop/route message: a 300 KB
+        positions frame never delays an alert queued before it.  A shared frame built before
+        such a message is not reused; a fresh one (the same positions under a new seq) is,
+        and the consoles in the same state share that one."""
         key = (self._scope_key(s), s.pos_cursor)
         hit = self._pos_cache.get(key)
-        if hit is not None and hit[0] > s.last_seq:
+        if hit is not None and hit[0] > after:
             self.counts["position_frames_shared"] += 1
             return hit
         frags = []
@@ -898,6 +902,15 @@ def _alert_date(alert_id: str) -> str:
 def _js(value: str | None) -> str:
     """A JSON string literal (or null), cached: ids repeat every second."""
     return "null" if value is None else json.dumps(value, ensure_ascii=False)
+
+
+def _newest_seq(queue: deque[tuple[int | None, str]]) -> int:
+    """The largest seq queued (replies carry none); 0 when none.  Seqs are queued in order,
+    so the scan stops at the last message from the right."""
+    for q, _ in reversed(queue):
+        if q is not None:
+            return q
+    return 0
 
 
 def _point(lon: float, lat: float) -> tuple[tuple[float, float], ...]:

@@ -7,11 +7,14 @@ The hub (ws/hub.py) decides what each console gets; this module only does I/O, a
   injected function (``fleetwatch.auth`` in the service); the handshake is accepted and closed
   at once with **4401** (no or unknown token) or **4403** (no console scope), so a browser sees
   the code and the reason, not a bare HTTP 403.
-* **One writer task per console** takes what the hub has for it and sends it, each send under
+* **One writer task per console** takes what the hub has for it and sends it, each take under
   ``send_timeout_s``: a console whose socket takes nothing for that long while it owes a read of
-  ``resync`` is closed with **4408** ``too slow: resync``.  The writer sleeps until the hub has
-  news (an :class:`asyncio.Event` per console, set by :meth:`ConsoleServer.publish`) or the
-  console's next positions are due; nothing polls.
+  ``resync`` is closed with **4408** ``too slow: resync``.  A take goes out as **prepared
+  frames** when the connection allows it (ws/wire.py): each distinct message is framed, and
+  compressed when permessage-deflate was negotiated, once for all consoles, and the take's
+  frames are one transport write; otherwise one ``send_text`` per message.  The writer sleeps
+  until the hub has news (an :class:`asyncio.Event` per console, set by
+  :meth:`ConsoleServer.publish`) or the console's next positions are due; nothing polls.
 * **The reader** (the endpoint's own task) parses each frame (ws/protocol.py), answers
   ``subscribe``/``track``/``ping`` from the hub, and hands acting commands to the engine
   (``submit``) one at a time; refusals become a ``reply`` with the engine's code.  A command's
@@ -65,6 +68,7 @@ from ws.protocol import (
     reply_ok,
 )
 from ws.track import Tracks
+from ws.wire import WIRE_SCOPE_KEY, FrameCache, WireProtocol
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +96,16 @@ Submit = Callable[[Command], Awaitable[Sequence[Any]]]
 class ServerOptions:
     """Timeouts of the endpoint; defaults in docs/console.md."""
 
-    #: one frame not taken by the socket in this long: the console is closed (4408 when it
-    #: owes a resync, 1011 otherwise) and its writer ends; the others never waited for it
+    #: one take (the frames a console had waiting) not taken by the socket in this long: the
+    #: console is closed (4408 when it owes a resync, 1011 otherwise) and its writer ends; the
+    #: others never waited for it
     send_timeout_s: float = 30.0
     #: an acting command not answered by the engine in this long: ``reply`` with ``timeout``
     command_timeout_s: float = 10.0
+    #: write each distinct message's frame bytes, built (and compressed) once, to every
+    #: console whose connection allows it (ws/wire.py); off: one ``send_text`` per console
+    #: per message, the socket's own framing and compression
+    prepared_frames: bool = True
 
 
 @dataclass(slots=True)
@@ -109,6 +118,9 @@ class ServerCounts:
     refused_full: int = 0
     frames_sent: int = 0
     bytes_sent: int = 0
+    #: of ``frames_sent``, written as prepared bytes (ws/wire.py), and those bytes
+    frames_prepared: int = 0
+    prepared_bytes: int = 0
     invalid_messages: int = 0
     bad_frames: int = 0
     send_timeouts: int = 0
@@ -140,6 +152,8 @@ class ConsoleServer:
         self.options = options or ServerOptions()
         self._wake: dict[int, asyncio.Event] = {}
         self.counts = ServerCounts()
+        #: frames by content and encoding, shared by every console (ws/wire.py)
+        self.frames = FrameCache()
 
     # -- the engine's side ---------------------------------------------------------------------
 
@@ -208,20 +222,20 @@ class ConsoleServer:
     ) -> None:
         hub = self.hub
         timeout = self.options.send_timeout_s
+        wire = websocket.scope.get(WIRE_SCOPE_KEY) if self.options.prepared_frames else None
+        if not isinstance(wire, WireProtocol):
+            wire = None
         while True:
             wake.clear()
             now = self._clock_us()
             frames = hub.take(sid, now)
-            for text in _batched(frames) if batch else frames:
+            if frames:
                 try:
                     async with asyncio.timeout(timeout):
-                        await websocket.send_text(text)
+                        await self._send(websocket, wire, _batched(frames) if batch else frames)
                 except TimeoutError:
                     await self._too_slow(websocket, sid)
                     raise _Closed() from None
-                self.counts.frames_sent += 1
-                self.counts.bytes_sent += len(text)
-            if frames:
                 continue  # more may have come while sending
             deadline = hub.deadline_us(sid)
             if deadline is None:
@@ -230,6 +244,26 @@ class ConsoleServer:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(max(0.0, (deadline - now) / 1e6)):
                         await wake.wait()
+
+    async def _send(
+        self, websocket: WebSocket, wire: WireProtocol | None, texts: list[str]
+    ) -> None:
+        """One take's frames, in order: prepared bytes in one write when the connection
+        allows it, else one ``send_text`` each (the library frames and compresses)."""
+        c = self.counts
+        encoding = wire.encoding() if wire is not None else None
+        if wire is not None and encoding is not None:
+            data = [self.frames.frame(t, encoding) for t in texts]
+            if await wire.write_prepared(data, encoding):
+                c.frames_sent += len(texts)
+                c.frames_prepared += len(texts)
+                c.bytes_sent += sum(map(len, texts))
+                c.prepared_bytes += sum(map(len, data))
+                return
+        for text in texts:
+            await websocket.send_text(text)
+            c.frames_sent += 1
+            c.bytes_sent += len(text)
 
     async def _too_slow(self, websocket: WebSocket, sid: int) -> None:
         self.counts.send_timeouts += 1
