@@ -9,7 +9,8 @@ that memory stays bounded however long the outage lasts.  Once anything is journ
 batches are journaled behind it until the journal drained: records are stored in the order the
 engine published them.  After recovery, or after a restart that finds a journal, the journal
 drains oldest first; a batch is deleted from it only after its COMMIT, and re-draining one whose
-delete was lost stores nothing twice (the outbox skips content it already holds).
+delete was lost stores nothing twice (the outbox skips a record whose content is its id's latest
+stored version, or an earlier one told before it: store.outbox.StoredHistory).
 
 Overflow is visible, never silent: a full memory queue (the journal is missing, full or slower
 than the engine) drops records, counted in ``fleetwatch_outbox_dropped_records_total`` and

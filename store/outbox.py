@@ -4,11 +4,15 @@ the store (migration 0005 holds the tables; docs/outbox.md explains the rules).
 Why the store numbers versions and not the engine: the engine's counters live in memory and
 restart at 1 after a crash, and a restarted engine re-derives (re-publishes) the day's records
 from the stored fixes.  Here each record is compared with what is already stored for its
-``(kind, id)``: the same content (a SHA-256 of its JSON body *without* the fields that do not
-change what it says: version numbers, decision time, cause) is skipped — it was announced
-already — and new content gets ``version = max + 1``.  The CRM feed reads ``record_versions`` in
-``seq`` order; since every writer holds ``pg_advisory_xact_lock(hashtext('fleetwatch.outbox'))``
-until its COMMIT, ``seq`` order is commit order and a cursor never skips a late commit.
+``(kind, id)`` by content (a SHA-256 of its JSON body *without* the fields that do not change
+what it says: version numbers, decision time, cause) and data time (:class:`StoredHistory`
+holds the rule): the content of the latest version is skipped, and so is the content of an
+earlier version told at a data time *before* the latest version's (a re-derivation of
+history); anything else — new content, or a genuine return to an earlier state such as a stop
+pending → at risk → pending — gets ``version = latest + 1``.  The CRM feed reads
+``record_versions`` in ``seq`` order; since every writer holds
+``pg_advisory_xact_lock(hashtext('fleetwatch.outbox'))`` until its COMMIT, ``seq`` order is
+commit order and a cursor never skips a late commit.
 
 The conversion from engine events to :class:`OutboxRecord` is pure (:func:`records_from_events`);
 :func:`write_records` is one transaction over one connection, batched with arrays (one round
@@ -22,7 +26,7 @@ import hashlib
 import json
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal, cast
 
 import psycopg
@@ -114,6 +118,92 @@ class OutboxResult:
     unchanged: int  # records whose content was already stored (re-derived, redelivered)
     commands: int  # rows added to commands_journal
     last_seq: int | None  # highest seq written (None if nothing new)
+
+
+@dataclass(slots=True)
+class StoredHistory:
+    """What the store holds for one ``(kind, id)``, as much as the dedupe rule needs: every
+    content stored (any version) and the latest version's number, content and data time.
+
+    :meth:`already_published` is the rule.  A record is skipped if its content is the latest
+    version's (a redelivered batch, a re-drain after a lost COMMIT, a duplicate in one batch,
+    a restarted engine re-telling the current state), or an earlier version's **and** its data
+    time is before the latest version's (a restarted engine re-telling the day's history in
+    order: pending, at risk, late, visited; a batch retried after a lost COMMIT).  Anything
+    else is a new version, including a genuine return to an earlier state (a stop pending →
+    at risk → pending: the second "pending" happens after the "at risk", so the CRM and the
+    console must see it; the first rule, "content stored in any version", dropped about 20 of
+    the 296 stop-state changes of the simulated day).
+
+    Known limitation (pinned in tests/test_outbox_rule.py): an earlier content told again at a
+    data time **not before** the latest version's cannot be told from a return and becomes a
+    new version: a re-derivation that decides an earlier state again at exactly the latest
+    stored time, or a batch retried after a lost COMMIT in which one id changed twice at the
+    same data time (A then B at t: A and B are stored again as two more versions).  Either way
+    the latest version ends as the engine's latest word (a spurious flap, never a wrong final
+    state).  The engine's re-derived decisions carry the data time of the re-read fixes (0
+    before the first fix), so a re-told past state is normally dated before the state that
+    followed it.
+    """
+
+    version: int = 0  # the latest version (0: nothing stored)
+    latest_sha: bytes | None = None
+    latest_at_us: int = 0
+    contents: set[bytes] = field(default_factory=set)
+
+    def add_stored(self, version: int, sha: bytes, at_us: int) -> None:
+        """Take one stored version into account (rows in any order)."""
+        self.contents.add(sha)
+        if version > self.version:
+            self.version, self.latest_sha, self.latest_at_us = version, sha, at_us
+
+    def already_published(self, sha: bytes, at_us: int) -> bool:
+        """Whether a record with content *sha* told at data time *at_us* says nothing new."""
+        if sha == self.latest_sha:
+            return True
+        return sha in self.contents and at_us < self.latest_at_us
+
+    def append(self, sha: bytes, at_us: int) -> int:
+        """Record a new version; returns its number (latest + 1)."""
+        self.add_stored(self.version + 1, sha, at_us)
+        return self.version
+
+
+#: a stored version as the rule reads it: (kind, id, version, body_sha256, at in µs)
+StoredRow = tuple[str, str, int, bytes, int]
+
+
+def new_versions(
+    stored: Iterable[StoredRow],
+    records: Sequence[OutboxRecord],
+    hashes: Sequence[bytes] | None = None,
+) -> list[tuple[int, int]]:
+    """``(index into records, version)`` of each record that is a new version, in order.
+
+    Pure: *stored* are the versions already in ``record_versions`` for the records' ids (any
+    order); the records are decided one after the other, each against the stored versions and
+    the new ones before it in the same call (so a batch decides as its records written one at
+    a time would).  *hashes* are the records' ``content_sha256()`` when already computed.
+    """
+    if hashes is None:
+        hashes = [r.content_sha256() for r in records]
+    histories: dict[tuple[str, str], StoredHistory] = {}
+    for kind, rid, version, sha, at_us in stored:
+        key = (kind, rid)
+        h = histories.get(key)
+        if h is None:
+            h = histories[key] = StoredHistory()
+        h.add_stored(version, sha, at_us)
+    out: list[tuple[int, int]] = []
+    for i, (rec, sha) in enumerate(zip(records, hashes, strict=True)):
+        key = (rec.kind, rec.id)
+        h = histories.get(key)
+        if h is None:
+            h = histories[key] = StoredHistory()
+        elif h.already_published(sha, rec.at_us):
+            continue
+        out.append((i, h.append(sha, rec.at_us)))
+    return out
 
 
 def canonical_json(value: Any) -> str:
@@ -229,7 +319,8 @@ RETURNING seq
 """
 
 _STORED = """
-SELECT r.kind, r.id, r.version, r.body_sha256
+SELECT r.kind, r.id, r.version, r.body_sha256,
+       (extract(epoch FROM r.at) * 1000000)::bigint
 FROM record_versions r
 JOIN unnest(%s::text[], %s::text[]) AS q(kind, id)
   ON r.kind = q.kind COLLATE "C" AND r.id = q.id COLLATE "C"
@@ -328,27 +419,30 @@ async def write_records(
 ) -> OutboxResult:
     """Store *records* in one transaction (commits before returning).
 
-    For each record in order: content already stored for its ``(kind, id)`` (any version) →
-    skipped; otherwise ``version = max + 1`` into ``record_versions`` and the ``*_current`` row
-    replaced.  Commands go to ``commands_journal`` in the same transaction.  Raises psycopg's
-    errors (``OperationalError``: the database is unavailable, retry the same records — a retry
-    after a lost COMMIT stores nothing twice, by the content check).
+    For each record in order, :func:`new_versions` decides against what is stored for its
+    ``(kind, id)`` (:class:`StoredHistory`: the latest version's content, or an earlier one's
+    told before the latest version's data time → skipped); a new version gets
+    ``version = latest + 1`` in ``record_versions`` and replaces the ``*_current`` row.
+    Commands go to ``commands_journal`` in the same transaction.  Raises psycopg's errors
+    (``OperationalError``: the database is unavailable, retry the same records — a retry after
+    a lost COMMIT stores nothing twice, as long as no id changed twice at one data time in it:
+    each record is then the latest version of its id or an earlier one told before it).
     """
     recs = [r for r in records if isinstance(r, OutboxRecord)]
     cmds = [r for r in records if isinstance(r, JournaledCommand)]
     hashes = [r.content_sha256() for r in recs]
     async with conn.transaction():
         await conn.execute(OUTBOX_LOCK_SQL)
-        known: dict[tuple[str, str], set[bytes]] = {}
-        top: dict[tuple[str, str], int] = {}
+        stored: list[StoredRow] = []
         if recs:
             keys = sorted({(r.kind, r.id) for r in recs})
             cur = await conn.execute(
                 _STORED, ([k for k, _ in keys], [i for _, i in keys]), prepare=True
             )
-            for kind, rid, version, sha in await cur.fetchall():
-                known.setdefault((kind, rid), set()).add(bytes(sha))
-                top[(kind, rid)] = max(top.get((kind, rid), 0), int(version))
+            stored = [
+                (kind, rid, int(version), bytes(sha), int(at))
+                for kind, rid, version, sha, at in await cur.fetchall()
+            ]
         cols: tuple[list[str], list[str], list[int], list[str], list[bytes], list[int]] = (
             [],
             [],
@@ -358,19 +452,15 @@ async def write_records(
             [],
         )
         kinds_written: set[RecordKind] = set()
-        for rec, sha in zip(recs, hashes, strict=True):
-            key = (rec.kind, rec.id)
-            seen = known.setdefault(key, set())
-            if sha in seen:
-                continue
-            seen.add(sha)
-            version = top.get(key, 0) + 1
-            top[key] = version
+        for i, version in new_versions(stored, recs, hashes):
+            rec = recs[i]
             body = dict(rec.body)
             body["version"] = version
             kinds_written.add(rec.kind)
             for col, value in zip(
-                cols, (rec.kind, rec.id, version, canonical_json(body), sha, rec.at_us), strict=True
+                cols,
+                (rec.kind, rec.id, version, canonical_json(body), hashes[i], rec.at_us),
+                strict=True,
             ):
                 col.append(value)  # type: ignore[attr-defined]
         seqs: list[int] = []

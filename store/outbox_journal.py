@@ -4,7 +4,8 @@ The same file format and guarantees as the fix spool (store/spool_file.py: SQLit
 ``synchronous=FULL``, a CRC-32 per record, torn tails discarded by SQLite): one spool record
 holds one batch of outbox records as JSON lines.  Appending is durable when it returns; a
 batch is deleted only after the transaction that stored it committed, and a crash between
-COMMIT and delete re-drains it harmlessly (the outbox skips content it already holds).
+COMMIT and delete re-drains it harmlessly (the outbox skips what it already holds:
+store.outbox.StoredHistory).
 
 Blocking calls: the writer runs them in a worker thread.
 """

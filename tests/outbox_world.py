@@ -133,14 +133,15 @@ async def stored_versions(dsn: str) -> list[tuple[int, str, str, int, bytes]]:
 
 
 def check_versions(rows: list[tuple[int, str, str, int, bytes]]) -> dict[tuple[str, str], int]:
-    """Every (kind, id)'s versions are 1, 2, ... in seq order and no content is stored twice;
-    returns the number of versions per (kind, id)."""
+    """Every (kind, id)'s versions are 1, 2, ... in seq order and no version repeats the one
+    before it (a return to an earlier content is a version; the same content twice in a row
+    never is); returns the number of versions per (kind, id)."""
     per: dict[tuple[str, str], int] = {}
-    seen: set[tuple[str, str, bytes]] = set()
+    last: dict[tuple[str, str], bytes] = {}
     for _seq, kind, rid, version, sha in rows:
         key = (kind, rid)
         assert version == per.get(key, 0) + 1, f"{key}: version {version} after {per.get(key)}"
         per[key] = version
-        assert (kind, rid, sha) not in seen, f"{key}: the same content stored twice"
-        seen.add((kind, rid, sha))
+        assert last.get(key) != sha, f"{key}: version {version} repeats the one before it"
+        last[key] = sha
     return per

@@ -124,6 +124,36 @@ async def test_a_re_derived_day_is_announced_once(pg_dsn: str) -> None:
 
 
 @pg
+async def test_a_return_to_an_earlier_state_is_a_new_version_and_re_telling_it_is_not(
+    pg_dsn: str,
+) -> None:
+    """pending → at risk → pending: the second "pending" is news for the CRM and the console
+    (the first rule, "content stored in any version", dropped it); the same day re-told by a
+    restarted engine (other decision times, before the latest) adds nothing."""
+    await _migrated(pg_dsn)
+    day = [
+        stop_changed(1, "pending", at_us=T0, cause="import"),
+        stop_changed(1, "at_risk", at_us=T0 + 10 * MIN),
+        stop_changed(1, "pending", at_us=T0 + 20 * MIN, cause="fix"),
+    ]
+    assert await _write(pg_dsn, day) == (3, 0)
+    retold = [
+        stop_changed(1, "pending", at_us=0, cause="import"),  # before the first fix
+        stop_changed(1, "at_risk", at_us=T0 + 12 * MIN),
+        stop_changed(1, "pending", at_us=T0 + 25 * MIN),
+    ]
+    assert await _write(pg_dsn, retold) == (0, 3)
+    assert await _write(pg_dsn, day) == (0, 3)  # a retried batch
+    assert await _write(pg_dsn, [stop_changed(1, "at_risk", at_us=T0 + 30 * MIN)]) == (1, 0)
+    assert list(check_versions(await stored_versions(pg_dsn)).values()) == [4]
+    async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
+        cur = await conn.execute("SELECT body->>'state' FROM record_versions ORDER BY seq")
+        assert [s for (s,) in await cur.fetchall()] == ["pending", "at_risk", "pending", "at_risk"]
+        cur = await conn.execute("SELECT version, state FROM stop_states_current")
+        assert await cur.fetchall() == [(4, "at_risk")]
+
+
+@pg
 async def test_a_duplicate_within_one_batch_is_stored_once(pg_dsn: str) -> None:
     await _migrated(pg_dsn)
     ev = exception(3, 1, "open", at_us=T0)
@@ -193,9 +223,11 @@ async def test_racing_writers_commit_in_seq_order_and_number_without_gaps(pg_dsn
     async def writer(w: int) -> None:
         async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
             for k in range(15):
+                # each writer re-tells the thread's opening (at T0) before its own comment
+                # (later): the opening is stored once, every comment once
                 evs = [exception(n, 1, "open", at_us=T0) for n in range(10)]
-                c = Comment(by=f"d{w}", at_us=T0 + k, text=f"w{w} k{k}")
-                evs += [exception(n, 2, "open", at_us=T0, comments=(c,)) for n in range(10)]
+                c = Comment(by=f"d{w}", at_us=T0 + 1 + k, text=f"w{w} k{k}")
+                evs += [exception(n, 2, "open", at_us=c.at_us, comments=(c,)) for n in range(10)]
                 await write_records(conn, records_from_events(evs))
 
     async with anyio.create_task_group() as tg:

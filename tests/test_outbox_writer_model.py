@@ -1,6 +1,7 @@
 """The writer's ordering and exactly-once logic under any interleaving of publishes, outages and
-commits whose outcome was lost, against an in-memory model of the outbox (the content rule that
-tests/test_outbox.py checks in PostgreSQL).  No database: the interleavings are Hypothesis'."""
+commits whose outcome was lost, against an in-memory model of the outbox (store.outbox's
+new_versions, the rule write_records applies in PostgreSQL).  No database: the interleavings
+are Hypothesis'."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fleetwatch.store_writer import StoreWriter
-from store.outbox import OutboxRecord, OutboxResult, records_from_events
+from store.outbox import OutboxRecord, OutboxResult, StoredRow, new_versions, records_from_events
 from store.outbox_journal import Item
 from tests.outbox_world import stop_life
 
@@ -23,11 +24,11 @@ Outcome = Literal["ok", "down", "lost"]  # lost: committed, but the answer never
 
 
 class ModelOutbox:
-    """Rows as write_records stores them: content new to its (kind, id) gets the next version."""
+    """Rows as write_records stores them: store.outbox.new_versions over what is stored."""
 
     def __init__(self, outcomes: list[Outcome]) -> None:
         self.outcomes = outcomes
-        self.rows: list[tuple[str, str, bytes]] = []
+        self.rows: list[StoredRow] = []
         self.calls = 0
 
     async def write(self, conn: Any, items: Sequence[Item]) -> OutboxResult:
@@ -35,18 +36,15 @@ class ModelOutbox:
         self.calls += 1
         if outcome == "down":
             raise psycopg.OperationalError("model: database down")
-        stored = set(self.rows)
-        inserted = 0
-        for it in items:
-            assert isinstance(it, OutboxRecord)
-            key = (it.kind, it.id, it.content_sha256())
-            if key not in stored:
-                stored.add(key)
-                self.rows.append(key)
-                inserted += 1
+        recs = [it for it in items if isinstance(it, OutboxRecord)]
+        assert len(recs) == len(items)
+        new = new_versions(self.rows, recs)
+        for i, version in new:
+            r = recs[i]
+            self.rows.append((r.kind, r.id, version, r.content_sha256(), r.at_us))
         if outcome == "lost":
             raise psycopg.OperationalError("model: connection lost during COMMIT")
-        return OutboxResult(inserted=inserted, unchanged=len(items) - inserted, commands=0,
+        return OutboxResult(inserted=len(new), unchanged=len(items) - len(new), commands=0,
                             last_seq=None)  # fmt: skip
 
 
@@ -73,12 +71,13 @@ def test_any_interleaving_stores_each_content_once_in_published_order(
 ) -> None:
     model = ModelOutbox(outcomes)
     lives = [stop_life(n) for n in range(sum(publishes))]
-    expected: list[tuple[str, str, bytes]] = []
+    # what the records say, written once each in published order (the same rule, no faults)
+    expected: list[StoredRow] = []
     for life in lives:
-        for r in records_from_events(life):
-            key = (r.kind, r.id, r.content_sha256())
-            if key not in expected:
-                expected.append(key)
+        recs = records_from_events(life)
+        for i, version in new_versions(expected, recs):
+            r = recs[i]
+            expected.append((r.kind, r.id, version, r.content_sha256(), r.at_us))
 
     async def main(directory: Path) -> None:
         writer = StoreWriter(

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from core.fixes import FixBatch
 from ingest.nmea.compiled import parse_compiled
 from ingest.nmea.filters import FixFilter
 from ingest.nmea.options import DecodeOptions
@@ -52,6 +53,12 @@ class Decoder:
         self._fallback += po.fallback_rows
         self._slow += slow
         return result
+
+    def seed(self, fixes: FixBatch) -> int:
+        """Start each unit without history from its newest stored fix (a restart: see
+        :meth:`FixFilter.seed`); fixes at or before it are decided as without it.  Returns
+        the number of units seeded."""
+        return self._filter.seed(fixes.unit_id.tolist(), fixes.t_us, fixes.lat, fixes.lon)
 
     def statistics(self) -> DecoderStatistics:
         return DecoderStatistics(

@@ -18,6 +18,13 @@ fixes by fix time (sorted) and, while a unit is producing jump rejects, the last
   to the next (the unit moves consistently, so the *anchor* was wrong, e.g. a frozen position),
   the last of them is accepted and becomes the new anchor.
 
+* seed (after a restart): :meth:`FixFilter.seed` gives a unit with no history the newest fix the
+  store holds for it.  The seed stays aside until the unit's first fix *newer* than it, and
+  only then joins the history (as the newest fix, not confirmed, as it was in the previous
+  life): a redelivered fix at or before the seed's time is decided exactly as without the seed
+  (the broker's unacknowledged backlog after a crash), and the first new fix is judged against
+  where the unit was instead of against nothing.
+
 ``admit`` is the definition (scalar); ``admit_batch`` accepts whole units at once when every fix
 is newer than the history and each step is plausible, which is provably what ``admit`` would do,
 and calls ``admit`` for the other units.
@@ -98,6 +105,7 @@ class _Track:
     chain_t: int = 0
     chain_lat: float = 0.0
     chain_lon: float = 0.0
+    seed: tuple[int, float, float] | None = None  # (t, lat, lon) not yet in the history
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +149,45 @@ class FixFilter:
         self._anc_t = np.zeros(cap, dtype=np.int64)
         self._anc_recv = np.zeros(cap, dtype=np.int64)
         self._anc_ok = np.zeros(cap, dtype=np.bool_)
+        # each unit's pending seed (see seed()): the stored fix it joins the history from
+        self._seed_ok = np.zeros(cap, dtype=np.bool_)
+        self._seed_t = np.zeros(cap, dtype=np.int64)
+        self._seed_lat = np.zeros(cap, dtype=np.float64)
+        self._seed_lon = np.zeros(cap, dtype=np.float64)
+
+    def seed(
+        self,
+        units: Sequence[str],
+        t_us: Sequence[int] | I64,
+        lat: Sequence[float] | F64,
+        lon: Sequence[float] | F64,
+    ) -> int:
+        """Give each unit *without history* its newest stored fix (a restart: the units'
+        last fixes from the store); returns how many units were seeded.
+
+        A unit the filter already tracks keeps its own history (it is newer and fuller); a
+        unit listed twice keeps its newest fix.  The seed joins the unit's history only when
+        the unit's first fix strictly after it arrives, so fixes at or before it (redeliveries
+        of what the store already holds) are decided exactly as without it."""
+        if not len(units) == len(t_us) == len(lat) == len(lon):
+            raise ValueError(
+                f"seed needs one time and position per unit; got {len(units)} units, "
+                f"{len(t_us)} times, {len(lat)} latitudes, {len(lon)} longitudes"
+            )
+        fresh = [u not in self._codes for u in units]
+        codes = self.codes(units)
+        seeded: set[int] = set()
+        for code, fresh_u, t, la, lo in zip(codes.tolist(), fresh, np.asarray(t_us).tolist(),
+                                            np.asarray(lat).tolist(), np.asarray(lon).tolist(),
+                                            strict=True):  # fmt: skip
+            if not (fresh_u or code in seeded):
+                continue
+            if code in seeded and t <= self._seed_t[code]:
+                continue
+            seeded.add(code)
+            self._seed_ok[code] = True
+            self._seed_t[code], self._seed_lat[code], self._seed_lon[code] = t, la, lo
+        return len(seeded)
 
     def anchors(self, codes: I64) -> tuple[I64, I64, npt.NDArray[np.bool_]]:
         """The remembered dating anchor (time, receive time, present) of each unit code."""
@@ -183,7 +230,8 @@ class FixFilter:
             new[: len(old)] = old
             setattr(self, name, new)
         for name in ("_n", "_head", "_chain_n", "_chain_t", "_chain_lat", "_chain_lon",
-                     "_anc_t", "_anc_recv", "_anc_ok"):  # fmt: skip
+                     "_anc_t", "_anc_recv", "_anc_ok",
+                     "_seed_ok", "_seed_t", "_seed_lat", "_seed_lon"):  # fmt: skip
             old = getattr(self, name)
             new = np.zeros(cap, dtype=old.dtype)
             new[: len(old)] = old
@@ -206,7 +254,13 @@ class FixFilter:
             chain_t=int(self._chain_t[code]),
             chain_lat=float(self._chain_lat[code]),
             chain_lon=float(self._chain_lon[code]),
-        )
+            seed=(
+                (int(self._seed_t[code]), float(self._seed_lat[code]),
+                 float(self._seed_lon[code]))
+                if self._seed_ok[code]
+                else None
+            ),
+        )  # fmt: skip
 
     def _store(self, code: int, tr: _Track) -> None:
         n = len(tr.t)
@@ -217,6 +271,7 @@ class FixFilter:
         self._n[code], self._head[code] = n, n % self._k
         self._chain_n[code], self._chain_t[code] = tr.chain_n, tr.chain_t
         self._chain_lat[code], self._chain_lon[code] = tr.chain_lat, tr.chain_lon
+        self._seed_ok[code] = tr.seed is not None
 
     def _limit2(self, dt_us: int) -> float:
         dt_s = max(abs(dt_us) / 1e6, self._opt.jump_min_dt_s)
@@ -247,6 +302,8 @@ class FixFilter:
         return out
 
     def _admit(self, tr: _Track, t: int, lat: float, lon: float) -> Verdict:
+        if tr.seed is not None and t > tr.seed[0]:
+            self._join_seed(tr)
         ts = tr.t
         i = bisect_left(ts, t)
         restamped = False
@@ -291,6 +348,20 @@ class FixFilter:
             tr.conf[j] = True
         self._insert(tr, i, t, lat, lon)
         return Verdict(t, restamped=restamped)
+
+    def _join_seed(self, tr: _Track) -> None:
+        """The pending seed joins the history, before the unit's first fix newer than it:
+        as the newest fix, not confirmed (the previous life's newest fix had no later fix to
+        confirm it).  Skipped if a redelivered fix at the seed's very time is already there."""
+        assert tr.seed is not None
+        st, sla, slo = tr.seed
+        tr.seed = None
+        i = bisect_left(tr.t, st)
+        if i < len(tr.t) and tr.t[i] == st:
+            return
+        chain = tr.chain_n
+        self._insert(tr, i, st, sla, slo)
+        tr.chain_n = chain  # joining is not an accepted fix: a jump chain stays open
 
     def _bypass(self, tr: _Track, i: int, j: int, t: int, lat: float, lon: float) -> bool:
         """Whether a fix implausible from the time-nearest remembered fix ``j`` is accepted
@@ -356,6 +427,7 @@ class FixFilter:
             if (
                 not badl[r]
                 and tr.chain_n == 0
+                and tr.seed is None
                 and (r == 0 or (bool(tr.t) and tr.t[-1] == tl[r - 1]
                                 and tr.lat[-1] == lal[r - 1] and tr.lon[-1] == lol[r - 1]))
             ):  # fmt: skip
@@ -420,7 +492,11 @@ class FixFilter:
         dt_s = np.maximum(np.abs(dt) / 1e6, self._opt.jump_min_dt_s)
         lim = self._vmax * dt_s + self._opt.jump_tolerance_m
         bad = has_prev & ((dt <= 0) | (dist2_m_array(prev_lat, prev_lon, la, lo) > lim * lim))
-        blocked = (np.add.reduceat(bad, starts) > 0) | (self._chain_n[gcode] > 0)
+        blocked = (
+            (np.add.reduceat(bad, starts) > 0)
+            | (self._chain_n[gcode] > 0)
+            | self._seed_ok[gcode]  # a pending seed joins in the scalar path
+        )
         group = np.cumsum(first) - 1
         slow_rows = 0
         if blocked.any():

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
+from core.fixes import FixBatch
 from ingest.nmea.fields import Refuse, Row, Skip, parse_sentence
 from ingest.nmea.filters import FixFilter
 from ingest.nmea.options import DecodeOptions
@@ -90,6 +91,12 @@ class ReferenceDecoder:
         po = parse_reference(payloads, self.options)
         result, _ = finish(po, unit_ids, recv, self.options, self._filter, scalar=True)
         return result
+
+    def seed(self, fixes: FixBatch) -> int:
+        """Start each unit without history from its newest stored fix (a restart: see
+        :meth:`FixFilter.seed`); fixes at or before it are decided as without it.  Returns
+        the number of units seeded."""
+        return self._filter.seed(fixes.unit_id.tolist(), fixes.t_us, fixes.lat, fixes.lon)
 
 
 def decode_reference(
