@@ -140,6 +140,7 @@ def _source_counters(source: MqttSource) -> SourceCounters:
         stale_acks=s.stale_acks_dropped,
         connected=s.connected,
         buffered=s.buffered,
+        redelivered=s.redelivered,
     )
 
 

@@ -72,6 +72,9 @@ class SourceCounters:
     stale_acks: int
     connected: bool
     buffered: int
+    #: PUBLISHes with the DUP flag: the broker resent a message we had not acknowledged (after
+    #: a crash or a dropped connection) -- the redelivery reliability promise 2 relies on
+    redelivered: int = 0
 
 
 class _SourceCollector(Collector):
@@ -95,6 +98,12 @@ class _SourceCollector(Collector):
             "fleetwatch_mqtt_stale_acks",
             "Acks not sent because their connection died (the broker redelivers those).",
             value=s.stale_acks,
+        )
+        yield CounterMetricFamily(
+            "fleetwatch_mqtt_redelivered",
+            "Messages the broker resent with the DUP flag (unacknowledged before a crash or a "
+            "dropped connection); the store keeps each fix once.",
+            value=s.redelivered,
         )
         yield GaugeMetricFamily(
             "fleetwatch_mqtt_connected", "1 while subscribed to the broker.", value=int(s.connected)

@@ -239,7 +239,9 @@ class Engine:
         self._pending_fixes = 0
         self._next_round_us: int | None = None  # set when the first fix waits
         self._next_advance_us: int | None = None
-        self.newest_fix_us: int | None = None
+        self.newest_fix_us: int | None = None  # received (fed), capped by the driver's clock
+        #: the newest fix a detection round has seen: the data clock (see :meth:`data_now`)
+        self.detected_fix_us: int | None = None
         self.last_now_us: int | None = None
         self.data_delayed = False
         self.stats = EngineStats()
@@ -284,6 +286,7 @@ class Engine:
         det = self.tracker.finish()
         if self.newest_fix_us is None or self.newest_fix_us < now_us:
             self.newest_fix_us = now_us
+        self.detected_fix_us = self.newest_fix_us
         self.data_delayed = False
         out += self._downstream(det, [], self.data_now(now_us))
         return out
@@ -422,10 +425,18 @@ class Engine:
     # -- time ------------------------------------------------------------------------------------
 
     def data_now(self, now_us: int) -> int:
-        """``min(now_us, newest fix fed)``.  Before the first fix the data clock has not
-        started (0): no data at all is the extreme case of "data delayed", and a plan imported
-        then starts with every stop pending instead of every past window missed."""
-        return 0 if self.newest_fix_us is None else min(now_us, self.newest_fix_us)
+        """``min(now_us, newest fix a detection round has seen)``.  Before the first round the
+        data clock has not started (0): no data at all is the extreme case of "data delayed",
+        and a plan imported then starts with every stop pending instead of every past window
+        missed.
+
+        Fixes received but still waiting for their round do not move it: a backlog (the
+        broker's after a restart, a store-and-forward burst) arrives much faster than real
+        time, and minutes of data may wait between two rounds; a deadline decided at their
+        time ("missed" at window end + grace) would not know the visit they hold, and would
+        be retracted one round later -- a false exception in the CRM feed
+        (tests/test_engine_pace.py)."""
+        return 0 if self.detected_fix_us is None else min(now_us, self.detected_fix_us)
 
     def next_deadline_us(self) -> int | None:
         """The driver time at which the engine next wants :meth:`tick` (None: only on input)."""
@@ -436,9 +447,9 @@ class Engine:
             cands.append(self._next_advance_us)
         if self.newest_fix_us is not None and not self.data_delayed:
             cands.append(self.newest_fix_us + round(self.params.data_delayed_after_s * 1e6))
-        # the schedule's deadlines are in data time: reachable now only up to the newest fix;
-        # beyond it, the next batch moves the data clock and runs them
-        horizon = self.newest_fix_us
+        # the schedule's deadlines are in data time: reachable now only up to the newest fix a
+        # round has seen; beyond it, the next round moves the data clock and runs them
+        horizon = self.detected_fix_us
         for d in self._stage_deadlines():
             if horizon is not None and d <= horizon:
                 cands.append(d)
@@ -473,6 +484,9 @@ class Engine:
             fixes = self._take()
             det += self._detect(fixes)
             positions = newest_positions(fixes, self.unit_to_vehicle)
+            seen = min(int(fixes.t_us.max()), now_us) if len(fixes) else None
+            if seen is not None and (self.detected_fix_us is None or seen > self.detected_fix_us):
+                self.detected_fix_us = seen
         data_now = self.data_now(now_us)
         if self._next_advance_us is None and self.newest_fix_us is not None:
             self._next_advance_us = now_us + round(self.params.advance_interval_s * 1e6)

@@ -234,6 +234,9 @@ def test_the_data_clock_is_the_drivers_unless_the_fixes_are_older(
     newest = int(decoded.t_us.max())
     engine.feed(decoded, newest + 10**9)
     assert engine.newest_fix_us == newest
+    # received is not seen: the clock waits for the detection round (tests/test_engine_pace.py)
+    assert engine.data_now(newest + 10**9) == (newest if engine.pending_fixes == 0 else 0)
+    engine.flush(newest + 10**9)
     assert engine.data_now(newest + 10**9) == newest  # a replayed day: its own clock
     assert engine.data_now(newest - 10**9) == newest - 10**9  # capped by the driver's
 
