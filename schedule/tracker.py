@@ -38,7 +38,16 @@ from schedule.events import (
     VisitStarted,
     latest,
 )
-from schedule.motion import Motion, Track, diff_1d, local_xy, motion, nonzero_1d, runs
+from schedule.motion import (
+    BURST_FIXES,
+    Motion,
+    Track,
+    diff_1d,
+    local_xy,
+    motion,
+    nonzero_1d,
+    runs,
+)
 from schedule.params import DetectionParams
 from schedule.stops import StopRecord, _median, detect_stops, stop_site
 from schedule.visits import VisitRecord, detect_visits_for_site, drop_dominated, motion_counts
@@ -513,6 +522,10 @@ class VehicleTracker:
         near_any[knear[0]] = True
         near_any[kin[0]] = True
         new_cps = self._checkpoints_in(m, near_any, kept_t, active)
+        if self.incremental:
+            settled = self._settled_checkpoints(m, kin, knear, kept_t, active)
+            if settled:
+                new_cps = sorted(set(new_cps).union(settled))
         self._checkpoints = self._checkpoints[: cp_i + 1] + [c for c in new_cps if c > cp_t]
         events = self._diff_visits(visits, cp_t, m, track)
         events += self._diff_stops(stops, cp_t, m, track, kin)
@@ -559,6 +572,120 @@ class VehicleTracker:
             hits = nonzero_1d(ok)
             if len(hits):
                 out.append(int(kept_t[b + int(hits[0])]))
+        return out
+
+    def _settled_checkpoints(
+        self,
+        m: Motion,
+        kin: npt.NDArray[np.int64],
+        knear: npt.NDArray[np.int64],
+        kept_t: I64,
+        active: int,
+    ) -> list[int]:
+        """Checkpoints the re-run's own state proves, where :meth:`_checkpoints_in` finds none.
+
+        The structural rule above wants the vehicle away from every fence, moving, for the
+        hysteresis windows; a vehicle serving sites a few hundred metres apart never is (it
+        leaves one fence's margin and enters the next within a minute), so its re-runs went
+        back over several closed visits (docs/bench/detect.md, issue 7).  This rule asks
+        instead whether each detector has *decided* everything before a fix ``c`` (kept index
+        ``i``, this re-run running from a checkpoint at ``active``), such that no fix after it
+        can change a decision before it and a run from ``c`` sees what a run from the start
+        sees from ``c`` on:
+
+        * visits: for every site with an inside fix in ``[active, i)``, the fixes after its
+          last one up to ``i`` are already a confirmed exit (``exit_confirm_fixes`` beyond
+          the margin over ``exit_confirm_s``, one of them moving) or span a gap.  Every term
+          only grows with later fixes, so the candidate is closed whatever follows, at the
+          same fix, and a later inside fix opens a new one (as it does in a run from ``c``).
+          Visits before ``c`` end before it, so ``drop_dominated`` pairs none across it.
+        * stops: after the last still fix ``j`` in ``[active, i)`` the fixes ``j+1..i-1`` are
+          a confirmed move (``move_confirm_fixes`` over ``move_confirm_s``, two of them more
+          than twice ``max(drift_radius_m, stop_merge_m)`` apart, so one lies beyond the drift
+          radius of the chain's anchor and beyond the merge radius of the last stop's place):
+          no later still run joins the chain or merges with its stop, whatever follows.  Fix
+          ``i-1`` is not slow in :func:`schedule.stops._backdate`'s sense, so no later stop is
+          backdated to before ``c`` (a run from ``c`` floors its backdating at ``c``).
+        * motion: the ``_CHECKPOINT_LEAD_FIXES`` steps up to ``c`` are no jump, gap or frozen
+          step and have a known speed (as the structural rule's lead: the features from ``c``
+          on do not depend on where the run starts), and at least ``BURST_FIXES + 1`` kept
+          fixes follow ``c`` (a later burst cannot drop ``c`` or the fixes the rule read).
+
+        The property tests (tests/test_tracker_settled.py, tests/test_visits_properties.py)
+        compare chunked and late feeds with one feed of the whole track.
+        """
+        p = self.params
+        n = len(kept_t)
+        lead = _CHECKPOINT_LEAD_FIXES
+        lo, hi = active + lead, n - BURST_FIXES - 1  # candidates i in [lo, hi)
+        if hi <= lo:
+            return []
+        # motion: lead steps clean
+        zero = np.zeros(n, dtype=bool)
+        zero[1:] = (diff_1d(m.x) == 0) & (diff_1d(m.y) == 0)
+        bad = m.jump | m.gap | zero | ~np.isfinite(m.speed_kmh)
+        n_bad = np.concatenate(([0], np.cumsum(bad)))
+        i = np.arange(lo, hi)
+        ok = n_bad[i + 1] == n_bad[i - lead]
+        # backdating: fix i-1 not slow
+        rep = m.reported_kmh if m.reported_kmh is not None else np.full(n, np.nan)
+        rp, sp = rep[i - 1], m.speed_kmh[i - 1]
+        ok &= np.where(np.isnan(rp), sp >= p.crawl_speed_kmh, rp >= p.stop_speed_kmh)
+        if not ok.any():
+            return []
+        # stops: the last still fix j in [active, i), and the moves since
+        still = m.still.copy()
+        still[:active] = False
+        pos = np.where(still, np.arange(n), -1)
+        last_still = np.maximum.accumulate(pos)  # last still index <= k
+        j = last_still[i - 1]
+        has = j >= 0
+        if has.any():
+            # the first fix of the non-still run each fix is in (still fixes: measure 0)
+            seg = np.minimum(np.maximum.accumulate(np.where(still, np.arange(n) + 1, 0)), n - 1)
+            d = np.where(still, 0.0, np.hypot(m.x - m.x[seg], m.y - m.y[seg]))
+            # running max within each non-still run: offset by run id so one accumulate does
+            big = float(d.max()) + 1.0
+            run_id = np.cumsum(still)
+            moved = np.maximum.accumulate(d + run_id * big) - run_id * big
+            far = moved[i - 1] > 2 * max(p.drift_radius_m, p.stop_merge_m)
+            count = i - j - 1
+            span = m.t_s[i] - m.t_s[np.maximum(j, 0)]
+            stop_ok = (count >= p.move_confirm_fixes) & (span >= p.move_confirm_s) & far
+            ok &= ~has | stop_ok
+        # visits: per site with an inside fix in [active, hi)
+        sel = kin[0] >= active
+        in_i, in_s = kin[0][sel], kin[1][sel]
+        if len(in_i) and ok.any():
+            n_gap = np.concatenate(([0], np.cumsum(m.gap)))
+            n_still = np.concatenate(([0], np.cumsum(m.still)))
+            for site in sorted(set(in_s.tolist())):
+                idx = in_i[in_s == site]
+                idx.sort()
+                c = idx.searchsorted(i) - 1  # last inside fix before i
+                inn = c >= 0
+                if not inn.any():
+                    continue
+                last = idx[np.maximum(c, 0)]
+                near = np.zeros(n, dtype=bool)
+                near[knear[0][knear[1] == site]] = True
+                near[idx] = True
+                n_beyond = np.concatenate(([0], np.cumsum(~near)))
+                beyond = n_beyond[i] - n_beyond[last + 1]
+                moving = n_still[i] - n_still[last + 1] < i - last - 1
+                exited = (
+                    (beyond >= p.exit_confirm_fixes)
+                    & (m.t_s[i - 1] - m.t_s[last] >= p.exit_confirm_s)
+                    & moving
+                )
+                gapped = n_gap[i + 1] > n_gap[last + 1]
+                ok &= ~inn | exited | gapped
+        hits = nonzero_1d(ok)
+        if not len(hits):
+            return []
+        # the first fix of each run of settled fixes (as _checkpoints_in takes)
+        first = hits[np.concatenate(([True], hits[1:] != hits[:-1] + 1))]
+        out: list[int] = kept_t[i[first]].tolist()
         return out
 
     # -- reporting -----------------------------------------------------------------------
