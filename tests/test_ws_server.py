@@ -136,10 +136,10 @@ async def world_of(
 
 
 def advance(engine: Engine, t_us: int) -> list[Any]:
-    """Move the engine's data clock to *t_us* and tick: one fix of a clock unit far from every
-    site (the engine takes no decision on time that no data has shown)."""
+    """Move the engine's data clock to *t_us* and run a round: one fix of a clock unit far from
+    every site (the engine takes no decision on time that no detection round has seen)."""
     fix = Fix(unit_id="CLOCK", t_us=t_us, recv_us=t_us, lat=0.0, lon=0.0)
-    return engine.feed(FixBatch.from_fixes([fix]), t_us) + engine.tick(t_us)
+    return engine.feed(FixBatch.from_fixes([fix]), t_us) + engine.flush(t_us)
 
 @contextlib.asynccontextmanager
 async def running(**kw: Any) -> AsyncIterator[World]:
