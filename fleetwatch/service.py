@@ -244,6 +244,8 @@ async def run_ingest(
         await asyncio.to_thread(warm_up_decoder)
         if engine is not None:  # the fence query's compiled pass, before the first round
             await asyncio.to_thread(warm_up_fences)
+        decoder = Decoder(DecodeOptions())
+        await seed_decoder(decoder, store, wall_clock_us())  # before the first message
         source = MqttSource(
             mqtt_settings(settings), max_buffered_messages=settings.mqtt_max_buffered_messages
         )
@@ -251,7 +253,7 @@ async def run_ingest(
         metrics.watch_source(lambda: _source_counters(source))
         service = IngestService(
             source=source,
-            decoder=Decoder(DecodeOptions()),
+            decoder=decoder,
             sink=spool if spool is not None else store,
             registry=registry,
             metrics=metrics,
@@ -328,6 +330,33 @@ async def run_ingest(
                 name="ingest-shutdown",
             )
         log.info("ingest stopped: %s", dataclasses.asdict(service.statistics()))
+
+
+#: How far back the decoder's seed looks for each unit's newest stored fix.  A unit silent for
+#: longer starts without history: after 6 h the jump limit (max_speed_kmh × the gap) spans
+#: 1,500 km, so an older fix would judge nothing anyway.
+DECODER_SEED_WINDOW_S = 6 * 3600
+
+
+async def seed_decoder(decoder: Decoder, store: Store, now_us: int) -> int:
+    """Give the decoder's per-unit filter each unit's newest stored fix of the last
+    :data:`DECODER_SEED_WINDOW_S` (one query), so that the first fix of a unit after a restart
+    is judged against where the unit was (an outlier becomes a dead letter instead of the
+    unit's new position); redeliveries at or before it are decided as without it
+    (docs/nmea.md, "Seeding at start").  The database down: the decoder starts empty (logged),
+    as before.  Returns the number of units seeded."""
+    try:
+        last = await store.last_fixes(
+            now_us - DECODER_SEED_WINDOW_S * 1_000_000, now_us + 300_000_000
+        )
+    except StoreUnavailable as exc:
+        log.warning("decoder starts without history: cannot read the units' last fixes (%s); "
+                    "each unit's first fix is judged against nothing", exc)  # fmt: skip
+        return 0
+    n = decoder.seed(last)
+    log.info("decoder seeded with the newest stored fix of %d units (last %d h)",
+             n, DECODER_SEED_WINDOW_S // 3600)  # fmt: skip
+    return n
 
 
 alert_log = logging.getLogger("fleetwatch.alerts")

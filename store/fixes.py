@@ -266,6 +266,35 @@ async def select_recent_fixes(
     )
 
 
+_SELECT_LAST = """
+SELECT DISTINCT ON (unit_id) unit_id, (extract(epoch FROM t) * 1000000)::int8,
+       (extract(epoch FROM recv_at) * 1000000)::int8,
+       lat, lon, coalesce(speed_kmh, 'NaN'), coalesce(course, 'NaN'), coalesce(quality, -1),
+       coalesce(sats, -1), coalesce(hdop, 'NaN'), coalesce(alt_m, 'NaN'), talker
+FROM fixes WHERE t >= %s AND t < %s
+ORDER BY unit_id, t DESC
+"""
+
+
+async def select_last_fixes(
+    conn: psycopg.AsyncConnection[Any], start_us: int, end_us: int
+) -> FixBatch:
+    """The newest fix (by fix time) of every unit that has one with ``start_us <= t <
+    end_us``, by unit id, in one query: what the decoder's filter is seeded with at start."""
+    lo, hi = (min(max(x, _MIN_QUERY_US), _MAX_QUERY_US) for x in (start_us, end_us))
+    cur = await conn.execute(_SELECT_LAST, (us_to_datetime(lo), us_to_datetime(hi)))
+    rows = await cur.fetchall()
+    if not rows:
+        return FixBatch.empty()
+    columns = list(zip(*rows, strict=True))
+    return FixBatch(
+        **{
+            name: np.array(columns[i], dtype=dtype)
+            for i, (name, dtype) in enumerate(FIX_COLUMNS.items())
+        }
+    )
+
+
 async def count_fixes(conn: psycopg.AsyncConnection[Any], unit_id: str | None = None) -> int:
     if unit_id is None:
         cur = await conn.execute("SELECT count(*) FROM fixes")

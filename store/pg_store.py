@@ -33,6 +33,7 @@ from store.fixes import (
     create_stage_table,
     insert_fixes,
     select_fixes_for_unit,
+    select_last_fixes,
     select_recent_fixes,
 )
 from store.migrate import Partitioning, apply_migrations
@@ -361,6 +362,13 @@ class Store:
         with self._counting_errors("reading recent fixes"):
             async with self._connection() as conn:
                 return await select_recent_fixes(conn, start_us, end_us)
+
+    async def last_fixes(self, start_us: int, end_us: int) -> FixBatch:
+        """The newest fix of every unit with one in ``start_us <= t < end_us``, one query
+        (the decoder's seed at start: ``Decoder.seed``)."""
+        with self._counting_errors("reading the units' last fixes"):
+            async with self._connection() as conn:
+                return await select_last_fixes(conn, start_us, end_us)
 
     async def detection_events_since(self, since_us: int) -> list[DetectionEvent]:
         """The latest published version of every visit and stop since *since_us* (restart)."""
