@@ -30,6 +30,7 @@ from store.outbox import records_from_events, write_records
 from store.tracks import MAX_TRACK_POINTS, bucket_us, load_track
 from tests import schedule_world as W
 from tests.support.pg import fresh_database
+from tests.test_web import http_get
 from tests.test_ws_server import World, command, opened, running
 from ws.track import TrackOptions, thin
 
@@ -275,6 +276,9 @@ async def test_a_restarted_console_gets_the_hour_from_the_store(pg_dsn: str) -> 
             assert says in reply["error"]["message"], (says, reply)
         counts = w.server.tracks.counts
         assert (counts.store, counts.memory, counts.unknown) == (2, 1, 1)
+        _, body = await http_get(w.port, "/metrics")
+        assert b'fleetwatch_console_track_answers_total{error="none",source="store"} 2.0' in body
+        assert b'fleetwatch_console_track_answers_total{error="none",source="memory"} 1.0' in body
         await ws.close()
 
 
