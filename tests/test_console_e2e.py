@@ -97,4 +97,13 @@ async def test_a_missed_stop_alert_is_acknowledged_and_commented_in_the_browser_
                 )
 
             await eventually(commented, timeout_s=60)
+            # the last hour's track of a truck comes from the store (ws/track.py)
+            vehicle = (scenario / "units.csv").read_text().splitlines()[1].split(",")[1]
+            await page.select_vehicle(vehicle)
+            await page.page.locator("#track-btn").click()
+            await page.wait_for("() => document.getElementById('track-info').dataset.source")
+            info = page.page.locator("#track-info")
+            assert await info.get_attribute("data-source") == "store"
+            assert await info.get_attribute("data-error") == ""
+            assert await page.page.evaluate("() => window.fleetwatch.map.trackShown")
     assert (tmp_path / "console-commented.png").stat().st_size > 10_000

@@ -30,6 +30,7 @@ from store.outbox import records_from_events, write_records
 from store.tracks import MAX_TRACK_POINTS, bucket_us, load_track
 from tests import schedule_world as W
 from tests.support.pg import fresh_database
+from tests.test_web import http_get
 from tests.test_ws_server import World, command, opened, running
 from ws.track import TrackOptions, thin
 
@@ -79,10 +80,10 @@ def detection(vehicle: str) -> list[Any]:
     ]  # fmt: skip
 
 
-async def fill(dsn: str) -> None:
+async def fill(dsn: str, layout: str = "native") -> None:
     """V001 (unit U1, mapped in ``units``) and U77 (unmapped: its vehicle is its unit id):
     55 minutes at 1 Hz; V002: a few fixes yesterday only; detection records of V001 and V002."""
-    store = await Store.open(dsn, partitioning="native")
+    store = await Store.open(dsn, partitioning=layout)  # type: ignore[arg-type]
     try:
         async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
             await conn.execute("INSERT INTO units (unit_id, vehicle_id) VALUES ('U1', 'V001')")
@@ -113,10 +114,11 @@ async def pool_of(dsn: str, *, timeout_s: float = 5.0) -> AsyncIterator[AsyncCon
 
 
 async def test_the_store_track_ends_at_the_newest_fix_thinned_with_its_stops_and_visits(
-    pg_dsn: str,
+    layout: str, layout_dsn: str
 ) -> None:
-    await fill(pg_dsn)
-    async with pool_of(pg_dsn) as pool:
+    """On both layouts of ``fixes``: native day partitions and a TimescaleDB hypertable."""
+    await fill(layout_dsn, layout)
+    async with pool_of(layout_dsn) as pool:
         tr = await load_track(pool, "V001", until_us=W.at(10), minutes=60, max_points=100)
         assert tr is not None
         assert tr.until_us == T_END  # the newest fix, not the clock
@@ -275,6 +277,9 @@ async def test_a_restarted_console_gets_the_hour_from_the_store(pg_dsn: str) -> 
             assert says in reply["error"]["message"], (says, reply)
         counts = w.server.tracks.counts
         assert (counts.store, counts.memory, counts.unknown) == (2, 1, 1)
+        _, body = await http_get(w.port, "/metrics")
+        assert b'fleetwatch_console_track_answers_total{error="none",source="store"} 2.0' in body
+        assert b'fleetwatch_console_track_answers_total{error="none",source="memory"} 1.0' in body
         await ws.close()
 
 
