@@ -132,6 +132,12 @@ class ConsoleCollector(Collector):
             ("connects", "Consoles accepted", c.connects),
             ("frames_sent", "Frames written to consoles", c.frames_sent),
             ("bytes_sent", "Characters written to consoles", c.bytes_sent),
+            ("frames_prepared", "Of the frames, written as prepared frames", c.frames_prepared),
+            (
+                "prepared_bytes",
+                "Bytes of prepared frames written (framed, compressed)",
+                c.prepared_bytes,
+            ),
             ("invalid_messages", "Console messages refused as invalid", c.invalid_messages),
             ("bad_frames", "Frames that closed the connection (not JSON, too large)", c.bad_frames),
             ("send_timeouts", "Consoles closed because their socket took nothing", c.send_timeouts),
