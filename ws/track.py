@@ -177,7 +177,7 @@ class Tracks:
         self.counts.store_errors += 1
         log.warning("track of %s: the store failed (%s); answering from memory",
                     cmd.vehicle_id, message)  # fmt: skip
-        return self._memory(cmd, error="store_error", message=message, known_or_not=True)
+        return self._memory(cmd, error="store_error", message=message, store_failed=True)
 
     def _memory(
         self,
@@ -185,13 +185,13 @@ class Tracks:
         *,
         error: TrackError | None,
         message: str | None,
-        known_or_not: bool = False,
+        store_failed: bool = False,
     ) -> TrackAnswer:
         """The hub's memory track; an unknown vehicle is refused, unless the store failed (it
         may know the vehicle: an empty track says so instead)."""
         mem = self.hub.track_json(cmd.vehicle_id, cmd.minutes, cmd.id)
         if mem is None:
-            if not known_or_not:
+            if not store_failed:
                 self.counts.unknown += 1
                 return TrackAnswer(
                     frames=(reply_error(cmd.id, "unknown_id", f"no vehicle {cmd.vehicle_id!r}"),),
