@@ -53,12 +53,12 @@ def test_a_backlog_at_600x_raises_the_exceptions_of_a_day_at_real_pace(
     chunks = [decoded.take(np.arange(s, min(s + 150, len(decoded)))) for s in
               range(0, len(decoded), 150)]  # fmt: skip
     start = int(decoded.recv_us.min())
-    paced = engine_with_schedule(scenario, units, start)
-    want = run(paced, chunks)
-    fast = engine_with_schedule(scenario, units, start)
+    paced, imported = engine_with_schedule(scenario, units, start)
+    want = imported + run(paced, chunks)
+    fast, imported_fast = engine_with_schedule(scenario, units, start)
     # 150 fixes of 3 units at 0.2 Hz are ~4 min of data; 1 s rounds every 20 batches: over an
     # hour of data waits for each round
-    got = compressed(fast, chunks, step_us=50_000)
+    got = imported_fast + compressed(fast, chunks, step_us=50_000)
     end = int(decoded.recv_us.max()) + 86_400 * US_PER_S
     got += fast.flush(end)
     want += paced.flush(end)
