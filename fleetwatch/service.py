@@ -27,7 +27,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from alerts.records import AlertVersion, ExceptionVersion
-from core.fixes import FixBatch
+from core.fixes import FixBatch, iso_utc
 from fleetwatch.auth import Authenticator, load_tokens
 from fleetwatch.broker_watch import open_sys_watcher
 from fleetwatch.config import ConfigError, Settings
@@ -501,17 +501,24 @@ async def _start_engine(
                  len(stages.schedule.roster.dispatchers))  # fmt: skip
     now = wall_clock_us()
     horizon_us = round(live.engine.detection.horizon_s * 1e6)
+    until = now + 300_000_000  # the decoder's bound on fixes ahead of the clock
     try:
-        fixes = await store.recent_fixes(now - horizon_us, now + 300_000_000)
-        previous = await store.detection_events_since(now - 2 * horizon_us)
+        # the window ends where the stored data ends, not at the wall clock: after a long
+        # stop (the broker holding hours of backlog) the visits in progress at the crash
+        # are at the end of the stored data, and the backlog continues from there
+        newest = await store.newest_fix_us(now - RESTORE_LOOKBACK_US, until)
+        anchor = now if newest is None else min(now, newest)
+        fixes = await store.recent_fixes(anchor - horizon_us, until)
+        previous = await store.detection_events_since(anchor - 2 * horizon_us)
     except StoreUnavailable as exc:
         log.warning("engine starts empty: cannot read recent fixes (%s); visits in progress "
                     "at the restart get new ids", exc)  # fmt: skip
         return
     if len(fixes) or previous:
         live.apply_now(functools.partial(_restore, fixes, previous), now)
-        log.info("engine restored from %d stored fixes of the last %.0f h and %d published "
-                 "detection events", len(fixes), horizon_us / 3.6e9, len(previous))  # fmt: skip
+        log.info("engine restored from %d stored fixes of the %.0f h up to the newest (%s) "
+                 "and %d published detection events", len(fixes), horizon_us / 3.6e9,
+                 iso_utc(anchor), len(previous))  # fmt: skip
     # what was built so far lives all day: keep it out of the cyclic collector's full passes
     # (each took 0.3–0.5 s at 30,000 stops, a tick that long stalls the engine)
     gc.freeze()
@@ -527,6 +534,10 @@ async def _start_engine(
         live.apply_now(functools.partial(_reapply, cmd, at_us), now)
     if commands:
         log.info("re-applied %d dispatcher commands from the journal", len(commands))
+
+
+#: how far back a restart looks for the end of the stored data (today's state, not last week's)
+RESTORE_LOOKBACK_US = 86_400 * 1_000_000
 
 
 def _reapply(cmd: Command, at_us: int, engine: Engine, _now_us: int) -> list[Any]:

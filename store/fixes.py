@@ -295,6 +295,21 @@ async def select_last_fixes(
     )
 
 
+async def select_newest_fix_us(
+    conn: psycopg.AsyncConnection[Any], start_us: int, end_us: int
+) -> int | None:
+    """The newest stored fix time with ``start_us <= t < end_us`` (None: none): where the
+    stored data ends, which a restart reads back from (the bounds keep it to a partition or
+    two)."""
+    lo, hi = (min(max(x, _MIN_QUERY_US), _MAX_QUERY_US) for x in (start_us, end_us))
+    cur = await conn.execute(
+        "SELECT (extract(epoch FROM max(t)) * 1000000)::int8 FROM fixes WHERE t >= %s AND t < %s",
+        (us_to_datetime(lo), us_to_datetime(hi)),
+    )
+    row = await cur.fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
 async def count_fixes(conn: psycopg.AsyncConnection[Any], unit_id: str | None = None) -> int:
     if unit_id is None:
         cur = await conn.execute("SELECT count(*) FROM fixes")

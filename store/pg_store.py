@@ -34,6 +34,7 @@ from store.fixes import (
     insert_fixes,
     select_fixes_for_unit,
     select_last_fixes,
+    select_newest_fix_us,
     select_recent_fixes,
 )
 from store.migrate import Partitioning, apply_migrations
@@ -369,6 +370,12 @@ class Store:
         with self._counting_errors("reading the units' last fixes"):
             async with self._connection() as conn:
                 return await select_last_fixes(conn, start_us, end_us)
+
+    async def newest_fix_us(self, start_us: int, end_us: int) -> int | None:
+        """The newest stored fix time in ``[start_us, end_us)``, None when there is none."""
+        with self._counting_errors("reading the newest fix time"):
+            async with self._connection() as conn:
+                return await select_newest_fix_us(conn, start_us, end_us)
 
     async def detection_events_since(self, since_us: int) -> list[DetectionEvent]:
         """The latest published version of every visit and stop since *since_us* (restart)."""

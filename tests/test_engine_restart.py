@@ -124,5 +124,12 @@ async def test_the_store_gives_back_the_recent_fixes_of_every_unit_in_receive_or
         got = await store.recent_fixes(NOW_US - 3600 * US_PER_S, NOW_US + 3600 * US_PER_S)
         want = FixBatch.from_fixes(sorted(fixes, key=lambda f: (f.recv_us, f.unit_id, f.t_us)))
         assert_batches_equal(got, want)
+        # where the stored data ends: what the restart window is anchored at
+        newest = max(f.t_us for f in fixes)
+        assert await store.newest_fix_us(NOW_US - 86_400 * US_PER_S, NOW_US + 3600 * US_PER_S) == (
+            newest
+        )
+        assert await store.newest_fix_us(NOW_US - 86_400 * US_PER_S, newest) == newest - US_PER_S
+        assert await store.newest_fix_us(NOW_US + 3600 * US_PER_S, NOW_US + 7200 * US_PER_S) is None
     finally:
         await store.aclose()
