@@ -240,7 +240,16 @@ def _stamp(head: bytes, key: bytes) -> float | None:
     z = head.find(b"Z", i, i + 30)
     if z < 0:
         return None
-    return dt.datetime.fromisoformat(head[i:z].decode() + "+00:00").timestamp()
+    raw = head[i:z]
+    t = _STAMPS.get(raw)
+    if t is None:  # a round's frames share their stamp: parse it once per client process
+        if len(_STAMPS) > 4096:
+            _STAMPS.clear()
+        t = _STAMPS[raw] = dt.datetime.fromisoformat(raw.decode() + "+00:00").timestamp()
+    return t
+
+
+_STAMPS: dict[bytes, float] = {}
 
 
 class LeanConsole(asyncio.Protocol):

@@ -110,7 +110,7 @@ class FrameCache:
     a text framed for the first console is framed for the 199 others.  Keys are the hub's own
     ``str`` objects: their hash is computed once and lookups compare by identity first."""
 
-    def __init__(self, *, max_bytes: int = 32 << 20, max_entries: int = 20_000) -> None:
+    def __init__(self, *, max_bytes: int = 8 << 20, max_entries: int = 20_000) -> None:
         if max_bytes < 1 or max_entries < 1:
             raise ValueError("FrameCache bounds must be >= 1")
         self.max_bytes = max_bytes
