@@ -134,6 +134,8 @@ async def serve(args: argparse.Namespace) -> str | None:
         while True:
             await naive_broadcast(await naive_queue.get())
 
+    round_ms: list[float] = []
+
     async def drive() -> None:
         version = 0
         tick = 0
@@ -177,6 +179,9 @@ async def serve(args: argparse.Namespace) -> str | None:
                 naive_queue.put_nowait(dumps({"type": "positions", "vehicles": frags}))
                 for a in alerts:
                     naive_queue.put_nowait(dumps({"type": "alert", "alert": alert_json(a)}))
+            # stamp -> records folded in (hub) / encoded and queued (naive): the server's own
+            # share before any console's writer runs
+            round_ms.append(now_us() / 1000 - t / 1000)
 
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
@@ -210,6 +215,8 @@ async def serve(args: argparse.Namespace) -> str | None:
                         "frames_prepared": c.frames_prepared,
                         "prepared_bytes": c.prepared_bytes,
                         "frame_cache_built": server.frames.stats.built,
+                        "round_ms_p50": round(float(np.median(round_ms)), 1) if round_ms else None,
+                        "round_ms_max": round(max(round_ms), 1) if round_ms else None,
                     }
                 ),
                 flush=True,
@@ -240,7 +247,16 @@ def _stamp(head: bytes, key: bytes) -> float | None:
     z = head.find(b"Z", i, i + 30)
     if z < 0:
         return None
-    return dt.datetime.fromisoformat(head[i:z].decode() + "+00:00").timestamp()
+    raw = head[i:z]
+    t = _STAMPS.get(raw)
+    if t is None:  # a round's frames share their stamp: parse it once per client process
+        if len(_STAMPS) > 4096:
+            _STAMPS.clear()
+        t = _STAMPS[raw] = dt.datetime.fromisoformat(raw.decode() + "+00:00").timestamp()
+    return t
+
+
+_STAMPS: dict[bytes, float] = {}
 
 
 class LeanConsole(asyncio.Protocol):

@@ -253,7 +253,7 @@ class ConsoleServer:
         c = self.counts
         encoding = wire.encoding() if wire is not None else None
         if wire is not None and encoding is not None:
-            data = [self.frames.frame(t, encoding) for t in texts]
+            data = self.frames.frames(texts, encoding)
             if await wire.write_prepared(data, encoding):
                 c.frames_sent += len(texts)
                 c.frames_prepared += len(texts)

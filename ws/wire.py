@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import struct
 import zlib
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -104,45 +105,63 @@ class FrameCacheStats:
 
 
 class FrameCache:
-    """Frames by (encoding, text), built on first use; bounded by bytes and entries, the
+    """Frames by encoding and text, built on first use; bounded by bytes and entries, the
     oldest built dropped first.  Why a cache and not a field on the hub's message: the
     encodings are only known once consoles connect (one per negotiated window size), and
     a text framed for the first console is framed for the 199 others.  Keys are the hub's own
-    ``str`` objects: their hash is computed once and lookups compare by identity first."""
+    ``str`` objects: their hash is computed once and lookups compare by identity first, so a
+    console's alert burst costs a dict lookup per message."""
 
-    def __init__(self, *, max_bytes: int = 32 << 20, max_entries: int = 20_000) -> None:
+    def __init__(self, *, max_bytes: int = 8 << 20, max_entries: int = 20_000) -> None:
         if max_bytes < 1 or max_entries < 1:
             raise ValueError("FrameCache bounds must be >= 1")
         self.max_bytes = max_bytes
         self.max_entries = max_entries
-        self._frames: dict[tuple[Encoding, str], bytes] = {}
+        self._by_encoding: dict[Encoding, dict[str, bytes]] = {}
+        self._order: deque[tuple[dict[str, bytes], str]] = deque()  # oldest built first
         self._bytes = 0
         self.stats = FrameCacheStats()
 
     def __len__(self) -> int:
-        return len(self._frames)
+        return len(self._order)
 
     @property
     def size_bytes(self) -> int:
         return self._bytes
 
     def frame(self, text: str, encoding: Encoding) -> bytes:
-        key = (encoding, text)
-        data = self._frames.get(key)
-        if data is not None:
-            self.stats.hits += 1
-            return data
+        return self.frames((text,), encoding)[0]
+
+    def frames(self, texts: Sequence[str], encoding: Encoding) -> list[bytes]:
+        """The frames of *texts*, in order."""
+        cache = self._by_encoding.get(encoding)
+        if cache is None:
+            cache = self._by_encoding[encoding] = {}
+        out: list[bytes] = []
+        hits = 0
+        for text in texts:
+            data = cache.get(text)
+            if data is None:
+                data = self._build(cache, text, encoding)
+            else:
+                hits += 1
+            out.append(data)
+        self.stats.hits += hits
+        return out
+
+    def _build(self, cache: dict[str, bytes], text: str, encoding: Encoding) -> bytes:
         data = frame_bytes(text, encoding)
         st = self.stats
         st.built += 1
         st.text_bytes_in += len(text)
         st.frame_bytes_out += len(data)
-        frames = self._frames
-        frames[key] = data
+        cache[text] = data
+        self._order.append((cache, text))
         self._bytes += len(data)
-        while len(frames) > 1 and (self._bytes > self.max_bytes or len(frames) > self.max_entries):
-            old = next(iter(frames))
-            self._bytes -= len(frames.pop(old))
+        order = self._order
+        while len(order) > 1 and (self._bytes > self.max_bytes or len(order) > self.max_entries):
+            old_cache, old = order.popleft()
+            self._bytes -= len(old_cache.pop(old))
             st.evicted += 1
         return data
 
