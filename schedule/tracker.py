@@ -594,11 +594,15 @@ class VehicleTracker:
         sees from ``c`` on:
 
         * visits: for every site with an inside fix in ``[active, i)``, the fixes after its
-          last one up to ``i`` are already a confirmed exit (``exit_confirm_fixes`` beyond
-          the margin over ``exit_confirm_s``, one of them moving) or span a gap.  Every term
-          only grows with later fixes, so the candidate is closed whatever follows, at the
-          same fix, and a later inside fix opens a new one (as it does in a run from ``c``).
-          Visits before ``c`` end before it, so ``drop_dominated`` pairs none across it.
+          last one up to ``i`` span a gap, or are already a confirmed exit
+          (``exit_confirm_fixes`` beyond the margin over ``exit_confirm_s``, one of them
+          moving) and no gap follows in this run.  Every term only grows with later fixes,
+          so the candidate is closed whatever follows, at the same fix, and a later inside
+          fix opens a new one (as it does in a run from ``c``).  (The detector names a
+          candidate's reason "gap" when any gap follows its last inside fix, even after a
+          confirmed exit: a gap later in this run may yet be filled by a backlog, which
+          re-runs from before ``c`` only if ``c`` is not placed before the gap.)  Visits
+          before ``c`` end before it, so ``drop_dominated`` pairs none across it.
         * stops: after the last still fix ``j`` in ``[active, i)`` the fixes ``j+1..i-1`` are
           a confirmed move (``move_confirm_fixes`` over ``move_confirm_s``, two of them more
           than twice ``max(drift_radius_m, stop_merge_m)`` apart, so one lies beyond the drift
@@ -679,7 +683,10 @@ class VehicleTracker:
                     & moving
                 )
                 gapped = n_gap[i + 1] > n_gap[last + 1]
-                ok &= ~inn | exited | gapped
+                # a gap later in this run makes the candidate's reason "gap" for now, and a
+                # backlog filling it (late, after c) would make it "exit" again
+                gap_later = n_gap[n] > n_gap[i + 1]
+                ok &= ~inn | gapped | (exited & ~gap_later)
         hits = nonzero_1d(ok)
         if not len(hits):
             return []
