@@ -340,11 +340,14 @@ class AlertDesk:
                 comments[th.stop_id] = tuple(th.comments)
             if th.comments:
                 self._unmatched_comments[th.id] = Counter((c.by, c.text) for c in th.comments)
+            self._seen_at(th.subject, v.at_us)
             self._clock(v.at_us)
         while len(self._finished) > self.params.recent_resolved:
             self._finished.popitem(last=False)
         self._ledger.restore(exceptions.values(), comments)
         for x in exceptions.values():
+            stop_id = x.id.rsplit("/", 1)[0]
+            self._seen_at("unplanned/" + stop_id if x.kind == "unplanned" else stop_id, x.at_us)
             self._clock(x.at_us)
         self._restoring = True
         self.counts["restored_threads"] += len(alerts)
@@ -377,6 +380,13 @@ class AlertDesk:
         self._unmatched_comments.clear()
         self.counts["restore_changes"] += len(out)
         return out
+
+    def _seen_at(self, subject: str, at_us: int) -> None:
+        """The stored state of *subject* stands as of *at_us*: a re-derived record older than
+        that is stale (the desk's idempotence rule), e.g. the "pending" a re-imported plan
+        says about a stop the stored thread already has at risk."""
+        last_at, _ = self._seen.get(subject, (at_us, set()))
+        self._seen[subject] = (max(last_at, at_us), set())
 
     def _defer(self, ev: ScheduleEvent) -> None:
         keys: list[tuple[str, str]]
