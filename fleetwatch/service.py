@@ -74,6 +74,8 @@ class Running:
     engine: LiveEngine | None = None
     #: None when no spool file is configured
     spool: SpoolingSink | None = None
+    #: the engine's outbox writer; None without an engine or a database
+    writer: StoreWriter | None = None
 
 
 def mqtt_settings(settings: Settings) -> MqttSettings:
@@ -284,6 +286,7 @@ async def run_ingest(
                     http_port=http_port,
                     engine=engine,
                     spool=spool,
+                    writer=writer,
                 )
             )
         async with asyncio.TaskGroup() as tg:
