@@ -353,6 +353,35 @@ class AlertDesk:
         self.counts["restored_threads"] += len(alerts)
         self.counts["restored_exceptions"] += len(exceptions)
 
+    def active_conditions(self) -> list[VehicleCondition]:
+        """The vehicle conditions whose threads are active, as the schedule board raised them
+        (kind, since, detail): after :meth:`restore`, what a restarted board takes back
+        (``ScheduleBoard.restore_conditions``) so that it does not raise them again with a new
+        ``since`` — a condition's clock is the board's, and only the store remembers it."""
+        out: list[VehicleCondition] = []
+        for th in self._threads.values():
+            if th.stop_id is not None or th.status not in ACTIVE or th.last is None:
+                continue
+            f = dict(th.facts)
+            since, minutes, date = f.get("since_us"), f.get("minutes"), f.get("service_date")
+            if th.vehicle_id is None or not isinstance(since, int) or not isinstance(date, str):
+                continue
+            out.append(
+                VehicleCondition(
+                    vehicle_id=th.vehicle_id,
+                    service_date=date,
+                    kind=th.kind,  # type: ignore[arg-type]
+                    active=True,
+                    since_us=since,
+                    at_us=th.last.at_us,
+                    minutes=float(minutes) if isinstance(minutes, int | float) else 0.0,
+                    detail=str(f.get("detail") or ""),
+                    cause="tick",
+                    detected_late=th.detected_late,
+                )
+            )
+        return out
+
     def finish_restore(self, now_us: int) -> list[AlertRecord]:
         """End the restore: apply, with the live rules, the last re-derived record of each
         subject to the restored threads and exceptions, and return the versions that makes

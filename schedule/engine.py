@@ -53,6 +53,7 @@ from schedule.stop_events import (
     ReorderRoute,
     ScheduleCommand,
     ScheduleEvent,
+    VehicleCondition,
     VehiclePosition,
 )
 from schedule.tracker import FleetTracker, TrackerStats
@@ -170,6 +171,8 @@ class RestorableStage(Stage, Protocol):
     ``AlertDesk.restore`` / ``finish_restore``)."""
 
     def restore(self, stored: Sequence[Any]) -> None: ...
+
+    def active_conditions(self) -> Sequence[VehicleCondition]: ...
 
     def finish_restore(self, now_us: int) -> Sequence[Any]: ...
 
@@ -322,6 +325,9 @@ class Engine:
         for stage in self.stages:
             if isinstance(stage, RestorableStage):
                 stage.restore(stored)
+                if self.board is not None and hasattr(self.board, "restore_conditions"):
+                    # the board's condition clocks are only in the store: take them back
+                    self.board.restore_conditions(stage.active_conditions())
 
     def finish_restore(self, now_us: int) -> list[Any]:
         """Last step of a restart (also when reading fixes failed): the stages apply what the
