@@ -248,6 +248,19 @@ class ScheduleBoard:
             out += self._refresh_route(self._routes[rid], "tick")
         return out
 
+    def restore_conditions(self, conditions: Iterable[VehicleCondition]) -> int:
+        """After a restart, before the re-run: the vehicle conditions that were active (from
+        the alert desk's stored threads).  The board then neither raises them again with a
+        new ``since`` nor forgets to end them; returns how many it took (known vehicles)."""
+        n = 0
+        for c in conditions:
+            veh = self._vehicles.get(c.vehicle_id)
+            if veh is None or not c.active:
+                continue
+            veh.conditions[c.kind] = c
+            n += 1
+        return n
+
     # -- plans -------------------------------------------------------------------------------
 
     def learn_service_minutes(self, minutes: Mapping[str, float]) -> None:
@@ -807,7 +820,9 @@ class ScheduleBoard:
         self, veh: _Vehicle, kind: VehicleConditionKind, now: int, cause: Cause, why: str
     ) -> list[ScheduleEvent]:
         cur = veh.conditions.get(kind)
-        if cur is None:
+        if cur is None or cur.at_us > self.now_us:
+            # (a condition restored after a restart stands as of its record: the re-imported
+            # plan at data time 0 or older re-read data cannot end it)
             return []
         return self._condition(
             veh, kind, False, cur.since_us, (now - cur.since_us) / _MIN_US, f"ended: {why}", cause
