@@ -92,6 +92,8 @@ class Settings:
     sites_file: Path | None = None
     #: the visit/stop tracker is fed the fixes committed since its last round this often
     detect_interval_ms: float = 1000.0
+    #: run the engine in a child process (its own GIL) instead of a worker thread of ingest
+    engine_process: bool = False
     #: a directory with the day plans (plans.csv or plans.json, depots.csv); None = no schedule
     plans_dir: Path | None = None
     #: dispatchers, shifts and responsibilities (TOML/JSON); None = a generated roster
@@ -359,6 +361,7 @@ FIELDS: dict[str, Callable[[str], Any]] = {
     "map_tile_url": _optional_str,
     "crm_sla_minutes": _float,
     "detect_interval_ms": _float,
+    "engine_process": _bool,
     # -- ops --
     "startup_wait_s": _float,
     "health_probe_interval_s": _float,

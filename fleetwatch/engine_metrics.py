@@ -3,12 +3,39 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from schedule.engine import DataDelayed, Engine
 from schedule.events import StopStarted, VisitCompleted, VisitStarted
+
+
+@dataclass(frozen=True, slots=True)
+class EngineCounters:
+    """What the shell and the metrics read of the engine after each step: a plain snapshot,
+    so that it can cross a process boundary (the engine in a child process) as well."""
+
+    pending_fixes: int
+    data_delayed: bool
+    newest_fix_us: int | None
+    last_now_us: int | None
+    next_deadline_us: int | None
+    rounds: int
+    data_delayed_after_s: float
+
+    @classmethod
+    def of(cls, engine: Engine) -> EngineCounters:
+        return cls(
+            pending_fixes=engine.pending_fixes,
+            data_delayed=engine.data_delayed,
+            newest_fix_us=engine.newest_fix_us,
+            last_now_us=engine.last_now_us,
+            next_deadline_us=engine.next_deadline_us(),
+            rounds=engine.stats.rounds,
+            data_delayed_after_s=engine.params.data_delayed_after_s,
+        )
 
 
 class EngineMetrics:
@@ -84,7 +111,7 @@ class EngineMetrics:
         for fatal in ("true", "false"):
             self.site_problems.labels(fatal)
 
-    def observe(self, engine: Engine, out: Sequence[Any], seconds: float) -> None:
+    def observe(self, engine: EngineCounters, out: Sequence[Any], seconds: float) -> None:
         self.seconds.observe(seconds)
         self.pending_fixes.set(engine.pending_fixes)
         self.data_delayed.set(1 if engine.data_delayed else 0)

@@ -134,3 +134,18 @@ def build_engine(
         board=board,
         stages=stages,
     )
+
+
+def build_engine_warm(
+    load: SiteLoad,
+    unit_to_vehicle: Mapping[str, str],
+    *,
+    params: EngineParams | None = None,
+    schedule: Schedule | None = None,
+) -> Engine:
+    """:func:`build_engine` after the fence query's compiled pass (``geofence.warm_up``): the
+    engine's child process builds its engine with this, so its first round does not compile."""
+    from geofence import warm_up
+
+    warm_up()
+    return build_engine(load, unit_to_vehicle, params=params, schedule=schedule)

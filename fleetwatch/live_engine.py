@@ -13,7 +13,10 @@ asyncio connection does around its protocol object:
   task waits for input or that deadline, whichever comes first.  No polling.
 * **Work** runs in a worker thread (``asyncio.to_thread``) so the event loop keeps serving
   MQTT, websockets and HTTP while a round runs; only this task ever touches the engine, so
-  there is no concurrent access.
+  there is no concurrent access.  With ``FLEETWATCH_ENGINE_PROCESS`` the engine itself lives
+  in a child process (fleetwatch/engine_process.py) and the worker thread only waits for its
+  answer, so a round no longer holds ingest's GIL; the steps, their order and this API are the
+  same, but what is handed to :meth:`LiveEngine.call` must then be picklable.
 * **Output** goes to the publish callbacks (metrics, console hub, store outbox), which must
   not block: each owns its own bounded buffer.
 """
@@ -22,6 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -29,7 +34,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from core.fixes import FixBatch
-from fleetwatch.engine_metrics import EngineMetrics
+from fleetwatch.engine_metrics import EngineCounters, EngineMetrics
+from fleetwatch.engine_process import EngineHost, EngineIsRemote, EngineProcess, LocalEngine
 from schedule.engine import DataDelayed, Engine
 from schedule.events import VisitCompleted, VisitStarted
 from schedule.stop_events import Command
@@ -58,7 +64,7 @@ class LiveEngine:
 
     def __init__(
         self,
-        engine: Engine,
+        engine: Engine | EngineProcess,
         metrics: EngineMetrics,
         *,
         clock_us: Callable[[], int],
@@ -67,7 +73,9 @@ class LiveEngine:
     ) -> None:
         if queue_batches < 1:
             raise ValueError(f"queue_batches must be >= 1, got {queue_batches}")
-        self.engine = engine
+        self._host: EngineHost = (
+            engine if isinstance(engine, EngineProcess) else LocalEngine(engine)
+        )
         self.metrics = metrics
         self._clock_us = clock_us
         self._inbox: asyncio.Queue[FixBatch | _Call] = asyncio.Queue(queue_batches)
@@ -81,17 +89,48 @@ class LiveEngine:
         self.visits_started = 0
         self.visits_completed = 0
 
-    def apply_now(self, fn: Callable[[Engine, int], list[Any]], now_us: int) -> None:
+    @property
+    def engine(self) -> Engine:
+        """The engine object, when it runs in this process (tests, the demo); raises
+        :class:`EngineIsRemote` when it runs in a child: use :meth:`call`/:meth:`apply_now`."""
+        if isinstance(self._host, LocalEngine):
+            return self._host.engine
+        raise EngineIsRemote("the engine runs in a child process: use LiveEngine.call")
+
+    @property
+    def remote(self) -> bool:
+        """Whether the engine runs in a child process."""
+        return self._host.remote
+
+    def counters(self) -> EngineCounters:
+        """The engine's counters after its last step (read live when it is in this process)."""
+        return self._host.counters()
+
+    async def start(self) -> None:
+        """Start the engine's child process, if it has one, and wait until it has built the
+        engine (a few seconds: imports, the fence index); before :meth:`apply_now`."""
+        if isinstance(self._host, EngineProcess):
+            await asyncio.to_thread(self._host.start)
+
+    async def aclose(self) -> None:
+        """Stop (terminate, join; kill if it lingers) the engine's child process, if any."""
+        if isinstance(self._host, EngineProcess):
+            await asyncio.to_thread(self._host.close)
+
+    def apply_now(self, fn: Callable[[Engine, int], Any], now_us: int) -> Any:
         """Before :meth:`run` starts (the service is not taking messages yet): run *fn* on the
         engine synchronously — import the plans, restore from stored fixes — and publish what
-        it emits like any other output; consumers recognise re-derived records by id."""
+        it emits (a list result) like any other output; consumers recognise re-derived records
+        by id.  Returns *fn*'s result (e.g. a parameter the caller needs)."""
         t0 = time.perf_counter()
-        self._emit(fn(self.engine, now_us), time.perf_counter() - t0)
+        result = self._host.execute(fn, now_us)
+        self._emit(result if isinstance(result, list) else [], time.perf_counter() - t0)
+        return result
 
     def lag_s(self) -> float:
         """How long input has been waiting for the engine (0 when it is keeping up): what
         readiness checks.  Not "how old the newest fix is": a silent fleet is not a lag."""
-        if self._inbox.qsize() == 0 and self.engine.pending_fixes == 0:
+        if self._inbox.qsize() == 0 and self._host.counters().pending_fixes == 0:
             self._idle_at = time.monotonic()
             return 0.0
         return max(0.0, time.monotonic() - self._idle_at)
@@ -131,28 +170,43 @@ class LiveEngine:
     async def submit(self, cmd: Command, *, timeout_s: float = 10.0) -> list[Any]:
         """A dispatcher's command; raises ``CommandRefused`` as the engine does.  An accepted
         one is handed to the command hooks (journal) before this returns."""
-        at: list[int] = []
-
-        def run(e: Engine, now: int) -> list[Any]:
-            out = e.command(cmd, now)
-            at.append(now)
-            return out
-
-        result: list[Any] = await self.call(run, timeout_s=timeout_s)
+        done: _Commanded = await self.call(functools.partial(_command, cmd), timeout_s=timeout_s)
         for hook in self._command_hooks:
-            await hook(cmd, at_us=at[0])
-        return result
+            await hook(cmd, at_us=done.at_us)
+        return done.out
 
     async def flush(self, *, timeout_s: float = 60.0) -> list[Any]:
         """Run a round now over everything offered before this call."""
-        result: list[Any] = await self.call(lambda e, now: e.flush(now), timeout_s=timeout_s)
+        result: list[Any] = await self.call(_flush, timeout_s=timeout_s)
         return result
 
     # -- the task ----------------------------------------------------------------------------------
 
     async def run(self) -> None:
+        """The engine task; with a child process, also its watch: the child's death ends the
+        task with :class:`EngineProcessDied` at once, even while no input is coming."""
+        host = self._host
+        if not isinstance(host, EngineProcess):
+            await self._run_loop()
+            return
+        # what the restore built lives all day: out of the child's cyclic collector's passes
+        await asyncio.to_thread(host.execute, _freeze_gc, self._clock_us())
+        loop_task = asyncio.ensure_future(self._run_loop())
+        watch = asyncio.ensure_future(host.wait_died())
+        try:
+            await asyncio.wait({loop_task, watch}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in (loop_task, watch):
+                t.cancel()
+            await asyncio.wait({loop_task, watch})
+        for t in (loop_task, watch):  # the first to fail says why (both: the child died)
+            if not t.cancelled() and t.exception() is not None:
+                t.result()
+
+    async def _run_loop(self) -> None:
+        host = self._host
         while True:
-            deadline = self.engine.next_deadline_us()
+            deadline = host.counters().next_deadline_us
             item: FixBatch | _Call | None
             if deadline is None:
                 item = await self._inbox.get()
@@ -170,7 +224,7 @@ class LiveEngine:
                 continue
             t0 = time.perf_counter()
             if item is None:
-                out = await asyncio.to_thread(self.engine.tick, now)
+                out = await asyncio.to_thread(host.execute, _tick, now)
             else:
                 batches = [item]
                 while len(batches) < 64:  # take what queued meanwhile: one round, not many
@@ -193,19 +247,23 @@ class LiveEngine:
         if not batches:
             return []
         fixes = batches[0] if len(batches) == 1 else FixBatch.concat(batches)
-        result: list[Any] = await asyncio.to_thread(self.engine.feed, fixes, now)
+        result: list[Any] = await asyncio.to_thread(
+            self._host.execute, functools.partial(_feed, fixes), now
+        )
         return result
 
     async def _run_call(self, call: _Call, now: int) -> None:
         t0 = time.perf_counter()
         try:
-            result = await asyncio.to_thread(call.fn, self.engine, now)
+            result = await asyncio.to_thread(self._host.execute, call.fn, now)
         except Exception as exc:  # handed to the caller (CommandRefused, a bug: theirs to see)
             if not call.done.done():
                 call.done.set_exception(exc)
             return
         if isinstance(result, list):
             self._emit(result, time.perf_counter() - t0)
+        elif isinstance(result, _Commanded):
+            self._emit(result.out, time.perf_counter() - t0)
         if not call.done.done():
             call.done.set_result(result)
 
@@ -213,8 +271,9 @@ class LiveEngine:
         m = self.metrics
         if self._inbox.qsize() == 0:
             self._idle_at = time.monotonic()
-        m.observe(self.engine, out, seconds)
-        self.rounds_done = self.engine.stats.rounds
+        counters = self._host.counters()
+        m.observe(counters, out, seconds)
+        self.rounds_done = counters.rounds
         for ev in out:
             if isinstance(ev, DataDelayed):
                 if ev.active:
@@ -222,7 +281,7 @@ class LiveEngine:
                         "the newest fix is more than %.0f s old: data delayed (an outage, or "
                         "a backlog or replayed day catching up); lateness is decided on the "
                         "fixes' own clock, never on the silence",
-                        self.engine.params.data_delayed_after_s,
+                        counters.data_delayed_after_s,
                     )
                 else:
                     log.warning("fixes flow again: data no longer delayed")
@@ -244,3 +303,34 @@ class LiveEngine:
 
 
 OfferHook = Callable[[FixBatch], Awaitable[None]]
+
+
+# -- the steps (module-level: they cross to the engine's process pickled) --------------------------
+
+
+def _tick(engine: Engine, now_us: int) -> list[Any]:
+    return engine.tick(now_us)
+
+
+def _feed(fixes: FixBatch, engine: Engine, now_us: int) -> list[Any]:
+    return engine.feed(fixes, now_us)
+
+
+def _flush(engine: Engine, now_us: int) -> list[Any]:
+    return engine.flush(now_us)
+
+
+@dataclass(frozen=True, slots=True)
+class _Commanded:
+    """A command's records and the engine time it was applied at (for the journal)."""
+
+    out: list[Any]
+    at_us: int
+
+
+def _command(cmd: Command, engine: Engine, now_us: int) -> _Commanded:
+    return _Commanded(engine.command(cmd, now_us), now_us)
+
+
+def _freeze_gc(_engine: Engine, _now_us: int) -> None:
+    gc.freeze()

@@ -34,7 +34,14 @@ from fleetwatch.config import ConfigError, Settings
 from fleetwatch.console import register_console
 from fleetwatch.crm_api import crm_router, open_crm_pool
 from fleetwatch.engine_metrics import EngineMetrics
-from fleetwatch.engine_setup import Schedule, build_engine, load_schedule, load_sites
+from fleetwatch.engine_process import EngineProcess
+from fleetwatch.engine_setup import (
+    Schedule,
+    build_engine,
+    build_engine_warm,
+    load_schedule,
+    load_sites,
+)
 from fleetwatch.health import Health, PostgresProbe, health_limits, reading_from
 from fleetwatch.live_engine import LiveEngine
 from fleetwatch.regions import sites_for_run
@@ -233,6 +240,9 @@ async def run_ingest(
             log.info("no spool (FLEETWATCH_SPOOL_FILE unset): a database outage stops acks")
         stages = build_live_engine(settings, registry, metrics)
         engine = stages.live if stages is not None else None
+        if engine is not None:  # its child process, if it has one: up before the restore
+            await engine.start()
+            stack.push_async_callback(engine.aclose)
         writer = (
             attach_consumers(
                 stages, settings, shell, metrics.registry, tokens, track_source=console_pool
@@ -244,8 +254,8 @@ async def run_ingest(
             stack.push_async_callback(writer.aclose)
         # the decoder's kernel compiles (~4 s cold) in a worker thread, before any message
         await asyncio.to_thread(warm_up_decoder)
-        if engine is not None:  # the fence query's compiled pass, before the first round
-            await asyncio.to_thread(warm_up_fences)
+        if engine is not None and not engine.remote:  # the fence query's compiled pass
+            await asyncio.to_thread(warm_up_fences)  # before the first round
         decoder = Decoder(DecodeOptions())
         await seed_decoder(decoder, store, wall_clock_us())  # before the first message
         source = MqttSource(
@@ -389,6 +399,14 @@ def _set_units(units: dict[str, str], engine: Engine, _now_us: int) -> None:
     engine.set_units(units)
 
 
+def _learn_service_minutes(learned: dict[str, float], engine: Engine, _now_us: int) -> None:
+    engine.learn_service_minutes(learned)
+
+
+def _horizon_s(engine: Engine, _now_us: int) -> float:
+    return engine.detection.horizon_s
+
+
 def vehicles_of(registry: UnitRegistry) -> dict[str, str]:
     return {unit: entry.vehicle_id for unit, entry in registry.items()}
 
@@ -423,12 +441,16 @@ def build_live_engine(
         if settings.plans_dir is not None
         else None
     )
-    engine = build_engine(
-        load,
-        vehicles_of(registry),
-        params=EngineParams(round_interval_s=settings.detect_interval_ms / 1000),
-        schedule=schedule,
-    )
+    params = EngineParams(round_interval_s=settings.detect_interval_ms / 1000)
+    engine: Engine | EngineProcess
+    if settings.engine_process:  # built in the child, off ingest's GIL
+        engine = EngineProcess(
+            functools.partial(
+                build_engine_warm, load, vehicles_of(registry), params=params, schedule=schedule
+            )
+        )
+    else:
+        engine = build_engine(load, vehicles_of(registry), params=params, schedule=schedule)
     live = LiveEngine(engine, em, clock_us=wall_clock_us)
     live.add_publisher(log_alert_records)
     log.info("engine: %d sites from %s (%d problems), a detection round every %g ms",
@@ -535,7 +557,7 @@ async def _rebuild_engine(
             learned = await store.learned_service_minutes()
         except StoreUnavailable:
             learned = {}
-        live.engine.learn_service_minutes(learned)
+        live.apply_now(functools.partial(_learn_service_minutes, learned), wall_clock_us())
         for plan in stages.schedule.inputs.plans.values():
             live.apply_now(functools.partial(_load_plan, plan), wall_clock_us())
         log.info("schedule: %d plans from %s, %d problems (logged), roster of %d",
@@ -543,7 +565,7 @@ async def _rebuild_engine(
                  len(stages.schedule.inputs.problems),
                  len(stages.schedule.roster.dispatchers))  # fmt: skip
     now = wall_clock_us()
-    horizon_us = round(live.engine.detection.horizon_s * 1e6)
+    horizon_us = round(live.apply_now(_horizon_s, now) * 1e6)
     until = now + 300_000_000  # the decoder's bound on fixes ahead of the clock
     try:
         # the window ends where the stored data ends, not at the wall clock: after a long

@@ -182,6 +182,10 @@ class CommandRefused(ValueError):
         super().__init__(message)
         self.code = code
 
+    def __reduce__(self) -> tuple[type[CommandRefused], tuple[str, str]]:
+        """Picklable with its code: a refusal crosses from the engine's process to the caller's."""
+        return (type(self), (self.code, str(self)))
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class VehiclePosition:
