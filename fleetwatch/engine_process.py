@@ -34,6 +34,8 @@ import signal
 import threading
 import traceback
 from collections.abc import Callable
+from multiprocessing.reduction import ForkingPickler
+from types import MappingProxyType
 from typing import Any, Literal, Protocol
 
 from fleetwatch.engine_metrics import EngineCounters
@@ -47,6 +49,18 @@ EngineFactory = Callable[[], Engine]
 
 #: how long a stopping child may take before it is killed
 STOP_TIMEOUT_S = 5.0
+
+
+def _mappingproxy(d: dict[Any, Any]) -> MappingProxyType[Any, Any]:
+    return MappingProxyType(d)
+
+
+def _reduce_mappingproxy(m: MappingProxyType[Any, Any]) -> tuple[Any, tuple[dict[Any, Any]]]:
+    return (_mappingproxy, (dict(m),))
+
+
+# sites keep their attributes read-only (geofence.sites): a copy crosses, read-only again
+ForkingPickler.register(MappingProxyType, _reduce_mappingproxy)
 
 
 class EngineProcessDied(RuntimeError):

@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import functools
 import logging
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -363,10 +365,16 @@ def test_sites_file_and_interval_settings(tmp_path: Path) -> None:
 # -- the live service -------------------------------------------------------------------------
 
 
+def _finish_at(end_us: int, engine: Engine, _now_us: int) -> list[Any]:
+    """``finish`` as a picklable call (the engine may be in a child process)."""
+    return engine.finish(end_us)
+
+
 @pytest.mark.integration
 @pytest.mark.anyio
+@pytest.mark.parametrize("engine_process", [False, True], ids=["thread", "process"])
 async def test_live_service_finds_the_visits_replay_finds(
-    mqtt_broker: Broker, pg_dsn: str, tmp_path: Path
+    mqtt_broker: Broker, pg_dsn: str, tmp_path: Path, engine_process: bool
 ) -> None:
     """A small simulated day published in receive order through a real broker into the real
     service.  Rounds only on request (interval of an hour), so after everything is acked one
@@ -376,7 +384,8 @@ async def test_live_service_finds_the_visits_replay_finds(
     visit completed live must be one of replay's.  Then the end of data (a round long after the last
     fix, as replay's ``finish()``) must give *exactly* replay's completed visits, arrival and
     departure to the microsecond.  The fixes are the same (same decoder, all units registered,
-    no corrupted sentences), so any difference is a fix lost or altered on the way."""
+    no corrupted sentences), so any difference is a fix lost or altered on the way.  The same
+    with the engine in a child process (``FLEETWATCH_ENGINE_PROCESS``)."""
     scenario = tmp_path / "scenario"
     write_scenario(small_params(dt.datetime.now(dt.UTC).date() - dt.timedelta(days=2)), scenario)
     items = [(f"fleet/{unit}/nmea", payload) for _, unit, payload in merged_payloads(scenario)]
@@ -386,18 +395,20 @@ async def test_live_service_finds_the_visits_replay_finds(
         scenario / "units.csv",
         sites_file=scenario / "sites.geojson",
         detect_interval_ms=3_600_000.0,
+        engine_process=engine_process,
     )
     async with running(settings) as h:
         live_engine = h.engine
         assert live_engine is not None
+        assert live_engine.remote == engine_process
         await publish(mqtt_broker, items)
         await eventually(lambda: h.service.statistics().messages_acked >= len(items))
         stats = h.service.statistics()
         await live_engine.flush()
-        assert live_engine.engine.pending_fixes == 0
-        newest = live_engine.engine.newest_fix_us
+        assert live_engine.counters().pending_fixes == 0
+        newest = live_engine.counters().newest_fix_us
         assert newest is not None
-        end = await live_engine.call(lambda e, _now: e.finish(newest + 86_400 * US_PER_S))
+        end = await live_engine.call(functools.partial(_finish_at, newest + 86_400 * US_PER_S))
     replay = replay_scenario(scenario, DetectionParams())
     expected = completed_visits(replay.events)
     # the same fixes reached detection: all accepted, committed and handed on, none dropped
@@ -417,8 +428,9 @@ async def test_live_service_finds_the_visits_replay_finds(
 
 @pytest.mark.integration
 @pytest.mark.anyio
+@pytest.mark.parametrize("engine_process", [False, True], ids=["thread", "process"])
 async def test_live_service_with_plans_ends_in_replays_stop_states_and_exceptions(
-    mqtt_broker: Broker, pg_dsn: str, tmp_path: Path
+    mqtt_broker: Broker, pg_dsn: str, tmp_path: Path, engine_process: bool
 ) -> None:
     """``fleetwatch run`` with FLEETWATCH_PLANS_DIR: the schedule board and the alert desk run
     live; after the day is published through a real broker and the end of data is signalled,
@@ -438,10 +450,12 @@ async def test_live_service_with_plans_ends_in_replays_stop_states_and_exception
         sites_file=scenario / "sites.geojson",
         plans_dir=scenario,
         detect_interval_ms=3_600_000.0,
+        engine_process=engine_process,
     )
     async with running(settings) as h:
         live_engine = h.engine
         assert live_engine is not None
+        assert live_engine.remote == engine_process
         imported = [e for e in live_engine.recent if isinstance(e, StopChanged)]
         assert imported  # the plan was imported at start: every stop pending
         await publish(mqtt_broker, items)
@@ -449,7 +463,7 @@ async def test_live_service_with_plans_ends_in_replays_stop_states_and_exception
         await live_engine.flush()
         end = replay_scenario(scenario, DetectionParams()).output
         day_end = max(e.window_end_us for e in end if isinstance(e, StopChanged))
-        await live_engine.call(lambda e, _now: e.finish(day_end + 3 * 3600 * US_PER_S))
+        await live_engine.call(functools.partial(_finish_at, day_end + 3 * 3600 * US_PER_S))
         live = list(live_engine.recent)
 
     def final_states(out: list[object]) -> dict[str, tuple[object, ...]]:

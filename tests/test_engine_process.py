@@ -29,7 +29,9 @@ from fleetwatch.live_engine import LiveEngine
 from schedule.engine import Engine, EngineParams
 from schedule.stop_events import CancelStop, CommandRefused
 from simulators.scenario import write_scenario
+from tests.support.broker import Broker
 from tests.test_engine_live import decode_scenario, small_params, vehicles
+from tests.test_ingest_service_integration import running, settings_for
 
 log = logging.getLogger(__name__)
 
@@ -193,3 +195,38 @@ async def test_a_factory_that_fails_fails_the_start(tmp_path: Path) -> None:
             await live.start()
     finally:
         await live.aclose()
+
+
+@pytest.mark.integration
+@pytest.mark.anyio
+async def test_the_service_fails_loudly_when_its_engine_process_dies(
+    mqtt_broker: Broker, pg_dsn: str, scenario: Path
+) -> None:
+    """``fleetwatch run`` with FLEETWATCH_ENGINE_PROCESS: a SIGKILL of the engine's child ends
+    the service with :class:`EngineProcessDied` (the task group reports it) instead of a
+    service that acks fixes nobody matches."""
+    settings = settings_for(
+        mqtt_broker, pg_dsn, scenario / "units.csv", sites_file=scenario / "sites.geojson",
+        engine_process=True,
+    )  # fmt: skip
+    died: list[BaseException] = []
+    try:
+        async with asyncio.timeout(60), running(settings) as h:
+            assert h.engine is not None
+            host = h.engine._host
+            assert isinstance(host, EngineProcess)
+            pid = host.pid
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+            await asyncio.Event().wait()  # cancelled when the service's task group fails
+    except* EngineProcessDied as group:
+        died.extend(leaves(group))
+    assert len(died) == 1
+    assert "exit code -9" in str(died[0])
+
+
+def leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
