@@ -215,6 +215,10 @@ class FwRun:
     engine_step_p99_s: float | None
     engine_events: dict[str, int]
     engine_lag_s_at_end: float
+    #: with --engine-process: the child processes' (engine + multiprocessing's resource
+    #: tracker) CPU over the same span (included in cpu_s) and the engine child's peak RSS
+    children_cpu_s: float = 0.0
+    engine_child_peak_rss_mb: float = math.nan
 
 
 def _vmhwm_mb(pid: int) -> float:
@@ -222,6 +226,27 @@ def _vmhwm_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def _children(pid: int) -> list[int]:
+    """The direct children of *pid* (fleetwatch's engine process and resource tracker)."""
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            out.extend(int(c) for c in (task / "children").read_text().split())
+        except OSError:
+            continue
+    return out
+
+
+def _children_cpu_s(pid: int) -> float:
+    total = 0.0
+    for c in _children(pid):
+        try:
+            total += _cpu_s(c)
+        except OSError:
+            continue
+    return total
 
 
 def _cpu_s(pid: int) -> float:
@@ -262,6 +287,8 @@ def run_fleetwatch(
         env["FLEETWATCH_SITES_FILE"] = str(files["sites"])
     if args.detect_interval_ms is not None:  # a diagnosis: the headline runs at the default
         env["FLEETWATCH_DETECT_INTERVAL_MS"] = str(args.detect_interval_ms)
+    if args.engine_process:
+        env["FLEETWATCH_ENGINE_PROCESS"] = "true"
     cmd = [sys.executable, "-m", "fleetwatch", "run"]
     if args.profile and repeat == 0:  # pyinstrument samples the main thread (the event loop)
         renderer = "html" if args.profile.suffix == ".html" else "text"
@@ -283,13 +310,15 @@ def run_fleetwatch(
         watch = EngineWatch(url)
         sampler = threading.Thread(target=watch.run, name="engine-watch", daemon=True)
         sampler.start()
-        cpu0 = _cpu_s(proc.pid)
+        cpu0, kids0 = _cpu_s(proc.pid), _children_cpu_s(proc.pid)
         _sent, acked, t0, t1 = flood(host, port, shape, args.rate, args.duration, args.publishers)
         stored = wait_stored(dsn, "fixes", acked, patience_s=args.patience)
         watch.stop()
         sampler.join(timeout=5)
         m1 = read_metrics(url)
-        rss, cpu = _vmhwm_mb(proc.pid), _cpu_s(proc.pid) - cpu0
+        kids_cpu = _children_cpu_s(proc.pid) - kids0
+        rss, cpu = _vmhwm_mb(proc.pid), _cpu_s(proc.pid) - cpu0 + kids_cpu
+        child_rss = max((_vmhwm_mb(c) for c in _children(proc.pid)), default=math.nan)
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -322,6 +351,8 @@ def run_fleetwatch(
         engine_step_p99_s=q["p99"],
         engine_events=events,
         engine_lag_s_at_end=m1.get("fleetwatch_engine_lag_seconds", math.nan),
+        children_cpu_s=kids_cpu,
+        engine_child_peak_rss_mb=child_rss,
     )
 
 
@@ -641,6 +672,10 @@ def main() -> int:
         "--detect-interval-ms", type=float, default=None,
         help="the engine's round interval (default: fleetwatch's own default, 1000 ms)",
     )  # fmt: skip
+    ap.add_argument(
+        "--engine-process", action="store_true",
+        help="run fleetwatch's engine in a child process (FLEETWATCH_ENGINE_PROCESS=true)",
+    )  # fmt: skip
     ap.add_argument("--skip", default="", help="comma list of: sub,careful,naive")
     ap.add_argument(
         "--engine-offline", action="store_true",
@@ -705,6 +740,7 @@ def main() -> int:
         "target_rate": args.rate,
         "units": args.units,
         "sites": 0 if args.no_detection else args.sites,
+        "engine_process": args.engine_process,
         "repeats": args.repeats,
         "fleetwatch_fixes_s_runs": [round(x.stored.rate_fixes_s) for x in runs],
         "fleetwatch_fixes_s_median": fw,
