@@ -219,6 +219,8 @@ class FwRun:
     #: tracker) CPU over the same span (included in cpu_s) and the engine child's peak RSS
     children_cpu_s: float = 0.0
     engine_child_peak_rss_mb: float = math.nan
+    #: fixes refused by the decoder during the run, by reason (stored < published = these)
+    rejects: dict[str, int] = field(default_factory=dict)
 
 
 def _vmhwm_mb(pid: int) -> float:
@@ -352,6 +354,11 @@ def run_fleetwatch(
         engine_events=events,
         engine_lag_s_at_end=m1.get("fleetwatch_engine_lag_seconds", math.nan),
         children_cpu_s=kids_cpu,
+        rejects={
+            k.split('reason="', 1)[1].split('"', 1)[0]: int(delta(k))
+            for k in m1
+            if k.startswith("fleetwatch_ingest_rejects_total{") and delta(k) > 0
+        },
         engine_child_peak_rss_mb=child_rss,
     )
 
