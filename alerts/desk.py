@@ -27,13 +27,24 @@ stop ``pending``/``visited``/``cancelled``  CLEAR (RETRACT when the event is a r
 
 A change in ETA or in the wording of the reason alone is not a new version (it would make one
 per tick per stop); the console has RouteProgress for that.
+
+Restart (docs/alerts.md, "Restart").  :meth:`AlertDesk.restore` rebuilds every thread and the
+exception ledger from the latest stored version of each record (``escalates_at`` carries the
+armed timer); until :meth:`AlertDesk.finish_restore` the desk is *restoring*: the schedule
+records the restarted engine re-derives are de-duplicated as usual but not applied — only the
+last one per subject is kept — and timers wait.  ``finish_restore`` then applies those last
+records against the restored threads with the live rules, so a re-derived fact equal to the
+stored one makes no version, and a different one makes the version an uninterrupted desk would
+have made.  Why not apply them as they come: the re-run starts the day again (plans pending,
+then at risk, late ...), and applying that history to a thread that is already "missed,
+acknowledged" would downgrade it, clear the acknowledgement and announce it all again.
 """
 
 from __future__ import annotations
 
 import unicodedata
 from collections import Counter, OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from alerts import escalation
@@ -85,6 +96,30 @@ CONDITION_SEVERITY: dict[str, Severity] = {
     "gps_silent": "major",
     "not_left_depot": "major",
 }
+
+
+def _ms(value: FactValue) -> FactValue:
+    """A µs time cut to the millisecond the stored JSON keeps, so that a restored thread's
+    material compares equal to the re-derived one."""
+    return value - value % 1000 if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def material_of(kind: str, facts: tuple[tuple[str, FactValue], ...]) -> tuple[object, ...]:
+    """What makes an alarming fact *new* for a thread (beyond its severity): the kind, and for a
+    stop its vehicle and window, for a vehicle condition its start.  An ETA or a reason's
+    wording is not material.  Derived from the facts alone, so a restored thread has it."""
+    f = dict(facts)
+    if kind in ("at_risk", "late", "missed"):
+        return (kind, f.get("vehicle_id"), _ms(f.get("window_start_us")),
+                _ms(f.get("window_end_us")))  # fmt: skip
+    if kind == "unplanned_due":
+        return (kind, _ms(f.get("window_start_us")), _ms(f.get("window_end_us")))
+    return (kind, _ms(f.get("since_us")))
+
+
+class RestoreError(RuntimeError):
+    """:meth:`AlertDesk.restore` on a desk that already holds threads (a bug of the wiring:
+    restore comes first, before plans, fixes and commands)."""
 
 
 def _date_of_alert(alert_id: str) -> str:
@@ -190,6 +225,12 @@ class AlertDesk:
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._now_us = 0
         self.counts: Counter[str] = Counter()
+        # restoring (between restore and finish_restore): the last re-derived record per
+        # (channel, key), in the order of their last arrival; stored comments not yet matched
+        # by a re-applied journaled comment
+        self._restoring = False
+        self._deferred: dict[tuple[str, str], ScheduleEvent] = {}
+        self._unmatched_comments: dict[str, Counter[tuple[str, str]]] = {}
 
     # -- public API ------------------------------------------------------------------------
 
@@ -206,7 +247,9 @@ class AlertDesk:
             if not self._first_time(ev):
                 continue
             self.counts["events"] += 1
-            if isinstance(ev, StopChanged):
+            if self._restoring:
+                self._defer(ev)
+            elif isinstance(ev, StopChanged):
                 out += self._ledger.on_stop(ev, now)
                 out += self._on_stop(ev, now)
             elif isinstance(ev, UnplannedDue):
@@ -219,6 +262,8 @@ class AlertDesk:
 
     def tick(self, now_us: int) -> list[AlertRecord]:
         now = self._clock(now_us)
+        if self._restoring:  # timers fire after finish_restore, against the final threads
+            return []
         out: list[AlertRecord] = []
         for alert_id in self._deadlines.pop_due(now):
             th = self._threads[alert_id]
@@ -250,6 +295,171 @@ class AlertDesk:
             raise
         self._clock(now_us)
         return out
+
+    # -- restart ---------------------------------------------------------------------------
+
+    @property
+    def restoring(self) -> bool:
+        return self._restoring
+
+    def restore(self, stored: Iterable[AlertRecord]) -> None:
+        """Rebuild the desk from stored records (``store.outbox.load_alert_records``): for each
+        id the highest version given wins.  Threads come back with their id, version, status,
+        kind and facts, assignee, escalation level and hops, acknowledgement, comments and
+        opening time; open ones count in their assignee's load and re-arm their timer at the
+        stored ``escalates_at`` (a deadline passed while the service was down fires at the
+        first tick after :meth:`finish_restore`, once).  The ledger gets its exceptions back.
+
+        The desk is then *restoring* until :meth:`finish_restore`: feed it what the engine
+        re-derives (plans, stored detection events and fixes, journaled commands) in between.
+        Raises :class:`RestoreError` unless the desk is still empty."""
+        if self._threads or self._ledger.current() or self._seen:
+            raise RestoreError("AlertDesk.restore: the desk already holds threads or records")
+        alerts: dict[str, AlertVersion] = {}
+        exceptions: dict[str, ExceptionVersion] = {}
+        for rec in stored:
+            if isinstance(rec, AlertVersion):
+                a = alerts.get(rec.id)
+                if a is None or rec.version > a.version:
+                    alerts[rec.id] = rec
+            else:
+                x = exceptions.get(rec.id)
+                if x is None or rec.version > x.version:
+                    exceptions[rec.id] = rec
+        comments: dict[str, tuple[Comment, ...]] = {}
+        for v in sorted(alerts.values(), key=lambda r: (r.at_us, r.id)):
+            th = self._thread_of(v)
+            self._threads[th.id] = th
+            if th.status is ThreadStatus.OPEN:
+                self._loads[th.assignee] += 1
+                if v.escalates_at_us is not None:
+                    self._deadlines.set_at(th.id, v.escalates_at_us)
+            elif th.status not in ACTIVE:
+                self._finished[th.id] = None
+            if th.stop_id is not None and th.comments:
+                comments[th.stop_id] = tuple(th.comments)
+            if th.comments:
+                self._unmatched_comments[th.id] = Counter((c.by, c.text) for c in th.comments)
+            self._seen_at(th.subject, v.at_us)
+            self._clock(v.at_us)
+        while len(self._finished) > self.params.recent_resolved:
+            self._finished.popitem(last=False)
+        self._ledger.restore(exceptions.values(), comments)
+        for x in exceptions.values():
+            stop_id = x.id.rsplit("/", 1)[0]
+            self._seen_at("unplanned/" + stop_id if x.kind == "unplanned" else stop_id, x.at_us)
+            self._clock(x.at_us)
+        self._restoring = True
+        self.counts["restored_threads"] += len(alerts)
+        self.counts["restored_exceptions"] += len(exceptions)
+
+    def active_conditions(self) -> list[VehicleCondition]:
+        """The vehicle conditions whose threads are active, as the schedule board raised them
+        (kind, since, detail): after :meth:`restore`, what a restarted board takes back
+        (``ScheduleBoard.restore_conditions``) so that it does not raise them again with a new
+        ``since`` — a condition's clock is the board's, and only the store remembers it."""
+        out: list[VehicleCondition] = []
+        for th in self._threads.values():
+            if th.stop_id is not None or th.status not in ACTIVE or th.last is None:
+                continue
+            f = dict(th.facts)
+            since, minutes, date = f.get("since_us"), f.get("minutes"), f.get("service_date")
+            if th.vehicle_id is None or not isinstance(since, int) or not isinstance(date, str):
+                continue
+            out.append(
+                VehicleCondition(
+                    vehicle_id=th.vehicle_id,
+                    service_date=date,
+                    kind=th.kind,  # type: ignore[arg-type]
+                    active=True,
+                    since_us=since,
+                    at_us=th.last.at_us,
+                    minutes=float(minutes) if isinstance(minutes, int | float) else 0.0,
+                    detail=str(f.get("detail") or ""),
+                    cause="tick",
+                    detected_late=th.detected_late,
+                )
+            )
+        return out
+
+    def finish_restore(self, now_us: int) -> list[AlertRecord]:
+        """End the restore: apply, with the live rules, the last re-derived record of each
+        subject to the restored threads and exceptions, and return the versions that makes
+        (none where the re-derived state equals the stored one).  From here the desk behaves
+        as if it had never stopped.  A no-op when not restoring."""
+        if not self._restoring:
+            return []
+        now = self._clock(now_us)
+        self._restoring = False
+        out: list[AlertRecord] = []
+        for (channel, _), ev in self._deferred.items():
+            if channel == "ledger":
+                assert isinstance(ev, StopChanged)
+                out += self._ledger.on_stop(ev, now)
+            elif channel == "unplanned":
+                assert isinstance(ev, UnplannedVisit)
+                out += self._ledger.on_unplanned(ev, now)
+            elif isinstance(ev, StopChanged):
+                out += self._on_stop(ev, now)
+            elif isinstance(ev, UnplannedDue):
+                out += self._on_unplanned_due(ev, now)
+            elif isinstance(ev, VehicleCondition):
+                out += self._on_condition(ev, now)
+        self._deferred.clear()
+        self._unmatched_comments.clear()
+        self.counts["restore_changes"] += len(out)
+        return out
+
+    def _seen_at(self, subject: str, at_us: int) -> None:
+        """The stored state of *subject* stands as of *at_us*: a re-derived record older than
+        that is stale (the desk's idempotence rule), e.g. the "pending" a re-imported plan
+        says about a stop the stored thread already has at risk."""
+        last_at, _ = self._seen.get(subject, (at_us, set()))
+        self._seen[subject] = (max(last_at, at_us), set())
+
+    def _defer(self, ev: ScheduleEvent) -> None:
+        keys: list[tuple[str, str]]
+        if isinstance(ev, StopChanged):
+            keys = [("ledger", ev.stop_id), ("thread", stable_stop_alert_id(ev.stop_id))]
+        elif isinstance(ev, UnplannedDue):
+            keys = [("thread", stable_stop_alert_id(stop_id_of(ev.service_date, ev.site_id)))]
+        elif isinstance(ev, VehicleCondition):
+            keys = [("thread", stable_vehicle_alert_id(ev.service_date, ev.vehicle_id, ev.kind))]
+        else:
+            assert isinstance(ev, UnplannedVisit)
+            self._ledger.note_unplanned(ev)
+            keys = [("unplanned", stop_id_of(ev.service_date, ev.site_id))]
+        for key in keys:
+            self._deferred.pop(key, None)
+            self._deferred[key] = ev
+        self.counts["restore_deferred"] += 1
+
+    @staticmethod
+    def _thread_of(v: AlertVersion) -> _Thread:
+        stop_id = v.id.removeprefix("stop/") if v.subject == "stop" else None
+        vehicle = dict(v.facts).get("vehicle_id")
+        return _Thread(
+            id=v.id,
+            subject=stop_id if stop_id is not None else v.id,
+            stop_id=stop_id,
+            kind=v.kind,
+            severity=v.severity,
+            status=ThreadStatus(v.status),
+            summary=v.summary,
+            facts=v.facts,
+            material=material_of(v.kind, v.facts),
+            vehicle_id=vehicle if isinstance(vehicle, str) else None,
+            assignee=v.assignee,
+            level=v.escalation_level,
+            hops=list(v.hops),
+            ack_by=v.acknowledged_by,
+            ack_at_us=v.acknowledged_at_us,
+            comments=list(v.comments),
+            detected_late=v.detected_late,
+            opened_at_us=v.opened_at_us,
+            version=v.version,
+            last=v,
+        )
 
     def snapshot(self) -> DeskSnapshot:
         active = [
@@ -358,7 +568,7 @@ class AlertDesk:
             severity=severity,
             summary=f"{ev.site_id} ({ev.vehicle_id or 'no vehicle'}) {what}: {ev.reason}",
             facts=facts,
-            material=(kind, ev.vehicle_id, ev.window_start_us, ev.window_end_us),
+            material=material_of(kind, facts),
             vehicle_id=ev.vehicle_id,
             detected_late=ev.detected_late,
             by=by,
@@ -375,6 +585,14 @@ class AlertDesk:
             return self._finish(
                 th, ThreadInput.CLEAR, "resolved", "engine:import", now, "now on a route"
             )
+        due_facts: tuple[tuple[str, FactValue], ...] = (
+            ("stop_id", stop_id),
+            ("site_id", ev.site_id),
+            ("client_id", ev.client_id),
+            ("service_date", ev.service_date),
+            ("window_start_us", ev.window_start_us),
+            ("window_end_us", ev.window_end_us),
+        )
         fact = _Fact(
             kind="unplanned_due",
             severity="critical",
@@ -382,15 +600,8 @@ class AlertDesk:
                 f"{ev.site_id} is due today ({iso_utc(ev.window_start_us)}–"
                 f"{iso_utc(ev.window_end_us)}) but on no route: it will be missed"
             ),
-            facts=(
-                ("stop_id", stop_id),
-                ("site_id", ev.site_id),
-                ("client_id", ev.client_id),
-                ("service_date", ev.service_date),
-                ("window_start_us", ev.window_start_us),
-                ("window_end_us", ev.window_end_us),
-            ),
-            material=("unplanned_due", ev.window_start_us, ev.window_end_us),
+            facts=due_facts,
+            material=material_of("unplanned_due", due_facts),
             vehicle_id=None,
             detected_late=False,
             by="engine:import",
@@ -409,19 +620,20 @@ class AlertDesk:
         if severity is None:  # a condition this desk does not know: counted, not a crash
             self.counts["unknown_condition_kinds"] += 1
             severity = "warning"
+        cond_facts: tuple[tuple[str, FactValue], ...] = (
+            ("vehicle_id", ev.vehicle_id),
+            ("service_date", ev.service_date),
+            ("condition", ev.kind),
+            ("since_us", ev.since_us),
+            ("minutes", ev.minutes),
+            ("detail", ev.detail),
+        )
         fact = _Fact(
             kind=ev.kind,
             severity=severity,
             summary=f"{ev.vehicle_id} {ev.kind.replace('_', ' ')}: {ev.detail}",
-            facts=(
-                ("vehicle_id", ev.vehicle_id),
-                ("service_date", ev.service_date),
-                ("condition", ev.kind),
-                ("since_us", ev.since_us),
-                ("minutes", ev.minutes),
-                ("detail", ev.detail),
-            ),
-            material=(ev.kind, ev.since_us),
+            facts=cond_facts,
+            material=material_of(ev.kind, cond_facts),
             vehicle_id=ev.vehicle_id,
             detected_late=ev.detected_late,
             by=by,
@@ -553,6 +765,7 @@ class AlertDesk:
             change=change,
             by=by,
             at_us=now,
+            escalates_at_us=self._deadlines.deadline_of(th.id),
         )
         th.last = rec
         return rec
@@ -576,7 +789,18 @@ class AlertDesk:
             )
         if isinstance(cmd, Acknowledge):
             return self._acknowledge(th, cmd, now)
+        if self._restoring and self._matches_stored_comment(th, cmd):
+            return []  # a journaled comment re-applied: the restored thread holds it already
         return self._comment(th, cmd, now)
+
+    def _matches_stored_comment(self, th: _Thread, cmd: AddComment) -> bool:
+        unmatched = self._unmatched_comments.get(th.id)
+        text = cmd.text.strip() if isinstance(cmd.text, str) else ""
+        if unmatched is None or unmatched[(cmd.by, text)] <= 0:
+            return False
+        unmatched[(cmd.by, text)] -= 1
+        self.counts["restore_comments_matched"] += 1
+        return True
 
     def _acknowledge(self, th: _Thread, cmd: Acknowledge, now: int) -> list[AlertRecord]:
         if th.status not in ACTIVE:

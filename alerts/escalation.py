@@ -89,11 +89,13 @@ class DeadlineQueue:
     """Deadlines per key with O(log n) set/cancel and lazy deletion.
 
     ``set_at(key, t)`` replaces the key's deadline; ``cancel(key)`` drops it; ``pop_due(now)``
-    returns the keys whose deadline is ``<= now`` in deadline order and forgets them.
+    returns the keys whose deadline is ``<= now`` in deadline order and forgets them.  Equal
+    deadlines come out in key order (not in the order they were set), so a desk rebuilt after
+    a restart, which sets its timers in another order, fires them in the same order.
     """
 
     def __init__(self) -> None:
-        self._heap: list[tuple[int, int, str]] = []
+        self._heap: list[tuple[int, str, int]] = []
         self._live: dict[str, tuple[int, int]] = {}  # key -> (deadline, sequence)
         self._seq = 0
 
@@ -103,9 +105,9 @@ class DeadlineQueue:
     def set_at(self, key: str, deadline_us: int) -> None:
         self._seq += 1
         self._live[key] = (deadline_us, self._seq)
-        heapq.heappush(self._heap, (deadline_us, self._seq, key))
+        heapq.heappush(self._heap, (deadline_us, key, self._seq))
         if len(self._heap) > 2 * len(self._live) + 64:
-            self._heap = [(t, s, k) for k, (t, s) in self._live.items()]
+            self._heap = [(t, k, s) for k, (t, s) in self._live.items()]
             heapq.heapify(self._heap)
 
     def cancel(self, key: str) -> None:
@@ -117,7 +119,7 @@ class DeadlineQueue:
 
     def _drop_stale_top(self) -> None:
         heap = self._heap
-        while heap and self._live.get(heap[0][2]) != (heap[0][0], heap[0][1]):
+        while heap and self._live.get(heap[0][1]) != (heap[0][0], heap[0][2]):
             heapq.heappop(heap)
 
     def next_deadline(self) -> int | None:
@@ -130,6 +132,6 @@ class DeadlineQueue:
             self._drop_stale_top()
             if not self._heap or self._heap[0][0] > now_us:
                 return due
-            _, _, key = heapq.heappop(self._heap)
+            _, key, _ = heapq.heappop(self._heap)
             del self._live[key]
             due.append(key)

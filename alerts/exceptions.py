@@ -19,6 +19,7 @@ stop whose alert a dispatcher acknowledged; ``retracted`` when later data proved
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from alerts.records import Comment, ExceptionKind, ExceptionStatus, ExceptionVersion
@@ -67,6 +68,30 @@ class ExceptionLedger:
         self._comments: dict[str, tuple[Comment, ...]] = {}  # stop id -> comments
         self._cancel_notes: dict[str, Comment] = {}  # stop id -> the cancel reason
         self._unplanned: dict[str, dict[str, UnplannedVisit]] = {}  # stop id -> live visits
+
+    def restore(
+        self, current: Iterable[ExceptionVersion], comments: Mapping[str, tuple[Comment, ...]]
+    ) -> None:
+        """Start from stored exceptions (the latest version of each) and the dispatchers'
+        comments per stop id (the stop's alert thread holds them all).  The cancel note is the
+        cancelled exception's first comment; the live unplanned visits behind an ``unplanned``
+        exception are not stored and come back from the re-derived ``UnplannedVisit`` records
+        (:meth:`note_unplanned`)."""
+        for rec in current:
+            self._current[rec.id] = rec
+            stop_id = rec.id.rsplit("/", 1)[0]
+            if rec.kind == "cancelled" and rec.comments and rec.comments[0].by == "cancel":
+                self._cancel_notes[stop_id] = rec.comments[0]
+        self._comments.update(comments)
+
+    def note_unplanned(self, ev: UnplannedVisit) -> None:
+        """Take a re-derived unplanned visit into account without deciding anything yet (a
+        restoring desk: :meth:`on_unplanned` with the last one decides)."""
+        visits = self._unplanned.setdefault(stop_id_of(ev.service_date, ev.site_id), {})
+        if ev.retracted:
+            visits.pop(ev.visit_id, None)
+        else:
+            visits[ev.visit_id] = ev
 
     def get(self, exception_id_: str) -> ExceptionVersion | None:
         return self._current.get(exception_id_)

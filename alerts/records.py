@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from core.fixes import iso_utc
+from core.fixes import iso_utc, us_from_iso
 
 AlertStatus = Literal["open", "acknowledged", "resolved", "retracted"]
 Severity = Literal["info", "warning", "major", "critical"]
@@ -66,6 +66,11 @@ def _finite(x: FactValue) -> FactValue:
     return x
 
 
+#: Fact keys that hold a µs time (``*_us`` in memory, ISO under the key without the suffix in
+#: JSON): what :func:`facts_from_json` turns back into integers.
+TIME_FACTS = frozenset({"window_start", "window_end", "planned_arrival", "eta", "since"})
+
+
 def facts_json(facts: tuple[tuple[str, FactValue], ...]) -> dict[str, FactValue]:
     out: dict[str, FactValue] = {}
     for key, value in facts:
@@ -74,6 +79,21 @@ def facts_json(facts: tuple[tuple[str, FactValue], ...]) -> dict[str, FactValue]
         else:
             out[key] = _finite(value)
     return out
+
+
+def facts_from_json(d: dict[str, Any]) -> tuple[tuple[str, FactValue], ...]:
+    """The inverse of :func:`facts_json` for the desk's facts (a restart reads them back)."""
+    out: list[tuple[str, FactValue]] = []
+    for key, value in d.items():
+        if key in TIME_FACTS and (value is None or isinstance(value, str)):
+            out.append((key + "_us", None if value is None else us_from_iso(value)))
+        else:
+            out.append((key, value))
+    return tuple(out)
+
+
+def _us_or_none(text: str | None) -> int | None:
+    return None if text is None else us_from_iso(text)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,6 +106,10 @@ class Comment:
 
     def to_json_dict(self) -> dict[str, Any]:
         return {"by": self.by, "at": iso_utc(self.at_us), "text": self.text}
+
+    @classmethod
+    def from_json_dict(cls, d: dict[str, Any]) -> Comment:
+        return cls(by=str(d["by"]), at_us=us_from_iso(d["at"]), text=str(d["text"]))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -106,6 +130,16 @@ class Hop:
             "at": iso_utc(self.at_us),
             "reason": self.reason,
         }
+
+    @classmethod
+    def from_json_dict(cls, d: dict[str, Any]) -> Hop:
+        return cls(
+            level=int(d["level"]),
+            to=str(d["to"]),
+            from_=d.get("from"),
+            at_us=us_from_iso(d["at"]),
+            reason=str(d["reason"]),
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -131,6 +165,10 @@ class AlertVersion:
     change: Change
     by: str  # "engine:<cause>", "escalation" or a dispatcher id
     at_us: int
+    #: the armed escalation deadline after this version (None: no timer — acknowledged,
+    #: finished, at the head, or a late correction that is not escalated).  Part of the stored
+    #: content, so a restarted desk re-arms the timer where it was (docs/alerts.md, Restart).
+    escalates_at_us: int | None = None
 
     @property
     def active(self) -> bool:
@@ -158,7 +196,37 @@ class AlertVersion:
             "change": self.change,
             "by": self.by,
             "at": iso_utc(self.at_us),
+            "escalates_at": _time_or_none(self.escalates_at_us),
         }
+
+    @classmethod
+    def from_json_dict(cls, d: dict[str, Any]) -> AlertVersion:
+        """The inverse of :meth:`to_json_dict`, also for a stored body (``record_versions``),
+        whose ``engine_version`` is the desk's own number (``version`` there is the store's).
+        Times come back at the JSON's millisecond precision.  Raises ``KeyError`` /
+        ``ValueError`` on a body that is not an alert version."""
+        return cls(
+            id=str(d["id"]),
+            version=int(d.get("engine_version", d["version"])),
+            subject=d["subject"],
+            kind=d["kind"],
+            severity=d["severity"],
+            status=d["status"],
+            summary=str(d["summary"]),
+            facts=facts_from_json(d["facts"]),
+            assignee=str(d["assignee"]),
+            escalation_level=int(d["escalation_level"]),
+            hops=tuple(Hop.from_json_dict(h) for h in d["hops"]),
+            acknowledged_by=d.get("acknowledged_by"),
+            acknowledged_at_us=_us_or_none(d.get("acknowledged_at")),
+            comments=tuple(Comment.from_json_dict(c) for c in d["comments"]),
+            detected_late=bool(d["detected_late"]),
+            opened_at_us=us_from_iso(d["opened_at"]),
+            change=d["change"],
+            by=str(d["by"]),
+            at_us=us_from_iso(d["at"]),
+            escalates_at_us=_us_or_none(d.get("escalates_at")),
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -199,6 +267,27 @@ class ExceptionVersion:
             "comments": [c.to_json_dict() for c in self.comments],
             "at": iso_utc(self.at_us),
         }
+
+    @classmethod
+    def from_json_dict(cls, d: dict[str, Any]) -> ExceptionVersion:
+        """The inverse of :meth:`to_json_dict` (a stored body: ``engine_version`` first)."""
+        minutes = d.get("minutes_late")
+        return cls(
+            id=str(d["id"]),
+            version=int(d.get("engine_version", d["version"])),
+            kind=d["kind"],
+            status=d["status"],
+            site_id=str(d["site_id"]),
+            client_id=d.get("client_id"),
+            service_date=str(d["service_date"]),
+            vehicle_id=d.get("vehicle_id"),
+            window_start_us=_us_or_none(d.get("window_start")),
+            window_end_us=_us_or_none(d.get("window_end")),
+            arrival_us=_us_or_none(d.get("arrival")),
+            minutes_late=None if minutes is None else float(minutes),
+            comments=tuple(Comment.from_json_dict(c) for c in d["comments"]),
+            at_us=us_from_iso(d["at"]),
+        )
 
 
 AlertRecord = AlertVersion | ExceptionVersion

@@ -62,6 +62,12 @@ def iso_utc(t_us: int) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def us_from_iso(text: str) -> int:
+    """The inverse of :func:`iso_utc` (any ISO-8601 text with an offset or ``Z``; a naive one
+    raises ``ValueError``, as :func:`datetime_to_us` does)."""
+    return datetime_to_us(dt.datetime.fromisoformat(text.replace("Z", "+00:00")))
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Fix:
     """One accepted position of one GPS unit at one epoch."""

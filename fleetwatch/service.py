@@ -26,7 +26,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from alerts.records import AlertVersion, ExceptionVersion
+from alerts.records import AlertRecord, AlertVersion, ExceptionVersion
 from core.fixes import FixBatch, iso_utc
 from fleetwatch.auth import Authenticator, load_tokens
 from fleetwatch.broker_watch import open_sys_watcher
@@ -53,7 +53,7 @@ from ingest.service import IngestOptions, IngestService, wall_clock_us
 from schedule.engine import Engine, EngineParams
 from schedule.events import DetectionEvent
 from schedule.plans import DayPlan
-from schedule.stop_events import Command, CommandRefused
+from schedule.stop_events import Command, CommandRefused, StopChanged
 from store import Store, StoreUnavailable, StoreWriteError, UnitRow
 from store.spool import SpoolingSink
 from store.spool_metrics import register_spool_metrics
@@ -74,6 +74,8 @@ class Running:
     engine: LiveEngine | None = None
     #: None when no spool file is configured
     spool: SpoolingSink | None = None
+    #: the engine's outbox writer; None without an engine or a database
+    writer: StoreWriter | None = None
 
 
 def mqtt_settings(settings: Settings) -> MqttSettings:
@@ -285,6 +287,7 @@ async def run_ingest(
                     http_port=http_port,
                     engine=engine,
                     spool=spool,
+                    writer=writer,
                 )
             )
         async with asyncio.TaskGroup() as tg:
@@ -439,11 +442,55 @@ def load_console_tokens(settings: Settings) -> Authenticator:
 async def _start_engine(
     stages: LiveStages, store: Store, writer: StoreWriter | None, settings: Settings
 ) -> None:
-    """Before ingest starts: import the day plans, then rebuild the state a previous life had
-    (a restart after kill -9): the detection events it published (from the outbox), the last
-    ``horizon_s`` of stored fixes, and the dispatchers' accepted commands of the day (from the
-    commands journal).  What is re-derived carries the same ids and content, so the outbox
-    recognises it and the CRM is told nothing twice."""
+    """Before ingest starts, rebuild the state a previous life had (a restart after kill -9),
+    in this order: the alert desk from its stored versions (threads, timers, acknowledgements,
+    comments, exceptions), the day plans, the detection events it published (from the outbox)
+    and the last ``horizon_s`` of stored fixes, the dispatchers' accepted commands of the day
+    (from the commands journal), and last ``finish_restore`` — also when a read failed, so the
+    desk always leaves its restoring state.  What is re-derived carries the same ids and
+    content, so the desk and the outbox recognise it and the CRM is told nothing twice."""
+    live = stages.live
+    restoring = False
+    if stages.schedule is not None and stages.schedule.inputs.plans:
+        since = min(stages.schedule.inputs.plans)
+        try:
+            stored = await store.alert_records(since_date=since)
+        except StoreUnavailable as exc:
+            log.warning("alert desk starts empty: cannot read stored alerts (%s); open alerts "
+                        "are raised again, escalation starts over", exc)  # fmt: skip
+        else:
+            live.apply_now(functools.partial(_restore_alerts, stored), wall_clock_us())
+            restoring = True
+            log.info("alert desk restored from %d stored alert and exception versions (service "
+                     "dates from %s)", len(stored), since)  # fmt: skip
+    try:
+        await _rebuild_engine(stages, store, writer, settings)
+    finally:
+        if restoring:
+            live.apply_now(_finish_restore, wall_clock_us())
+    # what was built so far lives all day: keep it out of the cyclic collector's full passes
+    # (each took 0.3–0.5 s at 30,000 stops, a tick that long stalls the engine)
+    gc.freeze()
+
+
+def _restore_alerts(stored: Sequence[AlertRecord], engine: Engine, _now_us: int) -> list[Any]:
+    engine.restore_alerts(stored)
+    return []
+
+
+def _restore_stop_states(states: Sequence[StopChanged], engine: Engine, now_us: int) -> list[Any]:
+    return engine.restore_stop_states(states, now_us)
+
+
+def _finish_restore(engine: Engine, now_us: int) -> list[Any]:
+    out = engine.finish_restore(now_us)
+    log.info("restore finished: %d alert/exception versions differ from the stored ones", len(out))
+    return out
+
+
+async def _rebuild_engine(
+    stages: LiveStages, store: Store, writer: StoreWriter | None, settings: Settings
+) -> None:
     live = stages.live
     if stages.schedule is not None:
         try:  # analytics fed back into the ETA model: typical service time per site
@@ -457,6 +504,15 @@ async def _start_engine(
                  len(stages.schedule.inputs.plans), settings.plans_dir,
                  len(stages.schedule.inputs.problems),
                  len(stages.schedule.roster.dispatchers))  # fmt: skip
+        for day in stages.schedule.inputs.plans:
+            try:  # the board continues from the stored stop states, not from "pending"
+                states = await store.stop_states(day)
+            except StoreUnavailable as exc:
+                log.warning("stop states of %s not restored (%s): the board decides them "
+                            "again from the re-read data", day, exc)  # fmt: skip
+                continue
+            if states:
+                live.apply_now(functools.partial(_restore_stop_states, states), wall_clock_us())
     now = wall_clock_us()
     horizon_us = round(live.engine.detection.horizon_s * 1e6)
     until = now + 300_000_000  # the decoder's bound on fixes ahead of the clock
@@ -477,9 +533,6 @@ async def _start_engine(
         log.info("engine restored from %d stored fixes of the %.0f h up to the newest (%s) "
                  "and %d published detection events", len(fixes), horizon_us / 3.6e9,
                  iso_utc(anchor), len(previous))  # fmt: skip
-    # what was built so far lives all day: keep it out of the cyclic collector's full passes
-    # (each took 0.3–0.5 s at 30,000 stops, a tick that long stalls the engine)
-    gc.freeze()
     if writer is None:
         return
     day_start = now - 86_400 * 1_000_000

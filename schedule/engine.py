@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -53,6 +53,8 @@ from schedule.stop_events import (
     ReorderRoute,
     ScheduleCommand,
     ScheduleEvent,
+    StopChanged,
+    VehicleCondition,
     VehiclePosition,
 )
 from schedule.tracker import FleetTracker, TrackerStats
@@ -162,6 +164,18 @@ class Stage(Protocol):
     def command(self, cmd: AlertCommand, now_us: int) -> Sequence[Any]: ...
 
     def next_deadline_us(self) -> int | None: ...
+
+
+@runtime_checkable
+class RestorableStage(Stage, Protocol):
+    """A stage that can be rebuilt from its stored records after a restart (the alert desk:
+    ``AlertDesk.restore`` / ``finish_restore``)."""
+
+    def restore(self, stored: Sequence[Any]) -> None: ...
+
+    def active_conditions(self) -> Sequence[VehicleCondition]: ...
+
+    def finish_restore(self, now_us: int) -> Sequence[Any]: ...
 
 
 @dataclass(slots=True)
@@ -306,6 +320,43 @@ class Engine:
         sched = list(self.board.load_plan(plan, data_now))
         self.stats.schedule_events += len(sched)
         return [*sched, *self._to_stages(sched, data_now)]
+
+    def restore_alerts(self, stored: Sequence[Any]) -> None:
+        """First step of a restart: the stages after the schedule (the alert desk) take their
+        stored records back (``store.outbox.load_alert_records``) and stay *restoring* — what
+        the engine then re-derives (plans, :meth:`restore`, re-applied commands) is compared
+        with them instead of being announced again — until :meth:`finish_restore`."""
+        for stage in self.stages:
+            if isinstance(stage, RestorableStage):
+                stage.restore(stored)
+                if self.board is not None and hasattr(self.board, "restore_conditions"):
+                    # the board's condition clocks are only in the store: take them back
+                    self.board.restore_conditions(stage.active_conditions())
+
+    def restore_stop_states(self, states: Sequence[StopChanged], now_us: int) -> list[Any]:
+        """After the plans of a restart: the board takes back each stop's stored state
+        (``store.outbox.load_stop_states``; ``ScheduleBoard.restore_stop_states``).  The
+        records it took flow on as usual (the console learns the state the plan's import
+        hid; a restoring desk and the outbox recognise them)."""
+        if self.board is None or not hasattr(self.board, "restore_stop_states"):
+            return []
+        now_us = self._clock(now_us)
+        sched: list[ScheduleEvent] = list(self.board.restore_stop_states(states))
+        self.stats.schedule_events += len(sched)
+        return [*sched, *self._to_stages(sched, self.data_now(now_us))]
+
+    def finish_restore(self, now_us: int) -> list[Any]:
+        """Last step of a restart (also when reading fixes failed): the stages apply what the
+        re-run decided differently from their stored state and return those records (none
+        when the re-run agrees); from here they run as if they had never stopped."""
+        now_us = self._clock(now_us)
+        data_now = self.data_now(now_us)
+        out: list[Any] = []
+        for stage in self.stages:
+            if isinstance(stage, RestorableStage):
+                out += stage.finish_restore(data_now)
+        self.stats.stage_records += len(out)
+        return out
 
     def restore(
         self, fixes: FixBatch, now_us: int, previous: Sequence[DetectionEvent] = ()

@@ -27,7 +27,7 @@ from typing import Any, Literal, cast
 
 import psycopg
 
-from alerts.records import AlertVersion, ExceptionVersion
+from alerts.records import AlertRecord, AlertVersion, ExceptionVersion
 from core.fixes import datetime_to_us, iso_utc
 from schedule.events import (
     DetectionEvent,
@@ -484,3 +484,45 @@ async def load_detection_events(
         (since_us,),
     )
     return [detection_event_from_body(body) for (body,) in await cur.fetchall()]
+
+
+async def load_alert_records(
+    conn: psycopg.AsyncConnection[Any],
+    *,
+    service_date: dt.date | None = None,
+    since_date: dt.date | None = None,
+) -> list[AlertRecord]:
+    """The latest stored version of every alert thread and visit exception of *service_date*
+    (or of every service date from *since_date* on), comments and the armed escalation
+    deadline included: what ``AlertDesk.restore`` rebuilds the desk from after a restart
+    (docs/alerts.md, "Restart").  Read from the ``*_current`` rows' ``seq`` (one version per
+    id, the newest), alerts first, each kind in id order.  Raises :class:`OutboxError` when
+    neither or both dates are given."""
+    if (service_date is None) == (since_date is None):
+        raise OutboxError("load_alert_records: give service_date or since_date")
+    low = service_date if service_date is not None else since_date
+    high = service_date if service_date is not None else dt.date.max
+    cur = await conn.execute(
+        "SELECT kind, body FROM ("
+        " SELECT 'alert' AS kind, r.body FROM alerts_current c"
+        " JOIN record_versions r ON r.seq = c.seq"
+        " WHERE split_part(c.id, '/', 2) BETWEEN %(low)s AND %(high)s"
+        " UNION ALL"
+        " SELECT 'exception', r.body FROM visit_exceptions_current c"
+        " JOIN record_versions r ON r.seq = c.seq"
+        " WHERE c.service_date BETWEEN %(low)s::date AND %(high)s::date"
+        ") AS u ORDER BY kind, body->>'id'",
+        {"low": str(low), "high": str(high)},
+    )
+    out: list[AlertRecord] = []
+    for kind, body in await cur.fetchall():
+        try:
+            out.append(
+                AlertVersion.from_json_dict(body)
+                if kind == "alert"
+                else ExceptionVersion.from_json_dict(body)
+            )
+        except (KeyError, ValueError, TypeError) as exc:
+            what = f"stored {kind} {body.get('id')!r}"
+            raise OutboxError(f"{what} cannot be read back: {exc}") from exc
+    return out
