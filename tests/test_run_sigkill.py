@@ -399,11 +399,6 @@ def test_visits_and_stop_states_end_as_the_uninterrupted_day(killed_day: KilledD
         assert (missing, extra, differ) == ([], [], []), (kind, missing[:5], extra[:5], differ[:5])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the restarted desk re-derives its threads (opened again at the restart's data time); "
-    "AlertDesk.restore from the stored versions is on branch h9restore, not yet wired into run",
-)
 def test_open_alerts_keep_their_opened_at_and_escalation(killed_day: KilledDay) -> None:
     """An alert open when the process died goes on as the same thread after the restart: the
     same ``opened_at`` (not the restart time), its escalation hops kept (the timers run from
