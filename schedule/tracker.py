@@ -329,6 +329,8 @@ class VehicleTracker:
         open_s = [r for r in self._stops if _is_open(r)]
         if len(open_s) > 1 or len(open_v) > 1:
             return None
+        if not open_v and not open_s and self._quiet(int(new_t[-1]), it):
+            return int(new_t[-1])
         parked = bool(open_s)
         if parked:
             if open_s[0].end_us != last_t or (open_v and open_v[0].end_us != last_t):
@@ -396,6 +398,36 @@ class VehicleTracker:
             ):
                 return None
         return int(t_w[keep[-1]])
+
+    def _quiet(self, t_end: int, new_in_t: I64) -> bool:
+        """Nothing is reported from the last checkpoint on, and a re-run through ``t_end``
+        could not report anything yet (the new fixes come in order after the newest one).
+
+        Arriving at a site, or queueing at lights, nothing is open and the structural
+        rounds (:meth:`_append_only`'s *parked* and *driving*) do not apply, so these rounds
+        re-ran every time (a third of all re-runs at 2,000-fix batches).  A re-run from the
+        last checkpoint ``cp`` reports only what it newly confirms (there is no record from
+        ``cp`` on to correct or retract; those before it stand): a visit once its candidate
+        (opened at an inside fix at or after ``cp``) has lasted ``min_dwell_s``, a stop once
+        its chain (which starts at or after ``cp``: the re-run's backdating floor) has lasted
+        ``stop_min_s``.  Neither can happen before those spans have passed since the first
+        inside fix at or after ``cp``, and since ``cp``; a second of margin keeps the float
+        seconds of the detectors on the safe side of the integer microseconds here.
+        """
+        p = self.params
+        if not self._checkpoints or self._restored:
+            return False
+        cp_t = self._checkpoints[-1]
+        if t_end - cp_t >= round((p.stop_min_s - 1.0) * 1e6):
+            return False
+        if any(r.start_us >= cp_t for r in (*self._visits, *self._stops)):
+            return False
+        old_in = self._in_t[self._in_t >= cp_t]
+        first_in = min(
+            int(old_in.min()) if len(old_in) else t_end,
+            int(new_in_t.min()) if len(new_in_t) else t_end,
+        )
+        return t_end - first_in < round((p.min_dwell_s - 1.0) * 1e6)
 
     def _within_extent(self, stop: _Reported, lon: F64, lat: F64) -> bool:
         """Every one of these fixes lies certainly within ``stop_extent_m`` of the stop's head.
