@@ -555,7 +555,12 @@ class VehicleTracker:
         near_any[kin[0]] = True
         new_cps = self._checkpoints_in(m, near_any, kept_t, active)
         if self.incremental:
-            settled = self._settled_checkpoints(m, kin, knear, kept_t, active)
+            # nothing at or after the first fix of an open visit or stop is settled
+            open_from = [r.first for r in visits if r.closed_by is None]
+            open_from += [r.first for r in stops if r.closed_by is None]
+            settled = self._settled_checkpoints(
+                m, kin, knear, kept_t, active, min(open_from, default=nk)
+            )
             if settled:
                 new_cps = sorted(set(new_cps).union(settled))
         self._checkpoints = self._checkpoints[: cp_i + 1] + [c for c in new_cps if c > cp_t]
@@ -613,8 +618,10 @@ class VehicleTracker:
         knear: npt.NDArray[np.int64],
         kept_t: I64,
         active: int,
+        until: int,
     ) -> list[int]:
-        """Checkpoints the re-run's own state proves, where :meth:`_checkpoints_in` finds none.
+        """Checkpoints the re-run's own state proves, where :meth:`_checkpoints_in` finds none
+        (at kept fixes before ``until``).
 
         The structural rule above wants the vehicle away from every fence, moving, for the
         hysteresis windows; a vehicle serving sites a few hundred metres apart never is (it
@@ -653,7 +660,7 @@ class VehicleTracker:
         p = self.params
         n = len(kept_t)
         lead = _CHECKPOINT_LEAD_FIXES
-        lo, hi = active + lead, n - BURST_FIXES - 1  # candidates i in [lo, hi)
+        lo, hi = active + lead, min(n - BURST_FIXES - 1, until)  # candidates i in [lo, hi)
         if hi <= lo:
             return []
         # motion: lead steps clean
