@@ -669,19 +669,18 @@ class VehicleTracker:
         bad = m.jump | m.gap | zero | ~np.isfinite(m.speed_kmh)
         n_bad = np.concatenate(([0], np.cumsum(bad)))
         i = np.arange(lo, hi)
-        ok = n_bad[i + 1] == n_bad[i - lead]
+        i = i[n_bad[i + 1] == n_bad[i - lead]]
         # backdating: fix i-1 not slow
         rep = m.reported_kmh if m.reported_kmh is not None else np.full(n, np.nan)
         rp, sp = rep[i - 1], m.speed_kmh[i - 1]
-        ok &= np.where(np.isnan(rp), sp >= p.crawl_speed_kmh, rp >= p.stop_speed_kmh)
-        if not ok.any():
+        i = i[np.where(np.isnan(rp), sp >= p.crawl_speed_kmh, rp >= p.stop_speed_kmh)]
+        if not len(i):
             return []
         # stops: the last still fix j in [active, i), and the moves since
         still = m.still.copy()
         still[:active] = False
         pos = np.where(still, np.arange(n), -1)
-        last_still = np.maximum.accumulate(pos)  # last still index <= k
-        j = last_still[i - 1]
+        j = np.maximum.accumulate(pos)[i - 1]  # the last still fix before i
         has = j >= 0
         if has.any():
             # the first fix of the non-still run each fix is in (still fixes: measure 0)
@@ -695,11 +694,11 @@ class VehicleTracker:
             count = i - j - 1
             span = m.t_s[i] - m.t_s[np.maximum(j, 0)]
             stop_ok = (count >= p.move_confirm_fixes) & (span >= p.move_confirm_s) & far
-            ok &= ~has | stop_ok
-        # visits: per site with an inside fix in [active, hi)
-        sel = kin[0] >= active
+            i = i[~has | stop_ok]
+        # visits: per site with an inside fix in [active, i)
+        sel = (kin[0] >= active) & (kin[0] < (int(i[-1]) if len(i) else 0))
         in_i, in_s = kin[0][sel], kin[1][sel]
-        if len(in_i) and ok.any():
+        if len(in_i) and len(i):
             n_gap = np.concatenate(([0], np.cumsum(m.gap)))
             n_still = np.concatenate(([0], np.cumsum(m.still)))
             for site in sorted(set(in_s.tolist())):
@@ -710,11 +709,10 @@ class VehicleTracker:
                 if not inn.any():
                     continue
                 last = idx[np.maximum(c, 0)]
-                near = np.zeros(n, dtype=bool)
-                near[knear[0][knear[1] == site]] = True
-                near[idx] = True
-                n_beyond = np.concatenate(([0], np.cumsum(~near)))
-                beyond = n_beyond[i] - n_beyond[last + 1]
+                # fixes near the site (or inside), as sorted kept indices
+                near = np.unique(np.concatenate((knear[0][knear[1] == site], idx)))
+                n_near = near.searchsorted(i) - near.searchsorted(last + 1)
+                beyond = (i - last - 1) - n_near
                 moving = n_still[i] - n_still[last + 1] < i - last - 1
                 exited = (
                     (beyond >= p.exit_confirm_fixes)
@@ -725,13 +723,14 @@ class VehicleTracker:
                 # a gap later in this run makes the candidate's reason "gap" for now, and a
                 # backlog filling it (late, after c) would make it "exit" again
                 gap_later = n_gap[n] > n_gap[i + 1]
-                ok &= ~inn | gapped | (exited & ~gap_later)
-        hits = nonzero_1d(ok)
-        if not len(hits):
+                i = i[~inn | gapped | (exited & ~gap_later)]
+                if not len(i):
+                    return []
+        if not len(i):
             return []
         # the first fix of each run of settled fixes (as _checkpoints_in takes)
-        first = hits[np.concatenate(([True], hits[1:] != hits[:-1] + 1))]
-        out: list[int] = kept_t[i[first]].tolist()
+        first = i[np.concatenate(([True], i[1:] != i[:-1] + 1))]
+        out: list[int] = kept_t[first].tolist()
         return out
 
     # -- reporting -----------------------------------------------------------------------
