@@ -11,17 +11,20 @@ detection events, commands journal) plus the broker's unacknowledged backlog.  T
 
 * every published fix is stored exactly once (same keys as the scenario decodes to, no row
   twice), and the broker's redelivery was seen (``fleetwatch_mqtt_redelivered_total`` > 0);
-* the CRM feed (``record_versions`` of kind ``exception``) holds every (id, content) once, and
-  its exceptions, the stop states and the visits end as the offline replay of the same scenario
-  ends (the reference: one uninterrupted engine over the same data);
-* no exception exists that the uninterrupted day never raises (a false "missed" re-decided after
-  the restart would be one, even when it is later retracted);
+* the CRM feed (``record_versions`` of kind ``exception``) holds every (id, content) once, with
+  versions 1..n; it has no exception the offline replay of the same scenario (one uninterrupted
+  engine over the same data) does not raise, and every exception that stands ends as there;
+* the stop states and the visits end as the replay's;
 * open alerts keep the ``opened_at`` and escalation hops of their first life.
 
-The day's clock is real: the live engine reads ``now`` from the wall clock and a restart reads
-the stored fixes of the last ``horizon_s`` before *now*, so the scenario is generated in a time
-zone that puts the end of its working day just before the test starts (see
-:func:`day_ending_before`).
+The day's clock is real: the live service reads ``now`` from the wall clock, the decoder refuses
+fixes more than 5 min ahead of it, and a restart reads the stored fixes of the day before *now*,
+so the scenario is generated in a time zone that puts the end of its working day just before the
+test starts (see :func:`day_ending_before`); published ~1,400x faster than real time, the day is
+one long backlog -- the case that once gave a false "missed", then "retracted"
+(tests/test_engine_pace.py) and visits re-closed by "gap" (tests/test_tracker_restart.py).
+
+``FLEETWATCH_TEST_KILL_SHARE`` changes the share stored at the kill (0: no kill).
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ from simulators.formats import load_units, merged_payloads
 from simulators.mqtt_wire import RawPublisherPool
 from simulators.publish import PublishReport, last_receive_us, publish_scenario
 from simulators.scenario import ScenarioParams, write_scenario
-from store.outbox import records_from_events
+from store.outbox import _VOLATILE, canonical_json, records_from_events
 from tests.support.broker import Broker
 from tests.support.pg import fresh_database
 from tests.test_engine_live import decode_scenario, small_params
@@ -387,23 +390,41 @@ def test_the_crm_feed_announces_each_content_once_and_only_what_the_day_has(
     }
 
 
+#: Per-transition flags of a stop state, beside the ones the outbox already leaves out of its
+#: content hash (cause, reason, detected_late, ...): whether *this* version reversed an earlier
+#: decision.  A store-and-forward burst caught up in one round turns "missed" into "visited
+#: with departure" in one version (a retraction); at real pace the arrival retracts and the
+#: departure follows in a second version that is not one.  The state itself is the same.
+PACE_FLAGS: dict[str, frozenset[str]] = {
+    "stop_state": frozenset({"retraction"}),
+    "visit": frozenset(),
+}
+
+
+def final_content(bodies: dict[str, dict[str, Any]], kind: str) -> dict[str, str]:
+    drop = _VOLATILE[kind] | PACE_FLAGS[kind]  # type: ignore[index]
+    return {
+        i: canonical_json({k: v for k, v in json.loads(json.dumps(b)).items() if k not in drop})
+        for i, b in bodies.items()
+    }
+
+
 def test_visits_and_stop_states_end_as_the_uninterrupted_day(killed_day: KilledDay) -> None:
     d = killed_day
     for kind in ("stop_state", "visit"):
-        want = final_replayed(d.replay, kind)
-        got = final_stored(d.dsn, kind)
+        want = final_content(
+            {r.id: r.body for r in records_from_events(d.replay.output) if r.kind == kind}, kind
+        )
+        got = final_content({i: b for i, _, _, b in versions(d.dsn, kind)}, kind)
         assert want, kind
         missing = sorted(set(want) - set(got))
         extra = sorted(set(got) - set(want))
         differ = sorted(k for k in set(got) & set(want) if got[k] != want[k])
-        assert (missing, extra, differ) == ([], [], []), (kind, missing[:5], extra[:5], differ[:5])
+        assert (missing, extra, differ) == ([], [], []), (
+            kind, missing[:5], extra[:5], [(k, want[k], got[k]) for k in differ[:2]],
+        )  # fmt: skip
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the restarted desk re-derives its threads (opened again at the restart's data time); "
-    "AlertDesk.restore from the stored versions is on branch h9restore, not yet wired into run",
-)
 def test_open_alerts_keep_their_opened_at_and_escalation(killed_day: KilledDay) -> None:
     """An alert open when the process died goes on as the same thread after the restart: the
     same ``opened_at`` (not the restart time), its escalation hops kept (the timers run from
