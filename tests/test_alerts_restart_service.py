@@ -214,13 +214,16 @@ async def _settled(
 
 @pytest.mark.slow
 @pytest.mark.timeout(420)
+@pytest.mark.parametrize("engine_process", [False, True], ids=["thread", "process"])
 async def test_fleetwatch_run_sigkilled_and_restarted_stores_nothing_new(
-    mqtt_broker: Broker, pg_dsn: str, tmp_path: Path
+    mqtt_broker: Broker, pg_dsn: str, tmp_path: Path, engine_process: bool
 ) -> None:
     """The issue's scenario end to end: ``fleetwatch run`` (a child process) takes 70 % of a
     day, is SIGKILLed, and is started again: it restores its alert desk from the store (the log
     says how many versions, and that none differ), and the outbox — alerts, exceptions, stop
-    states, visits — does not change by one row."""
+    states, visits — does not change by one row.  With FLEETWATCH_ENGINE_PROCESS the engine's
+    own child goes with the killed service (its pipe closes), and the restore's log lines come
+    back from the new child."""
     import os
 
     scenario = tmp_path / "scenario"
@@ -234,7 +237,8 @@ async def test_fleetwatch_run_sigkilled_and_restarted_stores_nothing_new(
            "FLEETWATCH_SITES_FILE": str(scenario / "sites.geojson"),
            "FLEETWATCH_PLANS_DIR": str(scenario),
            "FLEETWATCH_UNITS_FILE": str(scenario / "units.csv"),
-           "FLEETWATCH_OUTBOX_JOURNAL_FILE": str(tmp_path / "outbox.db")}  # fmt: skip
+           "FLEETWATCH_OUTBOX_JOURNAL_FILE": str(tmp_path / "outbox.db"),
+           "FLEETWATCH_ENGINE_PROCESS": "true" if engine_process else "false"}  # fmt: skip
     first = _Service(env)
     try:
         await eventually(first.ready, timeout_s=120)
@@ -244,6 +248,10 @@ async def test_fleetwatch_run_sigkilled_and_restarted_stores_nothing_new(
         rows = await _settled(pg_dsn)
     finally:
         first.kill()
+    if engine_process:
+        (started,) = [ln for ln in first.log().splitlines() if "engine process started" in ln]
+        child = int(started.rsplit("pid ", 1)[1].rstrip(")"))
+        await eventually(lambda: _gone(child), timeout_s=30)
     alerts = _alerts_current(pg_dsn)
     assert alerts, first.log()
     assert all("escalates_at" in b for _, b in alerts.values())
@@ -261,6 +269,15 @@ async def test_fleetwatch_run_sigkilled_and_restarted_stores_nothing_new(
     assert "restore finished: 0 alert/exception versions differ" in log, log
     assert _alerts_current(pg_dsn) == alerts
     assert "Traceback" not in log
+
+
+def _gone(pid: int) -> bool:
+    """The process has exited (no such process, or a zombie nobody reaped yet)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in status
 
 
 def _count_current(dsn: str, table: str) -> int:
