@@ -241,8 +241,8 @@ async def run_ingest(
         stages = build_live_engine(settings, registry, metrics)
         engine = stages.live if stages is not None else None
         if engine is not None:  # its child process, if it has one: up before the restore
-            await engine.start()
             stack.push_async_callback(engine.aclose)
+            await engine.start()
         writer = (
             attach_consumers(
                 stages, settings, shell, metrics.registry, tokens, track_source=console_pool
