@@ -329,6 +329,8 @@ class VehicleTracker:
         open_s = [r for r in self._stops if _is_open(r)]
         if len(open_s) > 1 or len(open_v) > 1:
             return None
+        if not open_v and not open_s and self._quiet(int(new_t[-1]), it):
+            return int(new_t[-1])
         parked = bool(open_s)
         if parked:
             if open_s[0].end_us != last_t or (open_v and open_v[0].end_us != last_t):
@@ -396,6 +398,36 @@ class VehicleTracker:
             ):
                 return None
         return int(t_w[keep[-1]])
+
+    def _quiet(self, t_end: int, new_in_t: I64) -> bool:
+        """Nothing is reported from the last checkpoint on, and a re-run through ``t_end``
+        could not report anything yet (the new fixes come in order after the newest one).
+
+        Arriving at a site, or queueing at lights, nothing is open and the structural
+        rounds (:meth:`_append_only`'s *parked* and *driving*) do not apply, so these rounds
+        re-ran every time (a third of all re-runs at 2,000-fix batches).  A re-run from the
+        last checkpoint ``cp`` reports only what it newly confirms (there is no record from
+        ``cp`` on to correct or retract; those before it stand): a visit once its candidate
+        (opened at an inside fix at or after ``cp``) has lasted ``min_dwell_s``, a stop once
+        its chain (which starts at or after ``cp``: the re-run's backdating floor) has lasted
+        ``stop_min_s``.  Neither can happen before those spans have passed since the first
+        inside fix at or after ``cp``, and since ``cp``; a second of margin keeps the float
+        seconds of the detectors on the safe side of the integer microseconds here.
+        """
+        p = self.params
+        if not self._checkpoints or self._restored:
+            return False
+        cp_t = self._checkpoints[-1]
+        if t_end - cp_t >= round((p.stop_min_s - 1.0) * 1e6):
+            return False
+        if any(r.start_us >= cp_t for r in (*self._visits, *self._stops)):
+            return False
+        old_in = self._in_t[self._in_t >= cp_t]
+        first_in = min(
+            int(old_in.min()) if len(old_in) else t_end,
+            int(new_in_t.min()) if len(new_in_t) else t_end,
+        )
+        return t_end - first_in < round((p.min_dwell_s - 1.0) * 1e6)
 
     def _within_extent(self, stop: _Reported, lon: F64, lat: F64) -> bool:
         """Every one of these fixes lies certainly within ``stop_extent_m`` of the stop's head.
@@ -523,7 +555,12 @@ class VehicleTracker:
         near_any[kin[0]] = True
         new_cps = self._checkpoints_in(m, near_any, kept_t, active)
         if self.incremental:
-            settled = self._settled_checkpoints(m, kin, knear, kept_t, active)
+            # nothing at or after the first fix of an open visit or stop is settled
+            open_from = [r.first for r in visits if r.closed_by is None]
+            open_from += [r.first for r in stops if r.closed_by is None]
+            settled = self._settled_checkpoints(
+                m, kin, knear, kept_t, active, min(open_from, default=nk)
+            )
             if settled:
                 new_cps = sorted(set(new_cps).union(settled))
         self._checkpoints = self._checkpoints[: cp_i + 1] + [c for c in new_cps if c > cp_t]
@@ -581,8 +618,10 @@ class VehicleTracker:
         knear: npt.NDArray[np.int64],
         kept_t: I64,
         active: int,
+        until: int,
     ) -> list[int]:
-        """Checkpoints the re-run's own state proves, where :meth:`_checkpoints_in` finds none.
+        """Checkpoints the re-run's own state proves, where :meth:`_checkpoints_in` finds none
+        (at kept fixes before ``until``).
 
         The structural rule above wants the vehicle away from every fence, moving, for the
         hysteresis windows; a vehicle serving sites a few hundred metres apart never is (it
@@ -621,7 +660,7 @@ class VehicleTracker:
         p = self.params
         n = len(kept_t)
         lead = _CHECKPOINT_LEAD_FIXES
-        lo, hi = active + lead, n - BURST_FIXES - 1  # candidates i in [lo, hi)
+        lo, hi = active + lead, min(n - BURST_FIXES - 1, until)  # candidates i in [lo, hi)
         if hi <= lo:
             return []
         # motion: lead steps clean
@@ -630,19 +669,18 @@ class VehicleTracker:
         bad = m.jump | m.gap | zero | ~np.isfinite(m.speed_kmh)
         n_bad = np.concatenate(([0], np.cumsum(bad)))
         i = np.arange(lo, hi)
-        ok = n_bad[i + 1] == n_bad[i - lead]
+        i = i[n_bad[i + 1] == n_bad[i - lead]]
         # backdating: fix i-1 not slow
         rep = m.reported_kmh if m.reported_kmh is not None else np.full(n, np.nan)
         rp, sp = rep[i - 1], m.speed_kmh[i - 1]
-        ok &= np.where(np.isnan(rp), sp >= p.crawl_speed_kmh, rp >= p.stop_speed_kmh)
-        if not ok.any():
+        i = i[np.where(np.isnan(rp), sp >= p.crawl_speed_kmh, rp >= p.stop_speed_kmh)]
+        if not len(i):
             return []
         # stops: the last still fix j in [active, i), and the moves since
         still = m.still.copy()
         still[:active] = False
         pos = np.where(still, np.arange(n), -1)
-        last_still = np.maximum.accumulate(pos)  # last still index <= k
-        j = last_still[i - 1]
+        j = np.maximum.accumulate(pos)[i - 1]  # the last still fix before i
         has = j >= 0
         if has.any():
             # the first fix of the non-still run each fix is in (still fixes: measure 0)
@@ -656,11 +694,11 @@ class VehicleTracker:
             count = i - j - 1
             span = m.t_s[i] - m.t_s[np.maximum(j, 0)]
             stop_ok = (count >= p.move_confirm_fixes) & (span >= p.move_confirm_s) & far
-            ok &= ~has | stop_ok
-        # visits: per site with an inside fix in [active, hi)
-        sel = kin[0] >= active
+            i = i[~has | stop_ok]
+        # visits: per site with an inside fix in [active, i)
+        sel = (kin[0] >= active) & (kin[0] < (int(i[-1]) if len(i) else 0))
         in_i, in_s = kin[0][sel], kin[1][sel]
-        if len(in_i) and ok.any():
+        if len(in_i) and len(i):
             n_gap = np.concatenate(([0], np.cumsum(m.gap)))
             n_still = np.concatenate(([0], np.cumsum(m.still)))
             for site in sorted(set(in_s.tolist())):
@@ -671,11 +709,10 @@ class VehicleTracker:
                 if not inn.any():
                     continue
                 last = idx[np.maximum(c, 0)]
-                near = np.zeros(n, dtype=bool)
-                near[knear[0][knear[1] == site]] = True
-                near[idx] = True
-                n_beyond = np.concatenate(([0], np.cumsum(~near)))
-                beyond = n_beyond[i] - n_beyond[last + 1]
+                # fixes near the site (or inside), as sorted kept indices
+                near = np.unique(np.concatenate((knear[0][knear[1] == site], idx)))
+                n_near = near.searchsorted(i) - near.searchsorted(last + 1)
+                beyond = (i - last - 1) - n_near
                 moving = n_still[i] - n_still[last + 1] < i - last - 1
                 exited = (
                     (beyond >= p.exit_confirm_fixes)
@@ -686,13 +723,14 @@ class VehicleTracker:
                 # a gap later in this run makes the candidate's reason "gap" for now, and a
                 # backlog filling it (late, after c) would make it "exit" again
                 gap_later = n_gap[n] > n_gap[i + 1]
-                ok &= ~inn | gapped | (exited & ~gap_later)
-        hits = nonzero_1d(ok)
-        if not len(hits):
+                i = i[~inn | gapped | (exited & ~gap_later)]
+                if not len(i):
+                    return []
+        if not len(i):
             return []
         # the first fix of each run of settled fixes (as _checkpoints_in takes)
-        first = hits[np.concatenate(([True], hits[1:] != hits[:-1] + 1))]
-        out: list[int] = kept_t[i[first]].tolist()
+        first = i[np.concatenate(([True], i[1:] != i[:-1] + 1))]
+        out: list[int] = kept_t[first].tolist()
         return out
 
     # -- reporting -----------------------------------------------------------------------

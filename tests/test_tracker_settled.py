@@ -4,8 +4,8 @@ A vehicle serving sites a few hundred metres apart is never away from every fenc
 the structural checkpoint rule found none between its visits and every round re-ran all of them
 (issue 7).  ``VehicleTracker._settled_checkpoints`` places one wherever each detector has decided
 everything before it.  The promise is that this changes what is re-run, never what is reported:
-fed in any chunking and arrival order (late backlogs included), the folded events equal those of
-one feed of the whole track, field by field.
+fed in any chunking and arrival order (late backlogs included), what stands at the end (the
+latest version of every event not retracted) equals one feed of the whole track, field by field.
 """
 
 from __future__ import annotations
@@ -52,12 +52,16 @@ def build(legs: list[tuple[str, int, object]], seed: int) -> TrackBuilder:
 
 
 def folded(events: Sequence[DetectionEvent]) -> list[tuple[object, ...]]:
-    """The latest version of every event, by content (ids and versions aside)."""
+    """What stands: the latest version of every event not retracted, by content (ids and
+    versions aside; a chunked feed may announce and then retract a transient stop, as a
+    tracker re-running every round does too)."""
     out = []
     for ev in latest(list(events)).values():
+        if ev.retracted:
+            continue
         row = [type(ev).__name__]
         for name in ev.__slots__:
-            if name in {"visit_id", "stop_id", "version", "supersedes"}:
+            if name in {"visit_id", "stop_id", "version", "supersedes", "retracted"}:
                 continue
             v = getattr(ev, name)
             row.append("nan" if v != v else v)
