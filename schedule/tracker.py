@@ -29,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core.fixes import FixBatch
+from schedule import fastpath
 from schedule.events import (
     ClosedBy,
     DetectionEvent,
@@ -148,6 +149,9 @@ class VehicleTracker:
         self._stale = False  # open records not refreshed since rounds were only appended
         self._restored = False  # restore() ran and no fix came yet
         self._clock_closed = False  # the last re-run closed something because of now_us
+        #: set by FleetTracker: this tracker's schedule.fastpath.Tail (valid while its stamps
+        #: equal stats.fixes_in and stats.reruns)
+        self.fast_tail: fastpath.Tail | None = None
 
     # -- input -------------------------------------------------------------------------
 
@@ -253,6 +257,44 @@ class VehicleTracker:
         events = self._rerun(dirty, now_us)
         self._trim()
         return events
+
+    def take_tail(self) -> fastpath.Tail | None:
+        """This tracker's :class:`schedule.fastpath.Tail` now, or None while a round of it
+        must go the usual way (something open, closed by the clock, freshly restored)."""
+        if self._clock_closed or self._restored or len(self._t) < fastpath.LEAD_STEPS + 1:
+            return None
+        if any(_is_open(r) for r in (*self._visits, *self._stops)):
+            return None
+        k = len(self._t) - fastpath.LEAD_STEPS - 2
+        k = max(k, 0)
+        return fastpath.tail_of(
+            self._t[k:],
+            self._lon[k:],
+            self._lat[k:],
+            self._speed[k:],
+            self.params,
+            fixes_in=self.stats.fixes_in,
+            reruns=self.stats.reruns,
+        )
+
+    def append_driving(self, t: I64, lon: F64, lat: F64, speed: F64, hdop: F64) -> None:
+        """Append fixes that :func:`schedule.fastpath.select` proved only append (in order
+        after the newest fix, no pair, never still, clean steps, nothing open): what
+        :meth:`feed` does when :meth:`_append_only` finds the *driving* case."""
+        k = len(t)
+        self.stats.fixes_in += k
+        self.stats.appended += 1
+        self._stale = True
+        self._append("_t", t)
+        self._append("_lon", lon)
+        self._append("_lat", lat)
+        self._append("_speed", speed)
+        self._append("_hdop", hdop)
+        self._checkpoint_while_driving()
+        cps = self._checkpoints
+        limit = int(t[-1]) - round(self.params.horizon_s * 1e6)
+        if len(cps) > 1 and cps[1] <= limit:  # else _trim() finds nothing to forget
+            self._trim()
 
     def _append(self, name: str, new: npt.NDArray[Any]) -> None:
         """``self.<name> = np.concatenate((self.<name>, new))`` in amortised O(len(new)).
@@ -1228,9 +1270,12 @@ class FleetTracker:
         params: DetectionParams | None = None,
         *,
         incremental: bool = True,
+        fast: bool = True,
     ) -> None:
         self.unit_to_vehicle = dict(unit_to_vehicle or {})
         self.incremental = incremental  # see VehicleTracker._append_only
+        #: the fleet-wide fast path (schedule.fastpath); only with ``incremental``
+        self.fast = fast and incremental
         self.params = params or DetectionParams()
         self.vehicles: dict[str, VehicleTracker] = {}
         self.unknown_units: set[str] = set()
@@ -1255,6 +1300,7 @@ class FleetTracker:
         if removed:
             for tr in self.vehicles.values():
                 events += tr.retire_sites(removed)
+                tr.fast_tail = None
         return events
 
     def _tracker(self, unit_id: str) -> VehicleTracker:
@@ -1297,11 +1343,47 @@ class FleetTracker:
         events: list[DetectionEvent] = []
         speed = fixes.speed_kmh.astype(np.float64)
         hdop = fixes.hdop.astype(np.float64)
-        for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+        starts = bounds[:-1].tolist()
+        trackers = [self._tracker(str(u)) for u in units[bounds[:-1]].tolist()]
+        if self.fast:
+            # schedule.fastpath: the vehicles whose fixes only append, for the batch at once
+            t_o, lon_o, lat_o = fixes.t_us[order], fixes.lon[order], fixes.lat[order]
+            speed_o, hdop_o = speed[order], hdop[order]
+            paired = np.zeros(n, dtype=bool)
+            paired[in_r] = True
+            paired[nr_r] = True
+            tails = [
+                tl
+                if (tl := tr.fast_tail) is not None
+                and tl.fixes_in == tr.stats.fixes_in
+                and tl.reruns == tr.stats.reruns
+                else None
+                for tr in trackers
+            ]
+            fast = fastpath.select(
+                self.params, tails, bounds, t_o, lon_o, lat_o, speed_o, paired, now_us
+            ).tolist()
+        else:
+            fast = [False] * len(trackers)
+        for g, (a, b) in enumerate(zip(starts, bounds[1:].tolist(), strict=True)):
+            tr = trackers[g]
+            if fast[g]:
+                tr.append_driving(t_o[a:b], lon_o[a:b], lat_o[a:b], speed_o[a:b], hdop_o[a:b])
+                tl = tails[g]
+                assert tl is not None  # select() takes only vehicles with a tail
+                tr.fast_tail = fastpath.Tail(
+                    int(t_o[b - 1]),
+                    float(lon_o[b - 1]),
+                    float(lat_o[b - 1]),
+                    float(speed_o[b - 1]),
+                    tl.clean + (b - a),
+                    tr.stats.fixes_in,
+                    tr.stats.reruns,
+                )
+                continue
             idx = order[a:b]
             ia, ib = in_r.searchsorted([a, b])
             na, nb = nr_r.searchsorted([a, b])
-            tr = self._tracker(str(units[a]))
             events += tr.feed(
                 fixes.t_us[idx],
                 fixes.lon[idx],
@@ -1312,6 +1394,8 @@ class FleetTracker:
                 _pair_rows(nr_r[na:nb] - a, nr_s[na:nb]),
                 now_us=now_us,
             )
+            if self.fast:
+                tr.fast_tail = tr.take_tail()
         return events
 
     def restore(self, events: Iterable[DetectionEvent]) -> None:
