@@ -138,18 +138,20 @@ def select(
     speed: F64,
     paired: BoolA,
     now_us: int | None,
-) -> BoolA:
+) -> tuple[BoolA, BoolA]:
     """Which vehicle groups of a batch sorted by vehicle (group g is ``bounds[g]:bounds[g+1]``
     in arrival order) take the fast path; ``tails[g]`` is the group's current tail or None,
-    ``paired`` marks fixes with any fence or margin pair."""
+    ``paired`` marks fixes with any fence or margin pair.
+
+    Also returns which groups would have, had their tail allowed it (every new fix moving,
+    clean and unpaired): only those are worth a new tail after the usual way (a vehicle
+    standing or near a fence this round goes the usual way next round anyway, or once more).
+    """
     g_n = len(tails)
     starts = bounds[:-1]
-    fast = np.zeros(g_n, dtype=bool)
     if g_n == 0:
-        return fast
+        return np.zeros(0, dtype=bool), np.zeros(0, dtype=bool)
     have = np.fromiter((tl is not None and tl.clean >= LEAD_STEPS for tl in tails), bool, g_n)
-    if not have.any():
-        return fast
     nul = Tail(0, 0.0, 0.0, np.nan, 0, 0, 0)
     tl_all = [tl if tl is not None else nul for tl in tails]
     tail_t = np.fromiter((tl.t_us for tl in tl_all), np.int64, g_n)
@@ -162,13 +164,15 @@ def select(
     prev_t[1:], prev_lon[1:], prev_lat[1:], prev_v[1:] = t[:-1], lon[:-1], lat[:-1], speed[:-1]
     prev_t[starts], prev_lon[starts] = tail_t, tail_lon
     prev_lat[starts], prev_v[starts] = tail_lat, tail_v
-    ok = clean_steps(prev_t, prev_lon, prev_lat, prev_v, t, lon, lat, speed, p)
-    ok &= speed >= max(p.crawl_speed_kmh, p.stop_speed_kmh)  # never still (NaN: False)
+    step = clean_steps(prev_t, prev_lon, prev_lat, prev_v, t, lon, lat, speed, p)
+    ok = speed >= max(p.crawl_speed_kmh, p.stop_speed_kmh)  # never still (NaN: False)
     ok &= ~paired
-    fast = have & np.logical_and.reduceat(ok, starts)
     if now_us is not None:  # strictly increasing within a group: its last fix is its newest
-        fast &= now_us - t[bounds[1:] - 1] <= p.max_gap_s * 1e6
-    return fast
+        ok[bounds[1:] - 1] &= now_us - t[bounds[1:] - 1] <= p.max_gap_s * 1e6
+    fast = have & np.logical_and.reduceat(step & ok, starts)
+    step[starts[~have]] = True  # no tail (yet): a candidate by its own fixes
+    candidate = np.logical_and.reduceat(step & ok, starts)
+    return fast, candidate
 
 
 __all__ = ["LEAD_STEPS", "Tail", "clean_steps", "select", "tail_of"]

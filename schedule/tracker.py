@@ -215,6 +215,49 @@ class VehicleTracker:
         new_lat = np.asarray(lat, np.float64)[src]
         new_speed = np.asarray(speed_kmh, np.float64)[src]
         new_hdop = np.asarray(hdop, np.float64)[src]
+        return self._feed_fresh(
+            new_t, new_lon, new_lat, new_speed, new_hdop, it, isite, nt, nsite, now_us
+        )
+
+    def feed_in_order(
+        self,
+        t: I64,
+        lon: F64,
+        lat: F64,
+        speed: F64,
+        hdop: F64,
+        in_t: I64,
+        in_site: npt.NDArray[np.int32],
+        near_t: I64,
+        near_site: npt.NDArray[np.int32],
+        *,
+        now_us: int | None = None,
+    ) -> list[DetectionEvent]:
+        """:meth:`feed` for fixes the caller knows to be in strictly increasing time after this
+        tracker's newest fix (the live common case), with their pairs given by fix time: the
+        sorting, deduplication and pair mapping of :meth:`feed` would change nothing, so they
+        are skipped (:class:`FleetTracker` checks the order for a whole batch at once)."""
+        k = len(t)
+        if k == 0 or (len(self._t) and int(t[0]) <= int(self._t[-1])):
+            raise ValueError("feed_in_order needs new fixes after the newest kept fix")
+        self.stats.fixes_in += k
+        return self._feed_fresh(t, lon, lat, speed, hdop, in_t, in_site, near_t, near_site, now_us)
+
+    def _feed_fresh(
+        self,
+        new_t: I64,
+        new_lon: F64,
+        new_lat: F64,
+        new_speed: F64,
+        new_hdop: F64,
+        it: I64,
+        isite: npt.NDArray[np.int32],
+        nt: I64,
+        nsite: npt.NDArray[np.int32],
+        now_us: int | None,
+    ) -> list[DetectionEvent]:
+        """The rest of :meth:`feed`: fixes new to this tracker, ascending in time, with their
+        pairs by fix time."""
         kept_last = (
             self._append_only(
                 new_t, new_lon, new_lat, new_speed, new_hdop, it, isite, nt, nsite, now_us
@@ -307,8 +350,11 @@ class VehicleTracker:
         assignment of the column (trim, re-sort, site removal) is noticed (the view is no
         longer the one recorded) and the next append starts a fresh buffer.
         """
+        k = len(new)
+        if k == 0:
+            return  # the column as it is equals itself with nothing appended
         cur: npt.NDArray[Any] = getattr(self, name)
-        n, k = len(cur), len(new)
+        n = len(cur)
         ent = self._buffers.get(name)
         if ent is not None and ent[1] is cur and n + k <= len(ent[0]):
             buf = ent[0]
@@ -1274,7 +1320,9 @@ class FleetTracker:
     ) -> None:
         self.unit_to_vehicle = dict(unit_to_vehicle or {})
         self.incremental = incremental  # see VehicleTracker._append_only
-        #: the fleet-wide fast path (schedule.fastpath); only with ``incremental``
+        #: the fleet-wide fast path (schedule.fastpath) and VehicleTracker.feed_in_order for
+        #: batches in order; only with ``incremental`` (False: every vehicle's fixes go
+        #: through VehicleTracker.feed, the reference the property tests compare with)
         self.fast = fast and incremental
         self.params = params or DetectionParams()
         self.vehicles: dict[str, VehicleTracker] = {}
@@ -1345,10 +1393,11 @@ class FleetTracker:
         hdop = fixes.hdop.astype(np.float64)
         starts = bounds[:-1].tolist()
         trackers = [self._tracker(str(u)) for u in units[bounds[:-1]].tolist()]
+        t_o, lon_o, lat_o = fixes.t_us[order], fixes.lon[order], fixes.lat[order]
+        speed_o, hdop_o = speed[order], hdop[order]
+        g_n = len(trackers)
         if self.fast:
             # schedule.fastpath: the vehicles whose fixes only append, for the batch at once
-            t_o, lon_o, lat_o = fixes.t_us[order], fixes.lon[order], fixes.lat[order]
-            speed_o, hdop_o = speed[order], hdop[order]
             paired = np.zeros(n, dtype=bool)
             paired[in_r] = True
             paired[nr_r] = True
@@ -1360,11 +1409,26 @@ class FleetTracker:
                 else None
                 for tr in trackers
             ]
-            fast = fastpath.select(
+            fast_a, cand_a = fastpath.select(
                 self.params, tails, bounds, t_o, lon_o, lat_o, speed_o, paired, now_us
-            ).tolist()
+            )
+            fast, candidate = fast_a.tolist(), cand_a.tolist()
         else:
-            fast = [False] * len(trackers)
+            tails = [None] * g_n
+            fast = candidate = [False] * g_n
+        # groups in strictly increasing time after their vehicle's newest fix: fed without
+        # VehicleTracker.feed's sorting and deduplication (feed_in_order)
+        newest = np.fromiter(
+            (int(tr._t[-1]) if len(tr._t) else -(2**62) for tr in trackers), np.int64, g_n
+        )
+        step_ok = np.empty(n, dtype=bool)
+        step_ok[1:] = t_o[1:] > t_o[:-1]
+        step_ok[bounds[:-1]] = t_o[bounds[:-1]] > newest
+        in_order = (np.logical_and.reduceat(step_ok, bounds[:-1]) & self.fast).tolist()
+        in_b = in_r.searchsorted(bounds).tolist()
+        nr_b = nr_r.searchsorted(bounds).tolist()
+        in_t, in_s32 = t_o[in_r], in_s.astype(np.int32)
+        nr_t, nr_s32 = t_o[nr_r], nr_s.astype(np.int32)
         for g, (a, b) in enumerate(zip(starts, bounds[1:].tolist(), strict=True)):
             tr = trackers[g]
             if fast[g]:
@@ -1381,20 +1445,35 @@ class FleetTracker:
                     tr.stats.reruns,
                 )
                 continue
-            idx = order[a:b]
-            ia, ib = in_r.searchsorted([a, b])
-            na, nb = nr_r.searchsorted([a, b])
-            events += tr.feed(
-                fixes.t_us[idx],
-                fixes.lon[idx],
-                fixes.lat[idx],
-                speed[idx],
-                hdop[idx],
-                _pair_rows(in_r[ia:ib] - a, in_s[ia:ib]),
-                _pair_rows(nr_r[na:nb] - a, nr_s[na:nb]),
-                now_us=now_us,
-            )
-            if self.fast:
+            if in_order[g]:
+                ia, ib, na, nb = in_b[g], in_b[g + 1], nr_b[g], nr_b[g + 1]
+                events += tr.feed_in_order(
+                    t_o[a:b],
+                    lon_o[a:b],
+                    lat_o[a:b],
+                    speed_o[a:b],
+                    hdop_o[a:b],
+                    in_t[ia:ib],
+                    in_s32[ia:ib],
+                    nr_t[na:nb],
+                    nr_s32[na:nb],
+                    now_us=now_us,
+                )
+            else:
+                idx = order[a:b]
+                ia, ib = in_r.searchsorted([a, b])
+                na, nb = nr_r.searchsorted([a, b])
+                events += tr.feed(
+                    fixes.t_us[idx],
+                    fixes.lon[idx],
+                    fixes.lat[idx],
+                    speed[idx],
+                    hdop[idx],
+                    _pair_rows(in_r[ia:ib] - a, in_s[ia:ib]),
+                    _pair_rows(nr_r[na:nb] - a, nr_s[na:nb]),
+                    now_us=now_us,
+                )
+            if candidate[g]:
                 tr.fast_tail = tr.take_tail()
         return events
 
