@@ -199,8 +199,13 @@ def detect_stops(
     *,
     active_from: int = 0,
     now_us: int | None = None,
+    pending_out: list[int] | None = None,
 ) -> list[StopRecord]:
     """Stops in the kept fixes from ``active_from`` on (earlier fixes are context only).
+
+    ``pending_out``, when given, receives the first fix of the chain still shorter than
+    ``stop_min_s`` at the end of the track, if there is one (the tracker bounds when it can
+    become a stop without re-running; see ``VehicleTracker._append_only``).
 
     ``t0_us`` is the fix time ``m.t_s`` is relative to.  ``now_us`` (the caller's clock) closes
     a chain whose last fix is more than ``max_gap_s`` old; None leaves it open.
@@ -299,6 +304,8 @@ def detect_stops(
                 continue
         prev_last = e - 1
         state = long_enough(state)
+    if pending_out is not None and state is StopState.PENDING:
+        pending_out.append(first)
     if state is not StopState.IDLE:
         # the last chain: closed if followed by a confirmed move, a jump or a gap, else open
         tail: ClosedBy | None = None

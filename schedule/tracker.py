@@ -146,12 +146,16 @@ class VehicleTracker:
         self.stats = TrackerStats()
         #: skip the re-run of a round that provably cannot report anything (see _append_only)
         self.incremental = incremental
+        #: re-runs also place checkpoints where the detectors have decided everything before
+        #: (see _settled_checkpoints); off, only the structural rule (for comparisons)
+        self.settled_checkpoints = True
         self._stale = False  # open records not refreshed since rounds were only appended
         self._restored = False  # restore() ran and no fix came yet
         self._clock_closed = False  # the last re-run closed something because of now_us
         #: set by FleetTracker: this tracker's schedule.fastpath.Tail (valid while its stamps
         #: equal stats.fixes_in and stats.reruns)
         self.fast_tail: fastpath.Tail | None = None
+        self._stop_floor_us: int | None = None  # no stop chain starts before this (_rerun)
 
     # -- input -------------------------------------------------------------------------
 
@@ -397,6 +401,12 @@ class VehicleTracker:
           change).  An outlier burst may be dropped, but only among fixes after every open
           record's confirming fix (so neither started event can change).  An open stop or
           visit emits nothing while it goes on.
+        * **dwelling**: an open reported visit reaching the newest fix and no open stop yet
+          (a visit is confirmed after ``min_dwell_s``, its stop only after ``stop_min_s``):
+          as *parked* for the visit, and no stop chain can have lasted ``stop_min_s`` by the
+          newest new fix (none starts before ``_stop_floor_us``, the pending chain's first
+          fix at the last re-run, or a speed window before its last fixes), so no stop is
+          announced; a chain that breaks or restarts meanwhile reports nothing either.
         * **driving**: nothing open, no fence pair, nothing dropped, and no new fix *still*:
           no stop run, no visit run, no transition; closed visits and stops stay closed (an
           exit only gains confirming fixes).
@@ -419,9 +429,16 @@ class VehicleTracker:
             return None
         if not open_v and not open_s and self._quiet(int(new_t[-1]), it):
             return int(new_t[-1])
-        parked = bool(open_s)
+        # dwelling: an open visit and no stop yet; no chain can last stop_min_s by t_end
+        dwelling = (
+            bool(open_v)
+            and not open_s
+            and self._stop_floor_us is not None
+            and int(new_t[-1]) - self._stop_floor_us < round((p.stop_min_s - 1.0) * 1e6)
+        )
+        parked = bool(open_s) or dwelling
         if parked:
-            if open_s[0].end_us != last_t or (open_v and open_v[0].end_us != last_t):
+            if (open_s and open_s[0].end_us != last_t) or (open_v and open_v[0].end_us != last_t):
                 return None
             if not open_v and (len(isite) or len(nt)):
                 return None
@@ -467,9 +484,11 @@ class VehicleTracker:
             still = m.still[a:]
         if not parked:
             return None if bool(still[1:].any()) else int(t_w[keep[-1]])
-        if not bool(still.all()):
+        if open_s and not bool(still.all()):
             return None
-        if not self._within_extent(open_s[0], lon_w[keep[a + 1 :]], lat_w[keep[a + 1 :]]):
+        if open_s and not self._within_extent(
+            open_s[0], lon_w[keep[a + 1 :]], lat_w[keep[a + 1 :]]
+        ):
             return None
         if open_v:
             v = open_v[0]
@@ -636,13 +655,19 @@ class VehicleTracker:
             )
         visits = drop_dominated(visits)
         visits.sort(key=lambda r: (r.arrival_us, r.site))
-        stops = detect_stops(m, p, t0, active_from=active, now_us=now_us)
+        pending: list[int] = []
+        stops = detect_stops(m, p, t0, active_from=active, now_us=now_us, pending_out=pending)
+        # no stop chain can start before this any more (see _append_only's *dwelling*): the
+        # pending chain's first fix, or a speed window (a stop's backdating) before the fixes
+        # an outlier burst in the next fixes could still change
+        floor = int(kept_t[max(nk - BURST_FIXES - 2, 0)]) - round((p.speed_window_s + 1) * 1e6)
+        self._stop_floor_us = min(int(kept_t[pending[0]]), floor) if pending else floor
         # new checkpoints (replace those after the one we ran from)
         near_any = np.zeros(nk, dtype=bool)
         near_any[knear[0]] = True
         near_any[kin[0]] = True
         new_cps = self._checkpoints_in(m, near_any, kept_t, active)
-        if self.incremental:
+        if self.settled_checkpoints:
             # nothing at or after the first fix of an open visit or stop is settled
             open_from = [r.first for r in visits if r.closed_by is None]
             open_from += [r.first for r in stops if r.closed_by is None]
