@@ -8,14 +8,21 @@ costs the others.  The baseline, in the same run, is the naive broadcast: one ``
 console per event, awaited in turn (every event is encoded once; a positions batch is one
 event).
 
+Cases (``--cases``): ``hub`` (prepared frames: each distinct message framed, and deflated,
+once for every console; ws/wire.py), ``hub-plain`` (the same hub, one ``send_text`` per console
+per message), ``hub-batch`` (``?batch=1``), ``naive``; ``+slow`` adds the slow console.  With
+``--deflate`` (default) the consoles offer permessage-deflate as browsers do, and the naive
+baseline then compresses per socket, as the library does.
+
 Processes: the server (the real ``ws.server.ConsoleServer`` + hub on the real web shell, or
-the naive endpoint on the same shell), two client processes of ``consoles/2`` ``websockets``
+the naive endpoint on the same shell), two client processes of ``consoles/2`` lean framing
 clients each, and this orchestrator (which also holds the slow console: a raw socket with a
 4 KiB receive buffer that completes the handshake and never reads).  Timestamps: the driver
 stamps each record with the wall clock (``t`` of positions, ``at`` of alerts, ms) when it
 publishes; clients subtract it from their wall clock at receipt (one machine, one clock).
 
 Run: python benchmarks/bench_ws_fanout.py [--consoles 200 --vehicles 2000 --seconds 20]
+     [--no-deflate] [--profile PREFIX]   (docs/bench/ws_fanout.md)
 """
 
 from __future__ import annotations
@@ -26,8 +33,10 @@ import base64
 import contextlib
 import dataclasses
 import datetime as dt
+import gc
 import json
 import os
+import selectors
 import signal
 import socket
 import subprocess
@@ -135,6 +144,20 @@ async def serve(args: argparse.Namespace) -> str | None:
             await naive_broadcast(await naive_queue.get())
 
     round_ms: list[float] = []
+    gc_ms: list[float] = []  # full (generation 2) collections: a stop of the whole loop
+    gc_t0 = 0.0
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        nonlocal gc_t0
+        if info["generation"] == 2:
+            if phase == "start":
+                gc_t0 = time.perf_counter()
+            else:
+                gc_ms.append((time.perf_counter() - gc_t0) * 1000)
+
+    gc.callbacks.append(on_gc)
+    if args.gc_freeze:  # as the service does once its state is built (fleetwatch/service.py)
+        gc.freeze()
 
     async def drive() -> None:
         version = 0
@@ -217,6 +240,8 @@ async def serve(args: argparse.Namespace) -> str | None:
                         "frame_cache_built": server.frames.stats.built,
                         "round_ms_p50": round(float(np.median(round_ms)), 1) if round_ms else None,
                         "round_ms_max": round(max(round_ms), 1) if round_ms else None,
+                        "gc2": len(gc_ms),
+                        "gc2_ms_max": round(max(gc_ms), 1) if gc_ms else None,
                     }
                 ),
                 flush=True,
@@ -309,7 +334,7 @@ class LeanConsole(asyncio.Protocol):
             self.done.set_result(None)
 
     def data_received(self, data: bytes) -> None:
-        now = time.time()
+        now = _READY.at if _READY.at else time.time()
         buf = self.buf
         buf += data
         if not self.open:
@@ -359,6 +384,26 @@ class LeanConsole(asyncio.Protocol):
             pos = start + n
         if pos:
             del buf[:pos]
+
+
+class _Ready:
+    at = 0.0
+
+
+#: when the client's event loop last learned that sockets are readable (0: not stamping)
+_READY = _Ready()
+
+
+class _StampingSelector(selectors.EpollSelector):
+    """Receipt is when the client's loop learns the bytes are there (its ``select`` returns),
+    not when this Python process gets round to the frame: 100 consoles share one client
+    process, and the 99th console's frame would otherwise wait for the framing and inflating
+    of the 98 before it, work a browser on its own machine does not wait for."""
+
+    def select(self, timeout: float | None = None) -> list[tuple[Any, int]]:
+        ready = super().select(timeout)
+        _READY.at = time.time()
+        return ready
 
 
 def _offer(deflate: bool) -> str:
@@ -456,8 +501,9 @@ def run_case(args: argparse.Namespace, mode: str, slow: bool) -> dict[str, Any]:
     prof = []
     if args.profile:
         prof = ["--profile", f"{args.profile}.{mode}{'+slow' if slow else ''}.txt"]
+    gcf = ["--gc-freeze" if args.gc_freeze else "--no-gc-freeze"]
     server = subprocess.Popen(
-        [py, __file__, "--role", "server", "--mode", mode, *common, *prof],
+        [py, __file__, "--role", "server", "--mode", mode, *common, *prof, *gcf],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,  # asyncio's "socket.send() raised" as clients leave
         text=True,
@@ -491,6 +537,8 @@ def run_case(args: argparse.Namespace, mode: str, slow: bool) -> dict[str, Any]:
                     "--seconds",
                     str(args.seconds),
                     "--deflate" if args.deflate else "--no-deflate",
+                    "--stamp",
+                    args.stamp,
                 ],
                 stdout=subprocess.PIPE,
                 text=True,
@@ -585,6 +633,19 @@ def main() -> None:
         "console per message), hub-batch (?batch=1), naive (the baseline)",
     )
     ap.add_argument("--profile", default="", help="server profiles (pyinstrument) to PREFIX.*")
+    ap.add_argument(
+        "--stamp",
+        choices=["ready", "read"],
+        default="ready",
+        help="receipt time: when the client's loop saw the socket readable (default), or when "
+        "the client process got to the bytes",
+    )
+    ap.add_argument(
+        "--gc-freeze",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="gc.freeze() in the server after start-up, as the service does (default: yes)",
+    )
     args = ap.parse_args()
     if args.role == "server":
         profile = asyncio.run(serve(args))
@@ -592,7 +653,13 @@ def main() -> None:
             Path(args.profile).write_text(profile)
         return
     if args.role == "clients":
-        asyncio.run(clients(args))
+        if args.stamp == "ready":
+            sel = _StampingSelector()
+            _READY.at = 0.0
+            with asyncio.Runner(loop_factory=lambda: asyncio.SelectorEventLoop(sel)) as runner:
+                runner.run(clients(args))
+        else:
+            asyncio.run(clients(args))
         return
     out = []
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")

@@ -13,6 +13,7 @@ the columns stay numeric.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -62,9 +63,11 @@ def iso_utc(t_us: int) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def us_from_iso(text: str) -> int:
     """The inverse of :func:`iso_utc` (any ISO-8601 text with an offset or ``Z``; a naive one
-    raises ``ValueError``, as :func:`datetime_to_us` does)."""
+    raises ``ValueError``, as :func:`datetime_to_us` does).  Cached: a restart reads back
+    thousands of records whose times repeat (opening, hops, the minute a batch was decided)."""
     return datetime_to_us(dt.datetime.fromisoformat(text.replace("Z", "+00:00")))
 
 

@@ -53,7 +53,7 @@ from ingest.service import IngestOptions, IngestService, wall_clock_us
 from schedule.engine import Engine, EngineParams
 from schedule.events import DetectionEvent
 from schedule.plans import DayPlan
-from schedule.stop_events import Command, CommandRefused
+from schedule.stop_events import Command, CommandRefused, StopChanged
 from store import Store, StoreUnavailable, StoreWriteError, UnitRow
 from store.spool import SpoolingSink
 from store.spool_metrics import register_spool_metrics
@@ -520,6 +520,10 @@ def _restore_alerts(stored: Sequence[AlertRecord], engine: Engine, _now_us: int)
     return []
 
 
+def _restore_stop_states(states: Sequence[StopChanged], engine: Engine, now_us: int) -> list[Any]:
+    return engine.restore_stop_states(states, now_us)
+
+
 def _finish_restore(engine: Engine, now_us: int) -> list[Any]:
     out = engine.finish_restore(now_us)
     log.info("restore finished: %d alert/exception versions differ from the stored ones", len(out))
@@ -542,6 +546,15 @@ async def _rebuild_engine(
                  len(stages.schedule.inputs.plans), settings.plans_dir,
                  len(stages.schedule.inputs.problems),
                  len(stages.schedule.roster.dispatchers))  # fmt: skip
+        for day in stages.schedule.inputs.plans:
+            try:  # the board continues from the stored stop states, not from "pending"
+                states = await store.stop_states(day)
+            except StoreUnavailable as exc:
+                log.warning("stop states of %s not restored (%s): the board decides them "
+                            "again from the re-read data", day, exc)  # fmt: skip
+                continue
+            if states:
+                live.apply_now(functools.partial(_restore_stop_states, states), wall_clock_us())
     now = wall_clock_us()
     horizon_us = round(live.engine.detection.horizon_s * 1e6)
     until = now + 300_000_000  # the decoder's bound on fixes ahead of the clock

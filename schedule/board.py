@@ -261,6 +261,35 @@ class ScheduleBoard:
             n += 1
         return n
 
+    def restore_stop_states(self, states: Iterable[StopChanged]) -> list[StopChanged]:
+        """After a restart, once the plans are loaded and before the re-run: each stop's stored
+        state (``store.outbox.load_stop_states``), so that the re-run continues from it instead
+        of deciding the day again from "pending" — a stop decided late, missed or cancelled
+        stays so until a visit (or a command) changes it, as it would have without the
+        restart.  A visited stop is left to its visit (the stored detection events bring it
+        back); one whose visit retracted a decision goes back to that decision, so the
+        re-derived visit retracts it again, with the same record.  "At risk" is not taken: it
+        is the ETA's judgement, made again at the route's next refresh (a restarted board's
+        ETA would clear it at once where an uninterrupted one still has it at risk).  Stops
+        not in the plan, or already moved by the re-run, are left alone.  Returns the records
+        it took, to be published again (the plan's import said "pending" about them; the
+        outbox knows their content and stores nothing)."""
+        taken: list[StopChanged] = []
+        for rec in states:
+            stop = self._stops.get(rec.stop_id)
+            if stop is None or stop.state != "pending":
+                continue
+            state: StopState | None = rec.state
+            if rec.state == "visited":
+                state = rec.previous if rec.retraction else None
+            if state not in ("late", "missed", "cancelled"):
+                continue  # pending and at risk are the ETA's to decide again (at the next refresh)
+            stop.state = state
+            stop.cancel_reason = rec.cancel_reason if state == "cancelled" else None
+            stop.last = rec
+            taken.append(rec)
+        return taken
+
     # -- plans -------------------------------------------------------------------------------
 
     def learn_service_minutes(self, minutes: Mapping[str, float]) -> None:

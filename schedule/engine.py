@@ -53,6 +53,7 @@ from schedule.stop_events import (
     ReorderRoute,
     ScheduleCommand,
     ScheduleEvent,
+    StopChanged,
     VehicleCondition,
     VehiclePosition,
 )
@@ -331,6 +332,18 @@ class Engine:
                 if self.board is not None and hasattr(self.board, "restore_conditions"):
                     # the board's condition clocks are only in the store: take them back
                     self.board.restore_conditions(stage.active_conditions())
+
+    def restore_stop_states(self, states: Sequence[StopChanged], now_us: int) -> list[Any]:
+        """After the plans of a restart: the board takes back each stop's stored state
+        (``store.outbox.load_stop_states``; ``ScheduleBoard.restore_stop_states``).  The
+        records it took flow on as usual (the console learns the state the plan's import
+        hid; a restoring desk and the outbox recognise them)."""
+        if self.board is None or not hasattr(self.board, "restore_stop_states"):
+            return []
+        now_us = self._clock(now_us)
+        sched: list[ScheduleEvent] = list(self.board.restore_stop_states(states))
+        self.stats.schedule_events += len(sched)
+        return [*sched, *self._to_stages(sched, self.data_now(now_us))]
 
     def finish_restore(self, now_us: int) -> list[Any]:
         """Last step of a restart (also when reading fixes failed): the stages apply what the

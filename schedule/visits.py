@@ -197,11 +197,19 @@ def detect_visits_for_site(
             and n_still[nxt] - n_still[last + 1] < nxt - last - 1
         )
 
+    def gap_or_exit(last: int) -> ClosedBy:
+        """A gap follows *last*: was the exit confirmed before it?  Then the visit ended by
+        "exit", however long the silence after; otherwise by "gap".  (Whichever came *first*:
+        a run over the day at once must say what the run that saw the fixes one by one said,
+        the exit when it was confirmed -- a restart re-reads hours of fixes in one go.)"""
+        first_gap = int(np.searchsorted(n_gap, n_gap[last + 1] + 1)) - 1
+        return "exit" if exit_confirmed(last, first_gap) else "gap"
+
     for s, e in pieces:
         if state is not VisitState.OUTSIDE:
             gapped = n_gap[s + 1] > n_gap[last + 1]
             if gapped or exit_confirmed(last, s):
-                close("gap" if gapped else "exit")
+                close(gap_or_exit(last) if gapped else "exit")
                 state = step(state, VisitInput.LEAVE)
             else:
                 state = step(state, VisitInput.STAY)
@@ -218,7 +226,7 @@ def detect_visits_for_site(
         return out
     tail: ClosedBy | None = None
     if n_gap[n] > n_gap[last + 1]:
-        tail = "gap"
+        tail = gap_or_exit(last)
     elif exit_confirmed(last, n):
         tail = "exit"
     elif now_us is not None and now_us - (t0_us + m.t_s[-1] * 1e6) > p.max_gap_s * 1e6:

@@ -25,6 +25,7 @@ from psycopg_pool import AsyncConnectionPool
 from alerts.records import AlertRecord
 from core.fixes import DeadLetter, FixBatch
 from schedule.events import DetectionEvent
+from schedule.stop_events import StopChanged
 from store import partitions
 from store.analytics import service_times
 from store.dead_letters import count_dead_letters_by_reason, insert_dead_letters
@@ -40,7 +41,7 @@ from store.fixes import (
     select_recent_fixes,
 )
 from store.migrate import Partitioning, apply_migrations
-from store.outbox import load_alert_records, load_detection_events
+from store.outbox import load_alert_records, load_detection_events, load_stop_states
 from store.units import UnitRow, select_units, upsert_units
 
 
@@ -395,6 +396,13 @@ class Store:
                 return await load_alert_records(
                     conn, service_date=service_date, since_date=since_date
                 )
+
+    async def stop_states(self, service_date: dt.date) -> list[StopChanged]:
+        """The stored state of every stop of *service_date* (its latest version): what a
+        restarted schedule board continues from."""
+        with self._counting_errors("reading stored stop states"):
+            async with self._connection() as conn:
+                return await load_stop_states(conn, service_date)
 
     async def learned_service_minutes(self, *, min_visits: int = 5) -> dict[str, float]:
         """Median service minutes per site over its completed visits (analytics view of

@@ -27,6 +27,7 @@ from tests.test_engine_live import small_params
 from tests.test_ingest_service_integration import eventually, publish, running, settings_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def desk_of(h: Any) -> AlertDesk:
@@ -100,3 +101,130 @@ async def test_a_restarted_service_gives_back_every_alert_and_stores_nothing_new
         assert {x.id: x.to_json_dict() for x in again.exceptions()} == exceptions
         assert again.statistics()["restored_threads"] == len(before)
         assert stored_rows(pg_dsn) == rows, "the restart stored new versions"
+
+
+class _Service:
+    """``python -m fleetwatch run`` as a child process, its stderr (the log) read by a thread
+    into ``lines``."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        import subprocess
+        import sys
+        import threading
+
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fleetwatch", "run"], env=env, cwd=ROOT,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        self._reader = threading.Thread(target=self._read, name="fleetwatch-log", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    def ready(self) -> bool:
+        """``/readyz`` answers 200 (subscribed, database up, engine keeping up)."""
+        import re
+        import urllib.request
+
+        m = re.search(r"metrics at http://[\d.]+:(\d+)/metrics", self.log())
+        if m is None:
+            return False
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{m.group(1)}/readyz", timeout=2) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()  # SIGKILL: no drain, no goodbye
+        self.proc.wait(timeout=30)
+        self._reader.join(timeout=10)
+
+
+def _alerts_current(dsn: str) -> dict[str, Any]:
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute("SELECT id, version, body FROM alerts_current").fetchall()
+    return {str(i): (int(v), b) for i, v, b in rows}
+
+
+async def _settled(dsn: str, *, quiet_s: float = 3.0, timeout_s: float = 120.0) -> dict[str, int]:
+    """Poll until the stored versions stop changing for *quiet_s* (bounded)."""
+    import asyncio
+    import time
+
+    last, since = stored_rows(dsn), time.monotonic()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        now = stored_rows(dsn)
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return now
+    pytest.fail(f"the outbox kept changing for {timeout_s} s: {last}")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+async def test_fleetwatch_run_sigkilled_and_restarted_stores_nothing_new(
+    mqtt_broker: Broker, pg_dsn: str, tmp_path: Path
+) -> None:
+    """The issue's scenario end to end: ``fleetwatch run`` (a child process) takes 70 % of a
+    day, is SIGKILLed, and is started again: it restores its alert desk from the store (the log
+    says how many versions, and that none differ), and the outbox — alerts, exceptions, stop
+    states, visits — does not change by one row."""
+    import os
+
+    scenario = tmp_path / "scenario"
+    day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=2)
+    write_scenario(dataclasses.replace(small_params(day), skip_rate=0.15), scenario)
+    items = [(f"fleet/{unit}/nmea", payload) for _, unit, payload in merged_payloads(scenario)]
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("FLEETWATCH_")}
+    env = {**clean, "PYTHONPATH": str(ROOT), "FLEETWATCH_MQTT_URL": mqtt_broker.url,
+           "FLEETWATCH_DATABASE_URL": pg_dsn, "FLEETWATCH_HTTP_PORT": "0",
+           "FLEETWATCH_MQTT_CLIENT_ID": "fw-restart-test",
+           "FLEETWATCH_SITES_FILE": str(scenario / "sites.geojson"),
+           "FLEETWATCH_PLANS_DIR": str(scenario),
+           "FLEETWATCH_UNITS_FILE": str(scenario / "units.csv"),
+           "FLEETWATCH_OUTBOX_JOURNAL_FILE": str(tmp_path / "outbox.db")}  # fmt: skip
+    first = _Service(env)
+    try:
+        await eventually(first.ready, timeout_s=120)
+        assert "alert desk restored from 0 stored" in first.log()
+        await publish(mqtt_broker, items[: int(len(items) * 0.7)])
+        await eventually(lambda: stored_rows(pg_dsn).get("alert", 0) > 0, timeout_s=120)
+        rows = await _settled(pg_dsn)
+    finally:
+        first.kill()
+    alerts = _alerts_current(pg_dsn)
+    assert alerts, first.log()
+    assert any(b.get("escalates_at") for _, b in alerts.values()), "no armed timer stored"
+
+    second = _Service(env)
+    try:
+        await eventually(second.ready, timeout_s=120)
+        assert await _settled(pg_dsn) == rows, second.log()
+    finally:
+        second.kill()
+    log = second.log()
+    (restored,) = [ln for ln in log.splitlines() if "alert desk restored from" in ln]
+    n_exceptions = _count_current(pg_dsn, "visit_exceptions_current")
+    assert f"from {len(alerts) + n_exceptions} stored" in restored, restored
+    assert "restore finished: 0 alert/exception versions differ" in log, log
+    assert _alerts_current(pg_dsn) == alerts
+    assert "Traceback" not in log
+
+
+def _count_current(dsn: str, table: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+    assert row is not None
+    return int(row[0])

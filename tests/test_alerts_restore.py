@@ -191,7 +191,10 @@ def check_restart(
     assert second.desk.restoring
     # the restarted engine re-derives part of the day and re-applies the journal
     restart_now = steps[cut - 1][0] if cut else utc("05:00")
-    rerun: list[AlertRecord] = []
+    # the re-imported plan first: every stop "pending" at the start of the day, older than
+    # anything stored (stale for a stop the store knows; nothing for one it does not)
+    plan = [stop(site, "pending", at=utc("05:00") - 1000, cause="import") for site in SITES]
+    rerun: list[AlertRecord] = second.desk.consume(plan, utc("05:00") - 1000)
     for now, (what, *args) in steps[rerun_from:cut]:
         if what == "events":
             rerun += second.desk.consume(args[0], now)
@@ -280,6 +283,17 @@ def test_the_restart_check_fails_when_restore_drops_state(
     check_restart(_a_day(), 5, 0)
     with mutated_restore(mutate), pytest.raises(AssertionError):
         check_restart(_a_day(), 5, 0)
+
+
+def test_the_restart_check_fails_when_restore_forgets_how_recent_the_stored_state_is(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without the stored state's time per subject, the re-imported plan's "pending" (older
+    than anything stored) would resolve the stored late alerts at finish_restore."""
+    check_restart(_a_day(), 5, 5)
+    monkeypatch.setattr(AlertDesk, "_seen_at", lambda self, subject, at_us: None)
+    with pytest.raises(AssertionError):
+        check_restart(_a_day(), 5, 5)
 
 
 def test_the_restart_check_fails_when_the_store_drops_the_timer() -> None:

@@ -350,3 +350,47 @@ def test_grace_until_end_of_working_day() -> None:
     assert b.states()[sid("S1")] == "late"
     run_clock(b, at(20))
     assert b.states()[sid("S1")] == "missed"
+
+
+def test_a_restarted_board_continues_from_the_stored_stop_states() -> None:
+    """Issue 9: after the plan's re-import (every stop pending), the stored states come back —
+    missed and cancelled stay so; a visited stop whose visit retracted a "missed" goes back to
+    missed, so the re-derived visit retracts it again with the same record; at risk and
+    pending are left to the ETA; the restored records are handed back to be published."""
+    b = board()
+    day = plan({"V1": [("S1", 9, 11), ("S2", 9, 11), ("S3", 9, 11), ("S4", 12, 14)]})
+    b.load_plan(day, at(6))
+    run_clock(b, at(10))
+    b.command(CancelStop(stop_id=sid("S2"), reason="client closed", by="D01"), at(10))
+    run_clock(b, at(12))  # S1 and S3 missed
+    (retracting,) = changes(b.on_detection([visit("a", "V1", "S3", 10.9)], at(12.5)))
+    stored = {s: b._stops[s].last for s in b._stops}
+    assert stored[sid("S1")].state == "missed"  # type: ignore[union-attr]
+
+    again = board()
+    again.load_plan(day, 0)  # as a restarted engine: data clock not started, all pending
+    taken = again.restore_stop_states([r for r in stored.values() if r is not None])
+    assert [(r.stop_id, r.state) for r in taken] == [
+        (sid("S1"), "missed"), (sid("S2"), "cancelled"), (sid("S3"), "visited"),
+    ]  # fmt: skip
+    assert again.states() == {sid("S1"): "missed", sid("S2"): "cancelled",
+                              sid("S3"): "missed", sid("S4"): "pending"}  # fmt: skip
+    (c,) = changes(again.on_detection([visit("a", "V1", "S3", 10.9)], at(12.5)))
+    assert c == retracting
+    assert not changes(run_clock(again, at(12.6)), "S1")  # missed is not decided again
+
+
+def test_a_restarted_board_keeps_a_restored_condition_and_its_since() -> None:
+    b = board(behind_schedule_min=30, gps_silent_min=600)
+    b.load_plan(plan({"V1": [("S1", 9, 14)]}), at(6))
+    p = VehiclePosition(vehicle_id="V1", t_us=at(10), lon=37.5, lat=55.75, speed_kmh=0)
+    ev = b.on_positions([p], at(10)) + run_clock(b, at(10) + 31_000_000)
+    (on,) = [e for e in ev if isinstance(e, VehicleCondition) and e.active]
+
+    again = board(behind_schedule_min=30, gps_silent_min=600)
+    assert again.restore_conditions([on]) == 1
+    again.load_plan(plan({"V1": [("S1", 9, 14)]}), at(6))  # at data time 0: cannot end it
+    p2 = VehiclePosition(vehicle_id="V1", t_us=at(10.5), lon=37.5, lat=55.75, speed_kmh=0)
+    ev = again.on_positions([p2], at(10.5)) + run_clock(again, at(10.5) + 31_000_000)
+    assert not [e for e in ev if isinstance(e, VehicleCondition)]  # not raised again
+    assert again.snapshot().conditions == (on,)

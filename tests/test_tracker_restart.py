@@ -153,3 +153,27 @@ def test_fleet_restore_adopts_each_vehicles_events_and_sites_by_id() -> None:
     assert sorted(e.site_id for e in done) == ["S0000", "S0001"]
     published = {e.visit_id for e in stored if isinstance(e, VisitStarted)}
     assert {e.visit_id for e in done} == published  # the open visit kept its id
+
+
+def test_a_visit_left_before_a_coverage_gap_is_closed_by_exit_in_one_pass_as_in_many() -> None:
+    """The exit is confirmed, then the unit falls silent for half an hour (a store-and-forward
+    dropout).  Fed fix by fix the visit closed by "exit" when the exit was confirmed; a restart
+    re-reads hours of fixes in one pass, gap included, and must say the same -- it said "gap"
+    (whichever came first decides), a new version of every such visit in the CRM feed."""
+    b = TrackBuilder(seed=5).start(-500, 0).drive(0, 0, 20).park(600, outlier_rate=0.0)
+    b.drive(800, 0, 30).gap(1800).drive(1500, 0, 30).park(600).drive(2500, 0, 30)
+    a = b.arrays()
+    n = len(a["t_us"])
+
+    def closed_by(events: list[object]) -> dict[str, str]:
+        return {
+            ev.site_id: ev.closed_by
+            for ev in latest(events).values()  # type: ignore[arg-type]
+            if isinstance(ev, VisitCompleted) and not ev.retracted
+        }
+
+    one = closed_by(list(feed_all(VehicleTracker("V", FENCES.ids, PARAMS), a, FENCES)))
+    many = closed_by(list(feed_all(VehicleTracker("V", FENCES.ids, PARAMS), a, FENCES,
+                                   chunks(0, n))))  # fmt: skip
+    assert many["S0000"] == "exit"
+    assert one == many

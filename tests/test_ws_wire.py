@@ -108,7 +108,7 @@ def test_deflate_compresses_and_each_frame_stands_alone() -> None:
 
 
 def test_the_cache_builds_once_per_text_and_encoding_and_stays_bounded() -> None:
-    cache = FrameCache(max_bytes=10_000)
+    cache = FrameCache(max_bytes=20_000)  # frames and their texts count
     t = "a" * 1000
     f1 = cache.frame(t, PLAIN)
     assert cache.frame("a" * 1000, PLAIN) is f1  # equal content: the same bytes
@@ -116,7 +116,8 @@ def test_the_cache_builds_once_per_text_and_encoding_and_stays_bounded() -> None
     assert (cache.stats.built, cache.stats.hits) == (2, 1)
     for k in range(30):
         cache.frame(f"{k:04d}" + "b" * 996, PLAIN)
-    assert cache.size_bytes <= 10_000
+    assert cache.size_bytes <= 20_000
+    assert len(cache) <= 10
     assert cache.stats.evicted >= 20
     assert cache.frame(t, PLAIN) is not f1  # evicted first (oldest), rebuilt equal
     assert cache.frame(t, PLAIN) == f1

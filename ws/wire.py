@@ -105,12 +105,12 @@ class FrameCacheStats:
 
 
 class FrameCache:
-    """Frames by encoding and text, built on first use; bounded by bytes and entries, the
-    oldest built dropped first.  Why a cache and not a field on the hub's message: the
-    encodings are only known once consoles connect (one per negotiated window size), and
-    a text framed for the first console is framed for the 199 others.  Keys are the hub's own
-    ``str`` objects: their hash is computed once and lookups compare by identity first, so a
-    console's alert burst costs a dict lookup per message."""
+    """Frames by encoding and text, built on first use; bounded by bytes (frames and their key
+    texts) and entries, the oldest built dropped first.  Why a cache and not a field on the
+    hub's message: the encodings are only known once consoles connect (one per negotiated
+    window size), and a text framed for the first console is framed for the 199 others.
+    Keys are the hub's own ``str`` objects: their hash is computed once and lookups compare
+    by identity first, so a console's alert burst costs a dict lookup per message."""
 
     def __init__(self, *, max_bytes: int = 8 << 20, max_entries: int = 20_000) -> None:
         if max_bytes < 1 or max_entries < 1:
@@ -118,7 +118,9 @@ class FrameCache:
         self.max_bytes = max_bytes
         self.max_entries = max_entries
         self._by_encoding: dict[Encoding, dict[str, bytes]] = {}
-        self._order: deque[tuple[dict[str, bytes], str]] = deque()  # oldest built first
+        #: (cache, text, bytes held) oldest built first; the key text counts too (a 300 KB
+        #: positions text stays alive as long as its 27 KB compressed frame)
+        self._order: deque[tuple[dict[str, bytes], str, int]] = deque()
         self._bytes = 0
         self.stats = FrameCacheStats()
 
@@ -156,12 +158,14 @@ class FrameCache:
         st.text_bytes_in += len(text)
         st.frame_bytes_out += len(data)
         cache[text] = data
-        self._order.append((cache, text))
-        self._bytes += len(data)
+        held = len(data) + len(text)
+        self._order.append((cache, text, held))
+        self._bytes += held
         order = self._order
         while len(order) > 1 and (self._bytes > self.max_bytes or len(order) > self.max_entries):
-            old_cache, old = order.popleft()
-            self._bytes -= len(old_cache.pop(old))
+            old_cache, old, old_held = order.popleft()
+            del old_cache[old]
+            self._bytes -= old_held
             st.evicted += 1
         return data
 
