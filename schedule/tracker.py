@@ -395,12 +395,15 @@ class VehicleTracker:
 
         * **parked**: an open, reported stop reaching the newest fix, and every kept fix from
           there on *still* (it extends the stop's last still run); either no open visit and no
-          fence pair at all, or one open reported visit reaching the newest fix with every
-          kept new fix inside its site and no pair of another site (it extends the visit's
-          last inside run) and no other visit overlapping it (``drop_dominated`` cannot
-          change).  An outlier burst may be dropped, but only among fixes after every open
-          record's confirming fix (so neither started event can change).  An open stop or
-          visit emits nothing while it goes on.
+          fence pair at all, or open reported visits reaching the newest fix with every
+          kept new fix inside each of their sites and no pair of another site (it extends
+          each visit's last inside run) and no other visit overlapping them.
+          ``drop_dominated`` cannot change: one visit alone has nobody to be dominated by;
+          several (a truck parked where fences overlap, as the synthetic city's sites do) are
+          each at least half inside, which no visit dominates, and their shares only grow.
+          An outlier burst may be dropped, but only among fixes after every open record's
+          confirming fix (so no started event can change).  An open stop or visit emits
+          nothing while it goes on.
         * **dwelling**: an open reported visit reaching the newest fix and no open stop yet
           (a visit is confirmed after ``min_dwell_s``, its stop only after ``stop_min_s``):
           as *parked* for the visit, and no stop chain can have lasted ``stop_min_s`` by the
@@ -425,8 +428,10 @@ class VehicleTracker:
         last_t = int(self._t[-1])
         open_v = [r for r in self._visits if _is_open(r)]
         open_s = [r for r in self._stops if _is_open(r)]
-        if len(open_s) > 1 or len(open_v) > 1:
+        if len(open_s) > 1:
             return None
+        if len(open_v) > 1 and any(v.record is None or v.record.inside_share < 0.5 for v in open_v):
+            return None  # overlapping fences: see the *parked* case
         if not open_v and not open_s and self._quiet(int(new_t[-1]), it):
             return int(new_t[-1])
         # dwelling: an open visit and no stop yet; no chain can last stop_min_s by t_end
@@ -438,7 +443,7 @@ class VehicleTracker:
         )
         parked = bool(open_s) or dwelling
         if parked:
-            if (open_s and open_s[0].end_us != last_t) or (open_v and open_v[0].end_us != last_t):
+            if (open_s and open_s[0].end_us != last_t) or any(v.end_us != last_t for v in open_v):
                 return None
             if not open_v and (len(isite) or len(nt)):
                 return None
@@ -491,16 +496,21 @@ class VehicleTracker:
         ):
             return None
         if open_v:
-            v = open_v[0]
             # set membership of a few dozen fix times: np.isin hashes (~40 µs a call)
             kept_new_t = t_w[keep[a + 1 :]].tolist()
-            own = set(it[isite == v.site].tolist())
-            others = set(it[isite != v.site].tolist())
-            others.update(nt[nsite != v.site].tolist())
-            if not own.issuperset(kept_new_t) or not others.isdisjoint(kept_new_t):
+            sites = {v.site for v in open_v}
+            for v in open_v:
+                if not set(it[isite == v.site].tolist()).issuperset(kept_new_t):
+                    return None
+            others = {t for t, s in zip(it.tolist(), isite.tolist(), strict=True) if s not in sites}
+            others.update(
+                t for t, s in zip(nt.tolist(), nsite.tolist(), strict=True) if s not in sites
+            )
+            if not others.isdisjoint(kept_new_t):
                 return None
+            v_start = min(v.start_us for v in open_v)
             if any(
-                r is not v and not r.started.retracted and r.end_us >= v.start_us
+                all(r is not v for v in open_v) and not r.started.retracted and r.end_us >= v_start
                 for r in self._visits
             ):
                 return None
