@@ -302,7 +302,7 @@ class AlertDesk:
     def restoring(self) -> bool:
         return self._restoring
 
-    def restore(self, stored: Iterable[AlertRecord]) -> None:
+    def restore(self, stored: Iterable[AlertRecord]) -> list[AlertRecord]:
         """Rebuild the desk from stored records (``store.outbox.load_alert_records``): for each
         id the highest version given wins.  Threads come back with their id, version, status,
         kind and facts, assignee, escalation level and hops, acknowledgement, comments and
@@ -312,7 +312,9 @@ class AlertDesk:
 
         The desk is then *restoring* until :meth:`finish_restore`: feed it what the engine
         re-derives (plans, stored detection events and fixes, journaled commands) in between.
-        Raises :class:`RestoreError` unless the desk is still empty."""
+        Returns the records it adopted (the latest of each id), for the consumers that start
+        empty too (the console hub); the store knows them all.  Raises :class:`RestoreError`
+        unless the desk is still empty."""
         if self._threads or self._ledger.current() or self._seen:
             raise RestoreError("AlertDesk.restore: the desk already holds threads or records")
         alerts: dict[str, AlertVersion] = {}
@@ -352,6 +354,7 @@ class AlertDesk:
         self._restoring = True
         self.counts["restored_threads"] += len(alerts)
         self.counts["restored_exceptions"] += len(exceptions)
+        return [*alerts.values(), *exceptions.values()]
 
     def active_conditions(self) -> list[VehicleCondition]:
         """The vehicle conditions whose threads are active, as the schedule board raised them

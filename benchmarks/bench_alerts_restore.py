@@ -8,7 +8,8 @@ visit exception), a third acknowledged, a fifth commented, the rest escalated on
 records are stored with ``store.outbox.write_records`` in a private PostgreSQL (fsync on).
 
 Measured (seconds, median of the repeats; CPU of this process for the pure steps):
-  read        store.outbox.load_alert_records(conn, service_date=...) -> records
+  read        store.outbox.load_alert_records(conn, service_date=...) -> records (wall clock:
+              the server's work included; read_cpu: this process's CPU, decoding the bodies)
   restore     AlertDesk.restore(records) + finish_restore (nothing re-derived)
   rederive    a fresh desk consuming the N stops' schedule records (the old restart), for scale
 
@@ -68,7 +69,7 @@ async def main() -> None:
     recs = records_from_events(out)
     threads = len({r.id for r in out if isinstance(r, AlertVersion)})
     base = Path(tempfile.mkdtemp(prefix="fleetwatch-bench-alerts-restore-"))
-    res: dict[str, list[float]] = {"read": [], "restore": [], "rederive": []}
+    res: dict[str, list[float]] = {"read": [], "read_cpu": [], "restore": [], "rederive": []}
     try:
         with open_embedded_postgres(base, fsync=True) as pg:
             store = await Store.open(pg.dsn, partitioning="native")
@@ -78,9 +79,10 @@ async def main() -> None:
                     await write_records(conn, recs[i : i + 5000])
                 day = dt.date.fromisoformat(DATE)
                 for _ in range(args.repeats):
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.process_time()
                     stored = await load_alert_records(conn, service_date=day)
                     res["read"].append(time.perf_counter() - t0)
+                    res["read_cpu"].append(time.process_time() - c0)
                     t0 = time.process_time()
                     again = AlertDesk(roster=roster())
                     again.restore(stored)

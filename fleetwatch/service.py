@@ -516,8 +516,7 @@ async def _start_engine(
 
 
 def _restore_alerts(stored: Sequence[AlertRecord], engine: Engine, _now_us: int) -> list[Any]:
-    engine.restore_alerts(stored)
-    return []
+    return engine.restore_alerts(stored)  # published: the console hub starts empty too
 
 
 def _restore_stop_states(states: Sequence[StopChanged], engine: Engine, now_us: int) -> list[Any]:

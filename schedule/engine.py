@@ -171,7 +171,7 @@ class RestorableStage(Stage, Protocol):
     """A stage that can be rebuilt from its stored records after a restart (the alert desk:
     ``AlertDesk.restore`` / ``finish_restore``)."""
 
-    def restore(self, stored: Sequence[Any]) -> None: ...
+    def restore(self, stored: Sequence[Any]) -> Sequence[Any]: ...
 
     def active_conditions(self) -> Sequence[VehicleCondition]: ...
 
@@ -321,17 +321,21 @@ class Engine:
         self.stats.schedule_events += len(sched)
         return [*sched, *self._to_stages(sched, data_now)]
 
-    def restore_alerts(self, stored: Sequence[Any]) -> None:
+    def restore_alerts(self, stored: Sequence[Any]) -> list[Any]:
         """First step of a restart: the stages after the schedule (the alert desk) take their
         stored records back (``store.outbox.load_alert_records``) and stay *restoring* — what
         the engine then re-derives (plans, :meth:`restore`, re-applied commands) is compared
-        with them instead of being announced again — until :meth:`finish_restore`."""
+        with them instead of being announced again — until :meth:`finish_restore`.  Returns
+        the records adopted, for consumers that start empty (the console); the outbox knows
+        their content and stores nothing."""
+        out: list[Any] = []
         for stage in self.stages:
             if isinstance(stage, RestorableStage):
-                stage.restore(stored)
+                out += stage.restore(stored)
                 if self.board is not None and hasattr(self.board, "restore_conditions"):
                     # the board's condition clocks are only in the store: take them back
                     self.board.restore_conditions(stage.active_conditions())
+        return out
 
     def restore_stop_states(self, states: Sequence[StopChanged], now_us: int) -> list[Any]:
         """After the plans of a restart: the board takes back each stop's stored state

@@ -113,8 +113,7 @@ def restarted(
     )  # fmt: skip
     stored = FixBatch.concat(chunks[:cut])
     restart_now = int(stored.recv_us.max())
-    engine.restore_alerts(stored_alerts(before))
-    out: list[Any] = []
+    out: list[Any] = engine.restore_alerts(stored_alerts(before))  # published again
     for plan in sched.inputs.plans.values():
         out += engine.load_plan(plan, restart_now)
     states = {e.stop_id: e for e in before if isinstance(e, StopChanged)}  # load_stop_states

@@ -57,7 +57,7 @@ from simulators.formats import load_units, merged_payloads
 from simulators.mqtt_wire import RawPublisherPool
 from simulators.publish import PublishReport, last_receive_us, publish_scenario
 from simulators.scenario import ScenarioParams, write_scenario
-from store.outbox import records_from_events
+from store.outbox import _VOLATILE, canonical_json, records_from_events
 from tests.support.broker import Broker
 from tests.support.pg import fresh_database
 from tests.test_engine_live import decode_scenario, small_params
@@ -390,16 +390,39 @@ def test_the_crm_feed_announces_each_content_once_and_only_what_the_day_has(
     }
 
 
+#: Per-transition flags of a stop state, beside the ones the outbox already leaves out of its
+#: content hash (cause, reason, detected_late, ...): whether *this* version reversed an earlier
+#: decision.  A store-and-forward burst caught up in one round turns "missed" into "visited
+#: with departure" in one version (a retraction); at real pace the arrival retracts and the
+#: departure follows in a second version that is not one.  The state itself is the same.
+PACE_FLAGS: dict[str, frozenset[str]] = {
+    "stop_state": frozenset({"retraction"}),
+    "visit": frozenset(),
+}
+
+
+def final_content(bodies: dict[str, dict[str, Any]], kind: str) -> dict[str, str]:
+    drop = _VOLATILE[kind] | PACE_FLAGS[kind]  # type: ignore[index]
+    return {
+        i: canonical_json({k: v for k, v in json.loads(json.dumps(b)).items() if k not in drop})
+        for i, b in bodies.items()
+    }
+
+
 def test_visits_and_stop_states_end_as_the_uninterrupted_day(killed_day: KilledDay) -> None:
     d = killed_day
     for kind in ("stop_state", "visit"):
-        want = final_replayed(d.replay, kind)
-        got = final_stored(d.dsn, kind)
+        want = final_content(
+            {r.id: r.body for r in records_from_events(d.replay.output) if r.kind == kind}, kind
+        )
+        got = final_content({i: b for i, _, _, b in versions(d.dsn, kind)}, kind)
         assert want, kind
         missing = sorted(set(want) - set(got))
         extra = sorted(set(got) - set(want))
         differ = sorted(k for k in set(got) & set(want) if got[k] != want[k])
-        assert (missing, extra, differ) == ([], [], []), (kind, missing[:5], extra[:5], differ[:5])
+        assert (missing, extra, differ) == ([], [], []), (
+            kind, missing[:5], extra[:5], [(k, want[k], got[k]) for k in differ[:2]],
+        )  # fmt: skip
 
 
 def test_open_alerts_keep_their_opened_at_and_escalation(killed_day: KilledDay) -> None:
