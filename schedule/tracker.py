@@ -77,6 +77,7 @@ class TrackerStats:
     reruns: int = 0
     fixes_rerun: int = 0
     appended: int = 0  # rounds that only appended: no re-run could have reported anything
+    fast_path: int = 0  # of those, appended by FleetTracker's fast path (schedule/fastpath.py)
     corrections: int = 0
     retractions: int = 0
 
@@ -331,6 +332,7 @@ class VehicleTracker:
         k = len(t)
         self.stats.fixes_in += k
         self.stats.appended += 1
+        self.stats.fast_path += 1
         self._stale = True
         self._append("_t", t)
         self._append("_lon", lon)

@@ -159,6 +159,9 @@ def test_driving_vehicles_take_the_fast_path_and_a_site_visit_does_not() -> None
     # the usual way re-runs the driver during its warm-up; the fast path no more than that
     assert d_fast.reruns <= d_usual.reruns
     assert d_fast.appended >= len(driver["t_us"]) - 40
+    assert d_fast.fast_path >= len(driver["t_us"]) - 40
+    assert d_usual.fast_path == 0
+    assert fast.vehicles["V1"].stats.fast_path < len(parker["t_us"]) // 2  # it stood still
     assert fast.vehicles["V0"].fast_tail is not None
 
 
