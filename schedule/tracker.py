@@ -29,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core.fixes import FixBatch
+from schedule import fastpath
 from schedule.events import (
     ClosedBy,
     DetectionEvent,
@@ -76,6 +77,7 @@ class TrackerStats:
     reruns: int = 0
     fixes_rerun: int = 0
     appended: int = 0  # rounds that only appended: no re-run could have reported anything
+    fast_path: int = 0  # of those, appended by FleetTracker's fast path (schedule/fastpath.py)
     corrections: int = 0
     retractions: int = 0
 
@@ -151,6 +153,9 @@ class VehicleTracker:
         self._stale = False  # open records not refreshed since rounds were only appended
         self._restored = False  # restore() ran and no fix came yet
         self._clock_closed = False  # the last re-run closed something because of now_us
+        #: set by FleetTracker: this tracker's schedule.fastpath.Tail (valid while its stamps
+        #: equal stats.fixes_in and stats.reruns)
+        self.fast_tail: fastpath.Tail | None = None
         self._stop_floor_us: int | None = None  # no stop chain starts before this (_rerun)
 
     # -- input -------------------------------------------------------------------------
@@ -215,6 +220,49 @@ class VehicleTracker:
         new_lat = np.asarray(lat, np.float64)[src]
         new_speed = np.asarray(speed_kmh, np.float64)[src]
         new_hdop = np.asarray(hdop, np.float64)[src]
+        return self._feed_fresh(
+            new_t, new_lon, new_lat, new_speed, new_hdop, it, isite, nt, nsite, now_us
+        )
+
+    def feed_in_order(
+        self,
+        t: I64,
+        lon: F64,
+        lat: F64,
+        speed: F64,
+        hdop: F64,
+        in_t: I64,
+        in_site: npt.NDArray[np.int32],
+        near_t: I64,
+        near_site: npt.NDArray[np.int32],
+        *,
+        now_us: int | None = None,
+    ) -> list[DetectionEvent]:
+        """:meth:`feed` for fixes the caller knows to be in strictly increasing time after this
+        tracker's newest fix (the live common case), with their pairs given by fix time: the
+        sorting, deduplication and pair mapping of :meth:`feed` would change nothing, so they
+        are skipped (:class:`FleetTracker` checks the order for a whole batch at once)."""
+        k = len(t)
+        if k == 0 or (len(self._t) and int(t[0]) <= int(self._t[-1])):
+            raise ValueError("feed_in_order needs new fixes after the newest kept fix")
+        self.stats.fixes_in += k
+        return self._feed_fresh(t, lon, lat, speed, hdop, in_t, in_site, near_t, near_site, now_us)
+
+    def _feed_fresh(
+        self,
+        new_t: I64,
+        new_lon: F64,
+        new_lat: F64,
+        new_speed: F64,
+        new_hdop: F64,
+        it: I64,
+        isite: npt.NDArray[np.int32],
+        nt: I64,
+        nsite: npt.NDArray[np.int32],
+        now_us: int | None,
+    ) -> list[DetectionEvent]:
+        """The rest of :meth:`feed`: fixes new to this tracker, ascending in time, with their
+        pairs by fix time."""
         kept_last = (
             self._append_only(
                 new_t, new_lon, new_lat, new_speed, new_hdop, it, isite, nt, nsite, now_us
@@ -258,6 +306,45 @@ class VehicleTracker:
         self._trim()
         return events
 
+    def take_tail(self) -> fastpath.Tail | None:
+        """This tracker's :class:`schedule.fastpath.Tail` now, or None while a round of it
+        must go the usual way (something open, closed by the clock, freshly restored)."""
+        if self._clock_closed or self._restored or len(self._t) < fastpath.LEAD_STEPS + 1:
+            return None
+        if any(_is_open(r) for r in (*self._visits, *self._stops)):
+            return None
+        k = len(self._t) - fastpath.LEAD_STEPS - 2
+        k = max(k, 0)
+        return fastpath.tail_of(
+            self._t[k:],
+            self._lon[k:],
+            self._lat[k:],
+            self._speed[k:],
+            self.params,
+            fixes_in=self.stats.fixes_in,
+            reruns=self.stats.reruns,
+        )
+
+    def append_driving(self, t: I64, lon: F64, lat: F64, speed: F64, hdop: F64) -> None:
+        """Append fixes that :func:`schedule.fastpath.select` proved only append (in order
+        after the newest fix, no pair, never still, clean steps, nothing open): what
+        :meth:`feed` does when :meth:`_append_only` finds the *driving* case."""
+        k = len(t)
+        self.stats.fixes_in += k
+        self.stats.appended += 1
+        self.stats.fast_path += 1
+        self._stale = True
+        self._append("_t", t)
+        self._append("_lon", lon)
+        self._append("_lat", lat)
+        self._append("_speed", speed)
+        self._append("_hdop", hdop)
+        self._checkpoint_while_driving()
+        cps = self._checkpoints
+        limit = int(t[-1]) - round(self.params.horizon_s * 1e6)
+        if len(cps) > 1 and cps[1] <= limit:  # else _trim() finds nothing to forget
+            self._trim()
+
     def _append(self, name: str, new: npt.NDArray[Any]) -> None:
         """``self.<name> = np.concatenate((self.<name>, new))`` in amortised O(len(new)).
 
@@ -269,8 +356,11 @@ class VehicleTracker:
         assignment of the column (trim, re-sort, site removal) is noticed (the view is no
         longer the one recorded) and the next append starts a fresh buffer.
         """
+        k = len(new)
+        if k == 0:
+            return  # the column as it is equals itself with nothing appended
         cur: npt.NDArray[Any] = getattr(self, name)
-        n, k = len(cur), len(new)
+        n = len(cur)
         ent = self._buffers.get(name)
         if ent is not None and ent[1] is cur and n + k <= len(ent[0]):
             buf = ent[0]
@@ -307,12 +397,15 @@ class VehicleTracker:
 
         * **parked**: an open, reported stop reaching the newest fix, and every kept fix from
           there on *still* (it extends the stop's last still run); either no open visit and no
-          fence pair at all, or one open reported visit reaching the newest fix with every
-          kept new fix inside its site and no pair of another site (it extends the visit's
-          last inside run) and no other visit overlapping it (``drop_dominated`` cannot
-          change).  An outlier burst may be dropped, but only among fixes after every open
-          record's confirming fix (so neither started event can change).  An open stop or
-          visit emits nothing while it goes on.
+          fence pair at all, or open reported visits reaching the newest fix with every
+          kept new fix inside each of their sites and no pair of another site (it extends
+          each visit's last inside run) and no other visit overlapping them.
+          ``drop_dominated`` cannot change: one visit alone has nobody to be dominated by;
+          several (a truck parked where fences overlap, as the synthetic city's sites do) are
+          each at least half inside, which no visit dominates, and their shares only grow.
+          An outlier burst may be dropped, but only among fixes after every open record's
+          confirming fix (so no started event can change).  An open stop or visit emits
+          nothing while it goes on.
         * **dwelling**: an open reported visit reaching the newest fix and no open stop yet
           (a visit is confirmed after ``min_dwell_s``, its stop only after ``stop_min_s``):
           as *parked* for the visit, and no stop chain can have lasted ``stop_min_s`` by the
@@ -337,8 +430,10 @@ class VehicleTracker:
         last_t = int(self._t[-1])
         open_v = [r for r in self._visits if _is_open(r)]
         open_s = [r for r in self._stops if _is_open(r)]
-        if len(open_s) > 1 or len(open_v) > 1:
+        if len(open_s) > 1:
             return None
+        if len(open_v) > 1 and any(v.record is None or v.record.inside_share < 0.5 for v in open_v):
+            return None  # overlapping fences: see the *parked* case
         if not open_v and not open_s and self._quiet(int(new_t[-1]), it):
             return int(new_t[-1])
         # dwelling: an open visit and no stop yet; no chain can last stop_min_s by t_end
@@ -350,7 +445,7 @@ class VehicleTracker:
         )
         parked = bool(open_s) or dwelling
         if parked:
-            if (open_s and open_s[0].end_us != last_t) or (open_v and open_v[0].end_us != last_t):
+            if (open_s and open_s[0].end_us != last_t) or any(v.end_us != last_t for v in open_v):
                 return None
             if not open_v and (len(isite) or len(nt)):
                 return None
@@ -403,16 +498,21 @@ class VehicleTracker:
         ):
             return None
         if open_v:
-            v = open_v[0]
             # set membership of a few dozen fix times: np.isin hashes (~40 µs a call)
             kept_new_t = t_w[keep[a + 1 :]].tolist()
-            own = set(it[isite == v.site].tolist())
-            others = set(it[isite != v.site].tolist())
-            others.update(nt[nsite != v.site].tolist())
-            if not own.issuperset(kept_new_t) or not others.isdisjoint(kept_new_t):
+            sites = {v.site for v in open_v}
+            for v in open_v:
+                if not set(it[isite == v.site].tolist()).issuperset(kept_new_t):
+                    return None
+            others = {t for t, s in zip(it.tolist(), isite.tolist(), strict=True) if s not in sites}
+            others.update(
+                t for t, s in zip(nt.tolist(), nsite.tolist(), strict=True) if s not in sites
+            )
+            if not others.isdisjoint(kept_new_t):
                 return None
+            v_start = min(v.start_us for v in open_v)
             if any(
-                r is not v and not r.started.retracted and r.end_us >= v.start_us
+                all(r is not v for v in open_v) and not r.started.retracted and r.end_us >= v_start
                 for r in self._visits
             ):
                 return None
@@ -583,8 +683,11 @@ class VehicleTracker:
             # nothing at or after the first fix of an open visit or stop is settled
             open_from = [r.first for r in visits if r.closed_by is None]
             open_from += [r.first for r in stops if r.closed_by is None]
+            # ...and only after the last structural one (earlier ones would serve late data
+            # only; the search costs ~10 % of a re-run)
+            after = int(kept_t.searchsorted(new_cps[-1])) + 1 if new_cps else active
             settled = self._settled_checkpoints(
-                m, kin, knear, kept_t, active, min(open_from, default=nk)
+                m, kin, knear, kept_t, max(active, after), min(open_from, default=nk), active
             )
             if settled:
                 new_cps = sorted(set(new_cps).union(settled))
@@ -642,11 +745,12 @@ class VehicleTracker:
         kin: npt.NDArray[np.int64],
         knear: npt.NDArray[np.int64],
         kept_t: I64,
-        active: int,
+        start: int,
         until: int,
+        active: int,
     ) -> list[int]:
         """Checkpoints the re-run's own state proves, where :meth:`_checkpoints_in` finds none
-        (at kept fixes before ``until``).
+        (at kept fixes from ``start`` to before ``until``).
 
         The structural rule above wants the vehicle away from every fence, moving, for the
         hysteresis windows; a vehicle serving sites a few hundred metres apart never is (it
@@ -685,7 +789,8 @@ class VehicleTracker:
         p = self.params
         n = len(kept_t)
         lead = _CHECKPOINT_LEAD_FIXES
-        lo, hi = active + lead, min(n - BURST_FIXES - 1, until)  # candidates i in [lo, hi)
+        lo = max(active + lead, start)
+        hi = min(n - BURST_FIXES - 1, until)  # candidates i in [lo, hi)
         if hi <= lo:
             return []
         # motion: lead steps clean
@@ -1253,9 +1358,14 @@ class FleetTracker:
         params: DetectionParams | None = None,
         *,
         incremental: bool = True,
+        fast: bool = True,
     ) -> None:
         self.unit_to_vehicle = dict(unit_to_vehicle or {})
         self.incremental = incremental  # see VehicleTracker._append_only
+        #: the fleet-wide fast path (schedule.fastpath) and VehicleTracker.feed_in_order for
+        #: batches in order; only with ``incremental`` (False: every vehicle's fixes go
+        #: through VehicleTracker.feed, the reference the property tests compare with)
+        self.fast = fast and incremental
         self.params = params or DetectionParams()
         self.vehicles: dict[str, VehicleTracker] = {}
         self.unknown_units: set[str] = set()
@@ -1280,6 +1390,7 @@ class FleetTracker:
         if removed:
             for tr in self.vehicles.values():
                 events += tr.retire_sites(removed)
+                tr.fast_tail = None
         return events
 
     def _tracker(self, unit_id: str) -> VehicleTracker:
@@ -1322,21 +1433,90 @@ class FleetTracker:
         events: list[DetectionEvent] = []
         speed = fixes.speed_kmh.astype(np.float64)
         hdop = fixes.hdop.astype(np.float64)
-        for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
-            idx = order[a:b]
-            ia, ib = in_r.searchsorted([a, b])
-            na, nb = nr_r.searchsorted([a, b])
-            tr = self._tracker(str(units[a]))
-            events += tr.feed(
-                fixes.t_us[idx],
-                fixes.lon[idx],
-                fixes.lat[idx],
-                speed[idx],
-                hdop[idx],
-                _pair_rows(in_r[ia:ib] - a, in_s[ia:ib]),
-                _pair_rows(nr_r[na:nb] - a, nr_s[na:nb]),
-                now_us=now_us,
+        starts = bounds[:-1].tolist()
+        trackers = [self._tracker(str(u)) for u in units[bounds[:-1]].tolist()]
+        t_o, lon_o, lat_o = fixes.t_us[order], fixes.lon[order], fixes.lat[order]
+        speed_o, hdop_o = speed[order], hdop[order]
+        g_n = len(trackers)
+        if self.fast:
+            # schedule.fastpath: the vehicles whose fixes only append, for the batch at once
+            paired = np.zeros(n, dtype=bool)
+            paired[in_r] = True
+            paired[nr_r] = True
+            tails = [
+                tl
+                if (tl := tr.fast_tail) is not None
+                and tl.fixes_in == tr.stats.fixes_in
+                and tl.reruns == tr.stats.reruns
+                else None
+                for tr in trackers
+            ]
+            fast_a, cand_a = fastpath.select(
+                self.params, tails, bounds, t_o, lon_o, lat_o, speed_o, paired, now_us
             )
+            fast, candidate = fast_a.tolist(), cand_a.tolist()
+        else:
+            tails = [None] * g_n
+            fast = candidate = [False] * g_n
+        # groups in strictly increasing time after their vehicle's newest fix: fed without
+        # VehicleTracker.feed's sorting and deduplication (feed_in_order)
+        newest = np.fromiter(
+            (int(tr._t[-1]) if len(tr._t) else -(2**62) for tr in trackers), np.int64, g_n
+        )
+        step_ok = np.empty(n, dtype=bool)
+        step_ok[1:] = t_o[1:] > t_o[:-1]
+        step_ok[bounds[:-1]] = t_o[bounds[:-1]] > newest
+        in_order = (np.logical_and.reduceat(step_ok, bounds[:-1]) & self.fast).tolist()
+        in_b = in_r.searchsorted(bounds).tolist()
+        nr_b = nr_r.searchsorted(bounds).tolist()
+        in_t, in_s32 = t_o[in_r], in_s.astype(np.int32)
+        nr_t, nr_s32 = t_o[nr_r], nr_s.astype(np.int32)
+        for g, (a, b) in enumerate(zip(starts, bounds[1:].tolist(), strict=True)):
+            tr = trackers[g]
+            if fast[g]:
+                tr.append_driving(t_o[a:b], lon_o[a:b], lat_o[a:b], speed_o[a:b], hdop_o[a:b])
+                tl = tails[g]
+                assert tl is not None  # select() takes only vehicles with a tail
+                tr.fast_tail = fastpath.Tail(
+                    int(t_o[b - 1]),
+                    float(lon_o[b - 1]),
+                    float(lat_o[b - 1]),
+                    float(speed_o[b - 1]),
+                    tl.clean + (b - a),
+                    tr.stats.fixes_in,
+                    tr.stats.reruns,
+                )
+                continue
+            if in_order[g]:
+                ia, ib, na, nb = in_b[g], in_b[g + 1], nr_b[g], nr_b[g + 1]
+                events += tr.feed_in_order(
+                    t_o[a:b],
+                    lon_o[a:b],
+                    lat_o[a:b],
+                    speed_o[a:b],
+                    hdop_o[a:b],
+                    in_t[ia:ib],
+                    in_s32[ia:ib],
+                    nr_t[na:nb],
+                    nr_s32[na:nb],
+                    now_us=now_us,
+                )
+            else:
+                idx = order[a:b]
+                ia, ib = in_r.searchsorted([a, b])
+                na, nb = nr_r.searchsorted([a, b])
+                events += tr.feed(
+                    fixes.t_us[idx],
+                    fixes.lon[idx],
+                    fixes.lat[idx],
+                    speed[idx],
+                    hdop[idx],
+                    _pair_rows(in_r[ia:ib] - a, in_s[ia:ib]),
+                    _pair_rows(nr_r[na:nb] - a, nr_s[na:nb]),
+                    now_us=now_us,
+                )
+            if candidate[g]:
+                tr.fast_tail = tr.take_tail()
         return events
 
     def restore(self, events: Iterable[DetectionEvent]) -> None:
