@@ -106,7 +106,9 @@ export class MapView {
     }
     if (!this.fitted && sites.length) {
       const b = L.latLngBounds(sites.map((s) => [s.lat, s.lon]));
-      if (b.isValid()) this.map.fitBounds(b, { padding: [20, 20] });
+      // no animation: a zoom animation ends on a later frame and would undo a view the user
+      // (or a test) set meanwhile
+      if (b.isValid()) this.map.fitBounds(b, { padding: [20, 20], animate: false });
       this.fitted = true;
     }
   }
