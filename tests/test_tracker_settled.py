@@ -63,12 +63,6 @@ def folded(events: Sequence[DetectionEvent]) -> list[tuple[object, ...]]:
         for name in ev.__slots__:
             if name in {"visit_id", "stop_id", "version", "supersedes", "retracted"}:
                 continue
-            if name == "closed_by" and type(ev).__name__ == "VisitCompleted":
-                # known, and shared with the structural checkpoints: one feed names a visit's
-                # reason "gap" when any gap follows its confirmed exit before the vehicle is
-                # back at the site, a tracker fed in rounds "exit" once a checkpoint lies
-                # between them (schedule/visits.py; see _settled_checkpoints)
-                continue
             v = getattr(ev, name)
             row.append("nan" if v != v else v)
         out.append(tuple(str(x) for x in row))
