@@ -206,11 +206,28 @@ async def insert_fixes(conn: psycopg.AsyncConnection[Any], batch: FixBatch) -> i
 
 _MIN_QUERY_US = datetime_to_us(dt.datetime(1, 1, 2, tzinfo=dt.UTC))
 _MAX_QUERY_US = datetime_to_us(dt.datetime(9999, 12, 30, tzinfo=dt.UTC))
-_SELECT_FIXES = """
-SELECT unit_id, (extract(epoch FROM t) * 1000000)::int8,
+
+
+def _batch_of(rows: list[tuple[Any, ...]]) -> FixBatch:
+    """Rows of ``_FIX_SELECT_LIST`` as a columnar batch."""
+    if not rows:
+        return FixBatch.empty()
+    columns = list(zip(*rows, strict=True))
+    return FixBatch(
+        **{
+            name: np.array(columns[i], dtype=dtype)
+            for i, (name, dtype) in enumerate(FIX_COLUMNS.items())
+        }
+    )
+
+
+#: the stored fix's columns in FIX_COLUMNS order, as the SELECTs below read them back
+_FIX_SELECT_LIST = """unit_id, (extract(epoch FROM t) * 1000000)::int8,
        (extract(epoch FROM recv_at) * 1000000)::int8,
        lat, lon, coalesce(speed_kmh, 'NaN'), coalesce(course, 'NaN'), coalesce(quality, -1),
-       coalesce(sats, -1), coalesce(hdop, 'NaN'), coalesce(alt_m, 'NaN'), talker
+       coalesce(sats, -1), coalesce(hdop, 'NaN'), coalesce(alt_m, 'NaN'), talker"""
+_SELECT_FIXES = f"""
+SELECT {_FIX_SELECT_LIST}
 FROM fixes WHERE unit_id = %s AND t >= %s AND t < %s
 ORDER BY t
 """
@@ -225,23 +242,11 @@ async def select_fixes_for_unit(
     """
     lo, hi = (min(max(x, _MIN_QUERY_US), _MAX_QUERY_US) for x in (start_us, end_us))
     cur = await conn.execute(_SELECT_FIXES, (unit_id, us_to_datetime(lo), us_to_datetime(hi)))
-    rows = await cur.fetchall()
-    if not rows:
-        return FixBatch.empty()
-    columns = list(zip(*rows, strict=True))
-    return FixBatch(
-        **{
-            name: np.array(columns[i], dtype=dtype)
-            for i, (name, dtype) in enumerate(FIX_COLUMNS.items())
-        }
-    )
+    return _batch_of(await cur.fetchall())
 
 
-_SELECT_RECENT = """
-SELECT unit_id, (extract(epoch FROM t) * 1000000)::int8,
-       (extract(epoch FROM recv_at) * 1000000)::int8,
-       lat, lon, coalesce(speed_kmh, 'NaN'), coalesce(course, 'NaN'), coalesce(quality, -1),
-       coalesce(sats, -1), coalesce(hdop, 'NaN'), coalesce(alt_m, 'NaN'), talker
+_SELECT_RECENT = f"""
+SELECT {_FIX_SELECT_LIST}
 FROM fixes WHERE t >= %s AND t < %s
 ORDER BY recv_at, unit_id, t
 """
@@ -254,23 +259,11 @@ async def select_recent_fixes(
     re-reads at start to rebuild its state (the last ``horizon_s``)."""
     lo, hi = (min(max(x, _MIN_QUERY_US), _MAX_QUERY_US) for x in (start_us, end_us))
     cur = await conn.execute(_SELECT_RECENT, (us_to_datetime(lo), us_to_datetime(hi)))
-    rows = await cur.fetchall()
-    if not rows:
-        return FixBatch.empty()
-    columns = list(zip(*rows, strict=True))
-    return FixBatch(
-        **{
-            name: np.array(columns[i], dtype=dtype)
-            for i, (name, dtype) in enumerate(FIX_COLUMNS.items())
-        }
-    )
+    return _batch_of(await cur.fetchall())
 
 
-_SELECT_LAST = """
-SELECT DISTINCT ON (unit_id) unit_id, (extract(epoch FROM t) * 1000000)::int8,
-       (extract(epoch FROM recv_at) * 1000000)::int8,
-       lat, lon, coalesce(speed_kmh, 'NaN'), coalesce(course, 'NaN'), coalesce(quality, -1),
-       coalesce(sats, -1), coalesce(hdop, 'NaN'), coalesce(alt_m, 'NaN'), talker
+_SELECT_LAST = f"""
+SELECT DISTINCT ON (unit_id) {_FIX_SELECT_LIST}
 FROM fixes WHERE t >= %s AND t < %s
 ORDER BY unit_id, t DESC
 """
@@ -283,16 +276,7 @@ async def select_last_fixes(
     end_us``, by unit id, in one query: what the decoder's filter is seeded with at start."""
     lo, hi = (min(max(x, _MIN_QUERY_US), _MAX_QUERY_US) for x in (start_us, end_us))
     cur = await conn.execute(_SELECT_LAST, (us_to_datetime(lo), us_to_datetime(hi)))
-    rows = await cur.fetchall()
-    if not rows:
-        return FixBatch.empty()
-    columns = list(zip(*rows, strict=True))
-    return FixBatch(
-        **{
-            name: np.array(columns[i], dtype=dtype)
-            for i, (name, dtype) in enumerate(FIX_COLUMNS.items())
-        }
-    )
+    return _batch_of(await cur.fetchall())
 
 
 async def select_newest_fix_us(
