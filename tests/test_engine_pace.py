@@ -14,14 +14,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from alerts.records import ExceptionVersion
 from core.fixes import US_PER_S, FixBatch
 from schedule.engine import Engine, tick_until
 from schedule.stop_events import StopChanged
 from tests.test_engine_live import vehicles
-from tests.test_engine_restart import decoded, run, scenario  # noqa: F401  (fixtures)
+from tests.test_engine_restart import chunks_of, decoded, run, scenario  # noqa: F401
 from tests.test_outbox_restart import engine_with_schedule
 
 
@@ -50,8 +48,7 @@ def test_a_backlog_at_600x_raises_the_exceptions_of_a_day_at_real_pace(
     decoded: FixBatch,  # noqa: F811
 ) -> None:
     units = vehicles(scenario)
-    chunks = [decoded.take(np.arange(s, min(s + 150, len(decoded)))) for s in
-              range(0, len(decoded), 150)]  # fmt: skip
+    chunks = chunks_of(decoded)
     start = int(decoded.recv_us.min())
     paced, imported = engine_with_schedule(scenario, units, start)
     want = imported + run(paced, chunks)

@@ -75,13 +75,18 @@ def final_facts(out: list[Any]) -> dict[tuple[str, str], dict[str, Any]]:
     return facts
 
 
+def chunks_of(decoded: FixBatch, size: int = 150) -> list[FixBatch]:
+    """The day as the live service gets it: consecutive batches of *size* decoded fixes."""
+    return [decoded.take(np.arange(s, min(s + size, len(decoded))))
+            for s in range(0, len(decoded), size)]  # fmt: skip
+
+
 @pytest.mark.parametrize("cut_share", [0.3, 0.55, 0.8])
 def test_a_restart_mid_day_ends_where_an_uninterrupted_run_ends(
     scenario: Path, decoded: FixBatch, index: FenceIndex, cut_share: float
 ) -> None:
     units = vehicles(scenario)
-    chunks = [decoded.take(np.arange(s, min(s + 150, len(decoded)))) for s in
-              range(0, len(decoded), 150)]  # fmt: skip
+    chunks = chunks_of(decoded)
     end = int(decoded.recv_us.max()) + 86_400 * US_PER_S
 
     whole = engine_for(index, units)

@@ -27,7 +27,7 @@ from schedule.params import DetectionParams
 from schedule.stop_events import StopChanged
 from store.outbox import StoredRow, new_versions, record_of, records_from_events
 from tests.test_engine_live import vehicles
-from tests.test_engine_restart import decoded, run, scenario  # noqa: F401  (fixtures)
+from tests.test_engine_restart import chunks_of, decoded, run, scenario  # noqa: F401
 
 
 def engine_with_schedule(
@@ -135,6 +135,16 @@ def restarted(
 BOARD_RE_DERIVED = {0.3: (0, 2), 0.55: (0, 2), 0.8: (0, 0)}
 
 
+def day_rounds(
+    directory: Path, units: dict[str, str], day: FixBatch, chunks: list[FixBatch]
+) -> list[list[Any]]:
+    """An uninterrupted day, round by round: the plan import, one output per batch, finish."""
+    engine, imported = engine_with_schedule(directory, units, int(day.recv_us.min()))
+    rounds = [imported, *(run(engine, [c]) for c in chunks)]
+    rounds.append(engine.finish(int(day.recv_us.max()) + 86_400 * US_PER_S))
+    return rounds
+
+
 def test_an_uninterrupted_day_stores_every_change_returns_included(
     scenario: Path,  # noqa: F811
     decoded: FixBatch,  # noqa: F811
@@ -142,11 +152,8 @@ def test_an_uninterrupted_day_stores_every_change_returns_included(
     """The engine never repeats a record's content in a row, so the outbox stores all of
     them; among them the returns to an earlier state the first rule dropped."""
     units = vehicles(scenario)
-    chunks = [decoded.take(np.arange(s, min(s + 150, len(decoded)))) for s in
-              range(0, len(decoded), 150)]  # fmt: skip
-    engine, imported = engine_with_schedule(scenario, units, int(decoded.recv_us.min()))
-    rounds = [imported, *(run(engine, [c]) for c in chunks)]
-    rounds.append(engine.finish(int(decoded.recv_us.max()) + 86_400 * US_PER_S))
+    chunks = chunks_of(decoded)
+    rounds = day_rounds(scenario, units, decoded, chunks)
     rows = store_by_rule(*rounds)
     recs = records_from_events([ev for out in rounds for ev in out])
     assert [(k, i, h) for k, i, _, h, _ in rows] == [(r.kind, r.id, r.content_sha256())
@@ -162,8 +169,7 @@ def test_a_restarted_engine_announces_nothing_twice(
     cut_share: float,
 ) -> None:
     units = vehicles(scenario)
-    chunks = [decoded.take(np.arange(s, min(s + 150, len(decoded)))) for s in
-              range(0, len(decoded), 150)]  # fmt: skip
+    chunks = chunks_of(decoded)
     start = int(decoded.recv_us.min())
     end = int(decoded.recv_us.max()) + 86_400 * US_PER_S
 
@@ -246,11 +252,8 @@ async def test_a_real_engine_day_through_the_writer_ends_in_its_final_states(
     store = await Store.open(pg_dsn, partitioning="native")
     await store.aclose()
     units = vehicles(scenario)
-    chunks = [decoded.take(np.arange(s, min(s + 150, len(decoded)))) for s in
-              range(0, len(decoded), 150)]  # fmt: skip
-    engine, imported = engine_with_schedule(scenario, units, int(decoded.recv_us.min()))
-    rounds = [imported, *(run(engine, [c]) for c in chunks)]
-    rounds.append(engine.finish(int(decoded.recv_us.max()) + 86_400 * US_PER_S))
+    chunks = chunks_of(decoded)
+    rounds = day_rounds(scenario, units, decoded, chunks)
     writer = StoreWriter(pg_dsn, journal_path=tmp_path / "outbox.db",
                          clock_us=lambda: 0)  # fmt: skip
     async with anyio.create_task_group() as tg:
@@ -329,8 +332,7 @@ async def test_a_restart_from_postgresql_rebuilds_the_desk_and_stores_no_new_ver
     from store.outbox import write_records
 
     units = vehicles(scenario)
-    chunks = [decoded.take(np.arange(s, min(s + 150, len(decoded)))) for s in
-              range(0, len(decoded), 150)]  # fmt: skip
+    chunks = chunks_of(decoded)
     cut = int(len(chunks) * 0.8)
     sched = load_schedule(scenario)
     first = build_engine(
