@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from schedule.events import DetectionEvent
 from schedule.tracker import VehicleTracker
-from tests.test_visits_properties import FENCES, PARAMS, build, leg, outcome
+from tests.test_visits_properties import FENCES, PARAMS, build, draw_chunks, leg, outcome
 from tests.test_visits_synthetic import Circles, TrackBuilder, feed_all
 
 
@@ -53,10 +53,7 @@ def test_every_round_reports_what_a_full_rerun_reports(
     if data.draw(st.booleans(), label="GGA-only stretch"):
         lo = data.draw(st.integers(0, n - 1))
         arrays["speed_kmh"][lo : lo + data.draw(st.integers(1, 200))] = np.nan
-    step = data.draw(st.integers(1, 120), label="chunk size")
-    extra = data.draw(st.sets(st.integers(1, max(n - 1, 1)), max_size=10), label="extra cuts")
-    cuts = sorted(set(range(step, n, step)) | extra)
-    chunks = [np.arange(a, b) for a, b in zip([0, *cuts], [*cuts, n], strict=True) if b > a]
+    chunks = draw_chunks(data, n, max_step=120)
     order = list(range(len(chunks)))
     if data.draw(st.booleans(), label="some chunks late"):
         order = data.draw(st.permutations(order), label="order")

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from schedule.events import DetectionEvent, latest
 from schedule.params import DetectionParams
 from schedule.tracker import VehicleTracker
+from tests.test_visits_properties import draw_chunks
 from tests.test_visits_synthetic import T0_US, Circles, TrackBuilder, feed_all, final_visits
 
 # a row of sites 160-260 m apart: leaving one, the truck is in the next one's margin soon
@@ -83,10 +84,7 @@ def test_any_batching_with_backlogs_folds_to_the_one_feed_events(
     if data.draw(st.booleans(), label="GGA-only stretch"):
         lo = data.draw(st.integers(0, n - 1))
         arrays["speed_kmh"][lo : lo + data.draw(st.integers(1, 300))] = np.nan
-    step = data.draw(st.integers(1, 200), label="chunk size")
-    extra = data.draw(st.sets(st.integers(1, max(n - 1, 1)), max_size=10), label="extra cuts")
-    cuts = sorted(set(range(step, n, step)) | extra)
-    chunks = [np.arange(a, b) for a, b in zip([0, *cuts], [*cuts, n], strict=True) if b > a]
+    chunks = draw_chunks(data, n, max_step=200)
     # a dropout: a run of chunks held back and delivered after some later ones (a backlog)
     order = list(range(len(chunks)))
     if len(chunks) > 2 and data.draw(st.booleans(), label="backlog"):

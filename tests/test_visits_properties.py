@@ -7,6 +7,7 @@ same completed visits and stops whatever chunking and arrival order it is fed.
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 from hypothesis import given, note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
@@ -54,6 +55,15 @@ def outcome(events: list[DetectionEvent]) -> tuple[object, object]:
 PARAMS = DetectionParams(horizon_s=1800.0)
 
 
+def draw_chunks(data: st.DataObject, n: int, *, max_step: int) -> list[npt.NDArray[np.intp]]:
+    """*n* fixes cut into consecutive index chunks: every ``step`` fixes plus up to ten extra
+    cuts anywhere (so chunk boundaries fall on every kind of moment of a track)."""
+    step = data.draw(st.integers(1, max_step), label="chunk size")
+    extra = data.draw(st.sets(st.integers(1, max(n - 1, 1)), max_size=10), label="extra cuts")
+    cuts = sorted(set(range(step, n, step)) | extra)
+    return [np.arange(a, b) for a, b in zip([0, *cuts], [*cuts, n], strict=True) if b > a]
+
+
 @settings(max_examples=100, deadline=None)
 @given(
     legs=st.lists(leg, min_size=1, max_size=8),
@@ -66,10 +76,7 @@ def test_any_chunking_and_arrival_order_gives_the_same_visits(
     arrays = build(legs, seed).arrays()
     n = len(arrays["t_us"])
     reference = outcome(feed_all(VehicleTracker("V", FENCES.ids, PARAMS), arrays, FENCES))
-    step = data.draw(st.integers(1, 300), label="chunk size")
-    extra = data.draw(st.sets(st.integers(1, max(n - 1, 1)), max_size=10), label="extra cuts")
-    cuts = sorted(set(range(step, n, step)) | extra)
-    chunks = [np.arange(a, b) for a, b in zip([0, *cuts], [*cuts, n], strict=True) if b > a]
+    chunks = draw_chunks(data, n, max_step=300)
     # store-and-forward: some chunks arrive late, after later ones (within the horizon)
     order = list(range(len(chunks)))
     if data.draw(st.booleans(), label="shuffle"):
