@@ -118,8 +118,14 @@ async def _aiomqtt(port: int, n: int, client_id: str) -> float:
     p.ReceiveMaximum = 65535
     t0 = time.perf_counter()
     got = 0
-    async with aiomqtt.Client("127.0.0.1", port, identifier=client_id, clean_start=False,
-                              protocol=aiomqtt.ProtocolVersion.V5, properties=p) as c:
+    async with aiomqtt.Client(
+        "127.0.0.1",
+        port,
+        identifier=client_id,
+        clean_start=False,
+        protocol=aiomqtt.ProtocolVersion.V5,
+        properties=p,
+    ) as c:
         # the backlog floods in before SUBACK, which aiomqtt then waits for behind it
         await c.subscribe(TOPIC_FILTER, qos=1, timeout=600)
         async for _m in c.messages:
@@ -142,9 +148,14 @@ async def _aiomqtt3(port: int, n: int, client_id: str) -> float:
         raise SystemExit(f"aiomqtt3 receiver needs aiomqtt 3.x, found {aiomqtt.__version__}")
     t0 = time.perf_counter()
     got = 0
-    async with aiomqtt.Client(hostname="127.0.0.1", port=port, identifier=client_id,
-                              clean_start=False, session_expiry_interval=3600,
-                              receive_max=65535) as c:
+    async with aiomqtt.Client(
+        hostname="127.0.0.1",
+        port=port,
+        identifier=client_id,
+        clean_start=False,
+        session_expiry_interval=3600,
+        receive_max=65535,
+    ) as c:
         # the backlog floods in before SUBACK; aiomqtt 3 queues it (unbounded deque) meanwhile
         async with asyncio.timeout(600):
             await c.subscribe(TOPIC_FILTER, max_qos=aiomqtt.QoS.AT_LEAST_ONCE)
@@ -173,8 +184,13 @@ async def _gmqtt(port: int, n: int, client_id: str, *, optimistic: bool) -> floa
             done.set()
         return 0
 
-    c = gmqtt.Client(client_id, clean_session=False, optimistic_acknowledgement=optimistic,
-                     session_expiry_interval=3600, receive_maximum=65535)
+    c = gmqtt.Client(
+        client_id,
+        clean_session=False,
+        optimistic_acknowledgement=optimistic,
+        session_expiry_interval=3600,
+        receive_maximum=65535,
+    )
     c.on_message = on_message
     c.on_connect = lambda cl, *_a: cl.subscribe(TOPIC_FILTER, qos=1)
     t0 = time.perf_counter()
@@ -188,17 +204,47 @@ async def _gmqtt(port: int, n: int, client_id: str, *, optimistic: bool) -> floa
 # ---------------------------------------------------------------- orchestration
 def _session(port: int, client_id: str, topic: str = TOPIC_FILTER) -> None:
     """Create a persistent session subscribed at QoS 1, then leave (the backlog queues)."""
-    subprocess.run(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-V", "mqttv5",
-                    "-i", client_id, "-c", "-x", "3600", "-q", "1", "-t", topic, "-E"],
-                   check=True, timeout=30)
+    subprocess.run(
+        [
+            "mosquitto_sub",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-V",
+            "mqttv5",
+            "-i",
+            client_id,
+            "-c",
+            "-x",
+            "3600",
+            "-q",
+            "1",
+            "-t",
+            topic,
+            "-E",
+        ],
+        check=True,
+        timeout=30,
+    )
 
 
 def _publish(port: int, n: int, procs: int = 2) -> float:
     """Publish n QoS 1 messages from `procs` child processes; seconds taken."""
     t0 = time.perf_counter()
-    children = [subprocess.Popen([sys.executable, __file__, "--publish", str(port),
-                                  str(n // procs + (1 if i < n % procs else 0)), str(i)])
-                for i in range(procs)]
+    children = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--publish",
+                str(port),
+                str(n // procs + (1 if i < n % procs else 0)),
+                str(i),
+            ]
+        )
+        for i in range(procs)
+    ]
     for ch in children:
         if ch.wait(timeout=900) != 0:
             raise SystemExit("publisher failed")
@@ -214,11 +260,22 @@ def publisher(port: int, n: int, idx: int) -> None:
     from simulators.synthetic import FleetShape, SyntheticFleet, publish_at_rate
 
     fleet = SyntheticFleet(FleetShape(units=200, unit_prefix=f"unit{idx}-", seed=idx))
-    pool = RawPublisherPool("127.0.0.1", port, connections=1,
-                            client_id_prefix=f"bench-pub-{idx}-{os.getpid()}", max_inflight=1000)
+    pool = RawPublisherPool(
+        "127.0.0.1",
+        port,
+        connections=1,
+        client_id_prefix=f"bench-pub-{idx}-{os.getpid()}",
+        max_inflight=1000,
+    )
     pool.connect()
-    publish_at_rate(fleet, pool, rate_per_s=1e9, duration_s=900.0, max_messages=n,
-                    unit_indices=np.arange(200, dtype=np.int64))
+    publish_at_rate(
+        fleet,
+        pool,
+        rate_per_s=1e9,
+        duration_s=900.0,
+        max_messages=n,
+        unit_indices=np.arange(200, dtype=np.int64),
+    )
     if not pool.drain(timeout_s=300):
         raise SystemExit("publisher: broker did not acknowledge everything")
     pool.close()
@@ -231,12 +288,39 @@ def _python_for(name: str, foreign_python: dict[str, str]) -> str:
 def _timed_child(name: str, port: int, n: int, client_id: str, python: str) -> float:
     if name == "mosquitto_sub":
         t0 = time.perf_counter()
-        subprocess.run(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-V", "mqttv5",
-                        "-i", client_id, "-c", "-x", "3600", "-q", "1", "-t", TOPIC_FILTER,
-                        "-C", str(n)], check=True, stdout=subprocess.DEVNULL, timeout=900)
+        subprocess.run(
+            [
+                "mosquitto_sub",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-V",
+                "mqttv5",
+                "-i",
+                client_id,
+                "-c",
+                "-x",
+                "3600",
+                "-q",
+                "1",
+                "-t",
+                TOPIC_FILTER,
+                "-C",
+                str(n),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            timeout=900,
+        )
         return time.perf_counter() - t0
-    out = subprocess.run([python, __file__, "--receiver", name, str(port), str(n),
-                          client_id], check=True, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [python, __file__, "--receiver", name, str(port), str(n), client_id],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     return float(json.loads(out.stdout.strip().splitlines()[-1])["seconds"])
 
 
@@ -246,17 +330,23 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--receivers", default=",".join(ALL))
     ap.add_argument("--mode", choices=["backlog", "live", "both"], default="backlog")
-    ap.add_argument("--aiomqtt3-python", default=None, metavar="PATH",
-                    help="interpreter of a venv with aiomqtt 3.0.0a1 (not installable in the "
-                         "project venv, which pins aiomqtt 2.5); aiomqtt3 is skipped without it")
+    ap.add_argument(
+        "--aiomqtt3-python",
+        default=None,
+        metavar="PATH",
+        help="interpreter of a venv with aiomqtt 3.0.0a1 (not installable in the "
+        "project venv, which pins aiomqtt 2.5); aiomqtt3 is skipped without it",
+    )
     a = ap.parse_args()
     names = a.receivers.split(",")
     foreign_python: dict[str, str] = {}
     if a.aiomqtt3_python:
         foreign_python["aiomqtt3"] = a.aiomqtt3_python
     for k in [k for k in names if k in FOREIGN and k not in foreign_python]:
-        print(f"note: skipping {k}: give --{k}-python PATH (an interpreter with {k} installed)",
-              file=sys.stderr)
+        print(
+            f"note: skipping {k}: give --{k}-python PATH (an interpreter with {k} installed)",
+            file=sys.stderr,
+        )
         names.remove(k)
     from tests.support.broker import MosquittoBroker, free_port, private_mosquitto_conf
 
@@ -267,8 +357,9 @@ def main() -> None:
         # Persistence off: autosaving a backlog of N messages x 6 sessions every second would
         # measure Mosquitto's disk writer, not the receivers (see deploy/mosquitto/README.md).
         port = free_port()
-        conf = private_mosquitto_conf(port, Path(d)).replace("persistence true",
-                                                             "persistence false")
+        conf = private_mosquitto_conf(port, Path(d)).replace(
+            "persistence true", "persistence false"
+        )
         broker = MosquittoBroker(Path(d), conf_text=conf, port=port)
         broker.start()
         try:
@@ -277,18 +368,22 @@ def main() -> None:
                 for cid in ids.values():
                     _session(broker.port, cid)
                 tp = _publish(broker.port, a.n)
-                print(f"repeat {r + 1}: preloaded {a.n} msgs for {len(ids)} sessions in "
-                      f"{tp:.1f} s", file=sys.stderr)
+                print(
+                    f"repeat {r + 1}: preloaded {a.n} msgs for {len(ids)} sessions in {tp:.1f} s",
+                    file=sys.stderr,
+                )
                 for k in names:
                     try:
-                        s = _timed_child(k, broker.port, a.n, ids[k],
-                                         _python_for(k, foreign_python))
+                        s = _timed_child(
+                            k, broker.port, a.n, ids[k], _python_for(k, foreign_python)
+                        )
                     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
                         err = e.stderr or ""
                         if isinstance(err, bytes):
                             err = err.decode(errors="replace")
-                        print(f"  {k:14s} FAILED ({type(e).__name__}): {err[-400:]}",
-                              file=sys.stderr)
+                        print(
+                            f"  {k:14s} FAILED ({type(e).__name__}): {err[-400:]}", file=sys.stderr
+                        )
                         continue
                     results[k].append(a.n / s)
                     print(f"  {k:14s} {a.n / s:9.0f} msg/s", file=sys.stderr)
@@ -300,18 +395,51 @@ def main() -> None:
     report(results, a)
 
 
-def live(port: int, n: int, names: list[str], results: dict[str, list[float]], r: int,
-         foreign_python: dict[str, str]) -> None:
+def live(
+    port: int,
+    n: int,
+    names: list[str],
+    results: dict[str, list[float]],
+    r: int,
+    foreign_python: dict[str, str],
+) -> None:
     """Receiver connected first, then 2 publisher processes flood: the rate while live."""
     for k in names:
         cid = f"bench-live-{k}-{r}"
         _session(port, cid)
         rx = subprocess.Popen(
-            ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-V", "mqttv5", "-i", cid,
-             "-c", "-x", "3600", "-q", "1", "-t", TOPIC_FILTER, "-C", str(n)]
-            if k == "mosquitto_sub" else
-            [_python_for(k, foreign_python), __file__, "--receiver", k, str(port), str(n), cid],
-            stdout=subprocess.DEVNULL)
+            [
+                "mosquitto_sub",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-V",
+                "mqttv5",
+                "-i",
+                cid,
+                "-c",
+                "-x",
+                "3600",
+                "-q",
+                "1",
+                "-t",
+                TOPIC_FILTER,
+                "-C",
+                str(n),
+            ]
+            if k == "mosquitto_sub"
+            else [
+                _python_for(k, foreign_python),
+                __file__,
+                "--receiver",
+                k,
+                str(port),
+                str(n),
+                cid,
+            ],
+            stdout=subprocess.DEVNULL,
+        )
         time.sleep(1.0)  # benchmark, not a test: let the receiver connect before the flood
         t0 = time.perf_counter()
         _publish(port, n)
@@ -323,10 +451,15 @@ def live(port: int, n: int, names: list[str], results: dict[str, list[float]], r
 
 def report(results: dict[str, list[float]], a: argparse.Namespace) -> None:
     base = statistics.median(results["mosquitto_sub"]) if results.get("mosquitto_sub") else None
-    lbase = statistics.median(results["live:mosquitto_sub"]) if results.get(
-        "live:mosquitto_sub") else None
-    print(f"\nMQTT QoS 1 receive+ack, N={a.n} RMC+GGA messages, median of {a.repeats} "
-          f"(backlog drained from a persistent session; machine: {os.cpu_count()} cores)")
+    lbase = (
+        statistics.median(results["live:mosquitto_sub"])
+        if results.get("live:mosquitto_sub")
+        else None
+    )
+    print(
+        f"\nMQTT QoS 1 receive+ack, N={a.n} RMC+GGA messages, median of {a.repeats} "
+        f"(backlog drained from a persistent session; machine: {os.cpu_count()} cores)"
+    )
     print(f"{'receiver':22s} {'median msg/s':>12s} {'ratio':>8s}   all runs")
     for k, v in results.items():
         if not v:

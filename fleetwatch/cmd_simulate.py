@@ -89,7 +89,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--slow-rate-hz", type=float, default=d.slow_rate_hz,
                    help=f"fix rate of the slow units (default {d.slow_rate_hz})")  # fmt: skip
     g.add_argument(
-        "--noise-m", type=_pair, metavar="MIN[,MAX]", default=(d.noise_min_m, d.noise_max_m),
+        "--noise-m",
+        type=_pair,
+        metavar="MIN[,MAX]",
+        default=(d.noise_min_m, d.noise_max_m),
         help=f"GPS noise in metres, per unit between MIN and MAX "
         f"(default {d.noise_min_m:g},{d.noise_max_m:g})",
     )

@@ -197,7 +197,6 @@ class ExceptionItem(BaseModel):
     at: str
 
 
-
 class SiteArrivalsModel(BaseModel):
     site_id: str
     visits: int
@@ -235,6 +234,7 @@ class RouteAnalyticsModel(BaseModel):
 @functools.cache
 def _zones() -> frozenset[str]:
     return frozenset(zoneinfo.available_timezones())
+
 
 class FeedPageModel(BaseModel):
     items: list[ExceptionItem] = Field(description="exception versions in commit order")

@@ -276,9 +276,7 @@ async def load_roster_from_db(conn: psycopg.AsyncConnection[Any]) -> Roster | No
     )
     shifts: dict[str, list[Shift]] = {}
     for did, days, start, end in await cur.fetchall():
-        shifts.setdefault(did, []).append(
-            Shift(days=tuple(days), start_min=start, end_min=end)
-        )
+        shifts.setdefault(did, []).append(Shift(days=tuple(days), start_min=start, end_min=end))
     cur = await conn.execute(
         "SELECT dispatcher_id, name, role, vehicles FROM dispatchers ORDER BY position"
     )

@@ -28,8 +28,9 @@ def service_registry() -> CollectorRegistry:
     shell = WebShell()
     metrics = IngestMetrics(shell.registry)
     metrics.watch_source(
-        lambda: SourceCounters(received=0, acked=0, reconnects=0, stale_acks=0, connected=True,
-                               buffered=0)
+        lambda: SourceCounters(
+            received=0, acked=0, reconnects=0, stale_acks=0, connected=True, buffered=0
+        )
     )
     EngineMetrics(shell.registry)
     BrokerMetrics(shell.registry)
@@ -38,8 +39,9 @@ def service_registry() -> CollectorRegistry:
         return None
 
     Health(
-        read=lambda: PipelineReading(writer_store_up=True, broker_connected=True,
-                                     unacked_messages=0, last_commit_age_s=None),
+        read=lambda: PipelineReading(
+            writer_store_up=True, broker_connected=True, unacked_messages=0, last_commit_age_s=None
+        ),
         probe=probe,
         registry=shell.registry,
     )

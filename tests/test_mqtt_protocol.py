@@ -12,8 +12,16 @@ from hypothesis import strategies as st
 from ingest.mqtt import protocol as p
 
 
-def publish_packet(topic: str, payload: bytes, *, qos: int, mid: int, dup: bool = False,
-                   version: int = p.MQTT_5, props: bytes = b"") -> bytes:
+def publish_packet(
+    topic: str,
+    payload: bytes,
+    *,
+    qos: int,
+    mid: int,
+    dup: bool = False,
+    version: int = p.MQTT_5,
+    props: bytes = b"",
+) -> bytes:
     """A broker -> client PUBLISH, written independently of the parser under test."""
     t = topic.encode()
     body = len(t).to_bytes(2, "big") + t
@@ -26,10 +34,12 @@ def publish_packet(topic: str, payload: bytes, *, qos: int, mid: int, dup: bool 
     return bytes((first,)) + p.encode_varint(len(body)) + body
 
 
-topics = st.text(st.characters(codec="utf-8", exclude_characters="\x00+#/"), min_size=1,
-                 max_size=30).map(lambda u: f"fleet/{u}/nmea")
-messages = st.tuples(topics, st.binary(max_size=300), st.sampled_from([0, 1]),
-                     st.integers(1, 65535), st.booleans())
+topics = st.text(
+    st.characters(codec="utf-8", exclude_characters="\x00+#/"), min_size=1, max_size=30
+).map(lambda u: f"fleet/{u}/nmea")
+messages = st.tuples(
+    topics, st.binary(max_size=300), st.sampled_from([0, 1]), st.integers(1, 65535), st.booleans()
+)
 
 
 def split(data: bytes, cuts: list[int]) -> list[bytes]:
@@ -37,13 +47,19 @@ def split(data: bytes, cuts: list[int]) -> list[bytes]:
     return [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
 
 
-@given(st.lists(messages, max_size=20), st.lists(st.integers(0, 10_000), max_size=15),
-       st.sampled_from([p.MQTT_5, p.MQTT_311]))
+@given(
+    st.lists(messages, max_size=20),
+    st.lists(st.integers(0, 10_000), max_size=15),
+    st.sampled_from([p.MQTT_5, p.MQTT_311]),
+)
 def test_publishes_parse_the_same_in_any_split(
-        msgs: list[tuple[str, bytes, int, int, bool]], cuts: list[int], version: int) -> None:
+    msgs: list[tuple[str, bytes, int, int, bool]], cuts: list[int], version: int
+) -> None:
     props = b"\x01\x01" if version == p.MQTT_5 else b""  # payload format indicator: skipped
-    wire = b"".join(publish_packet(t, pl, qos=q, mid=m, dup=d, version=version, props=props)
-                    for t, pl, q, m, d in msgs)
+    wire = b"".join(
+        publish_packet(t, pl, qos=q, mid=m, dup=d, version=version, props=props)
+        for t, pl, q, m, d in msgs
+    )
     parser = p.Parser(version=version)
     events: list[p.Event] = []
     for chunk in split(wire, cuts):
@@ -55,7 +71,8 @@ def test_publishes_parse_the_same_in_any_split(
 
 @given(st.lists(messages, min_size=1, max_size=30), st.integers(1, 10))
 def test_next_events_stops_at_the_publish_budget_and_keeps_the_rest(
-        msgs: list[tuple[str, bytes, int, int, bool]], budget: int) -> None:
+    msgs: list[tuple[str, bytes, int, int, bool]], budget: int
+) -> None:
     parser = p.Parser()
     parser.feed(b"".join(publish_packet(t, pl, qos=q, mid=m) for t, pl, q, m, _d in msgs))
     seen: list[p.Event] = []
@@ -78,8 +95,12 @@ def test_garbage_never_raises_anything_but_protocol_error(data: bytes, version: 
 
 def test_control_packets() -> None:
     parser = p.Parser()
-    parser.feed(bytes((p.CONNACK, 3, 1, 0, 0)) + bytes((p.SUBACK, 4, 0, 1, 0, 1))
-                + bytes((p.PINGRESP, 0)) + bytes((p.DISCONNECT, 1, 0x8B)))
+    parser.feed(
+        bytes((p.CONNACK, 3, 1, 0, 0))
+        + bytes((p.SUBACK, 4, 0, 1, 0, 1))
+        + bytes((p.PINGRESP, 0))
+        + bytes((p.DISCONNECT, 1, 0x8B))
+    )
     assert parser.next_events() == [
         p.ConnAck(session_present=True, reason=0),
         p.SubAck(packet_id=1, reasons=(1,)),
@@ -127,8 +148,15 @@ def test_puback_refuses_packet_id_zero() -> None:
 
 
 def test_connect_v5_asks_for_a_persistent_session_and_receive_maximum() -> None:
-    pkt = p.encode_connect(client_id="ing", keepalive_s=30, clean_start=False, username="u",
-                           password="pw", session_expiry_s=3600, receive_maximum=100)
+    pkt = p.encode_connect(
+        client_id="ing",
+        keepalive_s=30,
+        clean_start=False,
+        username="u",
+        password="pw",
+        session_expiry_s=3600,
+        receive_maximum=100,
+    )
     assert pkt[0] == p.CONNECT
     body = pkt[2:]
     assert body[:7] == b"\x00\x04MQTT\x05"
@@ -141,12 +169,13 @@ def test_connect_v5_asks_for_a_persistent_session_and_receive_maximum() -> None:
 
 
 def test_connect_v311_has_no_properties() -> None:
-    pkt = p.encode_connect(client_id="c", keepalive_s=5, clean_start=True,
-                           version=p.MQTT_311)
+    pkt = p.encode_connect(client_id="c", keepalive_s=5, clean_start=True, version=p.MQTT_311)
     assert pkt == bytes((p.CONNECT, 13)) + b"\x00\x04MQTT\x04\x02\x00\x05\x00\x01c"
 
 
 def test_subscribe_encoding() -> None:
     assert p.encode_subscribe(1, "a/+", 1) == bytes((p.SUBSCRIBE, 9, 0, 1, 0, 0, 3)) + b"a/+\x01"
-    assert p.encode_subscribe(1, "a/+", 1, version=p.MQTT_311) == bytes(
-        (p.SUBSCRIBE, 8, 0, 1, 0, 3)) + b"a/+\x01"
+    assert (
+        p.encode_subscribe(1, "a/+", 1, version=p.MQTT_311)
+        == bytes((p.SUBSCRIBE, 8, 0, 1, 0, 3)) + b"a/+\x01"
+    )

@@ -29,10 +29,20 @@ def test_unit_id_round_trips_through_the_topic(unit: str) -> None:
     assert unit_id_from_topic(f"fleet/{unit}/nmea") == unit
 
 
-@pytest.mark.parametrize("topic", [
-    "fleet//nmea", "fleet/u1/nmea/x", "fleet/u1", "other/u1/nmea", "fleet/u1/NMEA",
-    "fleet/u 1/nmea", "fleet/" + "x" * 65 + "/nmea", "fleet/-u/nmea", "",
-])
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "fleet//nmea",
+        "fleet/u1/nmea/x",
+        "fleet/u1",
+        "other/u1/nmea",
+        "fleet/u1/NMEA",
+        "fleet/u 1/nmea",
+        "fleet/" + "x" * 65 + "/nmea",
+        "fleet/-u/nmea",
+        "",
+    ],
+)
 def test_bad_topics_raise_bad_topic(topic: str) -> None:
     with pytest.raises(BadTopic, match=r"fleet/<unit_id>/nmea|unit id"):
         unit_id_from_topic(topic)
@@ -48,11 +58,18 @@ def test_url_defaults_port_and_keeps_base_fields() -> None:
     base = MqttSettings(client_id="other", receive_maximum=100)
     s = parse_mqtt_url("mqtt://10.0.0.5", base)
     assert (s.host, s.port, s.username, s.password, s.client_id, s.receive_maximum) == (
-        "10.0.0.5", 1883, None, None, "other", 100)
+        "10.0.0.5",
+        1883,
+        None,
+        None,
+        "other",
+        100,
+    )
 
 
-@pytest.mark.parametrize("url", ["mqtts://h:8883", "http://h", "mqtt://", "mqtt://h:99999",
-                                 "mqtt://h/path"])
+@pytest.mark.parametrize(
+    "url", ["mqtts://h:8883", "http://h", "mqtt://", "mqtt://h:99999", "mqtt://h/path"]
+)
 def test_unusable_urls_are_refused(url: str) -> None:
     with pytest.raises(MqttUrlError):
         parse_mqtt_url(url)
@@ -70,8 +87,15 @@ def test_password_is_not_in_repr() -> None:
     assert "ingest" in repr(s)
 
 
-@pytest.mark.parametrize("kw", [{"qos": 2}, {"receive_maximum": 0}, {"mqtt_version": 3},
-                                {"reconnect_min_s": 5.0, "reconnect_max_s": 1.0}])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"qos": 2},
+        {"receive_maximum": 0},
+        {"mqtt_version": 3},
+        {"reconnect_min_s": 5.0, "reconnect_max_s": 1.0},
+    ],
+)
 def test_invalid_settings_are_refused(kw: dict[str, object]) -> None:
     with pytest.raises(ValueError, match=r"must|need"):
         MqttSettings(**kw)  # type: ignore[arg-type]
@@ -83,8 +107,10 @@ mkpasswd = load_mkpasswd()
 
 def test_hash_matches_mosquitto_passwd_format() -> None:
     # A line written by mosquitto_passwd 2.0.11 for user u1, password "secret".
-    line = ("$7$101$CucfQpGnKgIpXyf2$Vy7A575zErT+PKK0hSPbXAXTbtFkc6fwU5E9mWk+EDykCOoswN1DYlF"
-            "fbxE+j77syToH7r6WvrGuaMQADy7Ygw==")
+    line = (
+        "$7$101$CucfQpGnKgIpXyf2$Vy7A575zErT+PKK0hSPbXAXTbtFkc6fwU5E9mWk+EDykCOoswN1DYlF"
+        "fbxE+j77syToH7r6WvrGuaMQADy7Ygw=="
+    )
     salt = base64.b64decode("CucfQpGnKgIpXyf2")
     assert mkpasswd.hash_password("secret", salt=salt) == line
     assert len(base64.b64decode(line.split("$")[4])) == hashlib.sha512().digest_size
@@ -104,8 +130,9 @@ def test_units_csv_to_password_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert len(rows["unit-b"]) >= 20  # generated
 
 
-@pytest.mark.parametrize("csv_text", ["id\nx\n", "unit_id\nbad id\n", "unit_id\na\na\n",
-                                      "unit_id\nfleetwatch\n"])
+@pytest.mark.parametrize(
+    "csv_text", ["id\nx\n", "unit_id\nbad id\n", "unit_id\na\na\n", "unit_id\nfleetwatch\n"]
+)
 def test_bad_units_csv_is_refused(tmp_path: Path, csv_text: str) -> None:
     units = tmp_path / "units.csv"
     units.write_text(csv_text)
@@ -116,8 +143,18 @@ def test_bad_units_csv_is_refused(tmp_path: Path, csv_text: str) -> None:
 def test_cli_needs_the_ingest_password(tmp_path: Path) -> None:
     units = tmp_path / "units.csv"
     units.write_text("unit_id,password\nu1,p\n")
-    r = subprocess.run([sys.executable, str(SHIPPED_CONF_DIR / "mkpasswd.py"), str(units), "--out",
-                        str(tmp_path / "pw")], capture_output=True, text=True,
-                       env={"PATH": "/usr/bin:/bin"}, check=False)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(SHIPPED_CONF_DIR / "mkpasswd.py"),
+            str(units),
+            "--out",
+            str(tmp_path / "pw"),
+        ],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+        check=False,
+    )
     assert r.returncode == 2
     assert "FLEETWATCH_MQTT_PASSWORD" in r.stderr

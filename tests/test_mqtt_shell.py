@@ -54,8 +54,13 @@ async def fake_broker(after_handshake: bytes | None) -> AsyncIterator[tuple[int,
 
 
 def settings(port: int, **kw: object) -> MqttSettings:
-    base = {"port": port, "client_id": "t-fake", "reconnect_min_s": 0.05,
-            "reconnect_max_s": 0.1, "connect_timeout_s": 2.0}
+    base = {
+        "port": port,
+        "client_id": "t-fake",
+        "reconnect_min_s": 0.05,
+        "reconnect_max_s": 0.1,
+        "connect_timeout_s": 2.0,
+    }
     return MqttSettings(**{**base, **kw})  # type: ignore[arg-type]
 
 
@@ -65,15 +70,20 @@ async def reconnected(src: MqttSource, connections: list[int]) -> None:
             await anyio.sleep(0.01)
 
 
-@pytest.mark.parametrize("after", [
-    None,  # silent half-open peer: caught by our keepalive
-    b"\xf0\x00",  # packet type 15 (AUTH) is not for a subscriber: ProtocolError
-    bytes((0xE0, 1, 0x8B)),  # server DISCONNECT "server shutting down"
-], ids=["silent", "garbage", "disconnect"])
+@pytest.mark.parametrize(
+    "after",
+    [
+        None,  # silent half-open peer: caught by our keepalive
+        b"\xf0\x00",  # packet type 15 (AUTH) is not for a subscriber: ProtocolError
+        bytes((0xE0, 1, 0x8B)),  # server DISCONNECT "server shutting down"
+    ],
+    ids=["silent", "garbage", "disconnect"],
+)
 async def test_connection_failures_end_in_a_reconnect(after: bytes | None) -> None:
-    async with fake_broker(after) as (port, connections), MqttSource(
-        settings(port, keepalive_s=1)
-    ) as src:
+    async with (
+        fake_broker(after) as (port, connections),
+        MqttSource(settings(port, keepalive_s=1)) as src,
+    ):
         with anyio.fail_after(10):
             first = await src.receive_batch(10)
         assert [m.payload for m in first] == [b"x"]

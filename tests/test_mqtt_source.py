@@ -33,9 +33,14 @@ WAIT_S = 15.0
 
 
 def settings_for(broker: Broker, client_id: str, **kw: object) -> MqttSettings:
-    base = MqttSettings(client_id=client_id, reconnect_min_s=0.05, reconnect_max_s=0.3,
-                        connect_timeout_s=5.0, keepalive_s=10,
-                        mqtt_version=5 if broker.kind == "mosquitto" else 4)
+    base = MqttSettings(
+        client_id=client_id,
+        reconnect_min_s=0.05,
+        reconnect_max_s=0.3,
+        connect_timeout_s=5.0,
+        keepalive_s=10,
+        mqtt_version=5 if broker.kind == "mosquitto" else 4,
+    )
     return dataclasses.replace(parse_mqtt_url(broker.url, base), **kw)  # type: ignore[arg-type]
 
 
@@ -44,12 +49,19 @@ def needs_mosquitto(broker: Broker) -> None:
     embedded amqtt broker (3.1.1) does not redeliver a resumed session's unacked messages, so
     on it these promises are not kept -- and the test says so instead of skipping."""
     if broker.kind != "mosquitto":
-        pytest.fail("this promise needs Mosquitto (install the mosquitto package): the "
-                    "embedded amqtt broker does not keep it")
+        pytest.fail(
+            "this promise needs Mosquitto (install the mosquitto package): the "
+            "embedded amqtt broker does not keep it"
+        )
 
 
-def publish_sync(port: int, messages: Sequence[tuple[str, bytes]], *,
-                 user: tuple[str, str] | None = None, client_id: str = "test-pub") -> None:
+def publish_sync(
+    port: int,
+    messages: Sequence[tuple[str, bytes]],
+    *,
+    user: tuple[str, str] | None = None,
+    client_id: str = "test-pub",
+) -> None:
     """Publish at QoS 1 and wait until the broker acknowledged every message."""
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
     if user:
@@ -101,11 +113,15 @@ async def test_messages_arrive_with_topic_unit_and_receive_time(mqtt_broker: Bro
         with anyio.fail_after(WAIT_S):
             await src.wait_connected()
         before_us = time.time_ns() // 1000
-        await publish(mqtt_broker.port, [("fleet/truck-7/nmea", b"$GPRMC,a"),
-                                         ("fleet/truck-8/nmea", b"$GPGGA,b")])
+        await publish(
+            mqtt_broker.port,
+            [("fleet/truck-7/nmea", b"$GPRMC,a"), ("fleet/truck-8/nmea", b"$GPGGA,b")],
+        )
         got = await take(src, 2)
-        assert [(m.topic, m.payload) for m in got] == [("fleet/truck-7/nmea", b"$GPRMC,a"),
-                                                       ("fleet/truck-8/nmea", b"$GPGGA,b")]
+        assert [(m.topic, m.payload) for m in got] == [
+            ("fleet/truck-7/nmea", b"$GPRMC,a"),
+            ("fleet/truck-8/nmea", b"$GPGGA,b"),
+        ]
         assert [unit_id_from_topic(m.topic) for m in got] == ["truck-7", "truck-8"]
         assert all(m.recv_us >= before_us for m in got)
         assert all(m.token.qos == 1 and m.token.mid > 0 for m in got)
@@ -114,8 +130,7 @@ async def test_messages_arrive_with_topic_unit_and_receive_time(mqtt_broker: Bro
         assert st.connected
 
 
-async def test_unacked_messages_are_redelivered_to_the_same_client_id(
-        mqtt_broker: Broker) -> None:
+async def test_unacked_messages_are_redelivered_to_the_same_client_id(mqtt_broker: Broker) -> None:
     needs_mosquitto(mqtt_broker)
     s = settings_for(mqtt_broker, "t-noack")
     async with MqttSource(s) as src:
@@ -191,15 +206,15 @@ async def test_broker_restart_mid_stream_loses_nothing(mqtt_broker: Broker) -> N
         assert src.statistics().acked == 10 + len(after)
 
 
-async def test_reconnects_by_itself_with_backoff_while_broker_is_down(
-        mqtt_broker: Broker) -> None:
+async def test_reconnects_by_itself_with_backoff_while_broker_is_down(mqtt_broker: Broker) -> None:
     s = settings_for(mqtt_broker, "t-backoff")
     async with MqttSource(s) as src:
         with anyio.fail_after(WAIT_S):
             await src.wait_connected()
         mqtt_broker.kill()
-        await wait_until(lambda: src.statistics().connect_failures >= 3,
-                         "three failed reconnect attempts")
+        await wait_until(
+            lambda: src.statistics().connect_failures >= 3, "three failed reconnect attempts"
+        )
         assert not src.statistics().connected
         mqtt_broker.start()
         with anyio.fail_after(WAIT_S):
@@ -211,7 +226,8 @@ async def test_reconnects_by_itself_with_backoff_while_broker_is_down(
 
 
 async def test_backpressure_bounds_the_buffer_and_the_broker_keeps_the_backlog(
-        mqtt_broker: Broker) -> None:
+    mqtt_broker: Broker,
+) -> None:
     bound = 50
     s = settings_for(mqtt_broker, "t-backpressure")
     async with MqttSource(s, max_buffered_messages=bound) as src:
@@ -250,9 +266,12 @@ async def test_acl_lets_a_unit_write_only_its_own_topic(acl_broker: AclBroker) -
             await src.wait_connected()
         creds = ("unit-a", acl_broker.units["unit-a"])
         # Same publisher connection, so the broker would deliver these in this order.
-        await publish(acl_broker.port, [("fleet/unit-b/nmea", b"forged"),
-                                        ("fleet/unit-a/nmea", b"own")], user=creds,
-                      client_id="unit-a")
+        await publish(
+            acl_broker.port,
+            [("fleet/unit-b/nmea", b"forged"), ("fleet/unit-a/nmea", b"own")],
+            user=creds,
+            client_id="unit-a",
+        )
         (m,) = await take(src, 1)
         assert (m.topic, m.payload) == ("fleet/unit-a/nmea", b"own")
         assert src.statistics().received == 1
@@ -278,8 +297,7 @@ def _connect_unit(port: int, user: str, pw: str) -> None:
         raise ConnectionRefusedError(f"CONNACK {result[0]}")
 
 
-async def test_queued_messages_survive_broker_sigkill_after_autosave(
-        acl_broker: AclBroker) -> None:
+async def test_queued_messages_survive_broker_sigkill_after_autosave(acl_broker: AclBroker) -> None:
     """Reliability #5 with the shipped config: queued for an offline session, autosaved
     (autosave_interval in deploy/mosquitto/mosquitto.conf), SIGKILL, restart: all there."""
     user, pw = acl_broker.ingest_user
@@ -292,8 +310,10 @@ async def test_queued_messages_survive_broker_sigkill_after_autosave(
     await publish(acl_broker.port, msgs, user=creds, client_id="unit-b")
     published_ns = time.time_ns()
     db = Path(acl_broker.workdir) / "mosquitto.db"
-    await wait_until(lambda: db.exists() and db.stat().st_mtime_ns > published_ns + 50_000_000,
-                     "an autosave after the publish")
+    await wait_until(
+        lambda: db.exists() and db.stat().st_mtime_ns > published_ns + 50_000_000,
+        "an autosave after the publish",
+    )
     acl_broker.kill()
     acl_broker.start()
     async with MqttSource(s) as src:
@@ -303,7 +323,8 @@ async def test_queued_messages_survive_broker_sigkill_after_autosave(
 
 
 async def test_shipped_config_lets_thousands_of_unacked_messages_be_in_flight(
-        acl_broker: AclBroker) -> None:
+    acl_broker: AclBroker,
+) -> None:
     """Batch acking needs many messages in flight at once: Mosquitto's default (20) would let
     20 through until we ack; the shipped max_inflight_messages and our Receive Maximum let
     all 1,500 arrive before the first ack."""
@@ -322,7 +343,8 @@ async def test_shipped_config_lets_thousands_of_unacked_messages_be_in_flight(
 
 
 async def test_a_consumer_paused_longer_than_keepalive_keeps_its_connection(
-        mqtt_broker: Broker) -> None:
+    mqtt_broker: Broker,
+) -> None:
     """While reading is paused we still send PINGREQs, and our own silence is not taken for a
     dead broker: a slow database must not turn into reconnect churn."""
     s = settings_for(mqtt_broker, "t-pause", keepalive_s=1)
@@ -355,8 +377,9 @@ async def test_a_unit_cannot_read_other_units_positions(acl_broker: AclBroker) -
     """Mosquitto 2.0 grants the SUBSCRIBE but the ACL filters every delivery: a unit's
     credentials read nothing, while the ingest user gets the same messages."""
     ingest_user, ingest_pw = acl_broker.ingest_user
-    snoop = settings_for(acl_broker, "t-snoop", username="unit-a",
-                         password=acl_broker.units["unit-a"])
+    snoop = settings_for(
+        acl_broker, "t-snoop", username="unit-a", password=acl_broker.units["unit-a"]
+    )
     ingest = settings_for(acl_broker, "t-ingest", username=ingest_user, password=ingest_pw)
     async with MqttSource(snoop) as spy, MqttSource(ingest) as src:
         with anyio.fail_after(WAIT_S):
@@ -364,8 +387,12 @@ async def test_a_unit_cannot_read_other_units_positions(acl_broker: AclBroker) -
             await src.wait_connected()
         creds = ("unit-b", acl_broker.units["unit-b"])
         for i in range(2):  # the second message is a fence for the first
-            await publish(acl_broker.port, [("fleet/unit-b/nmea", b"pos-%d" % i)], user=creds,
-                          client_id="unit-b")
+            await publish(
+                acl_broker.port,
+                [("fleet/unit-b/nmea", b"pos-%d" % i)],
+                user=creds,
+                client_id="unit-b",
+            )
             (m,) = await take(src, 1)
             assert m.payload == b"pos-%d" % i
             src.ack([m.token])
@@ -395,12 +422,16 @@ asyncio.run(main(int(sys.argv[1])))
 
 
 async def test_consumer_sigkilled_mid_batch_gets_every_unacked_message_back(
-        mqtt_broker: Broker) -> None:
+    mqtt_broker: Broker,
+) -> None:
     """Reliability #2 at the MQTT layer: a consumer killed with SIGKILL (no DISCONNECT) holding
     unacked messages; a new one with the same client id receives every one of them."""
     needs_mosquitto(mqtt_broker)
-    proc = await anyio.open_process([sys.executable, "-c", _CONSUMER, str(mqtt_broker.port)],
-                                    cwd=Path(__file__).parents[1], stderr=None)
+    proc = await anyio.open_process(
+        [sys.executable, "-c", _CONSUMER, str(mqtt_broker.port)],
+        cwd=Path(__file__).parents[1],
+        stderr=None,
+    )
     assert proc.stdout is not None
     out = proc.stdout
     pending = bytearray()

@@ -184,8 +184,9 @@ async def test_stop_states_load_back_as_the_engine_published_them(pg_dsn: str) -
     await _migrated(pg_dsn)
     for n in range(3):
         await _write(pg_dsn, stop_life(n))
-    other_day = dataclasses.replace(stop_changed(9, "pending", at_us=T0),
-                                    stop_id="2026-09-22/S00009", service_date="2026-09-22")
+    other_day = dataclasses.replace(
+        stop_changed(9, "pending", at_us=T0), stop_id="2026-09-22/S00009", service_date="2026-09-22"
+    )
     await _write(pg_dsn, [other_day])  # fmt: skip
     async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
         got = await load_stop_states(conn, dt.date(2026, 9, 21))

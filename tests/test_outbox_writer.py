@@ -52,9 +52,7 @@ async def _run_until_idle(writer: StoreWriter, body: Callable[[], Any]) -> None:
         tg.cancel_scope.cancel()
 
 
-async def test_published_records_are_stored_once_with_metrics(
-    pg_dsn: str, tmp_path: Path
-) -> None:
+async def test_published_records_are_stored_once_with_metrics(pg_dsn: str, tmp_path: Path) -> None:
     await _migrated(pg_dsn)
     registry = CollectorRegistry()
     writer = StoreWriter(pg_dsn, journal_path=tmp_path / "outbox.db", clock_us=_clock,
@@ -102,9 +100,7 @@ async def test_one_publish_call_commits_in_one_transaction(pg_dsn: str, tmp_path
     await _run_until_idle(writer, body)
     await writer.aclose()
     async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
-        cur = await conn.execute(
-            "SELECT count(DISTINCT xmin::text), count(*) FROM record_versions"
-        )
+        cur = await conn.execute("SELECT count(DISTINCT xmin::text), count(*) FROM record_versions")
         assert await cur.fetchone() == (3, 24)
 
 

@@ -118,9 +118,10 @@ async def test_show_all_mine_or_the_map_view_narrows_what_the_page_gets_and_is_r
                 iso_utc(T0 + 70 * S),
             )
             await wait_shown(page, vehicles=["V001", "V002"], cards=mine)
-            assert await page.page.evaluate(
-                "() => window.fleetwatch.state.vehicles.get('V003')"
-            ) is None
+            assert (
+                await page.page.evaluate("() => window.fleetwatch.state.vehicles.get('V003')")
+                is None
+            )
 
             # map view: only what the map shows (S1, S2 and V001 between 37.606 and 37.624)
             await view(page, 37.606, 37.624)

@@ -3,11 +3,27 @@ from core.fixes import Fix, FixBatch, datetime_to_us, iso_utc, us_to_datetime
 
 def test_fixbatch_round_trip() -> None:
     fixes = [
-        Fix(unit_id="u1", t_us=1_700_000_000_000_000, recv_us=1_700_000_000_500_000,
-            lat=55.75, lon=37.62),
-        Fix(unit_id="u2", t_us=1_700_000_001_250_000, recv_us=1_700_000_002_000_000,
-            lat=-33.9, lon=151.2, speed_kmh=12.5, course=90.0, quality=1, sats=7, hdop=0.9,
-            alt_m=10.0, talker="GN"),
+        Fix(
+            unit_id="u1",
+            t_us=1_700_000_000_000_000,
+            recv_us=1_700_000_000_500_000,
+            lat=55.75,
+            lon=37.62,
+        ),
+        Fix(
+            unit_id="u2",
+            t_us=1_700_000_001_250_000,
+            recv_us=1_700_000_002_000_000,
+            lat=-33.9,
+            lon=151.2,
+            speed_kmh=12.5,
+            course=90.0,
+            quality=1,
+            sats=7,
+            hdop=0.9,
+            alt_m=10.0,
+            talker="GN",
+        ),
     ]
     batch = FixBatch.from_fixes(fixes)
     assert len(batch) == 2

@@ -134,12 +134,12 @@ async def world_of(
     return World(server=server, live=live, port=web.port, tokens=tokens, tasks=tasks)
 
 
-
 def advance(engine: Engine, t_us: int) -> list[Any]:
     """Move the engine's data clock to *t_us* and run a round: one fix of a clock unit far from
     every site (the engine takes no decision on time that no detection round has seen)."""
     fix = Fix(unit_id="CLOCK", t_us=t_us, recv_us=t_us, lat=0.0, lon=0.0)
     return engine.feed(FixBatch.from_fixes([fix]), t_us) + engine.flush(t_us)
+
 
 @contextlib.asynccontextmanager
 async def running(**kw: Any) -> AsyncIterator[World]:

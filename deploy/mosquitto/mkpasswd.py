@@ -41,8 +41,7 @@ class ProvisioningError(ValueError):
     """The units file or arguments are unusable; the message says which row or flag."""
 
 
-def hash_password(password: str, *, salt: bytes | None = None,
-                  iterations: int = ITERATIONS) -> str:
+def hash_password(password: str, *, salt: bytes | None = None, iterations: int = ITERATIONS) -> str:
     """The ``$7$`` hash Mosquitto 2.0 stores for *password*."""
     salt = secrets.token_bytes(SALT_BYTES) if salt is None else salt
     digest = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8"), salt, iterations)
@@ -72,8 +71,9 @@ def read_units_csv(path: Path) -> dict[str, str | None]:
         for lineno, row in enumerate(reader, start=2):
             unit = (row.get("unit_id") or "").strip()
             if not USER_RE.fullmatch(unit):
-                raise ProvisioningError(f"{path}:{lineno}: unit id {unit!r} is not 1-64 of "
-                                        "[A-Za-z0-9_.:-]")
+                raise ProvisioningError(
+                    f"{path}:{lineno}: unit id {unit!r} is not 1-64 of [A-Za-z0-9_.:-]"
+                )
             if unit == INGEST_USER:
                 raise ProvisioningError(f"{path}:{lineno}: {INGEST_USER!r} is the ingest user")
             if unit in out:
@@ -82,8 +82,16 @@ def read_units_csv(path: Path) -> dict[str, str | None]:
     return out
 
 
-def localise_conf(text: str, *, port: int, bind: str, persistence_dir: Path,
-                  password_file: Path, acl_file: Path, log_file: Path) -> str:
+def localise_conf(
+    text: str,
+    *,
+    port: int,
+    bind: str,
+    persistence_dir: Path,
+    password_file: Path,
+    acl_file: Path,
+    log_file: Path,
+) -> str:
     """The shipped config with only its site-specific lines replaced (for tests, staging)."""
     repl = {
         "listener": f"listener {port} {bind}",
@@ -103,17 +111,25 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("units_csv", type=Path)
     p.add_argument("--out", type=Path, required=True, help="password file to write (0600)")
-    p.add_argument("--credentials-out", type=Path,
-                   help="CSV of unit_id,password for device provisioning (0600)")
-    p.add_argument("--ingest-password-env", default="FLEETWATCH_MQTT_PASSWORD",
-                   help="environment variable holding the ingest user's password")
+    p.add_argument(
+        "--credentials-out",
+        type=Path,
+        help="CSV of unit_id,password for device provisioning (0600)",
+    )
+    p.add_argument(
+        "--ingest-password-env",
+        default="FLEETWATCH_MQTT_PASSWORD",
+        help="environment variable holding the ingest user's password",
+    )
     a = p.parse_args(argv)
     try:
         units = read_units_csv(a.units_csv)
         generated = {u: secrets.token_urlsafe(18) for u, pw in units.items() if pw is None}
         if generated and a.credentials_out is None:
-            raise ProvisioningError(f"{len(generated)} units have no password: pass "
-                                    "--credentials-out to receive the generated ones")
+            raise ProvisioningError(
+                f"{len(generated)} units have no password: pass "
+                "--credentials-out to receive the generated ones"
+            )
         users = {u: pw or generated[u] for u, pw in units.items()}
         ingest_pw = os.environ.get(a.ingest_password_env)
         if not ingest_pw:

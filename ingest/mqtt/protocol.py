@@ -104,10 +104,17 @@ def _packet(first: int, body: bytes) -> bytes:
     return bytes((first,)) + encode_varint(len(body)) + body
 
 
-def encode_connect(*, client_id: str, keepalive_s: int, clean_start: bool,
-                   username: str | None = None, password: str | None = None,
-                   session_expiry_s: int = 0, receive_maximum: int = 65535,
-                   version: int = MQTT_5) -> bytes:
+def encode_connect(
+    *,
+    client_id: str,
+    keepalive_s: int,
+    clean_start: bool,
+    username: str | None = None,
+    password: str | None = None,
+    session_expiry_s: int = 0,
+    receive_maximum: int = 65535,
+    version: int = MQTT_5,
+) -> bytes:
     """CONNECT.  With 3.1.1, ``clean_start=False`` is a persistent session that never expires
     and ``receive_maximum`` cannot be sent (the broker's max_inflight_messages applies)."""
     if version not in (MQTT_5, MQTT_311):
@@ -121,7 +128,8 @@ def encode_connect(*, client_id: str, keepalive_s: int, clean_start: bool,
         props = b""
         if session_expiry_s:
             props += bytes((_PROP_SESSION_EXPIRY,)) + min(session_expiry_s, 0xFFFFFFFF).to_bytes(
-                4, "big")
+                4, "big"
+            )
         if receive_maximum != 65535:
             props += bytes((_PROP_RECEIVE_MAXIMUM,)) + receive_maximum.to_bytes(2, "big")
         body += encode_varint(len(props)) + props
@@ -133,8 +141,9 @@ def encode_connect(*, client_id: str, keepalive_s: int, clean_start: bool,
     return _packet(CONNECT, body)
 
 
-def encode_subscribe(packet_id: int, topic_filter: str, qos: int, *,
-                     version: int = MQTT_5) -> bytes:
+def encode_subscribe(
+    packet_id: int, topic_filter: str, qos: int, *, version: int = MQTT_5
+) -> bytes:
     body = packet_id.to_bytes(2, "big")
     if version == MQTT_5:
         body += b"\x00"  # no properties

@@ -82,8 +82,10 @@ def parse_mqtt_url(url: str, base: MqttSettings | None = None) -> MqttSettings:
     base = base or MqttSettings()
     parts = urllib.parse.urlsplit(url)
     if parts.scheme != "mqtt":
-        raise MqttUrlError(f"unsupported MQTT URL scheme {parts.scheme!r} in {_redact(url)!r}: "
-                           "use mqtt://[user:password@]host[:port]")
+        raise MqttUrlError(
+            f"unsupported MQTT URL scheme {parts.scheme!r} in {_redact(url)!r}: "
+            "use mqtt://[user:password@]host[:port]"
+        )
     try:
         port = parts.port
     except ValueError as e:
@@ -91,8 +93,10 @@ def parse_mqtt_url(url: str, base: MqttSettings | None = None) -> MqttSettings:
     if not parts.hostname:
         raise MqttUrlError(f"no host in MQTT URL {_redact(url)!r}")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise MqttUrlError(f"MQTT URL {_redact(url)!r} has a path or query; only "
-                           "mqtt://[user:password@]host[:port] is understood")
+        raise MqttUrlError(
+            f"MQTT URL {_redact(url)!r} has a path or query; only "
+            "mqtt://[user:password@]host[:port] is understood"
+        )
     unquote = urllib.parse.unquote
     return replace(
         base,
@@ -117,8 +121,8 @@ def unit_id_from_topic(topic: str) -> str:
     if len(parts) != 3 or parts[0] != "fleet" or parts[2] != "nmea":
         raise BadTopic(f"topic {topic[:200]!r} is not fleet/<unit_id>/nmea")
     if not UNIT_ID_RE.fullmatch(parts[1]):
-        raise BadTopic(f"unit id {parts[1][:80]!r} in topic {topic[:200]!r} is not "
-                       f"1-64 characters of letters, digits, '_', '.', ':' or '-'")
+        raise BadTopic(
+            f"unit id {parts[1][:80]!r} in topic {topic[:200]!r} is not "
+            f"1-64 characters of letters, digits, '_', '.', ':' or '-'"
+        )
     return parts[1]
-
-

@@ -119,12 +119,16 @@ class _Wire(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost.set()
         if not self.connack.done():
-            self.connack.set_exception(MqttConnectFailed(
-                f"connection closed before CONNACK ({exc or 'EOF'}); a broker that does not "
-                "speak MQTT 5 does this: then set mqtt_version=4"))
+            self.connack.set_exception(
+                MqttConnectFailed(
+                    f"connection closed before CONNACK ({exc or 'EOF'}); a broker that does not "
+                    "speak MQTT 5 does this: then set mqtt_version=4"
+                )
+            )
         if not self.suback.done():
-            self.suback.set_exception(MqttConnectFailed(
-                f"connection closed before SUBACK: {exc or 'EOF'}"))
+            self.suback.set_exception(
+                MqttConnectFailed(f"connection closed before SUBACK: {exc or 'EOF'}")
+            )
 
     def write(self, data: bytes) -> bool:
         t = self.transport
@@ -275,8 +279,12 @@ class MqttSource:
         if not self._buffer:
             self._nonempty.clear()
         wire = self._wire
-        if (wire is not None and wire.paused and not wire.lost.is_set()
-                and len(self._buffer) <= self._resume_at):
+        if (
+            wire is not None
+            and wire.paused
+            and not wire.lost.is_set()
+            and len(self._buffer) <= self._resume_at
+        ):
             self._drain_parser(wire)  # bytes already read first, then the socket again
             if len(self._buffer) < self.max_buffered_messages and not wire.lost.is_set():
                 wire.paused = False
@@ -316,8 +324,11 @@ class MqttSource:
                     self._oversize += 1
                 if ev.dup:
                     self._redelivered += 1
-                buf.append(Received(ev.topic, payload, recv_us, AckToken(gen, ev.packet_id, ev.qos),
-                                    oversize))
+                buf.append(
+                    Received(
+                        ev.topic, payload, recv_us, AckToken(gen, ev.packet_id, ev.qos), oversize
+                    )
+                )
                 self._received += 1
             elif isinstance(ev, p.ConnAck):
                 if not wire.connack.done():
@@ -342,8 +353,12 @@ class MqttSource:
                 if self._closing:  # the broker closed after our DISCONNECT: we are leaving
                     return
                 self._reconnects += 1
-                log.warning("MQTT connection to %s:%d lost (%s); reconnecting",
-                            self.settings.host, self.settings.port, wire.error or "closed")
+                log.warning(
+                    "MQTT connection to %s:%d lost (%s); reconnecting",
+                    self.settings.host,
+                    self.settings.port,
+                    wire.error or "closed",
+                )
         except MqttRefusedError as e:
             self._fatal = e
             self._nonempty.set()
@@ -376,11 +391,18 @@ class MqttSource:
         try:
             with anyio.fail_after(s.connect_timeout_s):
                 await loop.create_connection(lambda: wire, s.host, s.port)
-                wire.write(p.encode_connect(
-                    client_id=s.client_id, keepalive_s=s.keepalive_s, clean_start=False,
-                    username=s.username, password=s.password,
-                    session_expiry_s=s.session_expiry_s, receive_maximum=s.receive_maximum,
-                    version=s.mqtt_version))
+                wire.write(
+                    p.encode_connect(
+                        client_id=s.client_id,
+                        keepalive_s=s.keepalive_s,
+                        clean_start=False,
+                        username=s.username,
+                        password=s.password,
+                        session_expiry_s=s.session_expiry_s,
+                        receive_maximum=s.receive_maximum,
+                        version=s.mqtt_version,
+                    )
+                )
                 self._wire = wire
                 connack = await wire.connack
                 if 0 < connack.reason < 0x80 and s.mqtt_version == p.MQTT_5:
@@ -389,22 +411,26 @@ class MqttSource:
                         f"broker {s.host}:{s.port} answered CONNECT with 3.1.1 return code "
                         f"{connack.reason}: it does not speak MQTT 5; use a broker that does "
                         "(Mosquitto >= 1.6) or set mqtt_version=4 (then the broker's "
-                        "max_inflight_messages limits unacked messages)")
+                        "max_inflight_messages limits unacked messages)"
+                    )
                 if connack.reason >= 0x80:
                     what = PERMANENT_REFUSALS.get(connack.reason)
                     if what is not None:
                         raise MqttRefusedError(
                             f"broker {s.host}:{s.port} refused client {s.client_id!r} (user "
                             f"{s.username!r}): {what} (reason {connack.reason:#x}); fix the "
-                            "credentials or the broker's password file")
-                    raise MqttConnectFailed(f"broker refused connection, reason "
-                                            f"{connack.reason:#x}")
+                            "credentials or the broker's password file"
+                        )
+                    raise MqttConnectFailed(
+                        f"broker refused connection, reason {connack.reason:#x}"
+                    )
                 wire.write(p.encode_subscribe(1, s.topic, s.qos, version=s.mqtt_version))
                 suback = await wire.suback
                 if not suback.reasons or max(suback.reasons) >= 0x80:
                     raise MqttRefusedError(
                         f"broker {s.host}:{s.port} refused the subscription to {s.topic!r} for "
-                        f"user {s.username!r} (reasons {suback.reasons}): check the ACL")
+                        f"user {s.username!r} (reasons {suback.reasons}): check the ACL"
+                    )
         except TimeoutError:
             wire.abort()
             raise MqttConnectFailed(f"no CONNACK/SUBACK within {s.connect_timeout_s} s") from None
@@ -412,8 +438,14 @@ class MqttSource:
             wire.abort()
             raise
         self._connected.set()
-        log.info("MQTT connected to %s:%d as %s (generation %d, session present: %s)",
-                 s.host, s.port, s.client_id, wire.generation, connack.session_present)
+        log.info(
+            "MQTT connected to %s:%d as %s (generation %d, session present: %s)",
+            s.host,
+            s.port,
+            s.client_id,
+            wire.generation,
+            connack.session_present,
+        )
         return wire
 
     async def _serve(self, wire: _Wire) -> None:
@@ -428,8 +460,11 @@ class MqttSource:
                 await wire.lost.wait()
             if wire.lost.is_set():
                 break
-            if s.keepalive_s and not wire.paused and (
-                    time.monotonic() - wire.last_rx > 1.5 * s.keepalive_s):
+            if (
+                s.keepalive_s
+                and not wire.paused
+                and (time.monotonic() - wire.last_rx > 1.5 * s.keepalive_s)
+            ):
                 wire.abort(MqttConnectFailed("keepalive timeout: broker silent"))
                 break
             wire.write(p.PINGREQ_BYTES)

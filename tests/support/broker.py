@@ -127,8 +127,9 @@ class AclBroker(MosquittoBroker):
 
 def load_mkpasswd() -> ModuleType:
     """deploy/mosquitto/mkpasswd.py (a script, not a package module)."""
-    spec = importlib.util.spec_from_file_location("fleetwatch_mkpasswd",
-                                                  SHIPPED_CONF_DIR / "mkpasswd.py")
+    spec = importlib.util.spec_from_file_location(
+        "fleetwatch_mkpasswd", SHIPPED_CONF_DIR / "mkpasswd.py"
+    )
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -141,8 +142,9 @@ def _acl_broker(workdir: Path) -> AclBroker:
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     passwd = workdir / "passwd"
-    passwd.write_text(mkpasswd.password_file_text({**ACL_UNITS, ACL_INGEST_USER[0]:
-                                                   ACL_INGEST_USER[1]}))
+    passwd.write_text(
+        mkpasswd.password_file_text({**ACL_UNITS, ACL_INGEST_USER[0]: ACL_INGEST_USER[1]})
+    )
     passwd.chmod(0o600)
     conf = private_mosquitto_conf(
         port, workdir, password_file=passwd, acl_file=SHIPPED_CONF_DIR / "acl"
