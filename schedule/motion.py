@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from schedule import motion_kernel as _kernel
 from schedule.params import DetectionParams
 
 F64 = npt.NDArray[np.float64]
@@ -25,6 +26,9 @@ IntpA = npt.NDArray[np.intp]
 _EARTH_R_M = 6_371_008.8
 _DEG = np.pi / 180.0
 _KMH = 3.6  # m/s -> km/h
+_M_PER_DEG = _EARTH_R_M * _DEG  # local_xy's k
+_I64 = np.dtype(np.int64)
+_F64 = np.dtype(np.float64)
 
 
 def diff_1d(a: npt.NDArray[Any]) -> npt.NDArray[Any]:
@@ -307,8 +311,10 @@ def _drop_outlier_bursts(
     return dropped
 
 
-def motion(track: Track, p: DetectionParams) -> Motion:
-    """Drop multipath outliers and frozen-then-jump fixes, estimate speeds, flag jumps/gaps.
+def motion_reference(track: Track, p: DetectionParams) -> Motion:
+    """:func:`motion` in numpy: the specification the compiled path is held to (tests only).
+
+    Drop multipath outliers and frozen-then-jump fixes, estimate speeds, flag jumps/gaps.
 
     * An *outlier burst* (multipath: 1-5 fixes away from where the vehicle is) is dropped
       when either of its two steps is a jump (:func:`_drop_outlier_bursts`).
@@ -352,6 +358,56 @@ def motion(track: Track, p: DetectionParams) -> Motion:
         d = np.hypot(diff_1d(x_k), diff_1d(y_k))
         gap[1:] = dt > p.max_gap_s
         jump[1:] |= (dt > p.teleport_check_s) & (d > p.gap_rejoin_m)
+    return Motion(
+        keep=kept,
+        t_s=t_k,
+        x=x_k,
+        y=y_k,
+        speed_kmh=v_k,
+        still=still,
+        jump=jump,
+        gap=gap,
+        dropped_outliers=dropped_outliers,
+        dropped_frozen=dropped_frozen,
+        reported_kmh=reported,
+    )
+
+
+def motion(track: Track, p: DetectionParams) -> Motion:
+    """Drop multipath outliers and frozen-then-jump fixes, estimate speeds, flag jumps/gaps:
+    :func:`motion_reference`'s answer, bit for bit, from the compiled kernels
+    (:mod:`schedule.motion_kernel`).
+
+    A track without a raw jump is one kernel call; one with a jump is the first pass, the
+    outlier-burst rule (:func:`_drop_outlier_bursts`, Python, once per jump) and the second
+    pass.  Columns of another dtype than the tracker's int64/float64 take the reference.
+    """
+    t_us, lon, lat, speed = track.t_us, track.lon, track.lat, track.speed_kmh
+    if not (t_us.dtype == _I64 and lon.dtype == _F64 and lat.dtype == _F64 and speed.dtype == _F64):
+        return motion_reference(track, p)
+    cos_lat0 = np.cos(float(lat[0]) * _DEG) if len(t_us) else 1.0
+    slack, vmax, check = p.teleport_slack_m, p.max_speed_kmh, p.teleport_check_s
+    rest = (
+        p.speed_window_s,
+        p.stop_speed_kmh,
+        p.stop_radius_m,
+        p.crawl_speed_kmh,
+        p.max_gap_s,
+        p.gap_rejoin_m,
+    )
+    n_bad, kept, t_k, x_k, y_k, v_k, still, jump, gap, reported = _kernel.motion_plain(
+        t_us, lon, lat, speed, _M_PER_DEG, cos_lat0, slack, vmax, check, *rest
+    )
+    dropped_outliers = dropped_frozen = 0
+    if n_bad:
+        t_s, x, y, v0, bad, _ = _kernel.frame(
+            t_us, lon, lat, speed, _M_PER_DEG, cos_lat0, slack, vmax, check
+        )
+        keep = np.ones(len(t_us), dtype=bool)
+        dropped_outliers = _drop_outlier_bursts(t_s, x, y, v0, p, bad, keep)
+        kept, t_k, x_k, y_k, v_k, still, jump, gap, reported, dropped_frozen = _kernel.features(
+            t_s, x, y, v0, bad, keep, True, slack, vmax, check, *rest
+        )
     return Motion(
         keep=kept,
         t_s=t_k,

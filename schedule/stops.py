@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from schedule import stops_kernel as _k
 from schedule.events import ClosedBy
 from schedule.motion import BURST_FIXES, Motion, cut_runs, nonzero_1d
 from schedule.params import DetectionParams
@@ -59,6 +60,23 @@ def step(state: StopState, inp: StopInput) -> StopState:
         return TRANSITIONS[(state, inp)]
     except KeyError:
         raise IllegalTransition(f"stop detector: no transition from {state} on {inp}") from None
+
+
+#: The compiled walk's codes for the states and inputs, and TRANSITIONS encoded with them at
+#: import (``table[state, input]`` = next state, or ILLEGAL): the table above stays the one
+#: source of truth for both walks (tests/test_stops_kernel.py checks the encoding).
+STATE_CODE: dict[StopState, int] = {
+    StopState.IDLE: _k.IDLE,
+    StopState.PENDING: _k.PENDING,
+    StopState.STOPPED: _k.STOPPED,
+}
+INPUT_CODE: dict[StopInput, int] = {
+    StopInput.SLOW: _k.SLOW,
+    StopInput.JOIN: _k.JOIN,
+    StopInput.LONG_ENOUGH: _k.LONG_ENOUGH,
+    StopInput.BREAK: _k.BREAK,
+}
+TABLE = _k.encode_table(TRANSITIONS, STATE_CODE, INPUT_CODE)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -192,7 +210,7 @@ def _split_reason(m: Motion, p: DetectionParams, k: int) -> ClosedBy:
     return "gap" if m.gap[k] or m.t_s[k] - m.t_s[k - 1] > p.teleport_check_s else "teleport"
 
 
-def detect_stops(
+def detect_stops_reference(
     m: Motion,
     p: DetectionParams,
     t0_us: int,
@@ -201,7 +219,8 @@ def detect_stops(
     now_us: int | None = None,
     pending_out: list[int] | None = None,
 ) -> list[StopRecord]:
-    """Stops in the kept fixes from ``active_from`` on (earlier fixes are context only).
+    """Stops in the kept fixes from ``active_from`` on (earlier fixes are context only): the
+    numpy chain walk, kept as the reference the compiled :func:`detect_stops` must equal.
 
     ``pending_out``, when given, receives the first fix of the chain still shorter than
     ``stop_min_s`` at the end of the track, if there is one (the tracker bounds when it can
@@ -325,6 +344,105 @@ def detect_stops(
             tail = "teleport" if k < n and _split_reason(m, p, k) == "teleport" else "gap"
         close(tail)
     return _merge_back_to_back(m, p, t0_us, out, n_split)
+
+
+_CLOSED_BY: tuple[ClosedBy | None, ...] = (None, "exit", "gap", "teleport")  # by _k code
+_ROWS: dict[int, tuple[DetectionParams, npt.NDArray[np.float64]]] = {}
+
+
+def _param_row(p: DetectionParams) -> npt.NDArray[np.float64]:
+    """The kernel's parameter row for ``p``, built once per params object (looked up by
+    identity: hashing a 25-field dataclass each call would cost more than the lookup saves;
+    the entry holds ``p``, so its id cannot be reused while cached)."""
+    hit = _ROWS.get(id(p))
+    if hit is not None and hit[0] is p:
+        return hit[1]
+    row = _k.param_row(
+        p.stop_speed_kmh,
+        p.crawl_speed_kmh,
+        p.stop_radius_m,
+        p.speed_window_s,
+        p.stop_extent_m,
+        p.drift_radius_m,
+        p.move_confirm_s,
+        p.move_confirm_fixes,
+        p.teleport_check_s,
+        p.stop_min_s,
+        p.stop_merge_gap_s,
+        p.stop_merge_m,
+    )
+    if len(_ROWS) >= 64:
+        _ROWS.clear()
+    _ROWS[id(p)] = (p, row)
+    return row
+
+
+def detect_stops(
+    m: Motion,
+    p: DetectionParams,
+    t0_us: int,
+    *,
+    active_from: int = 0,
+    now_us: int | None = None,
+    pending_out: list[int] | None = None,
+    table: npt.NDArray[np.int64] = TABLE,
+) -> list[StopRecord]:
+    """Stops in the kept fixes from ``active_from`` on: :func:`detect_stops_reference`'s
+    answer, record for record, from the compiled walk (:mod:`schedule.stops_kernel`).
+
+    ``table`` is the encoded transition table the walk steps through (a test passes one with
+    an edge removed to see the walk refuse it, as ``step`` does).  Where the compiled walk
+    cannot be sure of the reference's answer (a distance within an ulp or so of a threshold
+    the reference measures with CPython's own hypot) this call runs the reference.
+    """
+    n = len(m.t_s)
+    if n == 0:
+        return []
+    t_s = m.t_s
+    stale = now_us is not None and now_us - (t0_us + t_s[-1] * 1e6) > p.max_gap_s * 1e6
+    status, info, pending, ints, flts = _k.detect(
+        t_s,
+        m.x,
+        m.y,
+        m.speed_kmh,
+        _reported(m),
+        m.still,
+        m.jump,
+        m.gap,
+        table,
+        _param_row(p),
+        active_from,
+        bool(stale),
+    )
+    if status != _k.DONE:
+        if status == _k.ILLEGAL_STEP:
+            state = next(s for s, c in STATE_CODE.items() if c == info // 8)
+            inp = next(i for i, c in INPUT_CODE.items() if c == info % 8)
+            raise IllegalTransition(f"stop detector: no transition from {state} on {inp}")
+        return detect_stops_reference(
+            m, p, t0_us, active_from=active_from, now_us=now_us, pending_out=pending_out
+        )
+    if pending_out is not None and pending >= 0:
+        pending_out.append(pending)
+    out: list[StopRecord] = []
+    if len(ints):
+        for (first, last, confirm, closed), (x, y) in zip(
+            ints.tolist(), flts.tolist(), strict=True
+        ):
+            out.append(
+                StopRecord(
+                    first=first,
+                    last=last,
+                    confirm=confirm,
+                    start_us=t0_us + round(t_s[first] * 1e6),
+                    end_us=t0_us + round(t_s[last] * 1e6),
+                    x=x,
+                    y=y,
+                    fix_count=last - first + 1,
+                    closed_by=_CLOSED_BY[closed],
+                )
+            )
+    return out
 
 
 def _record(

@@ -1,0 +1,378 @@
+"""The compiled motion features: :func:`schedule.motion.motion` in a handful of loops.
+
+Why compiled: the tracker calls ``motion`` on every re-run and on many append rounds, on tracks
+of a few dozen to a few thousand fixes.  The numpy version (:func:`schedule.motion.
+motion_reference`, kept as the tests' reference) makes ~60 numpy calls per track; at a few
+hundred fixes their per-call overhead, not the arithmetic, is the cost (docs/bench/detect.md).
+Here the common track (no implausible step: nothing to drop) is one call: a pass building the
+local frame and the raw jump flags, and a pass over the kept fixes for speeds, *still*, jumps
+and gaps.  A track with a raw jump takes two calls around the outlier-burst rule
+(:func:`schedule.motion._drop_outlier_bursts`), which stays in Python: it runs once per jump,
+and its ``math.hypot`` is CPython's own algorithm, which a compiled ``math.hypot`` (libm's
+``hypot``) need not match in the last bit.
+
+Exactness: every value is a transcription of the numpy code, operation for operation and in
+the same order (numba compiles without fastmath, so no contraction into FMA and no
+reassociation; ``math.hypot`` here and ``np.hypot`` there are both libm's ``hypot``).  The
+numpy idioms are spelled out: ``np.maximum(a, b)`` is ``a if a >= b or a != a else b``,
+``np.fmax(a, b)`` is ``a if a >= b or b != b else b``, and ``searchsorted(t - w, 'right') - 1``
+on the strictly increasing fix times is a pointer that only moves forward.  The one
+transcendental call, the cosine of the first fix's latitude, is made by the caller with
+``np.cos`` (the very call :func:`schedule.motion.local_xy` makes) and passed in, as are the
+metres per degree.  tests/test_motion_kernel.py holds the two paths to equal arrays on
+generated tracks (standing, driving, unknown speeds, gaps, teleports, outlier bursts, frozen
+runs, duplicate positions, 0-2 fixes) and on windows of the simulated day.
+
+:func:`plain_still` is the same treatment for ``schedule.tracker._plain_still``, the append
+round's shortcut for *still* (see there).
+
+Compiled with ``cache=True``: the first process after an install or an edit pays the compile
+(:func:`warm_up` does it at start); later ones load the machine code from numba's cache.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from numba import njit
+
+from schedule.params import DetectionParams
+
+#: Metres per degree of latitude: ``schedule.motion``'s ``_EARTH_R_M * _DEG``, computed the same
+#: way (a test asserts the two are equal).
+M_PER_DEG = 6_371_008.8 * (np.pi / 180.0)
+_DEG = np.pi / 180.0
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _maximum(a: float, b: float) -> float:
+    """``np.maximum`` of two floats (NaN propagates from either side)."""
+    if a >= b or a != a:
+        return a
+    return b
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _fmax(a: float, b: float) -> float:
+    """``np.fmax`` of two floats (NaN only when both are)."""
+    if a >= b or b != b:
+        return a
+    return b
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _implausible(
+    dt_raw: float,
+    d: float,
+    va: float,
+    vb: float,
+    slack: float,
+    max_speed: float,
+    check: float,
+) -> bool:
+    """One row of ``schedule.motion._step_implausible``: step of ``dt_raw`` s and ``d`` m
+    between fixes with speeds ``va``, ``vb`` (NaN: unknown)."""
+    dt = _maximum(dt_raw, 1e-3)
+    vmax = _fmax(va, vb)
+    allowed = math.inf if vmax != vmax else slack + 1.5 * vmax / 3.6 * dt
+    too_fast = d / dt * 3.6 > max_speed
+    jumped = (d > allowed) and (dt <= check)
+    return (too_fast and (d > slack)) or jumped
+
+
+@njit(cache=True, nogil=True)
+def frame(
+    t_us: Any,
+    lon: Any,
+    lat: Any,
+    speed: Any,
+    m_per_deg: float,
+    cos_lat0: float,
+    slack: float,
+    max_speed: float,
+    check: float,
+) -> tuple[Any, Any, Any, Any, Any, int]:
+    """(t_s, x, y, v0, bad, number of bad steps): ``motion``'s first lines, up to the raw jump
+    flags ``bad = _step_implausible(t_s, x, y, v0, p)``."""
+    n = t_us.shape[0]
+    t_s = np.empty(n, dtype=np.float64)
+    x = np.empty(n, dtype=np.float64)
+    y = np.empty(n, dtype=np.float64)
+    v0 = np.empty(n, dtype=np.float64)
+    bad = np.zeros(n, dtype=np.bool_)
+    if n == 0:
+        return t_s, x, y, v0, bad, 0
+    t0 = t_us[0]
+    lon0 = lon[0]
+    lat0 = lat[0]
+    for i in range(n):
+        t_s[i] = float(t_us[i] - t0) / 1e6
+        x[i] = (lon[i] - lon0) * m_per_deg * cos_lat0
+        y[i] = (lat[i] - lat0) * m_per_deg
+        s = speed[i]
+        v0[i] = np.nan if s != s else s
+    n_bad = 0
+    for i in range(1, n):
+        d = math.hypot(x[i] - x[i - 1], y[i] - y[i - 1])
+        if _implausible(t_s[i] - t_s[i - 1], d, v0[i - 1], v0[i], slack, max_speed, check):
+            bad[i] = True
+            n_bad += 1
+    return t_s, x, y, v0, bad, n_bad
+
+
+@njit(cache=True, nogil=True)
+def features(
+    t_s: Any,
+    x: Any,
+    y: Any,
+    v0: Any,
+    bad: Any,
+    keep: Any,
+    frozen_rule: bool,
+    slack: float,
+    max_speed: float,
+    check: float,
+    window: float,
+    stop_speed: float,
+    stop_radius: float,
+    crawl_speed: float,
+    max_gap: float,
+    rejoin: float,
+) -> tuple[Any, Any, Any, Any, Any, Any, Any, Any, Any, int]:
+    """(kept, t_k, x_k, y_k, v_k, still, jump, gap, reported, dropped_frozen): the rest of
+    ``motion`` after the burst rule has cleared ``keep`` (modified in place by the frozen-run
+    rule, which runs only when ``frozen_rule``: it needs a raw jump to act)."""
+    n = t_s.shape[0]
+    dropped_frozen = 0
+    if frozen_rule and n > 2:
+        # runs of exactly repeated positions (same[i]: step i-1 -> i moved by 0.0)
+        i = 1
+        while i < n:
+            if x[i] - x[i - 1] == 0.0 and y[i] - y[i - 1] == 0.0:
+                s = i
+                while i < n and x[i] - x[i - 1] == 0.0 and y[i] - y[i - 1] == 0.0:
+                    i += 1
+                e = i
+                if e < n and bad[e] and keep[e]:
+                    for j in range(max(s - 1, 0), e):
+                        if keep[j]:
+                            dropped_frozen += 1
+                            keep[j] = False
+            else:
+                i += 1
+    m = 0
+    for i in range(n):
+        if keep[i]:
+            m += 1
+    kept = np.empty(m, dtype=np.intp)
+    t = np.empty(m, dtype=np.float64)
+    xk = np.empty(m, dtype=np.float64)
+    yk = np.empty(m, dtype=np.float64)
+    rep = np.empty(m, dtype=np.float64)
+    a = 0
+    for i in range(n):
+        if keep[i]:
+            kept[a] = i
+            t[a] = t_s[i]
+            xk[a] = x[i]
+            yk[a] = y[i]
+            rep[a] = v0[i]
+            a += 1
+    v = rep.copy()
+    still = np.empty(m, dtype=np.bool_)
+    jump = np.zeros(m, dtype=np.bool_)
+    gap = np.zeros(m, dtype=np.bool_)
+    # speed estimate and trailing displacement: from fix i back to fix j, the last fix at least
+    # ``window`` earlier (searchsorted(t - window, 'right') - 1), or the previous fix
+    ptr = 0
+    for i in range(m):
+        target = t[i] - window
+        while ptr < m and t[ptr] <= target:
+            ptr += 1
+        j = ptr - 1
+        if j >= i:
+            j = i - 1
+        jj = max(j, 0)
+        moved = math.hypot(xk[i] - xk[jj], yk[i] - yk[jj])
+        if rep[i] != rep[i]:  # unknown speed: displacement over the window
+            if j >= 0:
+                v[i] = moved / _maximum(t[i] - t[jj], 1e-3) * 3.6
+            else:
+                v[i] = math.inf  # the first fix of an unknown-speed track: not slow
+        disp = moved if j >= 0 else math.inf
+        still[i] = (rep[i] < stop_speed) or ((disp <= stop_radius) and not (rep[i] >= crawl_speed))
+    for i in range(1, m):
+        dt = t[i] - t[i - 1]
+        d = math.hypot(xk[i] - xk[i - 1], yk[i] - yk[i - 1])
+        va = v[i - 1]
+        vb = v[i]
+        if math.isinf(va):
+            va = np.nan
+        if math.isinf(vb):
+            vb = np.nan
+        jump[i] = _implausible(dt, d, va, vb, slack, max_speed, check) or (
+            (dt > check) and (d > rejoin)
+        )
+        gap[i] = dt > max_gap
+    return kept, t, xk, yk, v, still, jump, gap, rep, dropped_frozen
+
+
+@njit(cache=True, nogil=True)
+def motion_plain(
+    t_us: Any,
+    lon: Any,
+    lat: Any,
+    speed: Any,
+    m_per_deg: float,
+    cos_lat0: float,
+    slack: float,
+    max_speed: float,
+    check: float,
+    window: float,
+    stop_speed: float,
+    stop_radius: float,
+    crawl_speed: float,
+    max_gap: float,
+    rejoin: float,
+) -> tuple[int, Any, Any, Any, Any, Any, Any, Any, Any, Any]:
+    """(number of raw jumps, kept, t_k, x_k, y_k, v_k, still, jump, gap, reported): the whole
+    of ``motion`` for a track without a raw jump (then nothing is dropped).  With a raw jump
+    the arrays are empty and the caller takes :func:`frame`, the burst rule and
+    :func:`features` instead."""
+    t_s, x, y, v0, bad, n_bad = frame(
+        t_us, lon, lat, speed, m_per_deg, cos_lat0, slack, max_speed, check
+    )
+    if n_bad:
+        e = np.empty(0, dtype=np.float64)
+        b = np.empty(0, dtype=np.bool_)
+        return n_bad, np.empty(0, dtype=np.intp), e, e, e, e, b, b, b, e
+    keep = np.ones(t_s.shape[0], dtype=np.bool_)
+    kept, t, xk, yk, v, still, jump, gap, rep, _ = features(
+        t_s, x, y, v0, bad, keep, False, slack, max_speed, check, window,
+        stop_speed, stop_radius, crawl_speed, max_gap, rejoin,
+    )  # fmt: skip
+    return 0, kept, t, xk, yk, v, still, jump, gap, rep
+
+
+@njit(cache=True, nogil=True)
+def plain_still_kernel(
+    t_us: Any,
+    lon: Any,
+    lat: Any,
+    speed: Any,
+    first: int,
+    m_per_deg: float,
+    cos_lat0: float,
+    dt_limit: float,
+    slack: float,
+    max_speed: float,
+    window: float,
+    stop_speed: float,
+    stop_radius: float,
+) -> tuple[bool, Any]:
+    """(decided, still[first:]): ``schedule.tracker._plain_still`` transcribed; not decided
+    (its None) when a speed is not finite, a step is longer than ``dt_limit`` (``min(max_gap_s,
+    teleport_check_s)``) or implausible, or a fix from ``first`` on has no earlier fix to
+    measure from.  Needs ``len(t_us) >= 2`` and ``0 <= first < len(t_us)``."""
+    n = t_us.shape[0]
+    out = np.empty(n - first, dtype=np.bool_)
+    for i in range(n):
+        if not math.isfinite(speed[i]):
+            return False, out
+    t_s = np.empty(n, dtype=np.float64)
+    t0 = t_us[0]
+    for i in range(n):
+        t_s[i] = float(t_us[i] - t0) / 1e6
+    for i in range(1, n):
+        if t_s[i] - t_s[i - 1] > dt_limit:
+            return False, out
+    x = np.empty(n, dtype=np.float64)
+    y = np.empty(n, dtype=np.float64)
+    lon0 = lon[0]
+    lat0 = lat[0]
+    for i in range(n):
+        x[i] = (lon[i] - lon0) * m_per_deg * cos_lat0
+        y[i] = (lat[i] - lat0) * m_per_deg
+    for i in range(1, n):
+        d = math.hypot(x[i] - x[i - 1], y[i] - y[i - 1])
+        dtc = _maximum(t_s[i] - t_s[i - 1], 1e-3)
+        allowed = slack + 1.5 * _fmax(speed[i - 1], speed[i]) / 3.6 * dtc
+        too_fast = (d / dtc * 3.6 > max_speed) and (d > slack)
+        if too_fast or d > allowed:
+            return False, out
+    ptr = 0
+    for i in range(first, n):
+        target = t_s[i] - window
+        while ptr < n and t_s[ptr] <= target:
+            ptr += 1
+        j = ptr - 1
+        if j >= i:
+            j = i - 1
+        if j < 0:
+            return False, out
+        moved = math.hypot(x[i] - x[j], y[i] - y[j])
+        out[i - first] = (speed[i] < stop_speed) or (moved <= stop_radius)
+    return True, out
+
+
+def plain_still(
+    t_us: npt.NDArray[np.int64],
+    lon: npt.NDArray[np.float64],
+    lat: npt.NDArray[np.float64],
+    speed: npt.NDArray[np.float64],
+    first: int,
+    p: DetectionParams,
+) -> npt.NDArray[np.bool_] | None:
+    """``schedule.tracker._plain_still`` compiled: same arguments, same answer (a drop-in).
+
+    Defined for windows of at least two fixes and ``0 <= first < len(t_us)`` (the numpy
+    version raises or wraps around outside that): ValueError otherwise.
+    """
+    n = len(t_us)
+    if n < 2 or not 0 <= first < n:
+        raise ValueError(f"plain_still needs >= 2 fixes and 0 <= first < n (n={n}, {first=})")
+    ok, out = plain_still_kernel(
+        t_us,
+        lon,
+        lat,
+        speed,
+        first,
+        M_PER_DEG,
+        np.cos(float(lat[0]) * _DEG),
+        min(p.max_gap_s, p.teleport_check_s),
+        p.teleport_slack_m,
+        p.max_speed_kmh,
+        p.speed_window_s,
+        p.stop_speed_kmh,
+        p.stop_radius_m,
+    )
+    result: npt.NDArray[np.bool_] | None = out if ok else None
+    return result
+
+
+def warm_up() -> None:
+    """Compile the kernels now (or load them from numba's cache).
+
+    A cold compile takes tens of seconds on a loaded 2-core machine; done by the tracker's
+    first re-run it would hold that round and every fix behind it.  The service calls this in
+    a worker thread at start, beside ``geofence.warm_up``.  Runs both paths of
+    :func:`schedule.motion.motion` (a plain track, and one with a jump, an outlier and a frozen
+    run) and :func:`plain_still`, on the int64/float64 C-contiguous arrays the tracker builds.
+    """
+    from schedule.motion import Track, motion
+
+    p = DetectionParams()
+    t_us = np.arange(12, dtype=np.int64) * 5_000_000
+    lat = np.asarray(55.7 + np.arange(12) * 1e-5, dtype=np.float64)
+    lon = np.full(12, 37.6)
+    speed = np.full(12, 1.0)
+    motion(Track.from_arrays(t_us, lon, lat, speed), p)
+    lat_jump = lat.copy()
+    lat_jump[3] += 0.01  # a one-fix outlier burst
+    lat_jump[6:9] = lat_jump[6]  # a frozen run ending in a jump
+    lat_jump[9:] += 0.02
+    motion(Track.from_arrays(t_us, lon, lat_jump, None), p)
+    plain_still(t_us, lon, lat, speed, 6, p)

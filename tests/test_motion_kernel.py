@@ -1,0 +1,353 @@
+"""The compiled motion features equal the numpy ones bit for bit.
+
+:func:`schedule.motion.motion` (the kernels of :mod:`schedule.motion_kernel`) against
+:func:`schedule.motion.motion_reference` (the numpy code it replaced, kept as the
+specification): every field of :class:`Motion`, arrays compared byte for byte (so NaN
+positions, infinities and signed zeros too) and with their dtypes, on generated tracks built
+to hit each rule at its threshold (standing and driving random walks, unknown speeds, gaps,
+teleports, 1-5-fix outlier bursts, frozen runs ending in jumps, duplicate positions, 0-2 fixes,
+thresholds drawn too) and on windows of a simulated day run through the production decoder.
+:func:`schedule.motion_kernel.plain_still` is held to ``schedule.tracker._plain_still`` the same
+way.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from hypothesis import given, note
+from hypothesis import strategies as st
+
+from ingest.nmea import Decoder
+from schedule import motion_kernel
+from schedule.motion import (
+    _DEG,
+    _EARTH_R_M,
+    Motion,
+    Track,
+    motion,
+    motion_reference,
+)
+from schedule.params import DetectionParams
+from schedule.tracker import _plain_still
+from simulators.formats import iter_payloads, unit_files
+from simulators.scenario import ScenarioParams, write_scenario
+
+LON0, LAT0 = 37.6, 55.75
+M_PER_DEG = _EARTH_R_M * _DEG
+T0_US = 1_795_000_000 * 1_000_000
+
+#: A track as a list of segments: (kind, fixes, size, step seconds).
+#: stand: noise of ``size`` m around the current point; drive: ``size`` m/s along a heading;
+#: teleport: one fix ``size`` m away; burst: ``fixes`` fixes ``size`` m off, then back;
+#: frozen: ``fixes`` exact repeats of the last position; gap: the next step lasts ``size`` s.
+KINDS = ("stand", "drive", "teleport", "burst", "frozen", "gap")
+STEP_S = st.sampled_from([1.0, 1.0, 5.0, 0.5, 0.001, 20.0, 59.0, 61.0])
+SEGMENT = st.tuples(
+    st.sampled_from(KINDS),
+    st.integers(1, 40),
+    st.floats(0.0, 400.0, allow_nan=False),
+    STEP_S,
+)
+#: How a track reports speed: always, never (GGA-only), or with holes and odd values.
+SPEED_MODES = st.sampled_from(["reported", "none", "holes", "odd"])
+
+
+def build_track(segments: list[tuple[str, int, float, float]], speed_mode: str, seed: int) -> Track:
+    """The fixes the segments describe (positions in metres around LON0, LAT0)."""
+    rng = np.random.default_rng(seed)
+    t, x, y, v = [0.0], [0.0], [0.0], [0.0]
+    pending_gap = 0.0
+    heading = float(rng.uniform(0, 2 * math.pi))
+
+    def add(dt: float, px: float, py: float, speed_ms: float) -> None:
+        nonlocal pending_gap
+        t.append(t[-1] + (pending_gap or dt))
+        pending_gap = 0.0
+        x.append(px)
+        y.append(py)
+        v.append(speed_ms * 3.6)
+
+    for kind, k, size, dt in segments:
+        cx, cy = x[-1], y[-1]
+        if kind == "stand":
+            for _ in range(k):
+                add(dt, cx + rng.normal(0, size / 40), cy + rng.normal(0, size / 40), 0.3)
+        elif kind == "drive":
+            speed = size / 10  # 0-40 m/s
+            for _ in range(k):
+                heading += float(rng.normal(0, 0.2))
+                step = speed * (pending_gap or dt)
+                add(dt, x[-1] + step * math.cos(heading), y[-1] + step * math.sin(heading), speed)
+        elif kind == "teleport":
+            ang = float(rng.uniform(0, 2 * math.pi))
+            add(dt, cx + 50 * size * math.cos(ang), cy + 50 * size * math.sin(ang), 0.0)
+        elif kind == "burst":
+            ang = float(rng.uniform(0, 2 * math.pi))
+            for _ in range(min(k, 5)):
+                add(dt, cx + size * math.cos(ang), cy + size * math.sin(ang), 0.2)
+            add(dt, cx + rng.normal(0, 3), cy + rng.normal(0, 3), 0.2)
+        elif kind == "frozen":
+            for _ in range(k):
+                add(dt, cx, cy, v[-1] / 3.6)
+        else:
+            pending_gap = 61.0 + 10 * size  # 61 s - 67 min
+    n = len(t)
+    speed = np.asarray(v, dtype=np.float64)
+    speed += rng.normal(0, 0.5, n)
+    if speed_mode == "none":
+        speed[:] = np.nan
+    elif speed_mode == "holes":
+        speed[rng.random(n) < 0.4] = np.nan
+    elif speed_mode == "odd":
+        odd = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 2.9999, 3.0, 10.0, 1e6, -5.0])
+        pick = rng.random(n) < 0.3
+        speed[pick] = odd[rng.integers(0, len(odd), int(pick.sum()))]
+    t_us = T0_US + np.round(np.asarray(t) * 1e6).astype(np.int64)
+    t_us = t_us + np.arange(n)  # strictly increasing even after rounding
+    lon = LON0 + np.asarray(x) / (M_PER_DEG * math.cos(math.radians(LAT0)))
+    lat = LAT0 + np.asarray(y) / M_PER_DEG
+    return Track.from_arrays(t_us, lon, lat, speed, np.full(n, 1.0))
+
+
+@st.composite
+def params(draw: st.DrawFn) -> DetectionParams:
+    """Defaults, or thresholds moved to where the generated steps sit near them."""
+    if draw(st.booleans()):
+        return DetectionParams()
+    return DetectionParams(
+        speed_window_s=draw(st.sampled_from([0.0, 1.0, 5.0, 20.0, 60.0])),
+        teleport_check_s=draw(st.sampled_from([0.0, 1.0, 20.0, 60.0, 600.0])),
+        max_gap_s=draw(st.sampled_from([1.0, 20.0, 300.0])),
+        teleport_slack_m=draw(st.sampled_from([0.0, 10.0, 40.0])),
+        stop_radius_m=draw(st.sampled_from([1.0, 5.0, 30.0])),
+        stop_speed_kmh=draw(st.sampled_from([0.0, 3.0, 20.0])),
+        crawl_speed_kmh=draw(st.sampled_from([0.0, 10.0])),
+        gap_rejoin_m=draw(st.sampled_from([0.0, 100.0])),
+        max_speed_kmh=draw(st.sampled_from([50.0, 250.0])),
+    )
+
+
+def assert_same(got: Motion, want: Motion) -> None:
+    """Every field equal; arrays byte for byte with the same dtype and length."""
+    for name in Motion.__slots__:
+        a, b = getattr(got, name), getattr(want, name)
+        if isinstance(b, np.ndarray):
+            assert isinstance(a, np.ndarray), name
+            assert a.dtype == b.dtype, (name, a.dtype, b.dtype)
+            assert a.shape == b.shape, (name, a.shape, b.shape)
+            if a.tobytes() != b.tobytes():
+                u = np.dtype(f"u{a.dtype.itemsize}")
+                bad = np.flatnonzero(a.view(u) != b.view(u))
+                raise AssertionError(f"{name} differs at {bad[:10]}: {a[bad[:5]]} != {b[bad[:5]]}")
+        else:
+            assert type(a) is type(b), (name, a, b)
+            assert a == b, (name, a, b)
+
+
+@given(
+    st.lists(SEGMENT, max_size=12),
+    SPEED_MODES,
+    st.integers(0, 2**32 - 1),
+    params(),
+)
+def test_compiled_motion_is_the_reference_on_generated_tracks(
+    segments: list[tuple[str, int, float, float]],
+    speed_mode: str,
+    seed: int,
+    p: DetectionParams,
+) -> None:
+    track = build_track(segments, speed_mode, seed)
+    want = motion_reference(track, p)
+    note(f"n={len(track)} dropped={want.dropped_outliers},{want.dropped_frozen}")
+    assert_same(motion(track, p), want)
+
+
+@given(st.integers(0, 2), SPEED_MODES, st.integers(0, 2**32 - 1), params())
+def test_compiled_motion_is_the_reference_on_tiny_tracks(
+    n: int, speed_mode: str, seed: int, p: DetectionParams
+) -> None:
+    full = build_track([("drive", 3, 100.0, 1.0)], speed_mode, seed)
+    columns = (full.t_us, full.lon, full.lat, full.speed_kmh, full.hdop)
+    cut = Track(*(np.ascontiguousarray(a[:n]) for a in columns))
+    assert_same(motion(cut, p), motion_reference(cut, p))
+
+
+def test_the_generated_tracks_reach_every_rule() -> None:
+    """The generator is not vacuous: its tracks drop bursts and frozen runs and flag jumps,
+    gaps and standing fixes (the property above compares those paths, not only plain ones)."""
+    p = DetectionParams()
+    seen = {"outliers": 0, "frozen": 0, "jump": 0, "gap": 0, "still": 0, "inf": 0}
+    rng = np.random.default_rng(7)
+    for seed in range(300):
+        kinds = rng.choice(KINDS, size=8)
+        segs = [(str(k), int(rng.integers(1, 30)), float(rng.uniform(0, 400)), 1.0) for k in kinds]
+        track = build_track(segs, str(rng.choice(["reported", "none", "holes", "odd"])), seed)
+        m = motion(track, p)
+        assert_same(m, motion_reference(track, p))
+        seen["outliers"] += m.dropped_outliers
+        seen["frozen"] += m.dropped_frozen
+        seen["jump"] += int(m.jump.sum())
+        seen["gap"] += int(m.gap.sum())
+        seen["still"] += int(m.still.sum())
+        seen["inf"] += int(np.isinf(m.speed_kmh).sum())
+    assert all(v > 0 for v in seen.values()), seen
+
+
+def test_the_kernel_measures_metres_as_local_xy_does() -> None:
+    assert M_PER_DEG == motion_kernel.M_PER_DEG
+
+
+def test_other_dtypes_take_the_reference() -> None:
+    full = build_track([("drive", 20, 100.0, 1.0), ("burst", 2, 90.0, 1.0)], "holes", 3)
+    odd = Track(full.t_us, full.lon.astype(np.float32), full.lat, full.speed_kmh, full.hdop)
+    assert_same(motion(odd, DetectionParams()), motion_reference(odd, DetectionParams()))
+
+
+# --- windows of a simulated day, through the production decoder ------------------------------
+
+
+@pytest.fixture(scope="module")
+def day_tracks(tmp_path_factory: pytest.TempPathFactory) -> list[Track]:
+    """Each unit's fixes of a two-vehicle multipath day (decoded, sorted, deduplicated)."""
+    out: Path = tmp_path_factory.mktemp("scenario-motion")
+    write_scenario(
+        ScenarioParams(
+            seed=5,
+            sites=40,
+            vehicles=2,
+            noise_model="multipath",
+            jam_rate=0.3,
+            slow_unit_fraction=0.5,
+            clock_off_units=0,
+            silent_units=0,
+        ),
+        out,
+    )
+    rows = [(r, u, p) for u, f in unit_files(out).items() for r, p in iter_payloads(f)]
+    fixes = Decoder().decode([u for _, u, _ in rows], [p for *_, p in rows], [r for r, *_ in rows])
+    b = fixes.fixes
+    tracks = []
+    for unit in np.unique(b.unit_id).tolist():
+        idx = np.flatnonzero(b.unit_id == unit)
+        t, first = np.unique(b.t_us[idx], return_index=True)
+        sel = idx[first]
+        tracks.append(
+            Track.from_arrays(
+                t,
+                b.lon[sel],
+                b.lat[sel],
+                b.speed_kmh[sel].astype(np.float64),
+                b.hdop[sel].astype(np.float64),
+            )
+        )
+    return tracks
+
+
+def window(track: Track, a: int, n: int) -> Track:
+    sl = slice(a, a + n)
+    columns = (track.t_us, track.lon, track.lat, track.speed_kmh, track.hdop)
+    return Track(*(a[sl] for a in columns))
+
+
+def test_compiled_motion_is_the_reference_on_day_windows(day_tracks: list[Track]) -> None:
+    """Windows of 40, 600 and 3,000 fixes (the tracker's append and re-run sizes) tiled over
+    the whole day, each unit with its speeds and without (a GGA-only unit)."""
+    p = DetectionParams()
+    dropped = compared = 0
+    for track in day_tracks:
+        gga = Track(track.t_us, track.lon, track.lat, np.full(len(track), np.nan), track.hdop)
+        for tr in (track, gga):
+            for size, stride in ((40, 97), (600, 450), (3000, 2600)):
+                for a in range(0, max(len(tr) - size, 0) + 1, stride):
+                    w = window(tr, a, size)
+                    want = motion_reference(w, p)
+                    assert_same(motion(w, p), want)
+                    dropped += want.dropped_outliers + want.dropped_frozen
+                    compared += 1
+    assert compared > 500
+    assert dropped > 0  # the day's outliers went through the burst rule
+
+
+@given(st.data())
+def test_compiled_motion_is_the_reference_on_random_day_windows(
+    day_tracks: list[Track], data: st.DataObject
+) -> None:
+    track = data.draw(st.sampled_from(day_tracks))
+    n = data.draw(st.integers(0, 3000))
+    a = data.draw(st.integers(0, max(len(track) - n, 0)))
+    w = window(track, a, n)
+    p = data.draw(params())
+    assert_same(motion(w, p), motion_reference(w, p))
+
+
+# --- plain_still ----------------------------------------------------------------------------
+
+
+def same_plain(got: npt.NDArray[np.bool_] | None, want: npt.NDArray[np.bool_] | None) -> None:
+    if want is None:
+        assert got is None
+    else:
+        assert got is not None
+        assert got.dtype == want.dtype
+        assert np.array_equal(got, want)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["stand", "drive", "burst", "gap"]),
+            st.integers(1, 30),
+            st.floats(0.0, 400.0),
+            st.sampled_from([1.0, 5.0, 0.5, 0.001]),
+        ),
+        min_size=1,
+        max_size=5,
+    ),
+    st.sampled_from(["reported", "reported", "holes", "odd"]),
+    st.integers(0, 2**32 - 1),
+    params(),
+    st.floats(0.0, 1.0),
+)
+def test_compiled_plain_still_is_the_trackers(
+    segments: list[tuple[str, int, float, float]],
+    speed_mode: str,
+    seed: int,
+    p: DetectionParams,
+    where: float,
+) -> None:
+    tr = build_track([("stand", 1, 10.0, 1.0), *segments], speed_mode, seed)  # >= 2 fixes
+    n = len(tr)
+    first = min(int(where * n), n - 1)
+    want = _plain_still(tr.t_us, tr.lon, tr.lat, tr.speed_kmh, first, p)
+    note(f"n={n} first={first} decided={want is not None}")
+    same_plain(motion_kernel.plain_still(tr.t_us, tr.lon, tr.lat, tr.speed_kmh, first, p), want)
+
+
+def test_compiled_plain_still_decides_standing_and_crawling_windows(
+    day_tracks: list[Track],
+) -> None:
+    """On the day's 40-fix windows most are decided (the property above is not only None)
+    and every answer is the tracker's."""
+    p = DetectionParams()
+    decided = total = 0
+    for track in day_tracks:
+        for a in range(0, len(track) - 40, 53):
+            w = window(track, a, 40)
+            want = _plain_still(w.t_us, w.lon, w.lat, w.speed_kmh, 20, p)
+            same_plain(motion_kernel.plain_still(w.t_us, w.lon, w.lat, w.speed_kmh, 20, p), want)
+            decided += want is not None
+            total += 1
+    assert decided > total / 2
+
+
+@pytest.mark.parametrize(("n", "first"), [(0, 0), (1, 0), (5, 5), (5, -1)])
+def test_plain_still_refuses_windows_it_is_not_defined_for(n: int, first: int) -> None:
+    tr = build_track([("stand", 5, 5.0, 1.0)], "reported", 0)
+    w = window(tr, 0, n)
+    with pytest.raises(ValueError, match="plain_still"):
+        motion_kernel.plain_still(w.t_us, w.lon, w.lat, w.speed_kmh, first, DetectionParams())
