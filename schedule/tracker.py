@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core.fixes import FixBatch
-from schedule import fastpath
+from schedule import checkpoint_kernel, fastpath
 from schedule.events import (
     ClosedBy,
     DetectionEvent,
@@ -638,27 +638,24 @@ class VehicleTracker:
         t0 = int(track.t_us[0])
         active = int(m.keep.searchsorted(k - kc))
         kept_t = track.t_us[m.keep]
-        kin = self._kept_pairs(kept_t, self._in_t, self._in_site)
-        knear = self._kept_pairs(kept_t, self._near_t, self._near_site)
+        # pairs on kept fixes, the sites visited from ``active`` on and their masks, at once
+        kin, knear, near_any, site_a, inside_a, near_a = checkpoint_kernel.rerun_pairs(
+            kept_t, self._in_t, self._in_site, self._near_t, self._near_site, active
+        )
         visits: list[VisitRecord] = []
         nk = len(kept_t)
-        hdop_k = track.hdop[m.keep]
-        # sorted(set()) of a few hundred codes: np.unique's hash path costs ~100 µs a call
-        sites = sorted(set(kin[1][kin[0] >= active].tolist()))
+        sites = site_a.tolist()
+        hdop_k = track.hdop[m.keep] if sites else track.hdop
         common = motion_counts(m, p) if sites else None
-        for site in sites:
-            inside = np.zeros(nk, dtype=bool)
-            inside[kin[0][kin[1] == site]] = True
-            near = np.zeros(nk, dtype=bool)
-            near[knear[0][knear[1] == site]] = True
+        for r, site in enumerate(sites):
             visits.extend(
                 detect_visits_for_site(
                     m,
                     p,
                     t0,
                     site,
-                    inside,
-                    near,
+                    inside_a[r],
+                    near_a[r],
                     hdop_k,
                     active_from=active,
                     now_us=now_us,
@@ -674,23 +671,25 @@ class VehicleTracker:
         # an outlier burst in the next fixes could still change
         floor = int(kept_t[max(nk - BURST_FIXES - 2, 0)]) - round((p.speed_window_s + 1) * 1e6)
         self._stop_floor_us = min(int(kept_t[pending[0]]), floor) if pending else floor
-        # new checkpoints (replace those after the one we ran from)
-        near_any = np.zeros(nk, dtype=bool)
-        near_any[knear[0]] = True
-        near_any[kin[0]] = True
-        new_cps = self._checkpoints_in(m, near_any, kept_t, active)
+        # new checkpoints (replace those after the one we ran from), as kept indices
+        pv = checkpoint_kernel.param_vector(p, _CHECKPOINT_LEAD_FIXES, BURST_FIXES)
+        x, y, t_s, spd, still, jump, gap = m.x, m.y, m.t_s, m.speed_kmh, m.still, m.jump, m.gap
+        cps_i = checkpoint_kernel.structural(x, y, t_s, spd, still, jump, gap, near_any, active, pv)
         if self.settled_checkpoints:
             # nothing at or after the first fix of an open visit or stop is settled
             open_from = [r.first for r in visits if r.closed_by is None]
             open_from += [r.first for r in stops if r.closed_by is None]
             # ...and only after the last structural one (earlier ones would serve late data
-            # only; the search costs ~10 % of a re-run)
-            after = int(kept_t.searchsorted(new_cps[-1])) + 1 if new_cps else active
-            settled = self._settled_checkpoints(
-                m, kin, knear, kept_t, max(active, after), min(open_from, default=nk), active
-            )
-            if settled:
-                new_cps = sorted(set(new_cps).union(settled))
+            # only); all of them lie after every structural one: concatenated, still sorted
+            after = int(cps_i[-1]) + 1 if len(cps_i) else active
+            rep = m.reported_kmh if m.reported_kmh is not None else np.full(nk, np.nan)
+            settled = checkpoint_kernel.settled(
+                x, y, t_s, spd, still, jump, gap, rep, kin, knear,
+                max(active, after), min(open_from, default=nk), active, pv,
+            )  # fmt: skip
+            if len(settled):
+                cps_i = np.concatenate((cps_i, settled))
+        new_cps = kept_t[cps_i].tolist()
         self._checkpoints = self._checkpoints[: cp_i + 1] + [c for c in new_cps if c > cp_t]
         events = self._diff_visits(visits, cp_t, m, track)
         events += self._diff_stops(stops, cp_t, m, track, kin)
@@ -700,6 +699,16 @@ class VehicleTracker:
     def _kept_pairs(
         kept_t: I64, pair_t: I64, pair_site: npt.NDArray[np.int32]
     ) -> npt.NDArray[np.int64]:
+        """(2, K): (kept index, site) of the pairs on kept fixes (schedule/checkpoint_kernel.py;
+        :meth:`_kept_pairs_numpy` is the reference)."""
+        out: npt.NDArray[np.int64] = checkpoint_kernel.kept_pairs(kept_t, pair_t, pair_site)
+        return out
+
+    @staticmethod
+    def _kept_pairs_numpy(
+        kept_t: I64, pair_t: I64, pair_site: npt.NDArray[np.int32]
+    ) -> npt.NDArray[np.int64]:
+        """The numpy version of :meth:`_kept_pairs` (the compiled one's reference)."""
         if not len(pair_t) or not len(kept_t):
             return np.empty((2, 0), np.int64)
         sel = pair_t >= kept_t[0]
@@ -712,7 +721,19 @@ class VehicleTracker:
     def _checkpoints_in(
         self, m: Motion, near_any: npt.NDArray[np.bool_], kept_t: I64, active: int
     ) -> list[int]:
-        """Fix times at which every detector is idle whatever comes later (module docstring)."""
+        """Fix times at which every detector is idle whatever comes later (module docstring);
+        compiled (schedule/checkpoint_kernel.py), :meth:`_checkpoints_in_numpy` is the rule."""
+        pv = checkpoint_kernel.param_vector(self.params, _CHECKPOINT_LEAD_FIXES, BURST_FIXES)
+        idx = checkpoint_kernel.structural(
+            m.x, m.y, m.t_s, m.speed_kmh, m.still, m.jump, m.gap, near_any, active, pv
+        )
+        out: list[int] = kept_t[idx].tolist()
+        return out
+
+    def _checkpoints_in_numpy(
+        self, m: Motion, near_any: npt.NDArray[np.bool_], kept_t: I64, active: int
+    ) -> list[int]:
+        """:meth:`_checkpoints_in` in numpy: the rule as written, the compiled one's reference."""
         p = self.params
         n = len(kept_t)
         if n == 0:
@@ -740,6 +761,26 @@ class VehicleTracker:
         return out
 
     def _settled_checkpoints(
+        self,
+        m: Motion,
+        kin: npt.NDArray[np.int64],
+        knear: npt.NDArray[np.int64],
+        kept_t: I64,
+        start: int,
+        until: int,
+        active: int,
+    ) -> list[int]:
+        """:meth:`_settled_checkpoints_numpy`, compiled (schedule/checkpoint_kernel.py)."""
+        pv = checkpoint_kernel.param_vector(self.params, _CHECKPOINT_LEAD_FIXES, BURST_FIXES)
+        rep = m.reported_kmh if m.reported_kmh is not None else np.full(len(kept_t), np.nan)
+        idx = checkpoint_kernel.settled(
+            m.x, m.y, m.t_s, m.speed_kmh, m.still, m.jump, m.gap, rep, kin, knear,
+            start, until, active, pv,
+        )  # fmt: skip
+        out: list[int] = kept_t[idx].tolist()
+        return out
+
+    def _settled_checkpoints_numpy(
         self,
         m: Motion,
         kin: npt.NDArray[np.int64],
