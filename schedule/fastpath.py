@@ -139,9 +139,10 @@ def select(
     paired: BoolA,
     now_us: int | None,
 ) -> tuple[BoolA, BoolA]:
-    """Which vehicle groups of a batch sorted by vehicle (group g is ``bounds[g]:bounds[g+1]``
-    in arrival order) take the fast path; ``tails[g]`` is the group's current tail or None,
-    ``paired`` marks fixes with any fence or margin pair.
+    """Which vehicle groups of a batch sorted by vehicle (group g is ``bounds[g]:bounds[g+1]``,
+    by fix time: :meth:`FleetTracker.feed` sorts each unit's fixes) take the fast path;
+    ``tails[g]`` is the group's current tail or None, ``paired`` marks fixes with any fence
+    or margin pair.
 
     Also returns which groups would have, had their tail allowed it (every new fix moving,
     clean and unpaired): only those are worth a new tail after the usual way (a vehicle

@@ -426,7 +426,7 @@ def detect_stops(
         pending_out.append(pending)
     out: list[StopRecord] = []
     if len(ints):
-        for (first, last, confirm, closed), (x, y) in zip(
+        for (first, last, confirm, closed), (x, y, t_first, t_last) in zip(
             ints.tolist(), flts.tolist(), strict=True
         ):
             out.append(
@@ -434,8 +434,8 @@ def detect_stops(
                     first=first,
                     last=last,
                     confirm=confirm,
-                    start_us=t0_us + round(t_s[first] * 1e6),
-                    end_us=t0_us + round(t_s[last] * 1e6),
+                    start_us=t0_us + round(t_first * 1e6),
+                    end_us=t0_us + round(t_last * 1e6),
                     x=x,
                     y=y,
                     fix_count=last - first + 1,

@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core.fixes import FixBatch
-from schedule import fastpath
+from schedule import append_kernel, checkpoint_kernel, fastpath
 from schedule.events import (
     ClosedBy,
     DetectionEvent,
@@ -64,6 +64,7 @@ Matcher = Callable[[F64, F64, float], npt.NDArray[np.integer]]
 
 _CHECKPOINT_LEAD_FIXES = 6  # an outlier burst can drop up to 5 fixes after a jump
 _DRIVE_CHECKPOINT_S = 60.0  # while only appending a drive, look for a checkpoint this often
+_DEG = np.pi / 180.0  # as schedule.motion.local_xy's (the kernels' frame cosine)
 
 
 @dataclass(slots=True)
@@ -455,18 +456,23 @@ class VehicleTracker:
         k0 = int(self._t.searchsorted(new_t[0] - window_us, side="right")) - 8
         if k0 <= 0:
             return None
-        t_w = np.concatenate((self._t[k0:], new_t))
-        lon_w = np.concatenate((self._lon[k0:], lon))
-        lat_w = np.concatenate((self._lat[k0:], lat))
-        speed_w = np.concatenate((self._speed[k0:], speed))
-        n_all = len(t_w)
-        first_new = n_all - len(new_t)
-        plain = _plain_still(t_w, lon_w, lat_w, speed_w, first_new - 1, p)
-        if plain is not None:  # nothing to drop or cut: motion() would keep every fix
-            keep: IntpA = np.arange(n_all)
-            a = first_new - 1
-            still = plain
+        # _plain_still of the window self.<column>[k0:] + new, compiled (schedule.append_kernel)
+        still = np.empty(len(new_t) + 1, dtype=bool)
+        if append_kernel.plain_still(
+            self._t, self._lon, self._lat, self._speed, k0, new_t, lon, lat, speed,
+            float(np.cos(float(self._lat[k0]) * _DEG)), p.stop_speed_kmh, p.stop_radius_m,
+            p.speed_window_s, min(p.max_gap_s, p.teleport_check_s), p.teleport_slack_m,
+            p.max_speed_kmh, still,
+        ):  # fmt: skip
+            # nothing to drop or cut: motion() would keep every fix, the new ones are kept
+            kept_lon, kept_lat, kept_t = lon, lat, new_t
         else:
+            t_w = np.concatenate((self._t[k0:], new_t))
+            lon_w = np.concatenate((self._lon[k0:], lon))
+            lat_w = np.concatenate((self._lat[k0:], lat))
+            speed_w = np.concatenate((self._speed[k0:], speed))
+            n_all = len(t_w)
+            first_new = n_all - len(new_t)
             track = Track(t_w, lon_w, lat_w, speed_w, np.concatenate((self._hdop[k0:], hdop)))
             m = motion(track, p)
             if m.dropped_frozen or m.jump[1:].any() or m.gap[1:].any():
@@ -489,17 +495,18 @@ class VehicleTracker:
             if a >= len(keep) or int(keep[a]) != first_new - 1:
                 return None  # the newest old fix itself would be dropped
             still = m.still[a:]
+            kept_new = keep[a + 1 :]
+            kept_lon, kept_lat, kept_t = lon_w[kept_new], lat_w[kept_new], t_w[kept_new]
+        newest = int(kept_t[-1]) if len(kept_t) else last_t
         if not parked:
-            return None if bool(still[1:].any()) else int(t_w[keep[-1]])
+            return None if bool(still[1:].any()) else newest
         if open_s and not bool(still.all()):
             return None
-        if open_s and not self._within_extent(
-            open_s[0], lon_w[keep[a + 1 :]], lat_w[keep[a + 1 :]]
-        ):
+        if open_s and not self._within_extent(open_s[0], kept_lon, kept_lat):
             return None
         if open_v:
             # set membership of a few dozen fix times: np.isin hashes (~40 µs a call)
-            kept_new_t = t_w[keep[a + 1 :]].tolist()
+            kept_new_t = kept_t.tolist()
             sites = {v.site for v in open_v}
             for v in open_v:
                 if not set(it[isite == v.site].tolist()).issuperset(kept_new_t):
@@ -516,7 +523,7 @@ class VehicleTracker:
                 for r in self._visits
             ):
                 return None
-        return int(t_w[keep[-1]])
+        return newest
 
     def _quiet(self, t_end: int, new_in_t: I64) -> bool:
         """Nothing is reported from the last checkpoint on, and a re-run through ``t_end``
@@ -564,10 +571,11 @@ class VehicleTracker:
         box = stop.head_box
         if box is None:
             return False
-        x, y = local_xy(np.concatenate((box[:2], lon)), np.concatenate((box[2:], lat)))
-        dx = np.maximum(np.abs(x[2:] - x[0]), np.abs(x[2:] - x[1]))
-        dy = np.maximum(np.abs(y[2:] - y[0]), np.abs(y[2:] - y[1]))
-        return not bool((np.hypot(dx, dy) > self.params.stop_extent_m - 1.0).any())
+        # compiled (schedule.append_kernel); the numpy reference is within_extent_reference
+        cos0 = float(np.cos(box[2] * _DEG))
+        return bool(
+            append_kernel.within_extent(*box, lon, lat, cos0, self.params.stop_extent_m - 1.0)
+        )
 
     def _checkpoint_while_driving(self) -> None:
         """Find checkpoints in the recent drive without a re-run of the detectors.
@@ -584,6 +592,17 @@ class VehicleTracker:
             return
         span_s = 2 * max(p.exit_confirm_s, p.move_confirm_s) + _DRIVE_CHECKPOINT_S
         k = int(self._t.searchsorted(max(last_cp, t_end - round(span_s * 1e6))))
+        # _checkpoints_in places one only in a run of this many kept fixes from k on, each
+        # moving at crawl speed or more, away from every fence: too few such fixes (slowing
+        # down at a site, queueing), no checkpoint, and motion() need not run
+        run_min = _CHECKPOINT_LEAD_FIXES + max(p.exit_confirm_fixes, p.move_confirm_fixes) + 2
+        if (
+            append_kernel.checkpoint_candidates(
+                self._t, self._speed, k, self._in_t, self._near_t, p.crawl_speed_kmh
+            )
+            < run_min
+        ):
+            return
         t_ctx = int(self._t[k]) - round(p.speed_window_s * 1e6)
         kc = max(int(self._t.searchsorted(t_ctx, side="right")) - 2, 0)
         track = Track(
@@ -638,27 +657,24 @@ class VehicleTracker:
         t0 = int(track.t_us[0])
         active = int(m.keep.searchsorted(k - kc))
         kept_t = track.t_us[m.keep]
-        kin = self._kept_pairs(kept_t, self._in_t, self._in_site)
-        knear = self._kept_pairs(kept_t, self._near_t, self._near_site)
+        # pairs on kept fixes, the sites visited from ``active`` on and their masks, at once
+        kin, knear, near_any, site_a, inside_a, near_a = checkpoint_kernel.rerun_pairs(
+            kept_t, self._in_t, self._in_site, self._near_t, self._near_site, active
+        )
         visits: list[VisitRecord] = []
         nk = len(kept_t)
-        hdop_k = track.hdop[m.keep]
-        # sorted(set()) of a few hundred codes: np.unique's hash path costs ~100 µs a call
-        sites = sorted(set(kin[1][kin[0] >= active].tolist()))
+        sites = site_a.tolist()
+        hdop_k = track.hdop[m.keep] if sites else track.hdop
         common = motion_counts(m, p) if sites else None
-        for site in sites:
-            inside = np.zeros(nk, dtype=bool)
-            inside[kin[0][kin[1] == site]] = True
-            near = np.zeros(nk, dtype=bool)
-            near[knear[0][knear[1] == site]] = True
+        for r, site in enumerate(sites):
             visits.extend(
                 detect_visits_for_site(
                     m,
                     p,
                     t0,
                     site,
-                    inside,
-                    near,
+                    inside_a[r],
+                    near_a[r],
                     hdop_k,
                     active_from=active,
                     now_us=now_us,
@@ -674,23 +690,25 @@ class VehicleTracker:
         # an outlier burst in the next fixes could still change
         floor = int(kept_t[max(nk - BURST_FIXES - 2, 0)]) - round((p.speed_window_s + 1) * 1e6)
         self._stop_floor_us = min(int(kept_t[pending[0]]), floor) if pending else floor
-        # new checkpoints (replace those after the one we ran from)
-        near_any = np.zeros(nk, dtype=bool)
-        near_any[knear[0]] = True
-        near_any[kin[0]] = True
-        new_cps = self._checkpoints_in(m, near_any, kept_t, active)
+        # new checkpoints (replace those after the one we ran from), as kept indices
+        pv = checkpoint_kernel.param_vector(p, _CHECKPOINT_LEAD_FIXES, BURST_FIXES)
+        x, y, t_s, spd, still, jump, gap = m.x, m.y, m.t_s, m.speed_kmh, m.still, m.jump, m.gap
+        cps_i = checkpoint_kernel.structural(x, y, t_s, spd, still, jump, gap, near_any, active, pv)
         if self.settled_checkpoints:
             # nothing at or after the first fix of an open visit or stop is settled
             open_from = [r.first for r in visits if r.closed_by is None]
             open_from += [r.first for r in stops if r.closed_by is None]
             # ...and only after the last structural one (earlier ones would serve late data
-            # only; the search costs ~10 % of a re-run)
-            after = int(kept_t.searchsorted(new_cps[-1])) + 1 if new_cps else active
-            settled = self._settled_checkpoints(
-                m, kin, knear, kept_t, max(active, after), min(open_from, default=nk), active
-            )
-            if settled:
-                new_cps = sorted(set(new_cps).union(settled))
+            # only); all of them lie after every structural one: concatenated, still sorted
+            after = int(cps_i[-1]) + 1 if len(cps_i) else active
+            rep = m.reported_kmh if m.reported_kmh is not None else np.full(nk, np.nan)
+            settled = checkpoint_kernel.settled(
+                x, y, t_s, spd, still, jump, gap, rep, kin, knear,
+                max(active, after), min(open_from, default=nk), active, pv,
+            )  # fmt: skip
+            if len(settled):
+                cps_i = np.concatenate((cps_i, settled))
+        new_cps = kept_t[cps_i].tolist()
         self._checkpoints = self._checkpoints[: cp_i + 1] + [c for c in new_cps if c > cp_t]
         events = self._diff_visits(visits, cp_t, m, track)
         events += self._diff_stops(stops, cp_t, m, track, kin)
@@ -700,6 +718,16 @@ class VehicleTracker:
     def _kept_pairs(
         kept_t: I64, pair_t: I64, pair_site: npt.NDArray[np.int32]
     ) -> npt.NDArray[np.int64]:
+        """(2, K): (kept index, site) of the pairs on kept fixes (schedule/checkpoint_kernel.py;
+        :meth:`_kept_pairs_numpy` is the reference)."""
+        out: npt.NDArray[np.int64] = checkpoint_kernel.kept_pairs(kept_t, pair_t, pair_site)
+        return out
+
+    @staticmethod
+    def _kept_pairs_numpy(
+        kept_t: I64, pair_t: I64, pair_site: npt.NDArray[np.int32]
+    ) -> npt.NDArray[np.int64]:
+        """The numpy version of :meth:`_kept_pairs` (the compiled one's reference)."""
         if not len(pair_t) or not len(kept_t):
             return np.empty((2, 0), np.int64)
         sel = pair_t >= kept_t[0]
@@ -712,7 +740,19 @@ class VehicleTracker:
     def _checkpoints_in(
         self, m: Motion, near_any: npt.NDArray[np.bool_], kept_t: I64, active: int
     ) -> list[int]:
-        """Fix times at which every detector is idle whatever comes later (module docstring)."""
+        """Fix times at which every detector is idle whatever comes later (module docstring);
+        compiled (schedule/checkpoint_kernel.py), :meth:`_checkpoints_in_numpy` is the rule."""
+        pv = checkpoint_kernel.param_vector(self.params, _CHECKPOINT_LEAD_FIXES, BURST_FIXES)
+        idx = checkpoint_kernel.structural(
+            m.x, m.y, m.t_s, m.speed_kmh, m.still, m.jump, m.gap, near_any, active, pv
+        )
+        out: list[int] = kept_t[idx].tolist()
+        return out
+
+    def _checkpoints_in_numpy(
+        self, m: Motion, near_any: npt.NDArray[np.bool_], kept_t: I64, active: int
+    ) -> list[int]:
+        """:meth:`_checkpoints_in` in numpy: the rule as written, the compiled one's reference."""
         p = self.params
         n = len(kept_t)
         if n == 0:
@@ -740,6 +780,26 @@ class VehicleTracker:
         return out
 
     def _settled_checkpoints(
+        self,
+        m: Motion,
+        kin: npt.NDArray[np.int64],
+        knear: npt.NDArray[np.int64],
+        kept_t: I64,
+        start: int,
+        until: int,
+        active: int,
+    ) -> list[int]:
+        """:meth:`_settled_checkpoints_numpy`, compiled (schedule/checkpoint_kernel.py)."""
+        pv = checkpoint_kernel.param_vector(self.params, _CHECKPOINT_LEAD_FIXES, BURST_FIXES)
+        rep = m.reported_kmh if m.reported_kmh is not None else np.full(len(kept_t), np.nan)
+        idx = checkpoint_kernel.settled(
+            m.x, m.y, m.t_s, m.speed_kmh, m.still, m.jump, m.gap, rep, kin, knear,
+            start, until, active, pv,
+        )  # fmt: skip
+        out: list[int] = kept_t[idx].tolist()
+        return out
+
+    def _settled_checkpoints_numpy(
         self,
         m: Motion,
         kin: npt.NDArray[np.int64],
@@ -1419,7 +1479,11 @@ class FleetTracker:
             return []
         ins = self._to_codes(np.asarray(inside, dtype=np.int64).reshape(2, -1))
         nrs = self._to_codes(np.asarray(near, dtype=np.int64).reshape(2, -1))
-        order = np.argsort(fixes.unit_id, kind="stable")
+        # by unit, then fix time (then arrival): a unit's fixes often arrive a second or two
+        # out of order within a batch, and sorted they still only follow its newest fix
+        # (feed_in_order, the fast path) instead of taking VehicleTracker.feed's sorting
+        by_t = np.argsort(fixes.t_us, kind="stable")
+        order = by_t[np.argsort(fixes.unit_id[by_t], kind="stable")]
         units = fixes.unit_id[order]
         bounds = nonzero_1d(np.concatenate(([True], units[1:] != units[:-1], [True])))
         rank = np.empty(n, dtype=np.int64)

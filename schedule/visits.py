@@ -141,7 +141,42 @@ def detect_visits_for_site(
 ) -> list[VisitRecord]:
     """Visits of one site; masks are over the kept fixes, fixes before ``active_from`` are
     context only (treated as away).  ``common``: :func:`motion_counts` of ``m`` and ``p``,
-    when the caller runs several sites over the same motion (computed here when None)."""
+    when the caller runs several sites over the same motion (computed here when None).
+
+    Runs the compiled kernel (:mod:`schedule.visits_kernel`, imported here so that modules
+    importing this one do not load numba); :func:`_detect_visits_for_site_reference` is the
+    numpy version it transcribes, kept as the tests' reference.
+    """
+    from schedule import visits_kernel
+
+    return visits_kernel.detect_visits_for_site(
+        m,
+        p,
+        t0_us,
+        site,
+        inside,
+        near,
+        hdop,
+        active_from=active_from,
+        now_us=now_us,
+        common=common,
+    )
+
+
+def _detect_visits_for_site_reference(
+    m: Motion,
+    p: DetectionParams,
+    t0_us: int,
+    site: int,
+    inside: npt.NDArray[np.bool_],
+    near: npt.NDArray[np.bool_],
+    hdop: npt.NDArray[np.float64],
+    *,
+    active_from: int = 0,
+    now_us: int | None = None,
+    common: MotionCounts | None = None,
+) -> list[VisitRecord]:
+    """The numpy version of :func:`detect_visits_for_site` (the tests' reference)."""
     n = len(m.t_s)
     near = near | inside
     near[:active_from] = False

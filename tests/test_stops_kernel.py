@@ -34,6 +34,7 @@ from schedule.stops import (
     StopInput,
     StopRecord,
     StopState,
+    _median,
     _param_row,
     _reported,
     detect_stops,
@@ -164,7 +165,12 @@ def motions(draw: st.DrawFn) -> Motion:
 
 
 def chaos_motion(
-    rng: np.random.Generator, n: int, spread: float, p_still: float, p_split: float
+    rng: np.random.Generator,
+    n: int,
+    spread: float,
+    p_still: float,
+    p_split: float,
+    p_nan: float = 0.0,
 ) -> Motion:
     """Any masks at all over three places (paths the segments above rarely take: splits inside
     still runs, one-fix runs, a chain cut before its own piece)."""
@@ -173,10 +179,12 @@ def chaos_motion(
     rep = rng.uniform(0, 8, n)
     rep[rng.random(n) < 0.3] = np.nan
     t_s = np.cumsum(rng.choice([1.0, 5.0, 10.0, 30.0, 400.0], n, p=[0.3, 0.3, 0.3, 0.07, 0.03]))
+    x = places[which, 0] + rng.normal(0, spread, n) + 0.0
+    x[rng.random(n) < p_nan] = np.nan  # not from motion(), but the medians must still agree
     return Motion(
         keep=np.arange(n, dtype=np.intp),
         t_s=t_s,
-        x=places[which, 0] + rng.normal(0, spread, n) + 0.0,
+        x=x,
         y=places[which, 1] + rng.normal(0, spread, n) + 0.0,
         speed_kmh=rng.uniform(0, 15, n),
         still=rng.random(n) < p_still,
@@ -196,6 +204,7 @@ def chaos(draw: st.DrawFn) -> Motion:
         draw(st.sampled_from([1.0, 20.0, 80.0])),
         draw(st.sampled_from([0.5, 0.8, 0.95])),
         draw(st.sampled_from([0.0, 0.03, 0.15])),
+        draw(st.sampled_from([0.0, 0.0, 0.02])),
     )
 
 
@@ -277,6 +286,23 @@ def test_kernel_equals_reference_after_motion(
     if len(m.t_s):
         _, active_from, now_us = calls(m, data)
         assert_same(m, p, active_from=active_from, now_us=now_us)
+
+
+@given(
+    values=st.lists(
+        st.sampled_from([0.0, 1.0, 2.5, np.nan, np.inf, -np.inf, 1e300, -7.0])
+        | st.floats(allow_nan=True, allow_infinity=True).map(lambda v: v + 0.0),
+        min_size=1,
+        max_size=120,
+    ),
+    pad=st.integers(0, 3),
+)
+def test_kernel_median_is_the_reference_median(values: list[float], pad: int) -> None:
+    """Short (insertion sort), long (selection) and NaN-holding (numpy's sort order) slices."""
+    a = np.array([5.0] * pad + values + [5.0] * pad)
+    got = k._median(a, pad, pad + len(values), np.empty(max(len(a), k.SHORT)))
+    want = _median(a[pad : pad + len(values)])
+    assert got.hex() == want.hex() or (got == want == 0.0)  # a zero's sign: sort stability
 
 
 def test_empty_and_one_fix() -> None:

@@ -108,6 +108,13 @@ def test_the_fast_path_reports_what_the_usual_way_reports(
     if data.draw(st.booleans(), label="shuffled within rounds"):
         for p in parts:
             rng.shuffle(p)  # type: ignore[arg-type]
+    if data.draw(st.booleans(), label="fixes jostled within a unit's part"):
+        # a unit's fixes of a round arrive a little out of order (FleetTracker.feed sorts
+        # them by time: in order after the newest kept fix, they still take the fast path)
+        for p in parts:
+            for i, (unit, arrays, idx) in enumerate(p):
+                j = np.argsort(np.arange(len(idx)) + rng.uniform(0, 3, len(idx)), kind="stable")
+                p[i] = (unit, arrays, idx[j])
     rounds = [batch(p) for p in parts]
     clock = data.draw(
         st.lists(
@@ -163,6 +170,25 @@ def test_driving_vehicles_take_the_fast_path_and_a_site_visit_does_not() -> None
     assert d_usual.fast_path == 0
     assert fast.vehicles["V1"].stats.fast_path < len(parker["t_us"]) // 2  # it stood still
     assert fast.vehicles["V0"].fast_tail is not None
+
+
+def test_a_round_of_fixes_a_little_out_of_order_takes_the_fast_path() -> None:
+    """A driving unit whose fixes of each round arrive jostled (a second or two out of order,
+    as the simulated day's do) is appended by the fast path as if they came in order."""
+    driver = TrackBuilder(seed=1).start(-3000.0, -3000.0).drive(3000.0, -3000.0, 40.0).arrays()
+    n = len(driver["t_us"])
+    rng = np.random.default_rng(0)
+    rounds = []
+    for lo in range(0, n, 10):
+        idx = np.arange(lo, min(lo + 10, n))
+        rounds.append(batch([("U0", driver, idx[np.argsort(idx + rng.uniform(0, 3, len(idx)))])]))
+    assert any(bool(np.any(np.diff(r.t_us) < 0)) for r in rounds)  # jostled indeed
+    fast = FleetTracker(FENCES.ids, {"U0": "V0"}, PARAMS)
+    usual = FleetTracker(FENCES.ids, {"U0": "V0"}, PARAMS, fast=False)
+    got = run_rounds(fast, rounds, [None] * len(rounds), with_now=False)
+    assert got == run_rounds(usual, rounds, [None] * len(rounds), with_now=False)
+    assert fast.vehicles["V0"].stats.fast_path >= len(rounds) - 5
+    assert fast.vehicles["V0"].stats.late_fixes == 0
 
 
 def test_a_step_is_clean_only_when_no_frame_can_call_it_a_jump() -> None:

@@ -1,0 +1,186 @@
+"""The append-round kernels (schedule/append_kernel.py) answer exactly as their numpy references.
+
+``plain_still`` must equal :func:`schedule.tracker._plain_still` bit for bit (None where it says
+None) on windows with gaps, jumps, unknown speeds, duplicate positions and speeds at the
+thresholds; ``within_extent`` must equal ``within_extent_reference``; and the checkpoint
+pre-check of ``_checkpoint_while_driving`` must never skip a search that finds a checkpoint
+(trackers with and without it keep the same checkpoints, round by round).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, note, settings
+from hypothesis import strategies as st
+
+from schedule import append_kernel
+from schedule.tracker import VehicleTracker, _plain_still
+from tests.test_visits_properties import FENCES, PARAMS, build, draw_chunks, leg
+from tests.test_visits_synthetic import TrackBuilder, feed_all
+
+M_LAT = 1 / 111_195.0  # degrees of latitude per metre (about)
+
+step = st.tuples(
+    st.sampled_from([0.001, 0.5, 1.0, 1.0, 2.0, 3.0, 20.0, 59.0, 61.0, 299.0, 301.0]),  # dt s
+    st.sampled_from([0.0, 0.0, 0.5, 3.0, 10.0, 29.9, 30.0, 30.1, 45.0, 300.0, 2000.0]),  # metres
+    st.floats(0, 2 * np.pi),  # heading
+    st.one_of(
+        st.sampled_from([0.0, 2.9, 3.0, 3.1, 9.9, 10.0, 40.0, 120.0, np.nan, np.inf]),
+        st.floats(0, 130),
+    ),  # reported speed
+)
+
+
+@st.composite
+def windows(draw: st.DrawFn) -> tuple[np.ndarray, ...]:
+    steps = draw(st.lists(step, min_size=2, max_size=60))
+    lat0 = draw(st.sampled_from([0.0, 55.75, -33.9, 69.6]))
+    lon0 = draw(st.sampled_from([0.0, 37.61, 151.2, -179.99]))
+    t = [1_700_000_000_000_000]
+    x, y = [0.0], [0.0]
+    v = [draw(st.sampled_from([0.0, 5.0, 40.0, np.nan]))]
+    for dt, d, h, sp in steps:
+        t.append(t[-1] + max(round(dt * 1e6), 1))
+        x.append(x[-1] + d * np.cos(h))
+        y.append(y[-1] + d * np.sin(h))
+        v.append(sp)
+    lat = lat0 + np.array(y) * M_LAT
+    lon = lon0 + np.array(x) * M_LAT / np.cos(np.radians(lat0))
+    return np.array(t, np.int64), lon, lat, np.array(v)
+
+
+def kernel_plain_still(
+    t: np.ndarray, lon: np.ndarray, lat: np.ndarray, v: np.ndarray, k0: int, n_old: int
+) -> np.ndarray | None:
+    """The kernel as _append_only calls it: old columns from k0, new ones after n_old."""
+    p = PARAMS
+    out = np.empty(len(t) - n_old + 1, dtype=bool)
+    ok = append_kernel.plain_still(
+        t[:n_old], lon[:n_old], lat[:n_old], v[:n_old], k0, t[n_old:], lon[n_old:], lat[n_old:],
+        v[n_old:], float(np.cos(float(lat[k0]) * (np.pi / 180.0))), p.stop_speed_kmh,
+        p.stop_radius_m, p.speed_window_s, min(p.max_gap_s, p.teleport_check_s),
+        p.teleport_slack_m, p.max_speed_kmh, out,
+    )  # fmt: skip
+    return out if ok else None
+
+
+@settings(max_examples=400, deadline=None)
+@given(w=windows(), data=st.data())
+def test_plain_still_equals_the_numpy_reference(
+    w: tuple[np.ndarray, ...], data: st.DataObject
+) -> None:
+    t, lon, lat, v = w
+    n = len(t)
+    n_old = data.draw(st.integers(1, n - 1), label="old fixes")
+    k0 = data.draw(st.integers(0, n_old - 1), label="window start")
+    want = _plain_still(t[k0:], lon[k0:], lat[k0:], v[k0:], n_old - k0 - 1, PARAMS)
+    got = kernel_plain_still(t, lon, lat, v, k0, n_old)
+    note(f"want {want}, got {got}")
+    if want is None:
+        assert got is None
+    else:
+        assert got is not None
+        assert got.tolist() == want.tolist()
+
+
+def test_plain_still_sees_a_window_the_reference_calls_plain() -> None:
+    """Not vacuous: a truck parked with a little jitter is plain and still throughout."""
+    rng = np.random.default_rng(3)
+    n = 40
+    t = np.arange(n, dtype=np.int64) * 2_000_000
+    lat = 55.75 + rng.normal(0, 2, n) * M_LAT
+    lon = 37.61 + rng.normal(0, 2, n) * M_LAT
+    v = np.full(n, 0.5)
+    got = kernel_plain_still(t, lon, lat, v, 0, 30)
+    assert got is not None
+    assert got.all()
+    v[35] = 50.0  # reports driving, yet moved no farther than the stop radius: still
+    got = kernel_plain_still(t, lon, lat, v, 0, 30)
+    want = _plain_still(t, lon, lat, v, 29, PARAMS)
+    assert got is not None
+    assert want is not None
+    assert got.tolist() == want.tolist()
+    lat[36] += 500 * M_LAT  # a jump: motion() must judge
+    assert kernel_plain_still(t, lon, lat, v, 0, 30) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    box=st.tuples(st.floats(-1, 1), st.floats(0, 0.002), st.floats(-60, 60), st.floats(0, 0.002)),
+    offsets=st.lists(
+        st.tuples(st.one_of(st.floats(-0.003, 0.003), st.just(np.nan)), st.floats(-0.003, 0.003)),
+        max_size=30,
+    ),
+    limit=st.sampled_from([99.0, 29.0, 0.0]),
+)
+def test_within_extent_equals_the_numpy_reference(
+    box: tuple[float, float, float, float], offsets: list[tuple[float, float]], limit: float
+) -> None:
+    lon_min, w, lat_min, h = box
+    b = (lon_min, lon_min + w, lat_min, lat_min + h)
+    lon = np.array([lon_min + dx for dx, _ in offsets], dtype=np.float64)
+    lat = np.array([lat_min + dy for _, dy in offsets], dtype=np.float64)
+    cos0 = float(np.cos(b[2] * (np.pi / 180.0)))
+    want = append_kernel.within_extent_reference(b, lon, lat, limit)
+    assert bool(append_kernel.within_extent(*b, lon, lat, cos0, limit)) == want
+
+
+def checkpoints_per_round(
+    arrays: dict[str, np.ndarray], chunks: list[np.ndarray]
+) -> list[list[int]]:
+    tracker = VehicleTracker("V", FENCES.ids, PARAMS)
+    out = []
+    for idx in chunks:
+        feed_all(tracker, arrays, FENCES, [idx], finish=False)
+        out.append(list(tracker._checkpoints))
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    legs=st.lists(leg, min_size=1, max_size=8),
+    seed=st.integers(0, 2**16),
+    data=st.data(),
+)
+def test_the_checkpoint_precheck_skips_only_searches_that_find_nothing(
+    legs: list[tuple[str, int, object]], seed: int, data: st.DataObject
+) -> None:
+    """Round by round, a tracker whose drive-checkpoint search always runs keeps the very
+    checkpoints the pre-checked one keeps."""
+    arrays = build(legs, seed).arrays()
+    n = len(arrays["t_us"])
+    if data.draw(st.booleans(), label="GGA-only stretch"):
+        lo = data.draw(st.integers(0, n - 1))
+        arrays["speed_kmh"][lo : lo + data.draw(st.integers(1, 200))] = np.nan
+    chunks = draw_chunks(data, n, max_step=120)
+    with_check = checkpoints_per_round(arrays, chunks)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(append_kernel, "checkpoint_candidates", lambda *a: 2**62)
+        without = checkpoints_per_round(arrays, chunks)
+    assert with_check == without
+
+
+def test_the_checkpoint_precheck_skips_a_search_at_a_site() -> None:
+    """Not vacuous: slowing down into a site, the search is skipped (no candidate run) and
+    while driving away it runs (and places checkpoints)."""
+    b = TrackBuilder(seed=5).start(-3000, 0).drive(0, 0, 40).park(100).drive(-3000, 0, 40)
+    arrays = b.arrays()
+    t = arrays["t_us"]
+    calls: list[int] = []
+    real = append_kernel.checkpoint_candidates
+
+    def spy(*a: object) -> int:
+        got = real(*a)  # type: ignore[arg-type]
+        calls.append(got)
+        return got
+
+    n = len(t)
+    chunks = [np.arange(i, min(i + 30, n)) for i in range(0, n, 30)]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(append_kernel, "checkpoint_candidates", spy)
+        kept = checkpoints_per_round(arrays, chunks)
+    run_min = 6 + max(PARAMS.exit_confirm_fixes, PARAMS.move_confirm_fixes) + 2
+    assert any(c < run_min for c in calls)  # skipped
+    assert any(c >= run_min for c in calls)  # searched
+    assert len(kept[-1]) > 1
