@@ -156,17 +156,81 @@ def within_extent(
 
 
 @njit(cache=True)
-def checkpoint_candidates(
-    t: I64, speed: F64, k: int, in_t: I64, near_t: I64, crawl_speed_kmh: float
+def _clean_step(
+    t0: int,
+    lon0: float,
+    lat0: float,
+    v0: float,
+    t1: int,
+    lon1: float,
+    lat1: float,
+    v1: float,
+    lim_us: int,
+    teleport_slack_m: float,
+    max_speed_kmh: float,
+) -> bool:
+    """:func:`schedule.fastpath.clean_steps` for one step: no re-run's ``motion`` can call it
+    implausible (the distance over-estimated with the equator's east-west scale, the time
+    under-estimated, each by far more than any rounding)."""
+    dt_us = t1 - t0
+    if dt_us <= 0 or dt_us > lim_us or not math.isfinite(v0) or not math.isfinite(v1):
+        return False
+    dt_s = max(dt_us / 1e6, 1e-3) * (1.0 - 1e-9)
+    d_hi = math.hypot(abs(lon1 - lon0), abs(lat1 - lat0)) * _K * (1.0 + 1e-9) + 1e-6
+    allowed = teleport_slack_m + 1.5 * max(v0, v1) / _KMH * dt_s
+    not_fast = (d_hi * _KMH / dt_s <= max_speed_kmh) or (d_hi <= teleport_slack_m)
+    return d_hi <= allowed and not_fast
+
+
+@njit(cache=True)
+def drive_checkpoints(
+    t: I64,
+    lon: F64,
+    lat: F64,
+    speed: F64,
+    kc: int,
+    k: int,
+    in_t: I64,
+    near_t: I64,
+    cos0: float,
+    crawl_speed_kmh: float,
+    stop_speed_kmh: float,
+    lim_us: int,
+    teleport_slack_m: float,
+    max_speed_kmh: float,
+    lead: int,
+    need_fixes: int,
+    need_s: float,
+    far_m: float,
+    out: I64,
 ) -> int:
-    """How many fixes ``k:`` could be in a run :meth:`VehicleTracker._checkpoints_in` places a
-    checkpoint in: a reported speed not below ``crawl_speed_kmh`` (or none: then the speed is
-    estimated) and no fence or margin pair at the fix's time (pairs ``in_t``/``near_t`` by
-    fix time, any order).  An upper bound: the rule wants each fix of such a run kept, moving,
-    away from every fence, at a speed of at least ``crawl_speed_kmh``."""
+    """``_checkpoint_while_driving``'s search (``motion`` over fixes ``kc:``, then
+    :meth:`VehicleTracker._checkpoints_in` from fix ``k`` on) without ``motion`` where that is
+    exact: the checkpoints' fix times are written to ``out`` and their number returned; -1
+    when ``motion`` must run.
+
+    *Candidates* are the fixes ``k:`` the rule could accept: not reported slower than
+    ``crawl_speed_kmh`` (an unknown speed is estimated) and no fence or margin pair at the
+    fix's time (``in_t``/``near_t``, any order).  Fewer than a run needs (``lead +
+    need_fixes + 1``): no checkpoint.  When every step of fixes ``kc:`` is *clean*
+    (``lim_us``: ``min(max_gap_s, teleport_check_s)`` less a millisecond, as in
+    :func:`schedule.fastpath.clean_steps`: the distance over-estimated in any frame, so no
+    step is a jump, none a gap, every speed known), ``motion`` keeps every fix, reports the
+    reported speeds, flags no jump or gap, and calls a fix moving at ``crawl_speed_kmh`` or
+    more still only when it reports less than ``stop_speed_kmh``; then the rule is run here
+    on the frame ``motion`` builds (``cos0`` is ``np.cos(lat[kc] * pi / 180)``), operation
+    for operation.  Otherwise -1 (``motion`` judges drops, bursts and estimated speeds)."""
     n = len(t)
     if k >= n:
         return 0
+    clean = True
+    for i in range(kc + 1, n):
+        if not _clean_step(
+            t[i - 1], lon[i - 1], lat[i - 1], speed[i - 1], t[i], lon[i], lat[i], speed[i],
+            lim_us, teleport_slack_m, max_speed_kmh,
+        ):  # fmt: skip
+            clean = False
+            break
     ok = np.empty(n - k, dtype=np.bool_)
     for i in range(k, n):
         ok[i - k] = not (speed[i] < crawl_speed_kmh)
@@ -178,7 +242,46 @@ def checkpoint_candidates(
             j = np.searchsorted(t, pt)
             if j < n and t[j] == pt:
                 ok[j - k] = False
-    return int(ok.sum())
+    if not clean:
+        return 0 if int(ok.sum()) < lead + need_fixes + 1 else -1
+    # motion's frame and features of the fixes kc: (kept index i is fix kc + i)
+    m = n - kc
+    t_s = np.empty(m)
+    x = np.empty(m)
+    y = np.empty(m)
+    lon0, lat0, t0 = lon[kc], lat[kc], t[kc]
+    for i in range(m):
+        t_s[i] = float(t[kc + i] - t0) / 1e6
+        x[i] = (lon[kc + i] - lon0) * _K * cos0
+        y[i] = (lat[kc + i] - lat0) * _K
+    # the rule's condition from the search start on (still: reported < stop_speed_kmh)
+    active = k - kc
+    cond = np.zeros(m, dtype=np.bool_)
+    for i in range(active, m):
+        v = speed[kc + i]
+        zero = i > 0 and x[i] - x[i - 1] == 0 and y[i] - y[i - 1] == 0
+        cond[i] = ok[i - active] and not (v < stop_speed_kmh) and v >= crawl_speed_kmh and not zero
+    found = 0
+    s = active
+    while s < m:
+        if not cond[s]:
+            s += 1
+            continue
+        e = s
+        while e < m and cond[e]:
+            e += 1
+        b = s + lead
+        if e - b >= need_fixes:
+            run_max = -math.inf
+            for h in range(e - b):
+                d = math.hypot(x[b + h] - x[b], y[b + h] - y[b])
+                run_max = max(run_max, d)
+                if run_max > far_m and h >= need_fixes and t_s[b + h] - t_s[b] >= need_s:
+                    out[found] = t[kc + b + h]
+                    found += 1
+                    break
+        s = e
+    return found
 
 
 def within_extent_reference(
@@ -202,11 +305,32 @@ def warm_up() -> None:
     plain_still(t[:9], z[:9], z[:9], z[:9], 0, t[9:], z[9:], z[9:], z[9:], 1.0,
                 3.0, 30.0, 20.0, 60.0, 40.0, 250.0, out)  # fmt: skip
     within_extent(0.0, 0.0, 0.0, 0.0, z, z, 1.0, 99.0)
-    checkpoint_candidates(t, z, 3, t[4:6], t[:0], 10.0)
+    found = np.empty(12, dtype=np.int64)
+    drive_checkpoints(
+        t,
+        z,
+        z,
+        z,
+        0,
+        3,
+        t[4:6],
+        t[:0],
+        1.0,
+        10.0,
+        3.0,
+        59_999_000,
+        40.0,
+        250.0,
+        6,
+        4,
+        30.0,
+        100.0,
+        found,
+    )
 
 
 __all__ = [
-    "checkpoint_candidates",
+    "drive_checkpoints",
     "plain_still",
     "warm_up",
     "within_extent",

@@ -592,19 +592,23 @@ class VehicleTracker:
             return
         span_s = 2 * max(p.exit_confirm_s, p.move_confirm_s) + _DRIVE_CHECKPOINT_S
         k = int(self._t.searchsorted(max(last_cp, t_end - round(span_s * 1e6))))
-        # _checkpoints_in places one only in a run of this many kept fixes from k on, each
-        # moving at crawl speed or more, away from every fence: too few such fixes (slowing
-        # down at a site, queueing), no checkpoint, and motion() need not run
-        run_min = _CHECKPOINT_LEAD_FIXES + max(p.exit_confirm_fixes, p.move_confirm_fixes) + 2
-        if (
-            append_kernel.checkpoint_candidates(
-                self._t, self._speed, k, self._in_t, self._near_t, p.crawl_speed_kmh
-            )
-            < run_min
-        ):
-            return
         t_ctx = int(self._t[k]) - round(p.speed_window_s * 1e6)
         kc = max(int(self._t.searchsorted(t_ctx, side="right")) - 2, 0)
+        # the search compiled (schedule.append_kernel.drive_checkpoints), exact where no fix
+        # can be dropped or have its speed estimated, and where too few fixes could be in a
+        # checkpoint's run (slowing down at a site, queueing, passing fences); else motion()
+        found = np.empty(len(self._t) - k, dtype=np.int64)
+        n_found = append_kernel.drive_checkpoints(
+            self._t, self._lon, self._lat, self._speed, kc, k, self._in_t, self._near_t,
+            float(np.cos(float(self._lat[kc]) * _DEG)), p.crawl_speed_kmh, p.stop_speed_kmh,
+            round(min(p.max_gap_s, p.teleport_check_s) * 1e6) - 1000, p.teleport_slack_m,
+            p.max_speed_kmh, _CHECKPOINT_LEAD_FIXES,
+            max(p.exit_confirm_fixes, p.move_confirm_fixes) + 1,
+            max(p.exit_confirm_s, p.move_confirm_s), 2 * p.drift_radius_m, found,
+        )  # fmt: skip
+        if n_found >= 0:
+            self._checkpoints += [c for c in found[:n_found].tolist() if c > last_cp]
+            return
         track = Track(
             self._t[kc:], self._lon[kc:], self._lat[kc:], self._speed[kc:], self._hdop[kc:]
         )

@@ -3,8 +3,10 @@
 ``plain_still`` must equal :func:`schedule.tracker._plain_still` bit for bit (None where it says
 None) on windows with gaps, jumps, unknown speeds, duplicate positions and speeds at the
 thresholds; ``within_extent`` must equal ``within_extent_reference``; and the checkpoint
-pre-check of ``_checkpoint_while_driving`` must never skip a search that finds a checkpoint
-(trackers with and without it keep the same checkpoints, round by round).
+compiled search of ``_checkpoint_while_driving`` (``drive_checkpoints``) must place the very
+checkpoints ``motion`` and ``_checkpoints_in`` place (trackers with and without it keep the
+same checkpoints, round by round, on tracks with gaps, jumps, GGA-only stretches and
+outliers).
 """
 
 from __future__ import annotations
@@ -143,11 +145,11 @@ def checkpoints_per_round(
     seed=st.integers(0, 2**16),
     data=st.data(),
 )
-def test_the_checkpoint_precheck_skips_only_searches_that_find_nothing(
+def test_the_compiled_drive_search_places_the_checkpoints_motion_places(
     legs: list[tuple[str, int, object]], seed: int, data: st.DataObject
 ) -> None:
-    """Round by round, a tracker whose drive-checkpoint search always runs keeps the very
-    checkpoints the pre-checked one keeps."""
+    """Round by round, a tracker whose drive-checkpoint search always runs motion() keeps
+    the very checkpoints the compiled search keeps."""
     arrays = build(legs, seed).arrays()
     n = len(arrays["t_us"])
     if data.draw(st.booleans(), label="GGA-only stretch"):
@@ -156,31 +158,29 @@ def test_the_checkpoint_precheck_skips_only_searches_that_find_nothing(
     chunks = draw_chunks(data, n, max_step=120)
     with_check = checkpoints_per_round(arrays, chunks)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(append_kernel, "checkpoint_candidates", lambda *a: 2**62)
+        mp.setattr(append_kernel, "drive_checkpoints", lambda *a: -1)
         without = checkpoints_per_round(arrays, chunks)
     assert with_check == without
 
 
-def test_the_checkpoint_precheck_skips_a_search_at_a_site() -> None:
-    """Not vacuous: slowing down into a site, the search is skipped (no candidate run) and
-    while driving away it runs (and places checkpoints)."""
+def test_the_compiled_search_answers_while_driving_and_at_a_site() -> None:
+    """Not vacuous: driving off and away from every fence the kernel answers (and places
+    checkpoints), slowing down into a site it answers "none" without motion()."""
     b = TrackBuilder(seed=5).start(-3000, 0).drive(0, 0, 40).park(100).drive(-3000, 0, 40)
     arrays = b.arrays()
-    t = arrays["t_us"]
     calls: list[int] = []
-    real = append_kernel.checkpoint_candidates
+    real = append_kernel.drive_checkpoints
 
     def spy(*a: object) -> int:
-        got = real(*a)  # type: ignore[arg-type]
+        got = int(real(*a))  # type: ignore[arg-type]
         calls.append(got)
         return got
 
-    n = len(t)
+    n = len(arrays["t_us"])
     chunks = [np.arange(i, min(i + 30, n)) for i in range(0, n, 30)]
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(append_kernel, "checkpoint_candidates", spy)
+        mp.setattr(append_kernel, "drive_checkpoints", spy)
         kept = checkpoints_per_round(arrays, chunks)
-    run_min = 6 + max(PARAMS.exit_confirm_fixes, PARAMS.move_confirm_fixes) + 2
-    assert any(c < run_min for c in calls)  # skipped
-    assert any(c >= run_min for c in calls)  # searched
+    assert 0 in calls  # none, decided without motion()
+    assert any(c > 0 for c in calls)  # found by the kernel
     assert len(kept[-1]) > 1
