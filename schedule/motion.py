@@ -378,9 +378,10 @@ def motion(track: Track, p: DetectionParams) -> Motion:
     :func:`motion_reference`'s answer, bit for bit, from the compiled kernels
     (:mod:`schedule.motion_kernel`).
 
-    A track without a raw jump is one kernel call; one with a jump is the first pass, the
-    outlier-burst rule (:func:`_drop_outlier_bursts`, Python, once per jump) and the second
-    pass.  Columns of another dtype than the tracker's int64/float64 take the reference.
+    A track without a raw jump is one kernel call; one with a jump is that call (which stops
+    after the first pass), the outlier-burst rule (:func:`_drop_outlier_bursts`, Python, once
+    per jump) and a second call for the rest.  Columns of another dtype than the tracker's
+    int64/float64 take the reference.
     """
     t_us, lon, lat, speed = track.t_us, track.lon, track.lat, track.speed_kmh
     if not (t_us.dtype == _I64 and lon.dtype == _F64 and lat.dtype == _F64 and speed.dtype == _F64):
@@ -395,19 +396,20 @@ def motion(track: Track, p: DetectionParams) -> Motion:
         p.max_gap_s,
         p.gap_rejoin_m,
     )
-    n_bad, kept, t_k, x_k, y_k, v_k, still, jump, gap, reported = _kernel.motion_plain(
+    n_bad, kept, cols, flags = _kernel.motion_plain(
         t_us, lon, lat, speed, _M_PER_DEG, cos_lat0, slack, vmax, check, *rest
     )
     dropped_outliers = dropped_frozen = 0
     if n_bad:
-        t_s, x, y, v0, bad, _ = _kernel.frame(
-            t_us, lon, lat, speed, _M_PER_DEG, cos_lat0, slack, vmax, check
-        )
+        raw, bad = cols, flags[0]  # the first pass's, as motion_plain returns them then
         keep = np.ones(len(t_us), dtype=bool)
+        t_s, x, y, v0, _ = raw  # rows: _kernel.RAW_*
         dropped_outliers = _drop_outlier_bursts(t_s, x, y, v0, p, bad, keep)
-        kept, t_k, x_k, y_k, v_k, still, jump, gap, reported, dropped_frozen = _kernel.features(
-            t_s, x, y, v0, bad, keep, True, slack, vmax, check, *rest
+        kept, cols, flags, dropped_frozen = _kernel.features(
+            raw, bad, keep, True, slack, vmax, check, *rest
         )
+    t_k, x_k, y_k, v_k, reported = cols  # rows: _kernel.OUT_*
+    still, jump, gap = flags  # rows: _kernel.FLAG_*
     return Motion(
         keep=kept,
         t_s=t_k,

@@ -83,6 +83,17 @@ def _implausible(
     return (too_fast and (d > slack)) or jumped
 
 
+#: Rows of :func:`frame`'s ``raw`` (over the track's fixes): seconds since the first fix, east
+#: and north metres, reported speed (NaN: unknown), length of the step from the previous fix.
+RAW_T, RAW_X, RAW_Y, RAW_V, RAW_D = range(5)
+#: Rows of :func:`features`' ``cols`` (over the kept fixes): ``Motion.t_s``, ``x``, ``y``,
+#: ``speed_kmh``, ``reported_kmh``; and of its ``flags``: ``still``, ``jump``, ``gap``.
+OUT_T, OUT_X, OUT_Y, OUT_V, OUT_REPORTED = range(5)
+FLAG_STILL, FLAG_JUMP, FLAG_GAP = range(3)
+# (the rows travel as two 2-D arrays: numba boxes each returned array at ~1 µs, a tenth of a
+# short track's whole cost)
+
+
 @njit(cache=True, nogil=True)
 def frame(
     t_us: Any,
@@ -94,17 +105,19 @@ def frame(
     slack: float,
     max_speed: float,
     check: float,
-) -> tuple[Any, Any, Any, Any, Any, int]:
-    """(t_s, x, y, v0, bad, number of bad steps): ``motion``'s first lines, up to the raw jump
-    flags ``bad = _step_implausible(t_s, x, y, v0, p)``."""
+) -> tuple[Any, Any, int]:
+    """(raw, bad, number of bad steps): ``motion``'s first lines, up to the raw jump flags
+    ``bad = _step_implausible(t_s, x, y, v0, p)``; ``raw`` has the ``RAW_*`` rows."""
     n = t_us.shape[0]
-    t_s = np.empty(n, dtype=np.float64)
-    x = np.empty(n, dtype=np.float64)
-    y = np.empty(n, dtype=np.float64)
-    v0 = np.empty(n, dtype=np.float64)
+    raw = np.empty((5, n), dtype=np.float64)
     bad = np.zeros(n, dtype=np.bool_)
     if n == 0:
-        return t_s, x, y, v0, bad, 0
+        return raw, bad, 0
+    t_s = raw[RAW_T]
+    x = raw[RAW_X]
+    y = raw[RAW_Y]
+    v0 = raw[RAW_V]
+    step = raw[RAW_D]
     t0 = t_us[0]
     lon0 = lon[0]
     lat0 = lat[0]
@@ -114,21 +127,20 @@ def frame(
         y[i] = (lat[i] - lat0) * m_per_deg
         s = speed[i]
         v0[i] = np.nan if s != s else s
+    step[0] = np.nan
     n_bad = 0
     for i in range(1, n):
         d = math.hypot(x[i] - x[i - 1], y[i] - y[i - 1])
+        step[i] = d
         if _implausible(t_s[i] - t_s[i - 1], d, v0[i - 1], v0[i], slack, max_speed, check):
             bad[i] = True
             n_bad += 1
-    return t_s, x, y, v0, bad, n_bad
+    return raw, bad, n_bad
 
 
 @njit(cache=True, nogil=True)
 def features(
-    t_s: Any,
-    x: Any,
-    y: Any,
-    v0: Any,
+    raw: Any,
     bad: Any,
     keep: Any,
     frozen_rule: bool,
@@ -141,11 +153,15 @@ def features(
     crawl_speed: float,
     max_gap: float,
     rejoin: float,
-) -> tuple[Any, Any, Any, Any, Any, Any, Any, Any, Any, int]:
-    """(kept, t_k, x_k, y_k, v_k, still, jump, gap, reported, dropped_frozen): the rest of
-    ``motion`` after the burst rule has cleared ``keep`` (modified in place by the frozen-run
-    rule, which runs only when ``frozen_rule``: it needs a raw jump to act)."""
-    n = t_s.shape[0]
+) -> tuple[Any, Any, Any, int]:
+    """(kept, cols, flags, dropped_frozen): the rest of ``motion`` after the burst rule has
+    cleared ``keep`` (modified in place by the frozen-run rule, which runs only when
+    ``frozen_rule``: it needs a raw jump to act).  ``cols`` has the ``OUT_*`` rows, ``flags``
+    the ``FLAG_*`` rows."""
+    n = raw.shape[1]
+    t_s = raw[RAW_T]
+    x = raw[RAW_X]
+    y = raw[RAW_Y]
     dropped_frozen = 0
     if frozen_rule and n > 2:
         # runs of exactly repeated positions (same[i]: step i-1 -> i moved by 0.0)
@@ -168,10 +184,16 @@ def features(
         if keep[i]:
             m += 1
     kept = np.empty(m, dtype=np.intp)
-    t = np.empty(m, dtype=np.float64)
-    xk = np.empty(m, dtype=np.float64)
-    yk = np.empty(m, dtype=np.float64)
-    rep = np.empty(m, dtype=np.float64)
+    cols = np.empty((5, m), dtype=np.float64)
+    flags = np.zeros((3, m), dtype=np.bool_)
+    t = cols[OUT_T]
+    xk = cols[OUT_X]
+    yk = cols[OUT_Y]
+    v = cols[OUT_V]
+    rep = cols[OUT_REPORTED]
+    still = flags[FLAG_STILL]
+    jump = flags[FLAG_JUMP]
+    gap = flags[FLAG_GAP]
     a = 0
     for i in range(n):
         if keep[i]:
@@ -179,12 +201,9 @@ def features(
             t[a] = t_s[i]
             xk[a] = x[i]
             yk[a] = y[i]
-            rep[a] = v0[i]
+            rep[a] = raw[RAW_V, i]
+            v[a] = raw[RAW_V, i]
             a += 1
-    v = rep.copy()
-    still = np.empty(m, dtype=np.bool_)
-    jump = np.zeros(m, dtype=np.bool_)
-    gap = np.zeros(m, dtype=np.bool_)
     # speed estimate and trailing displacement: from fix i back to fix j, the last fix at least
     # ``window`` earlier (searchsorted(t - window, 'right') - 1), or the previous fix
     ptr = 0
@@ -192,21 +211,29 @@ def features(
         target = t[i] - window
         while ptr < m and t[ptr] <= target:
             ptr += 1
+        r = rep[i]
+        if r < stop_speed:  # standing by the unit's word: still whatever the displacement
+            still[i] = True
+            continue
+        if r >= crawl_speed:  # driving by the unit's word: never still
+            still[i] = False
+            continue
         j = ptr - 1
         if j >= i:
             j = i - 1
         jj = max(j, 0)
         moved = math.hypot(xk[i] - xk[jj], yk[i] - yk[jj])
-        if rep[i] != rep[i]:  # unknown speed: displacement over the window
+        if r != r:  # unknown speed: displacement over the window
             if j >= 0:
                 v[i] = moved / _maximum(t[i] - t[jj], 1e-3) * 3.6
             else:
                 v[i] = math.inf  # the first fix of an unknown-speed track: not slow
-        disp = moved if j >= 0 else math.inf
-        still[i] = (rep[i] < stop_speed) or ((disp <= stop_radius) and not (rep[i] >= crawl_speed))
+        still[i] = (moved if j >= 0 else math.inf) <= stop_radius
+    # nothing dropped: the steps are the raw ones, already measured
+    same_steps = m == n
     for i in range(1, m):
         dt = t[i] - t[i - 1]
-        d = math.hypot(xk[i] - xk[i - 1], yk[i] - yk[i - 1])
+        d = raw[RAW_D, i] if same_steps else math.hypot(xk[i] - xk[i - 1], yk[i] - yk[i - 1])
         va = v[i - 1]
         vb = v[i]
         if math.isinf(va):
@@ -217,7 +244,7 @@ def features(
             (dt > check) and (d > rejoin)
         )
         gap[i] = dt > max_gap
-    return kept, t, xk, yk, v, still, jump, gap, rep, dropped_frozen
+    return kept, cols, flags, dropped_frozen
 
 
 @njit(cache=True, nogil=True)
@@ -237,24 +264,20 @@ def motion_plain(
     crawl_speed: float,
     max_gap: float,
     rejoin: float,
-) -> tuple[int, Any, Any, Any, Any, Any, Any, Any, Any, Any]:
-    """(number of raw jumps, kept, t_k, x_k, y_k, v_k, still, jump, gap, reported): the whole
-    of ``motion`` for a track without a raw jump (then nothing is dropped).  With a raw jump
-    the arrays are empty and the caller takes :func:`frame`, the burst rule and
-    :func:`features` instead."""
-    t_s, x, y, v0, bad, n_bad = frame(
-        t_us, lon, lat, speed, m_per_deg, cos_lat0, slack, max_speed, check
-    )
+) -> tuple[int, Any, Any, Any]:
+    """(number of raw jumps, kept, cols, flags): the whole of ``motion`` for a track without a
+    raw jump (then nothing is dropped).  With a raw jump, ``kept`` is empty and the other two
+    are :func:`frame`'s ``raw`` and ``bad`` (as a one-row array, so that the types agree): the
+    caller runs the burst rule and :func:`features` on them."""
+    raw, bad, n_bad = frame(t_us, lon, lat, speed, m_per_deg, cos_lat0, slack, max_speed, check)
     if n_bad:
-        e = np.empty(0, dtype=np.float64)
-        b = np.empty(0, dtype=np.bool_)
-        return n_bad, np.empty(0, dtype=np.intp), e, e, e, e, b, b, b, e
-    keep = np.ones(t_s.shape[0], dtype=np.bool_)
-    kept, t, xk, yk, v, still, jump, gap, rep, _ = features(
-        t_s, x, y, v0, bad, keep, False, slack, max_speed, check, window,
+        return n_bad, np.empty(0, dtype=np.intp), raw, bad.reshape((1, bad.shape[0]))
+    keep = np.ones(raw.shape[1], dtype=np.bool_)
+    kept, cols, flags, _ = features(
+        raw, bad, keep, False, slack, max_speed, check, window,
         stop_speed, stop_radius, crawl_speed, max_gap, rejoin,
     )  # fmt: skip
-    return 0, kept, t, xk, yk, v, still, jump, gap, rep
+    return 0, kept, cols, flags
 
 
 @njit(cache=True, nogil=True)
