@@ -144,11 +144,11 @@ def build_engine_warm(
     schedule: Schedule | None = None,
 ) -> Engine:
     """:func:`build_engine` after the fence query's compiled pass (``geofence.warm_up``) and
-    the motion kernels' (``schedule.motion_kernel.warm_up``): the engine's child process
+    the detection kernels' (``schedule.warm.warm_up``): the engine's child process
     builds its engine with this, so its first round does not compile."""
     from geofence import warm_up
-    from schedule.motion_kernel import warm_up as warm_up_motion
+    from schedule.warm import warm_up as warm_up_detection
 
     warm_up()
-    warm_up_motion()
+    warm_up_detection()
     return build_engine(load, unit_to_vehicle, params=params, schedule=schedule)

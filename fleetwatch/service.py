@@ -59,9 +59,9 @@ from ingest.registry import UnitEntry, UnitRegistry, read_units_csv
 from ingest.service import IngestOptions, IngestService, wall_clock_us
 from schedule.engine import Engine, EngineParams
 from schedule.events import DetectionEvent
-from schedule.motion_kernel import warm_up as warm_up_motion
 from schedule.plans import DayPlan
 from schedule.stop_events import Command, CommandRefused, StopChanged
+from schedule.warm import warm_up as warm_up_detection
 from store import Store, StoreUnavailable, StoreWriteError, UnitRow
 from store.spool import SpoolingSink
 from store.spool_metrics import register_spool_metrics
@@ -257,7 +257,7 @@ async def run_ingest(
         await asyncio.to_thread(warm_up_decoder)
         if engine is not None and not engine.remote:  # the fence query's compiled pass
             await asyncio.to_thread(warm_up_fences)  # before the first round
-            await asyncio.to_thread(warm_up_motion)  # the detectors' motion() kernels
+            await asyncio.to_thread(warm_up_detection)  # the detectors' kernels
         decoder = Decoder(DecodeOptions())
         await seed_decoder(decoder, store, wall_clock_us())  # before the first message
         source = MqttSource(

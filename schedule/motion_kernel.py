@@ -23,9 +23,6 @@ metres per degree.  tests/test_motion_kernel.py holds the two paths to equal arr
 generated tracks (standing, driving, unknown speeds, gaps, teleports, outlier bursts, frozen
 runs, duplicate positions, 0-2 fixes) and on windows of the simulated day.
 
-:func:`plain_still` is the same treatment for ``schedule.tracker._plain_still``, the append
-round's shortcut for *still* (see there).
-
 Compiled with ``cache=True``: the first process after an install or an edit pays the compile
 (:func:`warm_up` does it at start); later ones load the machine code from numba's cache.
 """
@@ -36,7 +33,6 @@ import math
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 from numba import njit
 
 from schedule.params import DetectionParams
@@ -280,102 +276,6 @@ def motion_plain(
     return 0, kept, cols, flags
 
 
-@njit(cache=True, nogil=True)
-def plain_still_kernel(
-    t_us: Any,
-    lon: Any,
-    lat: Any,
-    speed: Any,
-    first: int,
-    m_per_deg: float,
-    cos_lat0: float,
-    dt_limit: float,
-    slack: float,
-    max_speed: float,
-    window: float,
-    stop_speed: float,
-    stop_radius: float,
-) -> tuple[bool, Any]:
-    """(decided, still[first:]): ``schedule.tracker._plain_still`` transcribed; not decided
-    (its None) when a speed is not finite, a step is longer than ``dt_limit`` (``min(max_gap_s,
-    teleport_check_s)``) or implausible, or a fix from ``first`` on has no earlier fix to
-    measure from.  Needs ``len(t_us) >= 2`` and ``0 <= first < len(t_us)``."""
-    n = t_us.shape[0]
-    out = np.empty(n - first, dtype=np.bool_)
-    for i in range(n):
-        if not math.isfinite(speed[i]):
-            return False, out
-    t_s = np.empty(n, dtype=np.float64)
-    t0 = t_us[0]
-    for i in range(n):
-        t_s[i] = float(t_us[i] - t0) / 1e6
-    for i in range(1, n):
-        if t_s[i] - t_s[i - 1] > dt_limit:
-            return False, out
-    x = np.empty(n, dtype=np.float64)
-    y = np.empty(n, dtype=np.float64)
-    lon0 = lon[0]
-    lat0 = lat[0]
-    for i in range(n):
-        x[i] = (lon[i] - lon0) * m_per_deg * cos_lat0
-        y[i] = (lat[i] - lat0) * m_per_deg
-    for i in range(1, n):
-        d = math.hypot(x[i] - x[i - 1], y[i] - y[i - 1])
-        dtc = _maximum(t_s[i] - t_s[i - 1], 1e-3)
-        allowed = slack + 1.5 * _fmax(speed[i - 1], speed[i]) / 3.6 * dtc
-        too_fast = (d / dtc * 3.6 > max_speed) and (d > slack)
-        if too_fast or d > allowed:
-            return False, out
-    ptr = 0
-    for i in range(first, n):
-        target = t_s[i] - window
-        while ptr < n and t_s[ptr] <= target:
-            ptr += 1
-        j = ptr - 1
-        if j >= i:
-            j = i - 1
-        if j < 0:
-            return False, out
-        moved = math.hypot(x[i] - x[j], y[i] - y[j])
-        out[i - first] = (speed[i] < stop_speed) or (moved <= stop_radius)
-    return True, out
-
-
-def plain_still(
-    t_us: npt.NDArray[np.int64],
-    lon: npt.NDArray[np.float64],
-    lat: npt.NDArray[np.float64],
-    speed: npt.NDArray[np.float64],
-    first: int,
-    p: DetectionParams,
-) -> npt.NDArray[np.bool_] | None:
-    """``schedule.tracker._plain_still`` compiled: same arguments, same answer (a drop-in).
-
-    Defined for windows of at least two fixes and ``0 <= first < len(t_us)`` (the numpy
-    version raises or wraps around outside that): ValueError otherwise.
-    """
-    n = len(t_us)
-    if n < 2 or not 0 <= first < n:
-        raise ValueError(f"plain_still needs >= 2 fixes and 0 <= first < n (n={n}, {first=})")
-    ok, out = plain_still_kernel(
-        t_us,
-        lon,
-        lat,
-        speed,
-        first,
-        M_PER_DEG,
-        np.cos(float(lat[0]) * _DEG),
-        min(p.max_gap_s, p.teleport_check_s),
-        p.teleport_slack_m,
-        p.max_speed_kmh,
-        p.speed_window_s,
-        p.stop_speed_kmh,
-        p.stop_radius_m,
-    )
-    result: npt.NDArray[np.bool_] | None = out if ok else None
-    return result
-
-
 def warm_up() -> None:
     """Compile the kernels now (or load them from numba's cache).
 
@@ -383,7 +283,7 @@ def warm_up() -> None:
     first re-run it would hold that round and every fix behind it.  The service calls this in
     a worker thread at start, beside ``geofence.warm_up``.  Runs both paths of
     :func:`schedule.motion.motion` (a plain track, and one with a jump, an outlier and a frozen
-    run) and :func:`plain_still`, on the int64/float64 C-contiguous arrays the tracker builds.
+    run), on the int64/float64 C-contiguous arrays the tracker builds.
     """
     from schedule.motion import Track, motion
 
@@ -398,4 +298,3 @@ def warm_up() -> None:
     lat_jump[6:9] = lat_jump[6]  # a frozen run ending in a jump
     lat_jump[9:] += 0.02
     motion(Track.from_arrays(t_us, lon, lat_jump, None), p)
-    plain_still(t_us, lon, lat, speed, 6, p)

@@ -7,8 +7,6 @@ positions, infinities and signed zeros too) and with their dtypes, on generated 
 to hit each rule at its threshold (standing and driving random walks, unknown speeds, gaps,
 teleports, 1-5-fix outlier bursts, frozen runs ending in jumps, duplicate positions, 0-2 fixes,
 thresholds drawn too) and on windows of a simulated day run through the production decoder.
-:func:`schedule.motion_kernel.plain_still` is held to ``schedule.tracker._plain_still`` the same
-way.
 """
 
 from __future__ import annotations
@@ -17,7 +15,6 @@ import math
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
 import pytest
 from hypothesis import given, note
 from hypothesis import strategies as st
@@ -33,7 +30,6 @@ from schedule.motion import (
     motion_reference,
 )
 from schedule.params import DetectionParams
-from schedule.tracker import _plain_still
 from simulators.formats import iter_payloads, unit_files
 from simulators.scenario import ScenarioParams, write_scenario
 
@@ -283,71 +279,3 @@ def test_compiled_motion_is_the_reference_on_random_day_windows(
     w = window(track, a, n)
     p = data.draw(params())
     assert_same(motion(w, p), motion_reference(w, p))
-
-
-# --- plain_still ----------------------------------------------------------------------------
-
-
-def same_plain(got: npt.NDArray[np.bool_] | None, want: npt.NDArray[np.bool_] | None) -> None:
-    if want is None:
-        assert got is None
-    else:
-        assert got is not None
-        assert got.dtype == want.dtype
-        assert np.array_equal(got, want)
-
-
-@given(
-    st.lists(
-        st.tuples(
-            st.sampled_from(["stand", "drive", "burst", "gap"]),
-            st.integers(1, 30),
-            st.floats(0.0, 400.0),
-            st.sampled_from([1.0, 5.0, 0.5, 0.001]),
-        ),
-        min_size=1,
-        max_size=5,
-    ),
-    st.sampled_from(["reported", "reported", "holes", "odd"]),
-    st.integers(0, 2**32 - 1),
-    params(),
-    st.floats(0.0, 1.0),
-)
-def test_compiled_plain_still_is_the_trackers(
-    segments: list[tuple[str, int, float, float]],
-    speed_mode: str,
-    seed: int,
-    p: DetectionParams,
-    where: float,
-) -> None:
-    tr = build_track([("stand", 1, 10.0, 1.0), *segments], speed_mode, seed)  # >= 2 fixes
-    n = len(tr)
-    first = min(int(where * n), n - 1)
-    want = _plain_still(tr.t_us, tr.lon, tr.lat, tr.speed_kmh, first, p)
-    note(f"n={n} first={first} decided={want is not None}")
-    same_plain(motion_kernel.plain_still(tr.t_us, tr.lon, tr.lat, tr.speed_kmh, first, p), want)
-
-
-def test_compiled_plain_still_decides_standing_and_crawling_windows(
-    day_tracks: list[Track],
-) -> None:
-    """On the day's 40-fix windows most are decided (the property above is not only None)
-    and every answer is the tracker's."""
-    p = DetectionParams()
-    decided = total = 0
-    for track in day_tracks:
-        for a in range(0, len(track) - 40, 53):
-            w = window(track, a, 40)
-            want = _plain_still(w.t_us, w.lon, w.lat, w.speed_kmh, 20, p)
-            same_plain(motion_kernel.plain_still(w.t_us, w.lon, w.lat, w.speed_kmh, 20, p), want)
-            decided += want is not None
-            total += 1
-    assert decided > total / 2
-
-
-@pytest.mark.parametrize(("n", "first"), [(0, 0), (1, 0), (5, 5), (5, -1)])
-def test_plain_still_refuses_windows_it_is_not_defined_for(n: int, first: int) -> None:
-    tr = build_track([("stand", 5, 5.0, 1.0)], "reported", 0)
-    w = window(tr, 0, n)
-    with pytest.raises(ValueError, match="plain_still"):
-        motion_kernel.plain_still(w.t_us, w.lon, w.lat, w.speed_kmh, first, DetectionParams())
