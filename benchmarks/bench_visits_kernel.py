@@ -11,7 +11,7 @@ What one tracker re-run pays for visits, on real windows of the simulated day (4
 CPU microseconds per re-run (``time.process_time``), median over windows of the median of
 ``--repeats`` timed blocks; ratios to the reference measured in the same run.
 
-    python benchmarks/bench_visits_kernel.py [--pickle /tmp/day_matched.pkl] [--repeats 7]
+    python benchmarks/bench_visits_kernel.py [--pickle PKL] [--repeats 7] [--sizes 40 600 3000]
 """
 
 from __future__ import annotations
@@ -121,11 +121,12 @@ def main() -> None:
     ap.add_argument("--pickle", default="/tmp/day_matched.pkl")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--windows", type=int, default=5)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[40, 600, 3000])
     args = ap.parse_args()
     p = DetectionParams()
     visits_kernel.warm_up()
     print(f"{'fixes':>6} {'windows':>7} {'reference':>10} {'per-site':>16} {'all-sites':>16}")
-    for size in (40, 600, 3000):
+    for size in args.sizes:
         ws = windows(args.pickle, size, args.windows)
         ref, per, alls = [], [], []
         for w in ws:
@@ -149,6 +150,9 @@ def main() -> None:
                     args.repeats,
                 )
             )
+        if not ws:
+            print(f"{size:>6} {0:>7}  (no window with 1-3 sites active)")
+            continue
         r, s, a = (statistics.median(x) for x in (ref, per, alls))
         print(
             f"{size:>6} {len(ws):>7} {r:>8.1f}us {s:>8.1f}us {r / s:>5.1f}x "

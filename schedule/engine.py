@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -196,8 +197,53 @@ class EngineStats:
     tracker: TrackerStats = field(default_factory=TrackerStats)
 
 
+def _position_factory() -> Callable[[str, int, float, float, float], VehiclePosition]:
+    """A :class:`VehiclePosition` maker ~2.5x cheaper than its ``__init__``.
+
+    A round at 30,000 vehicles makes 30,000 positions; a frozen dataclass's generated
+    ``__init__`` (keyword arguments, one ``object.__setattr__`` per field) was ~1.4 us of the
+    ~4 us per vehicle-round that :func:`newest_positions` cost.  Filling the slots through
+    their descriptors gives the same object (equal, hashable, pickled alike).  Only while the
+    class is exactly the five slots with no ``__post_init__``: otherwise the constructor."""
+    names = ("vehicle_id", "t_us", "lon", "lat", "speed_kmh")
+    cls = VehiclePosition
+    plain = (
+        tuple(f.name for f in dataclass_fields(cls)) == names
+        and getattr(cls, "__slots__", None) == names
+        and not hasattr(cls, "__post_init__")
+    )
+    if not plain:
+
+        def construct(v: str, t: int, lon: float, lat: float, sp: float) -> VehiclePosition:
+            return cls(vehicle_id=v, t_us=t, lon=lon, lat=lat, speed_kmh=sp)
+
+        return construct
+    new = object.__new__
+    set_v, set_t, set_lon, set_lat, set_sp = (getattr(cls, n).__set__ for n in names)
+
+    def make(v: str, t: int, lon: float, lat: float, sp: float) -> VehiclePosition:
+        p = new(cls)
+        set_v(p, v)
+        set_t(p, t)
+        set_lon(p, lon)
+        set_lat(p, lat)
+        set_sp(p, sp)
+        return p
+
+    return make
+
+
+_make_position = _position_factory()
+
+
 def newest_positions(fixes: FixBatch, unit_to_vehicle: Mapping[str, str]) -> list[VehiclePosition]:
-    """The newest fix of each vehicle in *fixes* (one vectorised pass, no per-fix Python)."""
+    """The newest fix of each vehicle in *fixes*, sorted by vehicle id.
+
+    Per vehicle, the greatest ``t_us`` (of equal times, the one fed last; across units of one
+    vehicle, of equal times the unit first in id order).  Every round hands each vehicle's
+    position on, so this runs once per vehicle-round: one sort, then plain lists (no numpy
+    scalar per field); :func:`newest_positions_reference` is the one-by-one rule it keeps
+    (tests/test_engine_positions.py)."""
     n = len(fixes)
     if n == 0:
         return []
@@ -205,20 +251,49 @@ def newest_positions(fixes: FixBatch, unit_to_vehicle: Mapping[str, str]) -> lis
     units = fixes.unit_id[order]
     last = np.flatnonzero(np.concatenate((units[1:] != units[:-1], [True])))
     pick = order[last]
-    best: dict[str, VehiclePosition] = {}
-    for i, unit in zip(pick.tolist(), fixes.unit_id[pick].tolist(), strict=True):
-        vehicle = unit_to_vehicle.get(str(unit), str(unit))
-        pos = VehiclePosition(
-            vehicle_id=vehicle,
+    unit_l: list[str] = fixes.unit_id[pick].tolist()
+    vehicles = [unit_to_vehicle.get(u, u) for u in unit_l]
+    t_l: list[int] = fixes.t_us[pick].tolist()
+    lon_l: list[float] = fixes.lon[pick].astype(np.float64).tolist()
+    lat_l: list[float] = fixes.lat[pick].astype(np.float64).tolist()
+    sp_l: list[float] = fixes.speed_kmh[pick].astype(np.float64).tolist()
+    rows = range(len(unit_l))
+    if len(set(vehicles)) < len(vehicles):  # units sharing a vehicle: the newest of them
+        best: dict[str, int] = {}
+        for i in rows:
+            j = best.get(vehicles[i])
+            if j is None or t_l[i] > t_l[j]:
+                best[vehicles[i]] = i
+        keep = sorted(best.values(), key=vehicles.__getitem__)
+    else:
+        keep = sorted(rows, key=vehicles.__getitem__)
+    make = _make_position
+    return [make(vehicles[i], t_l[i], lon_l[i], lat_l[i], sp_l[i]) for i in keep]
+
+
+def newest_positions_reference(
+    fixes: FixBatch, unit_to_vehicle: Mapping[str, str]
+) -> list[VehiclePosition]:
+    """:func:`newest_positions` one fix at a time, in feed order: the rule it must keep."""
+    best: dict[str, tuple[int, str, int]] = {}  # vehicle -> (t, unit, index)
+    for i in range(len(fixes)):
+        unit = str(fixes.unit_id[i])
+        vehicle = unit_to_vehicle.get(unit, unit)
+        t = int(fixes.t_us[i])
+        cur = best.get(vehicle)
+        # newest time; of equal times, the unit first in id order, then the later fix
+        if cur is None or t > cur[0] or (t == cur[0] and unit <= cur[1]):
+            best[vehicle] = (t, unit, i)
+    return [
+        VehiclePosition(
+            vehicle_id=v,
             t_us=int(fixes.t_us[i]),
             lon=float(fixes.lon[i]),
             lat=float(fixes.lat[i]),
             speed_kmh=float(fixes.speed_kmh[i]),
         )
-        prev = best.get(vehicle)
-        if prev is None or pos.t_us > prev.t_us:
-            best[vehicle] = pos
-    return sorted(best.values(), key=lambda p: p.vehicle_id)
+        for v, (_, _, i) in sorted(best.items())
+    ]
 
 
 class Engine:

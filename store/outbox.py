@@ -48,6 +48,7 @@ from schedule.stop_events import (
     ReassignStop,
     ReorderRoute,
     StopChanged,
+    VehiclePosition,
 )
 
 RecordKind = Literal["exception", "alert", "stop_state", "visit", "stop"]
@@ -267,6 +268,8 @@ def records_from_events(events: Iterable[object]) -> list[OutboxRecord]:
     """The stored records among the engine's outputs, in output order."""
     out: list[OutboxRecord] = []
     for ev in events:
+        if type(ev) is VehiclePosition:  # most of a round (one per vehicle), never stored
+            continue
         rec = record_of(ev)
         if rec is not None:
             out.append(rec)

@@ -28,25 +28,35 @@ step = st.tuples(
     st.sampled_from([0.0, 0.0, 0.5, 3.0, 10.0, 29.9, 30.0, 30.1, 45.0, 300.0, 2000.0]),  # metres
     st.floats(0, 2 * np.pi),  # heading
     st.one_of(
-        st.sampled_from([0.0, 2.9, 3.0, 3.1, 9.9, 10.0, 40.0, 120.0, np.nan, np.inf]),
+        st.sampled_from([0.0, 2.9, 3.0, 3.0, 3.1, 9.9, 10.0, 40.0, 120.0]),
         st.floats(0, 130),
     ),  # reported speed
+)
+
+#: creeping at about the stop thresholds: plain windows whose fixes are still or not by a hair
+creep = st.tuples(
+    st.sampled_from([1.0, 2.0, 3.0]),
+    st.sampled_from([0.0, 1.0, 2.5, 3.0, 5.0, 12.0]),
+    st.sampled_from([0.0, 0.1]),
+    st.sampled_from([0.5, 2.9, 3.0, 3.1, 9.9, 10.0]),
 )
 
 
 @st.composite
 def windows(draw: st.DrawFn) -> tuple[np.ndarray, ...]:
-    steps = draw(st.lists(step, min_size=2, max_size=60))
+    kind = draw(st.sampled_from([step, creep, st.one_of(step, creep)]))
+    steps = draw(st.lists(kind, min_size=2, max_size=60))
     lat0 = draw(st.sampled_from([0.0, 55.75, -33.9, 69.6]))
     lon0 = draw(st.sampled_from([0.0, 37.61, 151.2, -179.99]))
     t = [1_700_000_000_000_000]
     x, y = [0.0], [0.0]
-    v = [draw(st.sampled_from([0.0, 5.0, 40.0, np.nan]))]
+    v = [draw(st.sampled_from([0.0, 3.0, 5.0, 40.0]))]
+    unknown = draw(st.booleans())  # some speeds NaN or inf (then motion() must judge)
     for dt, d, h, sp in steps:
         t.append(t[-1] + max(round(dt * 1e6), 1))
         x.append(x[-1] + d * np.cos(h))
         y.append(y[-1] + d * np.sin(h))
-        v.append(sp)
+        v.append(draw(st.sampled_from([sp, np.nan, np.inf])) if unknown else sp)
     lat = lat0 + np.array(y) * M_LAT
     lon = lon0 + np.array(x) * M_LAT / np.cos(np.radians(lat0))
     return np.array(t, np.int64), lon, lat, np.array(v)
@@ -103,6 +113,13 @@ def test_plain_still_sees_a_window_the_reference_calls_plain() -> None:
     assert got is not None
     assert want is not None
     assert got.tolist() == want.tolist()
+    creeping = 55.75 + np.arange(n) * 3.0 * M_LAT  # 3 m/s at exactly stop_speed_kmh: moving
+    speed = np.full(n, PARAMS.stop_speed_kmh)
+    got = kernel_plain_still(t // 2, lon * 0 + 37.61, creeping, speed, 0, 30)
+    want = _plain_still(t // 2, lon * 0 + 37.61, creeping, speed, 29, PARAMS)
+    assert want is not None
+    assert got is not None
+    assert got.tolist() == want.tolist() == [False] * 11
     lat[36] += 500 * M_LAT  # a jump: motion() must judge
     assert kernel_plain_still(t, lon, lat, v, 0, 30) is None
 

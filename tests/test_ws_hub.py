@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.ws_helpers import T0, ConsoleView, S, alert, pos, route, site, stop
-from ws.hub import Hub, HubFull, HubLimits, UnknownSession
+from ws.hub import Hub, HubFull, HubLimits, UnknownSession, _Vehicle
 from ws.protocol import ScopeMine, ScopeRegion, ScopeVehicles
 
 
@@ -351,3 +351,66 @@ def test_positions_go_last_even_when_the_shared_frame_is_older_than_a_queued_ale
     h.reply(b, '{"type":"reply","id":1,"ok":true,"result":{}}')
     h.publish([alert(9)], T0 + 2 * S)
     assert [m["type"] for m in read(h, b, vb, T0 + 2 * S)] == ["reply", "alert", "positions"]
+
+
+# -- vehicle fragments made lazily -----------------------------------------------------------
+
+
+class _EagerHub(Hub):
+    """The hub as it was: each vehicle's fragment rendered at every position change."""
+
+    def _touch_position(self, v: _Vehicle) -> None:
+        super()._touch_position(v)
+        v.frag = self._vehicle_frag(v)
+
+
+vehicle_ops = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("pos"), st.integers(0, 3), st.floats(36, 38), st.sampled_from([0.0, 3.0, 40.0])
+        ),
+        st.tuples(st.just("route"), st.integers(0, 3), st.just(0.0), st.just(0.0)),
+        st.tuples(st.just("silent"), st.integers(0, 3), st.booleans(), st.just(0.0)),
+        st.tuples(st.just("read"), st.integers(0, 1), st.just(0.0), st.just(0.0)),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ops=vehicle_ops)
+def test_a_lazily_made_fragment_is_the_one_made_at_the_change(
+    ops: list[tuple[str, int, float, float]],
+) -> None:
+    """Fragments rendered when a frame first needs them (not at every position) give the same
+    frames as rendering at each change, whatever changes (position, speed -> state, route,
+    silence) and reads interleave."""
+    from schedule.stop_events import VehicleCondition, VehiclePosition
+    from tests.ws_helpers import DATE
+
+    hubs = (hub(), _EagerHub(sites=[], vehicles_of=lambda _u: frozenset()))
+    hubs[1].sites = hubs[0].sites
+    sids = [[h.open_session(user=f"u{k}", role="viewer", after=None, now_us=T0) for k in (0, 1)]
+            for h in hubs]  # fmt: skip
+    now = T0
+    for op, k, x, y in ops:
+        now += S // 4
+        vid = f"V{k:03d}"
+        rec: list[object] = []
+        if op == "pos":
+            rec = [VehiclePosition(vehicle_id=vid, t_us=now, lon=x, lat=55.7, speed_kmh=y)]
+        elif op == "route":
+            rec = [route(vid, "S0001")]
+        elif op == "silent":
+            rec = [VehicleCondition(
+                vehicle_id=vid, service_date=DATE, kind="gps_silent", active=bool(x),
+                since_us=now, at_us=now, minutes=1.0, detail="", cause="tick",
+            )]  # fmt: skip
+        if rec:
+            for h in hubs:
+                h.publish(rec, now)
+        else:
+            lazy, eager = (h.take(s[k], now) for h, s in zip(hubs, sids, strict=True))
+            assert lazy == eager
+    for k in (0, 1):
+        assert hubs[0].take(sids[0][k], now + 5 * S) == hubs[1].take(sids[1][k], now + 5 * S)
