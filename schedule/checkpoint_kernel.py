@@ -79,10 +79,26 @@ def _np_max(a: float, b: float) -> float:
 
 
 @njit(cache=True)
+def _search_left(a: Any, v: int) -> int:
+    """``np.searchsorted(a, v)`` (side left) for one int64 value, as a plain bisection."""
+    lo = 0
+    hi = len(a)
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if a[mid] < v:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True)
 def kept_pairs(kept_t: Any, pair_t: Any, pair_site: Any) -> Any:
     """(2, K) int64: (kept index, site) of the pairs whose fix time is a kept fix's, in pair
     order (``VehicleTracker._kept_pairs``: pairs before the first kept fix, or of a dropped
-    fix, are left out)."""
+    fix, are left out).  Pairs come mostly in time order (a late backlog's come after the
+    newer fixes'): each search starts from the previous pair's position, one step forward
+    being the common case, and bisects only when that does not find it."""
     n = len(kept_t)
     m = len(pair_t)
     if m == 0 or n == 0:
@@ -90,11 +106,18 @@ def kept_pairs(kept_t: Any, pair_t: Any, pair_site: Any) -> Any:
     idx = np.empty(m, np.int64)
     k = 0
     t_first = kept_t[0]
+    j = 0  # invariant after each pair: j = np.searchsorted(kept_t, pt)
     for q in range(m):
         pt = pair_t[q]
         if pt < t_first:
+            idx[q] = -1
             continue
-        j = np.searchsorted(kept_t, pt)
+        if j < n and kept_t[j] < pt:
+            j += 1
+            if j < n and kept_t[j] < pt:
+                j += _search_left(kept_t[j:], pt)
+        elif j > 0 and kept_t[j - 1] >= pt:
+            j = _search_left(kept_t, pt)
         if j < n and kept_t[j] == pt:
             idx[q] = j
             k += 1
@@ -103,11 +126,10 @@ def kept_pairs(kept_t: Any, pair_t: Any, pair_site: Any) -> Any:
     out = np.empty((2, k), np.int64)
     w = 0
     for q in range(m):
-        if pair_t[q] < t_first or idx[q] < 0:
-            continue
-        out[0, w] = idx[q]
-        out[1, w] = pair_site[q]
-        w += 1
+        if idx[q] >= 0:
+            out[0, w] = idx[q]
+            out[1, w] = pair_site[q]
+            w += 1
     return out
 
 
@@ -144,11 +166,11 @@ def rerun_pairs(
     near = np.zeros((s_n, nk), np.bool_)
     if s_n:
         for q in range(kin.shape[1]):
-            r = np.searchsorted(sites, kin[1, q])
+            r = _search_left(sites, kin[1, q])
             if r < s_n and sites[r] == kin[1, q]:
                 inside[r, kin[0, q]] = True
         for q in range(knear.shape[1]):
-            r = np.searchsorted(sites, knear[1, q])
+            r = _search_left(sites, knear[1, q])
             if r < s_n and sites[r] == knear[1, q]:
                 near[r, knear[0, q]] = True
     return kin, knear, near_any, sites, inside, near

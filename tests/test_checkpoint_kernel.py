@@ -85,7 +85,8 @@ def motions(draw: Any) -> tuple[Motion, npt.NDArray[np.int64]]:
 @st.composite
 def pairs(draw: Any, n: int) -> npt.NDArray[np.int64]:
     """(2, K) kept-index/site pairs over 4 sites, in runs (a fence is entered and left), some
-    duplicated, in any order."""
+    duplicated, in time order, in runs of time order (a backlog after newer fixes) or in any
+    order."""
     if n == 0:
         return np.empty((2, 0), np.int64)
     rows: list[tuple[int, int]] = []
@@ -96,7 +97,9 @@ def pairs(draw: Any, n: int) -> npt.NDArray[np.int64]:
         rows += [(k, site) for k in range(a, b)]
     if rows and draw(st.booleans()):
         rows.append(rows[draw(st.integers(0, len(rows) - 1))])
-    order = draw(st.permutations(range(len(rows))))
+    if draw(st.booleans()):  # in time order, as live pairs come
+        rows.sort()
+    order = draw(st.permutations(range(len(rows)))) if draw(st.booleans()) else range(len(rows))
     return np.array([rows[i] for i in order], dtype=np.int64).reshape(-1, 2).T.copy()
 
 
@@ -180,22 +183,35 @@ def _assert_rerun_pairs(got: tuple[Any, ...], want: tuple[Any, ...]) -> None:
         np.testing.assert_array_equal(near[r], w_near[r])
 
 
-@settings(max_examples=300, deadline=None)
+@st.composite
+def timed_pairs(draw: Any, kept_t: npt.NDArray[np.int64]) -> tuple[Any, Any]:
+    """Pairs by fix time: mostly kept fixes' times, some of dropped fixes or before the first
+    kept one; in time order, in time order with a backlog after it, or in any order."""
+    t = st.integers(-5, 205)
+    if len(kept_t):
+        t = st.one_of(st.sampled_from(kept_t.tolist()), st.sampled_from(kept_t.tolist()), t)
+    rows = draw(st.lists(st.tuples(t, st.integers(0, 3)), max_size=80))
+    how = draw(st.sampled_from(["sorted", "backlog", "any"]))
+    if how != "any":
+        rows.sort()
+    if how == "backlog" and rows:
+        cut = draw(st.integers(0, len(rows)))
+        rows = rows[cut:] + rows[:cut]
+    pt = np.array([r[0] for r in rows], dtype=np.int64)
+    ps = np.array([r[1] for r in rows], dtype=np.int32)
+    return pt, ps
+
+
+@settings(max_examples=400, deadline=None)
 @given(st.data())
 def test_rerun_pairs_equal_numpy(data: st.DataObject) -> None:
-    """Pairs by fix time (some of fixes not kept, some before the first kept fix) onto kept
-    fixes, as ``_kept_pairs`` and the re-run's per-site masks did."""
+    """Pairs by fix time onto kept fixes, as ``_kept_pairs`` and the re-run's per-site masks
+    did in numpy."""
     n = data.draw(st.integers(0, 40))
-    times = np.array(sorted(data.draw(st.sets(st.integers(0, 200), min_size=n, max_size=n))))
-    kept_t = times.astype(np.int64)
-    idx = [data.draw(pairs(n + 1)) for _ in range(2)]
-    all_t = np.concatenate((kept_t, [-5, 7, 201]))  # index n: an unkept time / before / after
-
-    def by_time(pr: npt.NDArray[np.int64]) -> tuple[Any, Any]:
-        t = np.array([all_t[i] if i < n else all_t[n + i % 3] for i in pr[0]], dtype=np.int64)
-        return t, pr[1].astype(np.int32)
-
-    (in_t, in_s), (nr_t, nr_s) = by_time(idx[0]), by_time(idx[1])
+    times = sorted(data.draw(st.sets(st.integers(0, 200), min_size=n, max_size=n)))
+    kept_t = np.array(times, dtype=np.int64)
+    in_t, in_s = data.draw(timed_pairs(kept_t))
+    nr_t, nr_s = data.draw(timed_pairs(kept_t))
     active = data.draw(st.integers(0, n))
     got = checkpoint_kernel.rerun_pairs(kept_t, in_t, in_s, nr_t, nr_s, active)
     _assert_rerun_pairs(got, _rerun_pairs_numpy(kept_t, in_t, in_s, nr_t, nr_s, active))
