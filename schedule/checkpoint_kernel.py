@@ -138,8 +138,8 @@ def rerun_pairs(
     kept_t: Any, in_t: Any, in_site: Any, near_t: Any, near_site: Any, active: int
 ) -> Any:
     """A re-run's pair bookkeeping at once: the kept pairs (inside, near), the mask of fixes
-    near or inside any site, the sites with an inside fix from ``active`` on (ascending), and
-    per such site (row ``r`` for ``sites[r]``) its inside and near masks over the kept fixes."""
+    near or inside any site, and the sites with an inside fix from ``active`` on (ascending;
+    ``schedule.visits_kernel.detect_visits_all_sites`` builds their masks itself)."""
     kin = kept_pairs(kept_t, in_t, in_site)
     knear = kept_pairs(kept_t, near_t, near_site)
     nk = len(kept_t)
@@ -162,18 +162,7 @@ def rerun_pairs(
             sites[s_n] = srt[q]
             s_n += 1
     sites = sites[:s_n].copy()
-    inside = np.zeros((s_n, nk), np.bool_)
-    near = np.zeros((s_n, nk), np.bool_)
-    if s_n:
-        for q in range(kin.shape[1]):
-            r = _search_left(sites, kin[1, q])
-            if r < s_n and sites[r] == kin[1, q]:
-                inside[r, kin[0, q]] = True
-        for q in range(knear.shape[1]):
-            r = _search_left(sites, knear[1, q])
-            if r < s_n and sites[r] == knear[1, q]:
-                near[r, knear[0, q]] = True
-    return kin, knear, near_any, sites, inside, near
+    return kin, knear, near_any, sites
 
 
 @njit(cache=True)
@@ -422,7 +411,7 @@ def warm_up() -> None:
     kept_t = t[m.keep]
     pair_t = kept_t[:25].copy()
     pair_s = np.zeros(25, np.int32)
-    kin, knear, near_any, _sites, _ins, _near = rerun_pairs(
+    kin, knear, near_any, _sites = rerun_pairs(
         kept_t, pair_t, pair_s, pair_t, pair_s, 0
     )
     tr._checkpoints_in(m, near_any, kept_t, 0)

@@ -51,7 +51,8 @@ from schedule.motion import (
 )
 from schedule.params import DetectionParams
 from schedule.stops import StopRecord, _median, detect_stops, stop_site
-from schedule.visits import VisitRecord, detect_visits_for_site, drop_dominated, motion_counts
+from schedule.visits import VisitRecord, drop_dominated
+from schedule.visits_kernel import detect_visits_all_sites
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -661,31 +662,20 @@ class VehicleTracker:
         t0 = int(track.t_us[0])
         active = int(m.keep.searchsorted(k - kc))
         kept_t = track.t_us[m.keep]
-        # pairs on kept fixes, the sites visited from ``active`` on and their masks, at once
-        kin, knear, near_any, site_a, inside_a, near_a = checkpoint_kernel.rerun_pairs(
+        # pairs on kept fixes and the sites visited from ``active`` on, at once
+        kin, knear, near_any, site_a = checkpoint_kernel.rerun_pairs(
             kept_t, self._in_t, self._in_site, self._near_t, self._near_site, active
         )
-        visits: list[VisitRecord] = []
         nk = len(kept_t)
-        sites = site_a.tolist()
-        hdop_k = track.hdop[m.keep] if sites else track.hdop
-        common = motion_counts(m, p) if sites else None
-        for r, site in enumerate(sites):
-            visits.extend(
-                detect_visits_for_site(
-                    m,
-                    p,
-                    t0,
-                    site,
-                    inside_a[r],
-                    near_a[r],
-                    hdop_k,
-                    active_from=active,
-                    now_us=now_us,
-                    common=common,
+        visits: list[VisitRecord] = (
+            drop_dominated(
+                detect_visits_all_sites(
+                    m, p, t0, kin, knear, track.hdop[m.keep], active_from=active, now_us=now_us
                 )
             )
-        visits = drop_dominated(visits)
+            if len(site_a)
+            else []
+        )
         visits.sort(key=lambda r: (r.arrival_us, r.site))
         pending: list[int] = []
         stops = detect_stops(m, p, t0, active_from=active, now_us=now_us, pending_out=pending)

@@ -155,32 +155,20 @@ def _rerun_pairs_numpy(
     knear = VehicleTracker._kept_pairs_numpy(kept_t, near_t, near_site)
     nk = len(kept_t)
     sites = sorted(set(kin[1][kin[0] >= active].tolist()))
-    inside, near = [], []
-    for site in sites:
-        a = np.zeros(nk, dtype=bool)
-        a[kin[0][kin[1] == site]] = True
-        b = np.zeros(nk, dtype=bool)
-        b[knear[0][knear[1] == site]] = True
-        inside.append(a)
-        near.append(b)
     near_any = np.zeros(nk, dtype=bool)
     near_any[knear[0]] = True
     near_any[kin[0]] = True
-    return kin, knear, near_any, sites, inside, near
+    return kin, knear, near_any, sites
 
 
 def _assert_rerun_pairs(got: tuple[Any, ...], want: tuple[Any, ...]) -> None:
-    kin, knear, near_any, sites, inside, near = got
-    w_kin, w_knear, w_near_any, w_sites, w_inside, w_near = want
+    kin, knear, near_any, sites = got
+    w_kin, w_knear, w_near_any, w_sites = want
     assert kin.dtype == w_kin.dtype == np.int64
     np.testing.assert_array_equal(kin, w_kin)
     np.testing.assert_array_equal(knear, w_knear)
     np.testing.assert_array_equal(near_any, w_near_any)
     assert sites.tolist() == w_sites
-    assert inside.shape == near.shape == (len(w_sites), len(near_any))
-    for r in range(len(w_sites)):
-        np.testing.assert_array_equal(inside[r], w_inside[r])
-        np.testing.assert_array_equal(near[r], w_near[r])
 
 
 @st.composite
