@@ -212,9 +212,7 @@ async def run_ingest(
         tokens = load_console_tokens(settings)
         # the CRM / ops pull API reads the store through a small pool of its own, so a slow
         # report never takes a connection ingest needs
-        crm_pool = await stack.enter_async_context(
-            open_crm_pool(settings.database_url, max_size=4)
-        )
+        crm_pool = await stack.enter_async_context(open_crm_pool(settings.database_url, max_size=4))
         shell.include_router(
             crm_router(pool_or_store=crm_pool, tokens=tokens, sla_minutes=settings.crm_sla_minutes)
         )

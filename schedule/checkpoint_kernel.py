@@ -411,9 +411,7 @@ def warm_up() -> None:
     kept_t = t[m.keep]
     pair_t = kept_t[:25].copy()
     pair_s = np.zeros(25, np.int32)
-    kin, knear, near_any, _sites = rerun_pairs(
-        kept_t, pair_t, pair_s, pair_t, pair_s, 0
-    )
+    kin, knear, near_any, _sites = rerun_pairs(kept_t, pair_t, pair_s, pair_t, pair_s, 0)
     tr._checkpoints_in(m, near_any, kept_t, 0)
     tr._settled_checkpoints(m, kin, knear, kept_t, 0, len(kept_t), 0)
 
