@@ -21,6 +21,7 @@ remedy).
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -111,6 +112,31 @@ class _Reported:
     head_box: tuple[float, float, float, float] | None = None
 
 
+#: buffers of a group of columns appended together, their current views, the buffers' length
+_Group = tuple[tuple[npt.NDArray[Any], ...], tuple[npt.NDArray[Any], ...], int]
+
+
+def _grown(
+    group: _Group | None, cur: tuple[npt.NDArray[Any], ...], new: tuple[npt.NDArray[Any], ...]
+) -> _Group:
+    """Columns ``cur`` (of equal length) with ``new`` appended, as ``VehicleTracker._append``
+    does for one column: written into the group's spare room when every column is still the
+    view last handed out, else into fresh buffers (of ``np.result_type(cur, new)``)."""
+    n = len(cur[0])
+    m = n + len(new[0])
+    if group is not None and m <= group[2] and all(map(operator.is_, group[1], cur)):
+        bufs, cap = group[0], group[2]
+    else:
+        cap = max(2 * m, 64)
+        dtypes = [np.result_type(c, x) for c, x in zip(cur, new, strict=True)]
+        bufs = tuple(np.empty(cap, dtype=d) for d in dtypes)
+        for b, c in zip(bufs, cur, strict=True):
+            b[:n] = c
+    for b, x in zip(bufs, new, strict=True):
+        b[n:m] = x
+    return bufs, tuple(b[:m] for b in bufs), cap
+
+
 def _empty_pairs() -> tuple[I64, npt.NDArray[np.int32]]:
     return np.empty(0, np.int64), np.empty(0, np.int32)
 
@@ -141,6 +167,13 @@ class VehicleTracker:
         self._near_t, self._near_site = _empty_pairs()
         #: column name -> (buffer, the column's view of it): see _append
         self._buffers: dict[str, tuple[npt.NDArray[Any], npt.NDArray[Any]]] = {}
+        #: the same for the five fix columns at once and for each pair table (_append_fixes)
+        self._fix_buf: _Group | None = None
+        self._pair_bufs: dict[str, _Group] = {}
+        #: (visits list, stops list, stats.reruns, open visits, open stops): _open_records
+        self._open_cache: (
+            tuple[list[_Reported], list[_Reported], int, list[_Reported], list[_Reported]] | None
+        ) = None
         self._checkpoints: list[int] = []  # fix times, ascending; [0] is the buffer start
         self._trimmed = False
         self._visits: list[_Reported] = []
@@ -272,20 +305,18 @@ class VehicleTracker:
             if self.incremental
             else None
         )
-        self._append("_t", new_t)
-        self._append("_lon", new_lon)
-        self._append("_lat", new_lat)
-        self._append("_speed", new_speed)
-        self._append("_hdop", new_hdop)
-        if len(self._t) > len(new_t) and new_t[0] < self._t[len(self._t) - len(new_t) - 1]:
+        dirty = int(new_t[0])
+        # in order after the newest kept fix (kept_last implies it): no re-sort needed
+        late = len(self._t) > 0 and kept_last is None and dirty < int(self._t[-1])
+        self._append_fixes(new_t, new_lon, new_lat, new_speed, new_hdop)
+        if late:
             o = np.argsort(self._t, kind="stable")
             self._t, self._lon, self._lat = self._t[o], self._lon[o], self._lat[o]
             self._speed, self._hdop = self._speed[o], self._hdop[o]
-        self._append("_in_t", it)
-        self._append("_in_site", isite)
-        self._append("_near_t", nt)
-        self._append("_near_site", nsite)
-        dirty = int(new_t[0])
+        if len(it):
+            self._append_pairs("_in_t", "_in_site", it, isite)
+        if len(nt):
+            self._append_pairs("_near_t", "_near_site", nt, nsite)
         if self._restored:
             self._freeze_unreachable()
         if not self._checkpoints or (dirty < self._checkpoints[0] and not self._trimmed):
@@ -294,13 +325,12 @@ class VehicleTracker:
         if kept_last is not None:
             self.stats.appended += 1
             self._stale = True
-            last = kept_last
-            parked = False
-            for r in (*self._visits, *self._stops):
-                if _is_open(r):  # the open visit/stop now reaches the newest fix
-                    r.end_us = last
-                    parked = True
-            if not parked:
+            open_v, open_s = self._open_records()
+            for r in open_v:  # the open visit/stop now reaches the newest fix
+                r.end_us = kept_last
+            for r in open_s:
+                r.end_us = kept_last
+            if not open_v and not open_s:
                 self._checkpoint_while_driving()
             self._trim()
             return []
@@ -313,7 +343,8 @@ class VehicleTracker:
         must go the usual way (something open, closed by the clock, freshly restored)."""
         if self._clock_closed or self._restored or len(self._t) < fastpath.LEAD_STEPS + 1:
             return None
-        if any(_is_open(r) for r in (*self._visits, *self._stops)):
+        open_v, open_s = self._open_records()
+        if open_v or open_s:
             return None
         k = len(self._t) - fastpath.LEAD_STEPS - 2
         k = max(k, 0)
@@ -336,11 +367,7 @@ class VehicleTracker:
         self.stats.appended += 1
         self.stats.fast_path += 1
         self._stale = True
-        self._append("_t", t)
-        self._append("_lon", lon)
-        self._append("_lat", lat)
-        self._append("_speed", speed)
-        self._append("_hdop", hdop)
+        self._append_fixes(t, lon, lat, speed, hdop)
         self._checkpoint_while_driving()
         cps = self._checkpoints
         limit = int(t[-1]) - round(self.params.horizon_s * 1e6)
@@ -373,6 +400,53 @@ class VehicleTracker:
         view = buf[: n + k]
         self._buffers[name] = (buf, view)
         setattr(self, name, view)
+
+    def _append_fixes(self, t: I64, lon: F64, lat: F64, speed: F64, hdop: F64) -> None:
+        """:meth:`_append` of the five fix columns at once (one buffer check, not five: an
+        append round is dominated by such per-call Python at 2,000-fix batches)."""
+        if not len(t):
+            return
+        self._fix_buf = g = _grown(
+            self._fix_buf,
+            (self._t, self._lon, self._lat, self._speed, self._hdop),
+            (t, lon, lat, speed, hdop),
+        )
+        self._t, self._lon, self._lat, self._speed, self._hdop = g[1]
+
+    def _append_pairs(self, t_name: str, site_name: str, t: I64, site: npt.NDArray[Any]) -> None:
+        """:meth:`_append` of one pair table's two columns (fix time, site code) at once."""
+        if not len(t):
+            return
+        g = _grown(
+            self._pair_bufs.get(t_name),
+            (getattr(self, t_name), getattr(self, site_name)),
+            (t, site),
+        )
+        self._pair_bufs[t_name] = g
+        setattr(self, t_name, g[1][0])
+        setattr(self, site_name, g[1][1])
+
+    def _open_records(self) -> tuple[list[_Reported], list[_Reported]]:
+        """The open visits and stops (:func:`_is_open`), in list order.
+
+        Append rounds ask on every round; records only change in a re-run (which counts
+        ``stats.reruns`` and builds new lists), :meth:`_trim` (new lists), :meth:`restore`,
+        :meth:`_freeze_unreachable` and :meth:`retire_sites` (which drop the cache), so the
+        answer is kept while the lists, the re-run count and those stay the same.  An append
+        round only moves an open record's ``end_us``, which openness does not depend on.
+        """
+        c = self._open_cache
+        if (
+            c is not None
+            and c[0] is self._visits
+            and c[1] is self._stops
+            and c[2] == self.stats.reruns
+        ):
+            return c[3], c[4]
+        open_v = [r for r in self._visits if _is_open(r)]
+        open_s = [r for r in self._stops if _is_open(r)]
+        self._open_cache = (self._visits, self._stops, self.stats.reruns, open_v, open_s)
+        return open_v, open_s
 
     def _append_only(
         self,
@@ -430,8 +504,7 @@ class VehicleTracker:
         if now_us is not None and now_us - int(new_t[-1]) > p.max_gap_s * 1e6:
             return None
         last_t = int(self._t[-1])
-        open_v = [r for r in self._visits if _is_open(r)]
-        open_s = [r for r in self._stops if _is_open(r)]
+        open_v, open_s = self._open_records()
         if len(open_s) > 1:
             return None
         if len(open_v) > 1 and any(v.record is None or v.record.inside_share < 0.5 for v in open_v):
@@ -1096,6 +1169,8 @@ class VehicleTracker:
             return
         limit = int(self._t[-1]) - round(self.params.horizon_s * 1e6)
         cps = self._checkpoints
+        if len(cps) < 2 or cps[1] > limit:
+            return  # (ascending) no checkpoint but the first is old enough: nothing to forget
         i = int(np.asarray(cps).searchsorted(limit, side="right")) - 1
         if i <= 0:
             return
@@ -1167,6 +1242,7 @@ class VehicleTracker:
             self._used_ids.add(key)
         self._visits.sort(key=lambda r: r.start_us)
         self._stops.sort(key=lambda r: r.start_us)
+        self._open_cache = None
         self._restored = True
 
     @property
@@ -1178,6 +1254,7 @@ class VehicleTracker:
     def _freeze_unreachable(self) -> None:
         """After a restore, at the first feed: records starting before the first fix stand."""
         self._restored = False
+        self._open_cache = None
         first = int(self._t[0])
         for r in (*self._visits, *self._stops):
             if r.start_us < first:
@@ -1198,6 +1275,7 @@ class VehicleTracker:
         events: list[DetectionEvent] = []
         if self._stale:  # bring the open visits' figures up to the newest fix first
             events += self._rerun(int(self._t[-1]), None)
+        self._open_cache = None  # records are frozen and closed below
         gone = np.fromiter(codes, dtype=np.int32, count=len(codes))
         s = ~np.isin(self._in_site, gone)
         self._in_t, self._in_site = self._in_t[s], self._in_site[s]

@@ -31,6 +31,15 @@ class _Concatenating(VehicleTracker):
     def _append(self, name: str, new: npt.NDArray[Any]) -> None:
         setattr(self, name, np.concatenate((getattr(self, name), new)))
 
+    def _append_fixes(self, t: Any, lon: Any, lat: Any, speed: Any, hdop: Any) -> None:
+        names = ("_t", "_lon", "_lat", "_speed", "_hdop")
+        for name, new in zip(names, (t, lon, lat, speed, hdop), strict=True):
+            self._append(name, new)
+
+    def _append_pairs(self, t_name: str, site_name: str, t: Any, site: Any) -> None:
+        self._append(t_name, t)
+        self._append(site_name, site)
+
 
 # an operation on one column: ("append", n) | ("trim", k) | ("resort", seed)
 _op = st.one_of(
