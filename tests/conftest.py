@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+from tests.support.day import MatchedDay, matched_day
+
 pytest_plugins = ["tests.support.pg", "tests.support.broker"]
 
 REAL_TRACKS = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-tracks"
@@ -26,3 +28,9 @@ def real_tracks() -> Path:
     if not REAL_TRACKS.is_dir():
         pytest.fail(f"real tracks not found at {REAL_TRACKS}: the repo expects ../shared beside it")
     return REAL_TRACKS
+
+
+@pytest.fixture(scope="session")
+def simulated_day(tmp_path_factory: pytest.TempPathFactory) -> MatchedDay:
+    """A simulated day decoded and matched (tests/support/day.py), made once per run."""
+    return matched_day(tmp_path_factory.mktemp("matched-day"))

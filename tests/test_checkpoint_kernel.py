@@ -3,15 +3,13 @@ answers: the same checkpoints, the same kept pairs, the same per-site masks.
 
 Two sources of inputs: generated motions (still/jump/gap flags, unknown speeds, exact zero
 steps, NaN positions, thresholds hit on the nose, pairs of several sites, any active/start/until)
-and every re-run of a stretch of the simulated day (/tmp/day_matched.pkl, the profiling
-harness's cache of ``fleetwatch simulate --seed 1``), where each kernel call of the tracker is
+and every re-run of a stretch of a simulated day (tests/support/day.py: a small
+``fleetwatch simulate`` day made afresh), where each kernel call of the tracker is
 checked against the numpy reference with the very arguments the re-run passed.
 """
 
 from __future__ import annotations
 
-import pickle
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,9 +22,9 @@ from schedule import checkpoint_kernel
 from schedule.motion import BURST_FIXES, Motion
 from schedule.params import DetectionParams
 from schedule.tracker import _CHECKPOINT_LEAD_FIXES, FleetTracker, VehicleTracker
+from tests.support.day import MatchedDay
 
 P = DetectionParams()
-DAY = Path("/tmp/day_matched.pkl")
 
 # steps near the thresholds: drift 2*50 m, crawl 10 km/h, stop 3 km/h, confirm 20/30 s
 _DT = st.sampled_from([0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 301.0])
@@ -215,12 +213,11 @@ def _motion_of(
     return Motion(np.arange(len(t_s)), t_s, x, y, spd, still, jump, gap, 0, 0, rep)
 
 
-@pytest.mark.skipif(not DAY.exists(), reason="needs /tmp/day_matched.pkl (tools: prof_detect.py)")
-def test_day_reruns_equal_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every kernel call of the re-runs over the first 120,000 fixes of the simulated day (at
-    2,000-fix batches, the live size) equals the numpy reference on the same arguments."""
-    with DAY.open("rb") as f:
-        batch, ins, nrs, sids, units = pickle.load(f)
+def test_day_reruns_equal_numpy(monkeypatch: pytest.MonkeyPatch, simulated_day: MatchedDay) -> None:
+    """Every kernel call of the re-runs over the first 120,000 fixes of a simulated day (at
+    ~40 new fixes per vehicle a round, the live size) equals the numpy reference on the same
+    arguments."""
+    batch, ins, nrs, sids, units = simulated_day
     ref = _tracker()
     calls = {"structural": 0, "settled": 0, "rerun_pairs": 0, "nonempty": 0}
     structural, settled = checkpoint_kernel.structural, checkpoint_kernel.settled
@@ -257,9 +254,10 @@ def test_day_reruns_equal_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(checkpoint_kernel, "settled", check_settled)
     monkeypatch.setattr(checkpoint_kernel, "rerun_pairs", check_rerun_pairs)
     fleet = FleetTracker(sids, units, P)
-    n, bf = 120_000, 2_000
+    # ~40 new fixes per vehicle a round, as 2,000-fix batches give the benchmarks' 50 vehicles
+    n, bf = min(120_000, len(batch)), 40 * len(units)
     for a in range(0, n, bf):
-        b = a + bf
+        b = min(a + bf, n)
         si = (ins[0] >= a) & (ins[0] < b)
         sn = (nrs[0] >= a) & (nrs[0] < b)
         fleet.feed(

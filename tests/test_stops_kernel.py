@@ -4,15 +4,13 @@ the same transition table.
 
 Inputs: Motion objects drawn directly (any mix of still runs, jitter, jumps, gaps, NaN speeds,
 creeping, back-to-back stops), tracks drawn as segments and passed through ``motion()``, and
-windows of the simulated day (/tmp/day_matched.pkl, the benchmarks' matched fixes).
+windows of the simulated day (tests/support/day.py: made afresh, decoded and matched).
 """
 
 from __future__ import annotations
 
 import itertools
-import pickle
 from dataclasses import astuple, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,8 +38,8 @@ from schedule.stops import (
     detect_stops,
     detect_stops_reference,
 )
+from tests.support.day import MatchedDay
 
-DAY = Path("/tmp/day_matched.pkl")
 PARAMS = (
     DetectionParams(),
     DetectionParams(stop_min_s=60.0, move_confirm_fixes=1, stop_merge_gap_s=300.0),
@@ -409,12 +407,9 @@ def test_warm_up_runs() -> None:
 
 
 @pytest.fixture(scope="module")
-def day_tracks() -> list[Track]:
+def day_tracks(simulated_day: MatchedDay) -> list[Track]:
     """Each unit's fixes of the simulated day, in fix-time order without duplicate times."""
-    if not DAY.exists():
-        pytest.skip(f"{DAY} (benchmarks' matched day; see the issue 7 notes) is not there")
-    with DAY.open("rb") as f:
-        batch, _inside, _near, _site_ids, units = pickle.load(f)
+    batch, units = simulated_day.batch, simulated_day.units
     tracks = []
     for unit in sorted(units):
         sel = np.flatnonzero(batch.unit_id == unit)

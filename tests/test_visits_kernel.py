@@ -7,13 +7,11 @@ tracker's loop -- masks built per site from the (fix, site) pairs, one reference
 with an inside fix at or after ``active_from``, sites ascending.  Inputs: generated motions
 (random still / jump / gap flags, speeds around the crawl limit and NaN, inside and near masks
 made of runs, overlapping sites, HDOP with NaN, the clock before and after ``max_gap_s``,
-``active_from`` anywhere) and real windows of the simulated day (/tmp/day_matched.pkl).
+``active_from`` anywhere) and real windows of a simulated day (tests/support/day.py).
 """
 
 from __future__ import annotations
 
-import pickle
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,8 +29,8 @@ from schedule.visits import (
     detect_visits_for_site,
     motion_counts,
 )
+from tests.support.day import MatchedDay
 
-DAY = Path("/tmp/day_matched.pkl")
 Pairs = npt.NDArray[np.int64]
 
 
@@ -254,11 +252,10 @@ def test_float32_hdop_takes_the_reference() -> None:
 # -- real windows of the simulated day ---------------------------------------------------
 
 
-def _unit_windows() -> list[tuple[Any, ...]]:
+def _unit_windows(day: MatchedDay) -> list[tuple[Any, ...]]:
     """(motion, t0, kin, knear, hdop) of windows of a few units' fixes: 40, 600 and 3,000
     fixes from several offsets (the tracker's re-run sizes), pairs mapped to kept fixes."""
-    with DAY.open("rb") as f:
-        batch, ins, nrs, _sids, _units = pickle.load(f)
+    batch, ins, nrs = day.batch, day.inside, day.near
     out = []
     units = sorted(set(batch.unit_id.tolist()))
     for unit in units[:: max(len(units) // 6, 1)]:
@@ -289,10 +286,9 @@ def _unit_windows() -> list[tuple[Any, ...]]:
     return out
 
 
-@pytest.mark.skipif(not DAY.exists(), reason="needs the simulated day (/tmp/day_matched.pkl)")
-def test_kernel_equals_reference_on_the_simulated_day() -> None:
+def test_kernel_equals_reference_on_the_simulated_day(simulated_day: MatchedDay) -> None:
     p = DetectionParams()
-    windows = _unit_windows()
+    windows = _unit_windows(simulated_day)
     n_visits = 0
     closes: set[str | None] = set()
     for m, t0, kin, knear, hdop in windows:
