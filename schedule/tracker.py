@@ -592,8 +592,9 @@ class VehicleTracker:
             if not others.isdisjoint(kept_new_t):
                 return None
             v_start = min(v.start_us for v in open_v)
+            open_ids = {id(v) for v in open_v}
             if any(
-                all(r is not v for v in open_v) and not r.started.retracted and r.end_us >= v_start
+                r.end_us >= v_start and id(r) not in open_ids and not r.started.retracted
                 for r in self._visits
             ):
                 return None
@@ -620,7 +621,9 @@ class VehicleTracker:
         cp_t = self._checkpoints[-1]
         if t_end - cp_t >= round((p.stop_min_s - 1.0) * 1e6):
             return False
-        if any(r.start_us >= cp_t for r in (*self._visits, *self._stops)):
+        if any(r.start_us >= cp_t for r in self._visits) or any(
+            r.start_us >= cp_t for r in self._stops
+        ):
             return False
         old_in = self._in_t[self._in_t >= cp_t]
         first_in = min(
