@@ -74,6 +74,20 @@ class Track:
         return len(self.t_us)
 
     @classmethod
+    def unchecked(cls, t_us: I64, lon: F64, lat: F64, speed_kmh: F64, hdop: F64) -> Track:
+        """A Track of columns the caller already keeps valid (equal lengths, strictly
+        increasing times), without :meth:`__post_init__`'s checks: the tracker builds one
+        per re-run from its own columns, and the O(n) time check was a measurable share of
+        a re-run's Python (docs/bench/detect.md)."""
+        tr = object.__new__(cls)
+        object.__setattr__(tr, "t_us", t_us)
+        object.__setattr__(tr, "lon", lon)
+        object.__setattr__(tr, "lat", lat)
+        object.__setattr__(tr, "speed_kmh", speed_kmh)
+        object.__setattr__(tr, "hdop", hdop)
+        return tr
+
+    @classmethod
     def from_arrays(
         cls,
         t_us: npt.ArrayLike,

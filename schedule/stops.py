@@ -506,3 +506,36 @@ def stop_site(record: StopRecord, kept_inside: npt.NDArray[np.int64]) -> int:
     counts = np.bincount(kept_inside[1][sel])  # argmax: the lowest site on a tie, as before
     best = int(np.argmax(counts))
     return best if int(counts[best]) * 2 >= record.fix_count else -1
+
+
+def stop_figures_reference(
+    lon_k: npt.NDArray[np.float64],
+    lat_k: npt.NDArray[np.float64],
+    kin: npt.NDArray[np.int64],
+    records: list[StopRecord],
+) -> list[tuple[int, float, float, float, float, tuple[float, float, float, float]]]:
+    """Per stop record: site (:func:`stop_site`), started lat/lon medians, ended lat/lon
+    medians (NaN when open) and head box, as the tracker reported them before
+    :func:`schedule.stops_kernel.stop_figures` compiled it (that kernel's reference)."""
+    out = []
+    for rec in records:
+        c = slice(rec.first, rec.confirm + 1)
+        a = slice(rec.first, rec.last + 1)
+        h = slice(rec.first, None)
+        closed = rec.closed_by is not None
+        out.append(
+            (
+                stop_site(rec, kin),
+                _median(lat_k[c]),
+                _median(lon_k[c]),
+                _median(lat_k[a]) if closed else float("nan"),
+                _median(lon_k[a]) if closed else float("nan"),
+                (
+                    float(lon_k[h].min()),
+                    float(lon_k[h].max()),
+                    float(lat_k[h].min()),
+                    float(lat_k[h].max()),
+                ),
+            )
+        )
+    return out

@@ -562,6 +562,80 @@ def detect(
     return DONE, 0, pending, ints[:w], flts[:w]
 
 
+@njit(cache=True, nogil=True)
+def _min_max(a: Any, lo: int) -> tuple[float, float]:
+    """``(float(a[lo:].min()), float(a[lo:].max()))`` (lo < len(a)): NaN if any is NaN, as
+    numpy's reductions propagate it."""
+    mn = a[lo]
+    mx = a[lo]
+    for i in range(lo, len(a)):
+        v = a[i]
+        if v != v:
+            return math.nan, math.nan
+        if v < mn:
+            mn = v
+        if v > mx:
+            mx = v
+    return float(mn), float(mx)
+
+
+@njit(cache=True, nogil=True)
+def stop_figures(lon: Any, lat: Any, keep: Any, kin: Any, recs: Any) -> tuple[Any, Any]:
+    """What the tracker reports of each stop record of a re-run, in one call:
+    :func:`schedule.stops.stop_figures_reference` compiled (the tests compare the two).
+
+    ``recs`` is (R, 5) int64: first, confirm, last, fix_count, closed (0/1), as kept indices;
+    ``kin`` (2, K) the (kept index, site) inside pairs.  Returns ``sites`` (R,) int64 (the
+    site holding at least half of the stop's fixes, else -1: ``stop_site``) and ``flts``
+    (R, 8): started lat, lon medians (fixes first..confirm), ended lat, lon medians
+    (first..last; NaN when open), and the head box (min lon, max lon, min lat, max lat of
+    the kept fixes from ``first`` on).  The medians are :func:`_median` (that of
+    schedule.stops); the counts loop replaces ``np.bincount`` + ``np.argmax`` (lowest site on
+    a tie, as argmax takes the first maximum).
+    """
+    nk = len(keep)
+    lon_k = np.empty(nk, dtype=np.float64)
+    lat_k = np.empty(nk, dtype=np.float64)
+    for i in range(nk):
+        lon_k[i] = lon[keep[i]]
+        lat_k[i] = lat[keep[i]]
+    buf = np.empty(max(nk, SHORT), dtype=np.float64)
+    n_rec = recs.shape[0]
+    sites = np.full(n_rec, -1, dtype=np.int64)
+    flts = np.full((n_rec, 8), np.nan)
+    n_pairs = kin.shape[1]
+    n_sites = 0
+    for j in range(n_pairs):
+        if kin[1, j] + 1 > n_sites:
+            n_sites = kin[1, j] + 1
+    counts = np.zeros(max(n_sites, 1), dtype=np.int64)
+    for r in range(n_rec):
+        first = recs[r, 0]
+        confirm = recs[r, 1]
+        last = recs[r, 2]
+        counts[:] = 0
+        any_in = False
+        for j in range(n_pairs):
+            if kin[0, j] >= first and kin[0, j] <= last:
+                counts[kin[1, j]] += 1
+                any_in = True
+        if any_in:
+            best = 0
+            for s in range(1, n_sites):
+                if counts[s] > counts[best]:
+                    best = s
+            if counts[best] * 2 >= recs[r, 3]:
+                sites[r] = best
+        flts[r, 0] = _median(lat_k, first, confirm + 1, buf)
+        flts[r, 1] = _median(lon_k, first, confirm + 1, buf)
+        if recs[r, 4]:
+            flts[r, 2] = _median(lat_k, first, last + 1, buf)
+            flts[r, 3] = _median(lon_k, first, last + 1, buf)
+        flts[r, 4], flts[r, 5] = _min_max(lon_k, first)
+        flts[r, 6], flts[r, 7] = _min_max(lat_k, first)
+    return sites, flts
+
+
 def warm_up() -> None:
     """Compile the walk now (or load it from numba's cache).
 
@@ -581,3 +655,6 @@ def warm_up() -> None:
     for speed in (None, np.where(np.arange(60) < 30, 0.0, 30.0)):
         m = motion(Track.from_arrays(t_us, lon, lat, speed), p)
         detect_stops(m, p, int(t_us[0]), now_us=int(t_us[-1]) + 10**9, pending_out=[])
+    kin = np.array([[0, 1, 2], [0, 0, 1]], dtype=np.int64)
+    recs = np.array([[0, 1, 2, 3, 1]], dtype=np.int64)
+    stop_figures(lon, lat, np.arange(3), kin, recs)

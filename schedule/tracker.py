@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core.fixes import FixBatch
-from schedule import append_kernel, checkpoint_kernel, fastpath
+from schedule import append_kernel, checkpoint_kernel, fastpath, stops_kernel
 from schedule.events import (
     ClosedBy,
     DetectionEvent,
@@ -51,7 +51,7 @@ from schedule.motion import (
     runs,
 )
 from schedule.params import DetectionParams
-from schedule.stops import StopRecord, _median, detect_stops, stop_site
+from schedule.stops import StopRecord, detect_stops
 from schedule.visits import VisitRecord, drop_dominated
 from schedule.visits_kernel import detect_visits_all_sites
 
@@ -592,8 +592,9 @@ class VehicleTracker:
             if not others.isdisjoint(kept_new_t):
                 return None
             v_start = min(v.start_us for v in open_v)
+            open_ids = {id(v) for v in open_v}
             if any(
-                all(r is not v for v in open_v) and not r.started.retracted and r.end_us >= v_start
+                r.end_us >= v_start and id(r) not in open_ids and not r.started.retracted
                 for r in self._visits
             ):
                 return None
@@ -620,7 +621,9 @@ class VehicleTracker:
         cp_t = self._checkpoints[-1]
         if t_end - cp_t >= round((p.stop_min_s - 1.0) * 1e6):
             return False
-        if any(r.start_us >= cp_t for r in (*self._visits, *self._stops)):
+        if any(r.start_us >= cp_t for r in self._visits) or any(
+            r.start_us >= cp_t for r in self._stops
+        ):
             return False
         old_in = self._in_t[self._in_t >= cp_t]
         first_in = min(
@@ -726,7 +729,9 @@ class VehicleTracker:
         k = int(self._t.searchsorted(cp_t))
         t_ctx = int(self._t[k]) - round(p.speed_window_s * 1e6)
         kc = max(int(self._t.searchsorted(t_ctx, side="right")) - 2, 0)
-        track = Track(
+        # the tracker's own columns: equal lengths, times strictly increasing (feed dedupes
+        # and sorts them), so Track's checks (an O(n) pass per re-run) are skipped
+        track = Track.unchecked(
             self._t[kc:], self._lon[kc:], self._lat[kc:], self._speed[kc:], self._hdop[kc:]
         )
         self.stats.reruns += 1
@@ -1066,30 +1071,34 @@ class VehicleTracker:
         for r in old:
             r.matched = False
         keep = [r for r in self._stops if r.start_us < cp_t or r.frozen]
-        lon_k, lat_k = track.lon[m.keep], track.lat[m.keep]
-        for rec in records:
-            site = stop_site(rec, kin)
+        # sites, medians and head boxes of every record in one compiled call
+        # (schedule/stops_kernel.py; stops.stop_figures_reference is the rule as written)
+        recs = np.array(
+            [(r.first, r.confirm, r.last, r.fix_count, r.closed_by is not None) for r in records],
+            dtype=np.int64,
+        ).reshape(len(records), 5)
+        sites_a, flts_a = stops_kernel.stop_figures(track.lon, track.lat, m.keep, kin, recs)
+        kept_t = track.t_us[m.keep]
+        for rec, site, f in zip(records, sites_a.tolist(), flts_a.tolist(), strict=True):
             site_id = self.site_ids[site] if site >= 0 else None
-            c = slice(rec.first, rec.confirm + 1)
             started = StopStarted(
                 stop_id="",
                 vehicle_id=self.vehicle_id,
                 site_id=site_id,
                 start_us=rec.start_us,
-                lat=round(_median(lat_k[c]), 7),
-                lon=round(_median(lon_k[c]), 7),
+                lat=round(f[0], 7),
+                lon=round(f[1], 7),
             )
             completed = None
             if rec.closed_by is not None:
-                a = slice(rec.first, rec.last + 1)
                 completed = StopEnded(
                     stop_id="",
                     vehicle_id=self.vehicle_id,
                     site_id=site_id,
                     start_us=rec.start_us,
                     end_us=rec.end_us,
-                    lat=round(_median(lat_k[a]), 7),
-                    lon=round(_median(lon_k[a]), 7),
+                    lat=round(f[2], 7),
+                    lon=round(f[3], 7),
                     fix_count=rec.fix_count,
                     closed_by=rec.closed_by,
                 )
@@ -1107,17 +1116,11 @@ class VehicleTracker:
                 rep, keep, f"{self.vehicle_id}-stop-{rec.start_us}", site,
                 rec.start_us, rec.end_us, started, completed,
             )  # fmt: skip
-            keep[-1].confirm_us = int(track.t_us[m.keep[rec.confirm]])
+            keep[-1].confirm_us = int(kept_t[rec.confirm])
             # the fixes the head of the chain in progress is a median of lie among these
             # (a stop merged from back-to-back chains measures its extent from the last
-            # chain's head, not from rec.first's)
-            h = slice(rec.first, None)
-            keep[-1].head_box = (
-                float(lon_k[h].min()),
-                float(lon_k[h].max()),
-                float(lat_k[h].min()),
-                float(lat_k[h].max()),
-            )
+            # chain's head, not from rec.first's): min lon, max lon, min lat, max lat
+            keep[-1].head_box = (f[4], f[5], f[6], f[7])
         events += self._retract_unmatched(old, keep)
         self._stops = keep
         return events
