@@ -207,11 +207,12 @@ def test_kernel_equals_reference_on_generated_motions(sc: tuple[Any, ...]) -> No
 
 def test_generated_motions_reach_every_close() -> None:
     """The generator makes visits closed by exit, by gap, by the clock and left open (so the
-    property above compares them all): 300 draws must see each."""
+    property above compares them all): 600 draws must see each.  Derandomized: a coverage
+    check must not depend on the run's luck (300 random draws missed "exit" once in CI)."""
     seen: set[str | None] = set()
     clock = False
 
-    @settings(max_examples=300)
+    @settings(max_examples=600, derandomize=True, database=None)
     @given(scenarios())
     def collect(sc: tuple[Any, ...]) -> None:
         nonlocal clock
