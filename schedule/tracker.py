@@ -158,6 +158,10 @@ class VehicleTracker:
         self.vehicle_id = vehicle_id
         self.site_ids: Sequence[str] = site_ids if isinstance(site_ids, list) else tuple(site_ids)
         self.params = params or DetectionParams()
+        #: the checkpoint kernels' thresholds, built once (not on every re-run)
+        self._checkpoint_pv = checkpoint_kernel.param_vector(
+            self.params, _CHECKPOINT_LEAD_FIXES, BURST_FIXES
+        )
         self._t: I64 = np.empty(0, np.int64)
         self._lon: F64 = np.empty(0)
         self._lat: F64 = np.empty(0)
@@ -763,7 +767,7 @@ class VehicleTracker:
         floor = int(kept_t[max(nk - BURST_FIXES - 2, 0)]) - round((p.speed_window_s + 1) * 1e6)
         self._stop_floor_us = min(int(kept_t[pending[0]]), floor) if pending else floor
         # new checkpoints (replace those after the one we ran from), as kept indices
-        pv = checkpoint_kernel.param_vector(p, _CHECKPOINT_LEAD_FIXES, BURST_FIXES)
+        pv = self._checkpoint_pv
         x, y, t_s, spd, still, jump, gap = m.x, m.y, m.t_s, m.speed_kmh, m.still, m.jump, m.gap
         cps_i = checkpoint_kernel.structural(x, y, t_s, spd, still, jump, gap, near_any, active, pv)
         if self.settled_checkpoints:
@@ -814,7 +818,7 @@ class VehicleTracker:
     ) -> list[int]:
         """Fix times at which every detector is idle whatever comes later (module docstring);
         compiled (schedule/checkpoint_kernel.py), :meth:`_checkpoints_in_numpy` is the rule."""
-        pv = checkpoint_kernel.param_vector(self.params, _CHECKPOINT_LEAD_FIXES, BURST_FIXES)
+        pv = self._checkpoint_pv
         idx = checkpoint_kernel.structural(
             m.x, m.y, m.t_s, m.speed_kmh, m.still, m.jump, m.gap, near_any, active, pv
         )
@@ -862,7 +866,7 @@ class VehicleTracker:
         active: int,
     ) -> list[int]:
         """:meth:`_settled_checkpoints_numpy`, compiled (schedule/checkpoint_kernel.py)."""
-        pv = checkpoint_kernel.param_vector(self.params, _CHECKPOINT_LEAD_FIXES, BURST_FIXES)
+        pv = self._checkpoint_pv
         rep = m.reported_kmh if m.reported_kmh is not None else np.full(len(kept_t), np.nan)
         idx = checkpoint_kernel.settled(
             m.x, m.y, m.t_s, m.speed_kmh, m.still, m.jump, m.gap, rep, kin, knear,
