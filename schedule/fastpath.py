@@ -42,6 +42,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from schedule import parked_kernel
 from schedule.motion import BURST_FIXES
 from schedule.params import DetectionParams
 
@@ -176,4 +177,249 @@ def select(
     return fast, candidate
 
 
-__all__ = ["LEAD_STEPS", "Tail", "clean_steps", "select", "tail_of"]
+#: no bound (a time after every fix)
+FAR_US = 2**62
+#: a fix this far inside the limit of the stop's extent rule is inside in any rounding
+_EXTENT_ROOM_M = 1e-6
+_DEG = np.pi / 180.0
+#: ``schedule.append_kernel``'s metres per degree (``local_xy``'s, computed the same way)
+_K_FRAME = float(_EARTH_R_M * _DEG)
+
+
+class ParkedTail(NamedTuple):
+    """What :func:`select_parked` needs of one vehicle in :meth:`VehicleTracker._append_only`'s
+    *parked* (or *dwelling*) state: its newest kept fix, the window bound, the open records'
+    figures, and the stamps that say it is still current (see
+    :meth:`VehicleTracker.take_parked_tail`)."""
+
+    t_us: int
+    lon: float
+    lat: float
+    speed_kmh: float
+    #: the first new fix may come no later than this (the window rule, :func:`parked_window`)
+    first_max_us: int
+    #: an open stop: every new fix must be reported still, within its head box's extent
+    stop: bool
+    #: the open stop's head box (min lon, max lon, min lat, max lat); NaN without one
+    box: tuple[float, float, float, float]
+    #: the newest new fix must come before this (*dwelling*: no stop can be announced yet)
+    until_us: int
+    #: the sites of the open visits (every new fix inside each, no pair of any other)
+    sites: tuple[int, ...]
+    fixes_in: int
+    reruns: int
+    #: the tracker's open-record cache when taken (a restore or site removal drops it)
+    opened: object
+
+
+def parked_window(t: I64, p: DetectionParams) -> tuple[int, int] | None:
+    """(first fix index, latest first new fix) of the window rule for a tracker whose kept
+    fix times are ``t``; None when no round can take the parked fast path now.
+
+    ``_append_only`` reads the window ``t[k0:]`` plus the new fixes, ``k0`` the index of the
+    last kept fix at or before ``new_t[0] - speed_window_s``, less 7 (integer microseconds:
+    exact).  Its compiled *still* (:func:`schedule.append_kernel.plain_still`) answers only
+    when ``k0 > 0``, every step of the window is plausible with known speeds and no gap, and
+    the window's first fix lies at least ``speed_window_s`` before the newest kept fix (else
+    that fix has no trailing fix and ``motion`` must judge).  ``k0`` grows with ``new_t[0] >
+    t[-1]``: the smallest is ``k0min`` here, and ``k0 <= b0`` (the last fix a millisecond
+    more than the window before the newest) holds while the first new fix comes before
+    ``t[b0 + 8] + speed_window_s``.  The steps from ``k0min - LEAD_STEPS`` on must be clean
+    (the caller checks): no outlier burst of ``motion`` reaches the window either.
+    """
+    n = len(t)
+    last = int(t[-1])
+    w = round(p.speed_window_s * 1e6)
+    a, b = t.searchsorted([last + 1 - w, last - w - 1000], side="right").tolist()
+    k0min = a - 8
+    b0 = b - 1
+    if k0min - LEAD_STEPS < 0 or b0 < k0min:
+        return None
+    first_max = int(t[b0 + 8]) + w - 1 if b0 + 8 < n else FAR_US
+    if first_max <= last:
+        return None
+    return k0min - LEAD_STEPS, first_max
+
+
+def _group_masks(
+    sites: npt.NDArray[np.int64], gidx: IntpA, pair_r: I64, pair_s: I64
+) -> tuple[BoolA, IntpA]:
+    """For each pair (fix rank ``pair_r``, site code ``pair_s``): is its site one of its
+    group's ``sites`` row (padded with -1), and in which slot."""
+    row = sites[gidx[pair_r]]
+    eq = row == pair_s[:, None]
+    match: BoolA = eq.any(axis=1)
+    slot: IntpA = eq.argmax(axis=1)
+    return match, slot
+
+
+def select_parked(
+    p: DetectionParams,
+    tails: list[ParkedTail | None],
+    bounds: IntpA,
+    t: I64,
+    lon: F64,
+    lat: F64,
+    speed: F64,
+    in_r: I64,
+    in_s: I64,
+    nr_r: I64,
+    nr_s: I64,
+    now_us: int | None,
+) -> tuple[BoolA, BoolA]:
+    """:func:`select_parked_reference`, compiled (:func:`schedule.parked_kernel.select`): one
+    pass over the batch and its pairs instead of ~60 numpy calls."""
+    g_n = len(tails)
+    fast = np.zeros(g_n, dtype=bool)
+    cand = np.zeros(g_n, dtype=bool)
+    if g_n == 0:
+        return fast, cand
+    have = np.fromiter((tl is not None for tl in tails), bool, g_n)
+    tail_i = np.zeros((g_n, 3), dtype=np.int64)
+    tail_f = np.zeros((g_n, 8))
+    k_sites = max((len(tl.sites) for tl in tails if tl is not None), default=0)
+    sites = np.full((g_n, max(k_sites, 1)), -1, dtype=np.int64)
+    for g in have.nonzero()[0].tolist():
+        tl = tails[g]
+        assert tl is not None
+        tail_i[g] = tl.t_us, tl.first_max_us, tl.until_us
+        tail_f[g] = (tl.lon, tl.lat, tl.speed_kmh, float(tl.stop), *tl.box)
+        sites[g, : len(tl.sites)] = tl.sites
+    if k_sites > 62:
+        return fast, cand  # more open visits than the kernel's bit set holds: the usual way
+    parked_kernel.select(
+        bounds.astype(np.int64), t, lon, lat, speed, in_r, in_s, nr_r, nr_s, have, tail_i,
+        tail_f, sites, round(min(p.max_gap_s, p.teleport_check_s) * 1e6) - 1000,
+        p.teleport_slack_m, p.max_speed_kmh, p.stop_speed_kmh,
+        p.stop_extent_m - 1.0 - _EXTENT_ROOM_M, now_us is not None, now_us or 0, p.max_gap_s,
+        fast, cand,
+    )  # fmt: skip
+    return fast, cand
+
+
+def select_parked_reference(
+    p: DetectionParams,
+    tails: list[ParkedTail | None],
+    bounds: IntpA,
+    t: I64,
+    lon: F64,
+    lat: F64,
+    speed: F64,
+    in_r: I64,
+    in_s: I64,
+    nr_r: I64,
+    nr_s: I64,
+    now_us: int | None,
+) -> tuple[BoolA, BoolA]:
+    """Which vehicle groups of a batch sorted by vehicle (and each by fix time, as for
+    :func:`select`) are in :meth:`VehicleTracker._append_only`'s *parked* (or *dwelling*) case
+    for certain: their new fixes only append and move the open records' ends.  ``in_r``/
+    ``nr_r`` are the fence and margin pairs' fix positions in the batch (ascending), ``in_s``
+    and ``nr_s`` their site codes.
+
+    A group with a current tail takes it when (all of it; otherwise the usual way):
+
+    * the new fixes come in strictly increasing time after the tail's newest fix, the first
+      no later than ``first_max_us`` (:func:`parked_window`), every step into a new fix is
+      *clean* (:func:`clean_steps`: no re-run's ``motion`` calls it a jump or a gap, both
+      speeds known), and the clock (if given) no more than ``max_gap_s`` past the newest;
+      with the tail's clean steps, ``append_kernel.plain_still`` answers and keeps every fix;
+    * with an open stop: every new fix *reported* slower than ``stop_speed_kmh`` (then both
+      ``plain_still`` and ``motion`` call it still whatever its trailing displacement: the
+      displacement rule is never needed here), and no farther than ``stop_extent_m - 1``
+      (less a micrometre of rounding room) from the farthest corner of the stop's head box,
+      measured as ``append_kernel.within_extent`` measures it;
+    * every new fix has a fence pair of each open visit's site, and no fix a fence or margin
+      pair of any other site (no open visit: no pair at all);
+    * *dwelling* (open visits, no open stop): the newest new fix before ``until_us``.
+
+    Also returns which groups look parked this round (in order, clean steps within the
+    group, every fix reported still or inside some fence): only those are worth a new tail
+    after the usual way.
+    """
+    g_n = len(tails)
+    if g_n == 0:
+        return np.zeros(0, dtype=bool), np.zeros(0, dtype=bool)
+    starts = bounds[:-1]
+    ends = bounds[1:]
+    n = len(t)
+    have = np.fromiter((tl is not None for tl in tails), bool, g_n)
+    nul = ParkedTail(0, 0.0, 0.0, np.nan, -1, False, (np.nan,) * 4, 0, (), 0, 0, None)
+    tl_all = [tl if tl is not None else nul for tl in tails]
+    tail_t = np.fromiter((tl.t_us for tl in tl_all), np.int64, g_n)
+    tail_lon = np.fromiter((tl.lon for tl in tl_all), np.float64, g_n)
+    tail_lat = np.fromiter((tl.lat for tl in tl_all), np.float64, g_n)
+    tail_v = np.fromiter((tl.speed_kmh for tl in tl_all), np.float64, g_n)
+    first_max = np.fromiter((tl.first_max_us for tl in tl_all), np.int64, g_n)
+    until = np.fromiter((tl.until_us for tl in tl_all), np.int64, g_n)
+    stop = np.fromiter((tl.stop for tl in tl_all), bool, g_n)
+    gidx = np.repeat(np.arange(g_n), ends - starts)
+    # each fix's previous fix: the one before it in its group, or its vehicle's tail
+    prev_t = np.empty_like(t)
+    prev_lon, prev_lat, prev_v = np.empty_like(lon), np.empty_like(lat), np.empty_like(speed)
+    prev_t[1:], prev_lon[1:], prev_lat[1:], prev_v[1:] = t[:-1], lon[:-1], lat[:-1], speed[:-1]
+    prev_t[starts], prev_lon[starts] = tail_t, tail_lon
+    prev_lat[starts], prev_v[starts] = tail_lat, tail_v
+    step = clean_steps(prev_t, prev_lon, prev_lat, prev_v, t, lon, lat, speed, p)
+    reported_still = speed < p.stop_speed_kmh  # NaN: False
+    inside_any = np.zeros(n, dtype=bool)
+    inside_any[in_r] = True
+    # the pairs: of an open visit's site (which slot), or of another site
+    k_sites = max((len(tl.sites) for tl in tl_all), default=0)
+    n_sites = np.fromiter((len(tl.sites) for tl in tl_all), np.int64, g_n)
+    bad_pair = np.zeros(g_n, dtype=bool)
+    n_hit = np.zeros(n, dtype=np.int64)
+    if k_sites:
+        sites = np.full((g_n, k_sites), -1, dtype=np.int64)
+        for g in have.nonzero()[0].tolist():
+            s = tl_all[g].sites
+            sites[g, : len(s)] = s
+        match, slot = _group_masks(sites, gidx, in_r, in_s)
+        hit = np.zeros((n, k_sites), dtype=bool)
+        hit[in_r[match], slot[match]] = True
+        n_hit = hit.sum(axis=1)
+        bad_pair[gidx[in_r[~match]]] = True
+        match_n, _ = _group_masks(sites, gidx, nr_r, nr_s)
+        bad_pair[gidx[nr_r[~match_n]]] = True
+    else:
+        bad_pair[gidx[in_r]] = True
+        bad_pair[gidx[nr_r]] = True
+    ok = step & (n_hit == n_sites[gidx])
+    # an open stop: reported still, and within the extent of its head box
+    fstop = stop[gidx]
+    if stop.any():
+        box = np.array([tl.box for tl in tl_all], dtype=np.float64)[gidx]
+        lon_min, lon_max, lat_min, lat_max = box[:, 0], box[:, 1], box[:, 2], box[:, 3]
+        k = _K_FRAME
+        cos0 = np.cos(lat_min * _DEG)
+        x = (lon - lon_min) * k * cos0
+        x1 = (lon_max - lon_min) * k * cos0
+        y = (lat - lat_min) * k
+        y1 = (lat_max - lat_min) * k
+        dx = np.maximum(np.abs(x), np.abs(x - x1))
+        dist = np.hypot(dx, np.maximum(np.abs(y), np.abs(y - y1)))
+        within = dist <= p.stop_extent_m - 1.0 - _EXTENT_ROOM_M  # NaN box: False
+        ok &= ~fstop | (reported_still & within)
+    last_t = t[ends - 1]
+    g_ok = np.logical_and.reduceat(ok, starts) & have & ~bad_pair
+    g_ok &= t[starts] <= first_max
+    g_ok &= last_t < until
+    if now_us is not None:
+        g_ok &= now_us - last_t <= p.max_gap_s * 1e6
+    step[starts] = True  # candidates: by their own fixes
+    candidate = np.logical_and.reduceat(step & (reported_still | inside_any), starts)
+    return g_ok, candidate
+
+
+__all__ = [
+    "FAR_US",
+    "LEAD_STEPS",
+    "ParkedTail",
+    "Tail",
+    "clean_steps",
+    "parked_window",
+    "select",
+    "select_parked",
+    "select_parked_reference",
+    "tail_of",
+]

@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core.fixes import FixBatch
-from schedule import append_kernel, checkpoint_kernel, fastpath, stops_kernel
+from schedule import append_kernel, checkpoint_kernel, fastpath, parked_kernel, stops_kernel
 from schedule.events import (
     ClosedBy,
     DetectionEvent,
@@ -81,6 +81,7 @@ class TrackerStats:
     fixes_rerun: int = 0
     appended: int = 0  # rounds that only appended: no re-run could have reported anything
     fast_path: int = 0  # of those, appended by FleetTracker's fast path (schedule/fastpath.py)
+    fast_parked: int = 0  # of those, appended by its parked fast path (fastpath.select_parked)
     corrections: int = 0
     retractions: int = 0
 
@@ -195,6 +196,8 @@ class VehicleTracker:
         #: set by FleetTracker: this tracker's schedule.fastpath.Tail (valid while its stamps
         #: equal stats.fixes_in and stats.reruns)
         self.fast_tail: fastpath.Tail | None = None
+        #: the same for the parked fast path (valid while its stamps hold: FleetTracker.feed)
+        self.parked_tail: fastpath.ParkedTail | None = None
         self._stop_floor_us: int | None = None  # no stop chain starts before this (_rerun)
 
     # -- input -------------------------------------------------------------------------
@@ -377,6 +380,123 @@ class VehicleTracker:
         limit = int(t[-1]) - round(self.params.horizon_s * 1e6)
         if len(cps) > 1 and cps[1] <= limit:  # else _trim() finds nothing to forget
             self._trim()
+
+    def take_parked_tail(self) -> fastpath.ParkedTail | None:
+        """This tracker's :class:`schedule.fastpath.ParkedTail` now, or None unless it is in
+        :meth:`_append_only`'s *parked* or *dwelling* state with everything a round there
+        reads of the past settled: open records (at most one stop; several visits each at
+        least half inside, no other visit overlapping them) reaching the newest fix, not
+        closed by the clock, not freshly restored, the newest fix reported still (with an
+        open stop), and clean steps over the window :func:`schedule.fastpath.parked_window`
+        names.  All of it holds while rounds only append (the stamps catch anything else)."""
+        p = self.params
+        if self._clock_closed or self._restored or not self._checkpoints or len(self._t) < 2:
+            return None
+        open_v, open_s = self._open_records()
+        if (not open_v and not open_s) or len(open_s) > 1:
+            return None
+        last = int(self._t[-1])
+        if any(r.end_us != last for r in open_v) or any(r.end_us != last for r in open_s):
+            return None
+        if len(open_v) > 1 and any(v.record is None or v.record.inside_share < 0.5 for v in open_v):
+            return None
+        nan = float("nan")
+        box: tuple[float, float, float, float] = (nan, nan, nan, nan)
+        until = fastpath.FAR_US
+        if open_s:
+            head = open_s[0].head_box
+            if head is None or not float(self._speed[-1]) < p.stop_speed_kmh:
+                return None
+            box = head
+        elif self._stop_floor_us is None:
+            return None
+        else:
+            until = self._stop_floor_us + round((p.stop_min_s - 1.0) * 1e6)
+            if until <= last:
+                return None
+        if open_v:
+            v_start = min(v.start_us for v in open_v)
+            open_ids = {id(v) for v in open_v}
+            if any(
+                r.end_us >= v_start and id(r) not in open_ids and not r.started.retracted
+                for r in self._visits
+            ):
+                return None
+        win = fastpath.parked_window(self._t, p)
+        if win is None:
+            return None
+        t, lon, lat, v = self._t, self._lon, self._lat, self._speed
+        lim_us = round(min(p.max_gap_s, p.teleport_check_s) * 1e6) - 1000
+        # fastpath.clean_steps of the steps from win[0] on, compiled
+        if not parked_kernel.clean_from(
+            t, lon, lat, v, win[0], lim_us, p.teleport_slack_m, p.max_speed_kmh
+        ):
+            return None
+        return fastpath.ParkedTail(
+            last,
+            float(lon[-1]),
+            float(lat[-1]),
+            float(v[-1]),
+            win[1],
+            bool(open_s),
+            box,
+            until,
+            tuple(sorted({r.site for r in open_v})),
+            self.stats.fixes_in,
+            self.stats.reruns,
+            self._open_cache,
+        )
+
+    def append_parked(
+        self,
+        tail: fastpath.ParkedTail,
+        t: I64,
+        lon: F64,
+        lat: F64,
+        speed: F64,
+        hdop: F64,
+        in_t: I64,
+        in_site: npt.NDArray[np.int32],
+        near_t: I64,
+        near_site: npt.NDArray[np.int32],
+    ) -> fastpath.ParkedTail | None:
+        """Append fixes that :func:`schedule.fastpath.select_parked` proved are in the *parked*
+        (or *dwelling*) case of :meth:`_append_only` (what :meth:`feed` then does: append the
+        fixes and pairs, move the open records' ends to the newest fix); return the next tail
+        (``tail`` moved on), or None when the window rule no longer allows one."""
+        k = len(t)
+        self.stats.fixes_in += k
+        self.stats.appended += 1
+        self.stats.fast_parked += 1
+        self._stale = True
+        self._append_fixes(t, lon, lat, speed, hdop)
+        if len(in_t):
+            self._append_pairs("_in_t", "_in_site", in_t, in_site)
+        if len(near_t):
+            self._append_pairs("_near_t", "_near_site", near_t, near_site)
+        last = int(t[-1])
+        open_v, open_s = self._open_records()
+        for r in open_v:  # the open visit/stop now reaches the newest fix
+            r.end_us = last
+        for r in open_s:
+            r.end_us = last
+        cps = self._checkpoints
+        if len(cps) > 1 and cps[1] <= last - round(self.params.horizon_s * 1e6):
+            self._trim()  # else _trim() finds nothing to forget
+        # the tail's steps and the new ones are clean: only the window bound moves on
+        win = fastpath.parked_window(self._t, self.params)
+        if win is None:
+            return None
+        return tail._replace(
+            t_us=last,
+            lon=float(lon[-1]),
+            lat=float(lat[-1]),
+            speed_kmh=float(speed[-1]),
+            first_max_us=win[1],
+            fixes_in=self.stats.fixes_in,
+            reruns=self.stats.reruns,
+            opened=self._open_cache,
+        )
 
     def _append(self, name: str, new: npt.NDArray[Any]) -> None:
         """``self.<name> = np.concatenate((self.<name>, new))`` in amortised O(len(new)).
@@ -1598,9 +1718,26 @@ class FleetTracker:
                 self.params, tails, bounds, t_o, lon_o, lat_o, speed_o, paired, now_us
             )
             fast, candidate = fast_a.tolist(), cand_a.tolist()
+            # ...and those provably parked (or dwelling) at a site: fastpath.select_parked
+            ptails = [
+                pt
+                if (pt := tr.parked_tail) is not None
+                and pt.fixes_in == tr.stats.fixes_in
+                and pt.reruns == tr.stats.reruns
+                and pt.opened is tr._open_cache
+                else None
+                for tr in trackers
+            ]
+            pfast_a, pcand_a = fastpath.select_parked(
+                self.params, ptails, bounds, t_o, lon_o, lat_o, speed_o, in_r, in_s, nr_r, nr_s,
+                now_us,
+            )  # fmt: skip
+            pfast, pcand = pfast_a.tolist(), pcand_a.tolist()
         else:
             tails = [None] * g_n
             fast = candidate = [False] * g_n
+            ptails = [None] * g_n
+            pfast = pcand = [False] * g_n
         # groups in strictly increasing time after their vehicle's newest fix: fed without
         # VehicleTracker.feed's sorting and deduplication (feed_in_order)
         newest = np.fromiter(
@@ -1629,6 +1766,15 @@ class FleetTracker:
                     tr.stats.fixes_in,
                     tr.stats.reruns,
                 )
+                continue
+            if pfast[g]:
+                ptl = ptails[g]
+                assert ptl is not None  # select_parked() takes only vehicles with a tail
+                ia, ib, na, nb = in_b[g], in_b[g + 1], nr_b[g], nr_b[g + 1]
+                tr.parked_tail = tr.append_parked(
+                    ptl, t_o[a:b], lon_o[a:b], lat_o[a:b], speed_o[a:b], hdop_o[a:b],
+                    in_t[ia:ib], in_s32[ia:ib], nr_t[na:nb], nr_s32[na:nb],
+                )  # fmt: skip
                 continue
             if in_order[g]:
                 ia, ib, na, nb = in_b[g], in_b[g + 1], nr_b[g], nr_b[g + 1]
@@ -1660,6 +1806,8 @@ class FleetTracker:
                 )
             if candidate[g]:
                 tr.fast_tail = tr.take_tail()
+            elif pcand[g]:
+                tr.parked_tail = tr.take_parked_tail()
         return events
 
     def restore(self, events: Iterable[DetectionEvent]) -> None:

@@ -9,7 +9,14 @@ query's ``geofence.warm_up``; the engine's child process calls it before its fir
 
 from __future__ import annotations
 
-from schedule import append_kernel, checkpoint_kernel, motion_kernel, stops_kernel, visits_kernel
+from schedule import (
+    append_kernel,
+    checkpoint_kernel,
+    motion_kernel,
+    parked_kernel,
+    stops_kernel,
+    visits_kernel,
+)
 
 
 def warm_up() -> None:
@@ -19,3 +26,4 @@ def warm_up() -> None:
     stops_kernel.warm_up()
     checkpoint_kernel.warm_up()
     append_kernel.warm_up()
+    parked_kernel.warm_up()

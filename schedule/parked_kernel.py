@@ -1,0 +1,184 @@
+"""Compiled pieces of the parked fast path (:func:`schedule.fastpath.select_parked`).
+
+Why compiled: the selection reads every fix of a round's batch (its step from the fix before,
+its reported speed, its fence pairs against its vehicle's open sites, its distance from the
+open stop's head box) and decides per vehicle; in numpy that is ~60 calls per batch whatever
+its size, more than the parked rounds it saves at 2,000-fix batches.  Here it is one loop over
+the batch and its pairs.  Every rule is conservative (a step's distance over-estimated, the
+extent limit shrunk by a micrometre), so no rounding difference from the numpy references can
+let a vehicle through that the reference would stop; ``tests/test_tracker_parked.py``
+compares :func:`select` with :func:`schedule.fastpath.select_parked_reference`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+from numba import njit
+
+from schedule.append_kernel import _clean_step
+
+I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+BoolA = npt.NDArray[np.bool_]
+
+_EARTH_R_M = 6_371_008.8
+_DEG = np.pi / 180.0
+#: ``schedule.append_kernel``'s metres per degree (``local_xy``'s, computed the same way)
+_K = float(_EARTH_R_M * _DEG)
+
+
+@njit(cache=True)
+def clean_from(
+    t: I64, lon: F64, lat: F64, v: F64, a: int, lim_us: int, slack_m: float, vmax_kmh: float
+) -> bool:
+    """Every step of fixes ``a:`` is clean (:func:`schedule.fastpath.clean_steps`)."""
+    for i in range(a + 1, len(t)):
+        if not _clean_step(
+            t[i - 1], lon[i - 1], lat[i - 1], v[i - 1], t[i], lon[i], lat[i], v[i],
+            lim_us, slack_m, vmax_kmh,
+        ):  # fmt: skip
+            return False
+    return True
+
+
+@njit(cache=True)
+def select(
+    bounds: I64,
+    t: I64,
+    lon: F64,
+    lat: F64,
+    speed: F64,
+    in_r: I64,
+    in_s: I64,
+    nr_r: I64,
+    nr_s: I64,
+    have: BoolA,
+    tail_i: I64,
+    tail_f: F64,
+    sites: I64,
+    lim_us: int,
+    slack_m: float,
+    vmax_kmh: float,
+    stop_kmh: float,
+    extent_m: float,
+    has_now: bool,
+    now_us: int,
+    max_gap_s: float,
+    fast: BoolA,
+    cand: BoolA,
+) -> None:
+    """:func:`schedule.fastpath.select_parked_reference` in one pass (see there).
+
+    Per group g: ``tail_i[g]`` = (newest fix time, latest first new fix, the newest new fix
+    before this), ``tail_f[g]`` = (lon, lat, speed of the newest fix, open stop 0/1, head box
+    min lon, max lon, min lat, max lat), ``sites[g]`` the open visits' sites padded with -1.
+    ``has_now`` False: no clock.  Writes ``fast`` and ``cand``."""
+    g_n = len(bounds) - 1
+    k_sites = sites.shape[1]
+    ip = 0
+    jp = 0
+    n_in = len(in_r)
+    n_nr = len(nr_r)
+    for g in range(g_n):
+        a = bounds[g]
+        b = bounds[g + 1]
+        ok = bool(have[g])
+        cd = True
+        stop = tail_f[g, 3] != 0.0
+        n_sites = 0
+        for s in range(k_sites):
+            if sites[g, s] >= 0:
+                n_sites += 1
+        full = (1 << n_sites) - 1
+        if ok:
+            if t[a] > tail_i[g, 1] or t[b - 1] >= tail_i[g, 2]:
+                ok = False
+            if has_now and (now_us - t[b - 1]) > max_gap_s * 1e6:
+                ok = False
+            if ok and not _clean_step(
+                tail_i[g, 0], tail_f[g, 0], tail_f[g, 1], tail_f[g, 2],
+                t[a], lon[a], lat[a], speed[a], lim_us, slack_m, vmax_kmh,
+            ):  # fmt: skip
+                ok = False
+        if ok and stop:
+            lon_min, lon_max = tail_f[g, 4], tail_f[g, 5]
+            lat_min, lat_max = tail_f[g, 6], tail_f[g, 7]
+            cos0 = math.cos(lat_min * _DEG)
+            x1 = (lon_max - lon_min) * _K * cos0
+            y1 = (lat_max - lat_min) * _K
+        else:
+            lon_min = lat_min = cos0 = x1 = y1 = 0.0
+        for i in range(a, b):
+            if i > a and (ok or cd) and not _clean_step(
+                t[i - 1], lon[i - 1], lat[i - 1], speed[i - 1], t[i], lon[i], lat[i],
+                speed[i], lim_us, slack_m, vmax_kmh,
+            ):  # fmt: skip
+                ok = False
+                cd = False
+            still = speed[i] < stop_kmh
+            hit = 0
+            inside = False
+            while ip < n_in and in_r[ip] < i:
+                ip += 1
+            while ip < n_in and in_r[ip] == i:
+                inside = True
+                s_code = in_s[ip]
+                found = -1
+                for s in range(n_sites):
+                    if sites[g, s] == s_code:
+                        found = s
+                        break
+                if found < 0:
+                    ok = False
+                else:
+                    hit |= 1 << found
+                ip += 1
+            while jp < n_nr and nr_r[jp] < i:
+                jp += 1
+            while jp < n_nr and nr_r[jp] == i:
+                s_code = nr_s[jp]
+                found = -1
+                for s in range(n_sites):
+                    if sites[g, s] == s_code:
+                        found = s
+                        break
+                if found < 0:
+                    ok = False
+                jp += 1
+            if hit != full:
+                ok = False
+            if not (still or inside):
+                cd = False
+            if ok and stop:
+                if not still:
+                    ok = False
+                else:
+                    x = (lon[i] - lon_min) * _K * cos0
+                    y = (lat[i] - lat_min) * _K
+                    dx = max(abs(x), abs(x - x1))
+                    dy = max(abs(y), abs(y - y1))
+                    if not math.hypot(dx, dy) <= extent_m:
+                        ok = False
+        fast[g] = ok
+        cand[g] = cd
+
+
+def warm_up() -> None:
+    """Compile the kernels now (or load them from numba's cache)."""
+    t = np.arange(12, dtype=np.int64) * 1_000_000
+    z = np.zeros(12)
+    clean_from(t, z, z, z, 0, 59_999_000, 40.0, 250.0)
+    bounds = np.array([0, 6, 12], dtype=np.int64)
+    pr = np.array([0, 1], dtype=np.int64)
+    select(
+        bounds, t, z, z, z, pr, pr, pr, pr, np.ones(2, dtype=np.bool_),
+        np.zeros((2, 3), dtype=np.int64), np.zeros((2, 8)), np.full((2, 1), -1, dtype=np.int64),
+        59_999_000, 40.0, 250.0, 3.0, 99.0, False, 0, 300.0,
+        np.zeros(2, dtype=np.bool_), np.zeros(2, dtype=np.bool_),
+    )  # fmt: skip
+
+
+__all__ = ["clean_from", "select", "warm_up"]
