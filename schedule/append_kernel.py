@@ -55,6 +55,7 @@ def plain_still(
     speed_new: F64,
     cos0: float,
     stop_speed_kmh: float,
+    crawl_speed_kmh: float,
     stop_radius_m: float,
     speed_window_s: float,
     gap_limit_s: float,
@@ -115,7 +116,10 @@ def plain_still(
         if jj < 0:
             return False
         moved = math.hypot(x[i] - x[jj], y[i] - y[jj])
-        out[i - first] = (v[i] < stop_speed_kmh) or (moved <= stop_radius_m)
+        # as motion(): the displacement rule never overrides a unit reporting crawl speed
+        out[i - first] = (v[i] < stop_speed_kmh) or (
+            moved <= stop_radius_m and not v[i] >= crawl_speed_kmh
+        )
     return True
 
 
@@ -303,7 +307,7 @@ def warm_up() -> None:
     z = np.zeros(12)
     out = np.zeros(4, dtype=bool)
     plain_still(t[:9], z[:9], z[:9], z[:9], 0, t[9:], z[9:], z[9:], z[9:], 1.0,
-                3.0, 30.0, 20.0, 60.0, 40.0, 250.0, out)  # fmt: skip
+                3.0, 10.0, 30.0, 20.0, 60.0, 40.0, 250.0, out)  # fmt: skip
     within_extent(0.0, 0.0, 0.0, 0.0, z, z, 1.0, 99.0)
     found = np.empty(12, dtype=np.int64)
     drive_checkpoints(

@@ -65,6 +65,9 @@ Pairs = npt.NDArray[np.int64]  # (2, K): row 0 fix index, row 1 site index
 Matcher = Callable[[F64, F64, float], npt.NDArray[np.integer]]
 
 _CHECKPOINT_LEAD_FIXES = 6  # an outlier burst can drop up to 5 fixes after a jump
+#: the last fixes of a re-run _chain_floor looks at: a still run's head (10 fixes), the
+#: fixes an outlier burst can still change (BURST_FIXES + 2) and a margin
+_FLOOR_FIXES = 24
 _DRIVE_CHECKPOINT_S = 60.0  # while only appending a drive, look for a checkpoint this often
 _DEG = np.pi / 180.0  # as schedule.motion.local_xy's (the kernels' frame cosine)
 
@@ -199,6 +202,9 @@ class VehicleTracker:
         #: the same for the parked fast path (valid while its stamps hold: FleetTracker.feed)
         self.parked_tail: fastpath.ParkedTail | None = None
         self._stop_floor_us: int | None = None  # no stop chain starts before this (_rerun)
+        #: (stats.reruns, the newest fix of that re-run, the trusted floor once judged):
+        #: see _chain_floor
+        self._floor_check: tuple[int, int, bool | None] | None = None
 
     # -- input -------------------------------------------------------------------------
 
@@ -628,6 +634,10 @@ class VehicleTracker:
         if now_us is not None and now_us - int(new_t[-1]) > p.max_gap_s * 1e6:
             return None
         last_t = int(self._t[-1])
+        fc = self._floor_check
+        if not self._stale and (fc is None or fc[0] != self.stats.reruns):
+            # nothing appended since the last re-run: its newest fix is ours (_chain_floor)
+            self._floor_check = (self.stats.reruns, last_t, None)
         open_v, open_s = self._open_records()
         if len(open_s) > 1:
             return None
@@ -636,12 +646,12 @@ class VehicleTracker:
         if not open_v and not open_s and self._quiet(int(new_t[-1]), it):
             return int(new_t[-1])
         # dwelling: an open visit and no stop yet; no chain can last stop_min_s by t_end
-        dwelling = (
-            bool(open_v)
-            and not open_s
-            and self._stop_floor_us is not None
-            and int(new_t[-1]) - self._stop_floor_us < round((p.stop_min_s - 1.0) * 1e6)
-        )
+        dwelling = False
+        if open_v and not open_s:
+            floor = self._chain_floor()
+            dwelling = floor is not None and int(new_t[-1]) - floor < round(
+                (p.stop_min_s - 1.0) * 1e6
+            )
         parked = bool(open_s) or dwelling
         if parked:
             if (open_s and open_s[0].end_us != last_t) or any(v.end_us != last_t for v in open_v):
@@ -658,9 +668,9 @@ class VehicleTracker:
         still = np.empty(len(new_t) + 1, dtype=bool)
         if append_kernel.plain_still(
             self._t, self._lon, self._lat, self._speed, k0, new_t, lon, lat, speed,
-            float(np.cos(float(self._lat[k0]) * _DEG)), p.stop_speed_kmh, p.stop_radius_m,
-            p.speed_window_s, min(p.max_gap_s, p.teleport_check_s), p.teleport_slack_m,
-            p.max_speed_kmh, still,
+            float(np.cos(float(self._lat[k0]) * _DEG)), p.stop_speed_kmh, p.crawl_speed_kmh,
+            p.stop_radius_m, p.speed_window_s, min(p.max_gap_s, p.teleport_check_s),
+            p.teleport_slack_m, p.max_speed_kmh, still,
         ):  # fmt: skip
             # nothing to drop or cut: motion() would keep every fix, the new ones are kept
             kept_lon, kept_lat, kept_t = lon, lat, new_t
@@ -738,12 +748,24 @@ class VehicleTracker:
         ``stop_min_s``.  Neither can happen before those spans have passed since the first
         inside fix at or after ``cp``, and since ``cp``; a second of margin keeps the float
         seconds of the detectors on the safe side of the integer microseconds here.
+
+        A stop chain also starts no earlier than ``_stop_floor_us`` (the last re-run's
+        pending chain's first fix, or a speed window before the fixes an outlier burst could
+        still change: see :meth:`_rerun`; the *dwelling* case of :meth:`_append_only` uses it
+        the same way), so the stop's span is measured from the later of ``cp`` and that floor.
+        That keeps arriving and queueing rounds quiet when the last checkpoint lies minutes
+        back (the vehicle slowed down before the site, where no checkpoint is placed) but the
+        chain in progress, if any, is younger than ``stop_min_s``.  The floor stays valid over
+        rounds that only appended: their fixes come after the re-run's, and a chain starting
+        among them starts after it.
         """
         p = self.params
         if not self._checkpoints or self._restored:
             return False
         cp_t = self._checkpoints[-1]
-        if t_end - cp_t >= round((p.stop_min_s - 1.0) * 1e6):
+        floor = self._chain_floor()
+        chain_from = cp_t if floor is None else max(cp_t, floor)
+        if t_end - chain_from >= round((p.stop_min_s - 1.0) * 1e6):
             return False
         if any(r.start_us >= cp_t for r in self._visits) or any(
             r.start_us >= cp_t for r in self._stops
@@ -755,6 +777,73 @@ class VehicleTracker:
             int(new_in_t.min()) if len(new_in_t) else t_end,
         )
         return t_end - first_in < round((p.min_dwell_s - 1.0) * 1e6)
+
+    def _chain_floor(self) -> int | None:
+        """``_stop_floor_us`` when it provably bounds every stop chain a re-run could find
+        now, else None (then neither *dwelling* nor :meth:`_quiet` may lean on it).
+
+        The last re-run's floor is its pending chain's first fix, or a speed window before
+        the fixes an outlier burst could still change.  That misses one thing: a still run
+        begun among the re-run's last fixes has a *head* (the median of its first 10 fixes)
+        that later fixes still move, so whether it joins the chain before it (head within
+        ``stop_radius_m`` of that chain's anchor) can flip; joined, the chain starts at the
+        earlier chain's first fix, before the floor, and may last ``stop_min_s`` sooner than
+        the floor says (``tests/test_tracker_incremental.py``: a truck standing, two jitter
+        fixes, three standing fixes 35 m off, then back).  So the floor is trusted only when
+        the re-run's last ``_FLOOR_FIXES`` fixes (all kept: no implausible step, no gap, every
+        speed known, the compiled *still* rule over them with its speed-window context):
+
+        * are all *still*: one run of at least that many fixes goes through the re-run's end,
+          its head and its join are decided; a burst among the last fixes can only split a new
+          run off it, which joins that run's (pending) chain or starts after the floor;
+        * or none is *still*, and the ones before the last ``BURST_FIXES + 2`` are a confirmed
+          move from any chain before them (at least ``move_confirm_fixes``, spanning
+          ``move_confirm_s``, two of them more than ``2 drift_radius_m + 1`` apart in a
+          coordinate, so not all within ``drift_radius_m`` of any anchor): no run at the end
+          can join a chain before them, and every chain starts after the floor.
+
+        The re-run's newest fix is noted by :meth:`_append_only` in the first round after it
+        (``_floor_check``: re-run count, newest fix, the verdict once judged); when a round
+        appended before that (the fleet's fast path, with nothing open), the floor is not
+        trusted until the next re-run.  Judged once per re-run.
+        """
+        fc = self._floor_check
+        floor = self._stop_floor_us
+        if fc is None or fc[0] != self.stats.reruns or floor is None:
+            return None
+        if fc[2] is not None:
+            return floor if fc[2] else None
+        p = self.params
+        trusted = False
+        i1 = int(self._t.searchsorted(fc[1], side="right"))  # the re-run's fixes: [:i1]
+        i0 = i1 - _FLOOR_FIXES
+        k0 = -1
+        if i0 > 0:
+            t_ctx = int(self._t[i0]) - round(p.speed_window_s * 1e6)
+            k0 = int(self._t.searchsorted(t_ctx, side="right")) - 8
+        if k0 > 0:
+            still = np.empty(i1 - i0, dtype=bool)
+            t, lon, lat, spd = self._t, self._lon, self._lat, self._speed
+            if append_kernel.plain_still(
+                t[: i0 + 1], lon[: i0 + 1], lat[: i0 + 1], spd[: i0 + 1], k0,
+                t[i0 + 1 : i1], lon[i0 + 1 : i1], lat[i0 + 1 : i1], spd[i0 + 1 : i1],
+                float(np.cos(float(lat[k0]) * _DEG)), p.stop_speed_kmh, p.crawl_speed_kmh,
+                p.stop_radius_m, p.speed_window_s, min(p.max_gap_s, p.teleport_check_s),
+                p.teleport_slack_m, p.max_speed_kmh, still,
+            ):  # fmt: skip
+                if bool(still.all()):
+                    trusted = True
+                elif not bool(still.any()):
+                    j = i1 - BURST_FIXES - 2  # the move: fixes i0..j-1
+                    x, y = local_xy(lon[i0:j], lat[i0:j])
+                    spread = max(float(x.max() - x.min()), float(y.max() - y.min()))
+                    trusted = (
+                        j - i0 >= p.move_confirm_fixes
+                        and int(t[j - 1]) - int(t[i0]) >= round((p.move_confirm_s + 1.0) * 1e6)
+                        and spread > 2.0 * p.drift_radius_m + 1.0
+                    )
+        self._floor_check = (fc[0], fc[1], trusted)
+        return floor if trusted else None
 
     def _within_extent(self, stop: _Reported, lon: F64, lat: F64) -> bool:
         """Every one of these fixes lies certainly within ``stop_extent_m`` of the stop's head.
@@ -1457,8 +1546,11 @@ def _plain_still(
     """``schedule.motion``'s *still* for fixes ``first:`` of a short window, computed without
     it when no step is implausible, none is longer than ``teleport_check_s`` and every speed
     is known (then motion() keeps every fix and cuts nothing, and *still* is: reported speed
-    below ``stop_speed_kmh``, or moved at most ``stop_radius_m`` over ``speed_window_s``);
-    None when motion() itself must judge, or the window is too short to say."""
+    below ``stop_speed_kmh``, or moved at most ``stop_radius_m`` over ``speed_window_s`` and
+    not reported at ``crawl_speed_kmh`` or more); None when motion() itself must judge, or the
+    window is too short to say.  (Without the crawl clause, which motion() gained with issue
+    11, a parked truck's fix reported at driving speed counted as still here, not there:
+    ``tests/test_append_kernel.py`` holds the two equal.)"""
     if not bool(np.isfinite(speed).all()):
         return None
     t_s = (t_us - t_us[0]).astype(np.float64) / 1e6
@@ -1478,7 +1570,10 @@ def _plain_still(
     if int(j.min()) < 0:
         return None
     moved = np.hypot(x[i] - x[j], y[i] - y[j])
-    out: BoolA = (speed[i] < p.stop_speed_kmh) | (moved <= p.stop_radius_m)
+    # as motion(): the displacement rule never overrides a unit reporting crawl speed
+    out: BoolA = (speed[i] < p.stop_speed_kmh) | (
+        (moved <= p.stop_radius_m) & ~(speed[i] >= p.crawl_speed_kmh)
+    )
     return out
 
 

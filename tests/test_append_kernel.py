@@ -17,6 +17,7 @@ from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
 from schedule import append_kernel
+from schedule.motion import Track, motion
 from schedule.tracker import VehicleTracker, _plain_still
 from tests.test_visits_properties import FENCES, PARAMS, build, draw_chunks, leg
 from tests.test_visits_synthetic import TrackBuilder, feed_all
@@ -71,7 +72,7 @@ def kernel_plain_still(
     ok = append_kernel.plain_still(
         t[:n_old], lon[:n_old], lat[:n_old], v[:n_old], k0, t[n_old:], lon[n_old:], lat[n_old:],
         v[n_old:], float(np.cos(float(lat[k0]) * (np.pi / 180.0))), p.stop_speed_kmh,
-        p.stop_radius_m, p.speed_window_s, min(p.max_gap_s, p.teleport_check_s),
+        p.crawl_speed_kmh, p.stop_radius_m, p.speed_window_s, min(p.max_gap_s, p.teleport_check_s),
         p.teleport_slack_m, p.max_speed_kmh, out,
     )  # fmt: skip
     return out if ok else None
@@ -96,6 +97,24 @@ def test_plain_still_equals_the_numpy_reference(
         assert got.tolist() == want.tolist()
 
 
+@settings(max_examples=300, deadline=None)
+@given(w=windows(), data=st.data())
+def test_plain_still_is_motions_still_where_it_answers(
+    w: tuple[np.ndarray, ...], data: st.DataObject
+) -> None:
+    """The reference is itself held to motion(): where it answers, motion() over the same
+    window keeps every fix and calls the same fixes still (the append round's proofs rest on
+    that; it once missed motion()'s crawl clause)."""
+    t, lon, lat, v = w
+    first = data.draw(st.integers(0, len(t) - 1), label="first")
+    want = _plain_still(t, lon, lat, v, first, PARAMS)
+    if want is None:
+        return
+    m = motion(Track(t, lon, lat, v, np.ones(len(t))), PARAMS)
+    assert len(m.keep) == len(t)
+    assert m.still[first:].tolist() == want.tolist()
+
+
 def test_plain_still_sees_a_window_the_reference_calls_plain() -> None:
     """Not vacuous: a truck parked with a little jitter is plain and still throughout."""
     rng = np.random.default_rng(3)
@@ -107,12 +126,15 @@ def test_plain_still_sees_a_window_the_reference_calls_plain() -> None:
     got = kernel_plain_still(t, lon, lat, v, 0, 30)
     assert got is not None
     assert got.all()
-    v[35] = 50.0  # reports driving, yet moved no farther than the stop radius: still
+    v[35] = 50.0  # reports driving, though it moved no farther than the stop radius: moving,
+    v[36] = 9.9  # as motion() says (issue 11 #12); just under crawl speed: still
     got = kernel_plain_still(t, lon, lat, v, 0, 30)
     want = _plain_still(t, lon, lat, v, 29, PARAMS)
     assert got is not None
     assert want is not None
     assert got.tolist() == want.tolist()
+    assert not got[35 - 29]
+    assert got[36 - 29]
     creeping = 55.75 + np.arange(n) * 3.0 * M_LAT  # 3 m/s at exactly stop_speed_kmh: moving
     speed = np.full(n, PARAMS.stop_speed_kmh)
     got = kernel_plain_still(t // 2, lon * 0 + 37.61, creeping, speed, 0, 30)
