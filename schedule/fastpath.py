@@ -230,9 +230,8 @@ def parked_window(t: I64, p: DetectionParams) -> tuple[int, int] | None:
     n = len(t)
     last = int(t[-1])
     w = round(p.speed_window_s * 1e6)
-    a, b = t.searchsorted([last + 1 - w, last - w - 1000], side="right").tolist()
-    k0min = a - 8
-    b0 = b - 1
+    k0min = int(t.searchsorted(last + 1 - w, side="right")) - 8
+    b0 = int(t.searchsorted(last - w - 1000, side="right")) - 1
     if k0min - LEAD_STEPS < 0 or b0 < k0min:
         return None
     first_max = int(t[b0 + 8]) + w - 1 if b0 + 8 < n else FAR_US
@@ -277,16 +276,18 @@ def select_parked(
     have = np.fromiter((tl is not None for tl in tails), bool, g_n)
     tail_i = np.zeros((g_n, 3), dtype=np.int64)
     tail_f = np.zeros((g_n, 8))
-    k_sites = max((len(tl.sites) for tl in tails if tl is not None), default=0)
+    with_tail = [tl for tl in tails if tl is not None]
+    k_sites = max((len(tl.sites) for tl in with_tail), default=0)
     sites = np.full((g_n, max(k_sites, 1)), -1, dtype=np.int64)
-    for g in have.nonzero()[0].tolist():
-        tl = tails[g]
-        assert tl is not None
-        tail_i[g] = tl.t_us, tl.first_max_us, tl.until_us
-        tail_f[g] = (tl.lon, tl.lat, tl.speed_kmh, float(tl.stop), *tl.box)
-        sites[g, : len(tl.sites)] = tl.sites
-    if k_sites > 62:
-        return fast, cand  # more open visits than the kernel's bit set holds: the usual way
+    if with_tail:
+        if k_sites > 62:
+            return fast, cand  # more open visits than the kernel's bit set: the usual way
+        gs = have.nonzero()[0]
+        tail_i[gs] = [(tl.t_us, tl.first_max_us, tl.until_us) for tl in with_tail]
+        tail_f[gs] = [(tl.lon, tl.lat, tl.speed_kmh, float(tl.stop), *tl.box) for tl in with_tail]
+        for g, tl in zip(gs.tolist(), with_tail, strict=True):
+            if tl.sites:
+                sites[g, : len(tl.sites)] = tl.sites
     parked_kernel.select(
         bounds.astype(np.int64), t, lon, lat, speed, in_r, in_s, nr_r, nr_s, have, tail_i,
         tail_f, sites, round(min(p.max_gap_s, p.teleport_check_s) * 1e6) - 1000,

@@ -493,15 +493,19 @@ class VehicleTracker:
         win = fastpath.parked_window(self._t, self.params)
         if win is None:
             return None
-        return tail._replace(
-            t_us=last,
-            lon=float(lon[-1]),
-            lat=float(lat[-1]),
-            speed_kmh=float(speed[-1]),
-            first_max_us=win[1],
-            fixes_in=self.stats.fixes_in,
-            reruns=self.stats.reruns,
-            opened=self._open_cache,
+        return fastpath.ParkedTail(
+            last,
+            float(lon[-1]),
+            float(lat[-1]),
+            float(speed[-1]),
+            win[1],
+            tail.stop,
+            tail.box,
+            tail.until_us,
+            tail.sites,
+            self.stats.fixes_in,
+            self.stats.reruns,
+            self._open_cache,
         )
 
     def _append(self, name: str, new: npt.NDArray[Any]) -> None:
@@ -1862,9 +1866,10 @@ class FleetTracker:
                     tr.stats.reruns,
                 )
                 continue
-            if pfast[g]:
-                ptl = ptails[g]
-                assert ptl is not None  # select_parked() takes only vehicles with a tail
+            ptl = ptails[g]
+            # (select_parked takes only vehicles with a tail; still current unless another
+            # unit of the same vehicle was fed earlier in this batch)
+            if pfast[g] and ptl is not None and ptl.fixes_in == tr.stats.fixes_in:
                 ia, ib, na, nb = in_b[g], in_b[g + 1], nr_b[g], nr_b[g + 1]
                 tr.parked_tail = tr.append_parked(
                     ptl, t_o[a:b], lon_o[a:b], lat_o[a:b], speed_o[a:b], hdop_o[a:b],

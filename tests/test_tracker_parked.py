@@ -392,3 +392,26 @@ def test_the_compiled_selection_equals_the_reference(sizes: list[int], data: st.
     f2, c2 = reference(*args)  # type: ignore[arg-type]
     assert f1.tolist() == f2.tolist()
     assert c1.tolist() == c2.tolist()
+
+
+def test_two_units_of_one_vehicle_in_a_round_go_the_usual_way_after_the_first() -> None:
+    """A vehicle reported by two units (a unit swapped: each round the old one's fixes, then
+    the new one's).  Both groups were selected against the vehicle's tail before the round;
+    once the first is fed, the second's selection is stale (its step from the first's newest
+    fix was never checked: here a multipath outlier) and it goes the usual way."""
+    arrays = build([("park", 0, 500, 3.0, 0.0, 0.5)], 5)
+    n = len(arrays["t_us"])
+    parts = []
+    for k, lo in enumerate(range(0, n, 10)):
+        idx = np.arange(lo, min(lo + 10, n))
+        if k % 7 == 3:
+            arrays["lat"][idx[4]] += 150 * M  # the old unit's last fix of the round: an outlier
+        parts.append([("U0", arrays, idx[:5]), ("U1", arrays, idx[5:])])
+    rounds = [batch(p) for p in parts]
+    unit_map = {"U0": "V0", "U1": "V0"}
+    fast = FleetTracker(FENCES.ids, unit_map, PARAMS)
+    usual = FleetTracker(FENCES.ids, unit_map, PARAMS, fast=False)
+    clock: list[int | None] = [None] * len(rounds)
+    got = run_rounds(fast, rounds, clock, with_now=False)
+    assert got == run_rounds(usual, rounds, clock, with_now=False)
+    assert fast.statistics().fast_parked > 10
