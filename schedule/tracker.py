@@ -21,6 +21,7 @@ remedy).
 
 from __future__ import annotations
 
+import bisect
 import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -940,8 +941,8 @@ class VehicleTracker:
         p = self.params
         self._stale = False
         self._clock_closed = now_us is not None and now_us - int(self._t[-1]) > p.max_gap_s * 1e6
-        cp_i = int(np.asarray(self._checkpoints).searchsorted(dirty_us, side="right")) - 1
-        cp_i = max(cp_i, 0)
+        # (bisect_right: np.searchsorted's side="right", for a list of ints)
+        cp_i = max(bisect.bisect_right(self._checkpoints, dirty_us) - 1, 0)
         cp_t = self._checkpoints[cp_i]
         k = int(self._t.searchsorted(cp_t))
         t_ctx = int(self._t[k]) - round(p.speed_window_s * 1e6)
@@ -971,7 +972,7 @@ class VehicleTracker:
             if len(site_a)
             else []
         )
-        visits.sort(key=lambda r: (r.arrival_us, r.site))
+        visits.sort(key=_ARRIVAL_SITE)
         pending: list[int] = []
         stops = detect_stops(m, p, t0, active_from=active, now_us=now_us, pending_out=pending)
         # no stop chain can start before this any more (see _append_only's *dwelling*): the
@@ -999,8 +1000,8 @@ class VehicleTracker:
                 cps_i = np.concatenate((cps_i, settled))
         new_cps = kept_t[cps_i].tolist()
         self._checkpoints = self._checkpoints[: cp_i + 1] + [c for c in new_cps if c > cp_t]
-        events = self._diff_visits(visits, cp_t, m, track)
-        events += self._diff_stops(stops, cp_t, m, track, kin)
+        events = self._diff_visits(visits, cp_t)
+        events += self._diff_stops(stops, cp_t, m, track, kin, kept_t)
         return events
 
     @staticmethod
@@ -1222,53 +1223,61 @@ class VehicleTracker:
         self._used_ids.add(key)
         return key
 
-    def _diff_visits(
-        self, records: list[VisitRecord], cp_t: int, m: Motion, track: Track
-    ) -> list[DetectionEvent]:
+    def _diff_visits(self, records: list[VisitRecord], cp_t: int) -> list[DetectionEvent]:
         events: list[DetectionEvent] = []
         old = [r for r in self._visits if r.start_us >= cp_t and not r.frozen]
         for r in old:
             r.matched = False
         keep = [r for r in self._visits if r.start_us < cp_t or r.frozen]
+        vid = self.vehicle_id
         for rec in records:
-            site_id = self.site_ids[rec.site]
-            rep = next(
-                (
-                    o
-                    for o in old
-                    if not o.matched
-                    and o.site == rec.site
-                    and o.start_us <= rec.departure_us
-                    and rec.arrival_us <= o.end_us
-                ),
-                None,
-            )
-            started = VisitStarted(
-                visit_id="",
-                vehicle_id=self.vehicle_id,
-                site_id=site_id,
-                arrival_us=rec.arrival_us,
-                confirmed_us=rec.confirmed_us,
-            )
-            completed = None
-            if rec.closed_by is not None:
-                completed = VisitCompleted(
+            site = rec.site
+            site_id = self.site_ids[site]
+            arrival, departure = rec.arrival_us, rec.departure_us
+            rep = None
+            for o in old:
+                if (
+                    not o.matched
+                    and o.site == site
+                    and o.start_us <= departure
+                    and arrival <= o.end_us
+                ):
+                    rep = o
+                    break
+            if rep is not None and _visit_unchanged(rep, vid, site_id, rec):
+                # what _report would do for a record whose events are unchanged (it emits
+                # nothing), without building the events to compare: most re-runs re-derive
+                # the visits they reported before, figure for figure
+                rep.matched = True
+                rep.start_us, rep.end_us = arrival, departure
+                keep.append(rep)
+            else:
+                started = VisitStarted(
                     visit_id="",
-                    vehicle_id=self.vehicle_id,
+                    vehicle_id=vid,
                     site_id=site_id,
-                    arrival_us=rec.arrival_us,
-                    departure_us=rec.departure_us,
-                    fix_count=rec.fix_count,
-                    inside_share=round(rec.inside_share, 4),
-                    median_hdop=rec.median_hdop,
-                    closed_by=rec.closed_by,
+                    arrival_us=arrival,
+                    confirmed_us=rec.confirmed_us,
                 )
-            if rep is None and _overlaps_frozen(keep, rec.site, rec.arrival_us, rec.departure_us):
-                continue  # restored from before the re-fed fixes: that one stands
-            events += self._report(
-                rep, keep, f"{self.vehicle_id}-{site_id}-{rec.arrival_us}", rec.site,
-                rec.arrival_us, rec.departure_us, started, completed,
-            )  # fmt: skip
+                completed = None
+                if rec.closed_by is not None:
+                    completed = VisitCompleted(
+                        visit_id="",
+                        vehicle_id=vid,
+                        site_id=site_id,
+                        arrival_us=arrival,
+                        departure_us=departure,
+                        fix_count=rec.fix_count,
+                        inside_share=round(rec.inside_share, 4),
+                        median_hdop=rec.median_hdop,
+                        closed_by=rec.closed_by,
+                    )
+                if rep is None and _overlaps_frozen(keep, site, arrival, departure):
+                    continue  # restored from before the re-fed fixes: that one stands
+                events += self._report(
+                    rep, keep, f"{vid}-{site_id}-{arrival}", site, arrival, departure,
+                    started, completed,
+                )  # fmt: skip
             keep[-1].record = rec
             keep[-1].confirm_us = rec.confirmed_us
         events += self._retract_unmatched(old, keep)
@@ -1282,6 +1291,7 @@ class VehicleTracker:
         m: Motion,
         track: Track,
         kin: npt.NDArray[np.int64],
+        kept_t: I64,
     ) -> list[DetectionEvent]:
         events: list[DetectionEvent] = []
         old = [r for r in self._stops if r.start_us >= cp_t and not r.frozen]
@@ -1290,49 +1300,55 @@ class VehicleTracker:
         keep = [r for r in self._stops if r.start_us < cp_t or r.frozen]
         # sites, medians and head boxes of every record in one compiled call
         # (schedule/stops_kernel.py; stops.stop_figures_reference is the rule as written)
-        recs = np.array(
-            [(r.first, r.confirm, r.last, r.fix_count, r.closed_by is not None) for r in records],
-            dtype=np.int64,
-        ).reshape(len(records), 5)
-        sites_a, flts_a = stops_kernel.stop_figures(track.lon, track.lat, m.keep, kin, recs)
-        kept_t = track.t_us[m.keep]
-        for rec, site, f in zip(records, sites_a.tolist(), flts_a.tolist(), strict=True):
+        sites: list[int] = []
+        flts: list[list[float]] = []
+        if records:
+            recs = np.array(
+                [
+                    (r.first, r.confirm, r.last, r.fix_count, r.closed_by is not None)
+                    for r in records
+                ],
+                dtype=np.int64,
+            )
+            sites_a, flts_a = stops_kernel.stop_figures(track.lon, track.lat, m.keep, kin, recs)
+            sites, flts = sites_a.tolist(), flts_a.tolist()
+        vid = self.vehicle_id
+        for rec, site, f in zip(records, sites, flts, strict=True):
             site_id = self.site_ids[site] if site >= 0 else None
-            started = StopStarted(
-                stop_id="",
-                vehicle_id=self.vehicle_id,
-                site_id=site_id,
-                start_us=rec.start_us,
-                lat=round(f[0], 7),
-                lon=round(f[1], 7),
-            )
-            completed = None
-            if rec.closed_by is not None:
-                completed = StopEnded(
-                    stop_id="",
-                    vehicle_id=self.vehicle_id,
-                    site_id=site_id,
-                    start_us=rec.start_us,
-                    end_us=rec.end_us,
-                    lat=round(f[2], 7),
-                    lon=round(f[3], 7),
-                    fix_count=rec.fix_count,
-                    closed_by=rec.closed_by,
+            start, end = rec.start_us, rec.end_us
+            rep = None
+            for o in old:
+                if not o.matched and o.start_us <= end and start <= o.end_us:
+                    rep = o
+                    break
+            lat, lon = round(f[0], 7), round(f[1], 7)
+            if rep is not None and _stop_unchanged(rep, vid, site_id, rec, lat, lon, f):
+                # as in _diff_visits: _report would emit nothing for it
+                rep.matched = True
+                rep.start_us, rep.end_us, rep.site = start, end, site
+                keep.append(rep)
+            else:
+                started = StopStarted(
+                    stop_id="", vehicle_id=vid, site_id=site_id, start_us=start, lat=lat, lon=lon
                 )
-            rep = next(
-                (
-                    o
-                    for o in old
-                    if not o.matched and o.start_us <= rec.end_us and rec.start_us <= o.end_us
-                ),
-                None,
-            )
-            if rep is None and _overlaps_frozen(keep, None, rec.start_us, rec.end_us):
-                continue  # restored from before the re-fed fixes: that one stands
-            events += self._report(
-                rep, keep, f"{self.vehicle_id}-stop-{rec.start_us}", site,
-                rec.start_us, rec.end_us, started, completed,
-            )  # fmt: skip
+                completed = None
+                if rec.closed_by is not None:
+                    completed = StopEnded(
+                        stop_id="",
+                        vehicle_id=vid,
+                        site_id=site_id,
+                        start_us=start,
+                        end_us=end,
+                        lat=round(f[2], 7),
+                        lon=round(f[3], 7),
+                        fix_count=rec.fix_count,
+                        closed_by=rec.closed_by,
+                    )
+                if rep is None and _overlaps_frozen(keep, None, start, end):
+                    continue  # restored from before the re-fed fixes: that one stands
+                events += self._report(
+                    rep, keep, f"{vid}-stop-{start}", site, start, end, started, completed
+                )
             keep[-1].confirm_us = int(kept_t[rec.confirm])
             # the fixes the head of the chain in progress is a median of lie among these
             # (a stop merged from back-to-back chains measures its extent from the last
@@ -1380,7 +1396,7 @@ class VehicleTracker:
         for o in old:
             if not o.matched:
                 events += _retract(o, self.stats)
-        keep.sort(key=lambda r: r.start_us)
+        keep.sort(key=_START)
         return events
 
     def _trim(self) -> None:
@@ -1621,6 +1637,83 @@ def _versioned(ev: AnyEvent, key: str, prev: AnyEvent | None, *, retracted: bool
     if prev is None:
         return _with_id(ev, key, 1, None, retracted)
     return _with_id(ev, key, prev.version + 1, prev.version, retracted)
+
+
+_START = operator.attrgetter("start_us")
+_ARRIVAL_SITE = operator.attrgetter("arrival_us", "site")
+
+
+def _feq(x: float, y: float) -> bool:
+    """:func:`_same`'s equality of one field: NaN equals NaN."""
+    return x == y or (x != x and y != y)
+
+
+def _visit_unchanged(rep: _Reported, vehicle_id: str, site_id: str, rec: VisitRecord) -> bool:
+    """:func:`_update` would emit nothing for ``rep`` and the events ``rec`` makes (as
+    ``VehicleTracker._diff_visits`` builds them): the same :func:`_same` comparisons, field
+    by field, without building the events (tests/test_tracker_unchanged.py checks it)."""
+    s = rep.started
+    if not (
+        type(s) is VisitStarted
+        and s.vehicle_id == vehicle_id
+        and s.site_id == site_id
+        and s.arrival_us == rec.arrival_us
+        and s.confirmed_us == rec.confirmed_us
+    ):
+        return False
+    c = rep.completed
+    if rec.closed_by is None:
+        return c is None or c.retracted
+    return (
+        type(c) is VisitCompleted
+        and not c.retracted
+        and c.vehicle_id == vehicle_id
+        and c.site_id == site_id
+        and c.arrival_us == rec.arrival_us
+        and c.departure_us == rec.departure_us
+        and c.fix_count == rec.fix_count
+        and _feq(c.inside_share, round(rec.inside_share, 4))
+        and _feq(c.median_hdop, rec.median_hdop)
+        and c.closed_by == rec.closed_by
+    )
+
+
+def _stop_unchanged(
+    rep: _Reported,
+    vehicle_id: str,
+    site_id: str | None,
+    rec: StopRecord,
+    lat: float,
+    lon: float,
+    figures: Sequence[float],
+) -> bool:
+    """:func:`_visit_unchanged` for a stop: ``lat``/``lon`` are the started event's (rounded),
+    ``figures`` the record's row of ``stops_kernel.stop_figures`` (ended lat, lon at 2, 3)."""
+    s = rep.started
+    if not (
+        type(s) is StopStarted
+        and s.vehicle_id == vehicle_id
+        and s.site_id == site_id
+        and s.start_us == rec.start_us
+        and _feq(s.lat, lat)
+        and _feq(s.lon, lon)
+    ):
+        return False
+    c = rep.completed
+    if rec.closed_by is None:
+        return c is None or c.retracted
+    return (
+        type(c) is StopEnded
+        and not c.retracted
+        and c.vehicle_id == vehicle_id
+        and c.site_id == site_id
+        and c.start_us == rec.start_us
+        and c.end_us == rec.end_us
+        and _feq(c.lat, round(figures[2], 7))
+        and _feq(c.lon, round(figures[3], 7))
+        and c.fix_count == rec.fix_count
+        and c.closed_by == rec.closed_by
+    )
 
 
 _IDENTITY = frozenset({"visit_id", "stop_id", "version", "supersedes", "retracted"})
