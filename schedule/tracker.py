@@ -66,9 +66,10 @@ Pairs = npt.NDArray[np.int64]  # (2, K): row 0 fix index, row 1 site index
 Matcher = Callable[[F64, F64, float], npt.NDArray[np.integer]]
 
 _CHECKPOINT_LEAD_FIXES = 6  # an outlier burst can drop up to 5 fixes after a jump
-#: the last fixes of a re-run _chain_floor looks at: a still run's head (10 fixes), the
-#: fixes an outlier burst can still change (BURST_FIXES + 2) and a margin
+#: the last fixes of a re-run _chain_floor looks at, and the run starts among them it
+#: refuses: a still run's head is 10 fixes, an outlier burst can still change BURST_FIXES + 2
 _FLOOR_FIXES = 24
+_YOUNG_FIXES = 20
 _DRIVE_CHECKPOINT_S = 60.0  # while only appending a drive, look for a checkpoint this often
 _DEG = np.pi / 180.0  # as schedule.motion.local_xy's (the kernels' frame cosine)
 
@@ -795,17 +796,18 @@ class VehicleTracker:
         earlier chain's first fix, before the floor, and may last ``stop_min_s`` sooner than
         the floor says (``tests/test_tracker_incremental.py``: a truck standing, two jitter
         fixes, three standing fixes 35 m off, then back).  So the floor is trusted only when
-        the re-run's last ``_FLOOR_FIXES`` fixes (all kept: no implausible step, no gap, every
-        speed known, the compiled *still* rule over them with its speed-window context):
-
-        * are all *still*: one run of at least that many fixes goes through the re-run's end,
-          its head and its join are decided; a burst among the last fixes can only split a new
-          run off it, which joins that run's (pending) chain or starts after the floor;
-        * or none is *still*, and the ones before the last ``BURST_FIXES + 2`` are a confirmed
-          move from any chain before them (at least ``move_confirm_fixes``, spanning
-          ``move_confirm_s``, two of them more than ``2 drift_radius_m + 1`` apart in a
-          coordinate, so not all within ``drift_radius_m`` of any anchor): no run at the end
-          can join a chain before them, and every chain starts after the floor.
+        the re-run's last ``_FLOOR_FIXES`` fixes are all kept (no implausible step, no gap,
+        every speed known: the compiled *still* rule over them, with its speed-window
+        context, is motion()'s) and no still run starts among its last ``_YOUNG_FIXES`` (10
+        for a head, ``BURST_FIXES + 2`` an outlier burst can still change, a margin).  Then
+        every run's head and join were decided at that re-run, except for runs that a burst
+        among the last fixes splits off or makes: split off a run going through the end, such
+        a run joins that run's (pending) chain or starts a chain after the floor; after fixes
+        that are not still, it cannot join a chain before them unless that chain was still
+        pending (its first fix is the floor) -- a chain the walk broke was broken by a
+        confirmed move, which stays one, or by a run it did not join, which is itself a chain
+        (an older, decided one).  A chain started by backdating never reaches back past the
+        chain before it.
 
         The re-run's newest fix is noted by :meth:`_append_only` in the first round after it
         (``_floor_check``: re-run count, newest fix, the verdict once judged); when a round
@@ -836,17 +838,8 @@ class VehicleTracker:
                 p.stop_radius_m, p.speed_window_s, min(p.max_gap_s, p.teleport_check_s),
                 p.teleport_slack_m, p.max_speed_kmh, still,
             ):  # fmt: skip
-                if bool(still.all()):
-                    trusted = True
-                elif not bool(still.any()):
-                    j = i1 - BURST_FIXES - 2  # the move: fixes i0..j-1
-                    x, y = local_xy(lon[i0:j], lat[i0:j])
-                    spread = max(float(x.max() - x.min()), float(y.max() - y.min()))
-                    trusted = (
-                        j - i0 >= p.move_confirm_fixes
-                        and int(t[j - 1]) - int(t[i0]) >= round((p.move_confirm_s + 1.0) * 1e6)
-                        and spread > 2.0 * p.drift_radius_m + 1.0
-                    )
+                starts = still[1:] & ~still[:-1]  # still[0] is fix i0's
+                trusted = not bool(starts[-_YOUNG_FIXES:].any())
         self._floor_check = (fc[0], fc[1], trusted)
         return floor if trusted else None
 
