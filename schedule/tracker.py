@@ -164,6 +164,7 @@ class VehicleTracker:
         self.vehicle_id = vehicle_id
         self.site_ids: Sequence[str] = site_ids if isinstance(site_ids, list) else tuple(site_ids)
         self.params = params or DetectionParams()
+        self._horizon_us = round(self.params.horizon_s * 1e6)  # (params are frozen)
         #: the checkpoint kernels' thresholds, built once (not on every re-run)
         self._checkpoint_pv = checkpoint_kernel.param_vector(
             self.params, _CHECKPOINT_LEAD_FIXES, BURST_FIXES
@@ -337,6 +338,7 @@ class VehicleTracker:
         if not self._checkpoints or (dirty < self._checkpoints[0] and not self._trimmed):
             self._checkpoints = [int(self._t[0])]  # before any fix the vehicle is idle
             self._trimmed = False
+        events: list[DetectionEvent] = []
         if kept_last is not None:
             self.stats.appended += 1
             self._stale = True
@@ -347,10 +349,12 @@ class VehicleTracker:
                 r.end_us = kept_last
             if not open_v and not open_s:
                 self._checkpoint_while_driving()
+        else:
+            events = self._rerun(dirty, now_us)
+        # _trim()'s own first test, without the call (it finds nothing on most rounds)
+        cps = self._checkpoints
+        if len(cps) > 1 and cps[1] <= int(self._t[-1]) - self._horizon_us:
             self._trim()
-            return []
-        events = self._rerun(dirty, now_us)
-        self._trim()
         return events
 
     def take_tail(self) -> fastpath.Tail | None:
@@ -385,7 +389,7 @@ class VehicleTracker:
         self._append_fixes(t, lon, lat, speed, hdop)
         self._checkpoint_while_driving()
         cps = self._checkpoints
-        limit = int(t[-1]) - round(self.params.horizon_s * 1e6)
+        limit = int(t[-1]) - self._horizon_us
         if len(cps) > 1 and cps[1] <= limit:  # else _trim() finds nothing to forget
             self._trim()
 
@@ -539,25 +543,68 @@ class VehicleTracker:
 
     def _append_fixes(self, t: I64, lon: F64, lat: F64, speed: F64, hdop: F64) -> None:
         """:meth:`_append` of the five fix columns at once (one buffer check, not five: an
-        append round is dominated by such per-call Python at 2,000-fix batches)."""
-        if not len(t):
+        append round is dominated by such per-call Python at 2,000-fix batches).
+
+        The common case, every column still the view last handed out and room left, is
+        written out here (no tuples, generators or zips: ~1 µs a round on a 1 Hz fleet,
+        where each round appends one fix); anything else goes through :func:`_grown`."""
+        k = len(t)
+        if not k:
             return
+        g = self._fix_buf
+        cur_t = self._t
+        if g is not None:
+            n = len(cur_t)
+            m = n + k
+            v = g[1]
+            if (
+                m <= g[2]
+                and v[0] is cur_t
+                and v[1] is self._lon
+                and v[2] is self._lat
+                and v[3] is self._speed
+                and v[4] is self._hdop
+            ):
+                b_t, b_lon, b_lat, b_speed, b_hdop = g[0]
+                b_t[n:m] = t
+                b_lon[n:m] = lon
+                b_lat[n:m] = lat
+                b_speed[n:m] = speed
+                b_hdop[n:m] = hdop
+                views = (b_t[:m], b_lon[:m], b_lat[:m], b_speed[:m], b_hdop[:m])
+                self._fix_buf = (g[0], views, g[2])
+                self._t, self._lon, self._lat, self._speed, self._hdop = views
+                return
         self._fix_buf = g = _grown(
-            self._fix_buf,
-            (self._t, self._lon, self._lat, self._speed, self._hdop),
+            g,
+            (cur_t, self._lon, self._lat, self._speed, self._hdop),
             (t, lon, lat, speed, hdop),
         )
         self._t, self._lon, self._lat, self._speed, self._hdop = g[1]
 
     def _append_pairs(self, t_name: str, site_name: str, t: I64, site: npt.NDArray[Any]) -> None:
-        """:meth:`_append` of one pair table's two columns (fix time, site code) at once."""
-        if not len(t):
+        """:meth:`_append` of one pair table's two columns (fix time, site code) at once (the
+        common case written out, as in :meth:`_append_fixes`)."""
+        k = len(t)
+        if not k:
             return
-        g = _grown(
-            self._pair_bufs.get(t_name),
-            (getattr(self, t_name), getattr(self, site_name)),
-            (t, site),
-        )
+        g = self._pair_bufs.get(t_name)
+        cur_t = getattr(self, t_name)
+        cur_s = getattr(self, site_name)
+        if g is not None:
+            n = len(cur_t)
+            m = n + k
+            v = g[1]
+            if m <= g[2] and v[0] is cur_t and v[1] is cur_s:
+                b_t, b_s = g[0]
+                b_t[n:m] = t
+                b_s[n:m] = site
+                views = (b_t[:m], b_s[:m])
+                self._pair_bufs[t_name] = (g[0], views, g[2])
+                setattr(self, t_name, views[0])
+                setattr(self, site_name, views[1])
+                return
+        g = _grown(g, (cur_t, cur_s), (t, site))
         self._pair_bufs[t_name] = g
         setattr(self, t_name, g[1][0])
         setattr(self, site_name, g[1][1])
@@ -566,10 +613,11 @@ class VehicleTracker:
         """The open visits and stops (:func:`_is_open`), in list order.
 
         Append rounds ask on every round; records only change in a re-run (which counts
-        ``stats.reruns`` and builds new lists), :meth:`_trim` (new lists), :meth:`restore`,
-        :meth:`_freeze_unreachable` and :meth:`retire_sites` (which drop the cache), so the
-        answer is kept while the lists, the re-run count and those stay the same.  An append
-        round only moves an open record's ``end_us``, which openness does not depend on.
+        ``stats.reruns`` and builds new lists), :meth:`restore`, :meth:`_freeze_unreachable`
+        and :meth:`retire_sites` (which drop the cache); :meth:`_trim` carries the answer over
+        to its shorter lists.  So the answer is kept while the lists, the re-run count and
+        those stay the same.  An append round only moves an open record's ``end_us``, which
+        openness does not depend on.
         """
         c = self._open_cache
         if (
@@ -579,8 +627,23 @@ class VehicleTracker:
             and c[2] == self.stats.reruns
         ):
             return c[3], c[4]
-        open_v = [r for r in self._visits if _is_open(r)]
-        open_s = [r for r in self._stops if _is_open(r)]
+        # _is_open inlined, the common rejection (a completed record) tested first: after
+        # every re-run this scans both lists (~30 records), a function call per record was
+        # most of it
+        open_v = [
+            r
+            for r in self._visits
+            if (r.completed is None or r.completed.retracted)
+            and not r.frozen
+            and not r.started.retracted
+        ]
+        open_s = [
+            r
+            for r in self._stops
+            if (r.completed is None or r.completed.retracted)
+            and not r.frozen
+            and not r.started.retracted
+        ]
         self._open_cache = (self._visits, self._stops, self.stats.reruns, open_v, open_s)
         return open_v, open_s
 
@@ -1396,7 +1459,7 @@ class VehicleTracker:
         """Forget what lies more than ``horizon_s`` behind the newest fix (at a checkpoint)."""
         if not len(self._t):
             return
-        limit = int(self._t[-1]) - round(self.params.horizon_s * 1e6)
+        limit = int(self._t[-1]) - self._horizon_us
         cps = self._checkpoints
         if len(cps) < 2 or cps[1] > limit:
             return  # (ascending) no checkpoint but the first is old enough: nothing to forget
@@ -1417,8 +1480,23 @@ class VehicleTracker:
         self._in_t, self._in_site = self._in_t[s], self._in_site[s]
         s = self._near_t >= t_first
         self._near_t, self._near_site = self._near_t[s], self._near_site[s]
+        c = self._open_cache
+        valid = (
+            c is not None
+            and c[0] is self._visits
+            and c[1] is self._stops
+            and c[2] == self.stats.reruns
+        )
         self._visits = [r for r in self._visits if r.start_us >= cut_t]
         self._stops = [r for r in self._stops if r.start_us >= cut_t]
+        if valid and c is not None:  # the open records kept, in the same filter
+            self._open_cache = (
+                self._visits,
+                self._stops,
+                c[2],
+                [r for r in c[3] if r.start_us >= cut_t],
+                [r for r in c[4] if r.start_us >= cut_t],
+            )
         # ids embed the start time: those of forgotten records can never be generated again
         self._used_ids = {r.key for r in (*self._visits, *self._stops)}
         self._trimmed = True
