@@ -9,8 +9,15 @@ bookkeeping, the concatenation of pending batches, the periodic ``advance`` of s
 vehicles).  Optionally a pyinstrument profile of the data after ``--warmup`` seconds only
 (the warm-up, each vehicle's first fixes, is not the steady state).
 
+With ``--plan-stops K`` every vehicle also has a day plan of K stops (the schedule board and
+the alert desk run, as ``fleetwatch run`` with a plans directory): its first stop is its own
+fence site where that site is still free (one stop per site and date), the others board-only
+sites within ~3 km of its circle, planned arrivals spread from 3 h before the data to 9 h
+after it, 30 min before / 60 min after as the window; the board's and the desk's calls are
+then timed per method.
+
 Run:  python benchmarks/profile_engine_steady.py --units 30000 --duration 150 --warmup 120 \\
-          [--profile /tmp/steady.html]
+          [--plan-stops 4] [--profile /tmp/steady.html]
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -30,6 +37,66 @@ import numpy as np  # noqa: E402
 
 from benchmarks.bench_end_to_end import fleet_shape, write_inputs  # noqa: E402
 from simulators.synthetic import SyntheticFleet  # noqa: E402
+
+if TYPE_CHECKING:
+    from fleetwatch.engine_setup import Schedule
+    from geofence import SiteLoad
+    from schedule.plans import DayPlan
+
+_S = 1_000_000
+
+
+def make_schedule(
+    load: SiteLoad, vehicles: list[str], centres: np.ndarray, k: int, t0_us: int, seed: int
+) -> tuple[Schedule, DayPlan]:
+    """Every vehicle a route of *k* stops on the data's UTC date (see the module docstring)."""
+    import datetime as dt
+
+    from alerts.roster import generate_roster
+    from fleetwatch.engine_setup import Schedule
+    from schedule.contracts import SiteContract, site_contracts
+    from schedule.plans import DayPlan, PlannedStop, ScheduleInputs
+
+    rng = np.random.default_rng(seed)
+    sites = site_contracts(load.sites)
+    fence_ids = [s.site_id for s in load.sites]
+    day = dt.datetime.fromtimestamp(t0_us / 1e6, tz=dt.UTC).date()
+    routes: dict[str, tuple[PlannedStop, ...]] = {}
+    taken: set[str] = set()
+    for i, vid in enumerate(vehicles):
+        c = i % len(fence_ids)
+        pas = np.sort(t0_us + rng.integers(-3 * 3600, 9 * 3600, size=k) * _S)
+        stops = []
+        for j in range(k):
+            sid = fence_ids[c]
+            if j > 0 or sid in taken:
+                sid = f"P{i}-{j}"
+                lon, lat = centres[c] + rng.uniform(-0.03, 0.03, size=2)
+                sites[sid] = SiteContract(
+                    site_id=sid, client_id="C", lon=float(lon), lat=float(lat), contract=None
+                )
+            taken.add(sid)
+            pa = int(pas[j])
+            stops.append(
+                PlannedStop(
+                    service_date=day,
+                    vehicle_id=vid,
+                    seq=j + 1,
+                    site_id=sid,
+                    planned_arrival_us=pa,
+                    window_start_us=pa - 1800 * _S,
+                    window_end_us=pa + 3600 * _S,
+                    service_min=10.0,
+                )
+            )
+        routes[vid] = tuple(stops)
+    plan = DayPlan(
+        service_date=day, routes=routes, departures_us={v: t0_us - 4 * 3600 * _S for v in routes}
+    )
+    inputs = ScheduleInputs(
+        sites=sites, vehicles=frozenset(vehicles), depots={}, plans={day: plan}, problems=[]
+    )
+    return Schedule(inputs=inputs, roster=generate_roster(vehicles)), plan
 
 
 class Clock:
@@ -64,6 +131,10 @@ def main() -> int:
     ap.add_argument("--dwell", type=float, default=240.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--detect-interval-ms", type=float, default=None)
+    ap.add_argument(
+        "--plan-stops", type=int, default=0,
+        help="a day plan of this many stops per vehicle (board and alert desk run); 0: none",
+    )  # fmt: skip
     ap.add_argument("--profile", type=Path, help="pyinstrument HTML (or .txt) of the measured part")
     args = ap.parse_args()
 
@@ -78,11 +149,25 @@ def main() -> int:
     fleet = SyntheticFleet(shape)
     names = [shape.unit_id(i) for i in range(args.units)]
     interval_s = (args.detect_interval_ms or 1000.0) / 1000
+    load = load_sites(files["sites"])
+    t0 = time.time_ns() // 1000
+    schedule = plan = None
+    if args.plan_stops > 0:
+        c = time.process_time()
+        schedule, plan = make_schedule(
+            load, [f"V{u}" for u in names], centres, args.plan_stops, t0, args.seed
+        )
+        print(f"plan: {plan.stop_count} stops built in {time.process_time() - c:.1f} CPU-s")
     engine = build_engine(
-        load_sites(files["sites"]),
+        load,
         {u: f"V{u}" for u in names},
         params=EngineParams(round_interval_s=interval_s),
+        schedule=schedule,
     )
+    if plan is not None:
+        c = time.process_time()
+        engine.load_plan(plan, t0)
+        print(f"plan imported in {time.process_time() - c:.1f} CPU-s")
     clock = Clock()
     # the parts, outermost first: matching and the tracker inside _detect; positions; board
     match = engine._matcher
@@ -103,11 +188,16 @@ def main() -> int:
     clock.wrap(engine_mod, "newest_positions", "newest_positions")
     clock.wrap(engine, "_downstream", "_downstream (board, stages)")
     clock.wrap(engine, "_take", "_take (concat)")
+    if engine.board is not None:
+        for name in ("on_positions", "tick", "on_detection"):
+            clock.wrap(engine.board, name, f"board.{name}")
+    for k, stage in enumerate(engine.stages):
+        for name in ("consume", "tick"):
+            clock.wrap(stage, name, f"stage{k}.{name}")
 
     decoder = Decoder(DecodeOptions())
     everyone = np.arange(args.units, dtype=np.int64)
     hz = args.rate / args.units
-    t0 = time.time_ns() // 1000
     steps = round(args.duration * hz)
     warm = round(args.warmup * hz)
     profiler = None

@@ -155,6 +155,47 @@ def route_eta(
     return start_us + np.round(arrive_s * 1e6).astype(np.int64)
 
 
+def routes_eta(
+    *,
+    start_us: I64,
+    start_lon: F64,
+    start_lat: F64,
+    lon: F64,
+    lat: F64,
+    window_start_us: I64,
+    service_s: F64,
+    speed_mps: F64,
+    planned_leg_s: F64,
+    ratio: F64,
+    first_share: F64,
+) -> I64:
+    """:func:`route_eta` for many routes at once, one route per row (``R`` routes × ``L``
+    stops, the per-route scalars as ``(R,)`` columns).  A row shorter than ``L`` is padded at
+    its end with anything finite (its ETAs there are meaningless); ``planned_leg_s`` holds NaN
+    where the plan does not hold the leg.
+
+    Why rows and not one flat array: the recurrence's running sum and maximum run along each
+    row (``axis=1``), so a route's ETAs are exactly :func:`route_eta`'s — the same additions in
+    the same order, whatever other routes share the call (a flat array with segment offsets
+    would round differently, and a route's ETA would depend on which routes happened to be
+    refreshed with it).  The board refreshes ~1/30 of the fleet's routes every second at
+    30,000 vehicles: one call here instead of ~15 numpy calls per route."""
+    if lon.size == 0:
+        return np.zeros(lon.shape, np.int64)
+    prev_lon = np.concatenate([start_lon[:, None], lon[:, :-1]], axis=1)
+    prev_lat = np.concatenate([start_lat[:, None], lat[:, :-1]], axis=1)
+    travel_s = distance_m(prev_lon, prev_lat, lon, lat) / np.maximum(speed_mps, 1e-3)[:, None]
+    planned = planned_leg_s * ratio[:, None]
+    planned[:, 0] *= first_share
+    travel_s = np.where(np.isnan(planned_leg_s), travel_s, planned)
+    step = travel_s + service_s
+    c = np.cumsum(step, axis=1)
+    base = (window_start_us - start_us[:, None]) / 1e6 + service_s - c
+    dep = c + np.maximum(0.0, np.maximum.accumulate(base, axis=1))
+    arrive_s = dep - service_s
+    return start_us[:, None] + np.round(arrive_s * 1e6).astype(np.int64)
+
+
 def eta_margin_s(eta_us: I64, deadline_us: I64) -> float:
     """Seconds until the first stop's ETA would pass its deadline if the vehicle stood still
     (the ETA then slides with the clock): the board re-checks the route at that instant."""
