@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from fleetwatch import cmd_replay
 from fleetwatch.cli import EPILOG, main
 from fleetwatch.cmd_check_broker import publish_backlog
 
@@ -67,6 +68,63 @@ def test_simulate_too_many_faulty_units_names_the_options(
     argv = ["simulate", "--out", str(tmp_path), "--vehicles", "1", "--silent-units", "2"]
     assert main(argv) == 2
     assert "--silent-units" in one_error_line(capsys.readouterr().err)
+
+
+@pytest.fixture(scope="module")
+def small_day(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("small_day")
+    assert main(["simulate", "--out", str(out), "--vehicles", "2", "--sites", "3",
+                 *FEW_FIXES]) == 0  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize(
+    "text", ['{"type": "FeatureCollection", "features": [', '{"type": "Feature"}']
+)
+def test_replay_of_a_malformed_sites_file_is_one_line(
+    small_day: Path, tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scenario = tmp_path / "scenario"
+    scenario.mkdir()
+    for name in ("units.csv", "depots.csv"):
+        (scenario / name).write_text((small_day / name).read_text())
+    (scenario / "sites.geojson").write_text(text)
+    assert main(["replay", str(scenario), "--out", str(tmp_path / "out")]) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert line.startswith(f"fleetwatch replay: {scenario}: sites.geojson ")
+
+
+def test_replay_refuses_an_unusable_out_before_replaying(
+    small_day: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.setattr(cmd_replay, "replay_scenario", _must_not_replay)
+    a_file = tmp_path / "out"
+    a_file.write_text("")
+    assert main(["replay", str(small_day), "--out", str(a_file)]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "--out" in line
+    assert "a file of that name exists" in line
+
+
+def test_replay_evaluate_without_truth_fails_before_replaying(
+    small_day: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    scenario = tmp_path / "scenario"
+    scenario.mkdir()
+    for f in small_day.rglob("*"):
+        if f.is_file() and f.name != "truth.json":
+            target = scenario / f.relative_to(small_day)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(f.read_bytes())
+    monkeypatch.setattr(cmd_replay, "build_engine", _must_not_replay)
+    assert main(["replay", str(scenario), "--out", str(tmp_path / "o"), "--evaluate"]) == 1
+    assert "--evaluate needs truth.json" in one_error_line(capsys.readouterr().err)
+
+
+def _must_not_replay(*_a: object, **_k: object) -> None:
+    raise AssertionError("the bad input should have been refused before the replay")
 
 
 # -- fleetwatch check-broker ---------------------------------------------------------------
