@@ -127,6 +127,17 @@ def _must_not_replay(*_a: object, **_k: object) -> None:
     raise AssertionError("the bad input should have been refused before the replay")
 
 
+@pytest.mark.parametrize("option", ["--max-age-days", "--max-speed-kmh"])
+def test_decode_refuses_an_infinite_limit_in_one_line(
+    tmp_path: Path, option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = tmp_path / "u1.nmea"
+    log.write_text("$GPRMC,bad\n")
+    value = "inf" if option == "--max-age-days" else "-1"
+    assert main(["decode", str(log), option, value]) == 2
+    assert option[2:].replace("-", "_") in one_error_line(capsys.readouterr().err)
+
+
 # -- fleetwatch check-broker ---------------------------------------------------------------
 
 QUEUE_SIZE = 15  # paho's MQTT_ERR_QUEUE_SIZE
