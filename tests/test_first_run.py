@@ -12,6 +12,7 @@ import pytest
 from fleetwatch import cmd_replay
 from fleetwatch.cli import EPILOG, main
 from fleetwatch.cmd_check_broker import publish_backlog
+from fleetwatch.engine_setup import PlanSetupError, load_schedule
 
 #: fewer fixes, the same plan: a day's routes and windows do not depend on the fix rate
 FEW_FIXES = ["--rate-hz", "0.1", "--slow-rate-hz", "0.1"]
@@ -121,6 +122,22 @@ def test_replay_evaluate_without_truth_fails_before_replaying(
     monkeypatch.setattr(cmd_replay, "build_engine", _must_not_replay)
     assert main(["replay", str(scenario), "--out", str(tmp_path / "o"), "--evaluate"]) == 1
     assert "--evaluate needs truth.json" in one_error_line(capsys.readouterr().err)
+
+
+def test_a_plans_dir_of_plans_and_depots_takes_the_configured_sites_file(
+    small_day: Path, tmp_path: Path
+) -> None:
+    # docs/configuration.md: FLEETWATCH_PLANS_DIR holds plans.csv and depots.csv; `fleetwatch
+    # run` refused such a directory with "no sites.geojson" (only scenario directories worked)
+    plans = tmp_path / "plans"
+    plans.mkdir()
+    for name in ("plans.csv", "depots.csv"):
+        (plans / name).write_text((small_day / name).read_text())
+    with pytest.raises(PlanSetupError, match="service windows"):
+        load_schedule(plans)
+    schedule = load_schedule(plans, sites_file=small_day / "sites.geojson")
+    assert schedule.inputs.plans
+    assert schedule.inputs == load_schedule(small_day).inputs
 
 
 def _must_not_replay(*_a: object, **_k: object) -> None:
