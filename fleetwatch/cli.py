@@ -36,7 +36,7 @@ EPILOG = """\
 examples:
   fleetwatch run --config /etc/fleetwatch/fleetwatch.toml
   fleetwatch decode track.nmea | head
-  fleetwatch simulate --out /tmp/day --vehicles 20
+  fleetwatch simulate --out /tmp/day --sites 600 --vehicles 20
   fleetwatch replay /tmp/day --out /tmp/day/out --evaluate
 """
 

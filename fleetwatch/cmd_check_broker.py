@@ -20,13 +20,23 @@ import sys
 import threading
 import time
 import uuid
+from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from paho.mqtt.client import Client, MQTTMessageInfo
 
 from fleetwatch.startup import EXIT_CONFIG, EXIT_OK, EXIT_UNAVAILABLE
 
 EXIT_TOO_SMALL = 1
+
+#: at most this many probe messages unacknowledged at once.  MQTT packet ids are 16 bits: paho
+#: refuses a publish whose id is still in flight (MQTT_ERR_QUEUE_SIZE), so queueing the default
+#: probe (150 units x 15 min = 135,000 messages) in one go failed on its 65,536th message
+#: whenever the broker acknowledged more slowly than paho queued.
+MAX_UNACKED = 10_000
 
 EPILOG = """\
 examples:
@@ -87,6 +97,41 @@ def verdict(r: ProbeResult, *, payload_bytes: int) -> tuple[int, str]:
     )
 
 
+def publish_backlog(
+    pub: Client,
+    topic: str,
+    payload: bytes,
+    n: int,
+    *,
+    window: int = MAX_UNACKED,
+    ack_timeout_s: float = 60.0,
+) -> None:
+    """Publish *n* QoS 1 messages with at most *window* unacknowledged (see MAX_UNACKED).
+
+    Raises ConnectionError when the broker refuses a message or stops acknowledging for
+    *ack_timeout_s*: the probe then has no verdict, and saying "unavailable" beats a traceback.
+    """
+    pending: deque[MQTTMessageInfo] = deque()
+
+    def settle(info: MQTTMessageInfo) -> None:
+        try:
+            info.wait_for_publish(timeout=ack_timeout_s)
+        except (RuntimeError, ValueError) as exc:
+            raise ConnectionError(f"the broker refused a probe message: {exc}") from None
+        if not info.is_published():
+            raise ConnectionError(f"the broker acknowledged nothing for {ack_timeout_s:.0f} s")
+
+    for _ in range(n):
+        info = pub.publish(topic, payload, qos=1)
+        if info.rc != 0:
+            raise ConnectionError(f"publishing the probe failed (paho error {info.rc})")
+        pending.append(info)
+        if len(pending) >= window:
+            settle(pending.popleft())
+    while pending:
+        settle(pending.popleft())
+
+
 def probe(
     *,
     host: str,
@@ -140,12 +185,10 @@ def probe(
     connect(pub, clean=True, expiry_s=0)
     pub.loop_start()
     payload = b"$" + b"x" * max(payload_bytes - 1, 0)
-    last = None
-    for _ in range(n):
-        last = pub.publish(topic, payload, qos=1)
-    if last is not None:
-        last.wait_for_publish(timeout=max(60.0, n / 2000))
-    pub.loop_stop()
+    try:
+        publish_backlog(pub, topic, payload, n)
+    finally:
+        pub.loop_stop()
     pub.disconnect()
 
     held = 0

@@ -25,7 +25,7 @@ from alerts.records import AlertVersion, ExceptionVersion
 from core.fixes import FixBatch, iso_utc
 from fleetwatch.engine_setup import Schedule, build_engine, load_schedule
 from fleetwatch.regions import depot_points, sites_in_region
-from geofence import load_sites_geojson
+from geofence import SiteFileError, load_sites_geojson
 from ingest.nmea import DecodeOptions, Decoder
 from schedule.engine import EngineParams, tick_until
 from schedule.evaluate import VisitInterval, evaluate_visits
@@ -200,6 +200,8 @@ def replay_scenario(
             raise ScenarioError(f"{scenario}: no {name} (is it a scenario directory?)")
     if batch_payloads < 1 or not batch_s > 0:
         raise ValueError("batch_payloads must be >= 1 and batch_s > 0")
+    if evaluate and not (scenario / "truth.json").is_file():  # before the replay, not after it
+        raise ScenarioError(f"{scenario}: --evaluate needs truth.json")
     t_start = time.perf_counter()
     load = load_sites_geojson(scenario / "sites.geojson")
     load, _ = sites_in_region(  # ops: the sites region (fleetwatch/regions.py)
@@ -430,6 +432,14 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"fleetwatch replay: {exc}", file=sys.stderr)
         return 2
+    out: Path = args.out
+    try:  # an unusable --out is said at once, not after minutes of replay
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        why = "a file of that name exists" if out.exists() else (exc.strerror or str(exc))
+        print(f"fleetwatch replay: --out {out}: cannot create the directory ({why})",
+              file=sys.stderr)  # fmt: skip
+        return 2
     try:
         result = replay_scenario(
             args.scenario,
@@ -439,11 +449,12 @@ def run(args: argparse.Namespace) -> int:
             evaluate=args.evaluate,
             region=args.region,
         )
+    except SiteFileError as exc:  # names the file only: say which scenario
+        print(f"fleetwatch replay: {args.scenario}: {exc}", file=sys.stderr)
+        return 1
     except (ScenarioError, OSError, ValueError) as exc:
         print(f"fleetwatch replay: {exc}", file=sys.stderr)
         return 1
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
     (out / "visits.json").write_text(json.dumps(result.visits, indent=1) + "\n")
     (out / "stops.json").write_text(json.dumps(result.stops, indent=1) + "\n")
     with (out / "events.jsonl").open("w", encoding="utf-8") as f:

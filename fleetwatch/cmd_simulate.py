@@ -106,10 +106,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name in _RATES:
         default = getattr(d, f"{name}_rate")
         g.add_argument(f"--{name}-rate", type=float, default=default, help=f"default {default}")
-    g.add_argument("--clock-off-units", type=int, default=d.clock_off_units,
-                   help=f"units whose clock is wrong (default {d.clock_off_units})")  # fmt: skip
-    g.add_argument("--silent-units", type=int, default=d.silent_units,
-                   help=f"units that never report (default {d.silent_units})")  # fmt: skip
+    # None: the generator's default, unless the fleet is too small to carry it (_faulty_units)
+    g.add_argument("--clock-off-units", type=int, default=None,
+                   help=f"units whose clock is wrong (default {d.clock_off_units}; "
+                        "0 for a single vehicle)")  # fmt: skip
+    g.add_argument("--silent-units", type=int, default=None,
+                   help=f"units that never report (default {d.silent_units}; "
+                        "0 for a single vehicle)")  # fmt: skip
     g.add_argument(
         "--coverage-gap-units",
         type=int,
@@ -138,8 +141,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _faulty_units(args: argparse.Namespace, base: ScenarioParams) -> tuple[int, int]:
+    """(clock-off, silent) units: as given, else the generator's defaults when the fleet has a
+    vehicle for each, else none: ``--vehicles 1`` used to fail with "more clock-off and silent
+    units than vehicles" (and the demo then fell back to the synthetic fleet)."""
+    fits = args.vehicles >= base.clock_off_units + base.silent_units
+    clock_off, silent = args.clock_off_units, args.silent_units
+    if clock_off is None:
+        clock_off = base.clock_off_units if fits else 0
+    if silent is None:
+        silent = base.silent_units if fits else 0
+    return clock_off, silent
+
+
 def _params(args: argparse.Namespace, *, default_date: dt.date | None) -> ScenarioParams:
     base = ScenarioParams()
+    clock_off, silent = _faulty_units(args, base)
     kw = {f"{n}_rate": getattr(args, f"{n}_rate") for n in _RATES}
     p = ScenarioParams(
         seed=args.seed,
@@ -157,8 +174,8 @@ def _params(args: argparse.Namespace, *, default_date: dt.date | None) -> Scenar
         noise_min_m=args.noise_m[0],
         noise_max_m=args.noise_m[1],
         noise_model=args.noise_model,
-        clock_off_units=args.clock_off_units,
-        silent_units=args.silent_units,
+        clock_off_units=clock_off,
+        silent_units=silent,
         coverage_gap_units=args.coverage_gap_units,
         **kw,
     )

@@ -83,11 +83,14 @@ class Schedule:
     roster: Roster
 
 
-def load_schedule(directory: Path, *, roster_file: Path | None = None) -> Schedule:
+def load_schedule(
+    directory: Path, *, roster_file: Path | None = None, sites_file: Path | None = None
+) -> Schedule:
     """Plans (``plans.csv`` or ``plans.json``), depots and units of a scenario-shaped
-    directory; every bad row is logged and skipped, a directory without a usable plan fails."""
+    directory, the sites from its ``sites.geojson`` or else *sites_file* (GeoJSON); every bad
+    row is logged and skipped, a directory without a usable plan fails."""
     try:
-        inputs = read_schedule_inputs(directory)
+        inputs = read_schedule_inputs(directory, sites_file=sites_file)
     except (PlanFormatError, OSError) as exc:
         raise PlanSetupError(f"plans in {directory}: {exc}") from exc
     for problem in inputs.problems:

@@ -437,7 +437,9 @@ def build_live_engine(
     for problem in load.problems:
         em.site_problems.labels("true" if problem.fatal else "false").inc()
     schedule = (
-        load_schedule(settings.plans_dir, roster_file=settings.roster_file)
+        load_schedule(
+            settings.plans_dir, roster_file=settings.roster_file, sites_file=settings.sites_file
+        )
         if settings.plans_dir is not None
         else None
     )

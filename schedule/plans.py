@@ -440,17 +440,25 @@ def parse_schedule_inputs(
     )
 
 
-def read_schedule_inputs(directory: Path) -> ScheduleInputs:
+def read_schedule_inputs(directory: Path, *, sites_file: Path | None = None) -> ScheduleInputs:
     """:func:`parse_schedule_inputs` over a scenario directory (``plans.csv``, the simulator's
-    format, or else ``plans.json``)."""
+    format, or else ``plans.json``).  The sites (their contracts: service windows) are the
+    directory's ``sites.geojson``, else *sites_file* when it is GeoJSON: a deployment's plans
+    directory holds the plans and depots, and the sites file is configured once (a copy in
+    the plans directory was needed before, and nothing said so)."""
 
     def text(name: str) -> str | None:
         p = directory / name
         return p.read_text(encoding="utf-8") if p.is_file() else None
 
     sites = text("sites.geojson")
+    if sites is None and sites_file is not None and sites_file.suffix in (".geojson", ".json"):
+        sites = sites_file.read_text(encoding="utf-8-sig")
     if sites is None:
-        raise PlanFormatError(f"{directory}: no sites.geojson")
+        raise PlanFormatError(
+            f"{directory}: no sites.geojson (the sites with their service windows): put it "
+            "there, or configure a GeoJSON sites file"
+        )
     plans_csv = text("plans.csv")
     plans_json = text("plans.json") if plans_csv is None else None
     return parse_schedule_inputs(

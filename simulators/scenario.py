@@ -129,7 +129,10 @@ class ScenarioParams:
         if self.noise_model not in NOISE_MODELS:
             raise ValueError(f"noise_model={self.noise_model!r}: choose one of {NOISE_MODELS}")
         if self.clock_off_units + self.silent_units > self.vehicles:
-            raise ValueError("more clock-off and silent units than vehicles")
+            raise ValueError(
+                f"{self.clock_off_units} clock-off and {self.silent_units} silent units are more "
+                f"than the {self.vehicles} vehicles: lower --clock-off-units / --silent-units"
+            )
         if not 0 <= self.coverage_gap_units <= self.vehicles:
             raise ValueError("coverage_gap_units must be between 0 and the number of vehicles")
 
@@ -488,7 +491,9 @@ def _plan_day(
         if ctx.local_minutes(t) + WINDOW_SLACK_MIN > 24 * 60:
             raise ScenarioError(
                 f"{a.vehicle_id}'s {len(a.stops)} stops cannot be served within the local day "
-                f"(stop {j + 1} at {iso_s(t)}): add vehicles, sites per vehicle are too many"
+                f"(stop {j + 1} at {iso_s(t)}): {p.sites} sites are too many for {p.vehicles} "
+                "vehicles; raise --vehicles or lower --sites (the default day: 1,500 sites, "
+                "50 vehicles)"
             )
         ws_min, we_min = window_around(rng, ctx.local_minutes(t), site.service_min)
         windows.append((ctx.local_epoch(ws_min), ctx.local_epoch(we_min)))

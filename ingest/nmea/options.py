@@ -6,6 +6,7 @@ boats would raise ``max_speed_kmh``; a test replaying a 2009 log sets ``max_age_
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -57,6 +58,9 @@ class DecodeOptions:
         for name in ("max_future_s", "max_age_days", "max_speed_kmh", "jump_min_dt_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("max_future_s", "max_age_days"):  # become integer microseconds
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)!r}")
         if self.jump_tolerance_m < 0:
             raise ValueError(f"jump_tolerance_m must be >= 0, got {self.jump_tolerance_m!r}")
         if self.reanchor_after < 1:

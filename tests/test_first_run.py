@@ -1,0 +1,214 @@
+"""A new user's first run: every documented command works with its defaults, and bad input is
+one clear line and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+
+from fleetwatch import cmd_replay
+from fleetwatch.cli import EPILOG, main
+from fleetwatch.cmd_check_broker import publish_backlog
+from fleetwatch.engine_setup import PlanSetupError, load_schedule
+
+#: fewer fixes, the same plan: a day's routes and windows do not depend on the fix rate
+FEW_FIXES = ["--rate-hz", "0.1", "--slow-rate-hz", "0.1"]
+
+
+def one_error_line(err: str) -> str:
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+# -- fleetwatch simulate / replay / decode ---------------------------------------------------
+
+
+def test_the_simulate_example_of_fleetwatch_help_writes_a_day(tmp_path: Path) -> None:
+    # it was `--vehicles 20` with the default 1,500 sites: "V001's 68 stops cannot be served"
+    (example,) = [x for x in EPILOG.splitlines() if "fleetwatch simulate" in x]
+    argv = shlex.split(example)[1:]
+    argv[argv.index("--out") + 1] = str(tmp_path / "day")
+    assert main([*argv, *FEW_FIXES]) == 0
+    assert (tmp_path / "day" / "truth.json").is_file()
+
+
+def test_simulate_a_single_vehicle_works_with_the_defaults(tmp_path: Path) -> None:
+    # the default clock-off and silent units (one each) need two vehicles; the demo's
+    # `--vehicles 1` fell back to the synthetic fleet because of it
+    assert main(["simulate", "--out", str(tmp_path), "--vehicles", "1", "--sites", "5",
+                 *FEW_FIXES]) == 0  # fmt: skip
+    units = (tmp_path / "units.csv").read_text().splitlines()
+    assert len(units) == 2
+
+
+def test_simulate_keeps_the_faulty_units_when_the_fleet_can_carry_them(tmp_path: Path) -> None:
+    assert main(["simulate", "--out", str(tmp_path), "--vehicles", "2", "--sites", "5",
+                 *FEW_FIXES]) == 0  # fmt: skip
+    scenario = json.loads((tmp_path / "truth.json").read_text())["scenario"]
+    assert (scenario["clock_off_units"], scenario["silent_units"]) == (1, 1)
+
+
+def test_simulate_too_many_sites_names_the_options_to_change(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["simulate", "--out", str(tmp_path), "--vehicles", "3", *FEW_FIXES]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "1500 sites are too many for 3 vehicles" in line
+    assert "--vehicles" in line
+    assert "--sites" in line
+
+
+def test_simulate_too_many_faulty_units_names_the_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["simulate", "--out", str(tmp_path), "--vehicles", "1", "--silent-units", "2"]
+    assert main(argv) == 2
+    assert "--silent-units" in one_error_line(capsys.readouterr().err)
+
+
+@pytest.fixture(scope="module")
+def small_day(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("small_day")
+    assert main(["simulate", "--out", str(out), "--vehicles", "2", "--sites", "3",
+                 *FEW_FIXES]) == 0  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize(
+    "text", ['{"type": "FeatureCollection", "features": [', '{"type": "Feature"}']
+)
+def test_replay_of_a_malformed_sites_file_is_one_line(
+    small_day: Path, tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scenario = tmp_path / "scenario"
+    scenario.mkdir()
+    for name in ("units.csv", "depots.csv"):
+        (scenario / name).write_text((small_day / name).read_text())
+    (scenario / "sites.geojson").write_text(text)
+    assert main(["replay", str(scenario), "--out", str(tmp_path / "out")]) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert line.startswith(f"fleetwatch replay: {scenario}: sites.geojson ")
+
+
+def test_replay_refuses_an_unusable_out_before_replaying(
+    small_day: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.setattr(cmd_replay, "replay_scenario", _must_not_replay)
+    a_file = tmp_path / "out"
+    a_file.write_text("")
+    assert main(["replay", str(small_day), "--out", str(a_file)]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "--out" in line
+    assert "a file of that name exists" in line
+
+
+def test_replay_evaluate_without_truth_fails_before_replaying(
+    small_day: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    scenario = tmp_path / "scenario"
+    scenario.mkdir()
+    for f in small_day.rglob("*"):
+        if f.is_file() and f.name != "truth.json":
+            target = scenario / f.relative_to(small_day)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(f.read_bytes())
+    monkeypatch.setattr(cmd_replay, "build_engine", _must_not_replay)
+    assert main(["replay", str(scenario), "--out", str(tmp_path / "o"), "--evaluate"]) == 1
+    assert "--evaluate needs truth.json" in one_error_line(capsys.readouterr().err)
+
+
+def test_a_plans_dir_of_plans_and_depots_takes_the_configured_sites_file(
+    small_day: Path, tmp_path: Path
+) -> None:
+    # docs/configuration.md: FLEETWATCH_PLANS_DIR holds plans.csv and depots.csv; `fleetwatch
+    # run` refused such a directory with "no sites.geojson" (only scenario directories worked)
+    plans = tmp_path / "plans"
+    plans.mkdir()
+    for name in ("plans.csv", "depots.csv"):
+        (plans / name).write_text((small_day / name).read_text())
+    with pytest.raises(PlanSetupError, match="service windows"):
+        load_schedule(plans)
+    schedule = load_schedule(plans, sites_file=small_day / "sites.geojson")
+    assert schedule.inputs.plans
+    assert schedule.inputs == load_schedule(small_day).inputs
+
+
+def _must_not_replay(*_a: object, **_k: object) -> None:
+    raise AssertionError("the bad input should have been refused before the replay")
+
+
+@pytest.mark.parametrize("option", ["--max-age-days", "--max-speed-kmh"])
+def test_decode_refuses_an_infinite_limit_in_one_line(
+    tmp_path: Path, option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = tmp_path / "u1.nmea"
+    log.write_text("$GPRMC,bad\n")
+    value = "inf" if option == "--max-age-days" else "-1"
+    assert main(["decode", str(log), option, value]) == 2
+    assert option[2:].replace("-", "_") in one_error_line(capsys.readouterr().err)
+
+
+# -- fleetwatch check-broker ---------------------------------------------------------------
+
+QUEUE_SIZE = 15  # paho's MQTT_ERR_QUEUE_SIZE
+
+
+class _FakeInfo:
+    """paho's MQTTMessageInfo, acknowledged when waited for (a broker slower than the queue)."""
+
+    def __init__(self, client: _FakePahoClient, mid: int, rc: int) -> None:
+        self.client, self.mid, self.rc = client, mid, rc
+        self.published = False
+
+    def wait_for_publish(self, timeout: float | None = None) -> None:
+        if self.rc == QUEUE_SIZE:
+            raise ValueError("Message is not queued due to ERR_QUEUE_SIZE")
+        if self.client.acks:
+            self.published = True
+            self.client.in_flight.discard(self.mid)
+
+    def is_published(self) -> bool:
+        return self.published
+
+
+class _FakePahoClient:
+    """paho's rule that broke the default probe: packet ids are 16 bits, and a publish whose id
+    is still unacknowledged is refused with MQTT_ERR_QUEUE_SIZE."""
+
+    def __init__(self, *, acks: bool = True) -> None:
+        self.acks = acks
+        self.sent = 0
+        self.in_flight: set[int] = set()
+        self.most_in_flight = 0
+
+    def publish(self, topic: str, payload: bytes, qos: int) -> _FakeInfo:
+        mid = self.sent % 65535 + 1
+        self.sent += 1
+        if mid in self.in_flight:
+            return _FakeInfo(self, mid, QUEUE_SIZE)
+        self.in_flight.add(mid)
+        self.most_in_flight = max(self.most_in_flight, len(self.in_flight))
+        return _FakeInfo(self, mid, 0)
+
+
+def test_check_broker_default_probe_outgrows_16_bit_packet_ids() -> None:
+    # the default probe: 150 units x 1 Hz x 15 min; queued in one go it crashed with
+    # "ValueError: Message is not queued due to ERR_QUEUE_SIZE" on a first run
+    client = _FakePahoClient()
+    publish_backlog(client, "fleetwatch-check/t", b"$x", 150 * 15 * 60)  # type: ignore[arg-type]
+    assert client.sent == 135_000
+    assert not client.in_flight
+    assert client.most_in_flight < 65535
+
+
+def test_check_broker_broker_that_stops_acknowledging_is_a_connection_error() -> None:
+    client = _FakePahoClient(acks=False)
+    with pytest.raises(ConnectionError, match="acknowledged nothing"):
+        publish_backlog(client, "t", b"$x", 20, window=5, ack_timeout_s=0.01)  # type: ignore[arg-type]
