@@ -836,9 +836,10 @@ class VehicleTracker:
         chain_from = cp_t if floor is None else max(cp_t, floor)
         if t_end - chain_from >= round((p.stop_min_s - 1.0) * 1e6):
             return False
-        if any(r.start_us >= cp_t for r in self._visits) or any(
-            r.start_us >= cp_t for r in self._stops
-        ):
+        # both lists are kept in start order (_retract_unmatched, _trim, restore): the last
+        # record is the latest start (a scan of every kept record cost ~0.1 s a day at 2k)
+        vs, ss = self._visits, self._stops
+        if (vs and vs[-1].start_us >= cp_t) or (ss and ss[-1].start_us >= cp_t):
             return False
         old_in = self._in_t[self._in_t >= cp_t]
         first_in = min(
