@@ -33,6 +33,18 @@ the features it reads from the window are those of the new steps, which are fixe
 fix and the one before.  So the round only appends, as ``_append_only`` would have let it;
 ``tests/test_tracker_fastpath.py`` checks with Hypothesis that the events equal those of a
 fleet without the fast path.
+
+The *parked* fast path does the same for :meth:`VehicleTracker._append_only`'s *parked* and
+*dwelling* cases, where most append rounds are (a truck standing at a site: an open stop and
+usually open visits reaching its newest fix): :func:`select_parked` (compiled, one pass over
+the batch) proves them from a :class:`ParkedTail` taken after a usual round, and
+:meth:`VehicleTracker.append_parked` appends the fixes and pairs and moves the open records'
+ends, as ``_feed_fresh`` does.  It is a strict subset of ``_append_only``'s cases, each
+condition at least as strict (see :func:`select_parked_reference`): a still fix is one
+*reported* below ``stop_speed_kmh`` (the displacement rule, whose window and frame depend on
+where a re-run starts, is never relied on), and the window ``_append_only`` would read is
+clean and long enough (:func:`parked_window`).  ``tests/test_tracker_parked.py`` checks the
+events round by round, each threshold, and the compiled selection against the reference.
 """
 
 from __future__ import annotations
@@ -213,6 +225,13 @@ class ParkedTail(NamedTuple):
 
 
 def parked_window(t: I64, p: DetectionParams) -> tuple[int, int] | None:
+    """:func:`parked_window_reference`, compiled (two searchsorted calls on a Python scalar
+    each cost more than the rest of a parked round's bookkeeping)."""
+    a, first_max = parked_kernel.window(t, round(p.speed_window_s * 1e6), LEAD_STEPS, FAR_US)
+    return None if a < 0 else (a, first_max)
+
+
+def parked_window_reference(t: I64, p: DetectionParams) -> tuple[int, int] | None:
     """(first fix index, latest first new fix) of the window rule for a tracker whose kept
     fix times are ``t``; None when no round can take the parked fast path now.
 
@@ -285,9 +304,9 @@ def select_parked(
         gs = have.nonzero()[0]
         tail_i[gs] = [(tl.t_us, tl.first_max_us, tl.until_us) for tl in with_tail]
         tail_f[gs] = [(tl.lon, tl.lat, tl.speed_kmh, float(tl.stop), *tl.box) for tl in with_tail]
-        for g, tl in zip(gs.tolist(), with_tail, strict=True):
-            if tl.sites:
-                sites[g, : len(tl.sites)] = tl.sites
+        if k_sites:
+            pad = (-1,) * k_sites
+            sites[gs] = [tl.sites + pad[len(tl.sites) :] for tl in with_tail]
     parked_kernel.select(
         bounds.astype(np.int64), t, lon, lat, speed, in_r, in_s, nr_r, nr_s, have, tail_i,
         tail_f, sites, round(min(p.max_gap_s, p.teleport_check_s) * 1e6) - 1000,
@@ -419,6 +438,7 @@ __all__ = [
     "Tail",
     "clean_steps",
     "parked_window",
+    "parked_window_reference",
     "select",
     "select_parked",
     "select_parked_reference",

@@ -45,6 +45,22 @@ def clean_from(
 
 
 @njit(cache=True)
+def window(t: I64, w_us: int, lead: int, far_us: int) -> tuple[int, int]:
+    """:func:`schedule.fastpath.parked_window` (the reference): (first index, latest first
+    new fix), or (-1, -1) for None."""
+    n = len(t)
+    last = t[n - 1]
+    k0min = np.searchsorted(t, last + 1 - w_us, side="right") - 8
+    b0 = np.searchsorted(t, last - w_us - 1000, side="right") - 1
+    if k0min - lead < 0 or b0 < k0min:
+        return -1, -1
+    first_max = t[b0 + 8] + w_us - 1 if b0 + 8 < n else far_us
+    if first_max <= last:
+        return -1, -1
+    return k0min - lead, first_max
+
+
+@njit(cache=True)
 def select(
     bounds: I64,
     t: I64,
@@ -171,6 +187,7 @@ def warm_up() -> None:
     t = np.arange(12, dtype=np.int64) * 1_000_000
     z = np.zeros(12)
     clean_from(t, z, z, z, 0, 59_999_000, 40.0, 250.0)
+    window(t, 20_000_000, 6, 2**62)
     bounds = np.array([0, 6, 12], dtype=np.int64)
     pr = np.array([0, 1], dtype=np.int64)
     select(
@@ -181,4 +198,4 @@ def warm_up() -> None:
     )  # fmt: skip
 
 
-__all__ = ["clean_from", "select", "warm_up"]
+__all__ = ["clean_from", "select", "warm_up", "window"]

@@ -338,6 +338,13 @@ def test_the_window_bound_follows_append_only_k0() -> None:
     assert parked_window(t[:25], P) is None  # too few fixes before the window
 
 
+@settings(max_examples=200, deadline=None)
+@given(steps=st.lists(st.sampled_from([1, 1000, 500_000, 1_000_000, 7_000_000]), max_size=80))
+def test_the_compiled_window_equals_the_reference(steps: list[int]) -> None:
+    t = T0 + np.cumsum(np.array([0, *steps], dtype=np.int64))
+    assert parked_window(t, P) == fastpath.parked_window_reference(t, P)
+
+
 def draw_k(data: st.DataObject, values: list[float], k: int) -> list[float]:
     return data.draw(st.lists(st.sampled_from(values), min_size=k, max_size=k))
 
