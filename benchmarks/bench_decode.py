@@ -169,8 +169,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=30, help="seconds of the synthetic stream")
     ap.add_argument(
         "--real-tracks", type=Path, default=REAL,
-        help=f"folder of the real receiver logs (default {REAL}; a git worktree may need "
-        "/work/shared/data/real-tracks)",
+        help="folder of the real receiver logs, *.nmea (default: ../shared/data/real-tracks "
+        f"beside the repository, here {REAL})",
     )  # fmt: skip
     ap.add_argument(
         "--real-chunking", choices=("cycle", "12"), default="cycle",
@@ -178,6 +178,11 @@ def main() -> None:
         "lines (the bench before issue 11: splits epochs, so GGA/GLL become duplicates)",
     )  # fmt: skip
     args = ap.parse_args()
+    if args.repeats < 1 or args.batch < 1 or args.seconds < 1:
+        ap.error("--repeats, --batch and --seconds must be >= 1")
+    if not sorted(args.real_tracks.glob("*.nmea")):  # said after minutes of synthetic runs before
+        ap.error(f"no *.nmea logs in {args.real_tracks}: pass --real-tracks DIR (the real "
+                 "receiver logs of ../shared/data/real-tracks)")  # fmt: skip
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
           f"({os.cpu_count()} cores)")  # fmt: skip
     print(f"first decode call in a fresh interpreter: {first_call_s():.2f} s (numba cache: "

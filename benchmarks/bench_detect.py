@@ -21,6 +21,7 @@ Prints medians of ``--repeats`` runs of each and their ratio.
 from __future__ import annotations
 
 import argparse
+import pickle
 import statistics
 import tempfile
 import time
@@ -54,6 +55,49 @@ def load_matched(
     inside = index.query(batch.lon, batch.lat, margin_m=0.0)
     near = index.query(batch.lon, batch.lat, margin_m=params.exit_margin_m)
     return batch, inside.astype(np.int64), near.astype(np.int64), index.site_ids, units
+
+
+Matched = tuple[
+    FixBatch, npt.NDArray[np.int64], npt.NDArray[np.int64], tuple[str, ...], dict[str, str]
+]
+#: where engineers keep a pickled load_matched answer between runs (only used if it exists)
+MATCHED_PICKLE = Path("/tmp/day_matched.pkl")
+
+
+def add_matched_arguments(ap: argparse.ArgumentParser, flag: str = "--matched") -> None:
+    """The per-call kernel benchmarks' input: a simulated day, decoded and matched."""
+    ap.add_argument(
+        flag, type=Path, default=None,
+        help=f"pickle of bench_detect.load_matched's answer (default: {MATCHED_PICKLE} if it "
+        "exists)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--scenario", type=Path,
+        help="a simulated day (fleetwatch simulate --out DIR), decoded and matched here",
+    )  # fmt: skip
+
+
+def matched_input(
+    ap: argparse.ArgumentParser, pkl: Path | None, scenario: Path | None, flag: str = "--matched"
+) -> Matched:
+    """The day of --matched or --scenario; a usage error naming both when neither is there
+    (the pickle's default path exists only on machines where someone wrote it)."""
+    if pkl is None and scenario is None and MATCHED_PICKLE.is_file():
+        pkl = MATCHED_PICKLE
+    if pkl is not None:
+        if not pkl.is_file():
+            ap.error(f"{flag} {pkl}: no such file")
+        with pkl.open("rb") as f:
+            got: Matched = pickle.load(f)
+        return got
+    if scenario is None:
+        ap.error(
+            f"give --scenario DIR (a day written by `fleetwatch simulate --out DIR`) or {flag} "
+            f"PKL ({MATCHED_PICKLE} does not exist)"
+        )
+    if not (scenario / "sites.geojson").is_file():
+        ap.error(f"--scenario {scenario}: not a scenario directory (no sites.geojson)")
+    return load_matched(scenario, DetectionParams())
 
 
 Batch = tuple[FixBatch, npt.NDArray[np.int64], npt.NDArray[np.int64]]
@@ -199,12 +243,19 @@ def main() -> None:
         help="also time FleetTracker(incremental=False) and check both report the same events",
     )
     args = ap.parse_args()
+    if args.repeats < 1 or args.batch_fixes < 1:
+        ap.error("--repeats and --batch-fixes must be >= 1")
+    if args.scenario is not None and not (args.scenario / "sites.geojson").is_file():
+        ap.error(f"--scenario {args.scenario}: not a scenario directory (no sites.geojson)")
     params = DetectionParams()
     with tempfile.TemporaryDirectory() as tmp:
         scenario = args.scenario
         if scenario is None:
             scenario = Path(tmp) / "day"
-            write_scenario(ScenarioParams(sites=args.sites, vehicles=args.vehicles), scenario)
+            try:
+                write_scenario(ScenarioParams(sites=args.sites, vehicles=args.vehicles), scenario)
+            except ValueError as exc:  # ScenarioError included: it names what to change
+                ap.error(str(exc))
         t0 = time.perf_counter()
         batch, inside, near, site_ids, units = load_matched(scenario, params)
         print(

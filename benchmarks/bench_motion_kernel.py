@@ -13,14 +13,12 @@ outlier-burst rule in Python).
 from __future__ import annotations
 
 import argparse
-import pickle
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
+from bench_detect import add_matched_arguments, matched_input
 
 from schedule.motion import (
     Motion,
@@ -84,21 +82,11 @@ def per_call_us(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    ap.add_argument("--matched", type=Path, help="pickle of bench_detect.load_matched's answer")
-    ap.add_argument("--scenario", type=Path, help="a simulated day (decoded here)")
+    add_matched_arguments(ap)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--windows", type=int, default=300)
     args = ap.parse_args()
-    if args.matched:
-        with args.matched.open("rb") as f:
-            batch = pickle.load(f)[0]
-    elif args.scenario:
-        sys.path.insert(0, str(Path(__file__).parent))
-        from bench_detect import load_matched
-
-        batch = load_matched(args.scenario, DetectionParams())[0]
-    else:
-        ap.error("give --matched or --scenario")
+    batch = matched_input(ap, args.matched, args.scenario)[0]
     warm_up()
     tracks = unit_tracks(batch)
     rng = np.random.default_rng(1)

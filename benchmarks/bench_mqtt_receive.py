@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import shutil
@@ -48,6 +49,33 @@ TOPIC_FILTER = "fleet/+/nmea"
 ALL = ["mosquitto_sub", "fleetwatch", "paho", "aiomqtt", "gmqtt", "aiomqtt3"]
 # + "gmqtt-manual" on request
 FOREIGN = {"aiomqtt3"}  # receivers that run under another interpreter (--aiomqtt3-python)
+KNOWN = [*ALL, "gmqtt-manual"]
+#: receivers whose library is not a project dependency: skipped with a note when missing
+OPTIONAL = {"gmqtt": "gmqtt", "gmqtt-manual": "gmqtt"}
+
+
+def choose_receivers(spec: str, foreign_python: dict[str, str]) -> tuple[list[str], list[str]]:
+    """(receivers to run, notes on the ones skipped) of a --receivers list.
+
+    gmqtt is not among the project's dependencies, so a first run's default list used to
+    print a ModuleNotFoundError traceback for it every repeat; a misspelt name was only
+    reported after the broker was preloaded.  ValueError names unknown receivers."""
+    names = [k for k in spec.split(",") if k]
+    unknown = [k for k in names if k not in KNOWN]
+    if unknown or not names:
+        raise ValueError(f"unknown receiver(s) {unknown}: choose from {','.join(KNOWN)}")
+    notes = []
+    for k in [k for k in names if k in FOREIGN and k not in foreign_python]:
+        notes.append(
+            f"note: skipping {k}: give --{k}-python PATH (an interpreter with {k} installed)"
+        )
+        names.remove(k)
+    for k in [k for k in names if k in OPTIONAL]:
+        if importlib.util.find_spec(OPTIONAL[k]) is None:
+            notes.append(f"note: skipping {k}: {OPTIONAL[k]} is not installed (not a project "
+                         f"dependency: pip install {OPTIONAL[k]} to include it)")  # fmt: skip
+            names.remove(k)
+    return names, notes
 
 
 # ---------------------------------------------------------------- receivers (child processes)
@@ -338,16 +366,18 @@ def main() -> None:
         "project venv, which pins aiomqtt 2.5); aiomqtt3 is skipped without it",
     )
     a = ap.parse_args()
-    names = a.receivers.split(",")
+    for name in ("n", "repeats"):
+        if getattr(a, name) < 1:
+            ap.error(f"--{name} must be >= 1")
     foreign_python: dict[str, str] = {}
     if a.aiomqtt3_python:
         foreign_python["aiomqtt3"] = a.aiomqtt3_python
-    for k in [k for k in names if k in FOREIGN and k not in foreign_python]:
-        print(
-            f"note: skipping {k}: give --{k}-python PATH (an interpreter with {k} installed)",
-            file=sys.stderr,
-        )
-        names.remove(k)
+    try:
+        names, notes = choose_receivers(a.receivers, foreign_python)
+    except ValueError as exc:
+        ap.error(f"--receivers: {exc}")
+    for note in notes:
+        print(note, file=sys.stderr)
     from tests.support.broker import MosquittoBroker, free_port, private_mosquitto_conf
 
     if shutil.which("mosquitto_sub") is None:

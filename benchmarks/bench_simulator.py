@@ -99,8 +99,14 @@ def main() -> int:
     ap.add_argument("--vehicles", type=int, default=50)
     ap.add_argument("--baseline-fixes", type=int, default=50_000)
     a = ap.parse_args()
-    params = ScenarioParams(sites=a.sites, vehicles=a.vehicles)
-    runs = [ours(params) for _ in range(a.repeats)]
+    if a.repeats < 1 or a.baseline_fixes < 1:
+        ap.error("--repeats and --baseline-fixes must be >= 1")
+    try:  # a day that cannot be planned is a usage error, not a traceback
+        params = ScenarioParams(sites=a.sites, vehicles=a.vehicles)
+        runs = [ours(params)]
+    except ValueError as exc:  # ScenarioError included: it names what to change
+        ap.error(str(exc))
+    runs += [ours(params) for _ in range(a.repeats - 1)]
     secs = statistics.median(r[0] for r in runs)
     cpu = statistics.median(r[2] for r in runs)
     fixes = runs[0][1]

@@ -1,7 +1,7 @@
 """Stop detection per call: the compiled walk (``detect_stops``) vs the numpy walk it replaced
 (``detect_stops_reference``), on windows of a simulated day, in the same run.
 
-    python benchmarks/bench_stops.py [--matched /tmp/day_matched.pkl] [--repeats 7]
+    python benchmarks/bench_stops.py --scenario DIR | --matched PKL [--repeats 7]
 
 Windows of 40, 600 and 3,000 kept fixes (the tracker re-runs from its last checkpoint over a
 few hundred fixes; 40 is an append-sized round, 3,000 a long re-run), 24 per size, taken at
@@ -10,21 +10,22 @@ repeat times both implementations over all windows of a size, interleaved, so th
 machine's noise; printed: the median over repeats of process CPU time per call (µs), and the
 median of the per-repeat ratios.  The two answers are compared on every window first.
 
-``--matched`` is the pickle of (FixBatch, inside pairs, near pairs, site ids, units) that
-benchmarks/bench_detect.py's ``load_matched`` returns.
+``--scenario`` is a day written by ``fleetwatch simulate --out DIR`` (decoded and matched here,
+untimed); ``--matched`` the pickle of (FixBatch, inside pairs, near pairs, site ids, units) that
+benchmarks/bench_detect.py's ``load_matched`` returns (default /tmp/day_matched.pkl if it
+exists).
 """
 
 from __future__ import annotations
 
 import argparse
-import pickle
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_detect import add_matched_arguments, matched_input
 
 from core.fixes import FixBatch
 from schedule.motion import Motion, Track, motion
@@ -90,13 +91,12 @@ def cpu_per_call(fn: Callable[..., Any], ws: list[tuple[Motion, int]], p: Detect
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--matched", type=Path, default=Path("/tmp/day_matched.pkl"))
+    add_matched_arguments(ap)
     ap.add_argument("--repeats", type=int, default=7)
     args = ap.parse_args()
+    batch, _inside, _near, _sites, units = matched_input(ap, args.matched, args.scenario)
     p = DetectionParams()
     warm_up()
-    with args.matched.open("rb") as f:
-        batch, _inside, _near, _sites, units = pickle.load(f)
     print(f"{'fixes':>6} {'reference µs':>13} {'kernel µs':>10} {'speed-up':>9} {'stops/call':>11}")
     for i, size in enumerate(SIZES):
         ws = windows(batch, units, size, p, seed=i)

@@ -11,13 +11,16 @@ What one tracker re-run pays for visits, on real windows of the simulated day (4
 CPU microseconds per re-run (``time.process_time``), median over windows of the median of
 ``--repeats`` timed blocks; ratios to the reference measured in the same run.
 
-    python benchmarks/bench_visits_kernel.py [--pickle PKL] [--repeats 7] [--sizes 40 600 3000]
+    python benchmarks/bench_visits_kernel.py --scenario DIR | --pickle PKL [--repeats 7]
+        [--sizes 40 600 3000]
+
+``--scenario``: a day written by ``fleetwatch simulate --out DIR``; ``--pickle``: bench_detect's
+``load_matched`` answer (default /tmp/day_matched.pkl if it exists).
 """
 
 from __future__ import annotations
 
 import argparse
-import pickle
 import statistics
 import time
 from collections.abc import Callable
@@ -25,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from bench_detect import Matched, add_matched_arguments, matched_input
 
 from schedule import visits_kernel
 from schedule.motion import Motion, Track, motion
@@ -41,10 +45,9 @@ Window = tuple[Motion, int, Pairs, Pairs, npt.NDArray[np.float64], int]
 Detector = Callable[..., list[VisitRecord]]
 
 
-def windows(path: str, size: int, want: int) -> list[Window]:
+def windows(day: Matched, size: int, want: int) -> list[Window]:
     """Up to ``want`` windows of ``size`` fixes of several units with 1-3 sites active."""
-    with open(path, "rb") as f:
-        batch, ins, nrs, _sids, _units = pickle.load(f)
+    batch, ins, nrs, _sids, _units = day
     p = DetectionParams()
     out: list[Window] = []
     for unit in sorted(set(batch.unit_id.tolist())):
@@ -118,16 +121,17 @@ def per_call_us(fn: Callable[[], Any], repeats: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--pickle", default="/tmp/day_matched.pkl")
+    add_matched_arguments(ap, "--pickle")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--windows", type=int, default=5)
     ap.add_argument("--sizes", type=int, nargs="+", default=[40, 600, 3000])
     args = ap.parse_args()
+    day = matched_input(ap, args.pickle, args.scenario, "--pickle")
     p = DetectionParams()
     visits_kernel.warm_up()
     print(f"{'fixes':>6} {'windows':>7} {'reference':>10} {'per-site':>16} {'all-sites':>16}")
     for size in args.sizes:
-        ws = windows(args.pickle, size, args.windows)
+        ws = windows(day, size, args.windows)
         ref, per, alls = [], [], []
         for w in ws:
             m, t0, kin, knear, hdop, active = w

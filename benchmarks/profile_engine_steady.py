@@ -137,6 +137,13 @@ def main() -> int:
     )  # fmt: skip
     ap.add_argument("--profile", type=Path, help="pyinstrument HTML (or .txt) of the measured part")
     args = ap.parse_args()
+    if args.units < 1 or not args.rate > 0 or not args.duration > 0:
+        ap.error("--units, --rate and --duration must be > 0")
+    if not 0 <= args.warmup < args.duration:  # it printed negative fix counts and 0 us per fix
+        ap.error(
+            f"--warmup ({args.warmup:g} s) must be >= 0 and shorter than --duration "
+            f"({args.duration:g} s); give a smaller --warmup with a short --duration"
+        )
 
     import schedule.engine as engine_mod
     from fleetwatch.engine_setup import build_engine, load_sites

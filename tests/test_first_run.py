@@ -3,9 +3,12 @@ one clear line and a non-zero exit, never a traceback."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import shlex
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -212,3 +215,93 @@ def test_check_broker_broker_that_stops_acknowledging_is_a_connection_error() ->
     client = _FakePahoClient(acks=False)
     with pytest.raises(ConnectionError, match="acknowledged nothing"):
         publish_backlog(client, "t", b"$x", 20, window=5, ack_timeout_s=0.01)  # type: ignore[arg-type]
+
+
+# -- benchmarks/: defaults that work on a fresh machine, bad options refused before any work ---
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def bench(name: str) -> ModuleType:
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))  # as `python benchmarks/X.py` runs them
+    return importlib.import_module(name)
+
+
+def usage_error(
+    module: ModuleType, argv: list[str], monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> str:  # fmt: skip
+    """The message of the usage error (exit 2) that *module*'s main() gives for *argv*."""
+    monkeypatch.setattr(sys, "argv", [f"{module.__name__}.py", *argv])
+    with pytest.raises(SystemExit) as exc:
+        module.main()
+    assert exc.value.code == 2
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("name", "flag"),
+    [("bench_stops", "--matched"), ("bench_visits_kernel", "--pickle"),
+     ("bench_motion_kernel", "--matched")],
+)  # fmt: skip
+def test_kernel_benchmarks_say_what_input_they_need(
+    name: str, flag: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    # their default was /tmp/day_matched.pkl, a file only some engineers' machines have
+    module = bench(name)
+    monkeypatch.setattr(bench("bench_detect"), "MATCHED_PICKLE", tmp_path / "absent.pkl")
+    assert "--scenario DIR" in usage_error(module, [], monkeypatch, capsys)
+    missing = tmp_path / "missing.pkl"
+    assert f"{flag} {missing}: no such file" in usage_error(
+        module, [flag, str(missing)], monkeypatch, capsys
+    )
+    assert "not a scenario directory" in usage_error(
+        module, ["--scenario", str(tmp_path)], monkeypatch, capsys
+    )
+
+
+def test_bench_mqtt_receive_skips_a_receiver_whose_library_is_not_installed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # gmqtt is no project dependency: the default list printed a traceback for it each repeat
+    module = bench("bench_mqtt_receive")
+    monkeypatch.setattr(module.importlib.util, "find_spec", lambda name: None)
+    names, notes = module.choose_receivers(",".join(module.ALL), {})
+    assert names == ["mosquitto_sub", "fleetwatch", "paho", "aiomqtt"]
+    assert any("gmqtt is not installed" in n for n in notes)
+    with pytest.raises(ValueError, match="unknown receiver"):
+        module.choose_receivers("mosquitto_sub,fleetwach", {})
+
+
+@pytest.mark.parametrize(
+    ("name", "argv", "expected"),
+    [
+        ("bench_end_to_end", ["--skip", "niave"], "--skip: unknown ['niave']"),
+        ("bench_end_to_end", ["--engine-offline", "--units", "0"], "--units must be > 0"),
+        ("profile_engine_steady", ["--units", "30", "--duration", "10"], "--warmup (120 s)"),
+        ("bench_detect", ["--vehicles", "3"], "1500 sites are too many for 3 vehicles"),
+        ("bench_detect", ["--batch-fixes", "0"], "--batch-fixes must be >= 1"),
+        ("bench_simulator", ["--vehicles", "3"], "1500 sites are too many for 3 vehicles"),
+        ("bench_mqtt_receive", ["--receivers", "gmqt"], "unknown receiver(s) ['gmqt']"),
+    ],
+)
+def test_benchmark_bad_options_are_usage_errors(
+    name: str, argv: list[str], expected: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    assert expected in usage_error(bench(name), argv, monkeypatch, capsys)
+
+
+def test_bench_decode_checks_the_real_logs_before_the_synthetic_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    module = bench("bench_decode")
+    monkeypatch.setattr(module, "first_call_s", _must_not_run)
+    line = usage_error(module, ["--real-tracks", str(tmp_path)], monkeypatch, capsys)
+    assert f"no *.nmea logs in {tmp_path}: pass --real-tracks DIR" in line
+
+
+def _must_not_run(*_a: object, **_k: object) -> float:
+    raise AssertionError("the bad option should have been refused before any work")
