@@ -103,14 +103,20 @@ def kept_pairs(kept_t: Any, pair_t: Any, pair_site: Any) -> Any:
     m = len(pair_t)
     if m == 0 or n == 0:
         return np.empty((2, 0), np.int64)
-    idx = np.empty(m, np.int64)
-    k = 0
     t_first = kept_t[0]
+    # the leading pairs before the first kept fix (most of a vehicle's horizon, ~30 times the
+    # re-run's own): skipped by a plain scan, no bookkeeping (any order: the scan stops at the
+    # first pair not before it, and the loop below takes every pair from there on)
+    q0 = 0
+    while q0 < m and pair_t[q0] < t_first:
+        q0 += 1
+    idx = np.empty(m - q0, np.int64)  # idx[q - q0]
+    k = 0
     j = 0  # invariant after each pair: j = np.searchsorted(kept_t, pt)
-    for q in range(m):
+    for q in range(q0, m):
         pt = pair_t[q]
         if pt < t_first:
-            idx[q] = -1
+            idx[q - q0] = -1
             continue
         if j < n and kept_t[j] < pt:
             j += 1
@@ -119,15 +125,15 @@ def kept_pairs(kept_t: Any, pair_t: Any, pair_site: Any) -> Any:
         elif j > 0 and kept_t[j - 1] >= pt:
             j = _search_left(kept_t, pt)
         if j < n and kept_t[j] == pt:
-            idx[q] = j
+            idx[q - q0] = j
             k += 1
         else:
-            idx[q] = -1
+            idx[q - q0] = -1
     out = np.empty((2, k), np.int64)
     w = 0
-    for q in range(m):
-        if idx[q] >= 0:
-            out[0, w] = idx[q]
+    for q in range(q0, m):
+        if idx[q - q0] >= 0:
+            out[0, w] = idx[q - q0]
             out[1, w] = pair_site[q]
             w += 1
     return out
@@ -151,7 +157,9 @@ def rerun_pairs(
     cand = np.empty(kin.shape[1], np.int64)
     c = 0
     for q in range(kin.shape[1]):
-        if kin[0, q] >= active:
+        # (a repeat of the previous candidate changes no set: a vehicle's pairs come in runs
+        # of one site, so the sort below sorts a few values, not one per inside fix)
+        if kin[0, q] >= active and (c == 0 or kin[1, q] != cand[c - 1]):
             cand[c] = kin[1, q]
             c += 1
     srt = np.sort(cand[:c])
@@ -370,7 +378,8 @@ def settled(
     sites_sel = np.empty(m_in, np.int64)
     c = 0
     for q in range(m_in):
-        if kin[0, q] >= active and kin[0, q] < i_last:
+        # (a repeat of the previous site changes no set: see rerun_pairs)
+        if kin[0, q] >= active and kin[0, q] < i_last and (c == 0 or kin[1, q] != sites_sel[c - 1]):
             sites_sel[c] = kin[1, q]
             c += 1
     if c:
