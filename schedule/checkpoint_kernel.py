@@ -338,8 +338,8 @@ def settled(
             if st:
                 seg_src = max(seg_src, k + 1)
             seg = min(seg_src, n - 1)
-            h = math.hypot(x[k] - x[seg], y[k] - y[seg])
-            d[k] = 0.0 if st else h
+            # (a still fix measures 0: no hypot for it, most fixes of a parked vehicle)
+            d[k] = 0.0 if st else math.hypot(x[k] - x[seg], y[k] - y[seg])
         big = d[0]
         for k in range(1, n):
             big = _np_max(big, d[k])  # d.max(): NaN if any
