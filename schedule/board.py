@@ -130,6 +130,10 @@ class _Route:
     progress: RouteProgress | None = None
     behind_s: float = 0.0
     cache: _RouteArrays | None = None
+    #: the refresh slot after ``eta_at_us`` (``slot_of``): a position only asks for it
+    slot_of: int | None = None
+    slot_us: int = 0
+    phase_us: int = -1  # the slots' phase (crc32 of the id; -1: not computed yet)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +184,10 @@ class ScheduleBoard:
         self._stops_by_site: dict[str, list[str]] = {}
         self._routes: dict[str, _Route] = {}
         self._routes_by_vehicle: dict[str, set[str]] = {}
+        #: vehicle → its routes in id order (what _routes_of names), rebuilt with the index
+        self._vehicle_routes: dict[str, tuple[_Route, ...]] = {}
+        self._refresh_us = max(1, round(params.eta_refresh_s * 1e6))
+        self._silent_us = round(params.gps_silent_min * _MIN_US)
         self._vehicles: dict[str, _Vehicle] = {v: _Vehicle(v) for v in sorted(self.vehicles)}
         self._visits: dict[str, _Visit] = {}
         self._site_visits: dict[str, set[str]] = {}
@@ -744,9 +752,15 @@ class ScheduleBoard:
         return sorted(self._routes_by_vehicle.get(vehicle_id, ()))
 
     def _index_routes(self) -> None:
+        """Called whenever ``_routes`` changes (a plan's import, a reassignment to a vehicle
+        without a route): the only places routes come and go."""
         self._routes_by_vehicle = {}
         for rid, r in self._routes.items():
             self._routes_by_vehicle.setdefault(r.vehicle_id, set()).add(rid)
+        self._vehicle_routes = {
+            v: tuple(self._routes[r] for r in sorted(rids))
+            for v, rids in self._routes_by_vehicle.items()
+        }
 
     # -- unscheduled stops -------------------------------------------------------------------
 
@@ -934,7 +948,64 @@ class ScheduleBoard:
     def on_positions(
         self, positions: Sequence[VehiclePosition], now_us: int
     ) -> list[ScheduleEvent]:
-        """The newest fix per vehicle of a batch: ETAs, silence, depot departure."""
+        """The newest fix per vehicle of a batch: ETAs, silence, depot departure.
+
+        Runs for every vehicle every round (30,000 a second at fleet scale), so the per-vehicle
+        work is a few attribute reads and writes: the engine's batches are one position per
+        vehicle in id order (no de-duplication pass then), each vehicle's routes are held as
+        objects (``_vehicle_routes``), a route's next refresh slot is kept until its ETAs are
+        re-computed, and a condition is looked at only when the vehicle has one.  The same
+        events and state as :meth:`_on_positions_reference` (tests/test_board_batch.py)."""
+        now = self._advance(now_us)
+        ids = [p.vehicle_id for p in positions]
+        if ids == sorted(set(ids)):
+            items: Sequence[VehiclePosition] = positions
+        else:
+            newest: dict[str, VehiclePosition] = {}
+            for p in positions:
+                cur = newest.get(p.vehicle_id)
+                if cur is None or p.t_us > cur.t_us:
+                    newest[p.vehicle_id] = p
+            items = [newest[v] for v in sorted(newest)]
+        out: list[ScheduleEvent] = []
+        vehicles = self._vehicles
+        vroutes = self._vehicle_routes
+        silent_us = self._silent_us
+        heap = self._heap
+        push = heapq.heappush
+        for p in items:
+            vid = p.vehicle_id
+            veh = vehicles.get(vid)
+            if veh is None:
+                self.bad_input += 1
+                continue
+            t = p.t_us
+            last = veh.last_t_us
+            if last is not None and t <= last:
+                continue  # the current position never rewinds
+            veh.last_t_us = t
+            veh.lon = p.lon
+            veh.lat = p.lat
+            conds = veh.conditions
+            if conds and "gps_silent" in conds:
+                out += self._end_condition(veh, "gps_silent", now, "fix", "fixes again")
+            # _queue_silent, inline
+            due = t + silent_us
+            veh.silent_due_us = due
+            queued = veh.silent_queued_us
+            if queued is None or due < queued:
+                veh.silent_queued_us = due
+                push(heap, (due, "silent", vid))
+            if conds and "not_left_depot" in conds and not self._in_depot(vid, p.lon, p.lat):
+                out += self._end_condition(veh, "not_left_depot", now, "fix", "left the depot")
+            for route in vroutes.get(vid, ()):
+                self._schedule_refresh(route)
+        return out
+
+    def _on_positions_reference(
+        self, positions: Sequence[VehiclePosition], now_us: int
+    ) -> list[ScheduleEvent]:
+        """:meth:`on_positions` as it was, without its caches: the rule it keeps (tests)."""
         now = self._advance(now_us)
         newest: dict[str, VehiclePosition] = {}
         for p in positions:
@@ -957,26 +1028,47 @@ class ScheduleBoard:
             if "not_left_depot" in veh.conditions and not self._in_depot(vid, p.lon, p.lat):
                 out += self._end_condition(veh, "not_left_depot", now, "fix", "left the depot")
             for rid in self._routes_of(vid):
-                self._schedule_refresh(self._routes[rid])
+                self._schedule_refresh_reference(self._routes[rid])
         return out
 
     # -- ETA ---------------------------------------------------------------------------------
 
     def _slot_after(self, route: _Route, t_us: int) -> int:
         """The route's first refresh slot after ``t_us`` (slots every eta_refresh_s, phase
-        fixed per route)."""
-        refresh_us = max(1, round(self.params.eta_refresh_s * 1e6))
-        phase = zlib.crc32(route.route_id.encode()) % refresh_us
+        fixed per route: computed once per route id)."""
+        refresh_us = self._refresh_us
+        phase = route.phase_us
+        if phase < 0:
+            phase = route.phase_us = zlib.crc32(route.route_id.encode()) % refresh_us
         return ((t_us - phase) // refresh_us + 1) * refresh_us + phase
 
     def _schedule_refresh(self, route: _Route) -> None:
         """A moved vehicle's route is re-computed at its next refresh slot, not at once: slots
         are every ``eta_refresh_s`` at a phase fixed per route (crc32 of its id), so 1,000
         vehicles reporting in the same second spread their ETA work evenly over the interval
-        instead of all landing on one tick."""
+        instead of all landing on one tick.  The slot after the last refresh is kept on the
+        route while ``eta_at_us`` stays (every position of the vehicle asks for it)."""
+        now = self.now_us
+        eta_at = route.eta_at_us
+        if eta_at is None:
+            slot = self._slot_after(route, now - self._refresh_us)
+        else:
+            if route.slot_of != eta_at:
+                route.slot_us = self._slot_after(route, eta_at)
+                route.slot_of = eta_at
+            slot = route.slot_us
+        due = slot if slot > now else now
+        cur = route.due_us
+        if cur is None or due < cur:
+            route.due_us = due
+            heapq.heappush(self._heap, (due, "route", route.route_id))
+
+    def _schedule_refresh_reference(self, route: _Route) -> None:
+        """:meth:`_schedule_refresh` without its caches (tests)."""
         refresh_us = max(1, round(self.params.eta_refresh_s * 1e6))
         base = route.eta_at_us if route.eta_at_us is not None else self.now_us - refresh_us
-        due = max(self._slot_after(route, base), self.now_us)
+        phase = zlib.crc32(route.route_id.encode()) % refresh_us
+        due = max(((base - phase) // refresh_us + 1) * refresh_us + phase, self.now_us)
         if route.due_us is None or due < route.due_us:
             route.due_us = due
             self._push(due, "route", route.route_id)

@@ -3,9 +3,12 @@
 * :func:`schedule.eta.routes_eta` gives every row exactly :func:`schedule.eta.route_eta`'s
   ETAs (not "close": a refresh's decisions must not depend on which routes share it).
 * A board (``ScheduleBoard``) and a reference board whose route refreshes run one by one
-  through ``_refresh_route_reference`` emit the same events, in the same order, and end in the
-  same states, across random plans (sites shared between vehicles included), plan reloads,
-  positions, visits and their corrections, ticks and dispatcher commands.
+  through ``_refresh_route_reference``, and whose positions and refresh slots are taken
+  without any cache (``_on_positions_reference``, ``_schedule_refresh_reference``), emit the
+  same events, in the same order, have the same deadlines after every step and end in the
+  same states, across random plans (sites shared between vehicles included), plan reloads
+  (routes replaced), positions (batches in id order or not, repeated vehicles, unknown
+  vehicles, rewinds), visits and their corrections, ticks and dispatcher commands.
 """
 
 from __future__ import annotations
@@ -98,6 +101,7 @@ SITES = {
     for i in range(1, 9)
 }
 VEHICLES = ("V1", "V2", "V3", "V4")
+DEPOTS = {"V1": (37.55, 55.70), "V3": (37.60, 55.71)}
 
 
 class ReferenceBoard(ScheduleBoard):
@@ -109,12 +113,20 @@ class ReferenceBoard(ScheduleBoard):
             out += self._refresh_route_reference(r, cause)
         return out
 
+    def on_positions(
+        self, positions: Sequence[VehiclePosition], now_us: int
+    ) -> list[ScheduleEvent]:
+        return self._on_positions_reference(positions, now_us)
+
+    def _schedule_refresh(self, route: _Route) -> None:
+        self._schedule_refresh_reference(route)
+
 
 def make(cls: type[ScheduleBoard], refresh_s: float) -> ScheduleBoard:
     return cls(
         sites=SITES,
         vehicles=VEHICLES,
-        depots={"V1": (37.55, 55.70), "V3": (37.60, 55.71)},
+        depots=DEPOTS,
         params=ScheduleParams(eta_refresh_s=refresh_s),
     )
 
@@ -160,11 +172,18 @@ def plans(draw: st.DrawFn) -> DayPlan:
 positions = st.tuples(
     st.just("pos"),
     st.lists(
-        st.tuples(st.sampled_from(VEHICLES), st.floats(-0.02, 0.02), st.floats(-0.02, 0.02)),
+        st.tuples(
+            st.sampled_from((*VEHICLES, "V9")),  # V9: not in the fleet
+            st.sampled_from(["move", "move", "depot"]),
+            st.sampled_from([-0.02, -0.007, 0.0, 0.004, 0.011]),  # degrees moved
+            st.sampled_from([-0.013, -0.002, 0.0, 0.006, 0.02]),
+            st.sampled_from([0, 0, 0, 5, 700]),  # seconds before now (a rewind, a backlog)
+        ),
         min_size=1,
         max_size=6,
     ),
     st.integers(0, 600),
+    st.booleans(),  # as the engine sends them: one per vehicle, in id order
 )
 visits = st.tuples(
     st.just("visit"),
@@ -186,23 +205,42 @@ ops = st.lists(
 )
 
 
-def run(b: ScheduleBoard, first: DayPlan, steps: list[Any]) -> list[Any]:
+def run(b: ScheduleBoard, first: DayPlan, steps: list[Any], in_depots: bool) -> list[Any]:
     """The whole log of what *b* emitted (and refused), step by step."""
     now = at(6)
     log: list[Any] = [b.load_plan(first, now)]
     n_visits = 0
-    where = {v: (37.6, 55.72) for v in VEHICLES}
+    where = {v: DEPOTS.get(v, (37.6, 55.72)) for v in VEHICLES}
+    if in_depots:  # the trucks report from their yards before they set off
+        log.append(
+            b.on_positions(
+                [
+                    VehiclePosition(vehicle_id=v, t_us=now, lon=x, lat=y, speed_kmh=0)
+                    for v, (x, y) in sorted(where.items())
+                ],
+                now,
+            )
+        )
     for op in steps:
         kind = op[0]
         if kind == "pos":
             now += op[2] * 1_000_000
             batch = []
-            for v, dlon, dlat in op[1]:
-                lon, lat = where[v][0] + dlon, where[v][1] + dlat
+            for v, mode, dlon, dlat, back_s in op[1]:
+                lon, lat = where.get(v, (37.6, 55.72))
+                if mode == "depot":
+                    lon, lat = DEPOTS.get(v, (37.55, 55.70))
+                else:
+                    lon, lat = lon + dlon, lat + dlat
                 where[v] = (lon, lat)
-                batch.append(
-                    VehiclePosition(vehicle_id=v, t_us=now, lon=lon, lat=lat, speed_kmh=20)
-                )
+                t = now - back_s * 1_000_000
+                batch.append(VehiclePosition(vehicle_id=v, t_us=t, lon=lon, lat=lat, speed_kmh=20))
+            if op[3]:
+                newest: dict[str, VehiclePosition] = {}
+                for p in batch:
+                    if p.vehicle_id not in newest or p.t_us > newest[p.vehicle_id].t_us:
+                        newest[p.vehicle_id] = p
+                batch = [newest[v] for v in sorted(newest)]
             log.append(b.on_positions(batch, now))
         elif kind == "visit":
             n_visits += 1
@@ -252,13 +290,13 @@ def run(b: ScheduleBoard, first: DayPlan, steps: list[Any]) -> list[Any]:
     return log
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(plans(), ops, st.sampled_from([30.0, 1.0, 600.0]))
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(plans(), ops, st.sampled_from([30.0, 1.0, 600.0]), st.booleans())
 def test_board_equals_its_one_route_at_a_time_reference(
-    first: DayPlan, steps: list[Any], refresh_s: float
+    first: DayPlan, steps: list[Any], refresh_s: float, in_depots: bool
 ) -> None:
-    got = run(make(ScheduleBoard, refresh_s), first, steps)
-    want = run(make(ReferenceBoard, refresh_s), first, steps)
+    got = run(make(ScheduleBoard, refresh_s), first, steps, in_depots)
+    want = run(make(ReferenceBoard, refresh_s), first, steps, in_depots)
     assert got == want
 
 
