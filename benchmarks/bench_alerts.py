@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _args import positive_int
 
 from alerts.desk import AlertDesk, AlertParams
 from alerts.roster import generate_roster
@@ -121,9 +122,9 @@ def one_run(stops: int, vehicles: int) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--stops", type=int, default=30_000)
-    ap.add_argument("--vehicles", type=int, default=1_000)
+    ap.add_argument("--repeats", type=positive_int, default=5)
+    ap.add_argument("--stops", type=positive_int, default=30_000)
+    ap.add_argument("--vehicles", type=positive_int, default=1_000)
     args = ap.parse_args()
     runs = [one_run(args.stops, args.vehicles) for _ in range(args.repeats)]
     med = {k: round(statistics.median(r[k] for r in runs), 3) for k in runs[0]}

@@ -30,8 +30,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import psycopg
+from _args import positive_int
 
 from alerts.desk import AlertDesk
 from alerts.records import AlertRecord, AlertVersion
@@ -61,9 +61,9 @@ def a_day(n: int) -> tuple[list[ScheduleEvent], list[AlertRecord], AlertDesk]:
 
 
 async def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--alerts", type=int, default=10_000)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--alerts", type=positive_int, default=10_000)
+    ap.add_argument("--repeats", type=positive_int, default=5)
     args = ap.parse_args()
     events, out, desk = a_day(args.alerts)
     recs = records_from_events(out)

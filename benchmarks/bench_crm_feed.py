@@ -33,6 +33,7 @@ import numpy as np
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _args import positive_float, positive_int
 
 from store import Store
 from store import crm_queries as q
@@ -288,12 +289,12 @@ async def run(dsn: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--sites", type=int, default=1500)
-    ap.add_argument("--days", type=int, default=22)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--write-seconds", type=float, default=15.0)
-    ap.add_argument("--batch", type=int, default=500)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--sites", type=positive_int, default=1500)
+    ap.add_argument("--days", type=positive_int, default=22)
+    ap.add_argument("--repeats", type=positive_int, default=3)
+    ap.add_argument("--write-seconds", type=positive_float, default=15.0)
+    ap.add_argument("--batch", type=positive_int, default=500)
+    ap.add_argument("--rounds", type=positive_int, default=2)
     ap.add_argument("--dsn", default=None, help="an empty database (default: a private server)")
     args = ap.parse_args()
     if args.dsn:

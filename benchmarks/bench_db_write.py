@@ -40,6 +40,7 @@ import numpy as np
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _args import positive_int
 
 from core.fixes import FixBatch, us_to_datetime
 from store import Store, UnitRow
@@ -283,9 +284,9 @@ async def bench(dsn: str, *, repeats: int, n_rows: int, per_row_rows: int) -> di
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--rows", type=int, default=50_000)
-    ap.add_argument("--per-row-rows", type=int, default=2_000)
+    ap.add_argument("--repeats", type=positive_int, default=5)
+    ap.add_argument("--rows", type=positive_int, default=50_000)
+    ap.add_argument("--per-row-rows", type=positive_int, default=2_000)
     ap.add_argument("--dsn", default=os.environ.get("FLEETWATCH_BENCH_DATABASE_URL"))
     args = ap.parse_args()
     kw = {"repeats": args.repeats, "n_rows": args.rows, "per_row_rows": args.per_row_rows}

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import pynmea2
+from _args import positive_int
 
 from core.fixes import datetime_to_us
 from ingest.nmea import DecodeOptions, Decoder, decode_reference
@@ -164,9 +165,11 @@ def first_call_s() -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--batch", type=int, default=5000, help="payloads per decode call")
-    ap.add_argument("--seconds", type=int, default=30, help="seconds of the synthetic stream")
+    ap.add_argument("--repeats", type=positive_int, default=7)
+    ap.add_argument("--batch", type=positive_int, default=5000, help="payloads per decode call")
+    ap.add_argument(
+        "--seconds", type=positive_int, default=30, help="seconds of the synthetic stream"
+    )
     ap.add_argument(
         "--real-tracks", type=Path, default=REAL,
         help="folder of the real receiver logs, *.nmea (default: ../shared/data/real-tracks "
@@ -178,8 +181,6 @@ def main() -> None:
         "lines (the bench before issue 11: splits epochs, so GGA/GLL become duplicates)",
     )  # fmt: skip
     args = ap.parse_args()
-    if args.repeats < 1 or args.batch < 1 or args.seconds < 1:
-        ap.error("--repeats, --batch and --seconds must be >= 1")
     if not sorted(args.real_tracks.glob("*.nmea")):  # said after minutes of synthetic runs before
         ap.error(f"no *.nmea logs in {args.real_tracks}: pass --real-tracks DIR (the real "
                  "receiver logs of ../shared/data/real-tracks)")  # fmt: skip

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+from _args import positive_int
 
 from core.fixes import FixBatch
 from geofence import FenceIndex, load_sites_geojson
@@ -233,18 +234,16 @@ def main() -> None:
     ap.add_argument("--scenario", type=Path, help="an existing scenario directory")
     # the simulator's own defaults (`fleetwatch simulate`): 1,500 sites need ~50 vehicles to be
     # served within one local day (20 raised ScenarioError on a first run without --scenario)
-    ap.add_argument("--vehicles", type=int, default=ScenarioParams().vehicles)
-    ap.add_argument("--sites", type=int, default=ScenarioParams().sites)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--batch-fixes", type=int, default=20_000)
+    ap.add_argument("--vehicles", type=positive_int, default=ScenarioParams().vehicles)
+    ap.add_argument("--sites", type=positive_int, default=ScenarioParams().sites)
+    ap.add_argument("--repeats", type=positive_int, default=3)
+    ap.add_argument("--batch-fixes", type=positive_int, default=20_000)
     ap.add_argument(
         "--compare-full",
         action="store_true",
         help="also time FleetTracker(incremental=False) and check both report the same events",
     )
     args = ap.parse_args()
-    if args.repeats < 1 or args.batch_fixes < 1:
-        ap.error("--repeats and --batch-fixes must be >= 1")
     if args.scenario is not None and not (args.scenario / "sites.geojson").is_file():
         ap.error(f"--scenario {args.scenario}: not a scenario directory (no sites.geojson)")
     params = DetectionParams()

@@ -54,9 +54,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
 import numpy as np  # noqa: E402
 import psycopg  # noqa: E402
+from _args import positive_float, positive_int  # noqa: E402
 from shapely.geometry import mapping  # noqa: E402
 
 from fleetwatch.embedded import open_embedded_broker  # noqa: E402
@@ -668,26 +668,30 @@ SKIPPABLE = {"sub", "careful", "naive"}
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--duration", type=float, default=60.0)
-    ap.add_argument("--rate", type=float, default=25_000.0, help="target publish rate, msg/s")
-    ap.add_argument("--units", type=int, default=30_000, help="simulated units")
-    ap.add_argument("--sites", type=int, default=1500, help="sites in the sites file")
-    ap.add_argument("--dwell", type=float, default=240.0, help="seconds a unit stands at its site")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--naive-duration", type=float, default=20.0)
+    ap.add_argument("--duration", type=positive_float, default=60.0)
     ap.add_argument(
-        "--careful-duration", type=float, default=20.0,
+        "--rate", type=positive_float, default=25_000.0, help="target publish rate, msg/s"
+    )
+    ap.add_argument("--units", type=positive_int, default=30_000, help="simulated units")
+    ap.add_argument("--sites", type=positive_int, default=1500, help="sites in the sites file")
+    ap.add_argument(
+        "--dwell", type=positive_float, default=240.0, help="seconds a unit stands at its site"
+    )
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeats", type=positive_int, default=3)
+    ap.add_argument("--naive-duration", type=positive_float, default=20.0)
+    ap.add_argument(
+        "--careful-duration", type=positive_float, default=20.0,
         help="seconds of offered load for the careful naive (it then drains the backlog)",
     )  # fmt: skip
-    ap.add_argument("--publishers", type=int, default=2)
+    ap.add_argument("--publishers", type=positive_int, default=2)
     ap.add_argument(
-        "--patience", type=float, default=30.0,
+        "--patience", type=positive_float, default=30.0,
         help="stop waiting for fleetwatch to store everything after this long without progress",
     )  # fmt: skip
     ap.add_argument("--no-detection", action="store_true", help="no sites file (engine off)")
     ap.add_argument(
-        "--detect-interval-ms", type=float, default=None,
+        "--detect-interval-ms", type=positive_float, default=None,
         help="the engine's round interval (default: fleetwatch's own default, 1000 ms)",
     )  # fmt: skip
     ap.add_argument(
@@ -705,9 +709,6 @@ def main() -> int:
     skip = set(filter(None, args.skip.split(",")))
     if skip - SKIPPABLE:  # a misspelt name used to run the baseline it meant to skip
         ap.error(f"--skip: unknown {sorted(skip - SKIPPABLE)}; choose from sub,careful,naive")
-    for name in ("units", "rate", "duration", "repeats", "sites", "publishers"):
-        if not getattr(args, name) > 0:
-            ap.error(f"--{name} must be > 0")
 
     work = Path(tempfile.mkdtemp(prefix="fleetwatch-bench-e2e-"))
     work.chmod(0o755)

@@ -45,6 +45,7 @@ import numpy as np
 import numpy.typing as npt
 import psutil
 import shapely
+from _args import positive_int
 from shapely.geometry.base import BaseGeometry
 
 from geofence import FenceIndex, Site
@@ -283,8 +284,8 @@ def run(n_points: int, repeats: int, *, compile_time: bool) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--points", type=int, default=1_000_000)
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--points", type=positive_int, default=1_000_000)
+    ap.add_argument("--repeats", type=positive_int, default=7)
     ap.add_argument("--no-compile-time", action="store_true", help="skip the fresh-process compile")
     args = ap.parse_args()
     print(

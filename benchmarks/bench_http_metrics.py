@@ -21,6 +21,7 @@ import statistics
 import time
 
 import numpy as np
+from _args import positive_int
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
@@ -138,7 +139,9 @@ async def main(rounds: int, requests: int) -> dict[str, object]:
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=7, help="alternating rounds per server")
-    ap.add_argument("--requests", type=int, default=200, help="sequential scrapes per round")
+    ap.add_argument("--rounds", type=positive_int, default=7, help="alternating rounds per server")
+    ap.add_argument(
+        "--requests", type=positive_int, default=200, help="sequential scrapes per round"
+    )
     a = ap.parse_args()
     print(json.dumps(asyncio.run(main(a.rounds, a.requests)), indent=2))

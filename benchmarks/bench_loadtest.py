@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _args import positive_float, positive_int
+
 from simulators.loadtest import LoadTestParams, run_load
 from simulators.mqtt_wire import RawPublisherPool
 from simulators.publish import Pool, PublisherPool
@@ -138,11 +140,13 @@ def against_fleetwatch(units: int, rate: float, seconds: float) -> int:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--fleetwatch", nargs=3, type=float, metavar=("UNITS", "RATE", "SECONDS"))
-    ap.add_argument("--seconds", type=float, default=5.0)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--connections", type=int, default=4)
-    ap.add_argument("--max-inflight", type=int, default=1000)
+    ap.add_argument(
+        "--fleetwatch", nargs=3, type=positive_float, metavar=("UNITS", "RATE", "SECONDS")
+    )
+    ap.add_argument("--seconds", type=positive_float, default=5.0)
+    ap.add_argument("--repeats", type=positive_int, default=3)
+    ap.add_argument("--connections", type=positive_int, default=4)
+    ap.add_argument("--max-inflight", type=positive_int, default=1000)
     a = ap.parse_args()
     if a.fleetwatch:
         return against_fleetwatch(int(a.fleetwatch[0]), a.fleetwatch[1], a.fleetwatch[2])

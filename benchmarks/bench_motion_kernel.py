@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+from _args import positive_int
 from bench_detect import add_matched_arguments, matched_input
 
 from schedule.motion import (
@@ -83,8 +84,8 @@ def per_call_us(
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     add_matched_arguments(ap)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--windows", type=int, default=300)
+    ap.add_argument("--repeats", type=positive_int, default=5)
+    ap.add_argument("--windows", type=positive_int, default=300)
     args = ap.parse_args()
     batch = matched_input(ap, args.matched, args.scenario)[0]
     warm_up()

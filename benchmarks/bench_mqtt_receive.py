@@ -44,6 +44,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from _args import positive_int  # noqa: E402
 
 TOPIC_FILTER = "fleet/+/nmea"
 ALL = ["mosquitto_sub", "fleetwatch", "paho", "aiomqtt", "gmqtt", "aiomqtt3"]
@@ -353,9 +354,9 @@ def _timed_child(name: str, port: int, n: int, client_id: str, python: str) -> f
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=200_000)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=positive_int, default=200_000)
+    ap.add_argument("--repeats", type=positive_int, default=3)
     ap.add_argument("--receivers", default=",".join(ALL))
     ap.add_argument("--mode", choices=["backlog", "live", "both"], default="backlog")
     ap.add_argument(
@@ -366,9 +367,6 @@ def main() -> None:
         "project venv, which pins aiomqtt 2.5); aiomqtt3 is skipped without it",
     )
     a = ap.parse_args()
-    for name in ("n", "repeats"):
-        if getattr(a, name) < 1:
-            ap.error(f"--{name} must be >= 1")
     foreign_python: dict[str, str] = {}
     if a.aiomqtt3_python:
         foreign_python["aiomqtt3"] = a.aiomqtt3_python

@@ -32,8 +32,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import psycopg
+from _args import positive_int
 
 from store import Store
 from store.embedded import open_embedded_postgres
@@ -91,11 +91,11 @@ async def through_writer(dsn: str, lives: list[list[object]], journal: Path) -> 
 
 
 async def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--stops", type=int, default=500)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeats", type=positive_int, default=3)
+    ap.add_argument("--stops", type=positive_int, default=500)
     ap.add_argument("--batches", default="100,1000,5000")
-    ap.add_argument("--baseline-records", type=int, default=1000)
+    ap.add_argument("--baseline-records", type=positive_int, default=1000)
     args = ap.parse_args()
     lives = [stop_life(n) for n in range(args.stops)]
     recs = records_from_events([ev for life in lives for ev in life])

@@ -19,6 +19,7 @@ import statistics
 import time
 
 import numpy as np
+from _args import positive_float, positive_int
 
 from schedule.board import ScheduleBoard
 from schedule.contracts import Contract, SiteContract
@@ -84,10 +85,10 @@ def build(n_veh: int, k: int, seed: int = 1) -> tuple[ScheduleBoard, DayPlan, np
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--vehicles", type=int, default=1000)
-    ap.add_argument("--stops-per-vehicle", type=int, default=30)
-    ap.add_argument("--hours", type=float, default=8.0)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--vehicles", type=positive_int, default=1000)
+    ap.add_argument("--stops-per-vehicle", type=positive_int, default=30)
+    ap.add_argument("--hours", type=positive_float, default=8.0)
     a = ap.parse_args()
     board, plan, ll = build(a.vehicles, a.stops_per_vehicle)
     t = time.perf_counter()

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _args import positive_int
 
 from core.fixes import Fix
 from ingest.nmea_encode import encode_gga, encode_rmc
@@ -94,13 +95,11 @@ def naive(n_fixes: int) -> tuple[float, float]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--sites", type=int, default=1500)
-    ap.add_argument("--vehicles", type=int, default=50)
-    ap.add_argument("--baseline-fixes", type=int, default=50_000)
+    ap.add_argument("--repeats", type=positive_int, default=3)
+    ap.add_argument("--sites", type=positive_int, default=1500)
+    ap.add_argument("--vehicles", type=positive_int, default=50)
+    ap.add_argument("--baseline-fixes", type=positive_int, default=50_000)
     a = ap.parse_args()
-    if a.repeats < 1 or a.baseline_fixes < 1:
-        ap.error("--repeats and --baseline-fixes must be >= 1")
     try:  # a day that cannot be planned is a usage error, not a traceback
         params = ScenarioParams(sites=a.sites, vehicles=a.vehicles)
         runs = [ours(params)]

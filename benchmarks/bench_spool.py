@@ -35,8 +35,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import psycopg
+from _args import positive_int
 
 from benchmarks.bench_db_write import T0_US, UNITS, make_batch, split
 from core.fixes import DeadLetter, FixBatch
@@ -155,9 +155,9 @@ async def run(dsn: str, work: Path, rows: int, batch: int, repeats: int) -> dict
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--rows", type=int, default=100_000)
-    ap.add_argument("--batch", type=int, default=2_000)
+    ap.add_argument("--repeats", type=positive_int, default=5)
+    ap.add_argument("--rows", type=positive_int, default=100_000)
+    ap.add_argument("--batch", type=positive_int, default=2_000)
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="fleetwatch-bench-spool-pg-"))
     work = Path(tempfile.mkdtemp(prefix="fleetwatch-bench-spool-"))

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from _args import positive_int
 from bench_detect import add_matched_arguments, matched_input
 
 from core.fixes import FixBatch
@@ -92,7 +93,7 @@ def cpu_per_call(fn: Callable[..., Any], ws: list[tuple[Motion, int]], p: Detect
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_matched_arguments(ap)
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--repeats", type=positive_int, default=7)
     args = ap.parse_args()
     batch, _inside, _near, _sites, units = matched_input(ap, args.matched, args.scenario)
     p = DetectionParams()

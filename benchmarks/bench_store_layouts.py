@@ -41,6 +41,7 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _args import positive_int
 
 from core.fixes import FixBatch
 from store import Store, UnitRow
@@ -238,12 +239,12 @@ async def bench(dsns: dict[str, str], args: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--days", type=int, default=2)
-    ap.add_argument("--units", type=int, default=100)
-    ap.add_argument("--per-unit-day", type=int, default=5_760, help="fixes per unit a day")
-    ap.add_argument("--batch", type=int, default=10_000)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--query-repeats", type=int, default=15)
+    ap.add_argument("--days", type=positive_int, default=2)
+    ap.add_argument("--units", type=positive_int, default=100)
+    ap.add_argument("--per-unit-day", type=positive_int, default=5_760, help="fixes per unit a day")
+    ap.add_argument("--batch", type=positive_int, default=10_000)
+    ap.add_argument("--repeats", type=positive_int, default=3)
+    ap.add_argument("--query-repeats", type=positive_int, default=15)
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="fleetwatch-bench-layouts-"))
     settings = {

@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import numpy as np
 import psycopg
+from _args import positive_int
 from psycopg_pool import AsyncConnectionPool
 
 from core.fixes import FixBatch, us_to_datetime
@@ -191,11 +191,11 @@ def summary(ms: list[float], rows: int) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--vehicles", type=int, default=200)
-    ap.add_argument("--hours", type=int, default=3)
-    ap.add_argument("--requests", type=int, default=200)
-    ap.add_argument("--points", type=int, default=500)
-    ap.add_argument("--minutes", type=int, default=60)
+    ap.add_argument("--vehicles", type=positive_int, default=200)
+    ap.add_argument("--hours", type=positive_int, default=3)
+    ap.add_argument("--requests", type=positive_int, default=200)
+    ap.add_argument("--points", type=positive_int, default=500)
+    ap.add_argument("--minutes", type=positive_int, default=60)
     print(json.dumps(asyncio.run(run(ap.parse_args())), indent=2))
 
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from _args import positive_int
 from bench_detect import Matched, add_matched_arguments, matched_input
 
 from schedule import visits_kernel
@@ -122,9 +123,9 @@ def per_call_us(fn: Callable[[], Any], repeats: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_matched_arguments(ap, "--pickle")
-    ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--windows", type=int, default=5)
-    ap.add_argument("--sizes", type=int, nargs="+", default=[40, 600, 3000])
+    ap.add_argument("--repeats", type=positive_int, default=7)
+    ap.add_argument("--windows", type=positive_int, default=5)
+    ap.add_argument("--sizes", type=positive_int, nargs="+", default=[40, 600, 3000])
     args = ap.parse_args()
     day = matched_input(ap, args.pickle, args.scenario, "--pickle")
     p = DetectionParams()

@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
 import numpy as np  # noqa: E402
+from _args import non_negative_float, non_negative_int, positive_float, positive_int  # noqa: E402
 
 from benchmarks.bench_end_to_end import fleet_shape, write_inputs  # noqa: E402
 from simulators.synthetic import SyntheticFleet  # noqa: E402
@@ -123,25 +123,27 @@ class Clock:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--units", type=int, default=30_000)
-    ap.add_argument("--rate", type=float, default=30_000.0, help="fixes per second in total")
-    ap.add_argument("--duration", type=float, default=150.0, help="seconds of data")
-    ap.add_argument("--warmup", type=float, default=120.0, help="seconds of data not measured")
-    ap.add_argument("--sites", type=int, default=1500)
-    ap.add_argument("--dwell", type=float, default=240.0)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--detect-interval-ms", type=float, default=None)
+    ap.add_argument("--units", type=positive_int, default=30_000)
     ap.add_argument(
-        "--plan-stops", type=int, default=0,
+        "--rate", type=positive_float, default=30_000.0, help="fixes per second in total"
+    )
+    ap.add_argument("--duration", type=positive_float, default=150.0, help="seconds of data")
+    ap.add_argument(
+        "--warmup", type=non_negative_float, default=120.0, help="seconds of data not measured"
+    )
+    ap.add_argument("--sites", type=positive_int, default=1500)
+    ap.add_argument("--dwell", type=positive_float, default=240.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--detect-interval-ms", type=positive_float, default=None)
+    ap.add_argument(
+        "--plan-stops", type=non_negative_int, default=0,
         help="a day plan of this many stops per vehicle (board and alert desk run); 0: none",
     )  # fmt: skip
     ap.add_argument("--profile", type=Path, help="pyinstrument HTML (or .txt) of the measured part")
     args = ap.parse_args()
-    if args.units < 1 or not args.rate > 0 or not args.duration > 0:
-        ap.error("--units, --rate and --duration must be > 0")
-    if not 0 <= args.warmup < args.duration:  # it printed negative fix counts and 0 us per fix
+    if not args.warmup < args.duration:  # it printed negative fix counts and 0 us per fix
         ap.error(
-            f"--warmup ({args.warmup:g} s) must be >= 0 and shorter than --duration "
+            f"--warmup ({args.warmup:g} s) must be shorter than --duration "
             f"({args.duration:g} s); give a smaller --warmup with a short --duration"
         )
 

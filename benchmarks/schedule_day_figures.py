@@ -21,6 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from _args import positive_float  # noqa: E402
 
 from core.fixes import iso_utc  # noqa: E402
 from fleetwatch.cli import main as cli_main  # noqa: E402
@@ -67,18 +68,40 @@ def _transient_missed(changes: list[StopChanged], truth: dict[str, object]) -> l
     return out
 
 
+EPILOG = """\
+simulate options: any other option goes to `fleetwatch simulate` (see `fleetwatch simulate
+--help`: --vehicles, --sites, --rate-hz, --skip-rate...), as do --seed and --mixed.  They
+only apply when OUT holds no day yet: with an OUT/truth.json the day is replayed as it is,
+and any simulate option is refused (pass a new OUT, or delete the old one, to simulate again).
+"""
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("out", type=Path)
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--mixed", action="store_true")
-    ap.add_argument("--step-s", type=float, default=30.0, help="harness step")
-    ap.add_argument("--harness", action="store_true")
+    ap = argparse.ArgumentParser(
+        description=__doc__,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument(
+        "out", type=Path, metavar="OUT", help="the day's scenario directory (simulated if new)"
+    )
+    ap.add_argument("--seed", type=int, default=None, help="simulate option (default 1)")
+    ap.add_argument("--mixed", action="store_true", help="simulate option: the disturbed day above")
+    ap.add_argument("--step-s", type=positive_float, default=30.0, help="harness step")
+    ap.add_argument("--harness", action="store_true", help="run the board in the test harness")
     a, rest = ap.parse_known_args()
-    args = ["simulate", "--out", str(a.out), "--seed", str(a.seed), *rest]
+    seed = 1 if a.seed is None else a.seed
+    given = [*rest, *(["--seed"] if a.seed is not None else []), *(["--mixed"] if a.mixed else [])]
+    args = ["simulate", "--out", str(a.out), "--seed", str(seed), *rest]
     if a.mixed:
         args += MIXED
-    if not (a.out / "truth.json").is_file() and cli_main(args) != 0:
+    if (a.out / "truth.json").is_file():
+        if given:  # they were silently ignored: the figures were of the old day
+            ap.error(
+                f"{a.out} already holds a simulated day (truth.json), so the simulate options "
+                f"{' '.join(given)} would be ignored: pass a new OUT, or none of them"
+            )
+    elif cli_main(args) != 0:
         raise SystemExit("simulate failed")
     t = time.perf_counter()
     if a.harness:
@@ -90,7 +113,8 @@ def main() -> None:
     changes = [e for e in events if isinstance(e, StopChanged)]
     fig = evaluate_schedule(changes, truth)
     d = fig.to_json_dict()
-    d.update(seed=a.seed, mixed=a.mixed, run_s=round(secs, 1))
+    scenario = truth.get("scenario", {})
+    d.update(seed=scenario.get("seed", seed), mixed=a.mixed, run_s=round(secs, 1))
     transient = _transient_missed(changes, truth)
     if transient:
         d["transient_missed_detail"] = transient

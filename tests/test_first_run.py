@@ -3,12 +3,16 @@ one clear line and a non-zero exit, never a traceback."""
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
+import runpy
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import NoReturn
 
 import pytest
 
@@ -279,10 +283,14 @@ def test_bench_mqtt_receive_skips_a_receiver_whose_library_is_not_installed(
     ("name", "argv", "expected"),
     [
         ("bench_end_to_end", ["--skip", "niave"], "--skip: unknown ['niave']"),
-        ("bench_end_to_end", ["--engine-offline", "--units", "0"], "--units must be > 0"),
+        (
+            "bench_end_to_end",
+            ["--engine-offline", "--units", "0"],
+            "--units: expected a whole number >= 1",
+        ),
         ("profile_engine_steady", ["--units", "30", "--duration", "10"], "--warmup (120 s)"),
         ("bench_detect", ["--vehicles", "3"], "1500 sites are too many for 3 vehicles"),
-        ("bench_detect", ["--batch-fixes", "0"], "--batch-fixes must be >= 1"),
+        ("bench_detect", ["--batch-fixes", "0"], "--batch-fixes: expected a whole number >= 1"),
         ("bench_simulator", ["--vehicles", "3"], "1500 sites are too many for 3 vehicles"),
         ("bench_mqtt_receive", ["--receivers", "gmqt"], "unknown receiver(s) ['gmqt']"),
     ],
@@ -305,3 +313,129 @@ def test_bench_decode_checks_the_real_logs_before_the_synthetic_runs(
 
 def _must_not_run(*_a: object, **_k: object) -> float:
     raise AssertionError("the bad option should have been refused before any work")
+
+
+ALL_BENCHMARKS = sorted(p.stem for p in BENCHMARKS.glob("*.py") if not p.stem.startswith("_"))
+
+
+class _Parsed(Exception):
+    """Raised instead of parsing: the benchmark's parser is caught before any work."""
+
+
+def bench_parser(name: str, monkeypatch: pytest.MonkeyPatch) -> argparse.ArgumentParser:
+    """The ArgumentParser that ``python benchmarks/<name>.py`` builds (stopped at the parse)."""
+    bench(name)  # its imports, and benchmarks/ on sys.path
+    seen: list[argparse.ArgumentParser] = []
+
+    def catch(self: argparse.ArgumentParser, *_a: object, **_k: object) -> NoReturn:
+        seen.append(self)
+        raise _Parsed
+
+    with monkeypatch.context() as m:
+        m.setattr(argparse.ArgumentParser, "parse_known_args", catch)
+        m.setattr(sys, "argv", [f"{name}.py"])
+        with pytest.raises(_Parsed):
+            runpy.run_path(str(BENCHMARKS / f"{name}.py"), run_name="__main__")
+    return seen[0]
+
+
+@pytest.mark.parametrize("name", ALL_BENCHMARKS)
+def test_every_benchmark_says_what_it_measures_in_its_help(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    description = bench_parser(name, monkeypatch).description
+    assert description
+    assert description.split()[0] in (bench(name).__doc__ or "")
+
+
+def test_the_alert_diagram_helper_prints_only_the_diagram() -> None:
+    # alerts/__init__ imported alerts.threads (through alerts.desk), so runpy warned that the
+    # module was already imported before running it as __main__
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-m", "alerts.threads"],
+        capture_output=True, text=True, cwd=BENCHMARKS.parent, check=False,
+    )  # fmt: skip
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.startswith("stateDiagram-v2\n")
+
+
+#: options whose every whole number is meaningful
+ANY_INT = {"--seed"}
+
+
+@pytest.mark.parametrize("name", ALL_BENCHMARKS)
+def test_every_benchmark_refuses_a_zero_or_negative_size_while_parsing(
+    name: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # bench_alerts --repeats 0 was an IndexError, --stops 0 a ZeroDivisionError; the database
+    # benchmarks set up a private PostgreSQL before failing on the same
+    args = bench("_args")
+    checked = {args.positive_int, args.positive_float, args.non_negative_int,
+               args.non_negative_float}  # fmt: skip
+    parser = bench_parser(name, monkeypatch)
+    for action in parser._actions:
+        if not action.option_strings or action.type is None:
+            continue
+        option = action.option_strings[0]
+        if action.type in (int, float):
+            assert option in ANY_INT, f"{name} {option}: a size without a check"
+            continue
+        if action.type not in checked:
+            continue
+        bad = "-1" if action.type.__name__.startswith("non_negative") else "0"
+        values = [bad] * (action.nargs if isinstance(action.nargs, int) else 1)
+        with pytest.raises(SystemExit) as exc:
+            parser.parse_args([option, *values])
+        assert exc.value.code == 2
+        line = capsys.readouterr().err.strip().splitlines()[-1]
+        assert f"argument {option}" in line
+        assert f"expected a {'whole ' if 'int' in action.type.__name__ else ''}number" in line
+        assert f"got '{bad}'" in line
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [(["--repeats", "0"], "argument --repeats: expected a whole number >= 1, got '0'"),
+     (["--stops", "0"], "argument --stops: expected a whole number >= 1, got '0'"),
+     (["--vehicles", "1.5"], "argument --vehicles: expected a whole number >= 1, got '1.5'")],
+)  # fmt: skip
+def test_bench_alerts_zero_sizes_are_usage_errors(
+    argv: list[str], expected: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    assert usage_error(bench("bench_alerts"), argv, monkeypatch, capsys).endswith(expected)
+
+
+@pytest.mark.parametrize("text", ["0", "-2", "nan", "inf", "soon"])
+def test_benchmark_durations_must_be_finite_and_positive(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match=f"expected a number > 0, got '{text}'"):
+        bench("_args").positive_float(text)
+    assert bench("_args").non_negative_float("0") == 0.0
+
+
+def test_bench_ws_fanout_expects_the_bursts_sent_in_the_window() -> None:
+    # --seconds 3 --burst-every 5 expected 0.6 of a burst per console: one arrived, 166.7 %
+    module = bench("bench_ws_fanout")
+    windows = [{"from": 104.0, "to": 107.0, "consoles": 2}, {"from": 104.1, "to": 107.1,
+                                                            "consoles": 3}]  # fmt: skip
+    assert module.expected_alert_versions(windows, [105.0], burst=50) == 5 * 50
+    assert module.expected_alert_versions(windows, [100.0, 110.0], burst=50) == 0
+    assert module.expected_alert_versions(windows, [104.05, 105.0], burst=10) == 2 * 2 * 10 + 3 * 10
+
+
+def test_schedule_day_figures_refuses_simulate_options_it_would_ignore(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # with an existing OUT/truth.json the day was replayed as it was: --vehicles 5 and --seed 7
+    # changed nothing, silently
+    module = bench("schedule_day_figures")
+    monkeypatch.setattr(module, "replay_scenario", _must_not_replay)
+    (tmp_path / "truth.json").write_text("{}")
+    line = usage_error(module, [str(tmp_path), "--vehicles", "5", "--seed", "7"], monkeypatch,
+                       capsys)  # fmt: skip
+    assert f"{tmp_path} already holds a simulated day" in line
+    assert "--vehicles 5 --seed" in line
+    monkeypatch.setattr(sys, "argv", ["schedule_day_figures.py", "--help"])
+    with pytest.raises(SystemExit):
+        module.main()
+    assert "any simulate option is refused" in " ".join(capsys.readouterr().out.split())
