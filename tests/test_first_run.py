@@ -17,7 +17,7 @@ from typing import NoReturn
 import pytest
 
 from fleetwatch import cmd_replay
-from fleetwatch.cli import EPILOG, main
+from fleetwatch.cli import EPILOG, SUBCOMMANDS, build_parser, main
 from fleetwatch.cmd_check_broker import publish_backlog
 from fleetwatch.engine_setup import PlanSetupError, load_schedule
 
@@ -151,15 +151,59 @@ def _must_not_replay(*_a: object, **_k: object) -> None:
     raise AssertionError("the bad input should have been refused before the replay")
 
 
-@pytest.mark.parametrize("option", ["--max-age-days", "--max-speed-kmh"])
-def test_decode_refuses_an_infinite_limit_in_one_line(
-    tmp_path: Path, option: str, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        # replay: --batch-payloads 0 exited 1 (ValueError in the replay), --min-dwell-s -5 exited 2
+        (["replay", "D", "--out", "O", "--batch-payloads", "0"],
+         "argument --batch-payloads: expected a whole number >= 1, got '0'"),
+        (["replay", "D", "--out", "O", "--min-dwell-s", "-5"],
+         "argument --min-dwell-s: expected a number > 0, got '-5'"),
+        (["replay", "D", "--out", "O", "--batch-s", "nan"],
+         "argument --batch-s: expected a number > 0, got 'nan'"),
+        (["decode", "-", "--max-age-days", "abc"],
+         "argument --max-age-days: expected a number > 0, got 'abc'"),
+        (["decode", "-", "--max-age-days", "inf"],
+         "argument --max-age-days: expected a number > 0, got 'inf'"),
+        (["decode", "-", "--max-speed-kmh", "-1"],
+         "argument --max-speed-kmh: expected a number > 0, got '-1'"),
+        (["simulate", "--date", "2026-02-30"],
+         "argument --date: expected a date YYYY-MM-DD, got '2026-02-30' (day is out of range "
+         "for month)"),
+        (["simulate", "--vehicles", "0"],
+         "argument --vehicles: expected a whole number >= 1, got '0'"),
+        (["simulate", "--slow-unit-fraction", "1.5"],
+         "argument --slow-unit-fraction: expected a number between 0 and 1, got '1.5'"),
+        (["simulate", "--speed", "fast"],
+         "argument --speed: expected a number > 0 or 'max', got 'fast'"),
+        (["simulate", "--noise-m", "5,x"],
+         "argument --noise-m: expected a number A or a pair A,B, got '5,x'"),
+        (["loadtest", "--rate", "0"], "argument --rate: expected a number > 0, got '0'"),
+        (["check-broker", "--units", "0"],
+         "argument --units: expected a whole number >= 1, got '0'"),
+        (["demo", "--vehicles", "-3"],
+         "argument --vehicles: expected a whole number >= 1, got '-3'"),
+        (["run", "--http-port", "70000"], "argument --http-port: expected a port 0..65535, got "
+         "'70000'"),
+        (["run", "--wait-for", "-1"], "argument --wait-for: expected a number >= 0, got '-1'"),
+    ],
+)  # fmt: skip
+def test_bad_arguments_are_usage_errors_naming_the_option_and_its_form(
+    argv: list[str], expected: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    log = tmp_path / "u1.nmea"
-    log.write_text("$GPRMC,bad\n")
-    value = "inf" if option == "--max-age-days" else "-1"
-    assert main(["decode", str(log), option, value]) == 2
-    assert option[2:].replace("-", "_") in one_error_line(capsys.readouterr().err)
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(f"error: {expected}")
+
+
+@pytest.mark.parametrize("command", sorted(SUBCOMMANDS))
+def test_every_number_option_of_the_commands_is_checked_while_parsing(command: str) -> None:
+    parser = build_parser([command])
+    (sub,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for action in sub.choices[command]._actions:
+        if action.type in (int, float):
+            assert action.option_strings == ["--seed"], f"{command} {action.option_strings}"
 
 
 # -- fleetwatch check-broker ---------------------------------------------------------------
