@@ -206,6 +206,30 @@ def test_every_number_option_of_the_commands_is_checked_while_parsing(command: s
             assert action.option_strings == ["--seed"], f"{command} {action.option_strings}"
 
 
+@pytest.mark.parametrize(
+    ("name", "text", "expected"),
+    [("sites", None, "no such file"),  # it said "unknown extension ''"
+     ("sites", '{"type": "FeatureCollection", "features": []}', "unknown extension ''"),
+     ("sites.geojson", "{not json", "not valid JSON")],
+)  # fmt: skip
+def test_loadtest_sites_errors_name_the_option_given(
+    name: str, text: str | None, expected: str, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    # they named FLEETWATCH_SITES_FILE, a setting the user had not set
+    sites = tmp_path / name
+    if text is not None:
+        sites.write_text(text)
+    argv = ["loadtest", "--sites", str(sites), "--write-units", str(tmp_path / "units.csv")]
+    assert main(argv) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert line.startswith("fleetwatch loadtest: error: --sites")
+    assert str(sites) in line
+    assert expected in line
+    assert "FLEETWATCH_SITES_FILE" not in line
+    assert not (tmp_path / "units.csv").exists()
+
+
 # -- fleetwatch check-broker ---------------------------------------------------------------
 
 QUEUE_SIZE = 15  # paho's MQTT_ERR_QUEUE_SIZE
