@@ -27,7 +27,7 @@ import numpy as np
 
 from fleetwatch.cli_types import non_negative_int, positive_float, positive_int
 from fleetwatch.cmd_run import add_common_arguments, setup_logging
-from fleetwatch.config import ConfigError, Settings, env_name
+from fleetwatch.config import ConfigError, Settings, env_name, missing_files
 from fleetwatch.embedded import EmbeddedBrokerError, open_private_servers
 from fleetwatch.service import Running, run_ingest, stop_on_signals
 from ingest.mqtt import parse_mqtt_url
@@ -487,6 +487,14 @@ def run(args: argparse.Namespace) -> int:
             settings = dataclasses.replace(settings, http_port=0)  # never clash with a real one
     except ConfigError as exc:
         print(f"fleetwatch demo: {exc}", file=sys.stderr)
+        return 2
+    # before the private servers start: a missing --units file was a traceback out of the
+    # service's task group, after the servers had started
+    given = {"units_file": "--units"} if args.units_file is not None else {}
+    missing = missing_files(dataclasses.replace(settings, units_file=args.units_file), given)
+    if missing:
+        for line in missing:
+            print(f"fleetwatch demo: {line}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level)
     base = settings.data_dir.resolve() / "demo"

@@ -433,6 +433,10 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"fleetwatch replay: {exc}", file=sys.stderr)
         return 2
+    if not args.scenario.is_dir():  # a mistyped path: a usage error, and no --out made for it
+        what = "not a directory" if args.scenario.exists() else "no such directory"
+        print(f"fleetwatch replay: SCENARIO_DIR {args.scenario}: {what}", file=sys.stderr)
+        return 2
     out: Path = args.out
     try:  # an unusable --out is said at once, not after minutes of replay
         out.mkdir(parents=True, exist_ok=True)

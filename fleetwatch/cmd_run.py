@@ -132,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         report("run", exc.problems)
         return EXIT_CONFIG
-    problems = problems_for_run(settings)
+    given = {"units_file": "--units"} if args.units_file is not None else {}
+    problems = problems_for_run(settings, given)
     if problems:
         report("run", problems)
         return EXIT_CONFIG

@@ -230,6 +230,38 @@ def test_loadtest_sites_errors_name_the_option_given(
     assert not (tmp_path / "units.csv").exists()
 
 
+def test_replay_of_a_missing_scenario_is_a_usage_error_and_makes_no_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # it exited 1 ("no sites.geojson (is it a scenario directory?)") after creating --out
+    missing = tmp_path / "nope"
+    assert main(["replay", str(missing), "--out", str(tmp_path / "out")]) == 2
+    assert one_error_line(capsys.readouterr().err) == (
+        f"fleetwatch replay: SCENARIO_DIR {missing}: no such directory"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["run", "demo"])
+def test_a_missing_units_file_names_the_option_before_anything_starts(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    # run named FLEETWATCH_UNITS_FILE for --units; demo started its private servers and then
+    # printed an ExceptionGroup traceback
+    monkeypatch.delenv("FLEETWATCH_UNITS_FILE", raising=False)
+    monkeypatch.setenv("FLEETWATCH_MQTT_URL", "mqtt://127.0.0.1:1")
+    monkeypatch.setenv("FLEETWATCH_DATABASE_URL", "postgresql://u@127.0.0.1:1/db")
+    monkeypatch.setattr("fleetwatch.cmd_demo.open_private_servers", _must_not_replay)
+    missing = tmp_path / "units.csv"
+    assert main([command, "--units", str(missing)]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert (
+        line == f"fleetwatch {command}: --units {missing}: no such file; give the path of an "
+        "existing file"
+    )
+
+
 # -- fleetwatch check-broker ---------------------------------------------------------------
 
 QUEUE_SIZE = 15  # paho's MQTT_ERR_QUEUE_SIZE
