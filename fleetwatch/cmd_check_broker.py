@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fleetwatch.cli_types import positive_float, positive_int
+
 if TYPE_CHECKING:
     from paho.mqtt.client import Client, MQTTMessageInfo
 
@@ -52,15 +54,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="TOML settings file (default: $FLEETWATCH_CONFIG)")  # fmt: skip
     parser.add_argument("--mqtt-url", metavar="URL",
                         help="broker (default: FLEETWATCH_MQTT_URL)")  # fmt: skip
-    parser.add_argument("--units", type=int, default=150, metavar="N",
+    parser.add_argument("--units", type=positive_int, default=150, metavar="N",
                         help="units in the fleet (default 150)")  # fmt: skip
-    parser.add_argument("--rate", type=float, default=1.0, metavar="HZ",
+    parser.add_argument("--rate", type=positive_float, default=1.0, metavar="HZ",
                         help="messages per unit per second (default 1)")  # fmt: skip
-    parser.add_argument("--minutes", type=float, default=15.0, metavar="M",
+    parser.add_argument("--minutes", type=positive_float, default=15.0, metavar="M",
                         help="outage the broker must bridge (default 15)")  # fmt: skip
-    parser.add_argument("--payload-bytes", type=int, default=150, metavar="B",
+    parser.add_argument("--payload-bytes", type=positive_int, default=150, metavar="B",
                         help="size of one message (default 150: an RMC and a GGA)")  # fmt: skip
-    parser.add_argument("--max-probe", type=int, default=300_000, metavar="N",
+    parser.add_argument("--max-probe", type=positive_int, default=300_000, metavar="N",
                         help="publish at most N messages (default 300000); above it the "
                              "verdict is a lower bound")  # fmt: skip
 

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TextIO
 
+from fleetwatch.cli_types import positive_float
+
 if TYPE_CHECKING:  # imported where used: `fleetwatch decode --help` must not load numba
     from ingest.nmea import DecodeOptions, DecodeResult
 
@@ -167,11 +169,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="accept sentences without *hh (a receiver that sends none)",
     )
     parser.add_argument(
-        "--max-speed-kmh", type=float, default=DEFAULT_MAX_SPEED_KMH, metavar="KMH",
+        "--max-speed-kmh", type=positive_float, default=DEFAULT_MAX_SPEED_KMH, metavar="KMH",
         help=f"a fix implying a faster move is refused (default {DEFAULT_MAX_SPEED_KMH:g})",
     )  # fmt: skip
     parser.add_argument(
-        "--max-age-days", type=float, default=DEFAULT_MAX_AGE_DAYS, metavar="DAYS",
+        "--max-age-days", type=positive_float, default=DEFAULT_MAX_AGE_DAYS, metavar="DAYS",
         help="fixes older than this before the receive time are refused "
         f"(default {DEFAULT_MAX_AGE_DAYS:g})",
     )  # fmt: skip

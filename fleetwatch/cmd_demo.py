@@ -25,8 +25,9 @@ from typing import Any, TextIO
 import aiomqtt
 import numpy as np
 
+from fleetwatch.cli_types import non_negative_int, positive_float, positive_int
 from fleetwatch.cmd_run import add_common_arguments, setup_logging
-from fleetwatch.config import ConfigError, Settings, env_name
+from fleetwatch.config import ConfigError, Settings, env_name, missing_files
 from fleetwatch.embedded import EmbeddedBrokerError, open_private_servers
 from fleetwatch.service import Running, run_ingest, stop_on_signals
 from ingest.mqtt import parse_mqtt_url
@@ -41,12 +42,17 @@ CENTRE_LAT, CENTRE_LON = 55.7558, 37.6173
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser)
-    parser.add_argument("--vehicles", type=int, default=50, help="simulated units (default 50)")
     parser.add_argument(
-        "--rate", type=float, default=1.0, help="fixes per second per unit (default 1)"
+        "--vehicles", type=positive_int, default=50, help="simulated units (default 50)"
     )
     parser.add_argument(
-        "--duration", type=float, metavar="S", help="stop after S seconds (default: until Ctrl-C)"
+        "--rate", type=positive_float, default=1.0, help="fixes per second per unit (default 1)"
+    )
+    parser.add_argument(
+        "--duration",
+        type=positive_float,
+        metavar="S",
+        help="stop after S seconds (default: until Ctrl-C)",
     )
     parser.add_argument(
         "--fleet",
@@ -56,11 +62,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "synthetic: trucks circling the centre in real time (default simulator)",
     )
     parser.add_argument(
-        "--speed", type=float, default=60.0, help="replay speed of the simulated day (default 60)"
+        "--speed",
+        type=positive_float,
+        default=60.0,
+        help="replay speed of the simulated day (default 60)",
     )
     parser.add_argument(
         "--bad-every",
-        type=int,
+        type=non_negative_int,
         default=97,
         metavar="N",
         help="corrupt one payload in N, to show dead letters (0: never)",
@@ -467,9 +476,6 @@ def _safe_url(url: str | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.vehicles < 1 or args.rate <= 0:
-        print("fleetwatch demo: --vehicles must be >= 1 and --rate > 0", file=sys.stderr)
-        return 2
     try:
         overrides: dict[str, Any] = {
             "http_port": args.http_port,
@@ -481,6 +487,14 @@ def run(args: argparse.Namespace) -> int:
             settings = dataclasses.replace(settings, http_port=0)  # never clash with a real one
     except ConfigError as exc:
         print(f"fleetwatch demo: {exc}", file=sys.stderr)
+        return 2
+    # before the private servers start: a missing --units file was a traceback out of the
+    # service's task group, after the servers had started
+    given = {"units_file": "--units"} if args.units_file is not None else {}
+    missing = missing_files(dataclasses.replace(settings, units_file=args.units_file), given)
+    if missing:
+        for line in missing:
+            print(f"fleetwatch demo: {line}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level)
     base = settings.data_dir.resolve() / "demo"

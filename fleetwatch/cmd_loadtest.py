@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from fleetwatch.cli_types import non_negative_float, positive_float, positive_int
 from simulators.loadtest import (
     LoadTestError,
     LoadTestParams,
@@ -45,22 +46,32 @@ from simulators.publish import (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = LoadTestParams()
-    parser.add_argument("--vehicles", type=int, default=d.units, help=f"units (default {d.units})")
-    parser.add_argument("--rate", type=float, default=d.rate_hz, help="Hz per unit (default 1)")
-    parser.add_argument("--duration", type=float, default=d.duration_s, help="publishing seconds")
+    parser.add_argument(
+        "--vehicles", type=positive_int, default=d.units, help=f"units (default {d.units})"
+    )
+    parser.add_argument(
+        "--rate", type=positive_float, default=d.rate_hz, help="Hz per unit (default 1)"
+    )
+    parser.add_argument(
+        "--duration", type=positive_float, default=d.duration_s, help="publishing seconds"
+    )
     parser.add_argument("--broker", help="mqtt://host:port (default: the configured broker)")
     parser.add_argument("--database-url", help="count stored rows here (default: configured)")
     parser.add_argument("--metrics-url", help="fleetwatch's /metrics (latency histogram, CPU)")
-    parser.add_argument("--pid", type=int, help="fleetwatch's process id (CPU, peak RSS)")
-    parser.add_argument("--connections", type=int, default=4, help="MQTT connections (default 4)")
-    parser.add_argument("--max-inflight", type=int, default=1000, help="per connection")
+    parser.add_argument("--pid", type=positive_int, help="fleetwatch's process id (CPU, peak RSS)")
+    parser.add_argument(
+        "--connections", type=positive_int, default=4, help="MQTT connections (default 4)"
+    )
+    parser.add_argument("--max-inflight", type=positive_int, default=1000, help="per connection")
     parser.add_argument(
         "--client",
         choices=("raw", "paho"),
         default="raw",
         help="raw: batched publish-only MQTT 3.1.1 (fast, default); paho: paho-mqtt",
     )
-    parser.add_argument("--drain", type=float, default=d.drain_s, help="seconds to wait for stores")
+    parser.add_argument(
+        "--drain", type=non_negative_float, default=d.drain_s, help="seconds to wait for stores"
+    )
     parser.add_argument("--unit-prefix", default=d.unit_prefix,
                         help=f"unit ids are PREFIX000000... (default {d.unit_prefix})")  # fmt: skip
     parser.add_argument("--write-units", type=Path, help="write a units.csv for the units and exit")
@@ -71,7 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "through one of its sites and stands there --dwell s a lap, so detection has work",
     )  # fmt: skip
     parser.add_argument(
-        "--dwell", type=float, default=d.dwell_s,
+        "--dwell", type=positive_float, default=d.dwell_s,
         help=f"seconds at the site per lap, with --sites (default {d.dwell_s:g})",
     )  # fmt: skip
 
@@ -81,11 +92,9 @@ def site_centres(path: Path) -> npt.NDArray[np.float64]:
     from fleetwatch.engine_setup import SitesFileError, load_sites
 
     try:
-        load = load_sites(path)
+        load = load_sites(path, source="--sites")  # it names the option, and no usable site
     except SitesFileError as exc:
         raise LoadTestError(str(exc)) from None
-    if not load.sites:
-        raise LoadTestError(f"{path}: no usable site")
     return np.array([(s.geometry.centroid.x, s.geometry.centroid.y) for s in load.sites])
 
 

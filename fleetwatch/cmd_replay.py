@@ -23,6 +23,7 @@ import numpy as np
 
 from alerts.records import AlertVersion, ExceptionVersion
 from core.fixes import FixBatch, iso_utc
+from fleetwatch.cli_types import non_negative_float, positive_float, positive_int
 from fleetwatch.engine_setup import Schedule, build_engine, load_schedule
 from fleetwatch.regions import depot_points, sites_in_region
 from geofence import SiteFileError, load_sites_geojson
@@ -72,37 +73,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="directory for the results")
     parser.add_argument(
         "--min-dwell-s",
-        type=float,
+        type=positive_float,
         default=d.min_dwell_s,
         help=f"a visit needs this long inside (default {d.min_dwell_s:g})",
     )
     parser.add_argument(
         "--min-stop-s",
-        type=float,
+        type=positive_float,
         default=d.stop_min_s,
         help=f"a stop lasts at least this long (default {d.stop_min_s:g})",
     )
     parser.add_argument(
         "--max-gap-s",
-        type=float,
+        type=positive_float,
         default=d.max_gap_s,
         help=f"a longer gap ends a visit (default {d.max_gap_s:g})",
     )
     parser.add_argument(
         "--exit-margin-m",
-        type=float,
+        type=non_negative_float,
         default=d.exit_margin_m,
         help=f"hysteresis outside a fence (default {d.exit_margin_m:g})",
     )
     parser.add_argument(
         "--batch-payloads",
-        type=int,
+        type=positive_int,
         default=DEFAULT_BATCH_PAYLOADS,
         help=f"at most this many payloads per decode batch (default {DEFAULT_BATCH_PAYLOADS})",
     )
     parser.add_argument(
         "--batch-s",
-        type=float,
+        type=positive_float,
         default=DEFAULT_BATCH_S,
         help=f"at most this much receive time per decode batch, s (default {DEFAULT_BATCH_S})",
     )
@@ -431,6 +432,10 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         print(f"fleetwatch replay: {exc}", file=sys.stderr)
+        return 2
+    if not args.scenario.is_dir():  # a mistyped path: a usage error, and no --out made for it
+        what = "not a directory" if args.scenario.exists() else "no such directory"
+        print(f"fleetwatch replay: SCENARIO_DIR {args.scenario}: {what}", file=sys.stderr)
         return 2
     out: Path = args.out
     try:  # an unusable --out is said at once, not after minutes of replay

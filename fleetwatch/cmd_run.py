@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from fleetwatch.cli_types import non_negative_float, port
 from fleetwatch.config import ConfigError, Settings, problems_for_run
 from fleetwatch.startup import (
     EXIT_CONFIG,
@@ -44,7 +45,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
                         help="TOML settings file (default: $FLEETWATCH_CONFIG)")  # fmt: skip
     parser.add_argument("--units", type=Path, metavar="FILE", dest="units_file",
                         help="units.csv (unit_id,vehicle_id,driver) to register")  # fmt: skip
-    parser.add_argument("--http-port", type=int, metavar="PORT",
+    parser.add_argument("--http-port", type=port, metavar="PORT",
                         help="port of /metrics, /healthz, /readyz (0: any free port)")  # fmt: skip
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="log threshold (default INFO)")  # fmt: skip
@@ -59,7 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="PostgreSQL, postgresql://user:password@host:5432/dbname")  # fmt: skip
     parser.add_argument("--accept-unknown-units", action="store_true", default=None,
                         help="store fixes of units in no registry (load tests)")  # fmt: skip
-    parser.add_argument("--wait-for", type=float, metavar="SECONDS", dest="startup_wait_s",
+    parser.add_argument("--wait-for", type=non_negative_float, metavar="SECONDS",
+                        dest="startup_wait_s",
                         help="at start, wait up to SECONDS for the database and the broker "
                              "(default 0: fail fast, exit code 3)")  # fmt: skip
     parser.add_argument("--sites-region", metavar="BOX", dest="sites_region",
@@ -130,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         report("run", exc.problems)
         return EXIT_CONFIG
-    problems = problems_for_run(settings)
+    given = {"units_file": "--units"} if args.units_file is not None else {}
+    problems = problems_for_run(settings, given)
     if problems:
         report("run", problems)
         return EXIT_CONFIG

@@ -21,6 +21,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from fleetwatch.cli_types import (
+    fraction,
+    iso_date,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from simulators.mqtt_wire import RawPublisherPool
 from simulators.publish import (
     BrokerUnavailable,
@@ -48,20 +56,24 @@ _RATES = (
 
 
 def _pair(text: str) -> tuple[float, float]:
-    parts = [float(x) for x in text.replace(" ", "").split(",")]
-    if len(parts) == 1:
-        return parts[0], parts[0]
-    if len(parts) != 2:
-        raise argparse.ArgumentTypeError(f"expected A or A,B, got {text!r}")
-    return parts[0], parts[1]
+    try:
+        parts = [float(x) for x in text.replace(" ", "").split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2) or not all(math.isfinite(x) for x in parts):
+        raise argparse.ArgumentTypeError(f"expected a number A or a pair A,B, got {text!r}")
+    return parts[0], parts[-1]
 
 
 def _speed(text: str) -> float | None:
     if text == "max":
         return None
-    v = float(text)
-    if v <= 0:
-        raise argparse.ArgumentTypeError("speed must be > 0 or 'max'")
+    try:
+        v = float(text)
+    except ValueError:
+        v = math.nan
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"expected a number > 0 or 'max', got {text!r}")
     return v
 
 
@@ -69,24 +81,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = ScenarioParams()
     g = parser.add_argument_group("scenario")
     g.add_argument("--out", type=Path, help="write the scenario into this directory")
-    g.add_argument("--sites", type=int, default=d.sites, help=f"default {d.sites}")
-    g.add_argument("--vehicles", type=int, default=d.vehicles, help=f"default {d.vehicles}")
+    g.add_argument("--sites", type=positive_int, default=d.sites, help=f"default {d.sites}")
+    g.add_argument(
+        "--vehicles", type=positive_int, default=d.vehicles, help=f"default {d.vehicles}"
+    )
     g.add_argument(
         "--date",
-        type=dt.date.fromisoformat,
+        type=iso_date,
         help=f"service date YYYY-MM-DD (default {d.date}; today when publishing on the fly)",
     )
     g.add_argument("--seed", type=int, default=d.seed, help=f"default {d.seed}")
     g.add_argument("--centre", type=_pair, metavar="LAT,LON", default=(d.lat0, d.lon0),
                    help=f"centre of the city (default {d.lat0},{d.lon0})")  # fmt: skip
-    g.add_argument("--size-km", type=float, default=d.size_km, help="side of the city square")
+    g.add_argument(
+        "--size-km", type=positive_float, default=d.size_km, help="side of the city square"
+    )
     g.add_argument("--tz", default=d.tz, help=f"sites' local time zone (default {d.tz})")
     g.add_argument("--start-local", default=d.start_local, help="first departures (HH:MM)")
-    g.add_argument("--rate-hz", type=float, default=d.rate_hz, help="fix rate of most units")
-    g.add_argument("--slow-unit-fraction", type=float, default=d.slow_unit_fraction,
+    g.add_argument(
+        "--rate-hz", type=positive_float, default=d.rate_hz, help="fix rate of most units"
+    )
+    g.add_argument("--slow-unit-fraction", type=fraction, default=d.slow_unit_fraction,
                    help=f"share of units reporting at --slow-rate-hz "
                         f"(default {d.slow_unit_fraction})")  # fmt: skip
-    g.add_argument("--slow-rate-hz", type=float, default=d.slow_rate_hz,
+    g.add_argument("--slow-rate-hz", type=positive_float, default=d.slow_rate_hz,
                    help=f"fix rate of the slow units (default {d.slow_rate_hz})")  # fmt: skip
     g.add_argument(
         "--noise-m",
@@ -105,17 +123,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     for name in _RATES:
         default = getattr(d, f"{name}_rate")
-        g.add_argument(f"--{name}-rate", type=float, default=default, help=f"default {default}")
+        g.add_argument(
+            f"--{name}-rate", type=non_negative_float, default=default, help=f"default {default}"
+        )
     # None: the generator's default, unless the fleet is too small to carry it (_faulty_units)
-    g.add_argument("--clock-off-units", type=int, default=None,
+    g.add_argument("--clock-off-units", type=non_negative_int, default=None,
                    help=f"units whose clock is wrong (default {d.clock_off_units}; "
                         "0 for a single vehicle)")  # fmt: skip
-    g.add_argument("--silent-units", type=int, default=None,
+    g.add_argument("--silent-units", type=non_negative_int, default=None,
                    help=f"units that never report (default {d.silent_units}; "
                         "0 for a single vehicle)")  # fmt: skip
     g.add_argument(
         "--coverage-gap-units",
-        type=int,
+        type=non_negative_int,
         default=d.coverage_gap_units,
         help="units out of coverage across a stop's window end, backlog after window end + 30 min",
     )
@@ -124,7 +144,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--publish", metavar="URL", help="mqtt://[user:pass@]host:port")
     p.add_argument("--scenario", type=Path, help="publish this scenario directory")
     p.add_argument("--speed", type=_speed, default=1.0, help="N times real time, or 'max'")
-    p.add_argument("--connections", type=int, default=4, help="MQTT connections (default 4)")
+    p.add_argument(
+        "--connections", type=positive_int, default=4, help="MQTT connections (default 4)"
+    )
     p.add_argument(
         "--per-unit-connections",
         action="store_true",

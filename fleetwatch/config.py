@@ -499,8 +499,24 @@ def database_url_problem(dsn: str) -> str | None:
     return None
 
 
-def problems_for_run(settings: Settings) -> list[str]:
-    """What ``fleetwatch run`` needs beyond valid values: both dependencies and readable files."""
+def missing_files(settings: Settings, options: Mapping[str, str] | None = None) -> list[str]:
+    """One line per configured file that does not exist.
+
+    *options* maps a setting to the command-line option that set it (``units_file`` ->
+    ``--units``): the line names what the user typed, not a variable they never set."""
+    out: list[str] = []
+    for name in ("units_file", "sites_file", "roster_file", "tokens_file"):
+        path: Path | None = getattr(settings, name)
+        if path is not None and not path.is_file():
+            option = (options or {}).get(name)
+            where = f"{option} {path}" if option else f"{env_name(name)}={path}"
+            out.append(f"{where}: no such file; give the path of an existing file")
+    return out
+
+
+def problems_for_run(settings: Settings, options: Mapping[str, str] | None = None) -> list[str]:
+    """What ``fleetwatch run`` needs beyond valid values: both dependencies and readable files
+    (*options*: the settings given on the command line, as for :func:`missing_files`)."""
     out: list[str] = []
     if not settings.mqtt_url:
         out.append(f"no broker configured: set {env_name('mqtt_url')} (or [mqtt] url, or "
@@ -508,10 +524,7 @@ def problems_for_run(settings: Settings) -> list[str]:
     if not settings.database_url:
         out.append(f"no database configured: set {env_name('database_url')} (or [database] url, "
                    "or --database-url)")  # fmt: skip
-    for name in ("units_file", "sites_file", "roster_file", "tokens_file"):
-        path: Path | None = getattr(settings, name)
-        if path is not None and not path.is_file():
-            out.append(f"{env_name(name)}={path}: no such file; give the path of an existing file")
+    out += missing_files(settings, options)
     if settings.plans_dir is not None and not settings.plans_dir.is_dir():
         out.append(f"{env_name('plans_dir')}={settings.plans_dir}: no such directory; give the "
                    "directory holding plans.csv (or plans.json) and depots.csv")  # fmt: skip

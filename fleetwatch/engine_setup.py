@@ -34,8 +34,16 @@ class PlanSetupError(ConfigError):
     """The configured plan or roster cannot be used at all (the message names the file)."""
 
 
-def load_sites(path: Path) -> SiteLoad:
-    """Sites of a GeoJSON or CSV file, chosen by extension; problems are logged per site."""
+def load_sites(path: Path, *, source: str = "FLEETWATCH_SITES_FILE") -> SiteLoad:
+    """Sites of a GeoJSON or CSV file, chosen by extension; problems are logged per site.
+
+    *source* is where the path came from (the setting, or an option such as ``--sites``): the
+    errors name it, so ``fleetwatch loadtest --sites x`` does not blame a setting the user never
+    set.  A missing path is said as such before its extension is looked at ("unknown extension
+    ''" for a mistyped ``--sites sites`` hid the real problem)."""
+    label = f"{source} {path}" if source.startswith("-") else f"{source}={path}"
+    if not path.is_file():
+        raise SitesFileError(f"{label}: {'not a file' if path.exists() else 'no such file'}")
     suffix = path.suffix.lower()
     try:
         if suffix in (".geojson", ".json"):
@@ -44,17 +52,15 @@ def load_sites(path: Path) -> SiteLoad:
             load = load_sites_csv(path)
         else:
             raise SitesFileError(
-                f"FLEETWATCH_SITES_FILE={path}: unknown extension {suffix!r}; "
-                "use .geojson/.json (GeoJSON) or .csv"
+                f"{label}: unknown extension {suffix!r}; use .geojson/.json (GeoJSON) or .csv"
             )
     except SiteFileError as exc:
-        raise SitesFileError(f"FLEETWATCH_SITES_FILE: {exc}") from exc
+        raise SitesFileError(f"{label}: {exc}") from exc
     for problem in load.problems:
         log.warning("site file: %s", problem)
     if not load.sites:
         raise SitesFileError(
-            f"FLEETWATCH_SITES_FILE={path}: no usable site ({len(load.problems)} problems, "
-            "logged above)"
+            f"{label}: no usable site ({len(load.problems)} problems, logged above)"
         )
     return load
 

@@ -336,6 +336,9 @@ def test_sites_csv_and_geojson_load_by_extension_and_bad_sites_are_logged(
         load = load_sites(csv)
     assert [s.site_id for s in load.sites] == ["A"]
     assert any("site 'B'" in r.message for r in caplog.records)
+    with pytest.raises(SitesFileError, match="no such file"):
+        load_sites(tmp_path / "sites.txt")
+    (tmp_path / "sites.txt").write_text("")
     with pytest.raises(SitesFileError, match="unknown extension"):
         load_sites(tmp_path / "sites.txt")
     broken = tmp_path / "sites.geojson"

@@ -17,7 +17,7 @@ from typing import NoReturn
 import pytest
 
 from fleetwatch import cmd_replay
-from fleetwatch.cli import EPILOG, main
+from fleetwatch.cli import EPILOG, SUBCOMMANDS, build_parser, main
 from fleetwatch.cmd_check_broker import publish_backlog
 from fleetwatch.engine_setup import PlanSetupError, load_schedule
 
@@ -151,15 +151,115 @@ def _must_not_replay(*_a: object, **_k: object) -> None:
     raise AssertionError("the bad input should have been refused before the replay")
 
 
-@pytest.mark.parametrize("option", ["--max-age-days", "--max-speed-kmh"])
-def test_decode_refuses_an_infinite_limit_in_one_line(
-    tmp_path: Path, option: str, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        # replay: --batch-payloads 0 exited 1 (ValueError in the replay), --min-dwell-s -5 exited 2
+        (["replay", "D", "--out", "O", "--batch-payloads", "0"],
+         "argument --batch-payloads: expected a whole number >= 1, got '0'"),
+        (["replay", "D", "--out", "O", "--min-dwell-s", "-5"],
+         "argument --min-dwell-s: expected a number > 0, got '-5'"),
+        (["replay", "D", "--out", "O", "--batch-s", "nan"],
+         "argument --batch-s: expected a number > 0, got 'nan'"),
+        (["decode", "-", "--max-age-days", "abc"],
+         "argument --max-age-days: expected a number > 0, got 'abc'"),
+        (["decode", "-", "--max-age-days", "inf"],
+         "argument --max-age-days: expected a number > 0, got 'inf'"),
+        (["decode", "-", "--max-speed-kmh", "-1"],
+         "argument --max-speed-kmh: expected a number > 0, got '-1'"),
+        (["simulate", "--date", "2026-02-30"],
+         "argument --date: expected a date YYYY-MM-DD, got '2026-02-30' (day is out of range "
+         "for month)"),
+        (["simulate", "--vehicles", "0"],
+         "argument --vehicles: expected a whole number >= 1, got '0'"),
+        (["simulate", "--slow-unit-fraction", "1.5"],
+         "argument --slow-unit-fraction: expected a number between 0 and 1, got '1.5'"),
+        (["simulate", "--speed", "fast"],
+         "argument --speed: expected a number > 0 or 'max', got 'fast'"),
+        (["simulate", "--noise-m", "5,x"],
+         "argument --noise-m: expected a number A or a pair A,B, got '5,x'"),
+        (["loadtest", "--rate", "0"], "argument --rate: expected a number > 0, got '0'"),
+        (["check-broker", "--units", "0"],
+         "argument --units: expected a whole number >= 1, got '0'"),
+        (["demo", "--vehicles", "-3"],
+         "argument --vehicles: expected a whole number >= 1, got '-3'"),
+        (["run", "--http-port", "70000"], "argument --http-port: expected a port 0..65535, got "
+         "'70000'"),
+        (["run", "--wait-for", "-1"], "argument --wait-for: expected a number >= 0, got '-1'"),
+    ],
+)  # fmt: skip
+def test_bad_arguments_are_usage_errors_naming_the_option_and_its_form(
+    argv: list[str], expected: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    log = tmp_path / "u1.nmea"
-    log.write_text("$GPRMC,bad\n")
-    value = "inf" if option == "--max-age-days" else "-1"
-    assert main(["decode", str(log), option, value]) == 2
-    assert option[2:].replace("-", "_") in one_error_line(capsys.readouterr().err)
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(f"error: {expected}")
+
+
+@pytest.mark.parametrize("command", sorted(SUBCOMMANDS))
+def test_every_number_option_of_the_commands_is_checked_while_parsing(command: str) -> None:
+    parser = build_parser([command])
+    (sub,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for action in sub.choices[command]._actions:
+        if action.type in (int, float):
+            assert action.option_strings == ["--seed"], f"{command} {action.option_strings}"
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "expected"),
+    [("sites", None, "no such file"),  # it said "unknown extension ''"
+     ("sites", '{"type": "FeatureCollection", "features": []}', "unknown extension ''"),
+     ("sites.geojson", "{not json", "not valid JSON")],
+)  # fmt: skip
+def test_loadtest_sites_errors_name_the_option_given(
+    name: str, text: str | None, expected: str, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    # they named FLEETWATCH_SITES_FILE, a setting the user had not set
+    sites = tmp_path / name
+    if text is not None:
+        sites.write_text(text)
+    argv = ["loadtest", "--sites", str(sites), "--write-units", str(tmp_path / "units.csv")]
+    assert main(argv) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert line.startswith("fleetwatch loadtest: error: --sites")
+    assert str(sites) in line
+    assert expected in line
+    assert "FLEETWATCH_SITES_FILE" not in line
+    assert not (tmp_path / "units.csv").exists()
+
+
+def test_replay_of_a_missing_scenario_is_a_usage_error_and_makes_no_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # it exited 1 ("no sites.geojson (is it a scenario directory?)") after creating --out
+    missing = tmp_path / "nope"
+    assert main(["replay", str(missing), "--out", str(tmp_path / "out")]) == 2
+    assert one_error_line(capsys.readouterr().err) == (
+        f"fleetwatch replay: SCENARIO_DIR {missing}: no such directory"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["run", "demo"])
+def test_a_missing_units_file_names_the_option_before_anything_starts(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    # run named FLEETWATCH_UNITS_FILE for --units; demo started its private servers and then
+    # printed an ExceptionGroup traceback
+    monkeypatch.delenv("FLEETWATCH_UNITS_FILE", raising=False)
+    monkeypatch.setenv("FLEETWATCH_MQTT_URL", "mqtt://127.0.0.1:1")
+    monkeypatch.setenv("FLEETWATCH_DATABASE_URL", "postgresql://u@127.0.0.1:1/db")
+    monkeypatch.setattr("fleetwatch.cmd_demo.open_private_servers", _must_not_replay)
+    missing = tmp_path / "units.csv"
+    assert main([command, "--units", str(missing)]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert (
+        line == f"fleetwatch {command}: --units {missing}: no such file; give the path of an "
+        "existing file"
+    )
 
 
 # -- fleetwatch check-broker ---------------------------------------------------------------

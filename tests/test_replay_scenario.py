@@ -125,7 +125,9 @@ def test_cli_refuses_a_directory_that_is_no_scenario(tmp_path: Path) -> None:
 
 
 def test_cli_refuses_impossible_thresholds(tmp_path: Path) -> None:
-    assert main(["replay", str(tmp_path), "--out", str(tmp_path), "--min-dwell-s", "-1"]) == 2
+    with pytest.raises(SystemExit) as exc:  # a usage error, while parsing
+        main(["replay", str(tmp_path), "--out", str(tmp_path), "--min-dwell-s", "-1"])
+    assert exc.value.code == 2
 
 
 @pytest.mark.slow
