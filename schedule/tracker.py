@@ -2023,6 +2023,7 @@ class FleetTracker:
         newest = np.fromiter(
             (int(tr._t[-1]) if len(tr._t) else -(2**62) for tr in trackers), np.int64, g_n
         )
+        fed_in = [tr.stats.fixes_in for tr in trackers]  # see the loop: units sharing a vehicle
         step_ok = np.empty(n, dtype=bool)
         step_ok[1:] = t_o[1:] > t_o[:-1]
         step_ok[bounds[:-1]] = t_o[bounds[:-1]] > newest
@@ -2034,10 +2035,13 @@ class FleetTracker:
         no_t, no_s = in_t[:0], in_s32[:0]
         for g, (a, b) in enumerate(zip(starts, bounds[1:].tolist(), strict=True)):
             tr = trackers[g]
-            if fast[g]:
+            # Several units of one vehicle are several groups sharing one tracker: what was
+            # decided for the batch at once (tails, in-order) holds only while no earlier
+            # group of this batch fed that tracker (its fixes_in unchanged); otherwise the
+            # group goes VehicleTracker.feed, which sorts and dedupes against what came first.
+            tl = tails[g]
+            if fast[g] and tl is not None and tl.fixes_in == tr.stats.fixes_in:
                 tr.append_driving(t_o[a:b], lon_o[a:b], lat_o[a:b], speed_o[a:b], hdop_o[a:b])
-                tl = tails[g]
-                assert tl is not None  # select() takes only vehicles with a tail
                 tr.fast_tail = fastpath.Tail(
                     last_t[g],
                     last_lon[g],
@@ -2058,7 +2062,7 @@ class FleetTracker:
                     in_t[ia:ib], in_s32[ia:ib], nr_t[na:nb], nr_s32[na:nb],
                 )  # fmt: skip
                 continue
-            if in_order[g]:
+            if in_order[g] and fed_in[g] == tr.stats.fixes_in:
                 ia, ib, na, nb = in_b[g], in_b[g + 1], nr_b[g], nr_b[g + 1]
                 # VehicleTracker.feed_in_order without its order check (in_order is that)
                 tr.stats.fixes_in += b - a

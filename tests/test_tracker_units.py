@@ -8,10 +8,14 @@ same ``unknown_units`` as calling ``_tracker`` for each unit.
 
 from __future__ import annotations
 
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schedule.tracker import FleetTracker
+from tests.test_tracker_fastpath import batch, drive_leg, run_rounds
+from tests.test_visits_properties import FENCES, PARAMS, build, leg
+from tests.test_visits_synthetic import TrackBuilder
 
 _UNITS = [f"u{i}" for i in range(6)]
 _VEHICLES = ["V0", "V1", "V2", "u5"]  # "u5": a vehicle named like an (unknown) unit
@@ -43,3 +47,67 @@ def test_batch_lookup_equals_one_tracker_call_per_unit(
         assert all(fast.vehicles[t.vehicle_id] is t for t in got)
         assert fast.vehicles.keys() == ref.vehicles.keys()
         assert fast.unknown_units == ref.unknown_units
+
+
+# -- several units of one vehicle in one batch ------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    legs=st.lists(st.one_of(leg, drive_leg), min_size=1, max_size=5),
+    seed=st.integers(0, 2**16),
+    round_fixes=st.sampled_from([4, 10, 40]),
+    split=st.sampled_from(["alternate", "halves", "random"]),
+)
+def test_units_sharing_a_vehicle_in_one_batch_report_what_one_unit_would(
+    legs: list[tuple[str, int, object]], seed: int, round_fixes: int, split: str
+) -> None:
+    """Two units carried by one vehicle (a unit swapped mid-shift, or a spare in the cab) send
+    the same track between them; in a batch the later unit id may carry the earlier fixes.
+
+    The batch-wide decisions (the fast paths' tails, the in-order check) are made per unit
+    group before any group is fed; a second group of the same vehicle must not be appended
+    behind fixes the first group just added (it raised "Track fix times must be strictly
+    increasing", or appended out of order).  Every batch-wide shortcut on must report what the
+    fleet reports with none of them.
+    """
+    arrays = build(legs, seed).arrays()
+    n = len(arrays["t_us"])
+    rng = np.random.default_rng(seed)
+    rounds = []
+    for lo in range(0, n, round_fixes):
+        idx = np.arange(lo, min(lo + round_fixes, n))
+        if split == "alternate":
+            to_u1 = idx % 2 == 0
+        elif split == "halves":
+            to_u1 = idx < lo + len(idx) // 2  # U1 (fed second) carries the earlier half
+        else:
+            to_u1 = rng.random(len(idx)) < 0.5
+        rounds.append(batch([("U0", arrays, idx[~to_u1]), ("U1", arrays, idx[to_u1])]))
+    out = []
+    for fast in (True, False):
+        fleet = FleetTracker(FENCES.ids, {"U0": "V0", "U1": "V0"}, PARAMS, fast=fast)
+        out.append(run_rounds(fleet, rounds, [None] * len(rounds), with_now=False))
+    assert out[0] == out[1]
+
+
+def test_a_later_unit_carrying_earlier_fixes_is_not_appended_behind_them() -> None:
+    """The case found by hand: U1 carries each round's first five fixes, U0 the next five."""
+    arrays = TrackBuilder(seed=5).start(-300, -300).drive(0, 0, 20).park(500).arrays()
+    n = len(arrays["t_us"])
+    rounds = [
+        batch(
+            [
+                ("U0", arrays, np.arange(lo, min(lo + 10, n))[5:]),
+                ("U1", arrays, np.arange(lo, min(lo + 10, n))[:5]),
+            ]
+        )
+        for lo in range(0, n, 10)
+    ]
+    out = []
+    for fast in (True, False):
+        fleet = FleetTracker(FENCES.ids, {"U0": "V0", "U1": "V0"}, PARAMS, fast=fast)
+        out.append(run_rounds(fleet, rounds, [None] * len(rounds), with_now=False))
+        assert fleet.statistics().fixes_in == n
+    assert out[0] == out[1]
+    assert any(out[0]), "the track parks at a site: something must be reported"
