@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -92,6 +92,9 @@ class StopRecord:
     y: float
     fix_count: int
     closed_by: ClosedBy | None  # None: still open (the vehicle may be standing there)
+    #: merged from back-to-back stops (:func:`_merge_back_to_back`): whether it stays one
+    #: depends on the medians of its parts, which its later fixes move
+    merged: bool = False
 
 
 _ANCHOR_FIXES = 10
@@ -426,7 +429,7 @@ def detect_stops(
         pending_out.append(pending)
     out: list[StopRecord] = []
     if len(ints):
-        for (first, last, confirm, closed), (x, y, t_first, t_last) in zip(
+        for (first, last, confirm, code), (x, y, t_first, t_last) in zip(
             ints.tolist(), flts.tolist(), strict=True
         ):
             out.append(
@@ -439,7 +442,8 @@ def detect_stops(
                     x=x,
                     y=y,
                     fix_count=last - first + 1,
-                    closed_by=_CLOSED_BY[closed],
+                    closed_by=_CLOSED_BY[code % _k.MERGED],
+                    merged=code >= _k.MERGED,
                 )
             )
     return out
@@ -489,7 +493,7 @@ def _merge_back_to_back(
                 and bool(np.all(np.hypot(bx - a.x, by - a.y) <= p.stop_merge_m))
                 and _extent_cut(m, p, a.first, a.last + 1, r.last + 1, (hx, hy)) > r.last
             ):
-                out[-1] = _record(m, p, t0_us, a.first, r.last, r.closed_by)
+                out[-1] = replace(_record(m, p, t0_us, a.first, r.last, r.closed_by), merged=True)
                 continue
         out.append(r)
     return out

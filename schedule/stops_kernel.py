@@ -53,6 +53,8 @@ ILLEGAL = -1
 DONE, FALLBACK, ILLEGAL_STEP = 0, 1, 2
 #: ``closed_by`` codes of the record rows.
 OPEN, EXIT, GAP, TELEPORT = 0, 1, 2, 3
+#: added to a row's ``closed_by`` code when the record was merged from back-to-back stops
+MERGED = 4
 #: Columns of the record rows: ints (first, last, confirm, closed_by) and floats (x, y, and the
 #: first and last fix times, so the wrapper rounds Python floats, not numpy scalars: ~10x
 #: cheaper, the same IEEE product and the same round-half-even).
@@ -518,7 +520,7 @@ def detect(
             r_first = ints[r, R_FIRST]
             r_last = ints[r, R_LAST]
             ok = (
-                ints[a, R_CLOSED] == EXIT
+                ints[a, R_CLOSED] % MERGED == EXIT
                 and t_s[r_first] - t_s[a_last] <= prm[P_MERGE_GAP]
                 and nsa[a_last + 1] > r_first
             )
@@ -538,7 +540,9 @@ def detect(
                 hy = _median(y, a_first, hi, buf)
                 ok = _extent_cut(x, y, a_first, a_last + 1, r_last + 1, hx, hy, ext) > r_last
             if ok:
-                _record(x, y, a_first, r_last, ints[r, R_CLOSED], a, ints, flts, buf)
+                _record(
+                    x, y, a_first, r_last, ints[r, R_CLOSED] % MERGED + MERGED, a, ints, flts, buf
+                )
                 continue
         if w != r:
             for c in range(4):

@@ -72,6 +72,7 @@ _FLOOR_FIXES = 24
 _YOUNG_FIXES = 20
 _DRIVE_CHECKPOINT_S = 60.0  # while only appending a drive, look for a checkpoint this often
 _DEG = np.pi / 180.0  # as schedule.motion.local_xy's (the kernels' frame cosine)
+_M_PER_DEG = 6_371_008.8 * _DEG  # (schedule.motion's earth radius)
 
 
 @dataclass(slots=True)
@@ -116,6 +117,28 @@ class _Reported:
     #: from) lies in this lon/lat box (min lon, max lon, min lat, max lat) of its kept fixes
     #: from its start to the newest fix of the re-run that reported it
     head_box: tuple[float, float, float, float] | None = None
+    #: a stop merged from back-to-back stops (``StopRecord.merged``) by the last re-run
+    merged: bool = False
+    #: an open visit: its inside fixes and all its fixes through its last inside fix
+    #: (``end_us``), kept up to date by append rounds (-1: not known until the next re-run)
+    n_in: int = -1
+    n_fix: int = -1
+    #: an open stop: its inside fixes per site and all its fixes through the newest fix
+    #: (None: not known until the next re-run; see VehicleTracker._stop_site_stays)
+    site_counts: dict[int, int] | None = None
+    stop_fixes: int = 0
+    #: an open stop: the lon/lat box of its kept fixes (min lon, max lon, min lat, max lat)
+    fix_box: tuple[float, float, float, float] | None = None
+
+
+@dataclass(slots=True)
+class _Pending:
+    """What a *parked* round found for the open records (applied when it only appends)."""
+
+    visits: list[tuple[_Reported, int, int, int]]  # (visit, last inside fix, n_in, n_fix)
+    stop_counts: tuple[dict[int, int], int] | None  # the open stop's site counts, fixes
+    stop_box: tuple[float, float, float, float] | None  # the open stop's fixes' box
+    dropped: bool  # the round's window dropped a fix
 
 
 #: buffers of a group of columns appended together, their current views, the buffers' length
@@ -208,6 +231,10 @@ class VehicleTracker:
         #: (stats.reruns, the newest fix of that re-run, the trusted floor once judged):
         #: see _chain_floor
         self._floor_check: tuple[int, int, bool | None] | None = None
+        #: no kept fix after this one was dropped, nor can a dropped one come back (the last
+        #: re-run's latest dropped fix, or the far future: see _visits_stay)
+        self._last_drop_us = -_FAR_FUTURE_US
+        self._pending: _Pending | None = None  # what _append_only found for a parked round
 
     # -- input -------------------------------------------------------------------------
 
@@ -343,10 +370,25 @@ class VehicleTracker:
             self.stats.appended += 1
             self._stale = True
             open_v, open_s = self._open_records()
-            for r in open_v:  # the open visit/stop now reaches the newest fix
-                r.end_us = kept_last
-            for r in open_s:
-                r.end_us = kept_last
+            pend = self._pending
+            if pend is not None:  # parked: the records as the round found them
+                self._pending = None
+                for r, end, n_in, n_fix in pend.visits:  # through their last inside fix
+                    r.end_us, r.n_in, r.n_fix = end, n_in, n_fix
+                for r in open_s:  # the open stop now reaches the newest fix
+                    r.end_us = kept_last
+                    if pend.stop_counts is None:
+                        r.site_counts = None
+                    else:
+                        r.site_counts, r.stop_fixes = pend.stop_counts
+                    r.fix_box = pend.stop_box
+                if pend.dropped:
+                    self._last_drop_us = int(new_t[-1])
+            else:
+                for r in open_v:
+                    r.end_us = kept_last
+                for r in open_s:
+                    r.end_us = kept_last
             if not open_v and not open_s:
                 self._checkpoint_while_driving()
         else:
@@ -408,16 +450,33 @@ class VehicleTracker:
         if (not open_v and not open_s) or len(open_s) > 1:
             return None
         last = int(self._t[-1])
-        if any(r.end_us != last for r in open_v) or any(r.end_us != last for r in open_s):
+        if any(r.end_us != last for r in open_s):
             return None
         if len(open_v) > 1 and any(v.record is None or v.record.inside_share < 0.5 for v in open_v):
             return None
+        for ov in open_v:
+            if ov.end_us != last:  # at a fence's edge (_visits_stay): new fixes all inside
+                tl = self._visit_tail(ov)
+                if tl is None or tl[1] >= p.exit_confirm_fixes:
+                    return None
+                # its share is lowest with one new fix (and grows with each further one)
+                share = float(ov.n_in + 1) / float(ov.n_fix + tl[0] + 1)
+                if share < p.min_inside_share or (len(open_v) > 1 and share < 0.5):
+                    return None
         nan = float("nan")
         box: tuple[float, float, float, float] = (nan, nan, nan, nan)
         until = fastpath.FAR_US
         if open_s:
             head = open_s[0].head_box
             if head is None or not float(self._speed[-1]) < p.stop_speed_kmh:
+                return None
+            st = open_s[0]
+            if st.merged or self._merge_candidates(st):
+                return None
+            # its site stays (see _stop_site_stays): every new fix is inside each open site
+            if st.site >= 0 and not any(v.site == st.site for v in open_v):
+                return None
+            if st.site < 0 and open_v:
                 return None
             box = head
         elif self._stop_floor_us is None:
@@ -481,17 +540,31 @@ class VehicleTracker:
         self.stats.appended += 1
         self.stats.fast_parked += 1
         self._stale = True
+        open_v, open_s = self._open_records()
+        last_old = int(self._t[-1])
+        # the fixes after each open visit's last inside one (take_parked_tail knew them)
+        tails = [
+            0 if r.end_us == last_old or (tl := self._visit_tail(r)) is None else tl[0]
+            for r in open_v
+        ]
         self._append_fixes(t, lon, lat, speed, hdop)
         if len(in_t):
             self._append_pairs("_in_t", "_in_site", in_t, in_site)
         if len(near_t):
             self._append_pairs("_near_t", "_near_site", near_t, near_site)
         last = int(t[-1])
-        open_v, open_s = self._open_records()
-        for r in open_v:  # the open visit/stop now reaches the newest fix
+        for r, m in zip(open_v, tails, strict=True):  # the open visit/stop now reaches the
+            r.end_us = last  # newest fix (inside each)
+            if r.n_fix >= 0:
+                r.n_in += k
+                r.n_fix += m + k
+        for r in open_s:  # (every new fix reported standing: the stop ends at the newest)
             r.end_us = last
-        for r in open_s:
-            r.end_us = last
+            counts = r.site_counts
+            if counts is not None:
+                for s in tail.sites:
+                    counts[s] = counts.get(s, 0) + k
+                r.stop_fixes += k
         cps = self._checkpoints
         if len(cps) > 1 and cps[1] <= last - round(self.params.horizon_s * 1e6):
             self._trim()  # else _trim() finds nothing to forget
@@ -678,8 +751,16 @@ class VehicleTracker:
           ``drop_dominated`` cannot change: one visit alone has nobody to be dominated by;
           several (a truck parked where fences overlap, as the synthetic city's sites do) are
           each at least half inside, which no visit dominates, and their shares only grow.
+          At a fence's edge, kept new fixes may also lie outside the fence (within the margin,
+          or fewer than ``exit_confirm_fixes`` beyond it after any inside fix): no exit can be
+          confirmed, and the visit's share, counted exactly, stays above the thresholds
+          (:meth:`_visits_stay`; the visit then reaches its last inside fix, as a re-run's
+          record does).  The open stop's site (the site holding half its fixes) stays the
+          same (:meth:`_stop_site_stays`), and it neither merges with the stop before it nor
+          comes apart (:meth:`_stop_unmerged`).
           An outlier burst may be dropped, but only among fixes after every open record's
-          confirming fix (so no started event can change).  An open stop or visit emits
+          confirming fix (so no started event can change), and with an open stop only among
+          the new fixes (its site counts the old ones).  An open stop or visit emits
           nothing while it goes on.
         * **dwelling**: an open reported visit reaching the newest fix and no open stop yet
           (a visit is confirmed after ``min_dwell_s``, its stop only after ``stop_min_s``):
@@ -697,6 +778,7 @@ class VehicleTracker:
         those of a tracker that re-runs every round.
         """
         p = self.params
+        self._pending = None
         n_old = len(self._t)
         if n_old < 2 or self._clock_closed or new_t[0] <= self._t[-1]:
             return None
@@ -723,7 +805,12 @@ class VehicleTracker:
             )
         parked = bool(open_s) or dwelling
         if parked:
-            if (open_s and open_s[0].end_us != last_t) or any(v.end_us != last_t for v in open_v):
+            if open_s and open_s[0].end_us != last_t:
+                return None
+            drop_us = self._last_drop_us
+            if any(v.end_us != last_t and (v.n_fix < 0 or drop_us >= v.end_us) for v in open_v):
+                return None  # (a visit at a fence's edge: see _visits_stay)
+            if open_s and open_s[0].merged:
                 return None
             if not open_v and (len(isite) or len(nt)):
                 return None
@@ -742,7 +829,8 @@ class VehicleTracker:
             p.teleport_slack_m, p.max_speed_kmh, still,
         ):  # fmt: skip
             # nothing to drop or cut: motion() would keep every fix, the new ones are kept
-            kept_lon, kept_lat, kept_t = lon, lat, new_t
+            kept_lon, kept_lat, kept_t, kept_speed = lon, lat, new_t, speed
+            clean = True
         else:
             t_w = np.concatenate((self._t[k0:], new_t))
             lon_w = np.concatenate((self._lon[k0:], lon))
@@ -755,14 +843,15 @@ class VehicleTracker:
             if m.dropped_frozen or m.jump[1:].any() or m.gap[1:].any():
                 return None
             keep = m.keep
-            if len(keep) < n_all:  # an outlier burst at the end of the window
+            clean = len(keep) == n_all
+            if not clean:  # an outlier burst at the end of the window
                 if not parked:
                     return None
                 kept = np.zeros(n_all, dtype=bool)
                 kept[keep] = True
                 first_drop = int(np.argmin(kept))
-                if first_drop < first_new - 5:
-                    return None
+                if first_drop < (first_new if open_s else first_new - 5):
+                    return None  # (an open stop: its site counts its old fixes)
                 t_drop = int(t_w[first_drop])
                 if any(r.confirm_us >= t_drop for r in (*open_v, *open_s)):
                     return None
@@ -774,6 +863,7 @@ class VehicleTracker:
             still = m.still[a:]
             kept_new = keep[a + 1 :]
             kept_lon, kept_lat, kept_t = lon_w[kept_new], lat_w[kept_new], t_w[kept_new]
+            kept_speed = speed_w[kept_new]
         newest = int(kept_t[-1]) if len(kept_t) else last_t
         if not parked:
             return None if bool(still[1:].any()) else newest
@@ -781,13 +871,13 @@ class VehicleTracker:
             return None
         if open_s and not self._within_extent(open_s[0], kept_lon, kept_lat):
             return None
+        # set membership of a few dozen fix times: np.isin hashes (~40 µs a call)
+        kept_new_t = kept_t.tolist()
+        inside: dict[int, set[int]] = {}
+        visits: list[tuple[_Reported, int, int, int]] = []
         if open_v:
-            # set membership of a few dozen fix times: np.isin hashes (~40 µs a call)
-            kept_new_t = kept_t.tolist()
             sites = {v.site for v in open_v}
-            for v in open_v:
-                if not set(it[isite == v.site].tolist()).issuperset(kept_new_t):
-                    return None
+            inside = {v.site: set(it[isite == v.site].tolist()) for v in open_v}
             others = {t for t, s in zip(it.tolist(), isite.tolist(), strict=True) if s not in sites}
             others.update(
                 t for t, s in zip(nt.tolist(), nsite.tolist(), strict=True) if s not in sites
@@ -801,7 +891,192 @@ class VehicleTracker:
                 for r in self._visits
             ):
                 return None
+            got = self._visits_stay(open_v, kept_new_t, inside, nt, nsite, clean, last_t)
+            if got is None:
+                return None
+            visits = got
+        counts = None
+        stop_box = None
+        if open_s:
+            stop_box = self._stop_unmerged(open_s[0], kept_lon, kept_lat)
+            if stop_box is None:
+                return None
+            standing = not bool((kept_speed >= p.stop_speed_kmh).any())
+            stop = open_s[0]
+            counts = self._stop_site_stays(stop, open_v, kept_new_t, inside, standing)
+            if counts is False:
+                return None
+        stop_counts = counts if isinstance(counts, tuple) else None
+        self._pending = _Pending(visits, stop_counts, stop_box, not clean)
         return newest
+
+    def _merge_candidates(self, stop: _Reported) -> list[_Reported]:
+        """The reported stops that ``stop`` (open) starts within ``stop_merge_gap_s`` of
+        the end of (a second of margin for the float seconds)."""
+        lim = stop.start_us - round((self.params.stop_merge_gap_s + 1.0) * 1e6)
+        return [
+            r for r in self._stops if r.end_us >= lim and r is not stop and not r.started.retracted
+        ]
+
+    def _stop_unmerged(
+        self, stop: _Reported, lon: F64, lat: F64
+    ) -> tuple[float, float, float, float] | None:
+        """The open ``stop`` neither comes apart nor merges with these new fixes: the box
+        of its fixes with them (None when it might).
+
+        Back-to-back stops (:func:`schedule.stops._merge_back_to_back`) are one when, among
+        other things, their medians lie within ``stop_merge_m``; the open one's median moves
+        with every fix it gains.  So a stop merged from two (``merged``) may come apart: not
+        extended here.  One starting within ``stop_merge_gap_s`` of the end of the stop
+        before it may come to merge with it: unless its median cannot come that near, which
+        holds while the box of its kept fixes (the median of each coordinate lies within
+        it) stays more than ``stop_merge_m`` + 1 m (frames and the reported median's
+        rounding) from that stop's median (its StopEnded lat/lon): the common case of stops
+        at neighbouring sites, a few hundred metres apart (``tests/test_tracker_edge.py``).
+        """
+        box = stop.fix_box
+        if stop.merged or box is None:
+            return None
+        if len(lon):
+            box = (
+                min(box[0], float(lon.min())),
+                max(box[1], float(lon.max())),
+                min(box[2], float(lat.min())),
+                max(box[3], float(lat.max())),
+            )
+        reach = self.params.stop_merge_m + 1.0
+        for r in self._merge_candidates(stop):
+            c = r.completed
+            if c is None or c.retracted or not isinstance(c, StopEnded):
+                return None
+            if c.closed_by != "exit":
+                continue  # only a stop that moved on merges with the next
+            dx = max(0.0, box[0] - c.lon, c.lon - box[1]) * _M_PER_DEG * np.cos(c.lat * _DEG)
+            dy = max(0.0, box[2] - c.lat, c.lat - box[3]) * _M_PER_DEG
+            if not float(np.hypot(dx, dy)) > reach:
+                return None
+        return box
+
+    def _stop_site_stays(
+        self,
+        stop: _Reported,
+        open_v: list[_Reported],
+        kept: list[int],
+        inside: dict[int, set[int]],
+        standing: bool,
+    ) -> tuple[dict[int, int], int] | bool:
+        """The open ``stop``'s site (``StopStarted.site_id``: :func:`schedule.stops.stop_site`,
+        the site holding at least half of its fixes, the lowest on a tie) is the same with
+        the *parked* round's ``kept`` new fixes (inside the open visits' sites as ``inside``
+        says, no other site's: :meth:`_append_only` checked): its site counts with them, True
+        when it stays but its counts are no longer known, False when it may change.
+
+        A truck re-parked beyond the margin (its visit exited, the stop goes on) loses its
+        site as it stands there, and one that began outside a fence gains it
+        (``tests/test_tracker_edge.py``).  Exact: the re-run noted the counts over the
+        stop's fixes when it ended at that re-run's newest fix (``_diff_stops``), and while
+        every fix it gains is reported standing (``StopRecord``'s end is the last fix not
+        reported at ``stop_speed_kmh`` or more) and none of its old fixes is dropped (the
+        *parked* case drops none with an open stop), the stop's fixes are those plus the
+        kept new ones.  Otherwise, conservatively: a site ``S`` stays when every new fix is
+        inside ``S`` (``2 c_S >= f`` gives ``2 (c_S + k) >= f + k``, and no other site gains
+        more than ``k``; any prefix of them too, should the stop end before the newest), and
+        no site stays none when no new fix is inside any (no open visit).
+        """
+        counts = stop.site_counts
+        if counts is not None and standing:
+            new = dict(counts)
+            for s, ins in inside.items():
+                c = sum(1 for t in kept if t in ins)
+                if c:
+                    new[s] = new.get(s, 0) + c
+            f = stop.stop_fixes + len(kept)
+            return (new, f) if _site_of(new, f) == stop.site else False
+        if stop.site >= 0:
+            site_ins = inside.get(stop.site)
+            return site_ins is not None and site_ins.issuperset(kept)
+        return not open_v
+
+    def _visit_tail(self, v: _Reported) -> tuple[int, int] | None:
+        """The kept fixes after the open visit ``v``'s last inside fix (``end_us``) and how
+        many of them lie beyond the margin, when known (see :meth:`_visits_stay`)."""
+        if v.n_fix < 0 or self._last_drop_us >= v.end_us:
+            return None
+        t = self._t
+        tail = len(t) - int(t.searchsorted(v.end_us, side="right"))
+        # (the pair tables are in arrival order, not time order)
+        sel = (self._near_t > v.end_us) & (self._near_site == v.site)
+        return tail, tail - len(set(self._near_t[sel].tolist()))
+
+    def _visits_stay(
+        self,
+        open_v: list[_Reported],
+        kept: list[int],
+        inside: dict[int, set[int]],
+        nt: I64,
+        nsite: npt.NDArray[np.int32],
+        clean: bool,
+        last_t: int,
+    ) -> list[tuple[_Reported, int, int, int]] | None:
+        """Each open visit's (last inside fix, inside fixes, fixes through it) with the
+        *parked* round's ``kept`` new fixes, when a re-run would report the same of it
+        (nothing while it is open); None when it might not.
+
+        The plain case: every kept new fix inside the visit's site, and its last inside fix
+        the newest (it extends the visit's last inside run; its share only grows).
+
+        At a fence's edge (a truck parked there with jitter across the fence, within
+        ``exit_margin_m`` of it), kept new fixes outside the fence: the detector
+        (:mod:`schedule.visits`) ends a visit only at a confirmed exit (at least
+        ``exit_confirm_fixes`` fixes beyond the margin between two inside fixes, or after
+        the last) or a gap (none here: the window has none, and a re-run closes a visit
+        with one after its last inside fix); so while fewer than ``exit_confirm_fixes``
+        fixes beyond the margin follow any inside fix, it goes on to its last inside fix.
+        Its record (and so what it reports) then differs only in its share
+        (``inside_share``, over its fixes through its last inside fix), which must stay at
+        least ``min_inside_share`` (else the re-run drops it), and at least 0.5 with several
+        open visits (overlapping fences: ``drop_dominated`` drops only a visit below 0.5).
+        Counted exactly: the re-run noted the counts of each open visit, every round since
+        moved them on; the fixes after the last inside one (their fence pairs) are read
+        from the kept columns, which hold exactly the re-run's kept fixes and the rounds'
+        since when no fix from the visit's last inside fix on was dropped (``clean`` for
+        this round, ``_last_drop_us`` before: a drop among a re-run's last 12 fixes may
+        still be undone, so such a re-run leaves it at the far future).
+        """
+        p = self.params
+        out: list[tuple[_Reported, int, int, int]] = []
+        for v in open_v:
+            ins = inside[v.site]
+            if v.end_us == last_t and ins.issuperset(kept):
+                end = kept[-1] if kept else last_t
+                k = len(kept)
+                known = v.n_fix >= 0
+                out.append((v, end, v.n_in + k if known else -1, v.n_fix + k if known else -1))
+                continue
+            tl = self._visit_tail(v) if clean else None
+            if tl is None:
+                return None
+            tail, beyond = tl
+            near = set(nt[nsite == v.site].tolist())
+            n_in, n_fix, end = v.n_in, v.n_fix, v.end_us
+            for x in kept:
+                tail += 1
+                if x in ins:
+                    n_in += 1
+                    n_fix += tail
+                    tail = beyond = 0
+                    end = x
+                elif x not in near:
+                    beyond += 1
+                    if beyond >= p.exit_confirm_fixes:
+                        return None
+            if beyond >= p.exit_confirm_fixes:
+                return None
+            share = float(n_in) / float(n_fix)
+            if share < p.min_inside_share or (len(open_v) > 1 and share < 0.5):
+                return None
+            out.append((v, end, n_in, n_fix))
+        return out
 
     def _quiet(self, t_end: int, new_in_t: I64) -> bool:
         """Nothing is reported from the last checkpoint on, and a re-run through ``t_end``
@@ -1015,6 +1290,14 @@ class VehicleTracker:
         t0 = int(track.t_us[0])
         active = int(m.keep.searchsorted(k - kc))
         kept_t = track.t_us[m.keep]
+        n_tr = len(track)
+        self._last_drop_us = -_FAR_FUTURE_US
+        if len(kept_t) < n_tr:  # the latest dropped fix: before the kept run that ends it
+            d = m.keep - np.arange(len(kept_t))
+            j0 = int(d.searchsorted(d[-1])) if len(d) else 0
+            drop = n_tr - 1 if not len(d) or int(m.keep[-1]) < n_tr - 1 else int(m.keep[j0]) - 1
+            # among the last 12 fixes, later fixes may yet keep it (an outlier burst's reach)
+            self._last_drop_us = _FAR_FUTURE_US if drop >= n_tr - 12 else int(track.t_us[drop])
         # pairs on kept fixes and the sites visited from ``active`` on, at once
         kin, knear, near_any, site_a = checkpoint_kernel.rerun_pairs(
             kept_t, self._in_t, self._in_site, self._near_t, self._near_site, active
@@ -1337,6 +1620,9 @@ class VehicleTracker:
                 )  # fmt: skip
             keep[-1].record = rec
             keep[-1].confirm_us = rec.confirmed_us
+            if rec.closed_by is None:  # (exact: the share is n_in / fix_count in float64)
+                keep[-1].n_in = round(rec.inside_share * rec.fix_count)
+                keep[-1].n_fix = rec.fix_count
         events += self._retract_unmatched(old, keep)
         self._visits = keep
         return events
@@ -1407,6 +1693,15 @@ class VehicleTracker:
                     rep, keep, f"{vid}-stop-{start}", site, start, end, started, completed
                 )
             keep[-1].confirm_us = int(kept_t[rec.confirm])
+            keep[-1].merged = rec.merged
+            keep[-1].fix_box = keep[-1].head_box
+            if rec.closed_by is None and rec.last == len(kept_t) - 1:
+                # its fixes by site, while it ends at the newest fix (see _stop_site_stays)
+                ks = kin[1][kin[0] >= rec.first].tolist()
+                keep[-1].site_counts = {s: ks.count(s) for s in set(ks)}
+                keep[-1].stop_fixes = rec.fix_count
+            else:
+                keep[-1].site_counts = None
             # the fixes the head of the chain in progress is a median of lie among these
             # (a stop merged from back-to-back chains measures its extent from the last
             # chain's head, not from rec.first's): min lon, max lon, min lat, max lat
@@ -1626,6 +1921,16 @@ class VehicleTracker:
 AnyEvent = VisitStarted | StopStarted | VisitCompleted | StopEnded
 
 _FAR_FUTURE_US = 2**62  # the end of a restored record still open
+
+
+def _site_of(counts: Mapping[int, int], fixes: int) -> int:
+    """:func:`schedule.stops.stop_site` from a stop's inside fixes per site and its fix count:
+    the site with the most (the lowest on a tie), when it holds at least half, else -1."""
+    best, most = -1, 0
+    for s, c in counts.items():
+        if c > most or (c == most and c > 0 and s < best):
+            best, most = s, c
+    return best if best >= 0 and most * 2 >= fixes else -1
 
 
 def _end_of(ev: VisitCompleted | StopEnded) -> int:

@@ -162,7 +162,7 @@ def test_the_generator_takes_the_parked_fast_path_with_a_stop_and_dwelling(
     monkeypatch.setattr(VehicleTracker, "append_parked", spy)
     units = [
         ("U0", build([("park", 2, 600, 3.0, 0.02, 0.5), ("creep", 20, 2.5)], 1)),
-        ("U1", build([("park", 0, 400, 10.0, 0.0, 0.3), ("gap", 100), ("park", 3, 300, 3.0, 0.0, 2.0)], 2)),  # noqa: E501
+        ("U1", build([("park", 0, 400, 3.0, 0.0, 0.3), ("gap", 100), ("park", 3, 300, 3.0, 0.0, 2.0)], 2)),  # noqa: E501
         ("U2", build([("park", 5, 400, 3.0, 0.02, 0.5)], 3)),
     ]  # fmt: skip
     parts = rounds_of(units, 3, set(), 0)
