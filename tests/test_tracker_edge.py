@@ -232,13 +232,17 @@ def test_the_share_and_exit_thresholds_of_the_edge_case() -> None:
     exit however long) and beyond it (an exit once exit_confirm_fixes follow, one of them
     moving); the share threshold (min_inside_share 0.2: a visit whose fixes from its first
     through its last inside one are less than a fifth inside is dropped when that inside fix
-    comes: 241 / 1141 above, 241 / 1241 below)."""
+    comes: 273 / 1323 above, 273 / 1423 below: retracted)."""
     inside, near, beyond = (40.0, 0.0), (58.0, 0.0), (70.0, 0.0)
-    arrive = drive(-150.0, 40.0, 0.0)
-    for k_near in (900, 1000):  # the next inside fix: a share of 241 / (241 + k_near)
+    arrive = drive(200.0, 40.0, 0.0)  # 3 fixes inside on the way in
+    for k_near in (1050, 1150):  # back inside for 30 s: a share of 273 / (273 + k_near)
         parts = [*arrive, (240, *inside, 0.0), (k_near, *near, 0.0), (30, *inside, 0.0)]
         parts += [*drive(40.0, -400.0, 300.0)]
         check(parts, everies=(17, 40))
+    for k_beyond in (2, 3):  # dwelling (its stop not due yet): moving fixes may append
+        parts = [*arrive, (125, *inside, 0.0), (30, *near, 0.0), (k_beyond, *beyond, 12.0)]
+        parts += [(60, *near, 0.0), (60, *inside, 0.0), *drive(40.0, -400.0, 300.0)]
+        check(parts, everies=(9, 40))
     for k_beyond, v in ((2, 12.0), (3, 12.0), (3, 0.0), (4, 0.0)):
         parts = [*arrive, (240, *inside, 0.0), (30, *near, 0.0), (k_beyond, *beyond, v)]
         parts += [(60, *near, 0.0), (60, *inside, 0.0), *drive(40.0, -400.0, 300.0)]
