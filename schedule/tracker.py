@@ -129,6 +129,9 @@ class _Reported:
     stop_fixes: int = 0
     #: an open stop: the lon/lat box of its kept fixes (min lon, max lon, min lat, max lat)
     fix_box: tuple[float, float, float, float] | None = None
+    #: an open stop: the stop before it in the last re-run may merge with it, as its
+    #: median moves (False: that stop, or the fixes between them, rule it out for good)
+    merge_risk: bool = True
 
 
 @dataclass(slots=True)
@@ -471,7 +474,7 @@ class VehicleTracker:
             if head is None or not float(self._speed[-1]) < p.stop_speed_kmh:
                 return None
             st = open_s[0]
-            if st.merged or self._merge_candidates(st):
+            if st.merged or (st.merge_risk and self._merge_candidates(st)):
                 return None
             # its site stays (see _stop_site_stays): every new fix is inside each open site
             if st.site >= 0 and not any(v.site == st.site for v in open_v):
@@ -928,11 +931,13 @@ class VehicleTracker:
         other things, their medians lie within ``stop_merge_m``; the open one's median moves
         with every fix it gains.  So a stop merged from two (``merged``) may come apart: not
         extended here.  One starting within ``stop_merge_gap_s`` of the end of the stop
-        before it may come to merge with it: unless its median cannot come that near, which
-        holds while the box of its kept fixes (the median of each coordinate lies within
-        it) stays more than ``stop_merge_m`` + 1 m (frames and the reported median's
-        rounding) from that stop's median (its StopEnded lat/lon): the common case of stops
-        at neighbouring sites, a few hundred metres apart (``tests/test_tracker_edge.py``).
+        before it may come to merge with it, unless the last re-run ruled that out for good
+        (``merge_risk`` False: that stop did not end by "exit", or a split or a fix farther
+        than ``stop_merge_m`` from its median lies between them, the common case of stops
+        at neighbouring sites), or its median cannot come that near, which holds while the
+        box of its kept fixes (the median of each coordinate lies within it) stays more than
+        ``stop_merge_m`` + 1 m (frames and the reported median's rounding) from that stop's
+        median (its StopEnded lat/lon) (``tests/test_tracker_edge.py``).
         """
         box = stop.fix_box
         if stop.merged or box is None:
@@ -944,6 +949,8 @@ class VehicleTracker:
                 min(box[2], float(lat.min())),
                 max(box[3], float(lat.max())),
             )
+        if not stop.merge_risk:
+            return box
         reach = self.params.stop_merge_m + 1.0
         for r in self._merge_candidates(stop):
             c = r.completed
@@ -1656,7 +1663,8 @@ class VehicleTracker:
             sites_a, flts_a = stops_kernel.stop_figures(track.lon, track.lat, m.keep, kin, recs)
             sites, flts = sites_a.tolist(), flts_a.tolist()
         vid = self.vehicle_id
-        for rec, site, f in zip(records, sites, flts, strict=True):
+        p = self.params
+        for i, (rec, site, f) in enumerate(zip(records, sites, flts, strict=True)):
             site_id = self.site_ids[site] if site >= 0 else None
             start, end = rec.start_us, rec.end_us
             rep = None
@@ -1694,7 +1702,28 @@ class VehicleTracker:
                 )
             keep[-1].confirm_us = int(kept_t[rec.confirm])
             keep[-1].merged = rec.merged
-            keep[-1].fix_box = keep[-1].head_box
+            if rec.closed_by is None:
+                # what _merge_back_to_back asks of the stop before and the fixes between,
+                # which later fixes cannot change (margins: a second, a metre)
+                a = records[i - 1] if i else None
+                keep[-1].merge_risk = bool(
+                    a is not None
+                    and a.closed_by == "exit"
+                    and m.t_s[rec.first] - m.t_s[a.last] <= p.stop_merge_gap_s + 1.0
+                    and not bool(
+                        (
+                            m.jump[a.last + 1 : rec.first + 1] | m.gap[a.last + 1 : rec.first + 1]
+                        ).any()
+                    )
+                    and bool(
+                        (
+                            np.hypot(
+                                m.x[a.last + 1 : rec.first] - a.x, m.y[a.last + 1 : rec.first] - a.y
+                            )
+                            <= p.stop_merge_m + 1.0
+                        ).all()
+                    )
+                )
             if rec.closed_by is None and rec.last == len(kept_t) - 1:
                 # its fixes by site, while it ends at the newest fix (see _stop_site_stays)
                 ks = kin[1][kin[0] >= rec.first].tolist()
@@ -1705,7 +1734,7 @@ class VehicleTracker:
             # the fixes the head of the chain in progress is a median of lie among these
             # (a stop merged from back-to-back chains measures its extent from the last
             # chain's head, not from rec.first's): min lon, max lon, min lat, max lat
-            keep[-1].head_box = (f[4], f[5], f[6], f[7])
+            keep[-1].head_box = keep[-1].fix_box = (f[4], f[5], f[6], f[7])
         events += self._retract_unmatched(old, keep)
         self._stops = keep
         return events
