@@ -233,5 +233,5 @@ def test_a_day_too_long_for_the_fleet_is_refused_with_advice(tmp_path: Path) -> 
     from simulators.scenario import ScenarioError
 
     too_many = ScenarioParams(sites=300, vehicles=1, clock_off_units=0, silent_units=0)
-    with pytest.raises(ScenarioError, match="add vehicles"):
+    with pytest.raises(ScenarioError, match="raise --vehicles or lower --sites"):
         write_scenario(too_many, tmp_path)
