@@ -457,4 +457,10 @@ def test_open_alerts_keep_their_opened_at_and_escalation(killed_day: KilledDay) 
                     {k: after[k] for k in ("opened_at", "escalation_level", "status", "change")},
                 )
                 break
+            if after["status"] in ("resolved", "retracted"):
+                # the episode open at the kill ended here, as the same thread (checked
+                # above); a later "reopened" is a new episode with its own opened_at and
+                # level (a vehicle's second unscheduled stop of the day reopens its
+                # per-vehicle thread), which depends on where in the day the kill fell
+                break
     assert not changed, f"{len(changed)} of {len(open_at_kill)}: {list(changed.items())[:3]}"
