@@ -109,6 +109,40 @@ def private_mosquitto_conf(
     return "\n".join(out) + "\n" + extra
 
 
+def _accepts(host: str, port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
+        return True
+    return False
+
+
+def _owns_listener(pid: int, port: int) -> bool | None:
+    """Whether process *pid* holds the socket listening on *port* (None: cannot tell here).
+
+    A free port can be taken by another server between :func:`free_port` and the broker's
+    bind; a bare connect would then succeed against that server while ours exits with
+    "address in use", and the caller would talk to a stranger (a test once waited 30 s
+    for $SYS counters from what was not its broker).  Linux's /proc says who listens."""
+    inodes: set[str] = set()
+    try:
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with contextlib.suppress(FileNotFoundError), open(table) as f:
+                for line in f.read().splitlines()[1:]:
+                    fields = line.split()
+                    local, state, inode = fields[1], fields[3], fields[9]
+                    if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                        inodes.add(inode)
+        fd_dir = Path(f"/proc/{pid}/fd")
+        if not inodes or not fd_dir.is_dir():
+            return None
+        held = set()
+        for fd in fd_dir.iterdir():
+            with contextlib.suppress(OSError):
+                held.add(os.readlink(fd))
+    except (OSError, ValueError, IndexError):
+        return None
+    return any(f"socket:[{inode}]" in held for inode in inodes)
+
+
 def _wait_listening(host: str, port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -117,7 +151,7 @@ def _wait_listening(host: str, port: int, proc: subprocess.Popen[bytes], log: Pa
             raise BrokerStartError(
                 f"broker exited with {proc.returncode} on port {port}; log {log}:\n{tail}"
             )
-        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
+        if _accepts(host, port) and _owns_listener(proc.pid, port) is not False:
             return
         time.sleep(0.02)  # polling a child process's port at start-up
     proc.kill()

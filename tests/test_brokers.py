@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
+
+import pytest
 
 from fleetwatch import brokers, embedded
 from fleetwatch.brokers import SHIPPED_CONF, private_mosquitto_conf
@@ -56,3 +60,27 @@ def test_the_demo_and_the_fixtures_use_the_same_launcher() -> None:
     assert embedded.make_private_broker is brokers.make_private_broker
     assert test_broker.MosquittoBroker is brokers.MosquittoBroker
     assert test_broker.private_mosquitto_conf is private_mosquitto_conf
+
+
+def test_a_broker_whose_port_was_taken_meanwhile_fails_to_start(tmp_path: Path) -> None:
+    """Between free_port() and the broker's bind another server can take the port; a bare
+    connect would then succeed against that stranger and the test would talk to it."""
+    if brokers.mosquitto_executable() is None:
+        pytest.fail("mosquitto is needed for this test")
+    with socket.socket() as stranger:
+        stranger.bind(("127.0.0.1", 0))
+        stranger.listen()
+        port = stranger.getsockname()[1]
+        assert brokers._owns_listener(os.getpid(), port) is True
+        broker = brokers.MosquittoBroker(tmp_path / "b", port=port)
+        with pytest.raises(brokers.BrokerStartError, match="exited"):
+            broker.start()
+        broker.kill()
+    ours = brokers.MosquittoBroker(tmp_path / "c")
+    ours.start()
+    try:
+        assert ours.proc is not None
+        assert brokers._owns_listener(ours.proc.pid, ours.port) is True
+        assert brokers._owns_listener(os.getpid(), ours.port) is False
+    finally:
+        ours.kill()

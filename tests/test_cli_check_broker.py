@@ -88,8 +88,12 @@ async def test_the_shipped_acl_lets_the_ingest_user_watch_drops(acl_broker: AclB
         host=acl_broker.host, port=acl_broker.port, username=user, password=password,
         client_id="fw-acl-test", version=5, metrics=BrokerMetrics(registry),
     )  # fmt: skip
-    async with asyncio.timeout(30), asyncio.TaskGroup() as tg:
-        task = tg.create_task(watcher.run())
-        await watcher.seen.wait()  # $SYS is retained: the first values arrive at once
-        task.cancel()
+    try:
+        async with asyncio.timeout(30), asyncio.TaskGroup() as tg:
+            task = tg.create_task(watcher.run())
+            await watcher.seen.wait()  # $SYS is retained: the first values arrive at once
+            task.cancel()
+    except TimeoutError:
+        log = acl_broker.log.read_text(errors="replace")[-3000:] if acl_broker.log.exists() else ""
+        pytest.fail(f"no $SYS reading in 30 s ({watcher.readings} readings); broker log:\n{log}")
     assert registry.get_sample_value("fleetwatch_broker_sys_visible") == 1
