@@ -144,29 +144,52 @@ class _Pending:
     dropped: bool  # the round's window dropped a fix
 
 
-#: buffers of a group of columns appended together, their current views, the buffers' length
-_Group = tuple[tuple[npt.NDArray[Any], ...], tuple[npt.NDArray[Any], ...], int]
+#: buffers of a group of columns appended together, their current views (each
+#: ``buf[end - n:end]``: a trim moves the start, see _cut_head), the buffers' length, ``end``
+_Group = tuple[tuple[npt.NDArray[Any], ...], tuple[npt.NDArray[Any], ...], int, int]
 
 
 def _grown(
     group: _Group | None, cur: tuple[npt.NDArray[Any], ...], new: tuple[npt.NDArray[Any], ...]
 ) -> _Group:
     """Columns ``cur`` (of equal length) with ``new`` appended, as ``VehicleTracker._append``
-    does for one column: written into the group's spare room when every column is still the
-    view last handed out, else into fresh buffers (of ``np.result_type(cur, new)``)."""
+    does for one column: written into the group's spare room (after ``end``) when every
+    column is still the view last handed out, else into fresh buffers (of
+    ``np.result_type(cur, new)``), from their start."""
     n = len(cur[0])
-    m = n + len(new[0])
-    if group is not None and m <= group[2] and all(map(operator.is_, group[1], cur)):
-        bufs, cap = group[0], group[2]
+    k = len(new[0])
+    if group is not None and group[3] + k <= group[2] and all(map(operator.is_, group[1], cur)):
+        bufs, cap, a = group[0], group[2], group[3] - n
     else:
-        cap = max(2 * m, 64)
+        cap = max(2 * (n + k), 64)
         dtypes = [np.result_type(c, x) for c, x in zip(cur, new, strict=True)]
         bufs = tuple(np.empty(cap, dtype=d) for d in dtypes)
         for b, c in zip(bufs, cur, strict=True):
             b[:n] = c
+        a = 0
+    end = a + n + k
     for b, x in zip(bufs, new, strict=True):
-        b[n:m] = x
-    return bufs, tuple(b[:m] for b in bufs), cap
+        b[a + n : end] = x
+    return bufs, tuple(b[a:end] for b in bufs), cap, end
+
+
+def _cut_head(
+    group: _Group | None, cur: tuple[npt.NDArray[Any], ...], k: int
+) -> tuple[_Group | None, tuple[npt.NDArray[Any], ...]]:
+    """Columns ``cur`` without their first ``k`` values, and the group that keeps appending
+    to them in place.
+
+    Forgetting the oldest fixes (:meth:`VehicleTracker._trim`) as views of the same
+    buffers, recorded as the group's current views, lets the next append write into the
+    spare room as usual: before, the trimmed columns were views the group did not know, so
+    every trim was followed by a fresh buffer and a copy of every kept fix (~1,800 such
+    copies of ~8,000 fixes on the simulated day).  Nothing is written before ``end``: a view
+    handed out before the trim (a re-run's ``Track``) still never changes.
+    """
+    out = tuple(c[k:] for c in cur)
+    if group is not None and all(map(operator.is_, group[1], cur)):
+        return (group[0], out, group[2], group[3]), out
+    return group, out
 
 
 def _empty_pairs() -> tuple[I64, npt.NDArray[np.int32]]:
@@ -630,8 +653,8 @@ class VehicleTracker:
         g = self._fix_buf
         cur_t = self._t
         if g is not None:
-            n = len(cur_t)
-            m = n + k
+            e = g[3]  # the columns are buf[e - len(cur_t):e]
+            m = e + k
             v = g[1]
             if (
                 m <= g[2]
@@ -641,14 +664,15 @@ class VehicleTracker:
                 and v[3] is self._speed
                 and v[4] is self._hdop
             ):
+                a = e - len(cur_t)
                 b_t, b_lon, b_lat, b_speed, b_hdop = g[0]
-                b_t[n:m] = t
-                b_lon[n:m] = lon
-                b_lat[n:m] = lat
-                b_speed[n:m] = speed
-                b_hdop[n:m] = hdop
-                views = (b_t[:m], b_lon[:m], b_lat[:m], b_speed[:m], b_hdop[:m])
-                self._fix_buf = (g[0], views, g[2])
+                b_t[e:m] = t
+                b_lon[e:m] = lon
+                b_lat[e:m] = lat
+                b_speed[e:m] = speed
+                b_hdop[e:m] = hdop
+                views = (b_t[a:m], b_lon[a:m], b_lat[a:m], b_speed[a:m], b_hdop[a:m])
+                self._fix_buf = (g[0], views, g[2], m)
                 self._t, self._lon, self._lat, self._speed, self._hdop = views
                 return
         self._fix_buf = g = _grown(
@@ -668,15 +692,16 @@ class VehicleTracker:
         cur_t = getattr(self, t_name)
         cur_s = getattr(self, site_name)
         if g is not None:
-            n = len(cur_t)
-            m = n + k
+            e = g[3]  # as in _append_fixes
+            m = e + k
             v = g[1]
             if m <= g[2] and v[0] is cur_t and v[1] is cur_s:
+                a = e - len(cur_t)
                 b_t, b_s = g[0]
-                b_t[n:m] = t
-                b_s[n:m] = site
-                views = (b_t[:m], b_s[:m])
-                self._pair_bufs[t_name] = (g[0], views, g[2])
+                b_t[e:m] = t
+                b_s[e:m] = site
+                views = (b_t[a:m], b_s[a:m])
+                self._pair_bufs[t_name] = (g[0], views, g[2], m)
                 setattr(self, t_name, views[0])
                 setattr(self, site_name, views[1])
                 return
@@ -1798,13 +1823,14 @@ class VehicleTracker:
         if k == 0:
             return
         self._checkpoints = cps[i:]
-        self._t, self._lon, self._lat = self._t[k:], self._lon[k:], self._lat[k:]
-        self._speed, self._hdop = self._speed[k:], self._hdop[k:]
+        # views of the same buffers (see _cut_head): the next append needs no fresh ones
+        self._fix_buf, cols = _cut_head(
+            self._fix_buf, (self._t, self._lon, self._lat, self._speed, self._hdop), k
+        )
+        self._t, self._lon, self._lat, self._speed, self._hdop = cols
         t_first = int(self._t[0])
-        s = self._in_t >= t_first
-        self._in_t, self._in_site = self._in_t[s], self._in_site[s]
-        s = self._near_t >= t_first
-        self._near_t, self._near_site = self._near_t[s], self._near_site[s]
+        self._trim_pairs("_in_t", "_in_site", t_first)
+        self._trim_pairs("_near_t", "_near_site", t_first)
         c = self._open_cache
         valid = (
             c is not None
@@ -1825,6 +1851,28 @@ class VehicleTracker:
         # ids embed the start time: those of forgotten records can never be generated again
         self._used_ids = {r.key for r in (*self._visits, *self._stops)}
         self._trimmed = True
+
+    def _trim_pairs(self, t_name: str, site_name: str, t_first: int) -> None:
+        """Drop one pair table's pairs on fixes before ``t_first`` (:meth:`_trim`).
+
+        Pairs are appended in fix-time order, so the dropped ones are nearly always the
+        table's head: then the rest are views of the same buffers (:func:`_cut_head`), kept
+        appending in place; otherwise (pairs of late fixes appended after later ones) a
+        selection, copied as before."""
+        pt: I64 = getattr(self, t_name)
+        keep = pt >= t_first
+        d = len(keep) - int(np.count_nonzero(keep))
+        if d == 0:
+            return
+        ps: npt.NDArray[np.int32] = getattr(self, site_name)
+        if keep[d:].all():  # the d dropped pairs are the first d
+            g, (pt, ps) = _cut_head(self._pair_bufs.get(t_name), (pt, ps), d)
+            if g is not None:
+                self._pair_bufs[t_name] = g
+        else:
+            pt, ps = pt[keep], ps[keep]
+        setattr(self, t_name, pt)
+        setattr(self, site_name, ps)
 
     # -- restart -------------------------------------------------------------------------
 
