@@ -16,6 +16,16 @@ import numpy as np
 import numpy.typing as npt
 
 from schedule import motion_kernel as _kernel
+from schedule.motion_kernel import (
+    FLAG_GAP,
+    FLAG_JUMP,
+    FLAG_STILL,
+    OUT_REPORTED,
+    OUT_T,
+    OUT_V,
+    OUT_X,
+    OUT_Y,
+)
 from schedule.params import DetectionParams
 
 F64 = npt.NDArray[np.float64]
@@ -279,6 +289,11 @@ def _drop_outlier_bursts(
     (very noisy white noise stepping out and straight back), the first forward reading is
     taken, as before.  With no reading at all the jump is real (a receiver that re-acquired
     elsewhere) and stays.
+
+    This is the specification (:func:`motion_reference` runs it); :func:`motion` runs its
+    compiled transcription, :func:`schedule.motion_kernel.drop_outlier_bursts`, which
+    tests/test_motion_kernel.py holds to the same ``keep`` and count.  A change here must be
+    made there too (its docstring says which spellings keep the floats identical).
     """
     n = len(t_s)
     dropped = 0
@@ -389,53 +404,33 @@ def motion_reference(track: Track, p: DetectionParams) -> Motion:
 
 def motion(track: Track, p: DetectionParams) -> Motion:
     """Drop multipath outliers and frozen-then-jump fixes, estimate speeds, flag jumps/gaps:
-    :func:`motion_reference`'s answer, bit for bit, from the compiled kernels
-    (:mod:`schedule.motion_kernel`).
-
-    A track without a raw jump is one kernel call; one with a jump is that call (which stops
-    after the first pass), the outlier-burst rule (:func:`_drop_outlier_bursts`, Python, once
-    per jump) and a second call for the rest.  Columns of another dtype than the tracker's
-    int64/float64 take the reference.
+    :func:`motion_reference`'s answer, bit for bit, from one call of the compiled kernel
+    (:func:`schedule.motion_kernel.motion_features`, which runs the outlier-burst rule
+    :func:`_drop_outlier_bursts` compiled where the track has a raw jump).  Columns of another
+    dtype than the tracker's int64/float64 take the reference.
     """
     t_us, lon, lat, speed = track.t_us, track.lon, track.lat, track.speed_kmh
     if not (t_us.dtype == _I64 and lon.dtype == _F64 and lat.dtype == _F64 and speed.dtype == _F64):
         return motion_reference(track, p)
     cos_lat0 = np.cos(float(lat[0]) * _DEG) if len(t_us) else 1.0
-    slack, vmax, check = p.teleport_slack_m, p.max_speed_kmh, p.teleport_check_s
-    rest = (
-        p.speed_window_s,
-        p.stop_speed_kmh,
-        p.stop_radius_m,
-        p.crawl_speed_kmh,
-        p.max_gap_s,
-        p.gap_rejoin_m,
-    )
-    n_bad, kept, cols, flags = _kernel.motion_plain(
-        t_us, lon, lat, speed, _M_PER_DEG, cos_lat0, slack, vmax, check, *rest
-    )
-    dropped_outliers = dropped_frozen = 0
-    if n_bad:
-        raw, bad = cols, flags[0]  # the first pass's, as motion_plain returns them then
-        keep = np.ones(len(t_us), dtype=bool)
-        t_s, x, y, v0, _ = raw  # rows: _kernel.RAW_*
-        dropped_outliers = _drop_outlier_bursts(t_s, x, y, v0, p, bad, keep)
-        kept, cols, flags, dropped_frozen = _kernel.features(
-            raw, bad, keep, True, slack, vmax, check, *rest
-        )
-    t_k, x_k, y_k, v_k, reported = cols  # rows: _kernel.OUT_*
-    still, jump, gap = flags  # rows: _kernel.FLAG_*
+    kept, cols, flags, dropped_outliers, dropped_frozen = _kernel.motion_features(
+        t_us, lon, lat, speed, _M_PER_DEG, cos_lat0, BURST_FIXES,
+        p.teleport_slack_m, p.max_speed_kmh, p.teleport_check_s, p.speed_window_s,
+        p.stop_speed_kmh, p.stop_radius_m, p.crawl_speed_kmh, p.max_gap_s, p.gap_rejoin_m,
+    )  # fmt: skip
+    # rows by index: unpacking a 2-D array goes through its iterator (~2 µs a call against ~1)
     return Motion(
         keep=kept,
-        t_s=t_k,
-        x=x_k,
-        y=y_k,
-        speed_kmh=v_k,
-        still=still,
-        jump=jump,
-        gap=gap,
+        t_s=cols[OUT_T],
+        x=cols[OUT_X],
+        y=cols[OUT_Y],
+        speed_kmh=cols[OUT_V],
+        still=flags[FLAG_STILL],
+        jump=flags[FLAG_JUMP],
+        gap=flags[FLAG_GAP],
         dropped_outliers=dropped_outliers,
         dropped_frozen=dropped_frozen,
-        reported_kmh=reported,
+        reported_kmh=cols[OUT_REPORTED],
     )
 
 

@@ -4,12 +4,11 @@ Why compiled: the tracker calls ``motion`` on every re-run and on many append ro
 of a few dozen to a few thousand fixes.  The numpy version (:func:`schedule.motion.
 motion_reference`, kept as the tests' reference) makes ~60 numpy calls per track; at a few
 hundred fixes their per-call overhead, not the arithmetic, is the cost (docs/bench/detect.md).
-Here the common track (no implausible step: nothing to drop) is one call: a pass building the
-local frame and the raw jump flags, and a pass over the kept fixes for speeds, *still*, jumps
-and gaps.  A track with a raw jump takes two calls around the outlier-burst rule
-(:func:`schedule.motion._drop_outlier_bursts`), which stays in Python: it runs once per jump,
-and its ``math.hypot`` is CPython's own algorithm, which a compiled ``math.hypot`` (libm's
-``hypot``) need not match in the last bit.
+Every track is one call (:func:`motion_features`): a pass building the local frame and the raw
+jump flags, the outlier-burst rule where there is a raw jump (:func:`drop_outlier_bursts`, the
+compiled :func:`schedule.motion._drop_outlier_bursts`; in Python it cost ~130 µs a call, 0.34 s
+of the simulated day at 2,000-fix batches), and a pass over the kept fixes for speeds, *still*,
+jumps and gaps.
 
 Exactness: every value is a transcription of the numpy code, operation for operation and in
 the same order (numba compiles without fastmath, so no contraction into FMA and no
@@ -19,9 +18,25 @@ numpy idioms are spelled out: ``np.maximum(a, b)`` is ``a if a >= b or a != a el
 on the strictly increasing fix times is a pointer that only moves forward.  The one
 transcendental call, the cosine of the first fix's latitude, is made by the caller with
 ``np.cos`` (the very call :func:`schedule.motion.local_xy` makes) and passed in, as are the
-metres per degree.  tests/test_motion_kernel.py holds the two paths to equal arrays on
-generated tracks (standing, driving, unknown speeds, gaps, teleports, outlier bursts, frozen
-runs, duplicate positions, 0-2 fixes) and on windows of the simulated day.
+metres per degree.
+
+The burst rule's Python is held to the same standard, with two more spellings.  Its
+``math.hypot`` is *CPython's* (``Modules/mathmodule.c``'s ``vector_norm``: scaling, Dekker
+splitting, compensated sums, a corrected square root), not libm's, and the two differ in the
+last bit now and then; :func:`py_hypot` is a transcription of CPython 3.11's, branch for
+branch (tests/test_motion_kernel.py compares it with ``math.hypot`` on random and adversarial
+pairs; CPython 3.12 changed its tiny-value branch, and that test is where a new interpreter
+would show).  Its ``max``/``min`` of two floats keep the first argument unless the other
+compares greater/less, and its median is ``sorted(...)[len // 2]``: an insertion sort of the
+same values picks the same one (ties are equal floats; only the sign of a zero could differ,
+and a median zero is only ever subtracted from a position and squared).  A NaN position would
+make Python's sort order arbitrary; positions from :func:`schedule.motion.local_xy` of decoded
+fixes are never NaN.
+
+tests/test_motion_kernel.py holds the two paths to equal arrays on generated tracks (standing,
+driving, unknown speeds, gaps, teleports, outlier bursts, frozen runs, duplicate positions, 0-2
+fixes) and on windows of the simulated day, and the compiled burst rule to the Python one (the
+same ``keep`` mask and count).
 
 Compiled with ``cache=True``: the first process after an install or an edit pays the compile
 (:func:`warm_up` does it at start); later ones load the machine code from numba's cache.
@@ -134,6 +149,256 @@ def frame(
     return raw, bad, n_bad
 
 
+_T27 = 134217729.0  # 2**27 + 1: Veltkamp-Dekker splitting, as CPython's vector_norm
+
+
+@njit(cache=True, nogil=True)
+def py_hypot(a: float, b: float) -> float:
+    """CPython 3.11's ``math.hypot(a, b)``, to the bit (``math_hypot`` and ``vector_norm`` of
+    ``Modules/mathmodule.c`` for two coordinates, operation for operation).
+
+    Not libm's ``hypot`` (numba's ``math.hypot``, numpy's ``np.hypot``): CPython computes the
+    sum of squares in compensated double-double arithmetic and corrects the square root, and
+    the two answers differ in the last bit now and then.  The burst rule's Python compares
+    such distances with thresholds and with each other, so the kernel must use the same ones.
+    """
+    x = abs(a)
+    y = abs(b)
+    mx = 0.0
+    if x > mx:
+        mx = x
+    if y > mx:
+        mx = y
+    if math.isinf(mx):
+        return mx
+    if x != x or y != y:
+        return math.nan
+    if mx == 0.0:
+        return mx
+    max_e = math.frexp(mx)[1]
+    if max_e < -1023:
+        # ldexp(1.0, -max_e) would overflow: 3.11 divides by the largest instead (3.12 scales
+        # by DBL_MIN and recurses; the tests pin the interpreter's answer)
+        csum = 1.0
+        frac1 = 0.0
+        q = x / mx
+        q = q * q
+        old = csum
+        csum += q
+        frac1 += (old - csum) + q
+        q = y / mx
+        q = q * q
+        old = csum
+        csum += q
+        frac1 += (old - csum) + q
+        return mx * math.sqrt(csum - 1.0 + frac1)
+    scale = math.ldexp(1.0, -max_e)
+    csum = 1.0
+    frac1 = 0.0
+    frac2 = 0.0
+    frac3 = 0.0
+    for c in (x, y):
+        q = c * scale  # lossless scaling
+        t = q * _T27
+        hi = t - (t - q)  # lossless splitting
+        lo = q - hi
+        q = hi * hi  # lossless squaring
+        old = csum
+        csum += q
+        frac1 += (old - csum) + q
+        q = 2.0 * hi * lo
+        old = csum
+        csum += q
+        frac2 += (old - csum) + q
+        frac3 += lo * lo
+    h = math.sqrt(csum - 1.0 + (frac1 + frac2 + frac3))
+    t = h * _T27
+    hi = t - (t - h)
+    lo = h - hi
+    q = -hi * hi
+    old = csum
+    csum += q
+    frac1 += (old - csum) + q
+    q = -2.0 * hi * lo
+    old = csum
+    csum += q
+    frac2 += (old - csum) + q
+    q = -lo * lo
+    old = csum
+    csum += q
+    frac3 += (old - csum) + q
+    q = csum - 1.0 + (frac1 + frac2 + frac3)
+    return (h + q / (2.0 * h)) / scale  # differential correction
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _back(t: Any, x: Any, y: Any, v: Any, a: int, b: int, slack: float) -> bool:
+    """``schedule.motion._Window.back``: fix b is back where fix a was."""
+    span = t[b] - t[a]
+    if span < 1e-3:  # max(span, 1e-3): 1e-3 only when it compares greater
+        span = 1e-3
+    va = v[a]
+    vb = v[b]
+    if vb != vb:
+        vm = va
+    elif va != va:
+        vm = vb
+    else:
+        vm = vb if vb > va else va  # max(va, vb)
+    lim = slack + (0.0 if vm != vm else 1.5 * vm / 3.6 * span)
+    return py_hypot(x[b] - x[a], y[b] - y[a]) <= lim
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _score(
+    x: Any,
+    y: Any,
+    keep: Any,
+    first: int,
+    stop: int,
+    only_kept: bool,
+    a: int,
+    b: int,
+    mx: float,
+    my: float,
+) -> float:
+    """``schedule.motion._Window.score`` of the burst ``first..stop-1`` (its kept fixes only
+    when ``only_kept``) between fixes a and b."""
+    ax = x[a]
+    ay = y[a]
+    ex = x[b] - ax
+    ey = y[b] - ay
+    ll = ex * ex + ey * ey
+    out = math.inf
+    for d in range(first, stop):
+        if only_kept and not keep[d]:
+            continue
+        dx = x[d]
+        dy = y[d]
+        px = dx - ax
+        py = dy - ay
+        if ll == 0.0:
+            u = 0.0
+        else:
+            u = (px * ex + py * ey) / ll
+            if u < 0.0:  # max(u, 0.0)
+                u = 0.0
+            if u > 1.0:  # min(u, 1.0)
+                u = 1.0
+        off = py_hypot(px - u * ex, py - u * ey)
+        if off < out:  # min(out, off, ...): the first of equals stays
+            out = off
+        near = py_hypot(dx - mx, dy - my)
+        if near < out:
+            out = near
+    return out
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _insert(buf: Any, m: int, value: float) -> None:
+    """Insert ``value`` into the sorted ``buf[:m]`` after its equals (a stable insertion sort:
+    the order Python's stable ``sorted`` gives the same sequence, zeros' signs included)."""
+    j = m
+    while j > 0 and value < buf[j - 1]:
+        buf[j] = buf[j - 1]
+        j -= 1
+    buf[j] = value
+
+
+#: Kinds of a burst-rule reading: a forward one drops fixes i..j-1, a backward one the kept
+#: fixes between k and i.
+_NONE, _FORWARD, _BACKWARD = 0, 1, 2
+
+
+@njit(cache=True, nogil=True)
+def drop_outlier_bursts(
+    raw: Any,
+    bad: Any,
+    keep: Any,
+    burst_fixes: int,
+    slack: float,
+    max_speed: float,
+    check: float,
+) -> int:
+    """:func:`schedule.motion._drop_outlier_bursts` (the specification, which says why) on
+    :func:`frame`'s ``raw`` rows: clears ``keep`` for multipath bursts, returns how many fixes
+    it dropped.  The readings are not listed: the best valid one so far (highest score, then
+    fewest fixes, then the first) and the first forward one are all the rule needs."""
+    n = raw.shape[1]
+    t = raw[RAW_T]
+    x = raw[RAW_X]
+    y = raw[RAW_Y]
+    v = raw[RAW_V]
+    sx = np.empty(n, dtype=np.float64)  # the window's kept positions, sorted (the median)
+    sy = np.empty(n, dtype=np.float64)
+    half = slack / 2
+    dropped = 0
+    for i in range(1, n):
+        if not bad[i] or not keep[i]:
+            continue
+        base = i - 1
+        while base >= 0 and not keep[base]:
+            base -= 1
+        if base < 0:
+            continue
+        # _jumped(base, i): np.hypot is libm's hypot, as math.hypot is here
+        d = math.hypot(x[i] - x[base], y[i] - y[base])
+        if not _implausible(t[i] - t[base], d, v[base], v[i], slack, max_speed, check):
+            continue  # fine from the last kept fix: the jump was only from a dropped outlier
+        lo = max(0, min(base, i - burst_fixes - 1) - 1)
+        hi = min(n, i + burst_fixes + 1)
+        m = 0
+        for j in range(lo, hi):
+            if keep[j]:
+                _insert(sx, m, x[j])
+                _insert(sy, m, y[j])
+                m += 1
+        mx = sx[m // 2]  # base is kept and in the window: m >= 1
+        my = sy[m // 2]
+        best = _NONE
+        best_score = 0.0
+        best_count = 0
+        best_at = -1
+        first_forward = -1
+        for j in range(i + 1, hi):  # forward readings: i..j-1 were the burst
+            if _back(t, x, y, v, base, j, slack):
+                if first_forward < 0:
+                    first_forward = j
+                s = _score(x, y, keep, i, j, False, base, j, mx, my)
+                count = j - i
+                # min over (-score, count): a later reading wins only when strictly less
+                if s > half and (
+                    best == _NONE or -s < -best_score or (-s == -best_score and count < best_count)
+                ):
+                    best, best_score, best_count, best_at = _FORWARD, s, count, j
+        for k in range(base - 1, max(i - burst_fixes - 2, -1), -1):  # backward readings
+            if keep[k] and _back(t, x, y, v, k, i, slack):
+                count = 0
+                for dd in range(k + 1, i):
+                    if keep[dd]:
+                        count += 1
+                if count == 0:
+                    continue
+                s = _score(x, y, keep, k + 1, i, True, k, i, mx, my)
+                if s > half and (
+                    best == _NONE or -s < -best_score or (-s == -best_score and count < best_count)
+                ):
+                    best, best_score, best_count, best_at = _BACKWARD, s, count, k
+        if best == _NONE and first_forward >= 0:
+            # no clear outlier: the first forward reading (white noise stepping out and back)
+            best, best_at = _FORWARD, first_forward
+        if best == _FORWARD:
+            for dd in range(i, best_at):
+                keep[dd] = False
+            dropped += best_at - i
+        elif best == _BACKWARD:
+            for dd in range(best_at + 1, i):
+                if keep[dd]:
+                    keep[dd] = False
+                    dropped += 1
+    return dropped
+
+
 @njit(cache=True, nogil=True)
 def features(
     raw: Any,
@@ -244,13 +509,14 @@ def features(
 
 
 @njit(cache=True, nogil=True)
-def motion_plain(
+def motion_features(
     t_us: Any,
     lon: Any,
     lat: Any,
     speed: Any,
     m_per_deg: float,
     cos_lat0: float,
+    burst_fixes: int,
     slack: float,
     max_speed: float,
     check: float,
@@ -260,20 +526,19 @@ def motion_plain(
     crawl_speed: float,
     max_gap: float,
     rejoin: float,
-) -> tuple[int, Any, Any, Any]:
-    """(number of raw jumps, kept, cols, flags): the whole of ``motion`` for a track without a
-    raw jump (then nothing is dropped).  With a raw jump, ``kept`` is empty and the other two
-    are :func:`frame`'s ``raw`` and ``bad`` (as a one-row array, so that the types agree): the
-    caller runs the burst rule and :func:`features` on them."""
+) -> tuple[Any, Any, Any, int, int]:
+    """(kept, cols, flags, dropped_outliers, dropped_frozen): the whole of ``motion``.  A
+    track without a raw jump skips the burst and frozen-run rules (neither can act)."""
     raw, bad, n_bad = frame(t_us, lon, lat, speed, m_per_deg, cos_lat0, slack, max_speed, check)
-    if n_bad:
-        return n_bad, np.empty(0, dtype=np.intp), raw, bad.reshape((1, bad.shape[0]))
     keep = np.ones(raw.shape[1], dtype=np.bool_)
-    kept, cols, flags, _ = features(
-        raw, bad, keep, False, slack, max_speed, check, window,
+    dropped_outliers = 0
+    if n_bad:
+        dropped_outliers = drop_outlier_bursts(raw, bad, keep, burst_fixes, slack, max_speed, check)
+    kept, cols, flags, dropped_frozen = features(
+        raw, bad, keep, n_bad > 0, slack, max_speed, check, window,
         stop_speed, stop_radius, crawl_speed, max_gap, rejoin,
     )  # fmt: skip
-    return 0, kept, cols, flags
+    return kept, cols, flags, dropped_outliers, dropped_frozen
 
 
 def warm_up() -> None:

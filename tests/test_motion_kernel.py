@@ -13,19 +13,23 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given, note
+from hypothesis import given, note, settings
 from hypothesis import strategies as st
+from numba import njit
 
 from ingest.nmea import Decoder
 from schedule import motion_kernel
 from schedule.motion import (
     _DEG,
     _EARTH_R_M,
+    BURST_FIXES,
     Motion,
     Track,
+    _drop_outlier_bursts,
     motion,
     motion_reference,
 )
@@ -202,6 +206,172 @@ def test_other_dtypes_take_the_reference() -> None:
     full = build_track([("drive", 20, 100.0, 1.0), ("burst", 2, 90.0, 1.0)], "holes", 3)
     odd = Track(full.t_us, full.lon.astype(np.float32), full.lat, full.speed_kmh, full.hdop)
     assert_same(motion(odd, DetectionParams()), motion_reference(odd, DetectionParams()))
+
+
+# --- the outlier-burst rule: compiled against its Python specification ----------------------
+
+#: Tracks for the burst rule: mostly what it acts on (multipath bursts, frozen runs, real jumps)
+#: between standing jitter and driving.
+BURSTY_SEGMENT = st.tuples(
+    st.sampled_from(["burst", "burst", "stand", "stand", "teleport", "frozen", "drive", "gap"]),
+    st.integers(1, 12),
+    st.floats(0.0, 400.0, allow_nan=False),
+    STEP_S,
+)
+
+
+def burst_rule_both_ways(
+    track: Track, p: DetectionParams, extra_bad: list[int]
+) -> tuple[tuple[bytes, int], tuple[bytes, int], int]:
+    """(Python keep and count, compiled keep and count, raw jumps) on the kernel's own frame,
+    the raw jump flags plus ``extra_bad`` (the rule must agree on any candidate set: it
+    re-checks each one from the last kept fix)."""
+    cos_lat0 = np.cos(float(track.lat[0]) * _DEG)
+    raw, bad, n_bad = motion_kernel.frame(
+        track.t_us,
+        track.lon,
+        track.lat,
+        track.speed_kmh,
+        M_PER_DEG,
+        cos_lat0,
+        p.teleport_slack_m,
+        p.max_speed_kmh,
+        p.teleport_check_s,
+    )
+    bad[extra_bad] = True
+    t_s, x, y, v0 = (raw[r].copy() for r in (motion_kernel.RAW_T, motion_kernel.RAW_X,
+                                             motion_kernel.RAW_Y, motion_kernel.RAW_V))  # fmt: skip
+    keep_py = np.ones(len(track), dtype=bool)
+    n_py = _drop_outlier_bursts(t_s, x, y, v0, p, bad.copy(), keep_py)
+    keep_nb = np.ones(len(track), dtype=bool)
+    n_nb = motion_kernel.drop_outlier_bursts(
+        raw, bad, keep_nb, BURST_FIXES, p.teleport_slack_m, p.max_speed_kmh, p.teleport_check_s
+    )
+    return (keep_py.tobytes(), n_py), (keep_nb.tobytes(), n_nb), n_bad
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(BURSTY_SEGMENT, min_size=1, max_size=14),
+    SPEED_MODES,
+    st.integers(0, 2**32 - 1),
+    params(),
+    st.data(),
+)
+def test_compiled_burst_rule_is_the_python_one(
+    segments: list[tuple[str, int, float, float]],
+    speed_mode: str,
+    seed: int,
+    p: DetectionParams,
+    data: st.DataObject,
+) -> None:
+    """The same ``keep`` mask and the same count, fix for fix (motion() no longer runs the
+    Python rule, so this is where the two are compared directly)."""
+    track = build_track(segments, speed_mode, seed)
+    extra = data.draw(st.lists(st.integers(0, len(track) - 1), max_size=4))
+    want, got, n_bad = burst_rule_both_ways(track, p, extra)
+    note(f"n={len(track)} raw jumps={n_bad} dropped={want[1]}")
+    assert got[1] == want[1]
+    assert got[0] == want[0]
+
+
+def test_the_burst_tracks_reach_every_reading() -> None:
+    """The burst generator is not vacuous: the rule drops fixes on its tracks, keeps some raw
+    jumps (real ones), and drops more than the first forward reading would (the scores
+    decide), so the property above compares every branch."""
+    p = DetectionParams()
+    rng = np.random.default_rng(11)
+    dropped = kept_jumps = 0
+    for seed in range(200):
+        kinds = rng.choice(["burst", "burst", "stand", "stand", "teleport", "frozen"], size=10)
+        segs = [(str(k), int(rng.integers(1, 12)), float(rng.uniform(0, 400)), 1.0) for k in kinds]
+        track = build_track(segs, "reported" if seed % 2 else "none", seed)
+        want, got, n_bad = burst_rule_both_ways(track, p, [])
+        assert got == want
+        dropped += want[1]
+        kept_jumps += n_bad > 0 and want[1] == 0
+    assert dropped > 100, dropped
+    assert kept_jumps > 0
+
+
+def test_the_burst_rule_measures_with_cpythons_hypot() -> None:
+    """Where libm's hypot and CPython's differ in the last bit, the rule follows CPython's:
+    fix 2 lies at exactly the slack from fix 0 by ``math.hypot`` (so it is back, and the
+    outlier between them goes) but just beyond it by libm's.  Random tracks almost never put
+    a distance on a threshold to the bit; this puts one there."""
+    rng = np.random.default_rng(5)
+    for dx, dy in rng.uniform(1, 5, (20_000, 2)).tolist():
+        if float(np.hypot(dx, dy)) > math.hypot(dx, dy):
+            break
+    else:
+        pytest.fail("no pair where libm's hypot rounds above CPython's")
+    slack = math.hypot(dx, dy)
+    p = DetectionParams(teleport_slack_m=slack)
+    xs = [0.0, 200.0, dx, 900.0, 1800.0, 2700.0, 3600.0]
+    ys = [0.0, 0.0, dy, 0.0, 0.0, 0.0, 0.0]
+    n = len(xs)
+    raw = np.empty((5, n))
+    raw[motion_kernel.RAW_T] = np.arange(n, dtype=np.float64)
+    raw[motion_kernel.RAW_X] = xs
+    raw[motion_kernel.RAW_Y] = ys
+    raw[motion_kernel.RAW_V] = np.nan  # no speed: the slack alone
+    raw[motion_kernel.RAW_D] = np.nan  # (unused by the rule)
+    bad = np.zeros(n, dtype=bool)
+    bad[1] = True
+    keep_py = np.ones(n, dtype=bool)
+    n_py = _drop_outlier_bursts(*(raw[r].copy() for r in range(4)), p, bad, keep_py)
+    keep_nb = np.ones(n, dtype=bool)
+    n_nb = motion_kernel.drop_outlier_bursts(
+        raw, bad, keep_nb, BURST_FIXES, slack, p.max_speed_kmh, p.teleport_check_s
+    )
+    assert n_py == 1
+    assert keep_py.tolist() == [True, False, True, True, True, True, True]
+    assert (n_nb, keep_nb.tolist()) == (n_py, keep_py.tolist())
+
+
+@njit(cache=False)
+def _py_hypot_all(a: Any, b: Any) -> Any:
+    out = np.empty(a.shape[0])
+    for i in range(a.shape[0]):
+        out[i] = motion_kernel.py_hypot(a[i], b[i])
+    return out
+
+
+def test_compiled_hypot_is_cpythons_not_libms() -> None:
+    """py_hypot equals math.hypot bit for bit on pairs of every scale (metres, random bit
+    patterns, one leg a billionth of the other, subnormals), where libm's hypot (np.hypot)
+    differs from math.hypot on some of them (else this would prove nothing)."""
+    rng = np.random.default_rng(3)
+    n = 100_000
+    a = np.concatenate(
+        [
+            rng.uniform(-500, 500, n),
+            rng.integers(0, 2**64, n, dtype=np.uint64).view(np.float64),
+            rng.uniform(-100, 100, n),
+            rng.uniform(-1, 1, n) * 10.0 ** rng.uniform(-320, -300, n),
+        ]
+    )
+    b = np.concatenate(
+        [
+            rng.uniform(-500, 500, n),
+            rng.integers(0, 2**64, n, dtype=np.uint64).view(np.float64),
+            a[2 * n : 3 * n] * rng.uniform(-1e-9, 1e-9, n),
+            rng.uniform(-1, 1, n) * 10.0 ** rng.uniform(-320, -300, n),
+        ]
+    )
+    want = np.array([math.hypot(u, w) for u, w in zip(a.tolist(), b.tolist(), strict=True)])
+    got = _py_hypot_all(a, b)
+    assert got.tobytes() == want.tobytes()  # NaN: CPython's and the kernel's are both math.nan
+    with np.errstate(invalid="ignore"):
+        assert (np.hypot(a, b) != want).sum() > 0
+
+
+@given(st.floats(width=64), st.floats(width=64))
+def test_compiled_hypot_is_cpythons_on_any_pair(a: float, b: float) -> None:
+    got, want = motion_kernel.py_hypot(a, b), math.hypot(a, b)
+    assert math.isnan(got) == math.isnan(want)
+    if not math.isnan(want):
+        assert np.float64(got).tobytes() == np.float64(want).tobytes()
 
 
 # --- windows of a simulated day, through the production decoder ------------------------------
