@@ -152,6 +152,39 @@ def select(
     paired: BoolA,
     now_us: int | None,
 ) -> tuple[BoolA, BoolA]:
+    """:func:`select_reference`, compiled (:func:`schedule.parked_kernel.select_driving`): one
+    pass over the batch instead of ~30 numpy calls on all its fixes (~0.05 CPU-s of the
+    simulated day at 2,000-fix batches)."""
+    g_n = len(tails)
+    fast = np.zeros(g_n, dtype=bool)
+    cand = np.zeros(g_n, dtype=bool)
+    if g_n == 0:
+        return fast, cand
+    nul = (0, 0.0, 0.0, np.nan)
+    rows = [tl[:4] if tl is not None and tl.clean >= LEAD_STEPS else nul for tl in tails]
+    have = np.fromiter((r is not nul for r in rows), bool, g_n)
+    tail_t = np.fromiter((r[0] for r in rows), np.int64, g_n)
+    tail_f = np.array([r[1:] for r in rows], dtype=np.float64)
+    parked_kernel.select_driving(
+        bounds.astype(np.int64), t, lon, lat, speed, paired, have, tail_t, tail_f,
+        round(min(p.max_gap_s, p.teleport_check_s) * 1e6) - 1000, p.teleport_slack_m,
+        p.max_speed_kmh, max(p.crawl_speed_kmh, p.stop_speed_kmh), now_us is not None,
+        now_us or 0, p.max_gap_s, fast, cand,
+    )  # fmt: skip
+    return fast, cand
+
+
+def select_reference(
+    p: DetectionParams,
+    tails: list[Tail | None],
+    bounds: IntpA,
+    t: I64,
+    lon: F64,
+    lat: F64,
+    speed: F64,
+    paired: BoolA,
+    now_us: int | None,
+) -> tuple[BoolA, BoolA]:
     """Which vehicle groups of a batch sorted by vehicle (group g is ``bounds[g]:bounds[g+1]``,
     by fix time: :meth:`FleetTracker.feed` sorts each unit's fixes) take the fast path;
     ``tails[g]`` is the group's current tail or None, ``paired`` marks fixes with any fence
@@ -442,5 +475,6 @@ __all__ = [
     "select",
     "select_parked",
     "select_parked_reference",
+    "select_reference",
     "tail_of",
 ]

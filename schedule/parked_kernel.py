@@ -182,6 +182,101 @@ def select(
         cand[g] = cd
 
 
+@njit(cache=True)
+def select_driving(
+    bounds: I64,
+    t: I64,
+    lon: F64,
+    lat: F64,
+    speed: F64,
+    paired: BoolA,
+    have: BoolA,
+    tail_t: I64,
+    tail_f: F64,
+    lim_us: int,
+    slack_m: float,
+    vmax_kmh: float,
+    move_kmh: float,
+    has_now: bool,
+    now_us: int,
+    max_gap_s: float,
+    fast: BoolA,
+    cand: BoolA,
+) -> None:
+    """:func:`schedule.fastpath.select` (the driving fast path) in one pass over the batch.
+
+    Group g's previous fix is its tail: time ``tail_t[g]``, ``tail_f[g]`` = (lon, lat,
+    speed); ``have[g]`` False (no tail with enough clean steps): not fast, and a candidate
+    by its own fixes.  A fix is fine when its step from the previous fix is clean, it is
+    reported at ``move_kmh`` or more, it has no pair, and (the group's newest, with a
+    clock) the clock is no more than ``max_gap_s`` past it.  Writes ``fast`` and ``cand``."""
+    for g in range(len(bounds) - 1):
+        a = bounds[g]
+        b = bounds[g + 1]
+        ok = True
+        for i in range(a, b):
+            if not speed[i] >= move_kmh or paired[i]:
+                ok = False
+                break
+            if i > a:
+                step = _clean_step(
+                    t[i - 1], lon[i - 1], lat[i - 1], speed[i - 1], t[i], lon[i], lat[i],
+                    speed[i], lim_us, slack_m, vmax_kmh,
+                )  # fmt: skip
+                if not step:
+                    ok = False
+                    break
+        if ok and has_now and not (now_us - t[b - 1]) <= max_gap_s * 1e6:
+            ok = False
+        first = ok and _clean_step(
+            tail_t[g], tail_f[g, 0], tail_f[g, 1], tail_f[g, 2], t[a], lon[a], lat[a],
+            speed[a], lim_us, slack_m, vmax_kmh,
+        )  # fmt: skip
+        fast[g] = have[g] and first
+        cand[g] = first if have[g] else ok
+
+
+@njit(cache=True)
+def unit_codes(rows: npt.NDArray[np.uint32], table: npt.NDArray[np.uint32], out: I64) -> int:
+    """Each row's index in ``table`` (rows of one width, sorted ascending as tuples), or -1;
+    returns how many rows are not in it.
+
+    The rows are unit ids of a fixed-width numpy string column viewed as code points
+    (:meth:`schedule.tracker.FleetTracker.feed`): tuples compare as numpy compares the
+    strings, so the index is the unit's rank in the table's sorted order."""
+    n, w = rows.shape
+    m = table.shape[0]
+    missing = 0
+    for i in range(n):
+        lo = 0
+        hi = m
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            less = False
+            for j in range(w):
+                x = table[mid, j]
+                y = rows[i, j]
+                if x != y:
+                    less = x < y
+                    break
+            if less:
+                lo = mid + 1
+            else:
+                hi = mid
+        found = lo < m
+        if found:
+            for j in range(w):
+                if table[lo, j] != rows[i, j]:
+                    found = False
+                    break
+        if found:
+            out[i] = lo
+        else:
+            out[i] = -1
+            missing += 1
+    return missing
+
+
 def warm_up() -> None:
     """Compile the kernels now (or load them from numba's cache)."""
     t = np.arange(12, dtype=np.int64) * 1_000_000
@@ -196,6 +291,13 @@ def warm_up() -> None:
         59_999_000, 40.0, 250.0, 3.0, 99.0, False, 0, 300.0,
         np.zeros(2, dtype=np.bool_), np.zeros(2, dtype=np.bool_),
     )  # fmt: skip
+    select_driving(
+        bounds, t, z, z, z, np.zeros(12, dtype=np.bool_), np.ones(2, dtype=np.bool_),
+        t[:2], np.zeros((2, 3)), 59_999_000, 40.0, 250.0, 3.0, False, 0, 300.0,
+        np.zeros(2, dtype=np.bool_), np.zeros(2, dtype=np.bool_),
+    )  # fmt: skip
+    units = np.array(["u1", "u2"]).view(np.uint32).reshape(2, -1)
+    unit_codes(units, units, np.empty(2, dtype=np.int64))
 
 
-__all__ = ["clean_from", "select", "warm_up", "window"]
+__all__ = ["clean_from", "select", "select_driving", "unit_codes", "warm_up", "window"]

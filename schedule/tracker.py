@@ -192,6 +192,12 @@ def _cut_head(
     return group, out
 
 
+#: FleetTracker._by_unit's table: the ids (sorted, distinct), their code points, as a list
+_UnitTable = tuple[npt.NDArray[np.str_], npt.NDArray[np.uint32], list[str]]
+#: ...kept up to this many ids (then started afresh from the batch's)
+_MAX_UNITS = 1 << 16
+
+
 def _empty_pairs() -> tuple[I64, npt.NDArray[np.int32]]:
     return np.empty(0, np.int64), np.empty(0, np.int32)
 
@@ -2278,6 +2284,8 @@ class FleetTracker:
         self._site_code: dict[str, int] = {}
         self.site_ids: tuple[str, ...] = ()
         self._index_codes: I64 = np.empty(0, np.int64)  # current position -> code
+        #: string width -> the unit ids seen in batches of that width: see _by_unit
+        self._unit_tables: dict[int, _UnitTable] = {}
         self.use_sites(site_ids)
 
     def use_sites(self, site_ids: Sequence[str]) -> list[DetectionEvent]:
@@ -2322,6 +2330,54 @@ class FleetTracker:
             out.append(tr if tr is not None else self._tracker(u))
         return out
 
+    def _by_unit(self, unit_id: npt.NDArray[np.str_], t_us: I64) -> tuple[I64, I64, list[str]]:
+        """The batch's order by unit id, then fix time (then arrival), the unit groups'
+        bounds in it, and each group's unit id.
+
+        Why not ``np.argsort`` of the ids: sorting 2,000 strings costs ~140 µs a batch (~0.09
+        CPU-s of the simulated day at 2,000-fix batches).  Each id is looked up instead (a
+        compiled binary search on its code points) in a sorted table of the ids seen so far,
+        and the ranks sort as small integers.  The order is the same: ranks order as numpy
+        orders the strings, equal ids have equal ranks, and both sorts are stable."""
+        n = len(unit_id)
+        by_t = np.argsort(t_us, kind="stable")
+        w = unit_id.dtype.itemsize // 4
+        if unit_id.dtype != np.dtype(f"U{max(w, 1)}") or w == 0:  # (e.g. big-endian)
+            order = by_t[np.argsort(unit_id[by_t], kind="stable")]
+            units = unit_id[order]
+            bounds = nonzero_1d(np.concatenate(([True], units[1:] != units[:-1], [True])))
+            return order, bounds, units[bounds[:-1]].tolist()
+        rows = np.ascontiguousarray(unit_id).view(np.uint32).reshape(n, w)
+        codes = np.empty(n, dtype=np.int64)
+        tab = self._unit_tables.get(w)
+        if tab is None or parked_kernel.unit_codes(rows, tab[1], codes):
+            tab = self._unit_table(w, unit_id, tab)
+            parked_kernel.unit_codes(rows, tab[1], codes)  # (every id is in it now)
+        ranks = codes[by_t]
+        # (16-bit keys: numpy's stable sort is a radix sort)
+        keys = ranks.astype(np.uint16) if len(tab[2]) <= 1 << 16 else ranks
+        order = by_t[np.argsort(keys, kind="stable")]
+        c = codes[order]
+        bounds = nonzero_1d(np.concatenate(([True], c[1:] != c[:-1], [True])))
+        names = tab[2]
+        return order, bounds, [names[k] for k in c[bounds[:-1]].tolist()]
+
+    def _unit_table(
+        self, w: int, unit_id: npt.NDArray[np.str_], tab: _UnitTable | None
+    ) -> _UnitTable:
+        """:meth:`_by_unit`'s table of ids of width ``w`` with this batch's added (sorted,
+        distinct; started afresh past ``_MAX_UNITS``, so churning ids cannot grow it for
+        ever)."""
+        ids = (
+            unit_id
+            if tab is None or len(tab[2]) > _MAX_UNITS
+            else np.concatenate((tab[0], unit_id))
+        )
+        ids = np.ascontiguousarray(np.unique(ids))
+        new = (ids, ids.view(np.uint32).reshape(len(ids), w), ids.tolist())
+        self._unit_tables[w] = new
+        return new
+
     def feed(
         self,
         fixes: FixBatch,
@@ -2339,10 +2395,7 @@ class FleetTracker:
         # by unit, then fix time (then arrival): a unit's fixes often arrive a second or two
         # out of order within a batch, and sorted they still only follow its newest fix
         # (feed_in_order, the fast path) instead of taking VehicleTracker.feed's sorting
-        by_t = np.argsort(fixes.t_us, kind="stable")
-        order = by_t[np.argsort(fixes.unit_id[by_t], kind="stable")]
-        units = fixes.unit_id[order]
-        bounds = nonzero_1d(np.concatenate(([True], units[1:] != units[:-1], [True])))
+        order, bounds, group_units = self._by_unit(fixes.unit_id, fixes.t_us)
         rank = np.empty(n, dtype=np.int64)
         rank[order] = np.arange(n)
         in_r = rank[ins[0]]
@@ -2355,7 +2408,7 @@ class FleetTracker:
         speed = fixes.speed_kmh.astype(np.float64)
         hdop = fixes.hdop.astype(np.float64)
         starts = bounds[:-1].tolist()
-        trackers = self._trackers(units[bounds[:-1]].tolist())
+        trackers = self._trackers(group_units)
         t_o, lon_o, lat_o = fixes.t_us[order], fixes.lon[order], fixes.lat[order]
         speed_o, hdop_o = speed[order], hdop[order]
         g_n = len(trackers)

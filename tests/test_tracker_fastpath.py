@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from core.fixes import FIX_COLUMNS, FixBatch
 from schedule.events import DetectionEvent
-from schedule.fastpath import LEAD_STEPS, clean_steps, tail_of
+from schedule.fastpath import LEAD_STEPS, Tail, clean_steps, select, select_reference, tail_of
 from schedule.tracker import FleetTracker
 from tests.test_visits_properties import FENCES, PARAMS, build, leg
 from tests.test_visits_synthetic import TrackBuilder
@@ -220,3 +220,42 @@ def test_the_tail_counts_the_clean_steps_before_the_newest_fix() -> None:
     assert tail.clean == n - 1 - 4
     assert tail_of(t[:LEAD_STEPS], lon[:LEAD_STEPS], lat[:LEAD_STEPS], v[:LEAD_STEPS], PARAMS,
                    fixes_in=1, reruns=0) is None  # fmt: skip
+
+
+def _pick(data: st.DataObject, values: list[float], k: int) -> list[float]:
+    return data.draw(st.lists(st.sampled_from(values), min_size=k, max_size=k))
+
+
+@settings(max_examples=300, deadline=None)
+@given(sizes=st.lists(st.integers(1, 6), min_size=1, max_size=5), data=st.data())
+def test_the_compiled_selection_equals_the_reference(sizes: list[int], data: st.DataObject) -> None:
+    """select (compiled) and select_reference (numpy) on random batches: speeds around the
+    moving threshold and NaN, steps around the slack, the speed limit and the gap limit,
+    pairs, tails with too few clean steps or none, a clock around max_gap_s."""
+    t0 = 1_700_000_000_000_000
+    bounds = np.concatenate(([0], np.cumsum(sizes))).astype(np.intp)
+    n = int(bounds[-1])
+    tails: list[Tail | None] = []
+    ts, ys, vs = [], [], []
+    for k in sizes:
+        start = t0 + data.draw(st.integers(0, 10**9))
+        kind = data.draw(st.sampled_from(["none", "short", "tail"]))
+        v0 = data.draw(st.sampled_from([2.9, 3.0, 40.0, np.nan]))
+        clean = LEAD_STEPS - 1 if kind == "short" else LEAD_STEPS
+        tails.append(None if kind == "none" else Tail(start, 0.0, 0.0, v0, clean, 0, 0))
+        steps = _pick(data, [0, 500_000, 1_000_000, 59_999_000, 60_000_000], k)
+        ts.append(start + np.cumsum(steps))
+        ys.append(np.cumsum(_pick(data, [0.0, 11.0, 30.0, 80.0, 400.0], k)))
+        vs.append(_pick(data, [0.0, 2.9, 3.0, 5.0, 40.0, 300.0, np.nan], k))
+    t = np.concatenate(ts).astype(np.int64)
+    lat = np.concatenate(ys) / 111_195.0
+    lon = np.zeros(n)
+    v = np.concatenate(vs).astype(np.float64)
+    paired = np.zeros(n, dtype=bool)
+    paired[data.draw(st.lists(st.integers(0, n - 1), max_size=2))] = True
+    now = data.draw(st.one_of(st.none(), st.integers(t0, t0 + 2 * 10**9)))
+    args = (PARAMS, tails, bounds, t, lon, lat, v, paired, now)
+    f1, c1 = select(*args)
+    f2, c2 = select_reference(*args)
+    assert f1.tolist() == f2.tolist()
+    assert c1.tolist() == c2.tolist()

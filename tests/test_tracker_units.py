@@ -9,9 +9,11 @@ same ``unknown_units`` as calling ``_tracker`` for each unit.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import schedule.tracker as tracker_module
 from schedule.tracker import FleetTracker
 from tests.test_tracker_fastpath import batch, drive_leg, run_rounds
 from tests.test_visits_properties import FENCES, PARAMS, build, leg
@@ -111,3 +113,58 @@ def test_a_later_unit_carrying_earlier_fixes_is_not_appended_behind_them() -> No
         assert fleet.statistics().fixes_in == n
     assert out[0] == out[1]
     assert any(out[0]), "the track parks at a site: something must be reported"
+
+
+# -- the batch's order by unit (FleetTracker._by_unit) ------------------------------------
+
+_unit_id = st.text(alphabet=st.sampled_from("uU0129é\u4e2d\U0001f69a_-"), min_size=0, max_size=6)
+
+
+def _by_unit_reference(
+    unit_id: np.ndarray, t_us: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """What FleetTracker.feed did before the unit table: argsort the strings."""
+    by_t = np.argsort(t_us, kind="stable")
+    order = by_t[np.argsort(unit_id[by_t], kind="stable")]
+    units = unit_id[order]
+    bounds = np.flatnonzero(np.concatenate(([True], units[1:] != units[:-1], [True])))
+    return order, bounds, units[bounds[:-1]].tolist()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    batches=st.lists(
+        st.lists(st.tuples(_unit_id, st.integers(0, 5)), min_size=1, max_size=40),
+        min_size=1,
+        max_size=6,
+    ),
+    big_endian=st.booleans(),
+)
+def test_the_order_by_unit_equals_sorting_the_unit_id_strings(
+    batches: list[list[tuple[str, int]]], big_endian: bool
+) -> None:
+    """Units new in a later batch, ids that are prefixes of others, any code points, widths
+    changing between batches, equal fix times: the order (stable), the groups and their ids
+    equal an argsort of the strings."""
+    fleet = FleetTracker(["a"])
+    for rows in batches:
+        unit_id = np.array([u for u, _ in rows])
+        if big_endian:
+            unit_id = unit_id.astype(unit_id.dtype.newbyteorder(">"))
+        t_us = np.array([t for _, t in rows], dtype=np.int64)
+        order, bounds, units = fleet._by_unit(unit_id, t_us)
+        want = _by_unit_reference(unit_id, t_us)
+        np.testing.assert_array_equal(order, want[0])
+        np.testing.assert_array_equal(bounds, want[1])
+        assert units == want[2]
+
+
+def test_the_unit_table_starts_afresh_past_its_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tracker_module, "_MAX_UNITS", 3)
+    fleet = FleetTracker(["a"])
+    t = np.zeros(2, dtype=np.int64)
+    for pair in (["u1", "u2"], ["u3", "u4"], ["u5", "u1"], ["u2", "u6"]):
+        unit_id = np.array(pair)
+        units = fleet._by_unit(unit_id, t)[2]
+        assert units == sorted(pair)
+        assert len(fleet._unit_tables[2][2]) <= 3 + 2
