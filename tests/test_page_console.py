@@ -24,6 +24,7 @@ import statistics
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -642,6 +643,75 @@ async def test_reorder_moves_a_remaining_stop_and_sends_the_new_order() -> None:
             ".dataset.stopId === id",
             order[0],
         )
+
+
+async def press(page: ConsolePage, button: Any) -> None:
+    """Move the mouse onto *button* and press (no release): the first half of a click."""
+    box = await button.bounding_box()
+    assert box is not None
+    await page.page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    await page.page.mouse.down()
+
+
+async def applied(page: ConsolePage, fake: FakeConsoleServer) -> None:
+    """Everything the server sent is applied and drawn (a frame after its redraw)."""
+    await page.wait_for("(s) => window.fleetwatch.state.lastSeq === s", fake.seq)
+    await page.wait_frame()
+
+
+async def test_a_click_is_not_lost_when_the_page_redraws_between_press_and_release() -> None:
+    """A click is a press and, a moment later, a release on the same element; a button drawn
+    anew in between is not the pressed one, and the browser clicks nothing.  What may come in
+    between: the search box's own `change` when the press takes its focus, an ETA moving on
+    another stop of the route, a new version of the alert.  (Under load, the route tests lost
+    their clicks this way: Playwright's press and release fell on both sides of a redraw.)"""
+    world = world_with_alerts()
+    async with console(world) as (fake, page):
+        await page.select_vehicle("V02")  # typed: the box says `change` again on losing focus
+        rows = page.page.locator("#route-body tbody tr")
+        await press(page, rows.nth(1).locator("button.act-down"))
+        await page.wait_frame()
+        await page.page.mouse.up()
+        first = await fake.wait_for_command(1)
+        s = [f"{DAY}/S000{i}" for i in (6, 7, 8)]
+        assert (first["type"], first["stop_ids"]) == ("reorder", [s[1], s[0], s[2]])
+        await page.wait_for(
+            "(id) => document.querySelector('#route-body tbody tr:nth-child(2)')"
+            ".dataset.stopId === id",
+            s[1],
+        )
+
+        # another stop's ETA and the route's delay change while the button is held
+        await press(page, rows.nth(2).locator("button.act-up"))
+        eta = iso(world.now + timedelta(minutes=50))
+        await fake.broadcast({"type": "stop", "stop": dict(world.stops[s[2]], eta=eta)})
+        await fake.broadcast({"type": "route", "route": dict(world.routes[f"R-{DAY}-V02"],
+                                                            behind_s=600.0)})  # fmt: skip
+        await applied(page, fake)
+        assert "10" in await text(page, "#route-head .behind")  # drawn before the release
+        await page.page.mouse.up()
+        second = await fake.wait_for_command(2)
+        assert (second["type"], second["stop_ids"]) == ("reorder", s)
+
+        # a card's button: another vehicle typed (no Enter), then acknowledge pressed
+        await page.page.locator("#vehicle-search").fill("V04")
+        await press(page, page.card(LATE).locator("button.act-ack"))
+        await page.page.locator("#route-head:has-text('V04')").wait_for()
+        await page.wait_frame()
+        await page.page.mouse.up()
+        ack = await fake.wait_for_command(3)
+        assert (ack["type"], ack["alert_id"], ack["version"]) == ("acknowledge", LATE, 1)
+
+        # the alert escalates (a new version) while its button is held: the acknowledgement
+        # names the version shown when the button is released
+        await press(page, page.card(SILENT).locator("button.act-ack"))
+        await fake.publish_alert(dict(world.alerts[SILENT], version=2, change="escalated",
+                                      escalation_level=1))  # fmt: skip
+        await applied(page, fake)
+        assert await page.card(SILENT).locator(".a-esc").count() == 1
+        await page.page.mouse.up()
+        ack = await fake.wait_for_command(4)
+        assert (ack["type"], ack["alert_id"], ack["version"]) == ("acknowledge", SILENT, 2)
 
 
 async def test_my_vehicles_only_subscribes_and_is_said_again_after_a_reconnect() -> None:

@@ -162,7 +162,12 @@ class ConsolePage:
         )
 
     async def select_vehicle(self, vehicle_id: str) -> None:
-        """Choose a vehicle in the route panel's search (as a dispatcher types its number)."""
+        """Choose a vehicle in the route panel's search (as a dispatcher types its number);
+        wait until its route panel is drawn (the head and the table are drawn in one go).
+
+        The box keeps the focus and, typed into, says ``change`` once more when the next
+        click's press takes the focus away, as a browser does after typing: the page must not
+        redraw the pressed button then (a lost click)."""
         await self.page.locator("#vehicle-search").fill(vehicle_id)
         await self.page.locator("#vehicle-search").dispatch_event("change")
         await self.page.locator(f"#route-head:has-text({json.dumps(vehicle_id)})").wait_for(

@@ -547,7 +547,7 @@ class App {
         h("button", { type: "button", class: "act act-comment", onclick: () => this.openCommentForm(a.alert_id) }, t("alerts.comment")),
       );
     }
-    p.actions.replaceChildren(...actions);
+    replaceChildrenIfChanged(p.actions, actions); // a new version (a comment, an escalation) keeps the buttons
     const f = p.form;
     f.refs.text.placeholder = t("alerts.comment_placeholder");
     f.refs.send.textContent = t("alerts.send");
@@ -597,19 +597,31 @@ class App {
   }
 
   // route panel ----------------------------------------------------------------------------
+  /** Show *vehicleId*'s route.  Choosing the vehicle already shown redraws nothing: the search
+   *  box says `change` again when it loses focus, i.e. on the press of the very button the
+   *  dispatcher is clicking, and a redraw before the release would swallow that click. */
   select(vehicleId, { pan }) {
+    if (pan) this.mapView.panToVehicle(vehicleId);
+    if (vehicleId === this.selected) return;
     if (this.trackFor && this.trackFor !== vehicleId) {
       this.mapView.hideTrack();
       this.trackFor = null;
     }
     this.selected = vehicleId;
     this.mapView.select(vehicleId);
-    if (pan) this.mapView.panToVehicle(vehicleId);
     $("vehicle-search").value = vehicleId || "";
     $("track-btn").disabled = !vehicleId;
-    for (const el of this.cards.values()) delete el.dataset.version;
-    this.dirty.alerts = true;
+    this.markSelectedCards();
     this.markDirty("route");
+  }
+
+  /** The selected vehicle's cards stand out; only a class changes, so no card's buttons are
+   *  drawn anew (a click on one would be lost). */
+  markSelectedCards() {
+    for (const [id, el] of this.cards) {
+      const a = this.state.alerts.get(id);
+      el.classList.toggle("sel", Boolean(this.selected && a && alertVehicle(a) === this.selected));
+    }
   }
 
   routeTouches(stop) {
@@ -625,21 +637,39 @@ class App {
       body.replaceChildren(h("p", { class: "empty" }, t("route.none_selected")));
       return;
     }
-    const head = h("div", { id: "route-head", class: "route-head" });
+    const head = $("route-head") || h("div", { id: "route-head", class: "route-head" });
     const route = this.state.routeFor(this.selected);
-    if (!route) {
-      body.replaceChildren(head, h("p", { class: "empty" }, t("route.no_route", { v: this.selected })));
-      this.renderRouteHead();
-      return;
+    const content = route
+      ? this.routeTable(route, body.querySelector("table.route"))
+      : h("p", { class: "empty" }, t("route.no_route", { v: this.selected }));
+    if (body.children.length !== 2 || body.children[0] !== head || body.children[1] !== content) {
+      body.replaceChildren(head, content);
     }
+    this.renderRouteHead();
+  }
+
+  /** The route's table.  The drawn table is kept, and so is each of its rows that would be
+   *  drawn the same: a `stop`/`route` message (an ETA moving) may come between the press and
+   *  the release of a dispatcher's click on a row's button, and a button drawn anew in between
+   *  is not the one pressed, so the browser clicks neither and the click is lost. */
+  routeTable(route, drawn) {
     const cols = ["n", "site", "window", "planned", "eta", "actual", "state"].map((c) => h("th", {}, t(`route.col.${c}`)));
     if (this.canAct) cols.push(h("th", {}));
+    const thead = h("thead", {}, h("tr", {}, cols));
     const rows = route.stops.map((rs, i) => this.routeRow(route, rs, i));
-    body.replaceChildren(
-      head,
-      h("table", { class: "route", dataset: { routeId: route.route_id } }, h("thead", {}, h("tr", {}, cols)), h("tbody", {}, rows)),
-    );
-    this.renderRouteHead();
+    if (!drawn || drawn.dataset.routeId !== route.route_id) {
+      return h("table", { class: "route", dataset: { routeId: route.route_id } }, thead, h("tbody", {}, rows));
+    }
+    if (drawn.tHead.outerHTML !== thead.outerHTML) drawn.tHead.replaceWith(thead);
+    const tbody = drawn.tBodies[0];
+    const old = new Map([...tbody.rows].map((tr) => [tr.dataset.stopId, tr]));
+    rows.forEach((tr, i) => {
+      const was = old.get(tr.dataset.stopId);
+      const keep = was && was.outerHTML === tr.outerHTML ? was : tr;
+      if (tbody.rows[i] !== keep) tbody.insertBefore(keep, tbody.rows[i] || null);
+    });
+    while (tbody.rows.length > rows.length) tbody.lastElementChild.remove();
+    return drawn;
   }
 
   routeRow(route, rs, i) {
@@ -664,9 +694,9 @@ class App {
       const acts = FINAL_STOP.has(state)
         ? []
         : [
-            h("button", { type: "button", class: "act act-up", title: t("route.up"), disabled: k <= 0, onclick: () => this.move(route, rs.stop_id, -1) }, "↑"),
-            h("button", { type: "button", class: "act act-down", title: t("route.down"), disabled: k < 0 || k >= remaining.length - 1, onclick: () => this.move(route, rs.stop_id, 1) }, "↓"),
-            h("button", { type: "button", class: "act act-reassign", onclick: () => this.reassignDialog(rs.stop_id, route.vehicle_id) }, t("route.reassign")),
+            h("button", { type: "button", class: "act act-up", title: t("route.up"), disabled: k <= 0, onclick: () => this.move(route.route_id, rs.stop_id, -1) }, "↑"),
+            h("button", { type: "button", class: "act act-down", title: t("route.down"), disabled: k < 0 || k >= remaining.length - 1, onclick: () => this.move(route.route_id, rs.stop_id, 1) }, "↓"),
+            h("button", { type: "button", class: "act act-reassign", onclick: () => this.reassignDialog(rs.stop_id, route.route_id) }, t("route.reassign")),
             h("button", { type: "button", class: "act act-cancel-stop", onclick: () => this.cancelDialog(rs.stop_id) }, t("route.cancel")),
           ];
       cells.push(h("td", { class: "acts" }, acts));
@@ -681,8 +711,11 @@ class App {
       .map((rs) => rs.stop_id);
   }
 
-  /** Move a stop one place earlier (-1) or later (+1) among the remaining ones. */
-  async move(route, stopId, delta) {
+  /** Move a stop one place earlier (-1) or later (+1) among the remaining ones, as the route
+   *  stands now (its row may have been drawn before the route's last change). */
+  async move(routeId, stopId, delta) {
+    const route = this.state.routes.get(routeId);
+    if (!route) return;
     const order = this.remainingStops(route);
     const i = order.indexOf(stopId);
     const j = i + delta;
@@ -710,7 +743,8 @@ class App {
     head.replaceChildren(...parts);
   }
 
-  reassignDialog(stopId, fromVehicle) {
+  reassignDialog(stopId, routeId) {
+    const fromVehicle = (this.state.routes.get(routeId) || {}).vehicle_id;
     const ids = [...this.state.vehicles.keys()].filter((id) => id !== fromVehicle).sort(naturalCompare);
     this.dialog({
       title: t("dialog.reassign.title", { stop: stopId }),
@@ -876,6 +910,14 @@ class App {
     $("toasts").append(el);
     setTimeout(() => el.remove(), 8000);
   }
+}
+
+/** Put *children* (elements) in *parent* unless the same markup is drawn there already: a
+ *  button drawn anew between the press and the release of a click on it swallows the click.
+ *  (Their handlers read the state when clicked, so the drawn ones act as the new would.) */
+function replaceChildrenIfChanged(parent, children) {
+  if (parent.innerHTML === children.map((c) => c.outerHTML).join("")) return;
+  parent.replaceChildren(...children);
 }
 
 function escapeHtml(s) {
