@@ -3,8 +3,8 @@
 Windows of 40, 600 and 3,000 fixes (an append round's, a typical re-run's, a long re-run's)
 cut from each unit's fixes of a simulated day, the same windows for both paths; CPU time
 (``time.process_time``) over all windows, median of ``--repeats`` passes, per call.  Also
-says what share of the windows has a raw jump (the compiled path's slower branch, with the
-outlier-burst rule in Python).
+says what share of the windows has a raw jump (where the compiled path also runs the
+outlier-burst rule).
 
     python benchmarks/bench_motion_kernel.py --matched /tmp/day_matched.pkl
     python benchmarks/bench_motion_kernel.py --scenario /tmp/day   # decodes the day first
@@ -59,8 +59,8 @@ def windows(tracks: list[Track], size: int, count: int, rng: np.random.Generator
 
 
 def raw_jump(w: Track) -> bool:
-    """The window has an implausible step before any is dropped (the compiled path's
-    slower branch)."""
+    """The window has an implausible step before any is dropped (the compiled path runs the
+    outlier-burst rule)."""
     p = DetectionParams()
     t_s = (w.t_us - w.t_us[0]).astype(np.float64) / 1e6
     x, y = local_xy(w.lon, w.lat)

@@ -39,6 +39,8 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
+from schedule.select_kernel import lower_middle, select_middle
+
 _S = TypeVar("_S", bound=Enum)
 _I = TypeVar("_I", bound=Enum)
 
@@ -132,9 +134,9 @@ def _median(a: Any, lo: int, hi: int, buf: Any) -> float:
     ``buf`` is scratch of at least ``hi - lo`` values, allocated once per walk.  Up to
     :data:`SHORT` values (the 10-fix anchors and heads, several per still run) are
     insertion-sorted there; longer slices (a stop's own fixes, hundreds) are partitioned
-    around the middle (Wirth's selection, O(n); a full sort costs ~50 ns a value), unless a NaN
-    is among them: there numpy's sort order (NaN last) decides, so they are sorted as numpy
-    sorts.  Equal values can only differ in the sign of a zero, which positions from
+    around the middle (:mod:`schedule.select_kernel`, O(n); a full sort costs ~50 ns a value),
+    unless a NaN is among them: there numpy's sort order (NaN last) decides, so they are sorted
+    as numpy sorts.  Equal values can only differ in the sign of a zero, which positions from
     :func:`schedule.motion.local_xy` never have (``a - a`` is +0.0).
     """
     m = hi - lo
@@ -160,36 +162,10 @@ def _median(a: Any, lo: int, hi: int, buf: Any) -> float:
                 return float(srt[k])
             return float(0.5 * (srt[k - 1] + srt[k]))
         buf[i] = v
-    k = m // 2
-    left = 0
-    right = m - 1
-    while left < right:  # Wirth: afterwards buf[:k] <= buf[k] <= buf[k + 1:]
-        pivot = buf[k]
-        i = left
-        j = right
-        while i <= j:
-            while buf[i] < pivot:
-                i += 1
-            while pivot < buf[j]:
-                j -= 1
-            if i <= j:
-                tmp = buf[i]
-                buf[i] = buf[j]
-                buf[j] = tmp
-                i += 1
-                j -= 1
-        if j < k:
-            left = i
-        if k < i:
-            right = j
-    upper = buf[k]
+    upper = select_middle(buf, m)  # afterwards buf[:m // 2] <= buf[m // 2] <= the rest
     if m % 2:
-        return float(upper)
-    lower = buf[0]
-    for i in range(1, k):
-        if buf[i] > lower:
-            lower = buf[i]
-    return float(0.5 * (lower + upper))
+        return upper
+    return float(0.5 * (lower_middle(buf, m) + upper))
 
 
 @njit(cache=True, nogil=True)

@@ -35,6 +35,7 @@ from numba import njit
 from schedule.events import ClosedBy
 from schedule.motion import Motion
 from schedule.params import DetectionParams
+from schedule.select_kernel import lower_middle, select_middle
 from schedule.visits import MotionCounts, VisitRecord, motion_counts
 
 #: Columns of the integer output table (one row per visit).
@@ -106,9 +107,9 @@ def _median_hdop(hdop: Any, first: int, last: int) -> float:
     """Median of the non-NaN HDOPs of [first, last], NaN when none (as the reference's
     ``_median`` of the filtered slice: sorted, the middle value or ``0.5 * (a + b)``).
 
-    The middle order statistics are selected (:func:`_select_middle`, O(n)) rather than
-    sorted: numba's sort cost ~20 µs of a ~40 µs re-run's visit detection.  Equal floats are
-    the same value, so the selected ones are the sorted ones, except that ``-0.0 == 0.0``:
+    The middle order statistics are selected (:mod:`schedule.select_kernel`, O(n)) rather
+    than sorted: numba's sort cost ~20 µs of a ~40 µs re-run's visit detection.  Equal floats
+    are the same value, so the selected ones are the sorted ones, except that ``-0.0 == 0.0``:
     with a zero among them the values are sorted as before (which zero lands where is the
     sort's own business)."""
     buf = np.empty(last - first + 1, dtype=np.float64)
@@ -129,43 +130,10 @@ def _median_hdop(hdop: Any, first: int, last: int) -> float:
         if k % 2:
             return float(srt[h2])
         return float(0.5 * (srt[h2 - 1] + srt[h2]))
-    upper = _select_middle(buf, k)
+    upper = select_middle(buf, k)
     if k % 2:
         return float(upper)
-    lower = buf[0]  # after the selection buf[:h2] holds the h2 smallest values
-    for i in range(1, h2):
-        if buf[i] > lower:
-            lower = buf[i]
-    return float(0.5 * (lower + upper))
-
-
-@njit(cache=True)
-def _select_middle(buf: Any, m: int) -> float:
-    """``np.sort(buf[:m])[m // 2]`` for m >= 1 values without NaN, by Wirth's selection in
-    place: afterwards ``buf[:m // 2] <= buf[m // 2] <= buf[m // 2 + 1:m]``."""
-    k = m // 2
-    left = 0
-    right = m - 1
-    while left < right:
-        pivot = buf[k]
-        i = left
-        j = right
-        while i <= j:
-            while buf[i] < pivot:
-                i += 1
-            while pivot < buf[j]:
-                j -= 1
-            if i <= j:
-                tmp = buf[i]
-                buf[i] = buf[j]
-                buf[j] = tmp
-                i += 1
-                j -= 1
-        if j < k:
-            left = i
-        if k < i:
-            right = j
-    return float(buf[k])
+    return float(0.5 * (lower_middle(buf, k) + upper))
 
 
 @njit(cache=True)

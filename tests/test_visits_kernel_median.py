@@ -1,9 +1,12 @@
-"""The visit kernel's HDOP median: selected, not sorted, and still the sorted one bit for bit.
+"""Medians selected, not sorted, and still the sorted ones bit for bit.
 
-``schedule.visits_kernel._median_hdop`` used to sort a visit's HDOPs (numba's sort was half of
-a re-run's visit detection); it now selects the middle order statistics in place.  The promise
-is the value the sort gave, to the bit: any values (repeats, infinities, NaNs skipped, zeros of
-either sign, which take the sort), any count, odd or even.
+:mod:`schedule.select_kernel` selects the middle order statistics in place (Wirth), for the
+visit kernel's HDOP median and the stop kernel's position medians: here against numpy's sort,
+on any values without NaN (its contract), odd and even counts.  Then
+``schedule.visits_kernel._median_hdop``, which used to sort a visit's HDOPs (numba's sort was
+half of a re-run's visit detection): the value the sort gave, to the bit, for any values
+(repeats, infinities, NaNs skipped, zeros of either sign, which take the sort), any count.
+(The stop kernel's medians are held to the numpy reference in tests/test_stops_kernel.py.)
 """
 
 from __future__ import annotations
@@ -16,12 +19,47 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numba import njit
 
-from schedule import visits_kernel
+from schedule import select_kernel, visits_kernel
 
 values = st.one_of(
     st.sampled_from([0.6, 0.7, 0.8, 0.9, 1.0, 1.2, 2.5, math.nan, math.inf, 0.0, -0.0]),
     st.floats(allow_nan=True, allow_infinity=True, width=64),
 )
+
+
+def same(got: float, want: float) -> bool:
+    """The same float: bit for bit, except that a zero may be either zero (the selection's
+    contract: equal values are interchangeable, and ``-0.0 == 0.0``)."""
+    return got == want if want == 0.0 else bits(got) == bits(want)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from([0.6, 1.0, 1.0, 2.5, math.inf, -math.inf, 0.0, -0.0]),
+            st.floats(allow_nan=False, width=64),
+        ),
+        min_size=1,
+        max_size=80,
+    ),
+    st.integers(0, 5),
+)
+def test_selection_is_the_sort(vals: list[float], spare: int) -> None:
+    """select_middle gives the sorted middle value and leaves the smaller ones in front (a
+    permutation of the values, the spare tail untouched); lower_middle then gives the one
+    below it."""
+    m = len(vals)
+    buf = np.array(vals + [7.0] * spare, dtype=np.float64)
+    srt = np.sort(np.array(vals, dtype=np.float64))
+    upper = select_kernel.select_middle(buf, m)
+    assert same(upper, float(srt[m // 2]))
+    assert sorted(buf[:m].tolist()) == srt.tolist()
+    assert buf[m:].tolist() == [7.0] * spare
+    assert all(v <= upper for v in buf[: m // 2].tolist())
+    assert all(v >= upper for v in buf[m // 2 + 1 : m].tolist())
+    if m % 2 == 0:
+        assert same(select_kernel.lower_middle(buf, m), float(srt[m // 2 - 1]))
 
 
 @njit(cache=False)
