@@ -133,6 +133,30 @@ def tail_of(
     n = len(t)
     if n < LEAD_STEPS + 1:
         return None
+    # (compiled: clean_steps on a few fixes is ~15 numpy calls; tail_of_reference)
+    lim_us = round(min(p.max_gap_s, p.teleport_check_s) * 1e6) - 1000
+    clean = parked_kernel.clean_tail(
+        t, lon, lat, speed, lim_us, p.teleport_slack_m, p.max_speed_kmh
+    )
+    return Tail(
+        int(t[-1]), float(lon[-1]), float(lat[-1]), float(speed[-1]), clean, fixes_in, reruns
+    )
+
+
+def tail_of_reference(
+    t: I64,
+    lon: F64,
+    lat: F64,
+    speed: F64,
+    p: DetectionParams,
+    *,
+    fixes_in: int,
+    reruns: int,
+) -> Tail | None:
+    """:func:`tail_of` in numpy (the tests' reference)."""
+    n = len(t)
+    if n < LEAD_STEPS + 1:
+        return None
     ok = clean_steps(t[:-1], lon[:-1], lat[:-1], speed[:-1], t[1:], lon[1:], lat[1:], speed[1:], p)
     bad = (~ok).nonzero()[0]
     clean = len(ok) if not len(bad) else len(ok) - 1 - int(bad[-1])
@@ -477,4 +501,5 @@ __all__ = [
     "select_parked_reference",
     "select_reference",
     "tail_of",
+    "tail_of_reference",
 ]

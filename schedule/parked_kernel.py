@@ -45,6 +45,23 @@ def clean_from(
 
 
 @njit(cache=True)
+def clean_tail(
+    t: I64, lon: F64, lat: F64, v: F64, lim_us: int, slack_m: float, vmax_kmh: float
+) -> int:
+    """How many of the steps between these fixes are clean counting back from the newest
+    (:func:`schedule.fastpath.clean_steps`, as :func:`schedule.fastpath.tail_of` counts)."""
+    c = 0
+    for i in range(len(t) - 1, 0, -1):
+        if not _clean_step(
+            t[i - 1], lon[i - 1], lat[i - 1], v[i - 1], t[i], lon[i], lat[i], v[i],
+            lim_us, slack_m, vmax_kmh,
+        ):  # fmt: skip
+            break
+        c += 1
+    return c
+
+
+@njit(cache=True)
 def window(t: I64, w_us: int, lead: int, far_us: int) -> tuple[int, int]:
     """:func:`schedule.fastpath.parked_window` (the reference): (first index, latest first
     new fix), or (-1, -1) for None."""
@@ -237,6 +254,34 @@ def select_driving(
 
 
 @njit(cache=True)
+def pairs_by_rank(pairs: I64, rank: I64, codes: I64, out_r: I64, out_s: I64) -> bool:
+    """The (2, K) pairs (fix index, site position) as (fix rank, site code) ordered by rank
+    (stable: a fix's pairs keep their order), written to ``out_r``/``out_s``: a counting
+    sort (``rank`` is a permutation) where ``np.argsort`` was two sorts a batch.  False
+    (nothing meant) when a fix index or site position is out of range: the caller's numpy
+    path raises what it raised."""
+    n = len(rank)
+    m = len(codes)
+    k = pairs.shape[1]
+    start = np.zeros(n + 1, dtype=np.int64)
+    for i in range(k):
+        f = pairs[0, i]
+        s = pairs[1, i]
+        if f < 0 or f >= n or s < 0 or s >= m:
+            return False
+        start[rank[f] + 1] += 1
+    for r in range(n):
+        start[r + 1] += start[r]
+    for i in range(k):
+        r = rank[pairs[0, i]]
+        j = start[r]
+        out_r[j] = r
+        out_s[j] = codes[pairs[1, i]]
+        start[r] = j + 1
+    return True
+
+
+@njit(cache=True)
 def unit_codes(rows: npt.NDArray[np.uint32], table: npt.NDArray[np.uint32], out: I64) -> int:
     """Each row's index in ``table`` (rows of one width, sorted ascending as tuples), or -1;
     returns how many rows are not in it.
@@ -283,6 +328,7 @@ def warm_up() -> None:
     z = np.zeros(12)
     clean_from(t, z, z, z, 0, 59_999_000, 40.0, 250.0)
     window(t, 20_000_000, 6, 2**62)
+    clean_tail(t, z, z, z, 59_999_000, 40.0, 250.0)
     bounds = np.array([0, 6, 12], dtype=np.int64)
     pr = np.array([0, 1], dtype=np.int64)
     select(
@@ -296,8 +342,19 @@ def warm_up() -> None:
         t[:2], np.zeros((2, 3)), 59_999_000, 40.0, 250.0, 3.0, False, 0, 300.0,
         np.zeros(2, dtype=np.bool_), np.zeros(2, dtype=np.bool_),
     )  # fmt: skip
+    pr2 = np.zeros((2, 1), dtype=np.int64)
+    pairs_by_rank(pr2, pr[:1], pr[:1], pr[:1].copy(), pr[:1].copy())
     units = np.array(["u1", "u2"]).view(np.uint32).reshape(2, -1)
     unit_codes(units, units, np.empty(2, dtype=np.int64))
 
 
-__all__ = ["clean_from", "select", "select_driving", "unit_codes", "warm_up", "window"]
+__all__ = [
+    "clean_from",
+    "clean_tail",
+    "pairs_by_rank",
+    "select",
+    "select_driving",
+    "unit_codes",
+    "warm_up",
+    "window",
+]

@@ -15,7 +15,15 @@ from hypothesis import strategies as st
 
 from core.fixes import FIX_COLUMNS, FixBatch
 from schedule.events import DetectionEvent
-from schedule.fastpath import LEAD_STEPS, Tail, clean_steps, select, select_reference, tail_of
+from schedule.fastpath import (
+    LEAD_STEPS,
+    Tail,
+    clean_steps,
+    select,
+    select_reference,
+    tail_of,
+    tail_of_reference,
+)
 from schedule.tracker import FleetTracker
 from tests.test_visits_properties import FENCES, PARAMS, build, leg
 from tests.test_visits_synthetic import TrackBuilder
@@ -259,3 +267,18 @@ def test_the_compiled_selection_equals_the_reference(sizes: list[int], data: st.
     f2, c2 = select_reference(*args)
     assert f1.tolist() == f2.tolist()
     assert c1.tolist() == c2.tolist()
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), n=st.integers(0, LEAD_STEPS + 4))
+def test_the_compiled_tail_equals_the_reference(data: st.DataObject, n: int) -> None:
+    """tail_of (compiled clean count) and tail_of_reference (numpy) on random steps around the
+    slack, the speed limit and the gap limit, with unknown speeds."""
+    steps = _pick(data, [0, 500_000, 1_000_000, 59_999_000, 60_000_000], n)
+    t = (1_700_000_000_000_000 + np.cumsum(steps)).astype(np.int64)
+    lat = np.cumsum(_pick(data, [0.0, 11.0, 30.0, 80.0, 400.0], n)) / 111_195.0
+    v = np.array(_pick(data, [0.0, 3.0, 40.0, 300.0, np.nan], n), dtype=np.float64)
+    args = (t, np.zeros(n), lat, v, PARAMS)
+    got = tail_of(*args, fixes_in=n, reruns=1)
+    want = tail_of_reference(*args, fixes_in=n, reruns=1)
+    assert repr(got) == repr(want)  # (a NaN speed equals itself)

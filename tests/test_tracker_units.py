@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import schedule.tracker as tracker_module
-from schedule.tracker import FleetTracker
+from schedule.tracker import FleetTracker, SiteListMismatch
 from tests.test_tracker_fastpath import batch, drive_leg, run_rounds
 from tests.test_visits_properties import FENCES, PARAMS, build, leg
 from tests.test_visits_synthetic import TrackBuilder
@@ -168,3 +168,41 @@ def test_the_unit_table_starts_afresh_past_its_limit(monkeypatch: pytest.MonkeyP
         units = fleet._by_unit(unit_id, t)[2]
         assert units == sorted(pair)
         assert len(fleet._unit_tables[2][2]) <= 3 + 2
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    n=st.integers(1, 12),
+    n_sites=st.integers(0, 4),
+    pairs=st.lists(st.tuples(st.integers(-2, 13), st.integers(-1, 5)), max_size=30),
+    seed=st.integers(0, 2**16),
+)
+def test_ranked_pairs_equal_codes_then_a_stable_argsort_by_rank(
+    n: int, n_sites: int, pairs: list[tuple[int, int]], seed: int
+) -> None:
+    """FleetTracker._ranked_pairs (compiled counting sort) is what feed did with numpy: the
+    positions as registry codes, by the fix's rank in the batch order, a fix's pairs in their
+    order; an out-of-range position raises SiteListMismatch, a fix index whatever numpy
+    indexing did (IndexError, or a negative one counted from the end)."""
+    sites = [f"s{i}" for i in range(n_sites)]
+    fleet = FleetTracker(["x", *sites])
+    fleet.use_sites(sites[::-1])  # codes differ from positions
+    rank = np.random.default_rng(seed).permutation(n).astype(np.int64)
+    pr = np.array(pairs, dtype=np.int64).reshape(-1, 2).T
+
+    def reference() -> tuple[np.ndarray, np.ndarray]:
+        p = fleet._to_codes(pr)
+        r = rank[p[0]]
+        o = np.argsort(r, kind="stable")
+        return r[o], p[1][o]
+
+    try:
+        want = reference()
+    except (SiteListMismatch, IndexError) as e:
+        with pytest.raises(type(e)):
+            fleet._ranked_pairs(pr, rank)
+        return
+    got = fleet._ranked_pairs(pr, rank)
+    for g, w in zip(got, want, strict=True):
+        assert g.dtype == w.dtype
+        np.testing.assert_array_equal(g, w)
