@@ -93,6 +93,34 @@ def _tail_counts(kin: Any, first: int) -> Any:
     return out
 
 
+#: a pair hint's fields (int64): the table's data address, its length then, the first kept
+#: fix's time then, and the first pair not older than that fix
+H_ADDR, H_LEN, H_T, H_Q = range(4)
+N_HINT = 4
+
+
+@njit(cache=True)
+def _hint_from(pair_t: Any, hint: Any, t_first: int) -> int:
+    """Where the scan for the first pair not older than ``t_first`` may start: the hint's
+    pair when ``pair_t`` begins at the address it was taken at and has not shrunk, and
+    ``t_first`` is not older than then (so every pair before it is older than ``t_first``:
+    the caller guarantees that a table at that address with that prefix length still holds
+    those values), else 0."""
+    if pair_t.ctypes.data == hint[H_ADDR] and len(pair_t) >= hint[H_LEN] and t_first >= hint[H_T]:
+        return int(hint[H_Q])
+    return 0
+
+
+@njit(cache=True)
+def _hint_of(pair_t: Any, t_first: int, q: int) -> Any:
+    out = np.empty(N_HINT, np.int64)
+    out[H_ADDR] = pair_t.ctypes.data
+    out[H_LEN] = len(pair_t)
+    out[H_T] = t_first
+    out[H_Q] = q
+    return out
+
+
 @njit(cache=True)
 def detect(
     t_us: Any,
@@ -112,6 +140,8 @@ def detect(
     in_site: Any,
     near_t: Any,
     near_site: Any,
+    in_hint: Any,
+    near_hint: Any,
     active: int,
     t0_us: int,
     has_now: bool,
@@ -127,17 +157,21 @@ def detect(
 
     ``t_us``/``lon``/``lat``/``hdop`` are the re-run's track columns and ``keep`` the motion's
     kept fixes; ``t_s`` .. ``gap`` the motion's arrays, ``rep`` its reported speeds (all NaN:
-    none).  ``active`` is the first kept fix after the checkpoint (0 <= active <= kept
-    fixes).  ``vprm``, ``table``/``sprm`` and ``cpv`` are the visit, stop and checkpoint
-    kernels' parameters; ``settled_on`` is ``VehicleTracker.settled_checkpoints``.
+    none).  ``in_hint``/``near_hint`` are the pair tables' hints from an earlier call
+    (``H_*``; all zero: none), which must only be passed while the table at that address
+    still holds the values it held then in its first ``H_LEN`` pairs.  ``active`` is the
+    first kept fix after the checkpoint (0 <= active <= kept fixes).  ``vprm``,
+    ``table``/``sprm`` and ``cpv`` are the visit, stop and checkpoint kernels' parameters;
+    ``settled_on`` is ``VehicleTracker.settled_checkpoints``.
 
     Returns (status, info, pending, kept_t, visit int rows, visit float rows, stop int rows,
     stop float rows, stop sites, stop figures, checkpoint kept indices, the open tail stop's
-    site counts).  ``status`` is the stop walk's: anything but ``stops_kernel.DONE`` leaves
-    the rest empty (the caller runs the slow path, which raises or runs the reference).
-    Visit rows are ``drop_dominated``'s survivors, sites ascending then time (sort them by
-    arrival and site as the tracker does); the site counts are (2, 0) unless the last stop
-    is open and ends at the newest kept fix.
+    site counts, the (2, N_HINT) new hints of the inside and the near pairs).  ``status`` is
+    the stop walk's: anything but ``stops_kernel.DONE`` leaves the rest empty (the caller
+    runs the slow path, which raises or runs the reference).  Visit rows are
+    ``drop_dominated``'s survivors, sites ascending then time (sort them by arrival and site
+    as the tracker does); the site counts are (2, 0) unless the last stop is open and ends at
+    the newest kept fix.
     """
     nk = keep.shape[0]
     kept_t = np.empty(nk, np.int64)
@@ -154,9 +188,16 @@ def detect(
         return (
             status, info, pending, kept_t, no_i, no_f, s_ints, s_flts,
             np.empty(0, np.int64), np.empty((0, 8), np.float64), np.empty(0, np.int64),
-            np.empty((2, 0), np.int64),
+            np.empty((2, 0), np.int64), np.zeros((2, N_HINT), np.int64),
         )  # fmt: skip
-    kin, knear, near_any, site_a = _ck.rerun_pairs(kept_t, in_t, in_site, near_t, near_site, active)
+    t_first = kept_t[0] if nk else 0
+    kin, knear, near_any, site_a, q_in, q_near = _ck.rerun_pairs_from(
+        kept_t, in_t, in_site, near_t, near_site, active,
+        _hint_from(in_t, in_hint, t_first), _hint_from(near_t, near_hint, t_first),
+    )  # fmt: skip
+    hints = np.zeros((2, N_HINT), np.int64)
+    hints[0] = _hint_of(in_t, t_first, q_in)
+    hints[1] = _hint_of(near_t, t_first, q_near)
     oi, of = no_i, no_f
     if len(site_a):
         oi, of = _vk.all_site_visits(
@@ -197,7 +238,7 @@ def detect(
         r = n_rec - 1
         if recs[r, 4] == 0 and recs[r, 2] == nk - 1:
             counts = _tail_counts(kin, recs[r, 0])
-    return status, info, pending, kept_t, oi, of, s_ints, s_flts, sites, figs, cps, counts
+    return status, info, pending, kept_t, oi, of, s_ints, s_flts, sites, figs, cps, counts, hints
 
 
 def warm_up() -> None:

@@ -250,6 +250,15 @@ class VehicleTracker:
         #: re-runs detect in one compiled call (schedule/rerun_kernel.py); off, one call per
         #: detector and rule (_detect_slow, its reference)
         self.compiled_rerun = True
+        #: where the last compiled re-run found the first pair of each table not older than
+        #: its first kept fix (schedule/rerun_kernel.py's pair hints: the next re-run's scan
+        #: starts there instead of at the horizon's first pair), with the arrays owning the
+        #: tables' memory then.  Sound because a pair table's memory is only ever written
+        #: after the end of the view last handed out (_append_pairs, _grown): any other
+        #: assignment makes a new array or buffer, and the kernel checks the address
+        self._pair_hints: (
+            tuple[npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[np.int64]] | None
+        ) = None
         self._stale = False  # open records not refreshed since rounds were only appended
         self._restored = False  # restore() ran and no fix came yet
         self._clock_closed = False  # the last re-run closed something because of now_us
@@ -1365,16 +1374,26 @@ class VehicleTracker:
             return None
         p = self.params
         rep = m.reported_kmh if m.reported_kmh is not None else np.full(len(m.t_s), np.nan)
+        in_t, near_t = self._in_t, self._near_t
+        in_owner = in_t if in_t.base is None else in_t.base
+        near_owner = near_t if near_t.base is None else near_t.base
+        h = self._pair_hints
         (status, _info, pending, kept_t, oi, of, s_ints, s_flts, sites_a, figs_a, cps_i,
-         counts) = rerun_kernel.detect(
+         counts, hints) = rerun_kernel.detect(
             track.t_us, track.lon, track.lat, track.hdop, m.keep, m.t_s, m.x, m.y,
-            m.speed_kmh, rep, m.still, m.jump, m.gap, self._in_t, self._in_site,
-            self._near_t, self._near_site, active, t0, now_us is not None,
+            m.speed_kmh, rep, m.still, m.jump, m.gap, in_t, self._in_site,
+            near_t, self._near_site,
+            h[2][0] if h is not None and h[0] is in_owner else _NO_HINT,
+            h[2][1] if h is not None and h[1] is near_owner else _NO_HINT,
+            active, t0, now_us is not None,
             0 if now_us is None else now_us, bool(stale), visits_kernel.visit_params(p),
             STOP_TABLE, stop_param_row(p), self._checkpoint_pv, self.settled_checkpoints,
         )  # fmt: skip
         if status != stops_kernel.DONE:
             return None
+        # (the owners are held, so their memory, which the hints name by address, stays
+        # theirs; pairs are only ever appended after a view's end: see _pair_hints)
+        self._pair_hints = (in_owner, near_owner, hints)
         visits = visits_kernel.records_of(oi, of) if len(oi) else []
         visits.sort(key=_ARRIVAL_SITE)
         stops = stop_records_of(t0, s_ints, s_flts)
@@ -2041,6 +2060,7 @@ class VehicleTracker:
 AnyEvent = VisitStarted | StopStarted | VisitCompleted | StopEnded
 
 _FAR_FUTURE_US = 2**62  # the end of a restored record still open
+_NO_HINT = np.zeros(rerun_kernel.N_HINT, np.int64)  # (address 0: no table's)
 
 
 def _site_of(counts: Mapping[int, int], fixes: int) -> int:

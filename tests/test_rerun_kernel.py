@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from schedule import checkpoint_kernel, rerun_kernel
 from schedule.params import DetectionParams
 from schedule.tracker import FleetTracker, VehicleTracker
 from tests.support.day import MatchedDay
@@ -103,10 +104,43 @@ def test_generated_reruns_equal_the_slow_path(
     if data.draw(st.booleans(), label="GGA-only stretch"):
         lo = data.draw(st.integers(0, n - 1))
         arrays["speed_kmh"][lo : lo + data.draw(st.integers(1, 300))] = np.nan
-    tracker = VehicleTracker("V", FENCES.ids, PARAMS)
+    params = PARAMS
+    if data.draw(st.booleans(), label="short horizon"):  # trims: pair tables reallocated
+        params = DetectionParams(horizon_s=600.0)
+    tracker = VehicleTracker("V", FENCES.ids, params)
     if data.draw(st.booleans(), label="structural checkpoints only"):
         tracker.settled_checkpoints = False
-    feed_all(tracker, arrays, FENCES, draw_chunks(data, n, max_step=120))
+    chunks = draw_chunks(data, n, max_step=120)
+    # a dropout: a run of chunks held back and delivered after some later ones (a backlog:
+    # pairs out of time order, re-runs from before the last one's first kept fix)
+    if len(chunks) > 2 and data.draw(st.booleans(), label="backlog"):
+        a = data.draw(st.integers(0, len(chunks) - 2), label="backlog from")
+        b = data.draw(st.integers(a + 1, len(chunks) - 1), label="backlog to")
+        later = data.draw(st.integers(b, len(chunks) - 1), label="delivered after")
+        chunks = chunks[:a] + chunks[b : later + 1] + chunks[a:b] + chunks[later + 1 :]
+    feed_all(tracker, arrays, FENCES, chunks)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_kept_pairs_from_a_hint_equal_kept_pairs(data: st.DataObject) -> None:
+    """Starting the leading scan at any pair before which every pair is older than the first
+    kept fix changes nothing, and the scan reports the first pair not older."""
+    times = sorted(data.draw(st.sets(st.integers(0, 200), max_size=40)))
+    kept_t = np.array(times, dtype=np.int64)
+    rows = data.draw(st.lists(st.tuples(st.integers(-5, 205), st.integers(0, 3)), max_size=80))
+    if data.draw(st.booleans()):
+        rows.sort()
+    pt = np.array([r[0] for r in rows], dtype=np.int64)
+    ps = np.array([r[1] for r in rows], dtype=np.int32)
+    want = checkpoint_kernel.kept_pairs(kept_t, pt, ps)
+    q0 = 0
+    if len(kept_t):
+        while q0 < len(pt) and pt[q0] < kept_t[0]:
+            q0 += 1
+    got, q = checkpoint_kernel.kept_pairs_from(kept_t, pt, ps, data.draw(st.integers(0, q0)))
+    np.testing.assert_array_equal(got, want)
+    assert q == q0
 
 
 def test_generated_reruns_reach_every_part(checked: dict[str, int]) -> None:
@@ -142,3 +176,18 @@ def test_day_reruns_equal_the_slow_path(checked: dict[str, int], simulated_day: 
     assert checked["compiled"] > 300
     assert checked["visits"] > 100
     assert checked["tail"] > 50
+
+
+def test_a_pair_hint_holds_only_for_the_table_it_was_taken_of() -> None:
+    """A hint applies to a table at the same address, not shorter, for a first kept fix not
+    older; anything else (another buffer, a view starting elsewhere in the same buffer, a
+    shorter view, an older first fix) starts the scan at the first pair."""
+    buf = np.arange(100, dtype=np.int64)
+    hint = rerun_kernel._hint_of(buf[:50], 40, 40)
+    assert rerun_kernel._hint_from(buf[:50], hint, 40) == 40
+    assert rerun_kernel._hint_from(buf[:80], hint, 45) == 40  # appended to, a later fix
+    assert rerun_kernel._hint_from(buf[:49], hint, 40) == 0
+    assert rerun_kernel._hint_from(buf[2:60], hint, 40) == 0
+    assert rerun_kernel._hint_from(buf[:60].copy(), hint, 40) == 0
+    assert rerun_kernel._hint_from(buf[:50], hint, 39) == 0
+    assert rerun_kernel._hint_from(buf[:50], np.zeros(rerun_kernel.N_HINT, np.int64), 40) == 0
