@@ -99,15 +99,24 @@ def kept_pairs(kept_t: Any, pair_t: Any, pair_site: Any) -> Any:
     fix, are left out).  Pairs come mostly in time order (a late backlog's come after the
     newer fixes'): each search starts from the previous pair's position, one step forward
     being the common case, and bisects only when that does not find it."""
+    return kept_pairs_from(kept_t, pair_t, pair_site, 0)[0]
+
+
+@njit(cache=True)
+def kept_pairs_from(kept_t: Any, pair_t: Any, pair_site: Any, q_from: int) -> tuple[Any, int]:
+    """:func:`kept_pairs`, given that every pair before ``q_from`` is older than the first
+    kept fix (0 <= q_from <= len(pair_t)), and the first pair not older (len(pair_t) when
+    none; 0 when there are no kept fixes): the leading scan starts at ``q_from``, so the
+    answer is the same as from 0 (see ``schedule.rerun_kernel``'s pair hints)."""
     n = len(kept_t)
     m = len(pair_t)
     if m == 0 or n == 0:
-        return np.empty((2, 0), np.int64)
+        return np.empty((2, 0), np.int64), 0
     t_first = kept_t[0]
     # the leading pairs before the first kept fix (most of a vehicle's horizon, ~30 times the
     # re-run's own): skipped by a plain scan, no bookkeeping (any order: the scan stops at the
     # first pair not before it, and the loop below takes every pair from there on)
-    q0 = 0
+    q0 = q_from
     while q0 < m and pair_t[q0] < t_first:
         q0 += 1
     idx = np.empty(m - q0, np.int64)  # idx[q - q0]
@@ -136,7 +145,7 @@ def kept_pairs(kept_t: Any, pair_t: Any, pair_site: Any) -> Any:
             out[0, w] = idx[q - q0]
             out[1, w] = pair_site[q]
             w += 1
-    return out
+    return out, q0
 
 
 @njit(cache=True)
@@ -146,8 +155,27 @@ def rerun_pairs(
     """A re-run's pair bookkeeping at once: the kept pairs (inside, near), the mask of fixes
     near or inside any site, and the sites with an inside fix from ``active`` on (ascending;
     ``schedule.visits_kernel.detect_visits_all_sites`` builds their masks itself)."""
-    kin = kept_pairs(kept_t, in_t, in_site)
-    knear = kept_pairs(kept_t, near_t, near_site)
+    kin, knear, near_any, sites, _q_in, _q_near = rerun_pairs_from(
+        kept_t, in_t, in_site, near_t, near_site, active, 0, 0
+    )
+    return kin, knear, near_any, sites
+
+
+@njit(cache=True)
+def rerun_pairs_from(
+    kept_t: Any,
+    in_t: Any,
+    in_site: Any,
+    near_t: Any,
+    near_site: Any,
+    active: int,
+    in_from: int,
+    near_from: int,
+) -> Any:
+    """:func:`rerun_pairs` with :func:`kept_pairs_from`'s start for each table; also returns
+    the first pair of each not older than the first kept fix."""
+    kin, q_in = kept_pairs_from(kept_t, in_t, in_site, in_from)
+    knear, q_near = kept_pairs_from(kept_t, near_t, near_site, near_from)
     nk = len(kept_t)
     near_any = np.zeros(nk, np.bool_)
     for q in range(knear.shape[1]):
@@ -170,7 +198,7 @@ def rerun_pairs(
             sites[s_n] = srt[q]
             s_n += 1
     sites = sites[:s_n].copy()
-    return kin, knear, near_any, sites
+    return kin, knear, near_any, sites, q_in, q_near
 
 
 @njit(cache=True)
@@ -464,8 +492,10 @@ def warm_up() -> None:
 __all__ = [
     "N_PARAMS",
     "kept_pairs",
+    "kept_pairs_from",
     "param_vector",
     "rerun_pairs",
+    "rerun_pairs_from",
     "settled",
     "structural",
     "warm_up",

@@ -380,6 +380,11 @@ def _param_row(p: DetectionParams) -> npt.NDArray[np.float64]:
     return row
 
 
+def stop_param_row(p: DetectionParams) -> npt.NDArray[np.float64]:
+    """The walk's parameter row for ``p`` (cached: :func:`_param_row`)."""
+    return _param_row(p)
+
+
 def detect_stops(
     m: Motion,
     p: DetectionParams,
@@ -427,6 +432,14 @@ def detect_stops(
         )
     if pending_out is not None and pending >= 0:
         pending_out.append(pending)
+    return records_of(t0_us, ints, flts)
+
+
+def records_of(
+    t0_us: int, ints: npt.NDArray[np.int64], flts: npt.NDArray[np.float64]
+) -> list[StopRecord]:
+    """The StopRecords of the compiled walk's rows (``stops_kernel.detect``'s int and float
+    tables; also ``schedule.rerun_kernel.detect``'s)."""
     out: list[StopRecord] = []
     if len(ints):
         for (first, last, confirm, code), (x, y, t_first, t_last) in zip(

@@ -31,7 +31,15 @@ import numpy as np
 import numpy.typing as npt
 
 from core.fixes import FixBatch
-from schedule import append_kernel, checkpoint_kernel, fastpath, parked_kernel, stops_kernel
+from schedule import (
+    append_kernel,
+    checkpoint_kernel,
+    fastpath,
+    parked_kernel,
+    rerun_kernel,
+    stops_kernel,
+    visits_kernel,
+)
 from schedule.events import (
     ClosedBy,
     DetectionEvent,
@@ -52,7 +60,9 @@ from schedule.motion import (
     runs,
 )
 from schedule.params import DetectionParams
-from schedule.stops import StopRecord, detect_stops
+from schedule.stops import TABLE as STOP_TABLE
+from schedule.stops import StopRecord, detect_stops, stop_param_row
+from schedule.stops import records_of as stop_records_of
 from schedule.visits import VisitRecord, drop_dominated
 from schedule.visits_kernel import detect_visits_all_sites
 
@@ -212,6 +222,21 @@ def _pairs_from(pair_t: I64, lo: int) -> I64:
     return pair_t[j:]
 
 
+#: what a re-run's detection found (VehicleTracker._detect_slow): visits, stops, the pending
+#: chain's first fix, kept fix times, new checkpoints (kept indices), stop sites and figures,
+#: the open stop's site counts
+_Found = tuple[
+    list[VisitRecord],
+    list[StopRecord],
+    list[int],
+    I64,
+    npt.NDArray[np.int64],
+    list[int],
+    list[list[float]],
+    dict[int, int] | None,
+]
+
+
 def _empty_pairs() -> tuple[I64, npt.NDArray[np.int32]]:
     return np.empty(0, np.int64), np.empty(0, np.int32)
 
@@ -265,6 +290,18 @@ class VehicleTracker:
         #: re-runs also place checkpoints where the detectors have decided everything before
         #: (see _settled_checkpoints); off, only the structural rule (for comparisons)
         self.settled_checkpoints = True
+        #: re-runs detect in one compiled call (schedule/rerun_kernel.py); off, one call per
+        #: detector and rule (_detect_slow, its reference)
+        self.compiled_rerun = True
+        #: where the last compiled re-run found the first pair of each table not older than
+        #: its first kept fix (schedule/rerun_kernel.py's pair hints: the next re-run's scan
+        #: starts there instead of at the horizon's first pair), with the arrays owning the
+        #: tables' memory then.  Sound because a pair table's memory is only ever written
+        #: after the end of the view last handed out (_append_pairs, _grown): any other
+        #: assignment makes a new array or buffer, and the kernel checks the address
+        self._pair_hints: (
+            tuple[npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[np.int64]] | None
+        ) = None
         self._stale = False  # open records not refreshed since rounds were only appended
         self._restored = False  # restore() ran and no fix came yet
         self._clock_closed = False  # the last re-run closed something because of now_us
@@ -1343,15 +1380,93 @@ class VehicleTracker:
         m = motion(track, p)
         t0 = int(track.t_us[0])
         active = int(m.keep.searchsorted(k - kc))
-        kept_t = track.t_us[m.keep]
         n_tr = len(track)
         self._last_drop_us = -_FAR_FUTURE_US
-        if len(kept_t) < n_tr:  # the latest dropped fix: before the kept run that ends it
-            d = m.keep - np.arange(len(kept_t))
+        if len(m.keep) < n_tr:  # the latest dropped fix: before the kept run that ends it
+            d = m.keep - np.arange(len(m.keep))
             j0 = int(d.searchsorted(d[-1])) if len(d) else 0
             drop = n_tr - 1 if not len(d) or int(m.keep[-1]) < n_tr - 1 else int(m.keep[j0]) - 1
             # among the last 12 fixes, later fixes may yet keep it (an outlier burst's reach)
             self._last_drop_us = _FAR_FUTURE_US if drop >= n_tr - 12 else int(track.t_us[drop])
+        # (as detect_stops judges its clock: the newest kept fix older than max_gap_s)
+        stale = (
+            now_us is not None
+            and len(m.t_s) > 0
+            and now_us - (t0 + m.t_s[-1] * 1e6) > p.max_gap_s * 1e6
+        )
+        found = self._detect_compiled(m, track, active, t0, now_us, stale)
+        if found is None:
+            found = self._detect_slow(m, track, active, t0, now_us)
+        visits, stops, pending, kept_t, cps_i, sites, figures, tail_counts = found
+        nk = len(kept_t)
+        # no stop chain can start before this any more (see _append_only's *dwelling*): the
+        # pending chain's first fix, or a speed window (a stop's backdating) before the fixes
+        # an outlier burst in the next fixes could still change
+        floor = int(kept_t[max(nk - BURST_FIXES - 2, 0)]) - round((p.speed_window_s + 1) * 1e6)
+        self._stop_floor_us = min(int(kept_t[pending[0]]), floor) if pending else floor
+        # new checkpoints (replace those after the one we ran from), as kept indices
+        new_cps = kept_t[cps_i].tolist()
+        self._checkpoints = self._checkpoints[: cp_i + 1] + [c for c in new_cps if c > cp_t]
+        events = self._diff_visits(visits, cp_t)
+        events += self._diff_stops(stops, cp_t, m, kept_t, sites, figures, tail_counts)
+        return events
+
+    def _detect_compiled(
+        self, m: Motion, track: Track, active: int, t0: int, now_us: int | None, stale: bool
+    ) -> _Found | None:
+        """:meth:`_detect_slow`'s answer from one compiled call (schedule/rerun_kernel.py), or
+        None when the stop walk hands the call to its reference (or refuses a step: the slow
+        path raises as the walk's wrapper does), or while ``compiled_rerun`` is off."""
+        if not self.compiled_rerun:
+            return None
+        p = self.params
+        rep = m.reported_kmh if m.reported_kmh is not None else np.full(len(m.t_s), np.nan)
+        in_t, near_t = self._in_t, self._near_t
+        in_owner = in_t if in_t.base is None else in_t.base
+        near_owner = near_t if near_t.base is None else near_t.base
+        h = self._pair_hints
+        (status, _info, pending, kept_t, oi, of, s_ints, s_flts, sites_a, figs_a, cps_i,
+         counts, hints) = rerun_kernel.detect(
+            track.t_us, track.lon, track.lat, track.hdop, m.keep, m.t_s, m.x, m.y,
+            m.speed_kmh, rep, m.still, m.jump, m.gap, in_t, self._in_site,
+            near_t, self._near_site,
+            h[2][0] if h is not None and h[0] is in_owner else _NO_HINT,
+            h[2][1] if h is not None and h[1] is near_owner else _NO_HINT,
+            active, t0, now_us is not None,
+            0 if now_us is None else now_us, bool(stale), visits_kernel.visit_params(p),
+            STOP_TABLE, stop_param_row(p), self._checkpoint_pv, self.settled_checkpoints,
+        )  # fmt: skip
+        if status != stops_kernel.DONE:
+            return None
+        # (the owners are held, so their memory, which the hints name by address, stays
+        # theirs; pairs are only ever appended after a view's end: see _pair_hints)
+        self._pair_hints = (in_owner, near_owner, hints)
+        visits = visits_kernel.records_of(oi, of) if len(oi) else []
+        visits.sort(key=_ARRIVAL_SITE)
+        stops = stop_records_of(t0, s_ints, s_flts)
+        tail = dict(zip(counts[0].tolist(), counts[1].tolist(), strict=True)) if stops else None
+        return (
+            visits,
+            stops,
+            [pending] if pending >= 0 else [],
+            kept_t,
+            cps_i,
+            sites_a.tolist(),
+            figs_a.tolist(),
+            tail,
+        )
+
+    def _detect_slow(
+        self, m: Motion, track: Track, active: int, t0: int, now_us: int | None
+    ) -> _Found:
+        """The detectors, checkpoint searches and stop figures of a re-run, one compiled call
+        each (the reference of :meth:`_detect_compiled`): the visits (sorted by arrival and
+        site), the stops, the pending chain's first fix (if any), the kept fix times, the new
+        checkpoints (kept indices), each stop's site and figures
+        (``stops_kernel.stop_figures``) and the open stop's site counts when it ends at the
+        newest kept fix (see :meth:`_stop_site_stays`)."""
+        p = self.params
+        kept_t = track.t_us[m.keep]
         # pairs on kept fixes and the sites visited from ``active`` on, at once
         kin, knear, near_any, site_a = checkpoint_kernel.rerun_pairs(
             kept_t, self._in_t, self._in_site, self._near_t, self._near_site, active
@@ -1369,12 +1484,6 @@ class VehicleTracker:
         visits.sort(key=_ARRIVAL_SITE)
         pending: list[int] = []
         stops = detect_stops(m, p, t0, active_from=active, now_us=now_us, pending_out=pending)
-        # no stop chain can start before this any more (see _append_only's *dwelling*): the
-        # pending chain's first fix, or a speed window (a stop's backdating) before the fixes
-        # an outlier burst in the next fixes could still change
-        floor = int(kept_t[max(nk - BURST_FIXES - 2, 0)]) - round((p.speed_window_s + 1) * 1e6)
-        self._stop_floor_us = min(int(kept_t[pending[0]]), floor) if pending else floor
-        # new checkpoints (replace those after the one we ran from), as kept indices
         pv = self._checkpoint_pv
         x, y, t_s, spd, still, jump, gap = m.x, m.y, m.t_s, m.speed_kmh, m.still, m.jump, m.gap
         cps_i = checkpoint_kernel.structural(x, y, t_s, spd, still, jump, gap, near_any, active, pv)
@@ -1392,11 +1501,23 @@ class VehicleTracker:
             )  # fmt: skip
             if len(settled):
                 cps_i = np.concatenate((cps_i, settled))
-        new_cps = kept_t[cps_i].tolist()
-        self._checkpoints = self._checkpoints[: cp_i + 1] + [c for c in new_cps if c > cp_t]
-        events = self._diff_visits(visits, cp_t)
-        events += self._diff_stops(stops, cp_t, m, track, kin, kept_t)
-        return events
+        # sites, medians and head boxes of every record in one compiled call
+        # (schedule/stops_kernel.py; stops.stop_figures_reference is the rule as written)
+        sites: list[int] = []
+        figures: list[list[float]] = []
+        tail: dict[int, int] | None = None
+        if stops:
+            recs = np.array(
+                [(r.first, r.confirm, r.last, r.fix_count, r.closed_by is not None) for r in stops],
+                dtype=np.int64,
+            )
+            sites_a, figs_a = stops_kernel.stop_figures(track.lon, track.lat, m.keep, kin, recs)
+            sites, figures = sites_a.tolist(), figs_a.tolist()
+            last = stops[-1]
+            if last.closed_by is None and last.last == nk - 1:
+                ks = kin[1][kin[0] >= last.first].tolist()
+                tail = {s: ks.count(s) for s in set(ks)}
+        return visits, stops, pending, kept_t, cps_i, sites, figures, tail
 
     @staticmethod
     def _kept_pairs(
@@ -1686,29 +1807,19 @@ class VehicleTracker:
         records: list[StopRecord],
         cp_t: int,
         m: Motion,
-        track: Track,
-        kin: npt.NDArray[np.int64],
         kept_t: I64,
+        sites: list[int],
+        flts: list[list[float]],
+        tail_counts: dict[int, int] | None,
     ) -> list[DetectionEvent]:
+        """Reconcile the re-run's stops with those reported: ``sites`` and ``flts`` are each
+        record's site and figures (``stops_kernel.stop_figures``), ``tail_counts`` the open
+        stop's site counts when it ends at the newest kept fix (:meth:`_detect_slow`)."""
         events: list[DetectionEvent] = []
         old = [r for r in self._stops if r.start_us >= cp_t and not r.frozen]
         for r in old:
             r.matched = False
         keep = [r for r in self._stops if r.start_us < cp_t or r.frozen]
-        # sites, medians and head boxes of every record in one compiled call
-        # (schedule/stops_kernel.py; stops.stop_figures_reference is the rule as written)
-        sites: list[int] = []
-        flts: list[list[float]] = []
-        if records:
-            recs = np.array(
-                [
-                    (r.first, r.confirm, r.last, r.fix_count, r.closed_by is not None)
-                    for r in records
-                ],
-                dtype=np.int64,
-            )
-            sites_a, flts_a = stops_kernel.stop_figures(track.lon, track.lat, m.keep, kin, recs)
-            sites, flts = sites_a.tolist(), flts_a.tolist()
         vid = self.vehicle_id
         p = self.params
         for i, (rec, site, f) in enumerate(zip(records, sites, flts, strict=True)):
@@ -1773,8 +1884,7 @@ class VehicleTracker:
                 )
             if rec.closed_by is None and rec.last == len(kept_t) - 1:
                 # its fixes by site, while it ends at the newest fix (see _stop_site_stays)
-                ks = kin[1][kin[0] >= rec.first].tolist()
-                keep[-1].site_counts = {s: ks.count(s) for s in set(ks)}
+                keep[-1].site_counts = tail_counts
                 keep[-1].stop_fixes = rec.fix_count
             else:
                 keep[-1].site_counts = None
@@ -2020,6 +2130,7 @@ class VehicleTracker:
 AnyEvent = VisitStarted | StopStarted | VisitCompleted | StopEnded
 
 _FAR_FUTURE_US = 2**62  # the end of a restored record still open
+_NO_HINT = np.zeros(rerun_kernel.N_HINT, np.int64)  # (address 0: no table's)
 
 
 def _site_of(counts: Mapping[int, int], fixes: int) -> int:

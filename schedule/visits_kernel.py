@@ -384,6 +384,16 @@ def _records(oi: npt.NDArray[np.int64], of: npt.NDArray[np.float64]) -> list[Vis
     ]
 
 
+def records_of(oi: npt.NDArray[np.int64], of: npt.NDArray[np.float64]) -> list[VisitRecord]:
+    """:func:`_records` (for ``schedule.rerun_kernel.detect``'s visit rows)."""
+    return _records(oi, of)
+
+
+def visit_params(p: DetectionParams) -> npt.NDArray[np.float64]:
+    """:func:`param_vector` of ``p``, cached (:func:`_params`)."""
+    return _params(p)
+
+
 def _active(active_from: int, n: int) -> int:
     """``active_from`` as the first index the reference's ``near[:active_from] = False``
     leaves alone (Python slice semantics, negative counts from the end)."""

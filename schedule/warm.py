@@ -14,6 +14,7 @@ from schedule import (
     checkpoint_kernel,
     motion_kernel,
     parked_kernel,
+    rerun_kernel,
     stops_kernel,
     visits_kernel,
 )
@@ -27,3 +28,4 @@ def warm_up() -> None:
     checkpoint_kernel.warm_up()
     append_kernel.warm_up()
     parked_kernel.warm_up()
+    rerun_kernel.warm_up()  # (last: it runs a tracker, whose other kernels are warm by now)
