@@ -170,6 +170,23 @@ async def text(page: ConsolePage, selector: str) -> str:
     return str(await page.page.locator(selector).first.inner_text())
 
 
+async def press(page: ConsolePage, button: Any) -> dict[str, float]:
+    """Move the mouse onto *button* and press (no release): the first half of a click.
+    Returns where the button is (it must stay there until the release)."""
+    box = await button.bounding_box()
+    assert box is not None
+    await page.page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    await page.page.mouse.down()
+    return dict(box)
+
+
+async def applied(page: ConsolePage, fake: FakeConsoleServer) -> None:
+    """Everything the server sent is applied and drawn: the views redraw in the next animation
+    frame, so a check right after ``lastSeq`` moved would pass before any redraw."""
+    await page.wait_for("(s) => window.fleetwatch.state.lastSeq === s", fake.seq)
+    await page.wait_frame()
+
+
 # -- rendering ---------------------------------------------------------------------------------
 
 
@@ -312,7 +329,7 @@ async def test_alert_feed_is_sorted_by_severity_then_age_and_new_alerts_appear()
         # an older version arriving late changes nothing
         await fake.broadcast({"type": "alert", "alert": dict(worse, version=1, severity="info")})
         await fake.broadcast({"type": "status", "data_delayed": False})  # a marker after it
-        await page.wait_for("(s) => window.fleetwatch.state.lastSeq === s", fake.seq)
+        await applied(page, fake)
         assert await page.alert_order() == [AT_RISK, missed["alert_id"], SILENT, LATE]
         # a resolved alert leaves the feed (and comes back under "show closed")
         resolved = dict(world.alerts[LATE], version=2, status="resolved", change="resolved")
@@ -645,20 +662,6 @@ async def test_reorder_moves_a_remaining_stop_and_sends_the_new_order() -> None:
         )
 
 
-async def press(page: ConsolePage, button: Any) -> None:
-    """Move the mouse onto *button* and press (no release): the first half of a click."""
-    box = await button.bounding_box()
-    assert box is not None
-    await page.page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    await page.page.mouse.down()
-
-
-async def applied(page: ConsolePage, fake: FakeConsoleServer) -> None:
-    """Everything the server sent is applied and drawn (a frame after its redraw)."""
-    await page.wait_for("(s) => window.fleetwatch.state.lastSeq === s", fake.seq)
-    await page.wait_frame()
-
-
 async def test_a_click_is_not_lost_when_the_page_redraws_between_press_and_release() -> None:
     """A click is a press and, a moment later, a release on the same element; a button drawn
     anew in between is not the pressed one, and the browser clicks nothing.  What may come in
@@ -682,13 +685,15 @@ async def test_a_click_is_not_lost_when_the_page_redraws_between_press_and_relea
         )
 
         # another stop's ETA and the route's delay change while the button is held
-        await press(page, rows.nth(2).locator("button.act-up"))
+        up = rows.nth(2).locator("button.act-up")
+        box = await press(page, up)
         eta = iso(world.now + timedelta(minutes=50))
         await fake.broadcast({"type": "stop", "stop": dict(world.stops[s[2]], eta=eta)})
         await fake.broadcast({"type": "route", "route": dict(world.routes[f"R-{DAY}-V02"],
                                                             behind_s=600.0)})  # fmt: skip
         await applied(page, fake)
         assert "10" in await text(page, "#route-head .behind")  # drawn before the release
+        assert await up.bounding_box() == box  # the button did not move away from the mouse
         await page.page.mouse.up()
         second = await fake.wait_for_command(2)
         assert (second["type"], second["stop_ids"]) == ("reorder", s)
@@ -704,11 +709,13 @@ async def test_a_click_is_not_lost_when_the_page_redraws_between_press_and_relea
 
         # the alert escalates (a new version) while its button is held: the acknowledgement
         # names the version shown when the button is released
-        await press(page, page.card(SILENT).locator("button.act-ack"))
+        ack_silent = page.card(SILENT).locator("button.act-ack")
+        box = await press(page, ack_silent)
         await fake.publish_alert(dict(world.alerts[SILENT], version=2, change="escalated",
                                       escalation_level=1))  # fmt: skip
         await applied(page, fake)
         assert await page.card(SILENT).locator(".a-esc").count() == 1
+        assert await ack_silent.bounding_box() == box
         await page.page.mouse.up()
         ack = await fake.wait_for_command(4)
         assert (ack["type"], ack["alert_id"], ack["version"]) == ("acknowledge", SILENT, 2)
