@@ -853,9 +853,16 @@ class VehicleTracker:
           newest new fix (none starts before ``_stop_floor_us``, the pending chain's first
           fix at the last re-run, or a speed window before its last fixes), so no stop is
           announced; a chain that breaks or restarts meanwhile reports nothing either.
-        * **driving**: nothing open, no fence pair, nothing dropped, and no new fix *still*:
-          no stop run, no visit run, no transition; closed visits and stops stay closed (an
-          exit only gains confirming fixes).
+        * **driving**: nothing open, no new fix inside a fence, nothing dropped, and no new
+          fix *still*: no stop run, no visit run, no transition; closed visits and stops stay
+          closed (an exit only gains confirming fixes).  A new fix may lie within a fence's
+          margin (no candidate visit gains an inside fix, so none is newly confirmed or
+          grows its share); and new fixes may be *still* (queueing at lights, a halt after a
+          visit before any checkpoint follows it) while no stop chain can have lasted
+          ``stop_min_s`` by the newest new fix (:meth:`_no_stop_by`): a chain shorter than
+          that is no stop record, so it reports nothing and merges with no stop before it;
+          one rejoining a closed stop's chain would have lasted ``stop_min_s`` from a start
+          the bound covers (see :meth:`_chain_floor`) (``tests/test_tracker_queue.py``).
 
         Both need the new fixes in order after the newest one, no jump, gap or frozen run in
         the window, and no record closed by the clock in the last re-run.
@@ -899,8 +906,8 @@ class VehicleTracker:
                 return None
             if not open_v and (len(isite) or len(nt)):
                 return None
-        elif open_v or len(isite) or len(nt):
-            return None
+        elif open_v or len(isite):
+            return None  # (fixes near a fence but in none: see *driving*)
         window_us = round(p.speed_window_s * 1e6)
         k0 = int(self._t.searchsorted(new_t[0] - window_us, side="right")) - 8
         if k0 <= 0:
@@ -951,7 +958,9 @@ class VehicleTracker:
             kept_speed = speed_w[kept_new]
         newest = int(kept_t[-1]) if len(kept_t) else last_t
         if not parked:
-            return None if bool(still[1:].any()) else newest
+            if bool(still[1:].any()) and not self._no_stop_by(int(new_t[-1])):
+                return None
+            return newest
         if open_s and not bool(still.all()):
             return None
         if open_s and not self._within_extent(open_s[0], kept_lon, kept_lat):
@@ -1193,13 +1202,9 @@ class VehicleTracker:
         among them starts after it.
         """
         p = self.params
-        if not self._checkpoints or self._restored:
+        if not self._no_stop_by(t_end):
             return False
         cp_t = self._checkpoints[-1]
-        floor = self._chain_floor()
-        chain_from = cp_t if floor is None else max(cp_t, floor)
-        if t_end - chain_from >= round((p.stop_min_s - 1.0) * 1e6):
-            return False
         # both lists are kept in start order (_retract_unmatched, _trim, restore): the last
         # record is the latest start (a scan of every kept record cost ~0.1 s a day at 2k)
         vs, ss = self._visits, self._stops
@@ -1211,6 +1216,20 @@ class VehicleTracker:
             int(new_in_t.min()) if len(new_in_t) else t_end,
         )
         return t_end - first_in < round((p.min_dwell_s - 1.0) * 1e6)
+
+    def _no_stop_by(self, t_end: int) -> bool:
+        """No stop chain a re-run could find now has lasted ``stop_min_s`` by ``t_end`` (the
+        new fixes come in order after the newest one), so none is a stop: a re-run from the
+        last checkpoint ``cp`` starts every chain at or after ``cp`` (its backdating floor)
+        and after ``_stop_floor_us`` when :meth:`_chain_floor` trusts it; a second of margin
+        keeps the detector's float seconds on the safe side of the integer microseconds.
+        (:meth:`_quiet` and the *driving* case of :meth:`_append_only` rest on it.)"""
+        if not self._checkpoints or self._restored:
+            return False
+        cp_t = self._checkpoints[-1]
+        floor = self._chain_floor()
+        chain_from = cp_t if floor is None else max(cp_t, floor)
+        return t_end - chain_from < round((self.params.stop_min_s - 1.0) * 1e6)
 
     def _chain_floor(self) -> int | None:
         """``_stop_floor_us`` when it provably bounds every stop chain a re-run could find
