@@ -208,20 +208,6 @@ _UnitTable = tuple[npt.NDArray[np.str_], npt.NDArray[np.uint32], list[str]]
 _MAX_UNITS = 1 << 16
 
 
-def _pairs_from(pair_t: I64, lo: int) -> I64:
-    """A tail of the pair times ``pair_t`` (any order) holding every one at or after ``lo``:
-    the tail from where ``lo`` would sort when nothing before is that late (pairs are
-    appended in time order, so nearly always), else all of them.
-
-    Why: ``append_kernel.drive_checkpoints`` walks every pair time it is given, and a
-    vehicle keeps ~17,000 on average (a horizon of site visits), which was half of its
-    ~8,000 calls' time while only the last couple of minutes' pairs can matter."""
-    j = int(pair_t.searchsorted(lo))
-    if j == 0 or int(pair_t[:j].max()) >= lo:
-        return pair_t
-    return pair_t[j:]
-
-
 #: what a re-run's detection found (VehicleTracker._detect_slow): visits, stops, the pending
 #: chain's first fix, kept fix times, new checkpoints (kept indices), stop sites and figures,
 #: the open stop's site counts
@@ -1333,10 +1319,8 @@ class VehicleTracker:
         # can be dropped or have its speed estimated, and where too few fixes could be in a
         # checkpoint's run (slowing down at a site, queueing, passing fences); else motion()
         found = np.empty(len(self._t) - k, dtype=np.int64)
-        lo = int(self._t[k])  # (the search reads only pairs at fix k or later)
         n_found = append_kernel.drive_checkpoints(
-            self._t, self._lon, self._lat, self._speed, kc, k,
-            _pairs_from(self._in_t, lo), _pairs_from(self._near_t, lo),
+            self._t, self._lon, self._lat, self._speed, kc, k, self._in_t, self._near_t,
             float(np.cos(float(self._lat[kc]) * _DEG)), p.crawl_speed_kmh, p.stop_speed_kmh,
             round(min(p.max_gap_s, p.teleport_check_s) * 1e6) - 1000, p.teleport_slack_m,
             p.max_speed_kmh, _CHECKPOINT_LEAD_FIXES,

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from schedule import append_kernel
 from schedule.motion import Track, motion
-from schedule.tracker import VehicleTracker, _pairs_from, _plain_still
+from schedule.tracker import VehicleTracker, _plain_still
 from tests.test_visits_properties import FENCES, PARAMS, build, draw_chunks, leg
 from tests.test_visits_synthetic import TrackBuilder, feed_all
 
@@ -223,24 +223,3 @@ def test_the_compiled_search_answers_while_driving_and_at_a_site() -> None:
     assert 0 in calls  # none, decided without motion()
     assert any(c > 0 for c in calls)  # found by the kernel
     assert len(kept[-1]) > 1
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    times=st.lists(st.integers(0, 30), max_size=30),
-    lo=st.integers(-1, 31),
-    in_order=st.booleans(),
-)
-def test_the_search_gets_every_pair_at_or_after_its_first_fix(
-    times: list[int], lo: int, in_order: bool
-) -> None:
-    """_checkpoint_while_driving hands drive_checkpoints only a tail of each pair table
-    (_pairs_from): every pair time at or after ``lo`` is in it, whatever the table's order
-    (pairs of late fixes are appended after later ones); in time order, nothing before."""
-    pair_t = np.array(sorted(times) if in_order else times, dtype=np.int64)
-    got = _pairs_from(pair_t, lo)
-    assert np.shares_memory(got, pair_t) or not len(got)
-    np.testing.assert_array_equal(got, pair_t[len(pair_t) - len(got) :])  # a tail
-    assert sorted(got[got >= lo].tolist()) == sorted(pair_t[pair_t >= lo].tolist())
-    if in_order:
-        assert (got >= lo).all()
