@@ -843,8 +843,10 @@ class VehicleTracker:
           fix *still*: no stop run, no visit run, no transition; closed visits and stops stay
           closed (an exit only gains confirming fixes).  A new fix may lie within a fence's
           margin (no candidate visit gains an inside fix, so none is newly confirmed or
-          grows its share); and new fixes may be *still* (queueing at lights, a halt after a
-          visit before any checkpoint follows it) while no stop chain can have lasted
+          grows its share), or inside one while no candidate of its site can have lasted
+          ``min_dwell_s`` (:meth:`_no_visit_by`: arriving at the next site before a checkpoint
+          follows the last visit); and new fixes may be *still* (queueing at lights, a halt
+          after a visit before any checkpoint follows it) while no stop chain can have lasted
           ``stop_min_s`` by the newest new fix (:meth:`_no_stop_by`): a chain shorter than
           that is no stop record, so it reports nothing and merges with no stop before it;
           one rejoining a closed stop's chain would have lasted ``stop_min_s`` from a start
@@ -892,8 +894,10 @@ class VehicleTracker:
                 return None
             if not open_v and (len(isite) or len(nt)):
                 return None
-        elif open_v or len(isite):
-            return None  # (fixes near a fence but in none: see *driving*)
+        elif open_v:
+            return None
+        elif len(isite) and not self._no_visit_by(int(new_t[-1]), it, isite):
+            return None  # (fixes in a fence: see *driving*)
         window_us = round(p.speed_window_s * 1e6)
         k0 = int(self._t.searchsorted(new_t[0] - window_us, side="right")) - 8
         if k0 <= 0:
@@ -1216,6 +1220,48 @@ class VehicleTracker:
         floor = self._chain_floor()
         chain_from = cp_t if floor is None else max(cp_t, floor)
         return t_end - chain_from < round((self.params.stop_min_s - 1.0) * 1e6)
+
+    def _no_visit_by(self, t_end: int, it: I64, isite: npt.NDArray[np.int32]) -> bool:
+        """Nothing open: no candidate visit of a site these new fixes are inside (``it``,
+        ``isite``) can have lasted ``min_dwell_s`` by ``t_end``, so a re-run confirms none.
+
+        Arriving at a site just after leaving another (neighbouring sites, no checkpoint
+        between), :meth:`_quiet` measures from the first inside fix since the last checkpoint,
+        the previous visit's.  Per site ``S`` it is sharper: a re-run's candidate of ``S``
+        alive at ``t_end`` opened at an inside fix of ``S`` at or after the checkpoint and
+        after the last inside fix (``end_us``) of any visit of ``S`` reported closed (a
+        confirmed exit or a gap after it stays one, so that visit is closed again at the same
+        fix and the next candidate opens after it).  A candidate becomes a visit only once it
+        has lasted ``min_dwell_s``, whatever its share (a visit confirmed with too small a
+        share, or dominated, is such a candidate too).  Sites without a new inside fix keep
+        their candidates as they were (none gains an inside fix: same confirmation, same
+        share).  Inside fixes later dropped count too: the bound only gets earlier.
+        """
+        if not self._checkpoints or self._restored:
+            return False
+        lim = round((self.params.min_dwell_s - 1.0) * 1e6)
+        if t_end - int(it.min()) >= lim:
+            return False
+        cp_t = self._checkpoints[-1]
+        in_t, in_site = self._in_t, self._in_site
+        for s in set(isite.tolist()):
+            after = cp_t - 1
+            for r in self._visits:
+                c = r.completed
+                if (
+                    r.site == s
+                    and c is not None
+                    and not c.retracted
+                    and not r.started.retracted
+                    and not r.frozen
+                ):
+                    after = max(after, r.end_us)
+            old = in_t[(in_t > after) & (in_site == s)]
+            if len(old) and t_end - int(old.min()) >= lim:
+                return False
+            if t_end - int(it[isite == s].min()) >= lim:
+                return False
+        return True
 
     def _chain_floor(self) -> int | None:
         """``_stop_floor_us`` when it provably bounds every stop chain a re-run could find
