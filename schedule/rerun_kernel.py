@@ -16,10 +16,19 @@ Exactness: this module only composes the kernels the separate calls ran
 site counts) on the same integers and floats.  ``VehicleTracker`` keeps the separate calls
 as its slow path (``compiled_rerun = False``, and whenever the stop walk hands a call to its
 numpy reference); tests/test_rerun_kernel.py holds the two equal.
+
+Caching: numba's cache of a function is keyed by its own source file only, and the machine code
+of :func:`detect` embeds the kernels it calls from the other modules, so an edit there would
+leave a stale ``detect`` in the cache.  Its cache entry is therefore named after a digest of
+the schedule package's kernel sources (:func:`kernel_digest`): any edit of one compiles it
+afresh (the old entry is left behind, unused).
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -121,8 +130,23 @@ def _hint_of(pair_t: Any, t_first: int, q: int) -> Any:
     return out
 
 
-@njit(cache=True)
-def detect(
+def kernel_digest(paths: Iterable[Path]) -> str:
+    """A short digest of the files' contents (in the given order)."""
+    h = hashlib.sha256()
+    for path in paths:
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _kernel_sources() -> list[Path]:
+    """The other compiled modules of the package, whose code :func:`detect` embeds (all of
+    them: a kernel may come to call another's helpers)."""
+    here = Path(__file__).resolve()
+    return sorted(p for p in here.parent.glob("*_kernel.py") if p != here)
+
+
+def _detect(
     t_us: Any,
     lon: Any,
     lat: Any,
@@ -239,6 +263,11 @@ def detect(
         if recs[r, 4] == 0 and recs[r, 2] == nk - 1:
             counts = _tail_counts(kin, recs[r, 0])
     return status, info, pending, kept_t, oi, of, s_ints, s_flts, sites, figs, cps, counts, hints
+
+
+DEPS_DIGEST = kernel_digest(_kernel_sources())
+_detect.__name__ = _detect.__qualname__ = f"detect_{DEPS_DIGEST}"  # (names the cache entry)
+detect = njit(cache=True)(_detect)
 
 
 def warm_up() -> None:
