@@ -188,9 +188,11 @@ def _detect(
     ``table``/``sprm`` and ``cpv`` are the visit, stop and checkpoint kernels' parameters;
     ``settled_on`` is ``VehicleTracker.settled_checkpoints``.
 
-    Returns (status, info, pending, kept_t, visit int rows, visit float rows, stop int rows,
-    stop float rows, stop sites, stop figures, checkpoint kept indices, the open tail stop's
-    site counts, the (2, N_HINT) new hints of the inside and the near pairs).  ``status`` is
+    Returns (status, info, pending, kept_t, visit int rows, visit float rows, stop int rows
+    (the walk's four columns, then the stop's site), stop float rows (the walk's four
+    columns, then the eight figures of ``stops_kernel.stop_figures``), the new checkpoints'
+    fix times, the open tail stop's site counts, the (2, N_HINT) new hints of the inside and
+    the near pairs).  ``status`` is
     the stop walk's: anything but ``stops_kernel.DONE`` leaves the rest empty (the caller
     runs the slow path, which raises or runs the reference).  Visit rows are
     ``drop_dominated``'s survivors, sites ascending then time (sort them by arrival and site
@@ -210,9 +212,9 @@ def _detect(
     no_f = np.empty((0, 2), np.float64)
     if status != _sk.DONE:
         return (
-            status, info, pending, kept_t, no_i, no_f, s_ints, s_flts,
-            np.empty(0, np.int64), np.empty((0, 8), np.float64), np.empty(0, np.int64),
-            np.empty((2, 0), np.int64), np.zeros((2, N_HINT), np.int64),
+            status, info, pending, kept_t, no_i, no_f, np.empty((0, 5), np.int64),
+            np.empty((0, 12), np.float64), np.empty(0, np.int64), np.empty((2, 0), np.int64),
+            np.zeros((2, N_HINT), np.int64),
         )  # fmt: skip
     t_first = kept_t[0] if nk else 0
     kin, knear, near_any, site_a, q_in, q_near = _ck.rerun_pairs_from(
@@ -250,6 +252,8 @@ def _detect(
     sites = np.empty(0, np.int64)
     figs = np.empty((0, 8), np.float64)
     counts = np.empty((2, 0), np.int64)
+    stop_i = np.empty((n_rec, 5), np.int64)
+    stop_f = np.empty((n_rec, 12), np.float64)
     if n_rec:
         recs = np.empty((n_rec, 5), np.int64)
         for r in range(n_rec):
@@ -262,7 +266,17 @@ def _detect(
         r = n_rec - 1
         if recs[r, 4] == 0 and recs[r, 2] == nk - 1:
             counts = _tail_counts(kin, recs[r, 0])
-    return status, info, pending, kept_t, oi, of, s_ints, s_flts, sites, figs, cps, counts, hints
+        for r in range(n_rec):
+            for c in range(4):
+                stop_i[r, c] = s_ints[r, c]
+                stop_f[r, c] = s_flts[r, c]
+            stop_i[r, 4] = sites[r]
+            for c in range(8):
+                stop_f[r, 4 + c] = figs[r, c]
+    cp_times = np.empty(len(cps), np.int64)
+    for r in range(len(cps)):
+        cp_times[r] = kept_t[cps[r]]
+    return status, info, pending, kept_t, oi, of, stop_i, stop_f, cp_times, counts, hints
 
 
 DEPS_DIGEST = kernel_digest(_kernel_sources())
