@@ -16,10 +16,19 @@ Exactness: this module only composes the kernels the separate calls ran
 site counts) on the same integers and floats.  ``VehicleTracker`` keeps the separate calls
 as its slow path (``compiled_rerun = False``, and whenever the stop walk hands a call to its
 numpy reference); tests/test_rerun_kernel.py holds the two equal.
+
+Caching: numba's cache of a function is keyed by its own source file only, and the machine code
+of :func:`detect` embeds the kernels it calls from the other modules, so an edit there would
+leave a stale ``detect`` in the cache.  Its cache entry is therefore named after a digest of
+the schedule package's kernel sources (:func:`kernel_digest`): any edit of one compiles it
+afresh (the old entry is left behind, unused).
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -121,8 +130,23 @@ def _hint_of(pair_t: Any, t_first: int, q: int) -> Any:
     return out
 
 
-@njit(cache=True)
-def detect(
+def kernel_digest(paths: Iterable[Path]) -> str:
+    """A short digest of the files' contents (in the given order)."""
+    h = hashlib.sha256()
+    for path in paths:
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _kernel_sources() -> list[Path]:
+    """The other compiled modules of the package, whose code :func:`detect` embeds (all of
+    them: a kernel may come to call another's helpers)."""
+    here = Path(__file__).resolve()
+    return sorted(p for p in here.parent.glob("*_kernel.py") if p != here)
+
+
+def _detect(
     t_us: Any,
     lon: Any,
     lat: Any,
@@ -164,9 +188,11 @@ def detect(
     ``table``/``sprm`` and ``cpv`` are the visit, stop and checkpoint kernels' parameters;
     ``settled_on`` is ``VehicleTracker.settled_checkpoints``.
 
-    Returns (status, info, pending, kept_t, visit int rows, visit float rows, stop int rows,
-    stop float rows, stop sites, stop figures, checkpoint kept indices, the open tail stop's
-    site counts, the (2, N_HINT) new hints of the inside and the near pairs).  ``status`` is
+    Returns (status, info, pending, kept_t, visit int rows, visit float rows, stop int rows
+    (the walk's four columns, then the stop's site), stop float rows (the walk's four
+    columns, then the eight figures of ``stops_kernel.stop_figures``), the new checkpoints'
+    fix times, the open tail stop's site counts, the (2, N_HINT) new hints of the inside and
+    the near pairs).  ``status`` is
     the stop walk's: anything but ``stops_kernel.DONE`` leaves the rest empty (the caller
     runs the slow path, which raises or runs the reference).  Visit rows are
     ``drop_dominated``'s survivors, sites ascending then time (sort them by arrival and site
@@ -186,9 +212,9 @@ def detect(
     no_f = np.empty((0, 2), np.float64)
     if status != _sk.DONE:
         return (
-            status, info, pending, kept_t, no_i, no_f, s_ints, s_flts,
-            np.empty(0, np.int64), np.empty((0, 8), np.float64), np.empty(0, np.int64),
-            np.empty((2, 0), np.int64), np.zeros((2, N_HINT), np.int64),
+            status, info, pending, kept_t, no_i, no_f, np.empty((0, 5), np.int64),
+            np.empty((0, 12), np.float64), np.empty(0, np.int64), np.empty((2, 0), np.int64),
+            np.zeros((2, N_HINT), np.int64),
         )  # fmt: skip
     t_first = kept_t[0] if nk else 0
     kin, knear, near_any, site_a, q_in, q_near = _ck.rerun_pairs_from(
@@ -226,6 +252,8 @@ def detect(
     sites = np.empty(0, np.int64)
     figs = np.empty((0, 8), np.float64)
     counts = np.empty((2, 0), np.int64)
+    stop_i = np.empty((n_rec, 5), np.int64)
+    stop_f = np.empty((n_rec, 12), np.float64)
     if n_rec:
         recs = np.empty((n_rec, 5), np.int64)
         for r in range(n_rec):
@@ -238,7 +266,22 @@ def detect(
         r = n_rec - 1
         if recs[r, 4] == 0 and recs[r, 2] == nk - 1:
             counts = _tail_counts(kin, recs[r, 0])
-    return status, info, pending, kept_t, oi, of, s_ints, s_flts, sites, figs, cps, counts, hints
+        for r in range(n_rec):
+            for c in range(4):
+                stop_i[r, c] = s_ints[r, c]
+                stop_f[r, c] = s_flts[r, c]
+            stop_i[r, 4] = sites[r]
+            for c in range(8):
+                stop_f[r, 4 + c] = figs[r, c]
+    cp_times = np.empty(len(cps), np.int64)
+    for r in range(len(cps)):
+        cp_times[r] = kept_t[cps[r]]
+    return status, info, pending, kept_t, oi, of, stop_i, stop_f, cp_times, counts, hints
+
+
+DEPS_DIGEST = kernel_digest(_kernel_sources())
+_detect.__name__ = _detect.__qualname__ = f"detect_{DEPS_DIGEST}"  # (names the cache entry)
+detect = njit(cache=True)(_detect)
 
 
 def warm_up() -> None:

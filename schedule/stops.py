@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -432,34 +433,30 @@ def detect_stops(
         )
     if pending_out is not None and pending >= 0:
         pending_out.append(pending)
-    return records_of(t0_us, ints, flts)
+    return records_of(t0_us, ints.tolist(), flts.tolist()) if len(ints) else []
 
 
 def records_of(
-    t0_us: int, ints: npt.NDArray[np.int64], flts: npt.NDArray[np.float64]
+    t0_us: int, ints: Sequence[Sequence[int]], flts: Sequence[Sequence[float]]
 ) -> list[StopRecord]:
-    """The StopRecords of the compiled walk's rows (``stops_kernel.detect``'s int and float
-    tables; also ``schedule.rerun_kernel.detect``'s)."""
-    out: list[StopRecord] = []
-    if len(ints):
-        for (first, last, confirm, code), (x, y, t_first, t_last) in zip(
-            ints.tolist(), flts.tolist(), strict=True
-        ):
-            out.append(
-                StopRecord(
-                    first=first,
-                    last=last,
-                    confirm=confirm,
-                    start_us=t0_us + round(t_first * 1e6),
-                    end_us=t0_us + round(t_last * 1e6),
-                    x=x,
-                    y=y,
-                    fix_count=last - first + 1,
-                    closed_by=_CLOSED_BY[code % _k.MERGED],
-                    merged=code >= _k.MERGED,
-                )
-            )
-    return out
+    """The StopRecords of the compiled walk's rows, as lists (``stops_kernel.detect``'s int
+    and float tables' ``tolist()``; ``schedule.rerun_kernel.detect``'s, whose rows carry
+    more columns after these)."""
+    return [
+        StopRecord(
+            first=r[0],
+            last=r[1],
+            confirm=r[2],
+            start_us=t0_us + round(f[2] * 1e6),
+            end_us=t0_us + round(f[3] * 1e6),
+            x=f[0],
+            y=f[1],
+            fix_count=r[1] - r[0] + 1,
+            closed_by=_CLOSED_BY[r[3] % _k.MERGED],
+            merged=r[3] >= _k.MERGED,
+        )
+        for r, f in zip(ints, flts, strict=True)
+    ]
 
 
 def _record(

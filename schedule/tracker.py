@@ -209,7 +209,7 @@ _MAX_UNITS = 1 << 16
 
 
 #: what a re-run's detection found (VehicleTracker._detect_slow): visits, stops, the pending
-#: chain's first fix, kept fix times, new checkpoints (kept indices), stop sites and figures,
+#: chain's first fix, kept fix times, new checkpoints (fix times), stop sites and figures,
 #: the open stop's site counts
 _Found = tuple[
     list[VisitRecord],
@@ -1446,15 +1446,15 @@ class VehicleTracker:
         found = self._detect_compiled(m, track, active, t0, now_us, stale)
         if found is None:
             found = self._detect_slow(m, track, active, t0, now_us)
-        visits, stops, pending, kept_t, cps_i, sites, figures, tail_counts = found
+        visits, stops, pending, kept_t, cp_times, sites, figures, tail_counts = found
         nk = len(kept_t)
         # no stop chain can start before this any more (see _append_only's *dwelling*): the
         # pending chain's first fix, or a speed window (a stop's backdating) before the fixes
         # an outlier burst in the next fixes could still change
         floor = int(kept_t[max(nk - BURST_FIXES - 2, 0)]) - round((p.speed_window_s + 1) * 1e6)
         self._stop_floor_us = min(int(kept_t[pending[0]]), floor) if pending else floor
-        # new checkpoints (replace those after the one we ran from), as kept indices
-        new_cps = kept_t[cps_i].tolist()
+        # new checkpoints (replace those after the one we ran from)
+        new_cps = cp_times.tolist()
         self._checkpoints = self._checkpoints[: cp_i + 1] + [c for c in new_cps if c > cp_t]
         events = self._diff_visits(visits, cp_t)
         events += self._diff_stops(stops, cp_t, m, kept_t, sites, figures, tail_counts)
@@ -1474,8 +1474,8 @@ class VehicleTracker:
         in_owner = in_t if in_t.base is None else in_t.base
         near_owner = near_t if near_t.base is None else near_t.base
         h = self._pair_hints
-        (status, _info, pending, kept_t, oi, of, s_ints, s_flts, sites_a, figs_a, cps_i,
-         counts, hints) = rerun_kernel.detect(
+        (status, _info, pending, kept_t, oi, of, stop_i, stop_f, cp_times, counts,
+         hints) = rerun_kernel.detect(
             track.t_us, track.lon, track.lat, track.hdop, m.keep, m.t_s, m.x, m.y,
             m.speed_kmh, rep, m.still, m.jump, m.gap, in_t, self._in_site,
             near_t, self._near_site,
@@ -1492,16 +1492,22 @@ class VehicleTracker:
         self._pair_hints = (in_owner, near_owner, hints)
         visits = visits_kernel.records_of(oi, of) if len(oi) else []
         visits.sort(key=_ARRIVAL_SITE)
-        stops = stop_records_of(t0, s_ints, s_flts)
-        tail = dict(zip(counts[0].tolist(), counts[1].tolist(), strict=True)) if stops else None
+        if len(stop_i):
+            rows_i, rows_f = stop_i.tolist(), stop_f.tolist()
+            stops = stop_records_of(t0, rows_i, rows_f)
+            sites = [r[4] for r in rows_i]
+            figures = [r[4:] for r in rows_f]
+            tail = dict(zip(*counts.tolist(), strict=True))  # ({} unless it applies)
+        else:
+            stops, sites, figures, tail = [], [], [], None
         return (
             visits,
             stops,
             [pending] if pending >= 0 else [],
             kept_t,
-            cps_i,
-            sites_a.tolist(),
-            figs_a.tolist(),
+            cp_times,
+            sites,
+            figures,
             tail,
         )
 
@@ -1511,7 +1517,7 @@ class VehicleTracker:
         """The detectors, checkpoint searches and stop figures of a re-run, one compiled call
         each (the reference of :meth:`_detect_compiled`): the visits (sorted by arrival and
         site), the stops, the pending chain's first fix (if any), the kept fix times, the new
-        checkpoints (kept indices), each stop's site and figures
+        checkpoints (fix times), each stop's site and figures
         (``stops_kernel.stop_figures``) and the open stop's site counts when it ends at the
         newest kept fix (see :meth:`_stop_site_stays`)."""
         p = self.params
@@ -1566,7 +1572,7 @@ class VehicleTracker:
             if last.closed_by is None and last.last == nk - 1:
                 ks = kin[1][kin[0] >= last.first].tolist()
                 tail = {s: ks.count(s) for s in set(ks)}
-        return visits, stops, pending, kept_t, cps_i, sites, figures, tail
+        return visits, stops, pending, kept_t, kept_t[cps_i], sites, figures, tail
 
     @staticmethod
     def _kept_pairs(

@@ -11,6 +11,7 @@ stretches) fed in any chunking, and the re-runs of a stretch of a simulated day.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -191,3 +192,25 @@ def test_a_pair_hint_holds_only_for_the_table_it_was_taken_of() -> None:
     assert rerun_kernel._hint_from(buf[:60].copy(), hint, 40) == 0
     assert rerun_kernel._hint_from(buf[:50], hint, 39) == 0
     assert rerun_kernel._hint_from(buf[:50], np.zeros(rerun_kernel.N_HINT, np.int64), 40) == 0
+
+
+def test_the_compiled_detect_is_cached_under_the_kernel_sources_digest(tmp_path: Path) -> None:
+    """numba caches ``detect`` under a name carrying a digest of the other kernels' sources
+    (it embeds their code, and numba's cache notices edits of its own file only): the digest
+    is of the current sources, and an edit of any of them changes it."""
+    sources = rerun_kernel._kernel_sources()
+    assert {p.name for p in sources} >= {
+        "checkpoint_kernel.py",
+        "stops_kernel.py",
+        "visits_kernel.py",
+    }
+    assert "rerun_kernel.py" not in {p.name for p in sources}
+    digest = rerun_kernel.kernel_digest(sources)
+    assert rerun_kernel.detect.py_func.__qualname__ == f"detect_{digest}"
+    copies = []
+    for p in sources:
+        copies.append(tmp_path / p.name)
+        copies[-1].write_bytes(p.read_bytes())
+    assert rerun_kernel.kernel_digest(copies) == digest
+    copies[0].write_bytes(copies[0].read_bytes() + b"\n")
+    assert rerun_kernel.kernel_digest(copies) != digest
