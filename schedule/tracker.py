@@ -249,6 +249,9 @@ class VehicleTracker:
         self._checkpoint_pv = checkpoint_kernel.param_vector(
             self.params, _CHECKPOINT_LEAD_FIXES, BURST_FIXES
         )
+        #: ...and the visit and stop kernels' (for the compiled re-run)
+        self._visit_pv = visits_kernel.visit_params(self.params)
+        self._stop_row = stop_param_row(self.params)
         self._t: I64 = np.empty(0, np.int64)
         self._lon: F64 = np.empty(0)
         self._lat: F64 = np.empty(0)
@@ -1468,7 +1471,6 @@ class VehicleTracker:
         path raises as the walk's wrapper does), or while ``compiled_rerun`` is off."""
         if not self.compiled_rerun:
             return None
-        p = self.params
         rep = m.reported_kmh if m.reported_kmh is not None else np.full(len(m.t_s), np.nan)
         in_t, near_t = self._in_t, self._near_t
         in_owner = in_t if in_t.base is None else in_t.base
@@ -1482,8 +1484,8 @@ class VehicleTracker:
             h[2][0] if h is not None and h[0] is in_owner else _NO_HINT,
             h[2][1] if h is not None and h[1] is near_owner else _NO_HINT,
             active, t0, now_us is not None,
-            0 if now_us is None else now_us, bool(stale), visits_kernel.visit_params(p),
-            STOP_TABLE, stop_param_row(p), self._checkpoint_pv, self.settled_checkpoints,
+            0 if now_us is None else now_us, bool(stale), self._visit_pv,
+            STOP_TABLE, self._stop_row, self._checkpoint_pv, self.settled_checkpoints,
         )  # fmt: skip
         if status != stops_kernel.DONE:
             return None
