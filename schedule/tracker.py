@@ -1166,8 +1166,21 @@ class VehicleTracker:
             share = float(n_in) / float(n_fix)
             if share < p.min_inside_share or (len(open_v) > 1 and share < 0.5):
                 return None
+            if n_in * v.n_fix < v.n_in * n_fix and self._other_inside_since(v.site, v.start_us):
+                return None  # its share fell: a visit it dominated may no longer be
             out.append((v, end, n_in, n_fix))
         return out
+
+    def _other_inside_since(self, site: int, start_us: int) -> bool:
+        """Whether a fix at or after ``start_us`` lies inside a fence other than ``site``'s.
+
+        Why: :func:`schedule.visits.drop_dominated` drops a candidate visit of another site
+        that the open visit covers from at least twice as far inside; at a fence's edge the
+        open visit's share can fall, and such a candidate would then be reported.  It
+        overlaps the open visit, so its last inside fix is at or after the visit's start:
+        with no such fix there is no candidate to come back."""
+        sel = self._in_t >= start_us
+        return bool((self._in_site[sel] != site).any())
 
     def _quiet(self, t_end: int, new_in_t: I64) -> bool:
         """Nothing is reported from the last checkpoint on, and a re-run through ``t_end``
