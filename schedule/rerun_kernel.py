@@ -20,20 +20,23 @@ numpy reference); tests/test_rerun_kernel.py holds the two equal.
 Caching: numba's cache of a function is keyed by its own source file only, and the machine code
 of :func:`detect` embeds the kernels it calls from the other modules, so an edit there would
 leave a stale ``detect`` in the cache.  Its cache entry is therefore named after a digest of
-the schedule package's kernel sources (:func:`kernel_digest`): any edit of one compiles it
-afresh (the old entry is left behind, unused).
+the schedule package's other kernel modules as loaded (:func:`kernel_digest`: each function's
+code objects and each module-level constant, which numba freezes into the machine code), so any
+edit of one compiles it afresh (the old entry is left behind, unused).  The digest is taken
+from the imported modules, not by reading their files: this is a logic module (no I/O).
 """
 
 from __future__ import annotations
 
 import hashlib
+import types
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numba import njit
 
+from schedule import append_kernel, motion_kernel, parked_kernel, select_kernel
 from schedule import checkpoint_kernel as _ck
 from schedule import stops_kernel as _sk
 from schedule import visits_kernel as _vk
@@ -130,20 +133,40 @@ def _hint_of(pair_t: Any, t_first: int, q: int) -> Any:
     return out
 
 
-def kernel_digest(paths: Iterable[Path]) -> str:
-    """A short digest of the files' contents (in the given order)."""
+def _feed_code(h: Any, code: types.CodeType) -> None:
+    h.update(code.co_code)
+    h.update(repr((code.co_names, code.co_varnames)).encode())
+    for c in code.co_consts:
+        if isinstance(c, types.CodeType):
+            _feed_code(h, c)
+        elif isinstance(c, frozenset):  # (its repr's order follows string hashing)
+            h.update(repr(sorted(map(repr, c))).encode())
+        else:
+            h.update(repr(c).encode())
+
+
+def kernel_digest(modules: Iterable[types.ModuleType]) -> str:
+    """A short digest of the modules as loaded (in the given order): the code of every
+    function defined in each (a numba kernel's ``py_func``) and every module-level constant
+    (an upper-case name bound to a number, string or tuple: numba compiles globals in as
+    constants; lower-case globals are the modules' run-time caches, which change)."""
     h = hashlib.sha256()
-    for path in paths:
-        h.update(path.name.encode())
-        h.update(path.read_bytes())
+    for mod in modules:
+        h.update(mod.__name__.encode())
+        for name, obj in sorted(vars(mod).items()):
+            fn = getattr(obj, "py_func", obj)
+            code = getattr(fn, "__code__", None)
+            if isinstance(code, types.CodeType) and getattr(fn, "__module__", None) == mod.__name__:
+                h.update(name.encode())
+                _feed_code(h, code)
+            elif isinstance(obj, (bool, int, float, str, tuple)) and name.lstrip("_").isupper():
+                h.update(f"{name}={obj!r}".encode())
     return h.hexdigest()[:16]
 
 
-def _kernel_sources() -> list[Path]:
-    """The other compiled modules of the package, whose code :func:`detect` embeds (all of
-    them: a kernel may come to call another's helpers)."""
-    here = Path(__file__).resolve()
-    return sorted(p for p in here.parent.glob("*_kernel.py") if p != here)
+#: the other compiled modules of the package, whose code :func:`detect` embeds (all of them:
+#: a kernel may come to call another's helpers; tests/test_rerun_kernel.py checks the list)
+KERNEL_MODULES = (append_kernel, _ck, motion_kernel, parked_kernel, select_kernel, _sk, _vk)
 
 
 def _detect(
@@ -279,7 +302,7 @@ def _detect(
     return status, info, pending, kept_t, oi, of, stop_i, stop_f, cp_times, counts, hints
 
 
-DEPS_DIGEST = kernel_digest(_kernel_sources())
+DEPS_DIGEST = kernel_digest(KERNEL_MODULES)
 _detect.__name__ = _detect.__qualname__ = f"detect_{DEPS_DIGEST}"  # (names the cache entry)
 detect = njit(cache=True)(_detect)
 

@@ -11,6 +11,10 @@ stretches) fed in any chunking, and the re-runs of a stretch of a simulated day.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -194,23 +198,37 @@ def test_a_pair_hint_holds_only_for_the_table_it_was_taken_of() -> None:
     assert rerun_kernel._hint_from(buf[:50], np.zeros(rerun_kernel.N_HINT, np.int64), 40) == 0
 
 
-def test_the_compiled_detect_is_cached_under_the_kernel_sources_digest(tmp_path: Path) -> None:
-    """numba caches ``detect`` under a name carrying a digest of the other kernels' sources
-    (it embeds their code, and numba's cache notices edits of its own file only): the digest
-    is of the current sources, and an edit of any of them changes it."""
-    sources = rerun_kernel._kernel_sources()
-    assert {p.name for p in sources} >= {
-        "checkpoint_kernel.py",
-        "stops_kernel.py",
-        "visits_kernel.py",
-    }
-    assert "rerun_kernel.py" not in {p.name for p in sources}
-    digest = rerun_kernel.kernel_digest(sources)
+def test_the_compiled_detect_is_cached_under_the_kernel_modules_digest() -> None:
+    """numba caches ``detect`` under a name carrying a digest of the other kernel modules (it
+    embeds their code, and numba's cache notices edits of its own file only): every other
+    ``*_kernel.py`` is in the digest, the name carries the current digest, and an edit of a
+    kernel's code or of a module constant changes it (the digest reads the loaded modules,
+    not files: a logic module does no I/O)."""
+    here = Path(rerun_kernel.__file__).parent
+    files = {p.stem for p in here.glob("*_kernel.py")} - {"rerun_kernel"}
+    assert {m.__name__.rsplit(".", 1)[1] for m in rerun_kernel.KERNEL_MODULES} == files
+    digest = rerun_kernel.kernel_digest(rerun_kernel.KERNEL_MODULES)
     assert rerun_kernel.detect.py_func.__qualname__ == f"detect_{digest}"
-    copies = []
-    for p in sources:
-        copies.append(tmp_path / p.name)
-        copies[-1].write_bytes(p.read_bytes())
-    assert rerun_kernel.kernel_digest(copies) == digest
-    copies[0].write_bytes(copies[0].read_bytes() + b"\n")
-    assert rerun_kernel.kernel_digest(copies) != digest
+
+    def module(src: str) -> types.ModuleType:
+        m = types.ModuleType("schedule.fake_kernel")
+        exec(compile(src, "fake_kernel.py", "exec"), m.__dict__)
+        return m
+
+    base = "K = 3\nS = frozenset({'a', 'b', 'c'})\ndef f(x):\n    return x + K\n"
+    d0 = rerun_kernel.kernel_digest([module(base)])
+    assert rerun_kernel.kernel_digest([module(base)]) == d0
+    assert rerun_kernel.kernel_digest([module(base.replace("K = 3", "K = 4"))]) != d0
+    assert rerun_kernel.kernel_digest([module(base.replace("x + K", "x - K"))]) != d0
+    assert rerun_kernel.kernel_digest([module(base + "def g():\n    return 1\n")]) != d0
+
+
+def test_the_digest_does_not_follow_string_hashing(tmp_path: Path) -> None:
+    """The same sources give the same cache name in every process (PYTHONHASHSEED varies)."""
+    code = "from schedule import rerun_kernel as r; print(r.kernel_digest(r.KERNEL_MODULES))"
+    env = {**os.environ, "PYTHONHASHSEED": "1"}
+    one = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    env["PYTHONHASHSEED"] = "2"
+    two = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert one.returncode == two.returncode == 0, one.stderr + two.stderr
+    assert one.stdout == two.stdout
