@@ -187,6 +187,20 @@ def _clean_step(
 
 
 @njit(cache=True)
+def _hinted_start(pair_t: I64, hint: I64, lo: int) -> int:
+    """Where a scan for the pairs not older than ``lo`` may start: every pair before it is
+    older.  A pair table is long (the whole horizon) and its memory mostly out of cache, so
+    the full scan cost more than all the rest of :func:`drive_checkpoints`.  ``hint`` is
+    :mod:`schedule.rerun_kernel`'s (fields ``H_ADDR, H_LEN, H_T, H_Q`` = 0..3: the table's
+    data address, its length, a time, the first pair not older than that time); it holds,
+    as there, while the table begins at that address and has not shrunk (pairs are only
+    ever appended after a table's end) and ``lo`` is not older than its time; else 0."""
+    if pair_t.ctypes.data == hint[0] and len(pair_t) >= hint[1] and lo >= hint[2]:
+        return int(hint[3])
+    return 0
+
+
+@njit(cache=True)
 def drive_checkpoints(
     t: I64,
     lon: F64,
@@ -196,6 +210,8 @@ def drive_checkpoints(
     k: int,
     in_t: I64,
     near_t: I64,
+    in_hint: I64,
+    near_hint: I64,
     cos0: float,
     crawl_speed_kmh: float,
     stop_speed_kmh: float,
@@ -215,8 +231,9 @@ def drive_checkpoints(
 
     *Candidates* are the fixes ``k:`` the rule could accept: not reported slower than
     ``crawl_speed_kmh`` (an unknown speed is estimated) and no fence or margin pair at the
-    fix's time (``in_t``/``near_t``, any order).  Fewer than a run needs (``lead +
-    need_fixes + 1``): no checkpoint.  When every step of fixes ``kc:`` is *clean*
+    fix's time (``in_t``/``near_t``, any order; ``in_hint``/``near_hint``: the tables'
+    :mod:`schedule.rerun_kernel` pair hints, see :func:`_hinted_start`).  Fewer than a run
+    needs (``lead + need_fixes + 1``): no checkpoint.  When every step of fixes ``kc:`` is *clean*
     (``lim_us``: ``min(max_gap_s, teleport_check_s)`` less a millisecond, as in
     :func:`schedule.fastpath.clean_steps`: the distance over-estimated in any frame, so no
     step is a jump, none a gap, every speed known), ``motion`` keeps every fix, reports the
@@ -239,8 +256,9 @@ def drive_checkpoints(
     for i in range(k, n):
         ok[i - k] = not (speed[i] < crawl_speed_kmh)
     lo = t[k]
-    for pairs in (in_t, near_t):
-        for pt in pairs:
+    for pairs, hint in ((in_t, in_hint), (near_t, near_hint)):
+        for q in range(_hinted_start(pairs, hint, lo), len(pairs)):
+            pt = pairs[q]
             if pt < lo:
                 continue
             j = np.searchsorted(t, pt)
@@ -319,6 +337,8 @@ def warm_up() -> None:
         3,
         t[4:6],
         t[:0],
+        np.zeros(4, dtype=np.int64),
+        np.zeros(4, dtype=np.int64),
         1.0,
         10.0,
         3.0,

@@ -1381,8 +1381,17 @@ class VehicleTracker:
         # can be dropped or have its speed estimated, and where too few fixes could be in a
         # checkpoint's run (slowing down at a site, queueing, passing fences); else motion()
         found = np.empty(len(self._t) - k, dtype=np.int64)
+        # the last compiled re-run's pair hints, as _detect passes them (the kernel checks
+        # their addresses): the scan of each pair table starts near its end, not at the horizon
+        in_t, near_t, h = self._in_t, self._near_t, self._pair_hints
+        in_hint = near_hint = _NO_HINT
+        if h is not None:
+            if h[0] is (in_t if in_t.base is None else in_t.base):
+                in_hint = h[2][0]
+            if h[1] is (near_t if near_t.base is None else near_t.base):
+                near_hint = h[2][1]
         n_found = append_kernel.drive_checkpoints(
-            self._t, self._lon, self._lat, self._speed, kc, k, self._in_t, self._near_t,
+            self._t, self._lon, self._lat, self._speed, kc, k, in_t, near_t, in_hint, near_hint,
             float(np.cos(float(self._lat[kc]) * _DEG)), p.crawl_speed_kmh, p.stop_speed_kmh,
             round(min(p.max_gap_s, p.teleport_check_s) * 1e6) - 1000, p.teleport_slack_m,
             p.max_speed_kmh, _CHECKPOINT_LEAD_FIXES,

@@ -223,3 +223,73 @@ def test_the_compiled_search_answers_while_driving_and_at_a_site() -> None:
     assert 0 in calls  # none, decided without motion()
     assert any(c > 0 for c in calls)  # found by the kernel
     assert len(kept[-1]) > 1
+
+
+def _drive(n: int = 40) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``n`` fixes 3 s apart driving east at 50 km/h (about 42 m a step): clean steps."""
+    t = 1_700_000_000_000_000 + np.arange(n, dtype=np.int64) * 3_000_000
+    lat = np.full(n, 55.0)
+    lon = 37.0 + np.arange(n) * 41.7 * M_LAT / np.cos(np.radians(55.0))
+    return t, lon, lat, np.full(n, 50.0)
+
+
+def _search(pairs: np.ndarray, hint: np.ndarray, k: int = 5) -> int:
+    t, lon, lat, speed = _drive()
+    out = np.empty(len(t), dtype=np.int64)
+    no_pairs = np.empty(0, dtype=np.int64)
+    no_hint = np.zeros(4, dtype=np.int64)
+    return int(
+        append_kernel.drive_checkpoints(
+            t, lon, lat, speed, 0, k, pairs, no_pairs, hint, no_hint,
+            float(np.cos(np.radians(55.0))), PARAMS.crawl_speed_kmh, PARAMS.stop_speed_kmh,
+            round(min(PARAMS.max_gap_s, PARAMS.teleport_check_s) * 1e6) - 1000,
+            PARAMS.teleport_slack_m, PARAMS.max_speed_kmh, 6,
+            max(PARAMS.exit_confirm_fixes, PARAMS.move_confirm_fixes) + 1,
+            max(PARAMS.exit_confirm_s, PARAMS.move_confirm_s), 2 * PARAMS.drift_radius_m, out,
+        )
+    )  # fmt: skip
+
+
+def test_a_pair_hint_skips_only_the_pairs_it_proves_older() -> None:
+    """The drive search starts each pair table's scan at the re-run's hint (the first pair
+    not older than the hint's time) only while the hint is for this very table (its data
+    address, a length it has not shrunk below) and the search starts no earlier than the
+    hint's time; any other hint scans the whole table, so no pair is ever missed."""
+    t, *_ = _drive()
+    lo = int(t[5])
+    # a pair on every fix of the search: nothing may be a checkpoint
+    pairs = np.concatenate((t[:3], t[5:]))  # older pairs first, as the re-run left them
+    assert _search(pairs, np.zeros(4, dtype=np.int64)) == 0
+    assert _search(np.empty(0, dtype=np.int64), np.zeros(4, dtype=np.int64)) > 0  # not vacuous
+    addr, n = pairs.ctypes.data, len(pairs)
+    # a hint that (wrongly) calls every pair older: obeyed only when it is valid...
+    assert _search(pairs, np.array([addr, n, lo, n], dtype=np.int64)) > 0  # it is used
+    # ...not for a table at another address, a shorter table, or an earlier search start
+    other = pairs.copy()
+    assert _search(other, np.array([addr, n, lo, n], dtype=np.int64)) == 0
+    assert _search(pairs[: n - 1], np.array([addr, n, lo, n], dtype=np.int64)) == 0
+    assert _search(pairs, np.array([addr, n, lo + 1, n], dtype=np.int64)) == 0
+    # a true hint (the three older pairs skipped) changes nothing
+    assert _search(pairs, np.array([addr, n, lo, 3], dtype=np.int64)) == 0
+
+
+def test_the_tracker_hands_the_drive_search_its_tables_hints() -> None:
+    """Not vacuous in the tracker: driving between fences, some drive searches get a hint
+    taken from the very pair table they scan (so they skip its older pairs)."""
+    b = TrackBuilder(seed=5).start(-3000, 0).drive(0, 0, 40).park(100).drive(-3000, 0, 40)
+    b = b.drive(0, 0, 40).park(100).drive(3000, 0, 40).drive(-3000, 0, 40)
+    arrays = b.arrays()
+    matched: list[bool] = []
+    real = append_kernel.drive_checkpoints
+
+    def spy(*a: np.ndarray) -> int:
+        for pairs, hint in ((a[6], a[8]), (a[7], a[9])):
+            matched.append(bool(len(pairs)) and pairs.ctypes.data == int(hint[0]))
+        return int(real(*a))  # type: ignore[arg-type]
+
+    n = len(arrays["t_us"])
+    chunks = [np.arange(i, min(i + 30, n)) for i in range(0, n, 30)]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(append_kernel, "drive_checkpoints", spy)
+        checkpoints_per_round(arrays, chunks)
+    assert any(matched)
