@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from schedule.tracker import FleetTracker, VehicleTracker
 from tests.test_tracker_fastpath import batch, run_rounds
-from tests.test_tracker_incremental import Watched, compare_rounds, cut, explicit, rounds
+from tests.test_tracker_incremental import Watched, compare_rounds, cut, explicit
 from tests.test_tracker_parked import rounds_of
 from tests.test_visits_properties import FENCES, PARAMS, draw_chunks
 from tests.test_visits_synthetic import TrackBuilder
@@ -151,14 +151,7 @@ class EdgeWatched(Watched):
 
 
 def edge_rounds(arrays: dict[str, np.ndarray], chunks: Sequence[np.ndarray]) -> EdgeWatched:
-    fast = EdgeWatched("V", FENCES.ids, PARAMS)
-    full = VehicleTracker("V", FENCES.ids, PARAMS, incremental=False)
-    clock: list[int | None] = [None] * len(chunks)
-    got = rounds(fast, arrays, FENCES, chunks, clock)
-    want = rounds(full, arrays, FENCES, chunks, clock)
-    for k, (g, w) in enumerate(zip(got, want, strict=True)):
-        assert g == w, f"round {k} differs"
-    return fast
+    return compare_rounds(arrays, chunks, None, EdgeWatched)
 
 
 legs_st = st.lists(st.one_of(edge_leg, edge_leg, shift_leg), min_size=1, max_size=4)

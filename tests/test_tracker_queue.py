@@ -33,7 +33,7 @@ from hypothesis import strategies as st
 
 from schedule.tracker import FleetTracker, VehicleTracker
 from tests.test_tracker_fastpath import batch, run_rounds
-from tests.test_tracker_incremental import cut, explicit, rounds
+from tests.test_tracker_incremental import compare_rounds, cut, explicit
 from tests.test_tracker_parked import rounds_of
 from tests.test_visits_properties import FENCES, PARAMS, draw_chunks
 from tests.test_visits_synthetic import TrackBuilder
@@ -85,14 +85,7 @@ def compare(
     clock: Sequence[int | None] | None = None,
 ) -> QueueWatched:
     """Both trackers fed the same rounds: equal events round by round; the fast one back."""
-    clock = [None] * len(chunks) if clock is None else clock
-    fast = QueueWatched("V", FENCES.ids, PARAMS)
-    full = VehicleTracker("V", FENCES.ids, PARAMS, incremental=False)
-    got = rounds(fast, arrays, FENCES, chunks, clock)
-    want = rounds(full, arrays, FENCES, chunks, clock)
-    for k, (g, w) in enumerate(zip(got, want, strict=True)):
-        assert g == w, f"round {k} differs"
-    return fast
+    return compare_rounds(arrays, chunks, clock, QueueWatched)
 
 
 # fence 0: centre (0, 0), radius 50 m, margin to 65 m; fences 1 and 2 overlap near (415, 15)
